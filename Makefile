@@ -1,0 +1,234 @@
+# libmsgbus - plain GNU Makefile.
+#
+#   make                      library (static + shared) and examples
+#   make check                tests, man lint, man examples, header, exports
+#   make check SANITIZE=thread            (or address,undefined)
+#   make valgrind | bench | bench-run | install | uninstall | clean
+#
+# Everything is built under $(B): build/ normally, build-<sanitizers>/ with
+# SANITIZE set, so sanitized and plain objects never mix. V=1 shows commands.
+
+VERSION := 0.1.0
+MAJOR := $(firstword $(subst ., ,$(VERSION)))
+
+PREFIX ?= /usr/local
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+MANDIR ?= $(PREFIX)/share/man
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+
+INSTALL ?= install
+PKG_CONFIG ?= pkg-config
+VALGRIND ?= valgrind
+
+comma := ,
+SANITIZE ?=
+ifeq ($(SANITIZE),)
+BUILDDIR ?= build
+else
+BUILDDIR ?= build-$(subst $(comma),-,$(SANITIZE))
+endif
+B := $(BUILDDIR)
+
+# User CFLAGS/LDFLAGS still apply; the flags the project needs are appended.
+CFLAGS ?= -O2 -g
+override CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread
+override LDFLAGS += -pthread
+
+ifneq ($(SANITIZE),)
+override CFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer
+override LDFLAGS += -fsanitize=$(SANITIZE)
+ifneq ($(filter address undefined,$(subst $(comma), ,$(SANITIZE))),)
+override CFLAGS += -fno-sanitize-recover=all
+override LDFLAGS += -fno-sanitize-recover=all
+endif
+# Sanitizer reports are fatal; nothing is suppressed. Slower code gets more
+# time before Check's per-test timeout fires.
+export TSAN_OPTIONS := halt_on_error=1
+export ASAN_OPTIONS := detect_leaks=1:abort_on_error=1
+export UBSAN_OPTIONS := halt_on_error=1:print_stacktrace=1
+export CK_TIMEOUT_MULTIPLIER ?= 5
+ifneq ($(filter valgrind,$(MAKECMDGOALS)),)
+$(error valgrind and SANITIZE do not mix)
+endif
+endif
+
+LIB_CFLAGS := -fPIC -fvisibility=hidden
+DEPFLAGS = -MMD -MP
+
+# -z defs proves the .so carries all its dependencies. clang does not link
+# the sanitizer runtime into shared objects, so it cannot hold there.
+ZDEFS := -Wl,-z,defs
+ifneq ($(SANITIZE),)
+ifneq ($(shell $(CC) --version 2>/dev/null | grep -c clang),0)
+ZDEFS :=
+endif
+endif
+
+CHECK_CFLAGS = $(shell $(PKG_CONFIG) --cflags check)
+CHECK_LIBS = $(shell $(PKG_CONFIG) --libs check)
+
+ifeq ($(V),1)
+Q :=
+msg = @:
+else
+Q := @
+msg = @printf '  %-8s %s\n' '$(1)' '$(2)'
+endif
+
+# ---- sources and outputs ---------------------------------------------------
+
+LIB_SRCS := $(sort $(wildcard lib/*.c))
+LIB_OBJS := $(LIB_SRCS:lib/%.c=$(B)/lib/%.o)
+EXAMPLE_SRCS := $(sort $(wildcard examples/*.c))
+EXAMPLES := $(EXAMPLE_SRCS:examples/%.c=$(B)/examples/%)
+TEST_SRCS := $(sort $(wildcard tests/check_*.c))
+TEST_OBJS := $(TEST_SRCS:tests/%.c=$(B)/tests/%.o)
+BENCH_SRCS := $(sort $(wildcard tests/perf/*.c))
+BENCHES := $(BENCH_SRCS:tests/perf/%.c=$(B)/perf/%)
+MAN3 := $(sort $(wildcard man/*.3))
+MAN7 := $(sort $(wildcard man/*.7))
+
+STATIC := $(B)/libmsgbus.a
+SONAME := libmsgbus.so.$(MAJOR)
+SHARED := $(B)/libmsgbus.so.$(VERSION)
+TEST_BIN := $(B)/tests/check_msgbus
+MAP := lib/libmsgbus.map
+
+# Objects are rebuilt when the compiler or flags change (e.g. CC=clang).
+STAMP := $(B)/.flags
+
+.PHONY: all check valgrind bench bench-run install uninstall clean FORCE
+.DEFAULT_GOAL := all
+
+all: $(STATIC) $(SHARED) $(B)/$(SONAME) $(B)/libmsgbus.so $(EXAMPLES)
+
+$(STAMP): FORCE
+	@mkdir -p $(@D)
+	@printf '%s\n' '$(CC) $(CXX) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS)' > $@.tmp
+	@if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv -f $@.tmp $@; fi
+
+# ---- library ---------------------------------------------------------------
+
+$(B)/lib/%.o: lib/%.c $(STAMP)
+	@mkdir -p $(@D)
+	$(call msg,CC,$@)
+	$(Q)$(CC) $(CPPFLAGS) -Iinclude -Ilib $(CFLAGS) $(LIB_CFLAGS) $(DEPFLAGS) -c -o $@ $<
+
+$(STATIC): $(LIB_OBJS)
+	$(call msg,AR,$@)
+	$(Q)rm -f $@
+	$(Q)$(AR) rcs $@ $^
+
+$(SHARED): $(LIB_OBJS) $(MAP)
+	$(call msg,LD,$@)
+	$(Q)$(CC) -shared $(CFLAGS) $(LDFLAGS) -Wl,-soname,$(SONAME) \
+		-Wl,--version-script=$(MAP) $(ZDEFS) -o $@ $(LIB_OBJS)
+
+$(B)/$(SONAME) $(B)/libmsgbus.so: $(SHARED)
+	$(Q)ln -sf $(notdir $<) $@
+
+# ---- examples: the shared library, found through the rpath -----------------
+
+$(B)/examples/%.o: examples/%.c $(STAMP)
+	@mkdir -p $(@D)
+	$(call msg,CC,$@)
+	$(Q)$(CC) $(CPPFLAGS) -Iinclude $(CFLAGS) $(DEPFLAGS) -c -o $@ $<
+
+$(B)/examples/%: $(B)/examples/%.o $(SHARED) $(B)/$(SONAME)
+	$(call msg,LD,$@)
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -Wl,-rpath,'$$ORIGIN/..' -o $@ $< $(SHARED)
+
+# ---- tests: the static library, so internals can be tested ------------------
+
+$(B)/tests/%.o: tests/%.c $(STAMP)
+	@mkdir -p $(@D)
+	$(call msg,CC,$@)
+	$(Q)$(CC) $(CPPFLAGS) -Ilib -Iinclude $(CHECK_CFLAGS) $(CFLAGS) $(DEPFLAGS) -c -o $@ $<
+
+$(TEST_BIN): $(TEST_OBJS) $(STATIC)
+	$(if $(TEST_SRCS),,$(error no tests/check_*.c to build))
+	$(call msg,LD,$@)
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(TEST_OBJS) $(STATIC) $(CHECK_LIBS)
+
+HEADER_TU := \#include <msgbus.h>\nint main(void) { msgbus_options o = MSGBUS_OPTIONS_INIT; (void)o; return msgbus_version() == 0; }\n
+
+check: all $(TEST_BIN)
+	$(call msg,RUN,$(TEST_BIN))
+	$(Q)MSGBUS_BUILD_DIR=$(B) $(TEST_BIN)
+	$(Q)if command -v mandoc >/dev/null 2>&1; then \
+		CC='$(CC)' bash tests/check_man.sh; \
+	else echo '  SKIP     tests/check_man.sh (no mandoc)'; fi
+	$(Q)if [ -f tests/check_examples.sh ]; then \
+		printf '  %-8s %s\n' RUN tests/check_examples.sh; \
+		EXAMPLES_DIR=$(B)/examples MSGBUS_BUILD_DIR=$(B) bash tests/check_examples.sh; fi
+	$(call msg,HEADER,include/msgbus.h as C++ and as C99)
+	$(Q)printf '$(HEADER_TU)' | $(CXX) -x c++ -Wall -Wextra -Werror -pedantic \
+		-Iinclude -fsyntax-only -
+	$(Q)printf '$(HEADER_TU)' | $(CC) -x c -std=c99 -pedantic -Wall -Wextra -Werror \
+		-Iinclude -fsyntax-only -
+	$(call msg,EXPORTS,$(SHARED))
+	$(Q)syms=$$(nm -D --defined-only $(SHARED) | awk '$$2 != "A" { sub(/@.*/, "", $$3); print $$3 }'); \
+	[ -n "$$syms" ] || { echo "$(SHARED) exports nothing" >&2; exit 1; }; \
+	bad=0; for s in $$syms; do \
+		case $$s in msgbus_*) ;; *) echo "exported symbol without msgbus_ prefix: $$s" >&2; bad=1;; esac; \
+		[ -f man/$$s.3 ] || { echo "exported symbol without man page: $$s (man/$$s.3)" >&2; bad=1; }; \
+	done; exit $$bad
+	@echo '  check passed ($(B))'
+
+valgrind: $(TEST_BIN)
+	$(Q)CK_FORK=no MSGBUS_TEST_VALGRIND=1 MSGBUS_BUILD_DIR=$(B) CK_TIMEOUT_MULTIPLIER=20 \
+		$(VALGRIND) -q --leak-check=full --errors-for-leak-kinds=definite,indirect \
+		--error-exitcode=1 $(TEST_BIN)
+
+# ---- benchmarks --------------------------------------------------------------
+
+$(B)/perf/%.o: tests/perf/%.c $(STAMP)
+	@mkdir -p $(@D)
+	$(call msg,CC,$@)
+	$(Q)$(CC) $(CPPFLAGS) -Ilib -Iinclude $(CFLAGS) $(DEPFLAGS) -c -o $@ $<
+
+$(B)/perf/%: $(B)/perf/%.o $(STATIC)
+	$(call msg,LD,$@)
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(STATIC)
+
+bench: $(BENCHES)
+
+bench-run: $(BENCHES)
+	$(Q)for b in $(BENCHES); do echo "== $$b"; MSGBUS_BUILD_DIR=$(B) $$b || exit 1; done
+
+# ---- install -----------------------------------------------------------------
+
+install: $(STATIC) $(SHARED)
+	$(call msg,INSTALL,$(DESTDIR)$(PREFIX))
+	$(Q)$(INSTALL) -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR) \
+		$(DESTDIR)$(MANDIR)/man3 $(DESTDIR)$(MANDIR)/man7
+	$(Q)$(INSTALL) -m 644 $(STATIC) $(DESTDIR)$(LIBDIR)/libmsgbus.a
+	$(Q)$(INSTALL) -m 755 $(SHARED) $(DESTDIR)$(LIBDIR)/libmsgbus.so.$(VERSION)
+	$(Q)ln -sf libmsgbus.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	$(Q)ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libmsgbus.so
+	$(Q)$(INSTALL) -m 644 include/msgbus.h $(DESTDIR)$(INCLUDEDIR)/msgbus.h
+	$(if $(MAN3),$(Q)$(INSTALL) -m 644 $(MAN3) $(DESTDIR)$(MANDIR)/man3)
+	$(if $(MAN7),$(Q)$(INSTALL) -m 644 $(MAN7) $(DESTDIR)$(MANDIR)/man7)
+	$(Q)sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' \
+		-e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' -e 's|@VERSION@|$(VERSION)|g' \
+		libmsgbus.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/libmsgbus.pc
+	$(Q)chmod 644 $(DESTDIR)$(PKGCONFIGDIR)/libmsgbus.pc
+
+uninstall:
+	$(call msg,UNINST,$(DESTDIR)$(PREFIX))
+	$(Q)rm -f $(DESTDIR)$(LIBDIR)/libmsgbus.a $(DESTDIR)$(LIBDIR)/libmsgbus.so.$(VERSION) \
+		$(DESTDIR)$(LIBDIR)/$(SONAME) $(DESTDIR)$(LIBDIR)/libmsgbus.so \
+		$(DESTDIR)$(INCLUDEDIR)/msgbus.h $(DESTDIR)$(PKGCONFIGDIR)/libmsgbus.pc \
+		$(MAN3:man/%=$(DESTDIR)$(MANDIR)/man3/%) $(MAN7:man/%=$(DESTDIR)$(MANDIR)/man7/%)
+
+clean:
+	$(call msg,CLEAN,build build-*)
+	$(Q)rm -rf build build-* $(B)
+
+FORCE:
+
+# Keep the objects of examples and benchmarks between runs.
+.SECONDARY:
+
+-include $(wildcard $(B)/*/*.d)

@@ -1,0 +1,125 @@
+/*
+ * msgbus.h - the public interface of libmsgbus.
+ *
+ * This is the only installed header. Every handle is opaque; every fallible
+ * call returns MSGBUS_OK (0) or one of the MSGBUS_E* codes below, whose
+ * values never change. See msgbus(7) for concepts and guarantees.
+ */
+#ifndef MSGBUS_H
+#define MSGBUS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define MSGBUS_DECL __attribute__((visibility("default")))
+#else
+#define MSGBUS_DECL
+#endif
+
+#define MSGBUS_VERSION_MAJOR 0
+#define MSGBUS_VERSION_MINOR 1
+#define MSGBUS_VERSION_PATCH 0
+#define MSGBUS_VERSION_STRING "0.1.0"
+
+/* Error codes. Values are part of the ABI: never renumber. */
+enum msgbus_err {
+	MSGBUS_OK = 0,
+	MSGBUS_EINVAL = 1,        /* bad argument (NULL, malformed URL, subject) */
+	MSGBUS_ENOMEM = 2,        /* out of memory */
+	MSGBUS_ETIMEDOUT = 3,     /* the timeout expired */
+	MSGBUS_EAGAIN = 4,        /* would block, and the caller asked not to */
+	MSGBUS_EMSGSIZE = 5,      /* message larger than the bus maximum */
+	MSGBUS_EINCOMPAT = 6,     /* segment of another layout version */
+	MSGBUS_EPROTO = 7,        /* corrupt shared memory or bad peer input */
+	MSGBUS_ELIMIT = 8,        /* a configured limit is reached */
+	MSGBUS_EPERM = 9,         /* permission denied */
+	MSGBUS_ECLOSED = 10,      /* the handle is closing or closed */
+	MSGBUS_EPEERDIED = 11,    /* a peer process died */
+	MSGBUS_ENORESPONDERS = 12, /* no live worker serves the name */
+	MSGBUS_EBUSY = 13,        /* the subscription still holds a message */
+	MSGBUS_ENOTSUP = 14,      /* not supported (URL scheme, option) */
+	MSGBUS_ENOENT = 15        /* no such bus, and creation was not allowed */
+};
+
+/* An operating-system error is returned as MSGBUS_ESYSERR | errno. */
+#define MSGBUS_ESYSERR 0x10000000
+
+typedef struct msgbus_bus msgbus_bus;   /* an open bus */
+typedef struct msgbus_sub msgbus_sub;   /* one subscription */
+typedef struct msgbus_msg msgbus_msg;   /* a received message (a view) */
+typedef struct msgbus_buf msgbus_buf;   /* a loaned publish buffer */
+
+/*
+ * Options for msgbus_open(). Initialise with MSGBUS_OPTIONS_INIT; a member
+ * left at 0 takes its default. They size a bus when it is created; a process
+ * that attaches to an existing shm:// bus uses the sizes the creator chose.
+ */
+typedef struct msgbus_options {
+	size_t size;               /* sizeof(msgbus_options), set by the macro */
+	uint32_t ring_slots;       /* slots per subject ring, power of two (512) */
+	uint32_t slot_size;        /* bytes per slot, multiple of 64 (256) */
+	uint32_t max_msg_size;     /* largest message in bytes (1 MiB) */
+	uint32_t large_buffers;    /* buffers for large messages (16) */
+	uint32_t max_subjects;     /* distinct subjects per bus (32) */
+	uint32_t max_subs;         /* subscriptions per bus (64) */
+	uint32_t max_participants; /* open handles per bus (32) */
+	uint32_t spin_us;          /* busy-wait before sleeping (20) */
+	uint32_t crash_bound_ms;   /* detection bound for dead peers (1000) */
+	uint32_t mode;             /* shm:// segment permissions (0600) */
+} msgbus_options;
+
+#define MSGBUS_OPTIONS_INIT { sizeof(msgbus_options), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
+
+/* Subscription flags. */
+#define MSGBUS_SUB_LOSSY 0x1u /* never hold publishers back; count drops */
+
+/* Counters of one subscription. */
+typedef struct msgbus_sub_stats {
+	uint64_t delivered; /* messages handed to the application */
+	uint64_t dropped;   /* messages lost (lossy mode only) */
+	uint64_t backlog;   /* messages published but not yet received */
+} msgbus_sub_stats;
+
+typedef void (*msgbus_msg_cb)(const msgbus_msg *msg, void *arg);
+
+MSGBUS_DECL const char *msgbus_version(void);
+MSGBUS_DECL const char *msgbus_strerror(int err);
+
+MSGBUS_DECL int msgbus_open(msgbus_bus **bus, const char *url,
+                            const msgbus_options *opts);
+MSGBUS_DECL int msgbus_close(msgbus_bus *bus);
+
+MSGBUS_DECL int msgbus_publish(msgbus_bus *bus, const char *subject,
+                               const void *data, size_t len, int timeout_ms);
+
+MSGBUS_DECL int msgbus_loan(msgbus_bus *bus, size_t len, int timeout_ms,
+                            msgbus_buf **buf);
+MSGBUS_DECL void *msgbus_loan_data(msgbus_buf *buf);
+MSGBUS_DECL int msgbus_commit(msgbus_buf *buf, const char *subject,
+                              size_t len, int timeout_ms);
+MSGBUS_DECL void msgbus_loan_abort(msgbus_buf *buf);
+
+MSGBUS_DECL int msgbus_subscribe(msgbus_bus *bus, const char *pattern,
+                                 unsigned flags, msgbus_sub **sub);
+MSGBUS_DECL int msgbus_subscribe_cb(msgbus_bus *bus, const char *pattern,
+                                    unsigned flags, msgbus_msg_cb cb,
+                                    void *arg, msgbus_sub **sub);
+MSGBUS_DECL int msgbus_unsubscribe(msgbus_sub *sub);
+MSGBUS_DECL int msgbus_recv(msgbus_sub *sub, msgbus_msg **msg, int timeout_ms);
+MSGBUS_DECL int msgbus_sub_stats_get(msgbus_sub *sub, msgbus_sub_stats *stats);
+
+MSGBUS_DECL const char *msgbus_msg_subject(const msgbus_msg *msg);
+MSGBUS_DECL const void *msgbus_msg_data(const msgbus_msg *msg);
+MSGBUS_DECL size_t msgbus_msg_len(const msgbus_msg *msg);
+MSGBUS_DECL void msgbus_msg_release(msgbus_msg *msg);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MSGBUS_H */

@@ -1,0 +1,144 @@
+/* buffers.c - allocation and publication of large buffers; see buffers.h. */
+#include "buffers.h"
+#include "ring.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Is buffer state w free to take? refresh: recompute a stale gate. */
+static bool reusable(msgbus_bus *b, uint64_t w, bool refresh)
+{
+	if (w == MB_BUF_FREE)
+		return true;
+	if (MB_BUF_KIND(w) == 2) {
+		uint32_t t = MB_BUF_TOPIC(w);
+		if (t >= b->cfg.max_subjects)
+			return true; /* corrupt: nobody can read it */
+		uint64_t gate = refresh ? mb_ring_gate(b, t)
+		                        : atomic_load_explicit(&mb_topic_at(b, t)->gate,
+		                                               memory_order_acquire);
+		return mb_seq_diff(gate & MB_SEQ_MASK, MB_BUF_SEQ(w)) > 0;
+	}
+	if (MB_BUF_KIND(w) == 1 && refresh)
+		return MB_BUF_OWNER(w) != b->self && !mb_part_alive(b, MB_BUF_OWNER(w));
+	return false;
+}
+
+static bool try_take(msgbus_bus *b, bool refresh, uint32_t *idx, uint32_t *gen)
+{
+	uint32_t n = b->cfg.large_buffers;
+	uint32_t start = atomic_load_explicit(&b->buf_hint, memory_order_relaxed);
+	for (uint32_t k = 0; k < n; k++) {
+		uint32_t i = (start + k) % n;
+		struct mb_bufctl *bc = mb_bufctl_at(b, i);
+		uint64_t w = atomic_load_explicit(&bc->state, memory_order_acquire);
+		if (!reusable(b, w, refresh))
+			continue;
+		if (!atomic_compare_exchange_strong(&bc->state, &w, MB_BUF_LOANED(b->self)))
+			continue;
+		*gen = atomic_fetch_add(&bc->gen, 1) + 1;
+		*idx = i;
+		atomic_store_explicit(&b->buf_hint, i + 1, memory_order_relaxed);
+		return true;
+	}
+	return false;
+}
+
+int mb_buf_alloc(msgbus_bus *b, uint64_t deadline, uint32_t *idx, uint32_t *gen)
+{
+	for (unsigned round = 0;; round++) {
+		if (try_take(b, round > 0, idx, gen))
+			return 0;
+		if (deadline == MB_NO_WAIT && round > 0)
+			return MSGBUS_EAGAIN;
+		if (round > 0) {
+			/* Buffers come back as readers release; nobody signals
+			 * that, so poll gently. */
+			if (mb_now_ns() >= deadline)
+				return MSGBUS_ETIMEDOUT;
+			mb_nap_us(round < 16 ? 10 : 500);
+		}
+	}
+}
+
+void mb_buf_free(msgbus_bus *b, uint32_t idx)
+{
+	atomic_store_explicit(&mb_bufctl_at(b, idx)->state, MB_BUF_FREE, memory_order_release);
+}
+
+int mb_buf_publish(msgbus_bus *b, uint32_t t, uint32_t idx, uint32_t gen, uint32_t len,
+                   uint64_t deadline)
+{
+	uint64_t pos;
+	int rc = mb_ring_claim(b, t, deadline, &pos);
+	if (rc)
+		return rc;
+	struct mb_slot *sl = mb_slot_at(b, t, pos);
+	sl->len = len;
+	sl->kind = MB_KIND_LARGE;
+	sl->pub = (uint16_t)b->self;
+	sl->pub_seq = atomic_fetch_add_explicit(&b->pub_seq, 1, memory_order_relaxed);
+	sl->buf = idx;
+	sl->buf_gen = gen;
+	/* From here the buffer lives until readers pass pos, even if we die. */
+	atomic_store_explicit(&mb_bufctl_at(b, idx)->state, MB_BUF_PUBLISHED(t, pos),
+	                      memory_order_release);
+	mb_ring_commit(b, t, pos);
+	return 0;
+}
+
+/* The public loan interface. */
+struct msgbus_buf {
+	msgbus_bus *bus;
+	uint32_t idx, gen;
+	size_t len;
+};
+
+int msgbus_loan(msgbus_bus *bus, size_t len, int timeout_ms, msgbus_buf **loan)
+{
+	if (!bus || !loan)
+		return MSGBUS_EINVAL;
+	if (len > bus->cfg.max_msg_size)
+		return MSGBUS_EMSGSIZE;
+	struct msgbus_buf *l = malloc(sizeof(*l));
+	if (!l)
+		return MSGBUS_ENOMEM;
+	int rc = mb_buf_alloc(bus, mb_publish_deadline(timeout_ms), &l->idx, &l->gen);
+	if (rc) {
+		free(l);
+		return rc;
+	}
+	l->bus = bus;
+	l->len = len;
+	*loan = l;
+	return 0;
+}
+
+void *msgbus_loan_data(msgbus_buf *loan)
+{
+	return loan ? mb_bufdata_at(loan->bus, loan->idx) : NULL;
+}
+
+int msgbus_commit(msgbus_buf *loan, const char *subject, size_t len, int timeout_ms)
+{
+	if (!loan)
+		return MSGBUS_EINVAL;
+	if (len > loan->len)
+		return MSGBUS_EMSGSIZE;
+	uint32_t t;
+	int rc = mb_publish_checks(loan->bus, subject, len, &t);
+	if (!rc)
+		rc = mb_buf_publish(loan->bus, t, loan->idx, loan->gen, (uint32_t)len,
+		                    mb_publish_deadline(timeout_ms));
+	if (!rc)
+		free(loan);
+	return rc;
+}
+
+void msgbus_loan_abort(msgbus_buf *loan)
+{
+	if (!loan)
+		return;
+	mb_buf_free(loan->bus, loan->idx);
+	free(loan);
+}

@@ -1,0 +1,167 @@
+/*
+ * bus.c - opening and closing a bus: URL parsing, options, choosing the
+ * backend by scheme, registering as a participant.
+ */
+#include "bus.h"
+#include "sub.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const struct mb_seg_ops *const backends[] = { &mb_shm_ops, &mb_inproc_ops };
+
+static const struct mb_config defaults = {
+	.ring_slots = 512,
+	.slot_size = 256,
+	.max_msg_size = 1u << 20,
+	.large_buffers = 16,
+	.max_subjects = 32,
+	.max_subs = 64,
+	.max_participants = 32,
+	.spin_us = 20,
+	.crash_bound_ms = 1000,
+};
+
+int mb_syserr(int neg_errno)
+{
+	int e = -neg_errno;
+	if (e == EACCES || e == EPERM)
+		return MSGBUS_EPERM;
+	if (e == ENOMEM)
+		return MSGBUS_ENOMEM;
+	return MSGBUS_ESYSERR | e;
+}
+
+static int name_check(const char *name)
+{
+	size_t n = strlen(name);
+	if (n < 1 || n > 64 || name[0] == '.')
+		return MSGBUS_EINVAL;
+	for (size_t i = 0; i < n; i++) {
+		char c = name[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '.' || c == '_' || c == '-'))
+			return MSGBUS_EINVAL;
+	}
+	return 0;
+}
+
+static int parse_url(const char *url, const struct mb_seg_ops **ops, const char **name)
+{
+	const char *sep = strstr(url, "://");
+	if (!sep || sep == url)
+		return MSGBUS_EINVAL;
+	size_t slen = (size_t)(sep - url);
+	for (size_t i = 0; i < sizeof(backends) / sizeof(backends[0]); i++) {
+		if (strlen(backends[i]->scheme) == slen && !memcmp(url, backends[i]->scheme, slen)) {
+			*ops = backends[i];
+			*name = sep + 3;
+			return name_check(*name);
+		}
+	}
+	return MSGBUS_ENOTSUP;
+}
+
+/* Read the options a caller's struct has (its size says how many), fill
+ * in defaults for zeros, and check the result. */
+static int config_from(const msgbus_options *o, struct mb_config *c, unsigned *mode)
+{
+	*c = defaults;
+	*mode = 0600;
+	if (!o)
+		return 0;
+	if (o->size < offsetof(msgbus_options, mode) + sizeof(o->mode))
+		return MSGBUS_EINVAL;
+#define TAKE(field) if (o->field) c->field = o->field
+	TAKE(ring_slots);
+	TAKE(slot_size);
+	TAKE(max_msg_size);
+	TAKE(large_buffers);
+	TAKE(max_subjects);
+	TAKE(max_subs);
+	TAKE(max_participants);
+	TAKE(spin_us);
+	TAKE(crash_bound_ms);
+#undef TAKE
+	if (o->mode) {
+		if (o->mode & ~0777u)
+			return MSGBUS_EINVAL;
+		*mode = o->mode;
+	}
+	return mb_config_check(c);
+}
+
+int msgbus_open(msgbus_bus **out, const char *url, const msgbus_options *opts)
+{
+	if (!out || !url)
+		return MSGBUS_EINVAL;
+	const struct mb_seg_ops *ops;
+	const char *name;
+	struct mb_config want;
+	unsigned mode;
+	int rc = parse_url(url, &ops, &name);
+	if (!rc)
+		rc = config_from(opts, &want, &mode);
+	if (rc)
+		return rc;
+	msgbus_bus *b = calloc(1, sizeof(*b));
+	if (!b)
+		return MSGBUS_ENOMEM;
+	b->seg.ops = ops;
+	b->seg.fd = -1;
+	snprintf(b->seg.name, sizeof(b->seg.name), "%s", name);
+	pthread_mutex_init(&b->lock, NULL);
+	pthread_mutex_init(&b->reap_lock, NULL);
+	rc = ops->open(&b->seg, name, &want, mode);
+	if (rc) {
+		free(b);
+		return rc;
+	}
+	b->cfg = b->seg.cfg;
+	mb_geometry(&b->cfg, &b->geo);
+	b->hdr = b->seg.base;
+	b->ring_mask = b->cfg.ring_slots - 1;
+	b->inline_max = b->cfg.slot_size - MB_SLOT_HDR;
+	b->spin_ns = (uint64_t)b->cfg.spin_us * 1000u;
+	/* Check a few times within the bound: detection takes at most a
+	 * quarter of it after the wait begins. */
+	b->check_ns = (uint64_t)b->cfg.crash_bound_ms * 1000000u / 4;
+	b->topics = calloc(b->cfg.max_subjects, sizeof(*b->topics));
+	rc = b->topics ? mb_part_register(b) : MSGBUS_ENOMEM;
+	if (rc) {
+		ops->close(&b->seg);
+		free(b->topics);
+		free(b);
+		return rc;
+	}
+	mb_registry_add(b);
+	*out = b;
+	return 0;
+}
+
+void mb_sub_destroy(msgbus_sub *sub);
+
+int msgbus_close(msgbus_bus *b)
+{
+	if (!b)
+		return MSGBUS_EINVAL;
+	mb_registry_remove(b);
+	while (b->subs) {
+		msgbus_sub *s = b->subs;
+		b->subs = s->next;
+		mb_sub_destroy(s);
+	}
+	if (!b->forked) {
+		mb_part_unregister(b);
+		b->seg.ops->close(&b->seg);
+	} else {
+		mb_unmap(b->seg.base, b->seg.size); /* the parent's: just let go */
+	}
+	pthread_mutex_destroy(&b->lock);
+	pthread_mutex_destroy(&b->reap_lock);
+	free(b->topics);
+	free(b);
+	return 0;
+}

@@ -1,0 +1,137 @@
+/*
+ * bus.h - the in-process side of a bus handle, shared by the lib/ modules.
+ */
+#ifndef MB_BUS_H
+#define MB_BUS_H
+
+#include "layout.h"
+#include "msgbus.h"
+#include "platform.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+
+struct mb_seg;
+
+/*
+ * A backend places the segment: shm:// in a named shared file, inproc:// in
+ * private memory. Locking contract: open and close are called with no lock
+ * held; slot_try and slot_drop may be called from any thread of the handle,
+ * under the handle's reap_lock.
+ */
+struct mb_seg_ops {
+	const char *scheme;
+	/* Create or attach, then map; fills seg->base, seg->size, seg->cfg. */
+	int (*open)(struct mb_seg *seg, const char *name, const struct mb_config *want,
+	            unsigned mode);
+	void (*close)(struct mb_seg *seg);
+	/* Take exclusive ownership of participant slot idx if no live handle
+	 * owns it: 0 taken, MSGBUS_EAGAIN owned by a live handle. */
+	int (*slot_try)(struct mb_seg *seg, uint32_t idx);
+	void (*slot_drop)(struct mb_seg *seg, uint32_t idx);
+};
+
+struct mb_seg {
+	const struct mb_seg_ops *ops;
+	char name[72];
+	int fd;
+	void *base;
+	uint64_t size;
+	struct mb_config cfg; /* the segment's own, validated */
+	void *priv;
+};
+
+extern const struct mb_seg_ops mb_shm_ops;
+extern const struct mb_seg_ops mb_inproc_ops;
+
+/* Process-local view of a topic: its name, read once from the segment and
+ * validated, and whether it is known yet (set once, with release). */
+struct mb_topic_cache {
+	_Atomic int known;
+	uint64_t hash;
+	char name[MB_SUBJECT_MAX + 1];
+};
+
+struct msgbus_bus {
+	struct mb_seg seg;
+	struct mb_config cfg;
+	struct mb_geometry geo;
+	struct mb_header *hdr;
+	uint32_t self;             /* our participant index */
+	uint64_t ring_mask;
+	uint32_t inline_max;       /* largest payload stored in a slot */
+	uint64_t spin_ns, check_ns;
+	_Atomic uint64_t pub_seq;  /* per-publisher order across subjects */
+	_Atomic uint32_t buf_hint;
+	pthread_mutex_t lock;      /* guards the topic cache refresh and subs list */
+	pthread_mutex_t reap_lock; /* one reaper per handle (OFD locks are per handle) */
+	struct mb_topic_cache *topics;
+	struct msgbus_sub *subs;   /* open subscriptions of this handle */
+	struct msgbus_bus *next_open; /* registry of open handles, for fork */
+	bool forked;               /* inherited through fork(): not ours to use */
+};
+
+/* Addresses of shared structures; indexes must already be in range. */
+static inline struct mb_part *mb_part_at(msgbus_bus *b, uint32_t i)
+{
+	return (struct mb_part *)((char *)b->seg.base + b->geo.parts) + i;
+}
+static inline struct mb_subslot *mb_subslot_at(msgbus_bus *b, uint32_t i)
+{
+	return (struct mb_subslot *)((char *)b->seg.base + b->geo.subs) + i;
+}
+static inline struct mb_topic *mb_topic_at(msgbus_bus *b, uint32_t t)
+{
+	return (struct mb_topic *)((char *)b->seg.base + b->geo.topics + t * b->geo.topic_stride);
+}
+static inline struct mb_cursor *mb_cursor_at(msgbus_bus *b, uint32_t t, uint32_t s)
+{
+	return (struct mb_cursor *)((char *)mb_topic_at(b, t) + b->geo.cursors) + s;
+}
+static inline struct mb_slot *mb_slot_at(msgbus_bus *b, uint32_t t, uint64_t pos)
+{
+	return (struct mb_slot *)((char *)mb_topic_at(b, t) + b->geo.slots +
+	                          (pos & b->ring_mask) * b->cfg.slot_size);
+}
+static inline struct mb_bufctl *mb_bufctl_at(msgbus_bus *b, uint32_t i)
+{
+	return (struct mb_bufctl *)((char *)b->seg.base + b->geo.bufctl) + i;
+}
+static inline void *mb_bufdata_at(msgbus_bus *b, uint32_t i)
+{
+	return (char *)b->seg.base + b->geo.bufdata + (uint64_t)i * b->geo.buf_stride;
+}
+
+/* Absolute deadline in ns from a timeout in ms (-1 = none). */
+static inline uint64_t mb_deadline(uint64_t now, int timeout_ms)
+{
+	return timeout_ms < 0 ? UINT64_MAX : now + (uint64_t)timeout_ms * 1000000u;
+}
+
+/* live.c: participants, liveness and reclaiming the dead. */
+int mb_part_register(msgbus_bus *b);
+void mb_part_unregister(msgbus_bus *b);
+bool mb_part_alive(msgbus_bus *b, uint32_t idx); /* reaps idx when it is dead */
+
+/* control.c: the control-plane lock, topics and subscription slots. */
+int mb_ctl_lock(msgbus_bus *b);
+void mb_ctl_unlock(msgbus_bus *b);
+int mb_topic_get(msgbus_bus *b, const char *subject, size_t len, uint64_t hash,
+                 uint32_t *topic); /* find or create */
+int mb_topic_find(msgbus_bus *b, const char *subject, size_t len, uint64_t hash,
+                  uint32_t *topic);
+bool mb_topic_refresh(msgbus_bus *b, uint32_t t); /* cache topic t if READY */
+
+/* subject.c */
+int mb_subject_check(const char *s, size_t *len, bool pattern, bool *wild);
+bool mb_subject_match(const char *pattern, size_t plen, const char *subject, size_t slen);
+uint64_t mb_hash(const char *s, size_t len);
+
+/* fork.c */
+void mb_registry_add(msgbus_bus *b);
+void mb_registry_remove(msgbus_bus *b);
+
+/* error mapping */
+int mb_syserr(int neg_errno);
+
+#endif

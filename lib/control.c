@@ -1,0 +1,163 @@
+/*
+ * control.c - the control plane: a lock for the rare operations that must
+ * see each other (a subject appearing, a subscription joining), and the
+ * subject table. The data path never takes the lock.
+ *
+ * The lock word holds its owner's participant index + 1, so a waiter can
+ * tell a dead owner (steal) from a slow or stopped one (wait, bounded).
+ */
+#include "bus.h"
+#include "wait.h"
+
+#include <sched.h>
+#include <string.h>
+
+#define CTL_LOCK_TIMEOUT_NS (5ull * 1000000000u)
+
+int mb_ctl_lock(msgbus_bus *b)
+{
+	uint32_t me = b->self + 1;
+	uint64_t deadline = mb_now_ns() + CTL_LOCK_TIMEOUT_NS;
+	for (unsigned i = 1;; i++) {
+		uint32_t owner = 0;
+		if (atomic_compare_exchange_strong(&b->hdr->ctl_owner, &owner, me))
+			return 0;
+		if (owner != me && i % 64 == 0 && !mb_part_alive(b, owner - 1)) {
+			/* The owner died holding it; whatever it half-did is
+			 * repaired by the idempotent steps of the next owner. */
+			if (atomic_compare_exchange_strong(&b->hdr->ctl_owner, &owner, me))
+				return 0;
+		}
+		if (mb_now_ns() > deadline)
+			return MSGBUS_ETIMEDOUT;
+		sched_yield();
+	}
+}
+
+void mb_ctl_unlock(msgbus_bus *b)
+{
+	atomic_store_explicit(&b->hdr->ctl_owner, 0, memory_order_release);
+}
+
+/* Copy topic t's name into the local cache once it is READY; the name is
+ * untrusted and must be a valid subject. Caller holds b->lock. */
+bool mb_topic_refresh(msgbus_bus *b, uint32_t t)
+{
+	struct mb_topic_cache *tc = &b->topics[t];
+	if (atomic_load_explicit(&tc->known, memory_order_acquire))
+		return true;
+	struct mb_topic *tp = mb_topic_at(b, t);
+	if (atomic_load_explicit(&tp->state, memory_order_acquire) != MB_TOPIC_READY)
+		return false;
+	uint32_t len = tp->name_len;
+	size_t checked;
+	if (len > MB_SUBJECT_MAX)
+		return false;
+	memcpy(tc->name, tp->name, len);
+	tc->name[len] = '\0';
+	if (mb_subject_check(tc->name, &checked, false, NULL) || checked != len)
+		return false;
+	tc->hash = mb_hash(tc->name, len);
+	atomic_store_explicit(&tc->known, 1, memory_order_release);
+	return true;
+}
+
+static bool cached_is(msgbus_bus *b, uint32_t t, const char *s, size_t len, uint64_t hash)
+{
+	struct mb_topic_cache *tc = &b->topics[t];
+	return atomic_load_explicit(&tc->known, memory_order_acquire) && tc->hash == hash &&
+	       memcmp(tc->name, s, len) == 0 && tc->name[len] == '\0';
+}
+
+int mb_topic_find(msgbus_bus *b, const char *s, size_t len, uint64_t hash, uint32_t *topic)
+{
+	uint32_t n = b->cfg.max_subjects;
+	uint32_t h = (uint32_t)(hash % n);
+	for (uint32_t k = 0; k < n; k++) {
+		uint32_t t = (h + k) % n;
+		if (cached_is(b, t, s, len, hash)) {
+			*topic = t;
+			return 0;
+		}
+	}
+	pthread_mutex_lock(&b->lock);
+	for (uint32_t t = 0; t < n; t++)
+		mb_topic_refresh(b, t);
+	pthread_mutex_unlock(&b->lock);
+	for (uint32_t t = 0; t < n; t++) {
+		if (cached_is(b, t, s, len, hash)) {
+			*topic = t;
+			return 0;
+		}
+	}
+	return MSGBUS_ENOENT;
+}
+
+/* Register every subscription whose pattern matches topic t. */
+static void add_matching_cursors(msgbus_bus *b, uint32_t t, const char *s, size_t len)
+{
+	for (uint32_t i = 0; i < b->cfg.max_subs; i++) {
+		struct mb_subslot *ss = mb_subslot_at(b, i);
+		struct mb_cursor *c = mb_cursor_at(b, t, i);
+		uint64_t w = atomic_load(&ss->word);
+		uint32_t plen = ss->pattern_len;
+		atomic_store(&c->gen, 0);
+		if (MB_SUBW_STATE(w) == MB_SUB_FREE || plen > MB_SUBJECT_MAX ||
+		    !mb_subject_match(ss->pattern, plen, s, len))
+			continue;
+		atomic_store(&c->release, 0);
+		atomic_store(&c->gen, MB_SUBW_GEN(w));
+	}
+}
+
+/* Create topic t named s in a FREE slot, or in one whose creator died
+ * (INIT). Caller holds the control lock. */
+static void topic_create(msgbus_bus *b, uint32_t t, const char *s, size_t len, uint64_t hash)
+{
+	struct mb_topic *tp = mb_topic_at(b, t);
+	atomic_store(&tp->state, MB_TOPIC_INIT);
+	memcpy(tp->name, s, len);
+	tp->name[len] = '\0';
+	tp->name_len = (uint32_t)len;
+	tp->name_hash = hash;
+	atomic_store(&tp->tail, 0);
+	atomic_store(&tp->gate, 0);
+	uint64_t n = b->cfg.ring_slots;
+	for (uint64_t p = 0; p < n; p++)
+		atomic_store(&mb_slot_at(b, t, p)->stamp, mb_stamp(p - n, 0, MB_ST_ABORTED));
+	add_matching_cursors(b, t, s, len);
+	atomic_store_explicit(&tp->state, MB_TOPIC_READY, memory_order_release);
+	atomic_fetch_add(&b->hdr->topics_gen, 1);
+	mb_ec_kick(&b->hdr->any_ec); /* wildcard subscribers pick it up */
+}
+
+int mb_topic_get(msgbus_bus *b, const char *s, size_t len, uint64_t hash, uint32_t *topic)
+{
+	if (mb_topic_find(b, s, len, hash, topic) == 0)
+		return 0;
+	int rc = mb_ctl_lock(b);
+	if (rc)
+		return rc;
+	/* Another handle may have created it while we waited. */
+	if (mb_topic_find(b, s, len, hash, topic) == 0) {
+		mb_ctl_unlock(b);
+		return 0;
+	}
+	rc = MSGBUS_ELIMIT;
+	/* Start at the hash so mb_topic_find's first probe usually hits. */
+	for (uint32_t k = 0; k < b->cfg.max_subjects; k++) {
+		uint32_t t = (uint32_t)((hash + k) % b->cfg.max_subjects);
+		uint32_t st = atomic_load(&mb_topic_at(b, t)->state);
+		if (st == MB_TOPIC_FREE || st == MB_TOPIC_INIT) {
+			topic_create(b, t, s, len, hash);
+			pthread_mutex_lock(&b->lock);
+			mb_topic_refresh(b, t);
+			pthread_mutex_unlock(&b->lock);
+			*topic = t;
+			rc = 0;
+			break;
+		}
+	}
+	mb_ctl_unlock(b);
+	return rc;
+}

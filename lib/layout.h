@@ -1,0 +1,166 @@
+/*
+ * layout.h - the shared-memory layout of a bus. shm:// and inproc:// use
+ * the same layout; nothing in it is a pointer. Region offsets are never read
+ * from the segment: they are computed from the configuration, which is
+ * validated on attach, so every index below is checked against local values.
+ */
+#ifndef MB_LAYOUT_H
+#define MB_LAYOUT_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#define MB_MAGIC 0x3153554247534d4dull /* "MMSGBUS1" little-endian */
+#define MB_LAYOUT_VERSION 1u
+#define MB_LINE 128u      /* hot words sit alone on lines this wide */
+#define MB_PAGE 4096u
+#define MB_SUBJECT_MAX 255u
+
+_Static_assert(ATOMIC_INT_LOCK_FREE == 2, "32-bit atomics must be lock-free");
+_Static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "64-bit atomics must be lock-free");
+
+/* Hard limits a configuration is checked against (on create and attach). */
+#define MB_MAX_RING_SLOTS (1u << 20)
+#define MB_MAX_SLOT_SIZE 65536u
+#define MB_MAX_MSG_SIZE (256u << 20)
+#define MB_MAX_BUFFERS 4096u
+#define MB_MAX_SUBJECTS 4096u
+#define MB_MAX_SUBS 1024u
+#define MB_MAX_PARTICIPANTS 1024u
+#define MB_MAX_SEGMENT (8ull << 30)
+
+struct mb_config {
+	uint32_t ring_slots;
+	uint32_t slot_size;
+	uint32_t max_msg_size;
+	uint32_t large_buffers;
+	uint32_t max_subjects;
+	uint32_t max_subs;
+	uint32_t max_participants;
+	uint32_t spin_us;
+	uint32_t crash_bound_ms;
+	uint32_t reserved;
+};
+
+enum { MB_SEG_INIT = 0, MB_SEG_READY = 0x52454459 /* "READ" */ };
+
+struct mb_header {
+	uint64_t magic;
+	uint32_t version;
+	uint32_t header_size;
+	uint64_t segment_size;
+	uint64_t layout_hash;
+	struct mb_config cfg;
+	_Atomic uint32_t state;      /* READY is stored last, with release */
+	_Atomic uint32_t ctl_owner;  /* control-plane lock: 0 or participant+1 */
+	_Atomic uint32_t topics_gen; /* bumped when a subject or cursor appears */
+	uint32_t pad0;
+	_Alignas(MB_LINE) _Atomic uint32_t any_ec; /* wildcard subscribers park here */
+};
+
+/* A participant is an open bus handle. Its liveness is the OFD lock on
+ * byte 1 + index of the segment file (shm) or its state (inproc). */
+enum { MB_PART_FREE = 0, MB_PART_ACTIVE = 1 };
+struct mb_part {
+	_Atomic uint32_t state;
+	_Atomic uint32_t pid; /* informational only: liveness never uses it */
+	uint8_t pad[MB_LINE - 8];
+};
+
+/* Subscription slot word: gen:32 | owner:16 | flags:8 | state:8. */
+enum { MB_SUB_FREE = 0, MB_SUB_RESERVED = 1, MB_SUB_ACTIVE = 2 };
+#define MB_SUBF_LOSSY 0x1u
+static inline uint64_t mb_subw(uint32_t gen, uint32_t owner, uint32_t flags, uint32_t st)
+{
+	return (uint64_t)gen << 32 | (uint64_t)(owner & 0xffff) << 16 |
+	       (uint64_t)(flags & 0xff) << 8 | (st & 0xff);
+}
+#define MB_SUBW_GEN(w) ((uint32_t)((w) >> 32))
+#define MB_SUBW_OWNER(w) ((uint32_t)((w) >> 16) & 0xffff)
+#define MB_SUBW_FLAGS(w) ((uint32_t)((w) >> 8) & 0xff)
+#define MB_SUBW_STATE(w) ((uint32_t)(w) & 0xff)
+
+struct mb_subslot {
+	_Atomic uint64_t word;
+	uint32_t pattern_len;
+	char pattern[MB_SUBJECT_MAX + 1];
+	uint8_t pad[MB_LINE * 3 - 8 - 4 - (MB_SUBJECT_MAX + 1)];
+};
+
+/* Per topic and subscription slot: the subscription's read position. A
+ * cursor counts only while gen equals its subscription slot's generation. */
+#define MB_CURSOR_NONE UINT64_MAX
+struct mb_cursor {
+	_Atomic uint64_t gen;
+	_Atomic uint64_t release; /* every position below it is consumed */
+	uint8_t pad[MB_LINE - 16];
+};
+
+enum { MB_TOPIC_FREE = 0, MB_TOPIC_INIT = 1, MB_TOPIC_READY = 2 };
+struct mb_topic {
+	_Atomic uint32_t state;
+	uint32_t name_len;
+	uint64_t name_hash;
+	char name[MB_SUBJECT_MAX + 1];
+	_Alignas(MB_LINE) _Atomic uint64_t tail;  /* next position to claim */
+	_Alignas(MB_LINE) _Atomic uint64_t gate;  /* cached minimum release */
+	_Alignas(MB_LINE) _Atomic uint32_t data_ec;  /* readers park here */
+	_Alignas(MB_LINE) _Atomic uint32_t space_ec; /* publishers park here */
+};
+
+/*
+ * Slot stamp: seq:48 | owner:14 | state:2. A slot for position p holds
+ * seq == p once claimed; before that it holds p - ring_slots (last lap).
+ */
+enum { MB_ST_CLAIMED = 0, MB_ST_COMMITTED = 1, MB_ST_ABORTED = 2 };
+#define MB_SEQ_MASK ((1ull << 48) - 1)
+#define MB_OWNER_MAX 0x3fffu
+static inline uint64_t mb_stamp(uint64_t seq, uint32_t owner, uint32_t st)
+{
+	return (seq & MB_SEQ_MASK) << 16 | (uint64_t)(owner & MB_OWNER_MAX) << 2 | st;
+}
+#define MB_STAMP_SEQ(s) ((s) >> 16)
+#define MB_STAMP_OWNER(s) ((uint32_t)((s) >> 2) & MB_OWNER_MAX)
+#define MB_STAMP_STATE(s) ((uint32_t)(s) & 3)
+
+enum { MB_KIND_INLINE = 1, MB_KIND_LARGE = 2 };
+struct mb_slot {
+	_Atomic uint64_t stamp;
+	uint32_t len;
+	uint16_t kind;
+	uint16_t pub;     /* publishing participant */
+	uint64_t pub_seq; /* per-publisher order across subjects */
+	uint32_t buf;     /* large buffer index (KIND_LARGE) */
+	uint32_t buf_gen;
+	/* payload follows */
+};
+#define MB_SLOT_HDR ((uint32_t)sizeof(struct mb_slot))
+
+/* Large buffer state: FREE, LOANED(owner) or PUBLISHED(topic, position). */
+#define MB_BUF_FREE 0ull
+#define MB_BUF_LOANED(owner) (1ull << 62 | (uint64_t)(owner))
+#define MB_BUF_PUBLISHED(topic, seq) (2ull << 62 | (uint64_t)(topic) << 48 | ((seq) & MB_SEQ_MASK))
+#define MB_BUF_KIND(w) ((w) >> 62)
+#define MB_BUF_OWNER(w) ((uint32_t)(w) & 0xffff)
+#define MB_BUF_TOPIC(w) ((uint32_t)((w) >> 48) & 0x3fff)
+#define MB_BUF_SEQ(w) ((w) & MB_SEQ_MASK)
+struct mb_bufctl {
+	_Atomic uint64_t state;
+	_Atomic uint32_t gen; /* bumped on every loan: lossy readers detect reuse */
+	uint32_t pad;
+};
+
+/* Offsets of every region, computed from a validated configuration. */
+struct mb_geometry {
+	uint64_t parts, subs, topics, topic_stride, cursors, slots, bufctl, bufdata;
+	uint64_t buf_stride, size;
+};
+
+void mb_geometry(const struct mb_config *cfg, struct mb_geometry *g);
+uint64_t mb_layout_hash(void);
+int mb_config_check(const struct mb_config *cfg); /* 0 or MSGBUS_E* */
+void mb_header_init(void *base, const struct mb_config *cfg, uint64_t size);
+/* Validate a mapped header against the mapping's size: 0 or MSGBUS_E*. */
+int mb_header_check(const void *base, uint64_t size, struct mb_config *cfg);
+
+#endif

@@ -1,0 +1,100 @@
+/*
+ * live.c - participants, their liveness, and reclaiming what the dead held.
+ *
+ * A slot is owned by whoever the backend lets take it (an OFD lock for
+ * shm://), so liveness is exact: a stopped process keeps its lock and is
+ * alive; a killed one loses it at once. Whoever takes a dead slot reclaims
+ * it; every step is idempotent, so a reclaimer that dies midway leaves work
+ * the next one repeats.
+ */
+#include "bus.h"
+#include "wait.h"
+
+#include <unistd.h>
+
+/* Give back everything participant idx held: subscriptions, claimed
+ * slots, loaned buffers, the control lock. Caller owns slot idx. */
+static void reap(msgbus_bus *b, uint32_t idx)
+{
+	for (uint32_t s = 0; s < b->cfg.max_subs; s++) {
+		struct mb_subslot *ss = mb_subslot_at(b, s);
+		uint64_t w = atomic_load(&ss->word);
+		if (MB_SUBW_STATE(w) != MB_SUB_FREE && MB_SUBW_OWNER(w) == idx)
+			atomic_compare_exchange_strong(&ss->word, &w,
+			        mb_subw(MB_SUBW_GEN(w), 0, 0, MB_SUB_FREE));
+	}
+	for (uint32_t t = 0; t < b->cfg.max_subjects; t++) {
+		struct mb_topic *tp = mb_topic_at(b, t);
+		if (atomic_load(&tp->state) != MB_TOPIC_READY)
+			continue;
+		for (uint64_t i = 0; i < b->cfg.ring_slots; i++) {
+			struct mb_slot *sl = mb_slot_at(b, t, i);
+			uint64_t st = atomic_load(&sl->stamp);
+			if (MB_STAMP_STATE(st) == MB_ST_CLAIMED && MB_STAMP_OWNER(st) == idx)
+				atomic_compare_exchange_strong(&sl->stamp, &st,
+				        mb_stamp(MB_STAMP_SEQ(st), idx, MB_ST_ABORTED));
+		}
+		/* Publishers gated by a dead reader and readers stuck behind
+		 * a dead writer re-check now. */
+		mb_ec_kick(&tp->space_ec);
+		mb_ec_kick(&tp->data_ec);
+	}
+	for (uint32_t i = 0; i < b->cfg.large_buffers; i++) {
+		struct mb_bufctl *bc = mb_bufctl_at(b, i);
+		uint64_t w = atomic_load(&bc->state);
+		if (MB_BUF_KIND(w) == 1 && MB_BUF_OWNER(w) == idx)
+			atomic_compare_exchange_strong(&bc->state, &w, MB_BUF_FREE);
+	}
+	uint32_t owner = idx + 1;
+	atomic_compare_exchange_strong(&b->hdr->ctl_owner, &owner, 0);
+	mb_ec_kick(&b->hdr->any_ec);
+}
+
+int mb_part_register(msgbus_bus *b)
+{
+	pthread_mutex_lock(&b->reap_lock);
+	for (uint32_t i = 0; i < b->cfg.max_participants && i <= MB_OWNER_MAX; i++) {
+		if (b->seg.ops->slot_try(&b->seg, i))
+			continue;
+		struct mb_part *p = mb_part_at(b, i);
+		if (atomic_load(&p->state) != MB_PART_FREE)
+			reap(b, i); /* a previous owner died without closing */
+		atomic_store(&p->pid, (uint32_t)getpid());
+		atomic_store(&p->state, MB_PART_ACTIVE);
+		b->self = i;
+		pthread_mutex_unlock(&b->reap_lock);
+		return 0;
+	}
+	pthread_mutex_unlock(&b->reap_lock);
+	return MSGBUS_ELIMIT;
+}
+
+void mb_part_unregister(msgbus_bus *b)
+{
+	pthread_mutex_lock(&b->reap_lock);
+	reap(b, b->self);
+	atomic_store(&mb_part_at(b, b->self)->state, MB_PART_FREE);
+	b->seg.ops->slot_drop(&b->seg, b->self);
+	pthread_mutex_unlock(&b->reap_lock);
+}
+
+bool mb_part_alive(msgbus_bus *b, uint32_t idx)
+{
+	if (idx == b->self)
+		return true;
+	if (idx >= b->cfg.max_participants)
+		return false; /* corrupt owner field: nobody to wait for */
+	pthread_mutex_lock(&b->reap_lock);
+	if (b->seg.ops->slot_try(&b->seg, idx)) {
+		pthread_mutex_unlock(&b->reap_lock);
+		return true;
+	}
+	struct mb_part *p = mb_part_at(b, idx);
+	if (atomic_load(&p->state) != MB_PART_FREE) {
+		reap(b, idx);
+		atomic_store(&p->state, MB_PART_FREE);
+	}
+	b->seg.ops->slot_drop(&b->seg, idx);
+	pthread_mutex_unlock(&b->reap_lock);
+	return false;
+}

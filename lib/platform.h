@@ -1,0 +1,57 @@
+/*
+ * platform.h - the only OS interface of libmsgbus. Everything that needs a
+ * system call (futexes, shared memory files, OFD locks, clocks) goes through
+ * these functions, implemented in platform_linux.c.
+ */
+#ifndef MB_PLATFORM_H
+#define MB_PLATFORM_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Monotonic clock in nanoseconds. */
+uint64_t mb_now_ns(void);
+
+/*
+ * Sleep on a shared futex word while it still holds `expect`, at most
+ * timeout_ns (UINT64_MAX = no limit). Returns when woken, on timeout, or at
+ * once if the word differs. Never uses FUTEX_PRIVATE_FLAG: words live in
+ * memory shared between processes.
+ */
+void mb_futex_wait(_Atomic uint32_t *word, uint32_t expect, uint64_t timeout_ns);
+void mb_futex_wake_all(_Atomic uint32_t *word);
+
+/* A named shared-memory file: /dev/shm/msgbus.NAME. Return 0 or -errno. */
+int mb_shm_open(const char *name, unsigned mode, int *fd);
+int mb_shm_unlink(const char *name);
+int mb_shm_is_current(const char *name, int fd); /* 1: the name still refers to fd */
+int mb_fd_size(int fd, uint64_t *size);
+int mb_fd_resize(int fd, uint64_t size); /* truncate, then allocate all pages */
+int mb_map(int fd, uint64_t size, void **addr); /* fd -1: private anonymous */
+void mb_unmap(void *addr, uint64_t size);
+void mb_close_fd(int fd);
+
+/*
+ * Open-file-description locks on single bytes of fd. They belong to the open
+ * file description, so the kernel drops them when the last descriptor of it
+ * closes, including at process death: that is what makes liveness exact.
+ * try: 0 if taken now, -EAGAIN if another description holds a conflicting lock.
+ */
+enum mb_lock_kind { MB_LOCK_READ, MB_LOCK_WRITE, MB_LOCK_NONE };
+int mb_lock_try(int fd, uint64_t byte, enum mb_lock_kind kind);
+
+/* Sleep briefly, for rare polling paths. */
+void mb_nap_us(unsigned us);
+
+/* Pause instruction for spin loops. */
+static inline void mb_cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ __volatile__("yield");
+#endif
+}
+
+#endif

@@ -1,0 +1,139 @@
+/* platform_linux.c - Linux implementation of platform.h. */
+#include "platform.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <stdio.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+uint64_t mb_now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+void mb_futex_wait(_Atomic uint32_t *word, uint32_t expect, uint64_t timeout_ns)
+{
+	struct timespec ts, *tsp = NULL;
+	if (timeout_ns != UINT64_MAX) {
+		ts.tv_sec = (time_t)(timeout_ns / 1000000000u);
+		ts.tv_nsec = (long)(timeout_ns % 1000000000u);
+		tsp = &ts;
+	}
+	/* Shared (not private) futex: the word may be mapped by other processes. */
+	syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT, expect, tsp, NULL, 0);
+}
+
+void mb_futex_wake_all(_Atomic uint32_t *word)
+{
+	syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+}
+
+static int shm_path(const char *name, char *buf, size_t len)
+{
+	int n = snprintf(buf, len, "/dev/shm/msgbus.%s", name);
+	return n > 0 && (size_t)n < len ? 0 : -ENAMETOOLONG;
+}
+
+int mb_shm_open(const char *name, unsigned mode, int *fd)
+{
+	char path[128];
+	int rc = shm_path(name, path, sizeof(path));
+	if (rc)
+		return rc;
+	int f = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, (mode_t)mode);
+	if (f < 0)
+		return -errno;
+	*fd = f;
+	return 0;
+}
+
+int mb_shm_unlink(const char *name)
+{
+	char path[128];
+	int rc = shm_path(name, path, sizeof(path));
+	if (rc)
+		return rc;
+	return unlink(path) ? -errno : 0;
+}
+
+int mb_shm_is_current(const char *name, int fd)
+{
+	char path[128];
+	struct stat a, b;
+	if (shm_path(name, path, sizeof(path)) || stat(path, &a) || fstat(fd, &b))
+		return 0;
+	return a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
+int mb_fd_size(int fd, uint64_t *size)
+{
+	struct stat st;
+	if (fstat(fd, &st))
+		return -errno;
+	*size = (uint64_t)st.st_size;
+	return 0;
+}
+
+int mb_fd_resize(int fd, uint64_t size)
+{
+	if (ftruncate(fd, 0) || ftruncate(fd, (off_t)size))
+		return -errno;
+	/* Allocate every page now: a full /dev/shm must fail here with ENOSPC,
+	 * not later with SIGBUS on first touch. */
+	int rc = posix_fallocate(fd, 0, (off_t)size);
+	return rc ? -rc : 0;
+}
+
+int mb_map(int fd, uint64_t size, void **addr)
+{
+	void *p;
+	if (fd < 0)
+		p = mmap(NULL, size, PROT_READ | PROT_WRITE,
+		         MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	else
+		p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (p == MAP_FAILED)
+		return -errno;
+	*addr = p;
+	return 0;
+}
+
+void mb_unmap(void *addr, uint64_t size)
+{
+	if (addr)
+		munmap(addr, size);
+}
+
+void mb_close_fd(int fd)
+{
+	if (fd >= 0)
+		close(fd);
+}
+
+int mb_lock_try(int fd, uint64_t byte, enum mb_lock_kind kind)
+{
+	struct flock fl = {
+		.l_type = kind == MB_LOCK_READ ? F_RDLCK
+		        : kind == MB_LOCK_WRITE ? F_WRLCK : F_UNLCK,
+		.l_whence = SEEK_SET,
+		.l_start = (off_t)byte,
+		.l_len = 1,
+	};
+	if (fcntl(fd, F_OFD_SETLK, &fl) == 0)
+		return 0;
+	return errno == EACCES ? -EAGAIN : -errno;
+}
+
+void mb_nap_us(unsigned us)
+{
+	struct timespec ts = { (time_t)(us / 1000000u), (long)(us % 1000000u) * 1000L };
+	nanosleep(&ts, NULL);
+}

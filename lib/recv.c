@@ -1,0 +1,282 @@
+/*
+ * recv.c - taking messages. A lossless subscription reads slots in place
+ * (the gate keeps publishers off them until release); a lossy one copies
+ * out and checks afterwards that no publisher lapped it meanwhile. With
+ * several subjects, the oldest head of the same publisher goes first, so
+ * each publisher's order holds across subjects.
+ */
+#include "ring.h"
+#include "sub.h"
+#include "wait.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+void mb_sub_refresh(msgbus_sub *sub);
+
+enum head { HEAD_EMPTY, HEAD_READY, HEAD_CLAIMED };
+
+static void store_release(msgbus_sub *sub, uint32_t ti, uint64_t rel)
+{
+	msgbus_bus *b = sub->bus;
+	uint32_t t = sub->tl[ti].t;
+	if (sub->lossy)
+		return; /* lossy cursors never gate */
+	atomic_store_explicit(&mb_cursor_at(b, t, sub->slot)->release, rel, memory_order_release);
+	mb_ec_signal(&mb_topic_at(b, t)->space_ec);
+}
+
+/* Skip forward after being lapped, counting what was lost. */
+static void resync(msgbus_sub *sub, uint32_t ti)
+{
+	msgbus_bus *b = sub->bus;
+	struct mb_sub_topic *st = &sub->tl[ti];
+	uint64_t tail = atomic_load(&mb_topic_at(b, st->t)->tail);
+	uint64_t half = b->cfg.ring_slots / 2;
+	uint64_t next = tail > st->next + half ? tail - half : st->next + 1;
+	atomic_fetch_add_explicit(&sub->dropped, next - st->next, memory_order_relaxed);
+	st->next = next;
+	store_release(sub, ti, next);
+}
+
+/*
+ * Look at the head of topic list entry ti, skipping aborted slots. READY
+ * returns its stamp; CLAIMED returns the writer in *owner.
+ */
+static enum head peek(msgbus_sub *sub, uint32_t ti, uint64_t *stamp, uint32_t *owner)
+{
+	msgbus_bus *b = sub->bus;
+	struct mb_sub_topic *st = &sub->tl[ti];
+	uint64_t n = b->cfg.ring_slots;
+	for (;;) {
+		uint64_t pos = st->next;
+		uint64_t s = atomic_load_explicit(&mb_slot_at(b, st->t, pos)->stamp,
+		                                  memory_order_acquire);
+		uint64_t seq = MB_STAMP_SEQ(s);
+		if (seq == (pos & MB_SEQ_MASK)) {
+			uint32_t state = MB_STAMP_STATE(s);
+			if (state == MB_ST_COMMITTED) {
+				*stamp = s;
+				return HEAD_READY;
+			}
+			if (state == MB_ST_CLAIMED) {
+				*owner = MB_STAMP_OWNER(s);
+				return HEAD_CLAIMED;
+			}
+			st->next = pos + 1; /* aborted by a dead writer's reaper */
+			store_release(sub, ti, st->next);
+			continue;
+		}
+		if (seq == ((pos - n) & MB_SEQ_MASK))
+			return HEAD_EMPTY;
+		/* Lapped (lossy), or a stamp no writer could have left: count
+		 * the gap as dropped rather than lose it silently. */
+		resync(sub, ti);
+	}
+}
+
+/* Fill sub->msg from the committed slot at the head of ti; 0, or
+ * MSGBUS_EAGAIN when a lossy copy was overwritten, or MSGBUS_EPROTO. */
+static int deliver(msgbus_sub *sub, uint32_t ti, uint64_t stamp)
+{
+	msgbus_bus *b = sub->bus;
+	struct mb_sub_topic *st = &sub->tl[ti];
+	uint64_t pos = st->next;
+	struct mb_slot *sl = mb_slot_at(b, st->t, pos);
+	uint32_t len = sl->len, kind = sl->kind, buf = sl->buf, buf_gen = sl->buf_gen;
+	const void *data;
+	if (kind == MB_KIND_INLINE && len <= b->inline_max) {
+		data = sl + 1;
+	} else if (kind == MB_KIND_LARGE && len <= b->cfg.max_msg_size &&
+	           buf < b->cfg.large_buffers) {
+		data = mb_bufdata_at(b, buf);
+	} else {
+		st->next = pos + 1; /* corrupt slot: step over it */
+		store_release(sub, ti, st->next);
+		return MSGBUS_EPROTO;
+	}
+	if (sub->lossy) {
+		if (len > sub->copy_cap) {
+			char *p = realloc(sub->copy, len);
+			if (!p)
+				return MSGBUS_ENOMEM;
+			sub->copy = p;
+			sub->copy_cap = len;
+		}
+		memcpy(sub->copy, data, len);
+		atomic_thread_fence(memory_order_acquire);
+		bool reused = kind == MB_KIND_LARGE &&
+		              atomic_load(&mb_bufctl_at(b, buf)->gen) != buf_gen;
+		if (reused || atomic_load(&sl->stamp) != stamp) {
+			resync(sub, ti);
+			return MSGBUS_EAGAIN;
+		}
+		data = sub->copy;
+	}
+	sub->msg.subject = b->topics[st->t].name;
+	sub->msg.data = data;
+	sub->msg.len = len;
+	sub->msg.ti = ti;
+	sub->msg.pos = pos;
+	st->next = pos + 1;
+	sub->held = true;
+	atomic_fetch_add_explicit(&sub->delivered, 1, memory_order_relaxed);
+	return 0;
+}
+
+/* One pass over the heads: 0 when a message is taken, MSGBUS_EAGAIN when
+ * none is ready; *claimed_owner names a writer we wait on, if any. */
+static int try_take(msgbus_sub *sub, int64_t *claimed_owner)
+{
+	msgbus_bus *b = sub->bus;
+	if (sub->wild)
+		mb_sub_refresh(sub);
+	*claimed_owner = -1;
+	/* With several subjects, a second pass: having acquired the best
+	 * head's stamp, every older message of its publisher is visible. */
+	int passes = sub->ntopics > 1 ? 2 : 1;
+	for (int attempt = 0; attempt < 4; attempt++) {
+		int64_t best = -1;
+		uint64_t best_stamp = 0, best_seq = 0;
+		uint32_t best_pub = 0;
+		for (uint32_t k = 0; k < passes * sub->ntopics; k++) {
+			uint32_t ti = k % sub->ntopics;
+			uint64_t s;
+			uint32_t owner;
+			enum head h = peek(sub, ti, &s, &owner);
+			if (h == HEAD_CLAIMED)
+				*claimed_owner = owner;
+			if (h != HEAD_READY)
+				continue;
+			struct mb_slot *sl = mb_slot_at(b, sub->tl[ti].t, sub->tl[ti].next);
+			uint32_t pub = sl->pub;
+			uint64_t pseq = sl->pub_seq;
+			/* The same publisher's older message on another
+			 * subject goes first; across publishers any order. */
+			if (best < 0 || (pub == best_pub && (int64_t)(pseq - best_seq) < 0)) {
+				best = ti;
+				best_stamp = s;
+				best_seq = pseq;
+				best_pub = pub;
+			}
+		}
+		if (best < 0)
+			return MSGBUS_EAGAIN;
+		int rc = deliver(sub, (uint32_t)best, best_stamp);
+		if (rc != MSGBUS_EAGAIN)
+			return rc;
+	}
+	return MSGBUS_EAGAIN;
+}
+
+static _Atomic uint32_t *wait_word(msgbus_sub *sub)
+{
+	if (sub->wild || !sub->ntopics)
+		return &sub->bus->hdr->any_ec;
+	return &mb_topic_at(sub->bus, sub->tl[0].t)->data_ec;
+}
+
+void mb_sub_wake(msgbus_sub *sub)
+{
+	mb_ec_kick(wait_word(sub));
+}
+
+/* Take the next message, waiting until deadline (MB_NO_WAIT: don't). */
+int mb_sub_take(msgbus_sub *sub, uint64_t deadline)
+{
+	msgbus_bus *b = sub->bus;
+	uint64_t spin_until = 0, next_check = 0;
+	for (;;) {
+		int64_t owner;
+		int rc = try_take(sub, &owner);
+		if (rc != MSGBUS_EAGAIN)
+			return rc;
+		if (atomic_load(&sub->stop))
+			return MSGBUS_ECLOSED;
+		if (deadline == MB_NO_WAIT)
+			return MSGBUS_EAGAIN;
+		uint64_t now = mb_now_ns();
+		if (now >= deadline)
+			return MSGBUS_ETIMEDOUT;
+		if (!spin_until)
+			spin_until = now + b->spin_ns;
+		if (now < spin_until) {
+			for (int i = 0; i < 32; i++)
+				mb_cpu_relax();
+			continue;
+		}
+		uint64_t until = deadline;
+		if (owner >= 0) {
+			/* A writer holds the head: if it died, reaping it
+			 * aborts the slot and we move on. */
+			if (now >= next_check) {
+				next_check = now + b->check_ns;
+				if (!mb_part_alive(b, (uint32_t)owner))
+					continue;
+			}
+			if (next_check < until)
+				until = next_check;
+		}
+		_Atomic uint32_t *ec = wait_word(sub);
+		uint32_t v = mb_ec_prepare(ec);
+		rc = try_take(sub, &owner);
+		if (rc != MSGBUS_EAGAIN)
+			return rc;
+		if (atomic_load(&sub->stop))
+			return MSGBUS_ECLOSED;
+		mb_ec_sleep(ec, v, now, until);
+	}
+}
+
+int msgbus_recv(msgbus_sub *sub, msgbus_msg **msg, int timeout_ms)
+{
+	if (!sub || !msg || sub->cb)
+		return MSGBUS_EINVAL;
+	if (sub->held)
+		return MSGBUS_EBUSY;
+	uint64_t deadline = timeout_ms == 0 ? MB_NO_WAIT : mb_deadline(mb_now_ns(), timeout_ms);
+	int rc = mb_sub_take(sub, deadline);
+	if (!rc)
+		*msg = &sub->msg;
+	return rc;
+}
+
+void msgbus_msg_release(msgbus_msg *msg)
+{
+	if (!msg || !msg->sub->held)
+		return;
+	msgbus_sub *sub = msg->sub;
+	sub->held = false;
+	store_release(sub, msg->ti, msg->pos + 1);
+}
+
+const char *msgbus_msg_subject(const msgbus_msg *msg)
+{
+	return msg ? msg->subject : NULL;
+}
+
+const void *msgbus_msg_data(const msgbus_msg *msg)
+{
+	return msg ? msg->data : NULL;
+}
+
+size_t msgbus_msg_len(const msgbus_msg *msg)
+{
+	return msg ? msg->len : 0;
+}
+
+int msgbus_sub_stats_get(msgbus_sub *sub, msgbus_sub_stats *st)
+{
+	if (!sub || !st)
+		return MSGBUS_EINVAL;
+	st->delivered = atomic_load_explicit(&sub->delivered, memory_order_relaxed);
+	st->dropped = atomic_load_explicit(&sub->dropped, memory_order_relaxed);
+	st->backlog = 0;
+	for (uint32_t i = 0; i < sub->ntopics; i++) {
+		uint64_t tail = atomic_load(&mb_topic_at(sub->bus, sub->tl[i].t)->tail);
+		uint64_t next = sub->tl[i].next;
+		if (tail > next)
+			st->backlog += tail - next;
+	}
+	return 0;
+}

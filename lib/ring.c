@@ -1,0 +1,152 @@
+/*
+ * ring.c - claiming and committing slots of a subject ring.
+ *
+ * Tail is a hint: the truth is in the slot stamps. A publisher reads tail t,
+ * and if the gate allows it, CASes slot t's stamp from "last lap, done" to
+ * (t, me, CLAIMED), then helps tail to t + 1. Whoever sees a stamp already at
+ * t helps tail along, so a publisher that dies after its claim never blocks
+ * the others; its slot is aborted by whoever finds its owner dead.
+ */
+#include "ring.h"
+#include "wait.h"
+
+uint64_t mb_ring_gate(msgbus_bus *b, uint32_t t)
+{
+	struct mb_topic *tp = mb_topic_at(b, t);
+	uint64_t tail = atomic_load(&tp->tail);
+	uint64_t g = tail;
+	for (uint32_t s = 0; s < b->cfg.max_subs; s++) {
+		struct mb_cursor *c = mb_cursor_at(b, t, s);
+		uint64_t cg = atomic_load_explicit(&c->gen, memory_order_acquire);
+		if (!cg)
+			continue;
+		uint64_t w = atomic_load_explicit(&mb_subslot_at(b, s)->word, memory_order_acquire);
+		if (MB_SUBW_STATE(w) == MB_SUB_FREE || MB_SUBW_GEN(w) != cg ||
+		    (MB_SUBW_FLAGS(w) & MB_SUBF_LOSSY))
+			continue;
+		/* Acquire: the reader's reads of the slots happen before our
+		 * overwrite of them. */
+		uint64_t r = atomic_load_explicit(&c->release, memory_order_acquire);
+		if (r < g)
+			g = r;
+	}
+	/* The gate only moves forward, except to repair a value past tail. */
+	uint64_t old = atomic_load(&tp->gate);
+	while ((old < g || old > tail) &&
+	       !atomic_compare_exchange_weak_explicit(&tp->gate, &old, g, memory_order_release,
+	                                              memory_order_relaxed))
+		;
+	return old < g || old > tail ? g : old;
+}
+
+/* While the ring is full: find the laggards at the gate and check whether
+ * their owners are alive; a dead one is reaped and stops gating. */
+static void check_laggards(msgbus_bus *b, uint32_t t, uint64_t gate)
+{
+	for (uint32_t s = 0; s < b->cfg.max_subs; s++) {
+		struct mb_cursor *c = mb_cursor_at(b, t, s);
+		uint64_t cg = atomic_load(&c->gen);
+		uint64_t w = atomic_load(&mb_subslot_at(b, s)->word);
+		if (!cg || MB_SUBW_STATE(w) == MB_SUB_FREE || MB_SUBW_GEN(w) != cg)
+			continue;
+		if (atomic_load(&c->release) <= gate)
+			mb_part_alive(b, MB_SUBW_OWNER(w));
+	}
+}
+
+struct waiter {
+	uint64_t deadline, spin_until, next_check;
+};
+
+/* One round of waiting for space; 0 to retry, or an error. */
+static int wait_space(msgbus_bus *b, uint32_t t, uint64_t tail, struct waiter *w)
+{
+	struct mb_topic *tp = mb_topic_at(b, t);
+	uint64_t n = b->cfg.ring_slots;
+	if (w->deadline == MB_NO_WAIT)
+		return MSGBUS_EAGAIN;
+	uint64_t now = mb_now_ns();
+	if (!w->spin_until) {
+		w->spin_until = now + b->spin_ns;
+		w->next_check = w->spin_until;
+	}
+	if (now >= w->deadline)
+		return MSGBUS_ETIMEDOUT;
+	if (now < w->spin_until) {
+		for (int i = 0; i < 64; i++)
+			mb_cpu_relax();
+		return 0;
+	}
+	if (now >= w->next_check) {
+		check_laggards(b, t, atomic_load(&tp->gate));
+		w->next_check = now + b->check_ns;
+	}
+	uint32_t v = mb_ec_prepare(&tp->space_ec);
+	if (tail - mb_ring_gate(b, t) < n || atomic_load(&tp->tail) != tail)
+		return 0;
+	uint64_t until = w->next_check < w->deadline ? w->next_check : w->deadline;
+	mb_ec_sleep(&tp->space_ec, v, now, until);
+	return 0;
+}
+
+int mb_ring_claim(msgbus_bus *b, uint32_t t, uint64_t deadline, uint64_t *pos)
+{
+	struct mb_topic *tp = mb_topic_at(b, t);
+	uint64_t n = b->cfg.ring_slots;
+	struct waiter w = { deadline, 0, 0 };
+	for (;;) {
+		uint64_t tail = atomic_load_explicit(&tp->tail, memory_order_acquire);
+		uint64_t gate = atomic_load_explicit(&tp->gate, memory_order_acquire);
+		if (tail - gate >= n && tail - mb_ring_gate(b, t) >= n) {
+			int rc = wait_space(b, t, tail, &w);
+			if (rc)
+				return rc;
+			continue;
+		}
+		struct mb_slot *sl = mb_slot_at(b, t, tail);
+		uint64_t s = atomic_load_explicit(&sl->stamp, memory_order_acquire);
+		uint64_t seq = MB_STAMP_SEQ(s);
+		if (seq == (tail & MB_SEQ_MASK)) {
+			/* Claimed by someone whose tail update we overtook. */
+			atomic_compare_exchange_strong(&tp->tail, &tail, tail + 1);
+			continue;
+		}
+		if (seq != ((tail - n) & MB_SEQ_MASK)) {
+			if (atomic_load(&tp->tail) == tail)
+				return MSGBUS_EPROTO; /* stamp and tail disagree */
+			continue;
+		}
+		if (MB_STAMP_STATE(s) == MB_ST_CLAIMED) {
+			/* Last lap's writer has not committed: only possible
+			 * with no lossless reader, which would have waited. */
+			if (!mb_part_alive(b, MB_STAMP_OWNER(s))) {
+				atomic_compare_exchange_strong(&sl->stamp, &s,
+				        mb_stamp(seq, MB_STAMP_OWNER(s), MB_ST_ABORTED));
+				continue;
+			}
+			uint64_t now = mb_now_ns();
+			if (deadline == MB_NO_WAIT)
+				return MSGBUS_EAGAIN;
+			if (now >= deadline)
+				return MSGBUS_ETIMEDOUT;
+			mb_nap_us(50);
+			continue;
+		}
+		if (atomic_compare_exchange_strong(&sl->stamp, &s,
+		                                   mb_stamp(tail, b->self, MB_ST_CLAIMED))) {
+			atomic_compare_exchange_strong(&tp->tail, &tail, tail + 1);
+			*pos = tail;
+			return 0;
+		}
+	}
+}
+
+void mb_ring_commit(msgbus_bus *b, uint32_t t, uint64_t pos)
+{
+	struct mb_topic *tp = mb_topic_at(b, t);
+	struct mb_slot *sl = mb_slot_at(b, t, pos);
+	/* Release: the payload and header are visible before the stamp. */
+	atomic_store_explicit(&sl->stamp, mb_stamp(pos, b->self, MB_ST_COMMITTED),
+	                      memory_order_release);
+	mb_ec_signal2(&tp->data_ec, &b->hdr->any_ec);
+}

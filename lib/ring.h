@@ -1,0 +1,27 @@
+/*
+ * ring.h - the broadcast ring of one subject: many publishers claim slots
+ * by CAS on the slot stamp, readers follow with cursors of their own, and a
+ * publisher never passes the slowest live lossless reader.
+ */
+#ifndef MB_RING_H
+#define MB_RING_H
+
+#include "bus.h"
+
+/* Deadlines: absolute ns, MB_NO_WAIT (fail with EAGAIN) or UINT64_MAX. */
+#define MB_NO_WAIT 0ull
+
+/* Claim the next position of topic t for us; the slot is ours to fill. */
+int mb_ring_claim(msgbus_bus *b, uint32_t t, uint64_t deadline, uint64_t *pos);
+/* Publish a filled slot to readers and wake any that sleep. */
+void mb_ring_commit(msgbus_bus *b, uint32_t t, uint64_t pos);
+/* Recompute the lowest release of live lossless readers; returns the gate. */
+uint64_t mb_ring_gate(msgbus_bus *b, uint32_t t);
+
+/* Distance from a to b in 48-bit sequence space, as a signed number. */
+static inline int64_t mb_seq_diff(uint64_t b_, uint64_t a)
+{
+	return (int64_t)((b_ - a) << 16) >> 16;
+}
+
+#endif
