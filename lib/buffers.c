@@ -77,7 +77,6 @@ int mb_buf_publish(msgbus_bus *b, uint32_t t, uint32_t idx, uint32_t gen, uint32
 	sl->len = len;
 	sl->kind = MB_KIND_LARGE;
 	sl->pub = (uint16_t)b->self;
-	sl->pub_seq = atomic_fetch_add_explicit(&b->pub_seq, 1, memory_order_relaxed);
 	sl->buf = idx;
 	sl->buf_gen = gen;
 	/* From here the buffer lives until readers pass pos, even if we die. */

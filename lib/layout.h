@@ -129,7 +129,7 @@ struct mb_slot {
 	uint32_t len;
 	uint16_t kind;
 	uint16_t pub;     /* publishing participant */
-	uint64_t pub_seq; /* per-publisher order across subjects */
+	uint64_t reserved;
 	uint32_t buf;     /* large buffer index (KIND_LARGE) */
 	uint32_t buf_gen;
 	/* payload follows */

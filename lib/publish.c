@@ -41,8 +41,7 @@ int msgbus_publish(msgbus_bus *bus, const char *subject, const void *data, size_
 		sl->len = (uint32_t)len;
 		sl->kind = MB_KIND_INLINE;
 		sl->pub = (uint16_t)bus->self;
-		sl->pub_seq = atomic_fetch_add_explicit(&bus->pub_seq, 1, memory_order_relaxed);
-		if (len)
+			if (len)
 			memcpy(sl + 1, data, len);
 		mb_ring_commit(bus, t, pos);
 		return 0;

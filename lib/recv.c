@@ -1,9 +1,9 @@
 /*
  * recv.c - taking messages. A lossless subscription reads slots in place
  * (the gate keeps publishers off them until release); a lossy one copies
- * out and checks afterwards that no publisher lapped it meanwhile. With
- * several subjects, the oldest head of the same publisher goes first, so
- * each publisher's order holds across subjects.
+ * out and checks afterwards that no publisher lapped it meanwhile. Order
+ * is per subject: each subject is its own ring, so a publisher's messages
+ * on one subject arrive in the order it published them.
  */
 #include "ring.h"
 #include "sub.h"
@@ -104,7 +104,10 @@ static int deliver(msgbus_sub *sub, uint32_t ti, uint64_t stamp)
 			sub->copy_cap = len;
 		}
 		memcpy(sub->copy, data, len);
+		/* The copy happens before the re-check below (seqlock read). */
+#ifndef MB_TSAN
 		atomic_thread_fence(memory_order_acquire);
+#endif
 		bool reused = kind == MB_KIND_LARGE &&
 		              atomic_load(&mb_bufctl_at(b, buf)->gen) != buf_gen;
 		if (reused || atomic_load(&sl->stamp) != stamp) {
@@ -124,47 +127,30 @@ static int deliver(msgbus_sub *sub, uint32_t ti, uint64_t stamp)
 	return 0;
 }
 
-/* One pass over the heads: 0 when a message is taken, MSGBUS_EAGAIN when
- * none is ready; *claimed_owner names a writer we wait on, if any. */
+/* 0 when a message is taken, MSGBUS_EAGAIN when none is ready;
+ * *claimed_owner names a writer we wait on, if any. Subjects are visited
+ * round-robin from where the last message came, so a busy subject cannot
+ * starve a quiet one. */
 static int try_take(msgbus_sub *sub, int64_t *claimed_owner)
 {
-	msgbus_bus *b = sub->bus;
+	*claimed_owner = -1;
 	if (sub->wild)
 		mb_sub_refresh(sub);
-	*claimed_owner = -1;
-	/* With several subjects, a second pass: having acquired the best
-	 * head's stamp, every older message of its publisher is visible. */
-	int passes = sub->ntopics > 1 ? 2 : 1;
-	for (int attempt = 0; attempt < 4; attempt++) {
-		int64_t best = -1;
-		uint64_t best_stamp = 0, best_seq = 0;
-		uint32_t best_pub = 0;
-		for (uint32_t k = 0; k < passes * sub->ntopics; k++) {
-			uint32_t ti = k % sub->ntopics;
-			uint64_t s;
-			uint32_t owner;
-			enum head h = peek(sub, ti, &s, &owner);
-			if (h == HEAD_CLAIMED)
-				*claimed_owner = owner;
-			if (h != HEAD_READY)
-				continue;
-			struct mb_slot *sl = mb_slot_at(b, sub->tl[ti].t, sub->tl[ti].next);
-			uint32_t pub = sl->pub;
-			uint64_t pseq = sl->pub_seq;
-			/* The same publisher's older message on another
-			 * subject goes first; across publishers any order. */
-			if (best < 0 || (pub == best_pub && (int64_t)(pseq - best_seq) < 0)) {
-				best = ti;
-				best_stamp = s;
-				best_seq = pseq;
-				best_pub = pub;
-			}
-		}
-		if (best < 0)
-			return MSGBUS_EAGAIN;
-		int rc = deliver(sub, (uint32_t)best, best_stamp);
-		if (rc != MSGBUS_EAGAIN)
-			return rc;
+	uint32_t n = sub->ntopics;
+	for (uint32_t k = 0; k < n; k++) {
+		uint32_t ti = (sub->rr + k) % n;
+		uint64_t s;
+		uint32_t owner;
+		enum head h = peek(sub, ti, &s, &owner);
+		if (h == HEAD_CLAIMED)
+			*claimed_owner = owner;
+		if (h != HEAD_READY)
+			continue;
+		int rc = deliver(sub, ti, s);
+		if (rc == MSGBUS_EAGAIN)
+			continue; /* a lossy copy was lapped; look again later */
+		sub->rr = ti + 1;
+		return rc;
 	}
 	return MSGBUS_EAGAIN;
 }

@@ -134,8 +134,9 @@ int mb_ring_claim(msgbus_bus *b, uint32_t t, uint64_t deadline, uint64_t *pos)
 		}
 		if (atomic_compare_exchange_strong(&sl->stamp, &s,
 		                                   mb_stamp(tail, b->self, MB_ST_CLAIMED))) {
-			atomic_compare_exchange_strong(&tp->tail, &tail, tail + 1);
 			*pos = tail;
+			/* Failure means another publisher helped: fine. */
+			atomic_compare_exchange_strong(&tp->tail, &tail, tail + 1);
 			return 0;
 		}
 	}

@@ -123,7 +123,10 @@ static int shm_open_seg(struct mb_seg *seg, const char *name, const struct mb_co
 
 static void shm_close_seg(struct mb_seg *seg)
 {
-	/* Last one out removes the name, so /dev/shm does not fill up. */
+	/* Last one out removes the name, so /dev/shm does not fill up. Drop
+	 * our read lock first: two closers each holding one would otherwise
+	 * block each other's write lock, and neither would unlink. */
+	mb_lock_try(seg->fd, 0, MB_LOCK_NONE);
 	if (mb_lock_try(seg->fd, 0, MB_LOCK_WRITE) == 0 && mb_shm_is_current(seg->name, seg->fd))
 		mb_shm_unlink(seg->name);
 	drop_mapping(seg);

@@ -40,7 +40,7 @@ uint64_t mb_layout_hash(void)
 		sizeof(struct mb_cursor), sizeof(struct mb_topic),
 		offsetof(struct mb_topic, tail), offsetof(struct mb_topic, gate),
 		offsetof(struct mb_topic, data_ec), offsetof(struct mb_topic, space_ec),
-		sizeof(struct mb_slot), offsetof(struct mb_slot, pub_seq),
+		sizeof(struct mb_slot), offsetof(struct mb_slot, buf),
 		sizeof(struct mb_bufctl), MB_SUBJECT_MAX, MB_LINE,
 	};
 	uint64_t h = 1469598103934665603ull;

@@ -23,6 +23,7 @@ struct msgbus_sub {
 	uint32_t slot, gen;
 	bool lossy, wild;
 	uint32_t ntopics;
+	uint32_t rr;             /* round-robin start among subjects */
 	struct mb_sub_topic *tl; /* the topics the subscription reads */
 	bool *joined;            /* per topic index: in tl */
 	uint32_t topics_gen;
