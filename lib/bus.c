@@ -3,6 +3,7 @@
  * backend by scheme, registering as a participant.
  */
 #include "bus.h"
+#include "crash.h"
 #include "sub.h"
 
 #include <errno.h>
@@ -106,6 +107,7 @@ int msgbus_open(msgbus_bus **out, const char *url, const msgbus_options *opts)
 		rc = config_from(opts, &want, &mode);
 	if (rc)
 		return rc;
+	mb_crash_arm();
 	msgbus_bus *b = calloc(1, sizeof(*b));
 	if (!b)
 		return MSGBUS_ENOMEM;

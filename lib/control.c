@@ -7,6 +7,7 @@
  * tell a dead owner (steal) from a slow or stopped one (wait, bounded).
  */
 #include "bus.h"
+#include "crash.h"
 #include "wait.h"
 
 #include <sched.h>
@@ -20,8 +21,10 @@ int mb_ctl_lock(msgbus_bus *b)
 	uint64_t deadline = mb_now_ns() + CTL_LOCK_TIMEOUT_NS;
 	for (unsigned i = 1;; i++) {
 		uint32_t owner = 0;
-		if (atomic_compare_exchange_strong(&b->hdr->ctl_owner, &owner, me))
+		if (atomic_compare_exchange_strong(&b->hdr->ctl_owner, &owner, me)) {
+			mb_crash_point("in_ctl_lock");
 			return 0;
+		}
 		if (owner != me && i % 64 == 0 && !mb_part_alive(b, owner - 1)) {
 			/* The owner died holding it; whatever it half-did is
 			 * repaired by the idempotent steps of the next owner. */

@@ -8,6 +8,7 @@
  * the next one repeats.
  */
 #include "bus.h"
+#include "crash.h"
 #include "wait.h"
 
 #include <unistd.h>
@@ -23,6 +24,7 @@ static void reap(msgbus_bus *b, uint32_t idx)
 			atomic_compare_exchange_strong(&ss->word, &w,
 			        mb_subw(MB_SUBW_GEN(w), 0, 0, MB_SUB_FREE));
 	}
+	mb_crash_point("mid_cleanup");
 	for (uint32_t t = 0; t < b->cfg.max_subjects; t++) {
 		struct mb_topic *tp = mb_topic_at(b, t);
 		if (atomic_load(&tp->state) != MB_TOPIC_READY)

@@ -1,6 +1,7 @@
 /* publish.c - msgbus_publish: inline messages through a slot, larger ones
  * through a large buffer. */
 #include "buffers.h"
+#include "crash.h"
 #include "ring.h"
 
 #include <string.h>
@@ -37,12 +38,14 @@ int msgbus_publish(msgbus_bus *bus, const char *subject, const void *data, size_
 		rc = mb_ring_claim(bus, t, deadline, &pos);
 		if (rc)
 			return rc;
+		mb_crash_point("after_claim");
 		struct mb_slot *sl = mb_slot_at(bus, t, pos);
 		sl->len = (uint32_t)len;
 		sl->kind = MB_KIND_INLINE;
 		sl->pub = (uint16_t)bus->self;
 			if (len)
 			memcpy(sl + 1, data, len);
+		mb_crash_point("before_commit");
 		mb_ring_commit(bus, t, pos);
 		return 0;
 	}
@@ -51,6 +54,7 @@ int msgbus_publish(msgbus_bus *bus, const char *subject, const void *data, size_
 	if (rc)
 		return rc;
 	memcpy(mb_bufdata_at(bus, idx), data, len);
+	mb_crash_point("mid_loan");
 	rc = mb_buf_publish(bus, t, idx, gen, (uint32_t)len, deadline);
 	if (rc)
 		mb_buf_free(bus, idx);

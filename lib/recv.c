@@ -14,16 +14,15 @@
 
 void mb_sub_refresh(msgbus_sub *sub);
 
-enum head { HEAD_EMPTY, HEAD_READY, HEAD_CLAIMED };
+enum head { HEAD_EMPTY, HEAD_READY, HEAD_CLAIMED, HEAD_CORRUPT };
 
 static void store_release(msgbus_sub *sub, uint32_t ti, uint64_t rel)
 {
 	msgbus_bus *b = sub->bus;
 	uint32_t t = sub->tl[ti].t;
-	if (sub->lossy)
-		return; /* lossy cursors never gate */
 	atomic_store_explicit(&mb_cursor_at(b, t, sub->slot)->release, rel, memory_order_release);
-	mb_ec_signal(&mb_topic_at(b, t)->space_ec);
+	if (!sub->lossy) /* lossy cursors never gate: nobody waits on them */
+		mb_ec_signal(&mb_topic_at(b, t)->space_ec);
 }
 
 /* Skip forward after being lapped, counting what was lost. */
@@ -48,7 +47,9 @@ static enum head peek(msgbus_sub *sub, uint32_t ti, uint64_t *stamp, uint32_t *o
 	msgbus_bus *b = sub->bus;
 	struct mb_sub_topic *st = &sub->tl[ti];
 	uint64_t n = b->cfg.ring_slots;
-	for (;;) {
+	/* A sane ring needs at most one lap of skips and one resync; more
+	 * means stamps no writer could have left. */
+	for (uint64_t i = 0; i < n + 2; i++) {
 		uint64_t pos = st->next;
 		uint64_t s = atomic_load_explicit(&mb_slot_at(b, st->t, pos)->stamp,
 		                                  memory_order_acquire);
@@ -73,6 +74,7 @@ static enum head peek(msgbus_sub *sub, uint32_t ti, uint64_t *stamp, uint32_t *o
 		 * the gap as dropped rather than lose it silently. */
 		resync(sub, ti);
 	}
+	return HEAD_CORRUPT;
 }
 
 /* Fill sub->msg from the committed slot at the head of ti; 0, or
@@ -144,6 +146,8 @@ static int try_take(msgbus_sub *sub, int64_t *claimed_owner)
 		enum head h = peek(sub, ti, &s, &owner);
 		if (h == HEAD_CLAIMED)
 			*claimed_owner = owner;
+		if (h == HEAD_CORRUPT)
+			return MSGBUS_EPROTO;
 		if (h != HEAD_READY)
 			continue;
 		int rc = deliver(sub, ti, s);
@@ -251,18 +255,25 @@ size_t msgbus_msg_len(const msgbus_msg *msg)
 	return msg ? msg->len : 0;
 }
 
+/* Reads only shared counters and cursors, so any thread may call it. */
 int msgbus_sub_stats_get(msgbus_sub *sub, msgbus_sub_stats *st)
 {
 	if (!sub || !st)
 		return MSGBUS_EINVAL;
+	msgbus_bus *b = sub->bus;
 	st->delivered = atomic_load_explicit(&sub->delivered, memory_order_relaxed);
 	st->dropped = atomic_load_explicit(&sub->dropped, memory_order_relaxed);
 	st->backlog = 0;
-	for (uint32_t i = 0; i < sub->ntopics; i++) {
-		uint64_t tail = atomic_load(&mb_topic_at(sub->bus, sub->tl[i].t)->tail);
-		uint64_t next = sub->tl[i].next;
-		if (tail > next)
-			st->backlog += tail - next;
+	for (uint32_t t = 0; t < b->cfg.max_subjects; t++) {
+		struct mb_cursor *c = mb_cursor_at(b, t, sub->slot);
+		if (atomic_load_explicit(&mb_topic_at(b, t)->state, memory_order_acquire) !=
+		        MB_TOPIC_READY ||
+		    atomic_load(&c->gen) != sub->gen)
+			continue;
+		uint64_t tail = atomic_load(&mb_topic_at(b, t)->tail);
+		uint64_t rel = atomic_load(&c->release);
+		if (tail > rel)
+			st->backlog += tail - rel;
 	}
 	return 0;
 }

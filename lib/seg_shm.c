@@ -9,6 +9,7 @@
  * lock of participant slot i.
  */
 #include "bus.h"
+#include "crash.h"
 #include "platform.h"
 
 #include <errno.h>
@@ -31,6 +32,7 @@ static int create_locked(struct mb_seg *seg, const struct mb_config *want)
 	if (rc)
 		return mb_syserr(rc);
 	seg->size = g.size;
+	mb_crash_point("mid_create");
 	mb_header_init(seg->base, want, g.size);
 	return 0;
 }

@@ -1,0 +1,22 @@
+/*
+ * crash.h - crash points for tests: with MSGBUS_CRASH_AT=NAME in the
+ * environment when a bus is opened, the process kills itself with SIGKILL
+ * when it reaches the point NAME, so tests can show that the others recover
+ * from a death at exactly that moment. Off, a point costs one branch.
+ */
+#ifndef MB_CRASH_H
+#define MB_CRASH_H
+
+#include <stdatomic.h>
+
+extern _Atomic(const char *) mb_crash_at;
+void mb_crash_now(const char *point);
+void mb_crash_arm(void); /* read the environment; at every open */
+
+static inline void mb_crash_point(const char *point)
+{
+	if (__builtin_expect(atomic_load_explicit(&mb_crash_at, memory_order_relaxed) != 0, 0))
+		mb_crash_now(point);
+}
+
+#endif
