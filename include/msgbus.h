@@ -53,6 +53,9 @@ typedef struct msgbus_bus msgbus_bus;   /* an open bus */
 typedef struct msgbus_sub msgbus_sub;   /* one subscription */
 typedef struct msgbus_msg msgbus_msg;   /* a received message (a view) */
 typedef struct msgbus_buf msgbus_buf;   /* a loaned publish buffer */
+typedef struct msgbus_service msgbus_service; /* a worker of a service */
+typedef struct msgbus_req msgbus_req; /* a request a worker took */
+typedef struct msgbus_call msgbus_call; /* a request in flight */
 
 /*
  * Options for msgbus_open(). Initialise with MSGBUS_OPTIONS_INIT; a member
@@ -86,6 +89,7 @@ typedef struct msgbus_sub_stats {
 } msgbus_sub_stats;
 
 typedef void (*msgbus_msg_cb)(const msgbus_msg *msg, void *arg);
+typedef void (*msgbus_serve_cb)(msgbus_req *req, void *arg);
 
 MSGBUS_DECL const char *msgbus_version(void);
 MSGBUS_DECL const char *msgbus_strerror(int err);
@@ -117,6 +121,23 @@ MSGBUS_DECL const char *msgbus_msg_subject(const msgbus_msg *msg);
 MSGBUS_DECL const void *msgbus_msg_data(const msgbus_msg *msg);
 MSGBUS_DECL size_t msgbus_msg_len(const msgbus_msg *msg);
 MSGBUS_DECL void msgbus_msg_release(msgbus_msg *msg);
+
+/* Request/reply. */
+MSGBUS_DECL int msgbus_serve(msgbus_bus *bus, const char *service, msgbus_serve_cb cb,
+                             void *arg, msgbus_service **svc);
+MSGBUS_DECL int msgbus_service_recv(msgbus_service *svc, msgbus_req **req,
+                                    int timeout_ms);
+MSGBUS_DECL const void *msgbus_req_data(const msgbus_req *req);
+MSGBUS_DECL size_t msgbus_req_len(const msgbus_req *req);
+MSGBUS_DECL int msgbus_respond(msgbus_req *req, const void *data, size_t len);
+MSGBUS_DECL int msgbus_unserve(msgbus_service *svc);
+
+MSGBUS_DECL int msgbus_request(msgbus_bus *bus, const char *service, const void *data,
+                               size_t len, msgbus_msg **reply, int timeout_ms);
+MSGBUS_DECL int msgbus_call_start(msgbus_bus *bus, const char *service, const void *data,
+                                  size_t len, int timeout_ms, msgbus_call **call);
+MSGBUS_DECL int msgbus_call_wait(msgbus_call *call, msgbus_msg **reply, int timeout_ms);
+MSGBUS_DECL void msgbus_call_cancel(msgbus_call *call);
 
 #ifdef __cplusplus
 }

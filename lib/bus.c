@@ -4,12 +4,14 @@
  */
 #include "bus.h"
 #include "crash.h"
+#include "rr.h"
 #include "sub.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static const struct mb_seg_ops *const backends[] = { &mb_shm_ops, &mb_inproc_ops };
 
@@ -130,6 +132,9 @@ int msgbus_open(msgbus_bus **out, const char *url, const msgbus_options *opts)
 	/* Check a few times within the bound: detection takes at most a
 	 * quarter of it after the wait begins. */
 	b->check_ns = (uint64_t)b->cfg.crash_bound_ms * 1000000u / 4;
+	/* Correlation ids start at random-ish values, so a reply meant for a
+	 * previous owner of our participant slot cannot match our calls. */
+	atomic_store(&b->corr, (uint32_t)(mb_now_ns() ^ ((uint64_t)getpid() << 16)));
 	b->topics = calloc(b->cfg.max_subjects, sizeof(*b->topics));
 	rc = b->topics ? mb_part_register(b) : MSGBUS_ENOMEM;
 	if (rc) {
@@ -150,6 +155,13 @@ int msgbus_close(msgbus_bus *b)
 	if (!b)
 		return MSGBUS_EINVAL;
 	mb_registry_remove(b);
+	while (b->calls)
+		mb_call_free(b->calls);
+	while (b->services) {
+		struct msgbus_service *s = b->services;
+		b->services = mb_service_next(s);
+		mb_service_destroy(s);
+	}
 	while (b->subs) {
 		msgbus_sub *s = b->subs;
 		b->subs = s->next;

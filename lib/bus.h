@@ -66,6 +66,10 @@ struct msgbus_bus {
 	pthread_mutex_t reap_lock; /* one reaper per handle (OFD locks are per handle) */
 	struct mb_topic_cache *topics;
 	struct msgbus_sub *subs;   /* open subscriptions of this handle */
+	struct msgbus_service *services;
+	struct msgbus_call *calls; /* calls in flight */
+	_Atomic uint64_t calls_used; /* one bit per call entry */
+	_Atomic uint32_t corr;     /* next correlation id */
 	struct msgbus_bus *next_open; /* registry of open handles, for fork */
 	bool forked;               /* inherited through fork(): not ours to use */
 };
@@ -74,6 +78,10 @@ struct msgbus_bus {
 static inline struct mb_part *mb_part_at(msgbus_bus *b, uint32_t i)
 {
 	return (struct mb_part *)((char *)b->seg.base + b->geo.parts) + i;
+}
+static inline struct mb_call *mb_call_at(msgbus_bus *b, uint32_t part, uint32_t i)
+{
+	return (struct mb_call *)((char *)b->seg.base + b->geo.calls) + part * MB_CALLS + i;
 }
 static inline struct mb_subslot *mb_subslot_at(msgbus_bus *b, uint32_t i)
 {
@@ -125,6 +133,17 @@ bool mb_topic_refresh(msgbus_bus *b, uint32_t t); /* cache topic t if READY */
 int mb_subject_check(const char *s, size_t *len, bool pattern, bool *wild);
 bool mb_subject_match(const char *pattern, size_t plen, const char *subject, size_t slen);
 uint64_t mb_hash(const char *s, size_t len);
+/* Subjects under "_svc." carry requests; only service workers read them. */
+#define MB_SVC_PREFIX "_svc."
+#define MB_SVC_PREFIX_LEN 5u
+bool mb_subject_internal(const char *s, size_t len);
+
+/* subscribe.c: slots and cursors, shared with services. Callers hold the
+ * control lock. */
+int mb_slot_reserve(msgbus_bus *b, const char *pattern, size_t plen, uint32_t owner,
+                    unsigned flags, uint32_t *slot, uint32_t *gen);
+void mb_join_topics(msgbus_bus *b, uint32_t slot, uint32_t gen, bool queue,
+                    const char *pattern, size_t plen);
 
 /* fork.c */
 void mb_registry_add(msgbus_bus *b);

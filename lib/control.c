@@ -105,7 +105,9 @@ static void add_matching_cursors(msgbus_bus *b, uint32_t t, const char *s, size_
 		uint64_t w = atomic_load(&ss->word);
 		uint32_t plen = ss->pattern_len;
 		atomic_store(&c->gen, 0);
+		bool queue = MB_SUBW_FLAGS(w) & MB_SUBF_QUEUE;
 		if (MB_SUBW_STATE(w) == MB_SUB_FREE || plen > MB_SUBJECT_MAX ||
+		    mb_subject_internal(s, len) != queue ||
 		    !mb_subject_match(ss->pattern, plen, s, len))
 			continue;
 		atomic_store(&c->release, 0);

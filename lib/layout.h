@@ -26,7 +26,7 @@ _Static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "64-bit atomics must be lock-free");
 #define MB_MAX_BUFFERS 4096u
 #define MB_MAX_SUBJECTS 4096u
 #define MB_MAX_SUBS 1024u
-#define MB_MAX_PARTICIPANTS 1024u
+#define MB_MAX_PARTICIPANTS 512u
 #define MB_MAX_SEGMENT (8ull << 30)
 
 struct mb_config {
@@ -70,6 +70,8 @@ struct mb_part {
 /* Subscription slot word: gen:32 | owner:16 | flags:8 | state:8. */
 enum { MB_SUB_FREE = 0, MB_SUB_RESERVED = 1, MB_SUB_ACTIVE = 2 };
 #define MB_SUBF_LOSSY 0x1u
+#define MB_SUBF_QUEUE 0x2u   /* a service's workers share one cursor */
+#define MB_OWNER_SHARED 0xffffu /* queue slots: members[] says who */
 static inline uint64_t mb_subw(uint32_t gen, uint32_t owner, uint32_t flags, uint32_t st)
 {
 	return (uint64_t)gen << 32 | (uint64_t)(owner & 0xffff) << 16 |
@@ -84,7 +86,10 @@ struct mb_subslot {
 	_Atomic uint64_t word;
 	uint32_t pattern_len;
 	char pattern[MB_SUBJECT_MAX + 1];
-	uint8_t pad[MB_LINE * 3 - 8 - 4 - (MB_SUBJECT_MAX + 1)];
+	uint8_t pad[4];
+	/* Queue slots: one bit per participant that works for the service. */
+	_Atomic uint64_t members[MB_MAX_PARTICIPANTS / 64];
+	uint8_t pad2[MB_LINE * 3 - 8 - 4 - (MB_SUBJECT_MAX + 1) - 4 - MB_MAX_PARTICIPANTS / 8];
 };
 
 /* Per topic and subscription slot: the subscription's read position. A
@@ -150,9 +155,47 @@ struct mb_bufctl {
 	uint32_t pad;
 };
 
+/*
+ * Request/reply: each participant has MB_CALLS entries where its requests
+ * wait for their replies. A worker takes an entry from PENDING to TAKEN when
+ * it takes the request, to WRITING while it copies the reply in, and to
+ * REPLIED. Every transition is a CAS that includes the correlation id, so a
+ * late reply cannot land in an entry that was reused.
+ * word: corr:32 | worker:16 | state:16.
+ */
+#define MB_CALLS 64u
+#define MB_CALL_SIZE 256u
+enum { MB_CALL_FREE = 0, MB_CALL_PENDING = 1, MB_CALL_TAKEN = 2, MB_CALL_WRITING = 3,
+       MB_CALL_REPLIED = 4 };
+static inline uint64_t mb_callw(uint32_t corr, uint32_t worker, uint32_t st)
+{
+	return (uint64_t)corr << 32 | (uint64_t)(worker & 0xffff) << 16 | (st & 0xffff);
+}
+#define MB_CALLW_CORR(w) ((uint32_t)((w) >> 32))
+#define MB_CALLW_WORKER(w) ((uint32_t)((w) >> 16) & 0xffff)
+#define MB_CALLW_STATE(w) ((uint32_t)(w) & 0xffff)
+#define MB_CALL_INLINE_BUF UINT32_MAX
+struct mb_call {
+	_Atomic uint64_t word;
+	_Atomic uint32_t ec; /* the requester parks here */
+	uint32_t len;
+	uint32_t buf; /* a large buffer, or MB_CALL_INLINE_BUF */
+	uint32_t pad;
+	uint8_t data[MB_CALL_SIZE - 24];
+};
+#define MB_CALL_INLINE (MB_CALL_SIZE - 24u)
+
+/* What precedes a request's payload in the service ring. */
+struct mb_req_hdr {
+	uint32_t corr;
+	uint16_t from;  /* requester's participant index */
+	uint16_t entry; /* its call entry */
+	uint64_t deadline_ns; /* CLOCK_MONOTONIC, shared by the host */
+};
+
 /* Offsets of every region, computed from a validated configuration. */
 struct mb_geometry {
-	uint64_t parts, subs, topics, topic_stride, cursors, slots, bufctl, bufdata;
+	uint64_t parts, calls, subs, topics, topic_stride, cursors, slots, bufctl, bufdata;
 	uint64_t buf_stride, size;
 };
 

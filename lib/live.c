@@ -23,7 +23,13 @@ static void reap(msgbus_bus *b, uint32_t idx)
 		if (MB_SUBW_STATE(w) != MB_SUB_FREE && MB_SUBW_OWNER(w) == idx)
 			atomic_compare_exchange_strong(&ss->word, &w,
 			        mb_subw(MB_SUBW_GEN(w), 0, 0, MB_SUB_FREE));
+		/* A service slot outlives its workers: the next one reuses it. */
+		if (MB_SUBW_FLAGS(w) & MB_SUBF_QUEUE)
+			atomic_fetch_and(&ss->members[idx / 64], ~(1ull << (idx % 64)));
 	}
+	/* Its calls end: a worker's reply to them finds the entry free. */
+	for (uint32_t i = 0; i < MB_CALLS; i++)
+		atomic_store(&mb_call_at(b, idx, i)->word, 0);
 	mb_crash_point("mid_cleanup");
 	for (uint32_t t = 0; t < b->cfg.max_subjects; t++) {
 		struct mb_topic *tp = mb_topic_at(b, t);

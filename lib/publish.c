@@ -16,11 +16,52 @@ int mb_publish_checks(msgbus_bus *b, const char *subject, size_t len, uint32_t *
 {
 	size_t slen;
 	bool wild;
-	if (!b || mb_subject_check(subject, &slen, false, &wild))
+	if (!b || mb_subject_check(subject, &slen, false, &wild) ||
+	    mb_subject_internal(subject, slen))
 		return MSGBUS_EINVAL;
 	if (len > b->cfg.max_msg_size)
 		return MSGBUS_EMSGSIZE;
 	return mb_topic_get(b, subject, slen, mb_hash(subject, slen), topic);
+}
+
+/* Publish head (hlen bytes) followed by data (len bytes) on topic t. */
+int mb_publish_parts(msgbus_bus *b, uint32_t t, const void *head, size_t hlen,
+                     const void *data, size_t len, uint64_t deadline)
+{
+	size_t total = hlen + len;
+	int rc;
+	if (total <= b->inline_max) {
+		uint64_t pos;
+		rc = mb_ring_claim(b, t, deadline, &pos);
+		if (rc)
+			return rc;
+		mb_crash_point("after_claim");
+		struct mb_slot *sl = mb_slot_at(b, t, pos);
+		sl->len = (uint32_t)total;
+		sl->kind = MB_KIND_INLINE;
+		sl->pub = (uint16_t)b->self;
+		if (hlen)
+			memcpy(sl + 1, head, hlen);
+		if (len)
+			memcpy((char *)(sl + 1) + hlen, data, len);
+		mb_crash_point("before_commit");
+		mb_ring_commit(b, t, pos);
+		return 0;
+	}
+	uint32_t idx, gen;
+	rc = mb_buf_alloc(b, deadline, &idx, &gen);
+	if (rc)
+		return rc;
+	char *dst = mb_bufdata_at(b, idx);
+	if (hlen)
+		memcpy(dst, head, hlen);
+	if (len)
+		memcpy(dst + hlen, data, len);
+	mb_crash_point("mid_loan");
+	rc = mb_buf_publish(b, t, idx, gen, (uint32_t)total, deadline);
+	if (rc)
+		mb_buf_free(b, idx);
+	return rc;
 }
 
 int msgbus_publish(msgbus_bus *bus, const char *subject, const void *data, size_t len,
@@ -32,31 +73,5 @@ int msgbus_publish(msgbus_bus *bus, const char *subject, const void *data, size_
 	int rc = mb_publish_checks(bus, subject, len, &t);
 	if (rc)
 		return rc;
-	uint64_t deadline = mb_publish_deadline(timeout_ms);
-	if (len <= bus->inline_max) {
-		uint64_t pos;
-		rc = mb_ring_claim(bus, t, deadline, &pos);
-		if (rc)
-			return rc;
-		mb_crash_point("after_claim");
-		struct mb_slot *sl = mb_slot_at(bus, t, pos);
-		sl->len = (uint32_t)len;
-		sl->kind = MB_KIND_INLINE;
-		sl->pub = (uint16_t)bus->self;
-			if (len)
-			memcpy(sl + 1, data, len);
-		mb_crash_point("before_commit");
-		mb_ring_commit(bus, t, pos);
-		return 0;
-	}
-	uint32_t idx, gen;
-	rc = mb_buf_alloc(bus, deadline, &idx, &gen);
-	if (rc)
-		return rc;
-	memcpy(mb_bufdata_at(bus, idx), data, len);
-	mb_crash_point("mid_loan");
-	rc = mb_buf_publish(bus, t, idx, gen, (uint32_t)len, deadline);
-	if (rc)
-		mb_buf_free(bus, idx);
-	return rc;
+	return mb_publish_parts(bus, t, NULL, 0, data, len, mb_publish_deadline(timeout_ms));
 }

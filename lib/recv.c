@@ -233,6 +233,10 @@ int msgbus_recv(msgbus_sub *sub, msgbus_msg **msg, int timeout_ms)
 
 void msgbus_msg_release(msgbus_msg *msg)
 {
+	if (msg && !msg->sub) {
+		free(msg); /* a reply: one allocation, owned by the caller */
+		return;
+	}
 	if (!msg || !msg->sub->held)
 		return;
 	msgbus_sub *sub = msg->sub;

@@ -17,7 +17,9 @@ static uint64_t align_up(uint64_t v, uint64_t a)
 void mb_geometry(const struct mb_config *c, struct mb_geometry *g)
 {
 	g->parts = MB_PAGE;
-	g->subs = align_up(g->parts + (uint64_t)c->max_participants * sizeof(struct mb_part), MB_LINE);
+	g->calls = align_up(g->parts + (uint64_t)c->max_participants * sizeof(struct mb_part), MB_LINE);
+	g->subs = align_up(g->calls + (uint64_t)c->max_participants * MB_CALLS * sizeof(struct mb_call),
+	                   MB_LINE);
 	g->topics = align_up(g->subs + (uint64_t)c->max_subs * sizeof(struct mb_subslot), MB_PAGE);
 	g->cursors = align_up(sizeof(struct mb_topic), MB_LINE);
 	g->slots = align_up(g->cursors + (uint64_t)c->max_subs * sizeof(struct mb_cursor), MB_LINE);
@@ -42,6 +44,8 @@ uint64_t mb_layout_hash(void)
 		offsetof(struct mb_topic, data_ec), offsetof(struct mb_topic, space_ec),
 		sizeof(struct mb_slot), offsetof(struct mb_slot, buf),
 		sizeof(struct mb_bufctl), MB_SUBJECT_MAX, MB_LINE,
+		sizeof(struct mb_call), MB_CALLS, sizeof(struct mb_req_hdr),
+		offsetof(struct mb_subslot, members),
 	};
 	uint64_t h = 1469598103934665603ull;
 	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {

@@ -6,6 +6,8 @@
  */
 #include "bus.h"
 
+#include <string.h>
+
 int mb_subject_check(const char *s, size_t *len, bool pattern, bool *wild)
 {
 	size_t n = 0, tok = 0;
@@ -70,6 +72,11 @@ bool mb_subject_match(const char *p, size_t plen, const char *s, size_t slen)
 		}
 	}
 	return j == slen;
+}
+
+bool mb_subject_internal(const char *s, size_t len)
+{
+	return len >= MB_SVC_PREFIX_LEN && memcmp(s, MB_SVC_PREFIX, MB_SVC_PREFIX_LEN) == 0;
 }
 
 uint64_t mb_hash(const char *s, size_t len)

@@ -42,28 +42,29 @@ void mb_sub_refresh(msgbus_sub *sub)
 
 /* Join every READY topic matching the pattern. Caller holds the control
  * lock, so no topic appears meanwhile. */
-static void join_topics(msgbus_sub *sub, const char *pattern, size_t plen)
+void mb_join_topics(msgbus_bus *b, uint32_t slot, uint32_t gen, bool queue,
+                   const char *pattern, size_t plen)
 {
-	msgbus_bus *b = sub->bus;
 	for (uint32_t t = 0; t < b->cfg.max_subjects; t++) {
 		struct mb_topic *tp = mb_topic_at(b, t);
 		if (atomic_load(&tp->state) != MB_TOPIC_READY)
 			continue;
 		uint32_t nlen = tp->name_len;
-		if (nlen > MB_SUBJECT_MAX || !mb_subject_match(pattern, plen, tp->name, nlen))
+		if (nlen > MB_SUBJECT_MAX || !mb_subject_match(pattern, plen, tp->name, nlen) ||
+		    mb_subject_internal(tp->name, nlen) != queue)
 			continue;
-		struct mb_cursor *c = mb_cursor_at(b, t, sub->slot);
+		struct mb_cursor *c = mb_cursor_at(b, t, slot);
 		atomic_store(&c->release, atomic_load(&tp->tail));
-		atomic_store(&c->gen, sub->gen);
+		atomic_store(&c->gen, gen);
 		/* A publisher whose gate did not see us yet can only reuse
 		 * slots below the tail it saw, which is at most this one. */
 		atomic_store(&c->release, atomic_load(&tp->tail));
 	}
 }
 
-static int slot_reserve(msgbus_sub *sub, const char *pattern, size_t plen, unsigned flags)
+int mb_slot_reserve(msgbus_bus *b, const char *pattern, size_t plen, uint32_t owner,
+                    unsigned flags, uint32_t *slot, uint32_t *gen_out)
 {
-	msgbus_bus *b = sub->bus;
 	for (uint32_t s = 0; s < b->cfg.max_subs; s++) {
 		struct mb_subslot *ss = mb_subslot_at(b, s);
 		uint64_t w = atomic_load(&ss->word);
@@ -75,11 +76,13 @@ static int slot_reserve(msgbus_sub *sub, const char *pattern, size_t plen, unsig
 		memcpy(ss->pattern, pattern, plen);
 		ss->pattern[plen] = '\0';
 		ss->pattern_len = (uint32_t)plen;
+		for (uint32_t i = 0; i < MB_MAX_PARTICIPANTS / 64; i++)
+			atomic_store(&ss->members[i], 0);
 		if (!atomic_compare_exchange_strong(&ss->word, &w,
-		                                    mb_subw(gen, b->self, flags, MB_SUB_RESERVED)))
+		                                    mb_subw(gen, owner, flags, MB_SUB_RESERVED)))
 			continue;
-		sub->slot = s;
-		sub->gen = gen;
+		*slot = s;
+		*gen_out = gen;
 		return 0;
 	}
 	return MSGBUS_ELIMIT;
@@ -90,7 +93,8 @@ static int sub_create(msgbus_bus *b, const char *pattern, unsigned flags, msgbus
 	size_t plen;
 	bool wild;
 	if (!b || !out || (flags & ~MSGBUS_SUB_LOSSY) ||
-	    mb_subject_check(pattern, &plen, true, &wild))
+	    mb_subject_check(pattern, &plen, true, &wild) ||
+	    mb_subject_internal(pattern, plen))
 		return MSGBUS_EINVAL;
 	msgbus_sub *sub = calloc(1, sizeof(*sub));
 	if (!sub)
@@ -109,8 +113,8 @@ static int sub_create(msgbus_bus *b, const char *pattern, unsigned flags, msgbus
 	}
 	int rc = mb_ctl_lock(b);
 	if (!rc) {
-		rc = slot_reserve(sub, pattern, plen,
-		                  sub->lossy ? MB_SUBF_LOSSY : 0);
+		rc = mb_slot_reserve(b, pattern, plen, b->self, sub->lossy ? MB_SUBF_LOSSY : 0,
+		                     &sub->slot, &sub->gen);
 		mb_ctl_unlock(b);
 	}
 	uint32_t t;
@@ -129,7 +133,7 @@ static int sub_create(msgbus_bus *b, const char *pattern, unsigned flags, msgbus
 		free(sub);
 		return rc;
 	}
-	join_topics(sub, pattern, plen);
+	mb_join_topics(b, sub->slot, sub->gen, false, pattern, plen);
 	atomic_store(&mb_subslot_at(b, sub->slot)->word,
 	             mb_subw(sub->gen, b->self, sub->lossy ? MB_SUBF_LOSSY : 0, MB_SUB_ACTIVE));
 	mb_ctl_unlock(b);

@@ -1,0 +1,258 @@
+/*
+ * call.c - the requester side of request/reply. A call takes one of the
+ * handle's MB_CALLS entries, publishes the request on the service ring and
+ * waits on the entry, watching whoever is responsible for it: while the
+ * request is queued, the service's workers (none alive: no responders);
+ * once taken, the worker that took it (dead: peer died).
+ */
+#include "buffers.h"
+#include "rr.h"
+#include "sub.h"
+#include "wait.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct msgbus_call {
+	msgbus_bus *bus;
+	uint32_t entry, corr, slot;
+	uint64_t deadline;
+	msgbus_call *next;
+	char service[MB_SUBJECT_MAX + 1];
+};
+
+static int entry_alloc(msgbus_bus *b, uint32_t *entry)
+{
+	uint64_t used = atomic_load(&b->calls_used);
+	while (~used) {
+		uint32_t i = (uint32_t)__builtin_ctzll(~used);
+		if (atomic_compare_exchange_weak(&b->calls_used, &used, used | 1ull << i)) {
+			*entry = i;
+			return 0;
+		}
+	}
+	return MSGBUS_ELIMIT;
+}
+
+static void call_free(msgbus_call *call)
+{
+	msgbus_bus *b = call->bus;
+	atomic_fetch_and(&b->calls_used, ~(1ull << call->entry));
+	pthread_mutex_lock(&b->lock);
+	for (msgbus_call **pp = &b->calls; *pp; pp = &(*pp)->next) {
+		if (*pp == call) {
+			*pp = call->next;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&b->lock);
+	free(call);
+}
+
+int msgbus_call_start(msgbus_bus *bus, const char *service, const void *data, size_t len,
+                      int timeout_ms, msgbus_call **out)
+{
+	if (!bus || !out || (!data && len) || timeout_ms == 0 || timeout_ms < -1)
+		return MSGBUS_EINVAL;
+	if (len > bus->cfg.max_msg_size - sizeof(struct mb_req_hdr) ||
+	    bus->cfg.max_msg_size < sizeof(struct mb_req_hdr))
+		return MSGBUS_EMSGSIZE;
+	uint32_t t, slot;
+	char subject[MB_SUBJECT_MAX + 1];
+	int rc = mb_service_topic(bus, service, false, &t, subject);
+	if (rc)
+		return rc == MSGBUS_ENOENT ? MSGBUS_ENORESPONDERS : rc;
+	/* No registered worker: say so now rather than at the deadline. */
+	if (mb_service_slot(bus, t, &slot) || !mb_service_has_workers(bus, slot, false))
+		return MSGBUS_ENORESPONDERS;
+	msgbus_call *call = calloc(1, sizeof(*call));
+	if (!call)
+		return MSGBUS_ENOMEM;
+	if (entry_alloc(bus, &call->entry)) {
+		free(call);
+		return MSGBUS_ELIMIT;
+	}
+	call->bus = bus;
+	call->slot = slot;
+	call->corr = atomic_fetch_add(&bus->corr, 1);
+	call->deadline = mb_deadline(mb_now_ns(), timeout_ms);
+	snprintf(call->service, sizeof(call->service), "%s", service);
+	pthread_mutex_lock(&bus->lock);
+	call->next = bus->calls;
+	bus->calls = call;
+	pthread_mutex_unlock(&bus->lock);
+
+	struct mb_call *e = mb_call_at(bus, bus->self, call->entry);
+	atomic_store_explicit(&e->word, mb_callw(call->corr, 0, MB_CALL_PENDING),
+	                      memory_order_release);
+	struct mb_req_hdr hdr = {
+		.corr = call->corr,
+		.from = (uint16_t)bus->self,
+		.entry = (uint16_t)call->entry,
+		.deadline_ns = call->deadline,
+	};
+	rc = mb_publish_parts(bus, t, &hdr, sizeof(hdr), data, len, call->deadline);
+	if (rc) {
+		atomic_store(&e->word, 0);
+		call_free(call);
+		return rc;
+	}
+	*out = call;
+	return 0;
+}
+
+/* Copy the reply out of the entry (and its large buffer, if any). */
+static int take_reply(msgbus_call *call, struct mb_call *e, msgbus_msg **reply)
+{
+	msgbus_bus *b = call->bus;
+	uint32_t len = e->len, buf = e->buf;
+	const void *src = NULL;
+	if (buf == MB_CALL_INLINE_BUF && len <= MB_CALL_INLINE)
+		src = e->data;
+	else if (buf < b->cfg.large_buffers && len <= b->cfg.max_msg_size)
+		src = mb_bufdata_at(b, buf);
+	size_t slen = strlen(call->service);
+	msgbus_msg *m = src ? malloc(sizeof(*m) + slen + 1 + len) : NULL;
+	int rc = src ? (m ? 0 : MSGBUS_ENOMEM) : MSGBUS_EPROTO;
+	if (m) {
+		char *subject = (char *)(m + 1);
+		memcpy(subject, call->service, slen + 1);
+		memcpy(subject + slen + 1, src, len);
+		*m = (msgbus_msg){ .sub = NULL, .subject = subject, .data = subject + slen + 1,
+		                   .len = len };
+		*reply = m;
+	}
+	if (buf != MB_CALL_INLINE_BUF && buf < b->cfg.large_buffers) {
+		uint64_t st = MB_BUF_LOANED(b->self);
+		atomic_compare_exchange_strong(&mb_bufctl_at(b, buf)->state, &st, MB_BUF_FREE);
+	}
+	return rc;
+}
+
+/* Let go of the entry. A worker copying a reply in is waited for, so the
+ * entry is never reused under its feet. */
+static void abandon(msgbus_call *call)
+{
+	msgbus_bus *b = call->bus;
+	struct mb_call *e = mb_call_at(b, b->self, call->entry);
+	for (;;) {
+		uint64_t w = atomic_load_explicit(&e->word, memory_order_acquire);
+		uint32_t st = MB_CALLW_STATE(w);
+		if (MB_CALLW_CORR(w) != call->corr || st == MB_CALL_FREE)
+			break;
+		if (st == MB_CALL_REPLIED) {
+			msgbus_msg *m = NULL;
+			if (take_reply(call, e, &m) == 0)
+				free(m);
+			break;
+		}
+		if (st == MB_CALL_WRITING && mb_part_alive(b, MB_CALLW_WORKER(w))) {
+			mb_nap_us(10);
+			continue;
+		}
+		if (st != MB_CALL_WRITING &&
+		    !atomic_compare_exchange_strong(&e->word, &w, 0))
+			continue;
+		break;
+	}
+	atomic_store_explicit(&e->word, 0, memory_order_release);
+	call_free(call);
+}
+
+/* One look at the call: 0 done (*result final), or MSGBUS_EAGAIN. */
+static int check(msgbus_call *call, struct mb_call *e, bool watch, int *result,
+                 msgbus_msg **reply)
+{
+	msgbus_bus *b = call->bus;
+	uint64_t w = atomic_load_explicit(&e->word, memory_order_acquire);
+	uint32_t st = MB_CALLW_STATE(w);
+	if (MB_CALLW_CORR(w) != call->corr || st == MB_CALL_FREE) {
+		*result = MSGBUS_EPROTO; /* someone else's entry now */
+		return 0;
+	}
+	if (st == MB_CALL_REPLIED) {
+		*result = take_reply(call, e, reply);
+		return 0;
+	}
+	if (st != MB_CALL_WRITING && mb_now_ns() >= call->deadline) {
+		*result = MSGBUS_ETIMEDOUT;
+		return 0;
+	}
+	if (!watch)
+		return MSGBUS_EAGAIN;
+	if (st == MB_CALL_PENDING && !mb_service_has_workers(b, call->slot, true)) {
+		*result = MSGBUS_ENORESPONDERS;
+		return 0;
+	}
+	if (st != MB_CALL_PENDING && !mb_part_alive(b, MB_CALLW_WORKER(w))) {
+		*result = MSGBUS_EPEERDIED;
+		return 0;
+	}
+	return MSGBUS_EAGAIN;
+}
+
+int msgbus_call_wait(msgbus_call *call, msgbus_msg **reply, int timeout_ms)
+{
+	if (!call || !reply)
+		return MSGBUS_EINVAL;
+	msgbus_bus *b = call->bus;
+	struct mb_call *e = mb_call_at(b, b->self, call->entry);
+	uint64_t start = mb_now_ns();
+	uint64_t until = timeout_ms == 0 ? 0 : mb_deadline(start, timeout_ms);
+	uint64_t spin_until = start + b->spin_ns, next_check = start + b->check_ns;
+	int result;
+	for (;;) {
+		uint64_t now = mb_now_ns();
+		bool watch = now >= next_check;
+		if (watch)
+			next_check = now + b->check_ns;
+		if (check(call, e, watch, &result, reply) == 0)
+			break;
+		if (now >= until)
+			return MSGBUS_EAGAIN; /* still in flight; the call stays valid */
+		if (now < spin_until) {
+			mb_cpu_relax();
+			continue;
+		}
+		uint32_t v = mb_ec_prepare(&e->ec);
+		if (check(call, e, false, &result, reply) == 0)
+			break;
+		uint64_t wake = next_check;
+		if (call->deadline < wake)
+			wake = call->deadline;
+		if (until < wake)
+			wake = until;
+		mb_ec_sleep(&e->ec, v, now, wake);
+	}
+	if (result == MSGBUS_OK) {
+		atomic_store_explicit(&e->word, 0, memory_order_release);
+		call_free(call);
+	} else {
+		abandon(call);
+	}
+	return result;
+}
+
+void msgbus_call_cancel(msgbus_call *call)
+{
+	if (call)
+		abandon(call);
+}
+
+void mb_call_free(msgbus_call *call)
+{
+	abandon(call);
+}
+
+int msgbus_request(msgbus_bus *bus, const char *service, const void *data, size_t len,
+                   msgbus_msg **reply, int timeout_ms)
+{
+	msgbus_call *call;
+	if (!reply)
+		return MSGBUS_EINVAL;
+	int rc = msgbus_call_start(bus, service, data, len, timeout_ms, &call);
+	if (rc)
+		return rc;
+	return msgbus_call_wait(call, reply, -1);
+}

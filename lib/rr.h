@@ -1,0 +1,22 @@
+/* rr.h - request/reply internals shared by serve.c and call.c. */
+#ifndef MB_RR_H
+#define MB_RR_H
+
+#include "bus.h"
+
+/* Topic of a service: "_svc." + name. Validates the name. */
+int mb_service_topic(msgbus_bus *b, const char *service, bool create, uint32_t *t,
+                     char *subject /* MB_SUBJECT_MAX + 1 */);
+/* The queue slot serving topic t, if any: 0 and *slot, or MSGBUS_ENOENT. */
+int mb_service_slot(msgbus_bus *b, uint32_t t, uint32_t *slot);
+/* Does the service slot list a member that is alive? check: verify each
+ * with the liveness test (reaping the dead), not just the member bits. */
+bool mb_service_has_workers(msgbus_bus *b, uint32_t slot, bool check);
+
+struct msgbus_service;
+void mb_service_destroy(struct msgbus_service *svc);
+struct msgbus_service *mb_service_next(struct msgbus_service *svc);
+struct msgbus_call;
+void mb_call_free(struct msgbus_call *call);
+
+#endif

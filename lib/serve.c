@@ -1,0 +1,371 @@
+/*
+ * serve.c - the worker side of request/reply. The workers of a service
+ * share one queue slot, hence one cursor on the service's ring: a worker
+ * copies a request out, then CASes the shared cursor past it; only the
+ * winner answers, so each request goes to exactly one worker. Because the
+ * copy precedes the CAS, the cursor is also the release that gates
+ * requesters, and a dead worker holds nothing back.
+ */
+#include "buffers.h"
+#include "crash.h"
+#include "ring.h"
+#include "rr.h"
+#include "wait.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct msgbus_service {
+	msgbus_bus *bus;
+	uint32_t t, slot, gen;
+	char subject[MB_SUBJECT_MAX + 1];
+	msgbus_serve_cb cb;
+	void *cb_arg;
+	pthread_t thread;
+	_Atomic bool stop;
+	msgbus_service *next;
+};
+
+struct msgbus_req {
+	msgbus_bus *bus;
+	struct mb_req_hdr hdr;
+	size_t len;
+	unsigned char data[];
+};
+
+int mb_service_topic(msgbus_bus *b, const char *service, bool create, uint32_t *t,
+                     char *subject)
+{
+	size_t len;
+	bool wild;
+	if (!b || mb_subject_check(service, &len, false, &wild) ||
+	    len + MB_SVC_PREFIX_LEN > MB_SUBJECT_MAX)
+		return MSGBUS_EINVAL;
+	memcpy(subject, MB_SVC_PREFIX, MB_SVC_PREFIX_LEN);
+	memcpy(subject + MB_SVC_PREFIX_LEN, service, len + 1);
+	len += MB_SVC_PREFIX_LEN;
+	uint64_t h = mb_hash(subject, len);
+	return create ? mb_topic_get(b, subject, len, h, t) : mb_topic_find(b, subject, len, h, t);
+}
+
+int mb_service_slot(msgbus_bus *b, uint32_t t, uint32_t *slot)
+{
+	for (uint32_t s = 0; s < b->cfg.max_subs; s++) {
+		uint64_t w = atomic_load_explicit(&mb_subslot_at(b, s)->word, memory_order_acquire);
+		if (MB_SUBW_STATE(w) == MB_SUB_ACTIVE && (MB_SUBW_FLAGS(w) & MB_SUBF_QUEUE) &&
+		    atomic_load(&mb_cursor_at(b, t, s)->gen) == MB_SUBW_GEN(w)) {
+			*slot = s;
+			return 0;
+		}
+	}
+	return MSGBUS_ENOENT;
+}
+
+bool mb_service_has_workers(msgbus_bus *b, uint32_t slot, bool check)
+{
+	struct mb_subslot *ss = mb_subslot_at(b, slot);
+	uint32_t n = b->cfg.max_participants;
+	for (uint32_t i = 0; i < (n + 63) / 64; i++) {
+		uint64_t m = atomic_load(&ss->members[i]);
+		while (m) {
+			uint32_t idx = i * 64 + (uint32_t)__builtin_ctzll(m);
+			m &= m - 1;
+			if (idx >= n)
+				break;
+			if (!check || mb_part_alive(b, idx))
+				return true;
+		}
+	}
+	return false;
+}
+
+static void set_member(msgbus_bus *b, uint32_t slot, bool on)
+{
+	_Atomic uint64_t *word = &mb_subslot_at(b, slot)->members[b->self / 64];
+	uint64_t bit = 1ull << (b->self % 64);
+	if (on)
+		atomic_fetch_or(word, bit);
+	else
+		atomic_fetch_and(word, ~bit);
+}
+
+static void *serve_thread(void *arg);
+
+int msgbus_serve(msgbus_bus *bus, const char *service, msgbus_serve_cb cb, void *arg,
+                 msgbus_service **out)
+{
+	if (!out)
+		return MSGBUS_EINVAL;
+	msgbus_service *svc = calloc(1, sizeof(*svc));
+	if (!svc)
+		return MSGBUS_ENOMEM;
+	int rc = mb_service_topic(bus, service, true, &svc->t, svc->subject);
+	if (!rc)
+		rc = mb_ctl_lock(bus);
+	if (rc) {
+		free(svc);
+		return rc;
+	}
+	svc->bus = bus;
+	rc = mb_service_slot(bus, svc->t, &svc->slot);
+	if (rc == 0) {
+		svc->gen = MB_SUBW_GEN(atomic_load(&mb_subslot_at(bus, svc->slot)->word));
+	} else {
+		/* First worker: the slot belongs to no participant, so a
+		 * dead worker never takes the service down with it. */
+		size_t len = strlen(svc->subject);
+		rc = mb_slot_reserve(bus, svc->subject, len, MB_OWNER_SHARED, MB_SUBF_QUEUE,
+		                     &svc->slot, &svc->gen);
+		if (!rc) {
+			mb_join_topics(bus, svc->slot, svc->gen, true, svc->subject, len);
+			atomic_store(&mb_subslot_at(bus, svc->slot)->word,
+			             mb_subw(svc->gen, MB_OWNER_SHARED, MB_SUBF_QUEUE, MB_SUB_ACTIVE));
+		}
+	}
+	if (!rc)
+		set_member(bus, svc->slot, true);
+	mb_ctl_unlock(bus);
+	if (rc) {
+		free(svc);
+		return rc;
+	}
+	svc->cb = cb;
+	svc->cb_arg = arg;
+	if (cb && pthread_create(&svc->thread, NULL, serve_thread, svc)) {
+		svc->cb = NULL;
+		mb_service_destroy(svc);
+		return MSGBUS_ENOMEM;
+	}
+	pthread_mutex_lock(&bus->lock);
+	svc->next = bus->services;
+	bus->services = svc;
+	pthread_mutex_unlock(&bus->lock);
+	*out = svc;
+	return 0;
+}
+
+/* Copy out the request at the shared cursor and try to win it. 0: *req is
+ * ours; MSGBUS_EAGAIN: nothing ready; *claimed_owner: a writer holds the head. */
+static int try_take(msgbus_service *svc, msgbus_req **req, int64_t *claimed_owner)
+{
+	msgbus_bus *b = svc->bus;
+	struct mb_cursor *c = mb_cursor_at(b, svc->t, svc->slot);
+	uint64_t n = b->cfg.ring_slots;
+	*claimed_owner = -1;
+	for (uint64_t tries = 0; tries < 2 * n; tries++) {
+		if (atomic_load(&c->gen) != svc->gen)
+			return MSGBUS_EPROTO; /* our slot was taken from us */
+		uint64_t pos = atomic_load_explicit(&c->release, memory_order_acquire);
+		struct mb_slot *sl = mb_slot_at(b, svc->t, pos);
+		uint64_t s = atomic_load_explicit(&sl->stamp, memory_order_acquire);
+		if (MB_STAMP_SEQ(s) != (pos & MB_SEQ_MASK)) {
+			if (MB_STAMP_SEQ(s) == ((pos - n) & MB_SEQ_MASK))
+				return MSGBUS_EAGAIN;
+			continue; /* another worker moved the cursor meanwhile */
+		}
+		uint32_t st = MB_STAMP_STATE(s);
+		if (st == MB_ST_CLAIMED) {
+			*claimed_owner = MB_STAMP_OWNER(s);
+			return MSGBUS_EAGAIN;
+		}
+		msgbus_req *r = NULL;
+		if (st == MB_ST_COMMITTED) {
+			uint32_t len = sl->len, kind = sl->kind, buf = sl->buf;
+			const void *src = NULL;
+			if (kind == MB_KIND_INLINE && len <= b->inline_max)
+				src = sl + 1;
+			else if (kind == MB_KIND_LARGE && len <= b->cfg.max_msg_size &&
+			         buf < b->cfg.large_buffers)
+				src = mb_bufdata_at(b, buf);
+			if (src && len >= sizeof(struct mb_req_hdr)) {
+				size_t plen = len - sizeof(struct mb_req_hdr);
+				r = malloc(sizeof(*r) + plen);
+				if (!r)
+					return MSGBUS_ENOMEM;
+				memcpy(&r->hdr, src, sizeof(r->hdr));
+				memcpy(r->data, (const char *)src + sizeof(r->hdr), plen);
+				r->len = plen;
+				r->bus = b;
+			}
+		}
+		/* Whoever moves the cursor past pos owns what was there. */
+		if (!atomic_compare_exchange_strong(&c->release, &pos, pos + 1)) {
+			free(r);
+			continue;
+		}
+		mb_ec_signal(&mb_topic_at(b, svc->t)->space_ec);
+		if (!r)
+			continue; /* aborted or malformed: skip it */
+		/* Tell the requester who has it, so it can watch us. A request
+		 * whose requester gave up, or whose deadline passed, is dropped. */
+		struct mb_call *call = r->hdr.from < b->cfg.max_participants && r->hdr.entry < MB_CALLS
+		                               ? mb_call_at(b, r->hdr.from, r->hdr.entry) : NULL;
+		uint64_t w = mb_callw(r->hdr.corr, 0, MB_CALL_PENDING);
+		if (!call || mb_now_ns() > r->hdr.deadline_ns ||
+		    !atomic_compare_exchange_strong(&call->word, &w,
+		                                    mb_callw(r->hdr.corr, b->self, MB_CALL_TAKEN))) {
+			free(r);
+			continue;
+		}
+		*req = r;
+		return 0;
+	}
+	return MSGBUS_EAGAIN;
+}
+
+static int service_take(msgbus_service *svc, msgbus_req **req, uint64_t deadline)
+{
+	msgbus_bus *b = svc->bus;
+	_Atomic uint32_t *ec = &mb_topic_at(b, svc->t)->data_ec;
+	uint64_t spin_until = 0, next_check = 0;
+	for (;;) {
+		int64_t owner;
+		int rc = try_take(svc, req, &owner);
+		if (rc != MSGBUS_EAGAIN)
+			return rc;
+		if (atomic_load(&svc->stop))
+			return MSGBUS_ECLOSED;
+		if (deadline == 0)
+			return MSGBUS_EAGAIN;
+		uint64_t now = mb_now_ns();
+		if (now >= deadline)
+			return MSGBUS_ETIMEDOUT;
+		if (!spin_until)
+			spin_until = now + b->spin_ns;
+		if (now < spin_until) {
+			mb_cpu_relax();
+			continue;
+		}
+		uint64_t until = deadline;
+		if (owner >= 0) {
+			if (now >= next_check) {
+				next_check = now + b->check_ns;
+				if (!mb_part_alive(b, (uint32_t)owner))
+					continue; /* its claim is aborted now */
+			}
+			if (next_check < until)
+				until = next_check;
+		}
+		uint32_t v = mb_ec_prepare(ec);
+		rc = try_take(svc, req, &owner);
+		if (rc != MSGBUS_EAGAIN)
+			return rc;
+		if (atomic_load(&svc->stop))
+			return MSGBUS_ECLOSED;
+		mb_ec_sleep(ec, v, now, until);
+	}
+}
+
+int msgbus_service_recv(msgbus_service *svc, msgbus_req **req, int timeout_ms)
+{
+	if (!svc || !req || svc->cb)
+		return MSGBUS_EINVAL;
+	return service_take(svc, req, timeout_ms == 0 ? 0 : mb_deadline(mb_now_ns(), timeout_ms));
+}
+
+static void *serve_thread(void *arg)
+{
+	msgbus_service *svc = arg;
+	while (!atomic_load(&svc->stop)) {
+		msgbus_req *req;
+		int rc = service_take(svc, &req, UINT64_MAX);
+		if (rc == 0)
+			svc->cb(req, svc->cb_arg);
+		else if (rc != MSGBUS_ECLOSED)
+			mb_nap_us(10000); /* corrupt segment: do not spin on it */
+	}
+	return NULL;
+}
+
+const void *msgbus_req_data(const msgbus_req *req)
+{
+	return req ? req->data : NULL;
+}
+
+size_t msgbus_req_len(const msgbus_req *req)
+{
+	return req ? req->len : 0;
+}
+
+/* The reply goes straight into the requester's call entry (or a large
+ * buffer handed to it): nothing on this path can block on the requester. */
+int msgbus_respond(msgbus_req *req, const void *data, size_t len)
+{
+	if (!req)
+		return MSGBUS_EINVAL;
+	msgbus_bus *b = req->bus;
+	uint32_t from = req->hdr.from, corr = req->hdr.corr;
+	struct mb_call *call = mb_call_at(b, from, req->hdr.entry);
+	free(req);
+	if (!data && len)
+		return MSGBUS_EINVAL;
+	if (len > b->cfg.max_msg_size)
+		return MSGBUS_EMSGSIZE;
+	uint64_t w = mb_callw(corr, b->self, MB_CALL_TAKEN);
+	if (!atomic_compare_exchange_strong(&call->word, &w,
+	                                    mb_callw(corr, b->self, MB_CALL_WRITING)))
+		return MSGBUS_ETIMEDOUT; /* the requester gave up or died */
+	uint32_t buf = MB_CALL_INLINE_BUF;
+	if (len <= MB_CALL_INLINE) {
+		if (len)
+			memcpy(call->data, data, len);
+	} else {
+		uint32_t gen;
+		int rc = mb_buf_alloc(b, mb_now_ns() + b->check_ns, &buf, &gen);
+		if (rc) {
+			atomic_store(&call->word, mb_callw(corr, b->self, MB_CALL_TAKEN));
+			return rc;
+		}
+		memcpy(mb_bufdata_at(b, buf), data, len);
+		atomic_store(&mb_bufctl_at(b, buf)->state, MB_BUF_LOANED(from));
+	}
+	call->len = (uint32_t)len;
+	call->buf = buf;
+	mb_crash_point("before_reply");
+	w = mb_callw(corr, b->self, MB_CALL_WRITING);
+	/* Release: the reply is in place before the requester sees REPLIED. */
+	if (!atomic_compare_exchange_strong_explicit(&call->word, &w,
+	                                             mb_callw(corr, b->self, MB_CALL_REPLIED),
+	                                             memory_order_release, memory_order_relaxed)) {
+		uint64_t st = MB_BUF_LOANED(from);
+		if (buf != MB_CALL_INLINE_BUF)
+			atomic_compare_exchange_strong(&mb_bufctl_at(b, buf)->state, &st, MB_BUF_FREE);
+		return MSGBUS_ETIMEDOUT;
+	}
+	mb_ec_signal(&call->ec);
+	return 0;
+}
+
+msgbus_service *mb_service_next(msgbus_service *svc)
+{
+	return svc->next;
+}
+
+void mb_service_destroy(msgbus_service *svc)
+{
+	msgbus_bus *b = svc->bus;
+	if (svc->cb) {
+		atomic_store(&svc->stop, true);
+		mb_ec_kick(&mb_topic_at(b, svc->t)->data_ec);
+		pthread_join(svc->thread, NULL);
+	}
+	set_member(b, svc->slot, false);
+	free(svc);
+}
+
+int msgbus_unserve(msgbus_service *svc)
+{
+	if (!svc)
+		return MSGBUS_EINVAL;
+	msgbus_bus *b = svc->bus;
+	pthread_mutex_lock(&b->lock);
+	for (msgbus_service **pp = &b->services; *pp; pp = &(*pp)->next) {
+		if (*pp == svc) {
+			*pp = svc->next;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&b->lock);
+	mb_service_destroy(svc);
+	return 0;
+}
