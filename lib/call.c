@@ -18,6 +18,7 @@ struct msgbus_call {
 	msgbus_bus *bus;
 	uint32_t entry, corr, slot;
 	uint64_t deadline;
+	uint64_t next_check; /* kept across waits, so polling callers watch too */
 	msgbus_call *next;
 	char service[MB_SUBJECT_MAX + 1];
 };
@@ -77,6 +78,7 @@ int msgbus_call_start(msgbus_bus *bus, const char *service, const void *data, si
 	call->slot = slot;
 	call->corr = atomic_fetch_add(&bus->corr, 1);
 	call->deadline = mb_deadline(mb_now_ns(), timeout_ms);
+	call->next_check = mb_now_ns() + bus->check_ns;
 	snprintf(call->service, sizeof(call->service), "%s", service);
 	pthread_mutex_lock(&bus->lock);
 	call->next = bus->calls;
@@ -200,13 +202,13 @@ int msgbus_call_wait(msgbus_call *call, msgbus_msg **reply, int timeout_ms)
 	struct mb_call *e = mb_call_at(b, b->self, call->entry);
 	uint64_t start = mb_now_ns();
 	uint64_t until = timeout_ms == 0 ? 0 : mb_deadline(start, timeout_ms);
-	uint64_t spin_until = start + b->spin_ns, next_check = start + b->check_ns;
+	uint64_t spin_until = start + b->spin_ns;
 	int result;
 	for (;;) {
 		uint64_t now = mb_now_ns();
-		bool watch = now >= next_check;
+		bool watch = now >= call->next_check;
 		if (watch)
-			next_check = now + b->check_ns;
+			call->next_check = now + b->check_ns;
 		if (check(call, e, watch, &result, reply) == 0)
 			break;
 		if (now >= until)
@@ -218,7 +220,7 @@ int msgbus_call_wait(msgbus_call *call, msgbus_msg **reply, int timeout_ms)
 		uint32_t v = mb_ec_prepare(&e->ec);
 		if (check(call, e, false, &result, reply) == 0)
 			break;
-		uint64_t wake = next_check;
+		uint64_t wake = call->next_check;
 		if (call->deadline < wake)
 			wake = call->deadline;
 		if (until < wake)

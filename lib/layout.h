@@ -117,7 +117,8 @@ struct mb_topic {
  * Slot stamp: seq:48 | owner:14 | state:2. A slot for position p holds
  * seq == p once claimed; before that it holds p - ring_slots (last lap).
  */
-enum { MB_ST_CLAIMED = 0, MB_ST_COMMITTED = 1, MB_ST_ABORTED = 2 };
+enum { MB_ST_CLAIMED = 0, MB_ST_COMMITTED = 1, MB_ST_ABORTED = 2,
+       MB_ST_TAKEN = 3 /* service rings: a worker is copying it out */ };
 #define MB_SEQ_MASK ((1ull << 48) - 1)
 #define MB_OWNER_MAX 0x3fffu
 static inline uint64_t mb_stamp(uint64_t seq, uint32_t owner, uint32_t st)

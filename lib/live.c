@@ -38,7 +38,9 @@ static void reap(msgbus_bus *b, uint32_t idx)
 		for (uint64_t i = 0; i < b->cfg.ring_slots; i++) {
 			struct mb_slot *sl = mb_slot_at(b, t, i);
 			uint64_t st = atomic_load(&sl->stamp);
-			if (MB_STAMP_STATE(st) == MB_ST_CLAIMED && MB_STAMP_OWNER(st) == idx)
+			uint32_t state = MB_STAMP_STATE(st);
+			if ((state == MB_ST_CLAIMED || state == MB_ST_TAKEN) &&
+			    MB_STAMP_OWNER(st) == idx)
 				atomic_compare_exchange_strong(&sl->stamp, &st,
 				        mb_stamp(MB_STAMP_SEQ(st), idx, MB_ST_ABORTED));
 		}

@@ -116,7 +116,7 @@ int mb_ring_claim(msgbus_bus *b, uint32_t t, uint64_t deadline, uint64_t *pos)
 				return MSGBUS_EPROTO; /* stamp and tail disagree */
 			continue;
 		}
-		if (MB_STAMP_STATE(s) == MB_ST_CLAIMED) {
+		if (MB_STAMP_STATE(s) == MB_ST_CLAIMED || MB_STAMP_STATE(s) == MB_ST_TAKEN) {
 			/* Last lap's writer has not committed: only possible
 			 * with no lossless reader, which would have waited. */
 			if (!mb_part_alive(b, MB_STAMP_OWNER(s))) {

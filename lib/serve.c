@@ -144,70 +144,100 @@ int msgbus_serve(msgbus_bus *bus, const char *service, msgbus_serve_cb cb, void 
 	return 0;
 }
 
-/* Copy out the request at the shared cursor and try to win it. 0: *req is
- * ours; MSGBUS_EAGAIN: nothing ready; *claimed_owner: a writer holds the head. */
+/* Move the shared cursor over consumed slots, and let gated requesters
+ * know. Any worker may do it; each step is one CAS. */
+static void advance_release(msgbus_service *svc)
+{
+	msgbus_bus *b = svc->bus;
+	struct mb_cursor *c = mb_cursor_at(b, svc->t, svc->slot);
+	bool moved = false;
+	for (uint64_t i = 0; i < b->cfg.ring_slots; i++) {
+		uint64_t r = atomic_load_explicit(&c->release, memory_order_acquire);
+		uint64_t s = atomic_load_explicit(&mb_slot_at(b, svc->t, r)->stamp,
+		                                  memory_order_acquire);
+		if (s != mb_stamp(r, MB_STAMP_OWNER(s), MB_ST_ABORTED))
+			break;
+		moved |= atomic_compare_exchange_strong(&c->release, &r, r + 1);
+	}
+	if (moved)
+		mb_ec_signal(&mb_topic_at(b, svc->t)->space_ec);
+}
+
+/* Copy the request in slot sl out, then mark the slot consumed. */
+static msgbus_req *copy_out(msgbus_bus *b, struct mb_slot *sl)
+{
+	uint32_t len = sl->len, kind = sl->kind, buf = sl->buf;
+	const void *src = NULL;
+	if (kind == MB_KIND_INLINE && len <= b->inline_max)
+		src = sl + 1;
+	else if (kind == MB_KIND_LARGE && len <= b->cfg.max_msg_size && buf < b->cfg.large_buffers)
+		src = mb_bufdata_at(b, buf);
+	if (!src || len < sizeof(struct mb_req_hdr))
+		return NULL; /* malformed: skipped */
+	size_t plen = len - sizeof(struct mb_req_hdr);
+	msgbus_req *r = malloc(sizeof(*r) + plen);
+	if (r) {
+		memcpy(&r->hdr, src, sizeof(r->hdr));
+		memcpy(r->data, (const char *)src + sizeof(r->hdr), plen);
+		r->len = plen;
+		r->bus = b;
+	}
+	return r;
+}
+
+/*
+ * Take the oldest ready request. A worker owns a request by CASing its slot
+ * from COMMITTED to TAKEN (with its index as owner), copies it out, then
+ * marks it ABORTED (consumed); the shared cursor follows consumed slots.
+ * 0: *req is ours; MSGBUS_EAGAIN: nothing ready; *claimed_owner names a
+ * participant holding the head (a requester writing, a worker copying).
+ */
 static int try_take(msgbus_service *svc, msgbus_req **req, int64_t *claimed_owner)
 {
 	msgbus_bus *b = svc->bus;
 	struct mb_cursor *c = mb_cursor_at(b, svc->t, svc->slot);
 	uint64_t n = b->cfg.ring_slots;
 	*claimed_owner = -1;
-	for (uint64_t tries = 0; tries < 2 * n; tries++) {
-		if (atomic_load(&c->gen) != svc->gen)
-			return MSGBUS_EPROTO; /* our slot was taken from us */
-		uint64_t pos = atomic_load_explicit(&c->release, memory_order_acquire);
+	if (atomic_load(&c->gen) != svc->gen)
+		return MSGBUS_EPROTO; /* our slot was taken from us */
+	advance_release(svc);
+	uint64_t r = atomic_load_explicit(&c->release, memory_order_acquire);
+	for (uint64_t pos = r; pos < r + n; pos++) {
 		struct mb_slot *sl = mb_slot_at(b, svc->t, pos);
 		uint64_t s = atomic_load_explicit(&sl->stamp, memory_order_acquire);
-		if (MB_STAMP_SEQ(s) != (pos & MB_SEQ_MASK)) {
-			if (MB_STAMP_SEQ(s) == ((pos - n) & MB_SEQ_MASK))
-				return MSGBUS_EAGAIN;
-			continue; /* another worker moved the cursor meanwhile */
-		}
+		if (MB_STAMP_SEQ(s) != (pos & MB_SEQ_MASK))
+			return MSGBUS_EAGAIN; /* not yet written, or the cursor moved on */
 		uint32_t st = MB_STAMP_STATE(s);
-		if (st == MB_ST_CLAIMED) {
-			*claimed_owner = MB_STAMP_OWNER(s);
-			return MSGBUS_EAGAIN;
-		}
-		msgbus_req *r = NULL;
-		if (st == MB_ST_COMMITTED) {
-			uint32_t len = sl->len, kind = sl->kind, buf = sl->buf;
-			const void *src = NULL;
-			if (kind == MB_KIND_INLINE && len <= b->inline_max)
-				src = sl + 1;
-			else if (kind == MB_KIND_LARGE && len <= b->cfg.max_msg_size &&
-			         buf < b->cfg.large_buffers)
-				src = mb_bufdata_at(b, buf);
-			if (src && len >= sizeof(struct mb_req_hdr)) {
-				size_t plen = len - sizeof(struct mb_req_hdr);
-				r = malloc(sizeof(*r) + plen);
-				if (!r)
-					return MSGBUS_ENOMEM;
-				memcpy(&r->hdr, src, sizeof(r->hdr));
-				memcpy(r->data, (const char *)src + sizeof(r->hdr), plen);
-				r->len = plen;
-				r->bus = b;
-			}
-		}
-		/* Whoever moves the cursor past pos owns what was there. */
-		if (!atomic_compare_exchange_strong(&c->release, &pos, pos + 1)) {
-			free(r);
+		if (st == MB_ST_CLAIMED || st == MB_ST_TAKEN) {
+			if (pos == r)
+				*claimed_owner = MB_STAMP_OWNER(s);
 			continue;
 		}
-		mb_ec_signal(&mb_topic_at(b, svc->t)->space_ec);
-		if (!r)
-			continue; /* aborted or malformed: skip it */
+		if (st != MB_ST_COMMITTED ||
+		    !atomic_compare_exchange_strong(&sl->stamp, &s,
+		                                    mb_stamp(pos, b->self, MB_ST_TAKEN)))
+			continue;
+		msgbus_req *rq = copy_out(b, sl);
+		mb_crash_point("mid_take");
+		/* Release: our reads of the slot happen before its reuse. */
+		atomic_store_explicit(&sl->stamp, mb_stamp(pos, b->self, MB_ST_ABORTED),
+		                      memory_order_release);
+		advance_release(svc);
+		if (!rq)
+			continue;
 		/* Tell the requester who has it, so it can watch us. A request
 		 * whose requester gave up, or whose deadline passed, is dropped. */
-		struct mb_call *call = r->hdr.from < b->cfg.max_participants && r->hdr.entry < MB_CALLS
-		                               ? mb_call_at(b, r->hdr.from, r->hdr.entry) : NULL;
-		uint64_t w = mb_callw(r->hdr.corr, 0, MB_CALL_PENDING);
-		if (!call || mb_now_ns() > r->hdr.deadline_ns ||
+		struct mb_call *call = rq->hdr.from < b->cfg.max_participants &&
+		                               rq->hdr.entry < MB_CALLS
+		                               ? mb_call_at(b, rq->hdr.from, rq->hdr.entry) : NULL;
+		uint64_t w = mb_callw(rq->hdr.corr, 0, MB_CALL_PENDING);
+		if (!call || mb_now_ns() > rq->hdr.deadline_ns ||
 		    !atomic_compare_exchange_strong(&call->word, &w,
-		                                    mb_callw(r->hdr.corr, b->self, MB_CALL_TAKEN))) {
-			free(r);
+		                                    mb_callw(rq->hdr.corr, b->self, MB_CALL_TAKEN))) {
+			free(rq);
 			continue;
 		}
-		*req = r;
+		*req = rq;
 		return 0;
 	}
 	return MSGBUS_EAGAIN;
@@ -287,16 +317,25 @@ size_t msgbus_req_len(const msgbus_req *req)
 	return req ? req->len : 0;
 }
 
+static int respond(msgbus_req *req, const void *data, size_t len);
+
 /* The reply goes straight into the requester's call entry (or a large
  * buffer handed to it): nothing on this path can block on the requester. */
 int msgbus_respond(msgbus_req *req, const void *data, size_t len)
 {
 	if (!req)
 		return MSGBUS_EINVAL;
+	/* data may point into req (an echo): free req only at the end. */
+	int rc = respond(req, data, len);
+	free(req);
+	return rc;
+}
+
+static int respond(msgbus_req *req, const void *data, size_t len)
+{
 	msgbus_bus *b = req->bus;
 	uint32_t from = req->hdr.from, corr = req->hdr.corr;
 	struct mb_call *call = mb_call_at(b, from, req->hdr.entry);
-	free(req);
 	if (!data && len)
 		return MSGBUS_EINVAL;
 	if (len > b->cfg.max_msg_size)

@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# check_examples.sh - smoke test for the programs in examples/.
+#
+# Runs each example binary from $EXAMPLES_DIR (default ./build) under a
+# timeout, checks it exits 0, prints the expected lines, and leaves no
+# shared-memory segment of its own behind in /dev/shm.
+set -eu
+
+EXAMPLES_DIR=${EXAMPLES_DIR:-./build}
+SHM_DIR=${SHM_DIR:-/dev/shm}
+TIMEOUT=${TIMEOUT:-30}
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+passed=0
+failed=0
+
+# run_example NAME EXPECTED_LINE...
+# Each EXPECTED_LINE must appear as a whole line of the program's stdout;
+# if $work/NAME.expected exists, stdout must equal it exactly.
+run_example() {
+	local name=$1 bin=$EXAMPLES_DIR/$1 pid status=0 line ok=1
+	shift
+	if [ ! -x "$bin" ]; then
+		echo "FAIL $name: $bin not found or not executable"
+		failed=$((failed + 1))
+		return
+	fi
+	# The examples name their bus after their own pid; the wrapper shell
+	# records its pid and execs the example, so both pids are the same.
+	# timeout signals the whole process group, forked children included.
+	# shellcheck disable=SC2016 # $$ is for the inner shell to expand
+	timeout -k 5 "$TIMEOUT" sh -c 'echo $$ >"$1"; exec "$2"' sh \
+		"$work/$name.pid" "$bin" >"$work/$name.out" 2>"$work/$name.err" ||
+		status=$?
+	pid=$(cat "$work/$name.pid" 2>/dev/null || echo unknown)
+
+	if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
+		echo "FAIL $name: timed out after ${TIMEOUT}s"
+		ok=0
+	elif [ "$status" -ne 0 ]; then
+		echo "FAIL $name: exit status $status"
+		ok=0
+	fi
+	for line in "$@"; do
+		if ! grep -qxF -- "$line" "$work/$name.out"; then
+			echo "FAIL $name: missing line: $line"
+			ok=0
+		fi
+	done
+	if [ -f "$work/$name.expected" ] &&
+		! diff -u "$work/$name.expected" "$work/$name.out"; then
+		echo "FAIL $name: output differs from the expected output"
+		ok=0
+	fi
+	if [ -e "$SHM_DIR/msgbus.$name-$pid" ]; then
+		echo "FAIL $name: left $SHM_DIR/msgbus.$name-$pid behind"
+		rm -f "$SHM_DIR/msgbus.$name-$pid"
+		ok=0
+	fi
+
+	if [ "$ok" -eq 1 ]; then
+		echo "PASS $name"
+		passed=$((passed + 1))
+	else
+		echo "--- $name stdout:"
+		cat "$work/$name.out"
+		echo "--- $name stderr:"
+		cat "$work/$name.err"
+		failed=$((failed + 1))
+	fi
+}
+
+# Worker lines interleave differently from run to run: check them one by one.
+run_example notify \
+	'worker 1 got post 1: "hello from alice"' \
+	'worker 1 got post 5: "erin liked your post"' \
+	'worker 2 got post 1: "hello from alice"' \
+	'worker 2 got post 5: "erin liked your post"' \
+	'worker 1 received 5 posts' \
+	'worker 2 received 5 posts' \
+	'post service: published 5 posts, 2 of 2 workers ok'
+
+# The report does not depend on scheduling: compare all of it.
+cat >"$work/report.expected" <<'EOF'
+orders: 4 created, 2 updated, total 10589 cents
+customers: 3 created (alice, bob, carol)
+products: 2 updated, stock +17
+report: 11 events
+EOF
+run_example report \
+	'orders: 4 created, 2 updated, total 10589 cents' \
+	'customers: 3 created (alice, bob, carol)' \
+	'products: 2 updated, stock +17' \
+	'report: 11 events'
+
+# Request/reply: the orders are placed one after the other and the inventory
+# answers in order, so the whole output is fixed.
+cat >"$work/order.expected" <<'EOF'
+order 1: 2 x widget -> confirmed
+order 2: 1 x gizmo -> confirmed
+order 3: 9 x gadget -> rejected (out of stock: need 9 have 4)
+order 4: 4 x gadget -> confirmed
+orders: 3 confirmed, 1 rejected
+EOF
+run_example order \
+	'order 1: 2 x widget -> confirmed' \
+	'order 3: 9 x gadget -> rejected (out of stock: need 9 have 4)' \
+	'orders: 3 confirmed, 1 rejected'
+
+# No responders before the auth service runs, accepted/invalid tokens, a
+# timeout (the service takes 200 ms, the gateway waits 50 ms) whose late
+# reply the service sees dropped. The gateway's stdout is line buffered and
+# the service prints before it exits, so the whole output is fixed too.
+cat >"$work/auth.expected" <<'EOF'
+token alice-123: auth unavailable (no responders), rejected
+gateway: auth service is up
+token alice-123: accepted
+token bob-456: accepted
+token mallory-000: rejected (invalid token)
+token carol-789: accepted
+token slow-dave: rejected (auth timed out)
+auth service: 5 requests, late replies dropped: 1
+gateway: 3 accepted, 3 rejected
+EOF
+run_example auth \
+	'token alice-123: auth unavailable (no responders), rejected' \
+	'token alice-123: accepted' \
+	'token mallory-000: rejected (invalid token)' \
+	'token slow-dave: rejected (auth timed out)' \
+	'gateway: 3 accepted, 3 rejected'
+
+echo "examples: $passed passed"
+if [ "$failed" -ne 0 ]; then
+	echo "examples: $failed failed"
+	exit 1
+fi
