@@ -85,7 +85,7 @@ typedef struct msgbus_options {
 typedef struct msgbus_sub_stats {
 	uint64_t delivered; /* messages handed to the application */
 	uint64_t dropped;   /* messages lost (lossy mode only) */
-	uint64_t backlog;   /* messages published but not yet received */
+	uint64_t backlog;   /* messages published but not yet released */
 } msgbus_sub_stats;
 
 typedef void (*msgbus_msg_cb)(const msgbus_msg *msg, void *arg);

@@ -176,6 +176,7 @@ static inline uint64_t mb_callw(uint32_t corr, uint32_t worker, uint32_t st)
 #define MB_CALLW_WORKER(w) ((uint32_t)((w) >> 16) & 0xffff)
 #define MB_CALLW_STATE(w) ((uint32_t)(w) & 0xffff)
 #define MB_CALL_INLINE_BUF UINT32_MAX
+#define MB_CALL_NO_BUFFER (UINT32_MAX - 1) /* the worker found no buffer for it */
 struct mb_call {
 	_Atomic uint64_t word;
 	_Atomic uint32_t ec; /* the requester parks here */

@@ -345,18 +345,21 @@ static int respond(msgbus_req *req, const void *data, size_t len)
 	                                    mb_callw(corr, b->self, MB_CALL_WRITING)))
 		return MSGBUS_ETIMEDOUT; /* the requester gave up or died */
 	uint32_t buf = MB_CALL_INLINE_BUF;
+	int rc = 0;
 	if (len <= MB_CALL_INLINE) {
 		if (len)
 			memcpy(call->data, data, len);
 	} else {
 		uint32_t gen;
-		int rc = mb_buf_alloc(b, mb_now_ns() + b->check_ns, &buf, &gen);
+		rc = mb_buf_alloc(b, mb_now_ns() + b->check_ns, &buf, &gen);
 		if (rc) {
-			atomic_store(&call->word, mb_callw(corr, b->self, MB_CALL_TAKEN));
-			return rc;
+			/* Tell the requester now rather than let it wait. */
+			buf = MB_CALL_NO_BUFFER;
+			len = 0;
+		} else {
+			memcpy(mb_bufdata_at(b, buf), data, len);
+			atomic_store(&mb_bufctl_at(b, buf)->state, MB_BUF_LOANED(from));
 		}
-		memcpy(mb_bufdata_at(b, buf), data, len);
-		atomic_store(&mb_bufctl_at(b, buf)->state, MB_BUF_LOANED(from));
 	}
 	call->len = (uint32_t)len;
 	call->buf = buf;
@@ -367,12 +370,12 @@ static int respond(msgbus_req *req, const void *data, size_t len)
 	                                             mb_callw(corr, b->self, MB_CALL_REPLIED),
 	                                             memory_order_release, memory_order_relaxed)) {
 		uint64_t st = MB_BUF_LOANED(from);
-		if (buf != MB_CALL_INLINE_BUF)
+		if (buf < b->cfg.large_buffers)
 			atomic_compare_exchange_strong(&mb_bufctl_at(b, buf)->state, &st, MB_BUF_FREE);
 		return MSGBUS_ETIMEDOUT;
 	}
 	mb_ec_signal(&call->ec);
-	return 0;
+	return rc;
 }
 
 msgbus_service *mb_service_next(msgbus_service *svc)
