@@ -91,7 +91,30 @@ struct msgbus_buf {
 	msgbus_bus *bus;
 	uint32_t idx, gen;
 	size_t len;
+	msgbus_buf *prev, *next; /* the handle's open loans, freed by close */
 };
+
+static void loan_unlink(msgbus_buf *l)
+{
+	msgbus_bus *b = l->bus;
+	pthread_mutex_lock(&b->lock);
+	if (l->prev)
+		l->prev->next = l->next;
+	else
+		b->loans = l->next;
+	if (l->next)
+		l->next->prev = l->prev;
+	pthread_mutex_unlock(&b->lock);
+}
+
+void mb_loans_free(msgbus_bus *b)
+{
+	while (b->loans) {
+		msgbus_buf *l = b->loans;
+		b->loans = l->next;
+		free(l); /* its buffer returns with our participant slot */
+	}
+}
 
 int msgbus_loan(msgbus_bus *bus, size_t len, int timeout_ms, msgbus_buf **loan)
 {
@@ -109,6 +132,13 @@ int msgbus_loan(msgbus_bus *bus, size_t len, int timeout_ms, msgbus_buf **loan)
 	}
 	l->bus = bus;
 	l->len = len;
+	l->prev = NULL;
+	pthread_mutex_lock(&bus->lock);
+	l->next = bus->loans;
+	if (l->next)
+		l->next->prev = l;
+	bus->loans = l;
+	pthread_mutex_unlock(&bus->lock);
 	*loan = l;
 	return 0;
 }
@@ -129,8 +159,10 @@ int msgbus_commit(msgbus_buf *loan, const char *subject, size_t len, int timeout
 	if (!rc)
 		rc = mb_buf_publish(loan->bus, t, loan->idx, loan->gen, (uint32_t)len,
 		                    mb_publish_deadline(timeout_ms));
-	if (!rc)
+	if (!rc) {
+		loan_unlink(loan);
 		free(loan);
+	}
 	return rc;
 }
 
@@ -139,5 +171,6 @@ void msgbus_loan_abort(msgbus_buf *loan)
 	if (!loan)
 		return;
 	mb_buf_free(loan->bus, loan->idx);
+	loan_unlink(loan);
 	free(loan);
 }

@@ -16,6 +16,9 @@ void mb_buf_free(msgbus_bus *b, uint32_t idx);
 int mb_buf_publish(msgbus_bus *b, uint32_t t, uint32_t idx, uint32_t gen, uint32_t len,
                    uint64_t deadline);
 
+/* Free the loan handles still open on b (at close). */
+void mb_loans_free(msgbus_bus *b);
+
 /* publish.c: shared by msgbus_publish and msgbus_commit. */
 int mb_publish_checks(msgbus_bus *b, const char *subject, size_t len, uint32_t *topic);
 uint64_t mb_publish_deadline(int timeout_ms);

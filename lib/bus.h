@@ -67,6 +67,7 @@ struct msgbus_bus {
 	struct mb_topic_cache *topics;
 	struct msgbus_sub *subs;   /* open subscriptions of this handle */
 	struct msgbus_service *services;
+	struct msgbus_buf *loans;  /* open loans */
 	struct msgbus_call *calls; /* calls in flight */
 	_Atomic uint64_t calls_used; /* one bit per call entry */
 	_Atomic uint32_t corr;     /* next correlation id */

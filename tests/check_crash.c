@@ -1,0 +1,494 @@
+/*
+ * check_crash.c - shm:// across processes: a SIGKILLed subscriber stops
+ * holding publishers back within crash_bound_ms, a SIGSTOPped one is
+ * alive, a bus whose processes all died is reclaimed by the next open,
+ * and a two-process stream keeps order. Children open their own handles
+ * after fork and report through their exit status.
+ *
+ * Not covered yet: a publisher killed between claim and commit (needs a
+ * crash hook in the library to stop it at that point).
+ */
+#include <pthread.h>
+
+#include "test_util.h"
+
+#define ASSERT_RING_FULL(n, slots)                                          \
+	ck_assert_msg((n) > (slots) / 2 && (n) <= (slots),                  \
+	              "ring of %d slots took %d messages before EAGAIN",    \
+	              (int)(slots), (int)(n))
+
+static void close_bus(msgbus_bus *bus, const char *url)
+{
+	TU_ASSERT_OK(msgbus_close(bus));
+	TU_ASSERT_NO_SEGMENT(url);
+}
+
+/* ---- a killed subscriber ------------------------------------------------ */
+
+struct sub_child {
+	const char *url;
+	const char *pattern;
+	int hold; /* receive one message and keep it */
+	struct tu_pipe ready, go;
+};
+
+/* Subscribes (lossless), says ready, optionally takes and holds one
+ * message, then waits to be killed. */
+static int sub_child_main(void *p)
+{
+	struct sub_child *c = p;
+	msgbus_bus *bus = NULL;
+	msgbus_sub *sub = NULL;
+	msgbus_msg *m = NULL;
+	int x, rc = msgbus_open(&bus, c->url, NULL);
+	if (rc != MSGBUS_OK)
+		return TU_CHILD_FAIL(10, "open: %s", msgbus_strerror(rc));
+	rc = msgbus_subscribe(bus, c->pattern, 0, &sub);
+	if (rc != MSGBUS_OK)
+		return TU_CHILD_FAIL(11, "subscribe: %s", msgbus_strerror(rc));
+	tu_pipe_put(&c->ready, 1);
+	if (c->hold) {
+		if (tu_pipe_get(&c->go, 4 * TU_WAIT_MS, &x) != 0)
+			return TU_CHILD_FAIL(12, "no go");
+		rc = msgbus_recv(sub, &m, TU_WAIT_MS);
+		if (rc != MSGBUS_OK)
+			return TU_CHILD_FAIL(13, "recv: %s", msgbus_strerror(rc));
+		tu_pipe_put(&c->ready, 2);
+	}
+	for (;;)
+		pause();
+}
+
+struct bg_pub {
+	msgbus_bus *bus;
+	uint32_t seq;
+	int timeout_ms;
+	struct tu_pipe started, done;
+	double returned_at;
+};
+
+static void *bg_publisher(void *p)
+{
+	struct bg_pub *a = p;
+	struct tu_seqmsg v = { 0, a->seq };
+	tu_pipe_put(&a->started, 1);
+	int rc = msgbus_publish(a->bus, "k.x", &v, sizeof(v), a->timeout_ms);
+	a->returned_at = tu_now_ms();
+	tu_pipe_put(&a->done, rc);
+	return NULL;
+}
+
+/* Loop index: 0 = publish after the kill, 1 = the child held a message,
+ * 2 = the publisher is already blocked when the child is killed. */
+START_TEST(test_killed_subscriber)
+{
+	char url[96];
+	msgbus_options o = MSGBUS_OPTIONS_INIT;
+	struct sub_child c = { .pattern = "k.x", .hold = _i == 1 };
+	int x;
+
+	o.ring_slots = 8;
+	o.crash_bound_ms = 1000;
+	tu_unique_url(url, sizeof(url), "shm");
+	msgbus_bus *bus = tu_open(url, &o);
+	c.url = url;
+	tu_pipe_init(&c.ready);
+	tu_pipe_init(&c.go);
+	pid_t pid = tu_spawn(sub_child_main, &c);
+	ck_assert_msg(tu_pipe_get(&c.ready, TU_WAIT_MS, &x) == 0 && x == 1,
+	              "child did not subscribe");
+	uint32_t first = 0;
+	if (c.hold) {
+		struct tu_seqmsg v = { 0, 0 };
+		TU_ASSERT_OK(msgbus_publish(bus, "k.x", &v, sizeof(v), 0));
+		tu_pipe_put(&c.go, 1);
+		ck_assert_msg(tu_pipe_get(&c.ready, TU_WAIT_MS, &x) == 0 &&
+		                      x == 2,
+		              "child did not receive");
+		first = 1;
+	}
+	int n = tu_fill_ring(bus, "k.x", first, 64);
+	ASSERT_RING_FULL(n + (int)first, 8);
+	uint32_t next = first + (uint32_t)n;
+
+	/* alive, the child holds the publisher back */
+	struct tu_seqmsg v = { 0, next };
+	TU_ASSERT_RC(msgbus_publish(bus, "k.x", &v, sizeof(v), 0),
+	             MSGBUS_EAGAIN);
+	TU_ASSERT_RC(msgbus_publish(bus, "k.x", &v, sizeof(v), 200),
+	             MSGBUS_ETIMEDOUT);
+
+	double dt;
+	if (_i == 2) {
+		pthread_t th;
+		struct bg_pub a = { .bus = bus, .seq = next,
+			            .timeout_ms = 3000 };
+		int rc = -1;
+		tu_pipe_init(&a.started);
+		tu_pipe_init(&a.done);
+		ck_assert_int_eq(pthread_create(&th, NULL, bg_publisher, &a),
+		                 0);
+		ck_assert_int_eq(tu_pipe_get(&a.started, TU_WAIT_MS, &x), 0);
+		if (tu_pipe_get(&a.done, 200, &rc) == 0) {
+			pthread_join(th, NULL);
+			ck_abort_msg("publish returned %s before the kill",
+			             msgbus_strerror(rc));
+		}
+		tu_kill_child(pid);
+		double killed = tu_now_ms();
+		int got = tu_pipe_get(&a.done, 2 * TU_WAIT_MS, &rc);
+		pthread_join(th, NULL);
+		ck_assert_msg(got == 0, "blocked publisher never returned");
+		TU_ASSERT_OK(rc);
+		dt = a.returned_at - killed;
+		tu_pipe_close(&a.started);
+		tu_pipe_close(&a.done);
+	} else {
+		tu_kill_child(pid);
+		double t0 = tu_now_ms();
+		TU_ASSERT_OK(msgbus_publish(bus, "k.x", &v, sizeof(v), 3000));
+		dt = tu_now_ms() - t0;
+	}
+	ck_assert_msg(dt < 1500.0,
+	              "publisher released %.1f ms after the kill (bound "
+	              "1000 ms)",
+	              dt);
+
+	/* the bus is healthy: a new subscriber gets a full stream */
+	msgbus_sub *sub = NULL;
+	TU_ASSERT_OK(msgbus_subscribe(bus, "k.x", 0, &sub));
+	for (uint32_t i = 0; i < 20; i++) {
+		struct tu_seqmsg w = { 0, 1000 + i };
+		TU_ASSERT_OK(msgbus_publish(bus, "k.x", &w, sizeof(w),
+		                            TU_WAIT_MS));
+		TU_RECV_SEQ(sub, "k.x", 1000 + i);
+	}
+	TU_ASSERT_EMPTY(sub);
+	tu_pipe_close(&c.ready);
+	tu_pipe_close(&c.go);
+	close_bus(bus, url);
+}
+END_TEST
+
+/* ---- a stopped subscriber ------------------------------------------------ */
+
+struct stop_child {
+	const char *url;
+	struct tu_pipe ready, go;
+};
+
+/* Subscribes, waits for the number of messages to expect, receives them
+ * in order, checks that nothing else came, closes. */
+static int stop_child_main(void *p)
+{
+	struct stop_child *c = p;
+	msgbus_bus *bus = NULL;
+	msgbus_sub *sub = NULL;
+	msgbus_msg *m = NULL;
+	int total, rc = msgbus_open(&bus, c->url, NULL);
+	if (rc != MSGBUS_OK)
+		return TU_CHILD_FAIL(10, "open: %s", msgbus_strerror(rc));
+	rc = msgbus_subscribe(bus, "st.x", 0, &sub);
+	if (rc != MSGBUS_OK)
+		return TU_CHILD_FAIL(11, "subscribe: %s", msgbus_strerror(rc));
+	tu_pipe_put(&c->ready, 1);
+	if (tu_pipe_get(&c->go, 6 * TU_WAIT_MS, &total) != 0)
+		return TU_CHILD_FAIL(12, "no go");
+	for (int i = 0; i < total; i++) {
+		struct tu_seqmsg v;
+		rc = msgbus_recv(sub, &m, TU_WAIT_MS);
+		if (rc != MSGBUS_OK)
+			return TU_CHILD_FAIL(13, "recv %d of %d: %s", i, total,
+			                     msgbus_strerror(rc));
+		if (tu_get_seqmsg(m, &v) != 0 || v.seq != (uint32_t)i)
+			return TU_CHILD_FAIL(14, "message %d: bad seq", i);
+		msgbus_msg_release(m);
+	}
+	rc = msgbus_recv(sub, &m, 100);
+	if (rc != MSGBUS_ETIMEDOUT)
+		return TU_CHILD_FAIL(15, "extra recv: %s",
+		                     msgbus_strerror(rc));
+	rc = msgbus_close(bus);
+	if (rc != MSGBUS_OK)
+		return TU_CHILD_FAIL(16, "close: %s", msgbus_strerror(rc));
+	return 0;
+}
+
+START_TEST(test_stopped_subscriber)
+{
+	char url[96];
+	msgbus_options o = MSGBUS_OPTIONS_INIT;
+	struct stop_child c;
+	int x, st;
+
+	o.ring_slots = 8;
+	o.crash_bound_ms = 300;
+	tu_unique_url(url, sizeof(url), "shm");
+	msgbus_bus *bus = tu_open(url, &o);
+	c.url = url;
+	tu_pipe_init(&c.ready);
+	tu_pipe_init(&c.go);
+	pid_t pid = tu_spawn(stop_child_main, &c);
+	ck_assert_msg(tu_pipe_get(&c.ready, TU_WAIT_MS, &x) == 0,
+	              "child did not subscribe");
+	int n = tu_fill_ring(bus, "st.x", 0, 64);
+	ASSERT_RING_FULL(n, 8);
+
+	ck_assert_int_eq(kill(pid, SIGSTOP), 0);
+	ck_assert_int_eq(waitpid(pid, &st, WUNTRACED), pid);
+	ck_assert_msg(WIFSTOPPED(st), "child not stopped");
+
+	/* stopped for several crash bounds: still alive, still holding */
+	struct tu_seqmsg v = { 0, (uint32_t)n };
+	double t0 = tu_now_ms();
+	TU_ASSERT_RC(msgbus_publish(bus, "st.x", &v, sizeof(v), 1500),
+	             MSGBUS_ETIMEDOUT);
+	double dt = tu_now_ms() - t0;
+	ck_assert_msg(dt >= 1480.0, "ETIMEDOUT after %.1f ms", dt);
+	TU_ASSERT_RC(msgbus_publish(bus, "st.x", &v, sizeof(v), 0),
+	             MSGBUS_EAGAIN);
+
+	ck_assert_int_eq(kill(pid, SIGCONT), 0);
+	tu_pipe_put(&c.go, n + 20);
+	for (uint32_t i = (uint32_t)n; i < (uint32_t)n + 20; i++) {
+		struct tu_seqmsg w = { 0, i };
+		TU_ASSERT_OK(msgbus_publish(bus, "st.x", &w, sizeof(w),
+		                            TU_WAIT_MS));
+	}
+	TU_ASSERT_CHILD_OK(pid, 3 * TU_WAIT_MS);
+	tu_pipe_close(&c.ready);
+	tu_pipe_close(&c.go);
+	close_bus(bus, url);
+}
+END_TEST
+
+/* ---- every process died ------------------------------------------------- */
+
+struct dead_child {
+	const char *url;
+	int role; /* 0 = creator and publisher, 1 = attacher and reader */
+	struct tu_pipe ready;
+};
+
+static int dead_child_main(void *p)
+{
+	struct dead_child *c = p;
+	msgbus_options o = MSGBUS_OPTIONS_INIT;
+	msgbus_bus *bus = NULL;
+	msgbus_sub *sub = NULL, *idle = NULL;
+	msgbus_msg *m = NULL;
+	msgbus_buf *loan = NULL;
+	int rc;
+
+	o.ring_slots = 8;
+	o.large_buffers = 2;
+	rc = msgbus_open(&bus, c->url, &o);
+	if (rc != MSGBUS_OK)
+		return TU_CHILD_FAIL(10, "open: %s", msgbus_strerror(rc));
+	rc = msgbus_subscribe(bus, "rc.x", 0, &sub);
+	if (rc != MSGBUS_OK)
+		return TU_CHILD_FAIL(11, "subscribe: %s", msgbus_strerror(rc));
+	if (c->role == 0) {
+		/* leave messages in the ring and a loan outstanding */
+		for (uint32_t i = 0; i < 5; i++) {
+			struct tu_seqmsg v = { 9, 500 + i };
+			rc = msgbus_publish(bus, "rc.x", &v, sizeof(v), 0);
+			if (rc != MSGBUS_OK)
+				return TU_CHILD_FAIL(12, "publish: %s",
+				                     msgbus_strerror(rc));
+		}
+		rc = msgbus_loan(bus, 100, 0, &loan);
+		if (rc != MSGBUS_OK)
+			return TU_CHILD_FAIL(13, "loan: %s",
+			                     msgbus_strerror(rc));
+		tu_pipe_put(&c->ready, 1);
+		for (;;)
+			pause();
+	}
+	/* reader: hold a message, then block in recv(-1) */
+	struct tu_seqmsg v = { 9, 600 };
+	rc = msgbus_publish(bus, "rc.x", &v, sizeof(v), 0);
+	if (rc != MSGBUS_OK)
+		return TU_CHILD_FAIL(14, "publish: %s", msgbus_strerror(rc));
+	rc = msgbus_recv(sub, &m, TU_WAIT_MS);
+	if (rc != MSGBUS_OK)
+		return TU_CHILD_FAIL(15, "recv: %s", msgbus_strerror(rc));
+	rc = msgbus_subscribe(bus, "rc.idle", 0, &idle);
+	if (rc != MSGBUS_OK)
+		return TU_CHILD_FAIL(16, "subscribe: %s", msgbus_strerror(rc));
+	tu_pipe_put(&c->ready, 2);
+	rc = msgbus_recv(idle, &m, -1);
+	return TU_CHILD_FAIL(17, "recv(-1) returned %s", msgbus_strerror(rc));
+}
+
+START_TEST(test_reclaim_after_all_died)
+{
+	char url[96];
+	msgbus_options o = MSGBUS_OPTIONS_INIT;
+	struct dead_child a, b;
+	int x;
+	msgbus_buf *l1 = NULL, *l2 = NULL;
+	msgbus_sub *sub = NULL;
+
+	tu_unique_url(url, sizeof(url), "shm");
+	a = (struct dead_child){ .url = url, .role = 0 };
+	b = (struct dead_child){ .url = url, .role = 1 };
+	tu_pipe_init(&a.ready);
+	tu_pipe_init(&b.ready);
+	pid_t pa = tu_spawn(dead_child_main, &a);
+	ck_assert_msg(tu_pipe_get(&a.ready, TU_WAIT_MS, &x) == 0 && x == 1,
+	              "creator child not ready");
+	pid_t pb = tu_spawn(dead_child_main, &b);
+	ck_assert_msg(tu_pipe_get(&b.ready, TU_WAIT_MS, &x) == 0 && x == 2,
+	              "reader child not ready");
+	tu_kill_child(pa);
+	tu_kill_child(pb);
+	TU_ASSERT_SEGMENT(url); /* nobody could unlink it */
+
+	/* the next open reclaims: a fresh bus with this opener's sizes */
+	o.ring_slots = 16;
+	o.large_buffers = 2;
+	msgbus_bus *bus = tu_open(url, &o);
+	msgbus_bus *bus2 = tu_open(url, NULL);
+	TU_ASSERT_OK(msgbus_subscribe(bus, "rc.x", 0, &sub));
+	TU_ASSERT_EMPTY(sub);
+	TU_ASSERT_OK(msgbus_loan(bus, 100, 0, &l1));
+	TU_ASSERT_OK(msgbus_loan(bus2, 100, 0, &l2));
+	msgbus_loan_abort(l1);
+	msgbus_loan_abort(l2);
+	int n = tu_fill_ring(bus2, "rc.x", 0, 64);
+	ASSERT_RING_FULL(n, 16);
+	ck_assert_msg(n > 8, "reclaimed bus kept the dead creator's ring of "
+	                     "8 (took %d)",
+	              n);
+	for (int i = 0; i < n; i++)
+		TU_RECV_SEQ(sub, "rc.x", (uint32_t)i);
+	TU_ASSERT_EMPTY(sub);
+	TU_ASSERT_OK(msgbus_close(bus2));
+	TU_ASSERT_SEGMENT(url);
+	tu_pipe_close(&a.ready);
+	tu_pipe_close(&b.ready);
+	close_bus(bus, url);
+}
+END_TEST
+
+/* ---- a stream between two processes ------------------------------------- */
+
+static size_t stream_len(uint32_t i)
+{
+	if (i % 100 == 99)
+		return 1000 + i % 7; /* large buffer */
+	return 8 + (i * 37) % 200;  /* inline */
+}
+
+struct stream_child {
+	const char *url;
+	uint32_t n;
+};
+
+static int stream_child_main(void *p)
+{
+	struct stream_child *c = p;
+	msgbus_bus *bus = NULL;
+	unsigned char buf[1100];
+	int rc = msgbus_open(&bus, c->url, NULL);
+	if (rc != MSGBUS_OK)
+		return TU_CHILD_FAIL(10, "open: %s", msgbus_strerror(rc));
+	for (uint32_t i = 0; i < c->n; i++) {
+		struct tu_seqmsg v = { 1, i };
+		size_t len = stream_len(i);
+		tu_fill(buf, len, i);
+		memcpy(buf, &v, sizeof(v));
+		rc = msgbus_publish(bus, i % 2 ? "seq.odd" : "seq.even", buf,
+		                    len, 2 * TU_WAIT_MS);
+		if (rc != MSGBUS_OK)
+			return TU_CHILD_FAIL(11, "publish %u: %s", i,
+			                     msgbus_strerror(rc));
+	}
+	rc = msgbus_close(bus);
+	if (rc != MSGBUS_OK)
+		return TU_CHILD_FAIL(12, "close: %s", msgbus_strerror(rc));
+	return 0;
+}
+
+START_TEST(test_two_process_stream)
+{
+	char url[96];
+	msgbus_options o = MSGBUS_OPTIONS_INIT;
+	msgbus_sub *sub = NULL;
+	unsigned char want[1100];
+	struct stream_child c;
+
+	o.ring_slots = 64;
+	tu_unique_url(url, sizeof(url), "shm");
+	msgbus_bus *bus = tu_open(url, &o);
+	TU_ASSERT_OK(msgbus_subscribe(bus, "seq.*", 0, &sub));
+	c.url = url;
+	c.n = 10000;
+	pid_t pid = tu_spawn(stream_child_main, &c);
+
+	uint32_t i;
+	int rc = MSGBUS_OK;
+	char why[128] = "";
+	for (i = 0; i < c.n; i++) {
+		msgbus_msg *m = NULL;
+		struct tu_seqmsg v = { 0, 0 };
+		rc = msgbus_recv(sub, &m, 2 * TU_WAIT_MS);
+		if (rc != MSGBUS_OK)
+			break;
+		size_t len = stream_len(i);
+		tu_fill(want, len, i);
+		if (tu_get_seqmsg(m, &v) != 0 || v.seq != i)
+			snprintf(why, sizeof(why), "seq %u, want %u", v.seq, i);
+		else if (msgbus_msg_len(m) != len)
+			snprintf(why, sizeof(why), "len %zu, want %zu",
+			         msgbus_msg_len(m), len);
+		else if (memcmp((const unsigned char *)msgbus_msg_data(m) + 8,
+		                want + 8, len - 8) != 0)
+			snprintf(why, sizeof(why), "contents differ");
+		else if (strcmp(msgbus_msg_subject(m),
+		                i % 2 ? "seq.odd" : "seq.even") != 0)
+			snprintf(why, sizeof(why), "subject %s",
+			         msgbus_msg_subject(m));
+		msgbus_msg_release(m);
+		if (why[0] != '\0')
+			break;
+	}
+	ck_assert_msg(rc == MSGBUS_OK, "recv of message %u: %s", i,
+	              msgbus_strerror(rc));
+	ck_assert_msg(why[0] == '\0', "message %u: %s", i, why);
+	TU_ASSERT_CHILD_OK(pid, TU_WAIT_MS);
+	TU_ASSERT_EMPTY(sub);
+	msgbus_sub_stats st;
+	TU_ASSERT_OK(msgbus_sub_stats_get(sub, &st));
+	ck_assert_uint_eq(st.delivered, c.n);
+	ck_assert_uint_eq(st.backlog, 0);
+	close_bus(bus, url);
+}
+END_TEST
+
+Suite *suite_crash(void)
+{
+	Suite *s = suite_create("crash");
+	TCase *tc;
+
+	if (tu_valgrind())
+		return s; /* fork and SIGKILL heavy */
+
+	tc = tu_tcase("killed", TU_CASE_TIMEOUT);
+	tcase_add_loop_test(tc, test_killed_subscriber, 0, 3);
+	suite_add_tcase(s, tc);
+
+	tc = tu_tcase("stopped", TU_CASE_TIMEOUT);
+	tcase_add_test(tc, test_stopped_subscriber);
+	suite_add_tcase(s, tc);
+
+	tc = tu_tcase("reclaim", TU_CASE_TIMEOUT);
+	tcase_add_test(tc, test_reclaim_after_all_died);
+	suite_add_tcase(s, tc);
+
+	tc = tu_tcase("stream", TU_CASE_TIMEOUT);
+	tcase_add_test(tc, test_two_process_stream);
+	suite_add_tcase(s, tc);
+	return s;
+}
