@@ -4,9 +4,9 @@
  * alive, a bus whose processes all died is reclaimed by the next open,
  * and a two-process stream keeps order. Children open their own handles
  * after fork and report through their exit status.
- *
- * Not covered yet: a publisher killed between claim and commit (needs a
- * crash hook in the library to stop it at that point).
+ * Crash points (MSGBUS_CRASH_AT) kill a child at an exact moment: after
+ * claiming a slot, before committing it, holding a large buffer, holding
+ * the control lock, mid-cleanup and mid-creation of a segment.
  */
 #include <pthread.h>
 
@@ -467,6 +467,173 @@ START_TEST(test_two_process_stream)
 }
 END_TEST
 
+
+/* ---- crash points --------------------------------------------------------- */
+
+static const char *const pub_points[] = { "after_claim", "before_commit", "mid_loan" };
+
+struct point_child {
+	const char *url;
+	const char *point;
+	size_t len;        /* of the message it dies publishing */
+	int close_after;   /* subscribe, say ready, then close (mid_cleanup) */
+	struct tu_pipe ready;
+};
+
+/* Arms the crash point, opens, and does what reaches it; returns only if
+ * the point was not reached. */
+static int point_child_main(void *p)
+{
+	struct point_child *c = p;
+	static char big[4096];
+	msgbus_options o = MSGBUS_OPTIONS_INIT;
+	msgbus_bus *bus = NULL;
+	msgbus_sub *sub = NULL;
+	int rc;
+
+	o.ring_slots = 8;
+	o.large_buffers = 2;
+	o.crash_bound_ms = 400;
+	setenv("MSGBUS_CRASH_AT", c->point, 1);
+	rc = msgbus_open(&bus, c->url, &o);
+	if (rc != MSGBUS_OK)
+		return TU_CHILD_FAIL(10, "open: %s", msgbus_strerror(rc));
+	if (c->close_after) {
+		rc = msgbus_subscribe(bus, "cp.x", 0, &sub);
+		if (rc != MSGBUS_OK)
+			return TU_CHILD_FAIL(11, "subscribe: %s", msgbus_strerror(rc));
+		tu_pipe_put(&c->ready, 1);
+		msgbus_close(bus);
+		return TU_CHILD_FAIL(12, "close returned");
+	}
+	tu_pipe_put(&c->ready, 1);
+	if (!strcmp(c->point, "in_ctl_lock"))
+		rc = msgbus_subscribe(bus, "cp.other", 0, &sub);
+	else
+		rc = msgbus_publish(bus, "cp.x", big, c->len, 1000);
+	return TU_CHILD_FAIL(13, "%s not reached: %s", c->point, msgbus_strerror(rc));
+}
+
+static void assert_killed(pid_t pid)
+{
+	int st;
+	ck_assert_int_eq(tu_wait_child(pid, TU_WAIT_MS, &st), 0);
+	ck_assert_msg(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL,
+	              "child did not die at its crash point (status %d)", st);
+}
+
+/* A publisher dies between claim and commit, or holding a large buffer:
+ * the subscriber gets the messages before and after it, within the
+ * crash bound, and never a half-written one; the buffer comes back. */
+START_TEST(test_publisher_dies_mid_publish)
+{
+	char url[96];
+	msgbus_options o = MSGBUS_OPTIONS_INIT;
+	msgbus_sub *sub = NULL;
+	msgbus_buf *l1 = NULL, *l2 = NULL;
+	struct point_child c = { 0 };
+	struct tu_seqmsg v = { 0, 0 };
+	int x;
+
+	tu_unique_url(url, sizeof(url), "shm");
+	o.ring_slots = 8;
+	o.large_buffers = 2;
+	o.crash_bound_ms = 400;
+	msgbus_bus *bus = tu_open(url, &o);
+	TU_ASSERT_OK(msgbus_subscribe(bus, "cp.x", 0, &sub));
+	TU_ASSERT_OK(msgbus_publish(bus, "cp.x", &v, sizeof(v), 0));
+
+	c.url = url;
+	c.point = pub_points[_i];
+	c.len = !strcmp(c.point, "mid_loan") ? 1000 : 8;
+	tu_pipe_init(&c.ready);
+	pid_t pid = tu_spawn(point_child_main, &c);
+	ck_assert_int_eq(tu_pipe_get(&c.ready, TU_WAIT_MS, &x), 0);
+	assert_killed(pid);
+
+	v.seq = 1;
+	TU_ASSERT_OK(msgbus_publish(bus, "cp.x", &v, sizeof(v), 0));
+	TU_RECV_SEQ(sub, "cp.x", 0);
+	double t0 = tu_now_ms();
+	TU_RECV_SEQ(sub, "cp.x", 1); /* past the dead writer's slot */
+	ck_assert_msg(tu_now_ms() - t0 < 1000, "stalled %.0f ms behind a dead writer",
+	              tu_now_ms() - t0);
+	TU_ASSERT_EMPTY(sub);
+	/* both large buffers are free again (the dead one's is reclaimed) */
+	TU_ASSERT_OK(msgbus_loan(bus, 100, 1000, &l1));
+	TU_ASSERT_OK(msgbus_loan(bus, 100, 1000, &l2));
+	msgbus_loan_abort(l1);
+	msgbus_loan_abort(l2);
+	tu_pipe_close(&c.ready);
+	close_bus(bus, url);
+}
+END_TEST
+
+/* A process dies holding the control lock, or in the middle of closing:
+ * the others take the lock over and stop being gated by it. */
+START_TEST(test_dies_in_control_and_cleanup)
+{
+	char url[96];
+	msgbus_options o = MSGBUS_OPTIONS_INIT;
+	msgbus_sub *sub = NULL;
+	struct point_child c = { 0 };
+	int x;
+
+	tu_unique_url(url, sizeof(url), "shm");
+	o.ring_slots = 8;
+	o.crash_bound_ms = 400;
+	msgbus_bus *bus = tu_open(url, &o);
+	c.url = url;
+	c.point = _i == 0 ? "in_ctl_lock" : "mid_cleanup";
+	c.close_after = _i == 1;
+	tu_pipe_init(&c.ready);
+	pid_t pid = tu_spawn(point_child_main, &c);
+	ck_assert_int_eq(tu_pipe_get(&c.ready, TU_WAIT_MS, &x), 0);
+	assert_killed(pid);
+
+	/* a new subject needs the control lock; the ring must not be gated
+	 * by the dead child's subscription */
+	double t0 = tu_now_ms();
+	TU_ASSERT_OK(msgbus_subscribe(bus, "cp.y", 0, &sub));
+	for (uint32_t i = 0; i < 20; i++) {
+		struct tu_seqmsg v = { 0, i };
+		TU_ASSERT_OK(msgbus_publish(bus, "cp.x", &v, sizeof(v), 2000));
+	}
+	ck_assert_msg(tu_now_ms() - t0 < 1500, "blocked %.0f ms by a dead process",
+	              tu_now_ms() - t0);
+	tu_pipe_close(&c.ready);
+	close_bus(bus, url);
+}
+END_TEST
+
+/* The creator dies after sizing the segment, before writing its header:
+ * the next open recreates it. */
+START_TEST(test_dies_creating_segment)
+{
+	char url[96], path[160];
+	struct point_child c = { 0 };
+	msgbus_sub *sub = NULL;
+	int x;
+
+	tu_unique_url(url, sizeof(url), "shm");
+	c.url = url;
+	c.point = "mid_create";
+	tu_pipe_init(&c.ready);
+	pid_t pid = tu_spawn(point_child_main, &c);
+	assert_killed(pid);
+	ck_assert_int_ne(tu_pipe_get(&c.ready, 0, &x), 0); /* never got that far */
+	ck_assert_msg(tu_path_exists(tu_shm_path(path, sizeof(path), url)),
+	              "the half-made segment should be there");
+	msgbus_bus *bus = tu_open(url, NULL);
+	TU_ASSERT_OK(msgbus_subscribe(bus, "cp.x", 0, &sub));
+	struct tu_seqmsg v = { 0, 7 };
+	TU_ASSERT_OK(msgbus_publish(bus, "cp.x", &v, sizeof(v), 0));
+	TU_RECV_SEQ(sub, "cp.x", 7);
+	tu_pipe_close(&c.ready);
+	close_bus(bus, url);
+}
+END_TEST
+
 Suite *suite_crash(void)
 {
 	Suite *s = suite_create("crash");
@@ -485,6 +652,12 @@ Suite *suite_crash(void)
 
 	tc = tu_tcase("reclaim", TU_CASE_TIMEOUT);
 	tcase_add_test(tc, test_reclaim_after_all_died);
+	suite_add_tcase(s, tc);
+
+	tc = tu_tcase("crash points", TU_CASE_TIMEOUT);
+	tcase_add_loop_test(tc, test_publisher_dies_mid_publish, 0, 3);
+	tcase_add_loop_test(tc, test_dies_in_control_and_cleanup, 0, 2);
+	tcase_add_test(tc, test_dies_creating_segment);
 	suite_add_tcase(s, tc);
 
 	tc = tu_tcase("stream", TU_CASE_TIMEOUT);
