@@ -139,6 +139,23 @@ MSGBUS_DECL int msgbus_call_start(msgbus_bus *bus, const char *service, const vo
 MSGBUS_DECL int msgbus_call_wait(msgbus_call *call, msgbus_msg **reply, int timeout_ms);
 MSGBUS_DECL void msgbus_call_cancel(msgbus_call *call);
 
+/* Links to buses on other hosts (tcp://HOST:PORT). */
+typedef struct msgbus_link_stats {
+	uint32_t links_up;        /* connections established now */
+	uint32_t remote_subs;     /* subscription patterns learned from peers */
+	uint32_t remote_services; /* services learned from peers */
+	uint32_t reserved;
+	uint64_t sent;            /* messages sent to peers */
+	uint64_t received;        /* messages from peers published here */
+	uint64_t undelivered;     /* messages a peer wanted that could not reach it */
+	uint64_t reconnects;      /* connections made again after a drop */
+	uint64_t bad_frames;      /* connections closed for a protocol error */
+} msgbus_link_stats;
+
+MSGBUS_DECL int msgbus_listen(msgbus_bus *bus, const char *url, int *port);
+MSGBUS_DECL int msgbus_connect(msgbus_bus *bus, const char *url);
+MSGBUS_DECL int msgbus_link_stats_get(msgbus_bus *bus, msgbus_link_stats *stats);
+
 #ifdef __cplusplus
 }
 #endif

@@ -5,6 +5,7 @@
 #include "bus.h"
 #include "crash.h"
 #include "buffers.h"
+#include "link.h"
 #include "rr.h"
 #include "sub.h"
 
@@ -155,6 +156,7 @@ int msgbus_close(msgbus_bus *b)
 {
 	if (!b)
 		return MSGBUS_EINVAL;
+	mb_links_stop(b); /* first: link threads use the bus */
 	mb_registry_remove(b);
 	mb_loans_free(b);
 	while (b->calls)

@@ -68,6 +68,7 @@ struct msgbus_bus {
 	struct msgbus_sub *subs;   /* open subscriptions of this handle */
 	struct msgbus_service *services;
 	struct msgbus_buf *loans;  /* open loans */
+	struct mb_links *links;    /* tcp:// links, if any */
 	struct msgbus_call *calls; /* calls in flight */
 	_Atomic uint64_t calls_used; /* one bit per call entry */
 	_Atomic uint32_t corr;     /* next correlation id */

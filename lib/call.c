@@ -110,8 +110,8 @@ static int take_reply(msgbus_call *call, struct mb_call *e, msgbus_msg **reply)
 	msgbus_bus *b = call->bus;
 	uint32_t len = e->len, buf = e->buf;
 	const void *src = NULL;
-	if (buf == MB_CALL_NO_BUFFER)
-		return MSGBUS_ELIMIT; /* the worker had no large buffer for the reply */
+	if (buf == MB_CALL_ERROR)
+		return len >= 1 && len <= MSGBUS_ENOENT ? (int)len : MSGBUS_EPROTO;
 	if (buf == MB_CALL_INLINE_BUF && len <= MB_CALL_INLINE)
 		src = e->data;
 	else if (buf < b->cfg.large_buffers && len <= b->cfg.max_msg_size)

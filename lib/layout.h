@@ -54,17 +54,20 @@ struct mb_header {
 	_Atomic uint32_t state;      /* READY is stored last, with release */
 	_Atomic uint32_t ctl_owner;  /* control-plane lock: 0 or participant+1 */
 	_Atomic uint32_t topics_gen; /* bumped when a subject or cursor appears */
-	uint32_t pad0;
+	_Atomic uint32_t interest_gen; /* bumped when subscriptions or services change */
 	_Alignas(MB_LINE) _Atomic uint32_t any_ec; /* wildcard subscribers park here */
 };
 
 /* A participant is an open bus handle. Its liveness is the OFD lock on
  * byte 1 + index of the segment file (shm) or its state (inproc). */
 enum { MB_PART_FREE = 0, MB_PART_ACTIVE = 1 };
+#define MB_PARTF_BRIDGE 0x1u /* a link to another bus: its messages stay one hop */
 struct mb_part {
 	_Atomic uint32_t state;
 	_Atomic uint32_t pid; /* informational only: liveness never uses it */
-	uint8_t pad[MB_LINE - 8];
+	_Atomic uint32_t flags;
+	_Atomic uint32_t reply_ec; /* any reply to this participant's calls */
+	uint8_t pad[MB_LINE - 16];
 };
 
 /* Subscription slot word: gen:32 | owner:16 | flags:8 | state:8. */
@@ -176,7 +179,7 @@ static inline uint64_t mb_callw(uint32_t corr, uint32_t worker, uint32_t st)
 #define MB_CALLW_WORKER(w) ((uint32_t)((w) >> 16) & 0xffff)
 #define MB_CALLW_STATE(w) ((uint32_t)(w) & 0xffff)
 #define MB_CALL_INLINE_BUF UINT32_MAX
-#define MB_CALL_NO_BUFFER (UINT32_MAX - 1) /* the worker found no buffer for it */
+#define MB_CALL_ERROR (UINT32_MAX - 1) /* a failed call: len holds the MSGBUS_E* code */
 struct mb_call {
 	_Atomic uint64_t word;
 	_Atomic uint32_t ec; /* the requester parks here */

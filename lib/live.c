@@ -55,6 +55,7 @@ static void reap(msgbus_bus *b, uint32_t idx)
 		if (MB_BUF_KIND(w) == 1 && MB_BUF_OWNER(w) == idx)
 			atomic_compare_exchange_strong(&bc->state, &w, MB_BUF_FREE);
 	}
+	atomic_fetch_add(&b->hdr->interest_gen, 1);
 	uint32_t owner = idx + 1;
 	atomic_compare_exchange_strong(&b->hdr->ctl_owner, &owner, 0);
 	mb_ec_kick(&b->hdr->any_ec);
@@ -70,6 +71,7 @@ int mb_part_register(msgbus_bus *b)
 		if (atomic_load(&p->state) != MB_PART_FREE)
 			reap(b, i); /* a previous owner died without closing */
 		atomic_store(&p->pid, (uint32_t)getpid());
+		atomic_store(&p->flags, 0);
 		atomic_store(&p->state, MB_PART_ACTIVE);
 		b->self = i;
 		pthread_mutex_unlock(&b->reap_lock);

@@ -44,6 +44,21 @@ int mb_lock_try(int fd, uint64_t byte, enum mb_lock_kind kind);
 /* Sleep briefly, for rare polling paths. */
 void mb_nap_us(unsigned us);
 
+/*
+ * TCP. host is a name or an IPv4/IPv6 literal; port a decimal string.
+ * Return 0 or -errno (-EAI_* failures become -EHOSTUNREACH).
+ */
+int mb_tcp_listen(const char *host, const char *port, int *fd, int *bound_port);
+int mb_tcp_accept(int lfd, int *fd);
+int mb_tcp_connect(const char *host, const char *port, int *fd);
+/* 1 when fd is readable, 0 after timeout_ms, -errno on error. */
+int mb_sock_wait_readable(int fd, int timeout_ms);
+/* Bytes read (> 0), 0 at end of stream, or -errno. */
+long mb_sock_read(int fd, void *buf, size_t len);
+/* Write all of a then b (either may be empty); 0 or -errno. Never SIGPIPE. */
+int mb_sock_write2(int fd, const void *a, size_t alen, const void *b, size_t blen);
+void mb_sock_shutdown(int fd);
+
 /* Pause instruction for spin loops. */
 static inline void mb_cpu_relax(void)
 {

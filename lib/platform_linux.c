@@ -5,6 +5,13 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/futex.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <string.h>
 #include <stdio.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -136,4 +143,139 @@ void mb_nap_us(unsigned us)
 {
 	struct timespec ts = { (time_t)(us / 1000000u), (long)(us % 1000000u) * 1000L };
 	nanosleep(&ts, NULL);
+}
+
+static int resolve(const char *host, const char *port, int passive, struct addrinfo **res)
+{
+	struct addrinfo hints;
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = passive ? AI_PASSIVE : 0;
+	int rc = getaddrinfo(host[0] ? host : NULL, port, &hints, res);
+	return rc == 0 ? 0 : rc == EAI_SYSTEM ? -errno : -EHOSTUNREACH;
+}
+
+static void tune(int fd)
+{
+	int one = 1;
+	/* Small frames go out at once; batching is done by the link itself. */
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+int mb_tcp_listen(const char *host, const char *port, int *fd, int *bound_port)
+{
+	struct addrinfo *res, *ai;
+	int rc = resolve(host, port, 1, &res);
+	if (rc)
+		return rc;
+	rc = -EADDRNOTAVAIL;
+	for (ai = res; ai; ai = ai->ai_next) {
+		int s = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+		if (s < 0) {
+			rc = -errno;
+			continue;
+		}
+		int one = 1;
+		setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (bind(s, ai->ai_addr, ai->ai_addrlen) || listen(s, 64)) {
+			rc = -errno;
+			close(s);
+			continue;
+		}
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof(ss);
+		getsockname(s, (struct sockaddr *)&ss, &sl);
+		*bound_port = ntohs(ss.ss_family == AF_INET6
+		                        ? ((struct sockaddr_in6 *)&ss)->sin6_port
+		                        : ((struct sockaddr_in *)&ss)->sin_port);
+		*fd = s;
+		rc = 0;
+		break;
+	}
+	freeaddrinfo(res);
+	return rc;
+}
+
+int mb_tcp_accept(int lfd, int *fd)
+{
+	int s = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+	if (s < 0)
+		return -errno;
+	tune(s);
+	*fd = s;
+	return 0;
+}
+
+int mb_tcp_connect(const char *host, const char *port, int *fd)
+{
+	struct addrinfo *res, *ai;
+	int rc = resolve(host, port, 0, &res);
+	if (rc)
+		return rc;
+	rc = -ECONNREFUSED;
+	for (ai = res; ai; ai = ai->ai_next) {
+		int s = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+		if (s < 0) {
+			rc = -errno;
+			continue;
+		}
+		if (connect(s, ai->ai_addr, ai->ai_addrlen)) {
+			rc = -errno;
+			close(s);
+			continue;
+		}
+		tune(s);
+		*fd = s;
+		rc = 0;
+		break;
+	}
+	freeaddrinfo(res);
+	return rc;
+}
+
+int mb_sock_wait_readable(int fd, int timeout_ms)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	int rc = poll(&p, 1, timeout_ms);
+	return rc < 0 ? (errno == EINTR ? 0 : -errno) : rc > 0;
+}
+
+long mb_sock_read(int fd, void *buf, size_t len)
+{
+	for (;;) {
+		ssize_t n = recv(fd, buf, len, 0);
+		if (n >= 0)
+			return (long)n;
+		if (errno != EINTR)
+			return -errno;
+	}
+}
+
+int mb_sock_write2(int fd, const void *a, size_t alen, const void *b, size_t blen)
+{
+	struct iovec iov[2] = { { (void *)a, alen }, { (void *)b, blen } };
+	struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 2 };
+	while (iov[0].iov_len + iov[1].iov_len) {
+		ssize_t n = sendmsg(fd, &mh, MSG_NOSIGNAL);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		size_t k = (size_t)n;
+		for (int i = 0; i < 2; i++) {
+			size_t d = k < iov[i].iov_len ? k : iov[i].iov_len;
+			iov[i].iov_base = (char *)iov[i].iov_base + d;
+			iov[i].iov_len -= d;
+			k -= d;
+		}
+	}
+	return 0;
+}
+
+void mb_sock_shutdown(int fd)
+{
+	if (fd >= 0)
+		shutdown(fd, SHUT_RDWR);
 }

@@ -86,6 +86,7 @@ static int deliver(msgbus_sub *sub, uint32_t ti, uint64_t stamp)
 	uint64_t pos = st->next;
 	struct mb_slot *sl = mb_slot_at(b, st->t, pos);
 	uint32_t len = sl->len, kind = sl->kind, buf = sl->buf, buf_gen = sl->buf_gen;
+	uint32_t origin = sl->pub;
 	const void *data;
 	if (kind == MB_KIND_INLINE && len <= b->inline_max) {
 		data = sl + 1;
@@ -123,6 +124,7 @@ static int deliver(msgbus_sub *sub, uint32_t ti, uint64_t stamp)
 	sub->msg.len = len;
 	sub->msg.ti = ti;
 	sub->msg.pos = pos;
+	sub->msg.origin = origin;
 	st->next = pos + 1;
 	sub->held = true;
 	atomic_fetch_add_explicit(&sub->delivered, 1, memory_order_relaxed);

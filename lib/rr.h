@@ -16,6 +16,9 @@ bool mb_service_has_workers(msgbus_bus *b, uint32_t slot, bool check);
 struct msgbus_service;
 void mb_service_destroy(struct msgbus_service *svc);
 struct msgbus_service *mb_service_next(struct msgbus_service *svc);
+/* Fail a taken request: its requester's call returns err. Frees req. */
+int mb_respond_error(msgbus_req *req, int err);
+uint64_t mb_req_deadline(const msgbus_req *req);
 struct msgbus_call;
 void mb_call_free(struct msgbus_call *call);
 

@@ -122,8 +122,10 @@ int msgbus_serve(msgbus_bus *bus, const char *service, msgbus_serve_cb cb, void 
 			             mb_subw(svc->gen, MB_OWNER_SHARED, MB_SUBF_QUEUE, MB_SUB_ACTIVE));
 		}
 	}
-	if (!rc)
+	if (!rc) {
 		set_member(bus, svc->slot, true);
+		atomic_fetch_add(&bus->hdr->interest_gen, 1);
+	}
 	mb_ctl_unlock(bus);
 	if (rc) {
 		free(svc);
@@ -317,7 +319,19 @@ size_t msgbus_req_len(const msgbus_req *req)
 	return req ? req->len : 0;
 }
 
-static int respond(msgbus_req *req, const void *data, size_t len);
+static int respond(msgbus_req *req, const void *data, size_t len, int err);
+
+int mb_respond_error(msgbus_req *req, int err)
+{
+	int rc = respond(req, NULL, 0, err);
+	free(req);
+	return rc;
+}
+
+uint64_t mb_req_deadline(const msgbus_req *req)
+{
+	return req->hdr.deadline_ns;
+}
 
 /* The reply goes straight into the requester's call entry (or a large
  * buffer handed to it): nothing on this path can block on the requester. */
@@ -326,12 +340,12 @@ int msgbus_respond(msgbus_req *req, const void *data, size_t len)
 	if (!req)
 		return MSGBUS_EINVAL;
 	/* data may point into req (an echo): free req only at the end. */
-	int rc = respond(req, data, len);
+	int rc = respond(req, data, len, 0);
 	free(req);
 	return rc;
 }
 
-static int respond(msgbus_req *req, const void *data, size_t len)
+static int respond(msgbus_req *req, const void *data, size_t len, int err)
 {
 	msgbus_bus *b = req->bus;
 	uint32_t from = req->hdr.from, corr = req->hdr.corr;
@@ -346,7 +360,10 @@ static int respond(msgbus_req *req, const void *data, size_t len)
 		return MSGBUS_ETIMEDOUT; /* the requester gave up or died */
 	uint32_t buf = MB_CALL_INLINE_BUF;
 	int rc = 0;
-	if (len <= MB_CALL_INLINE) {
+	if (err) {
+		buf = MB_CALL_ERROR; /* the requester gets err itself */
+		len = (size_t)err;
+	} else if (len <= MB_CALL_INLINE) {
 		if (len)
 			memcpy(call->data, data, len);
 	} else {
@@ -354,8 +371,8 @@ static int respond(msgbus_req *req, const void *data, size_t len)
 		rc = mb_buf_alloc(b, mb_now_ns() + b->check_ns, &buf, &gen);
 		if (rc) {
 			/* Tell the requester now rather than let it wait. */
-			buf = MB_CALL_NO_BUFFER;
-			len = 0;
+			buf = MB_CALL_ERROR;
+			len = MSGBUS_ELIMIT;
 		} else {
 			memcpy(mb_bufdata_at(b, buf), data, len);
 			atomic_store(&mb_bufctl_at(b, buf)->state, MB_BUF_LOANED(from));
@@ -374,7 +391,7 @@ static int respond(msgbus_req *req, const void *data, size_t len)
 			atomic_compare_exchange_strong(&mb_bufctl_at(b, buf)->state, &st, MB_BUF_FREE);
 		return MSGBUS_ETIMEDOUT;
 	}
-	mb_ec_signal(&call->ec);
+	mb_ec_signal2(&call->ec, &mb_part_at(b, from)->reply_ec);
 	return rc;
 }
 
@@ -392,6 +409,7 @@ void mb_service_destroy(msgbus_service *svc)
 		pthread_join(svc->thread, NULL);
 	}
 	set_member(b, svc->slot, false);
+	atomic_fetch_add(&b->hdr->interest_gen, 1);
 	free(svc);
 }
 

@@ -11,6 +11,7 @@ struct msgbus_msg {
 	size_t len;
 	uint32_t ti;  /* index into sub->tl */
 	uint64_t pos; /* ring position it came from */
+	uint32_t origin; /* publishing participant */
 };
 
 struct mb_sub_topic {

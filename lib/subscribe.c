@@ -136,6 +136,7 @@ static int sub_create(msgbus_bus *b, const char *pattern, unsigned flags, msgbus
 	mb_join_topics(b, sub->slot, sub->gen, false, pattern, plen);
 	atomic_store(&mb_subslot_at(b, sub->slot)->word,
 	             mb_subw(sub->gen, b->self, sub->lossy ? MB_SUBF_LOSSY : 0, MB_SUB_ACTIVE));
+	atomic_fetch_add(&b->hdr->interest_gen, 1);
 	mb_ctl_unlock(b);
 	sub->topics_gen = atomic_load(&b->hdr->topics_gen) - 1;
 	mb_sub_refresh(sub);
@@ -204,6 +205,7 @@ void mb_sub_destroy(msgbus_sub *sub)
 	uint64_t w = atomic_load(&ss->word);
 	if (MB_SUBW_GEN(w) == sub->gen && MB_SUBW_STATE(w) != MB_SUB_FREE)
 		atomic_compare_exchange_strong(&ss->word, &w, mb_subw(sub->gen, 0, 0, MB_SUB_FREE));
+	atomic_fetch_add(&b->hdr->interest_gen, 1);
 	for (uint32_t i = 0; i < sub->ntopics; i++)
 		mb_ec_kick(&mb_topic_at(b, sub->tl[i].t)->space_ec);
 	free(sub->tl);

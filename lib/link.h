@@ -1,0 +1,42 @@
+/* link.h - links between buses over TCP: shared by tcp.c and link.c. */
+#ifndef MB_LINK_H
+#define MB_LINK_H
+
+#include "bus.h"
+
+struct mb_conn;
+
+/* Live connections, for shutdown at close and for statistics. */
+struct mb_conn_ref {
+	struct mb_conn *conn;
+	int fd;
+	struct mb_conn_ref *next;
+};
+
+/* The links of one bus handle. */
+struct mb_links {
+	msgbus_bus *bus;
+	char url[80]; /* the bus's own URL: each connection opens a handle on it */
+	pthread_mutex_t lock;
+	_Atomic bool closing;
+	uint64_t node_id;
+	struct mb_listener *listeners;
+	struct mb_connector *connectors;
+	struct mb_accepted *accepted;
+	struct mb_conn_ref *conns;
+	_Atomic uint32_t up;
+	_Atomic uint64_t sent, received, undelivered, reconnects, bad_frames;
+};
+
+/* Run one connection on fd until it drops or the bus closes; closes fd.
+ * wanted (optional) receives the peer's subscription patterns at the end,
+ * so a reconnecting side can count what it cannot deliver meanwhile. */
+void mb_conn_run(struct mb_links *ls, int fd, const char *peer, char ***wanted,
+                 uint32_t *nwanted);
+void mb_conn_register(struct mb_links *ls, struct mb_conn *c, int fd);
+void mb_conn_unregister(struct mb_links *ls, struct mb_conn *c);
+void mb_conn_shutdown_all(struct mb_links *ls);
+void mb_links_stop(msgbus_bus *b);
+void mb_conns_count(struct mb_links *ls, uint32_t *subs, uint32_t *svcs);
+
+#endif

@@ -1,0 +1,344 @@
+/*
+ * tcp.c - msgbus_listen and msgbus_connect: URL parsing, accepting, and
+ * connecting again with backoff after a link drops. Each connection runs in
+ * link.c; this file only decides when connections start and stop.
+ */
+#include "link.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct mb_listener {
+	struct mb_links *ls;
+	int fd;
+	pthread_t thread;
+	struct mb_listener *next;
+};
+
+struct mb_accepted {
+	pthread_t thread;
+	int fd;
+	_Atomic bool done;
+	struct mb_links *ls;
+	char peer[96];
+	struct mb_accepted *next;
+};
+
+struct mb_connector {
+	struct mb_links *ls;
+	char host[256], port[8], peer[280];
+	pthread_t thread;
+	struct mb_connector *next;
+};
+
+/* tcp://HOST:PORT, tcp://[V6]:PORT. */
+static int parse_tcp_url(const char *url, char *host, size_t hsize, char *port)
+{
+	if (!url || strncmp(url, "tcp://", 6))
+		return url && strstr(url, "://") ? MSGBUS_ENOTSUP : MSGBUS_EINVAL;
+	const char *h = url + 6, *colon;
+	size_t hlen;
+	if (*h == '[') {
+		const char *end = strchr(h, ']');
+		if (!end || end[1] != ':')
+			return MSGBUS_EINVAL;
+		h++;
+		hlen = (size_t)(end - h);
+		colon = end + 1;
+	} else {
+		colon = strrchr(h, ':');
+		if (!colon)
+			return MSGBUS_EINVAL;
+		hlen = (size_t)(colon - h);
+	}
+	const char *p = colon + 1;
+	size_t plen = strlen(p);
+	if (hlen >= hsize || plen < 1 || plen > 5 || strspn(p, "0123456789") != plen ||
+	    atoi(p) > 65535)
+		return MSGBUS_EINVAL;
+	memcpy(host, h, hlen);
+	host[hlen] = '\0';
+	memcpy(port, p, plen + 1);
+	return 0;
+}
+
+static struct mb_links *links_of(msgbus_bus *b)
+{
+	pthread_mutex_lock(&b->lock);
+	if (!b->links) {
+		struct mb_links *ls = calloc(1, sizeof(*ls));
+		if (ls) {
+			ls->bus = b;
+			snprintf(ls->url, sizeof(ls->url), "%s://%s", b->seg.ops->scheme,
+			         b->seg.name);
+			pthread_mutex_init(&ls->lock, NULL);
+			/* Tells a link to itself apart from one to a peer. */
+			ls->node_id = mb_now_ns() ^ (uint64_t)(uintptr_t)ls << 20;
+		}
+		b->links = ls;
+	}
+	pthread_mutex_unlock(&b->lock);
+	return b->links;
+}
+
+static void *accepted_main(void *arg)
+{
+	struct mb_accepted *a = arg;
+	mb_conn_run(a->ls, a->fd, a->peer, NULL, NULL);
+	atomic_store(&a->done, true);
+	return NULL;
+}
+
+/* Join connections that have ended. Caller holds ls->lock. */
+static void reap_accepted(struct mb_links *ls)
+{
+	for (struct mb_accepted **pp = &ls->accepted; *pp;) {
+		struct mb_accepted *a = *pp;
+		if (!atomic_load(&a->done)) {
+			pp = &a->next;
+			continue;
+		}
+		*pp = a->next;
+		pthread_join(a->thread, NULL);
+		free(a);
+	}
+}
+
+static void *listener_main(void *arg)
+{
+	struct mb_listener *l = arg;
+	struct mb_links *ls = l->ls;
+	while (!atomic_load(&ls->closing)) {
+		int fd;
+		int rc = mb_tcp_accept(l->fd, &fd);
+		if (rc) {
+			if (rc == -EINTR || rc == -ECONNABORTED || rc == -EMFILE || rc == -ENFILE) {
+				mb_nap_us(10000);
+				continue;
+			}
+			break; /* shut down */
+		}
+		struct mb_accepted *a = calloc(1, sizeof(*a));
+		if (!a) {
+			mb_close_fd(fd);
+			continue;
+		}
+		a->ls = ls;
+		a->fd = fd;
+		snprintf(a->peer, sizeof(a->peer), "accepted on fd %d", fd);
+		pthread_mutex_lock(&ls->lock);
+		reap_accepted(ls);
+		if (atomic_load(&ls->closing) || pthread_create(&a->thread, NULL, accepted_main, a)) {
+			mb_close_fd(fd);
+			free(a);
+		} else {
+			a->next = ls->accepted;
+			ls->accepted = a;
+		}
+		pthread_mutex_unlock(&ls->lock);
+	}
+	return NULL;
+}
+
+int msgbus_listen(msgbus_bus *bus, const char *url, int *port)
+{
+	char host[256], portstr[8];
+	if (!bus)
+		return MSGBUS_EINVAL;
+	int rc = parse_tcp_url(url, host, sizeof(host), portstr);
+	if (rc)
+		return rc;
+	struct mb_links *ls = links_of(bus);
+	struct mb_listener *l = ls ? calloc(1, sizeof(*l)) : NULL;
+	if (!l)
+		return MSGBUS_ENOMEM;
+	int bound;
+	rc = mb_tcp_listen(host, portstr, &l->fd, &bound);
+	if (rc) {
+		free(l);
+		return mb_syserr(rc);
+	}
+	l->ls = ls;
+	if (pthread_create(&l->thread, NULL, listener_main, l)) {
+		mb_close_fd(l->fd);
+		free(l);
+		return MSGBUS_ENOMEM;
+	}
+	pthread_mutex_lock(&ls->lock);
+	l->next = ls->listeners;
+	ls->listeners = l;
+	pthread_mutex_unlock(&ls->lock);
+	if (port)
+		*port = bound;
+	return 0;
+}
+
+/* Sleep ms in short steps, so closing the bus is not held up. */
+static void backoff_sleep(struct mb_links *ls, unsigned ms)
+{
+	for (unsigned t = 0; t < ms && !atomic_load(&ls->closing); t += 20)
+		mb_nap_us(20000);
+}
+
+/*
+ * While a link is down, count the messages the peer last said it wanted:
+ * they cannot reach it (no silent loss). A lossy subscription never holds
+ * local publishers back; what it misses is counted as well.
+ */
+static void count_while_down(struct mb_links *ls, msgbus_sub *watch, char **wanted,
+                             uint32_t nwanted)
+{
+	msgbus_msg *m;
+	while (msgbus_recv(watch, &m, 0) == 0) {
+		size_t slen = strlen(msgbus_msg_subject(m));
+		for (uint32_t i = 0; i < nwanted; i++) {
+			if (mb_subject_match(wanted[i], strlen(wanted[i]), msgbus_msg_subject(m), slen)) {
+				atomic_fetch_add(&ls->undelivered, 1);
+				break;
+			}
+		}
+		msgbus_msg_release(m);
+	}
+}
+
+static void *connector_main(void *arg)
+{
+	struct mb_connector *cn = arg;
+	struct mb_links *ls = cn->ls;
+	unsigned delay = 50;
+	char **wanted = NULL;
+	uint32_t nwanted = 0;
+	bool was_up = false;
+	msgbus_sub *watch = NULL;
+	uint64_t dropped_seen = 0;
+	while (!atomic_load(&ls->closing)) {
+		int fd;
+		if (mb_tcp_connect(cn->host, cn->port, &fd) == 0) {
+			if (watch) {
+				count_while_down(ls, watch, wanted, nwanted);
+				msgbus_unsubscribe(watch);
+				watch = NULL;
+			}
+			for (uint32_t i = 0; i < nwanted; i++)
+				free(wanted[i]);
+			free(wanted);
+			wanted = NULL;
+			if (was_up)
+				atomic_fetch_add(&ls->reconnects, 1);
+			was_up = true;
+			delay = 50;
+			mb_conn_run(ls, fd, cn->peer, &wanted, &nwanted);
+			if (nwanted && !atomic_load(&ls->closing) &&
+			    msgbus_subscribe(ls->bus, ">", MSGBUS_SUB_LOSSY, &watch))
+				watch = NULL;
+			dropped_seen = 0;
+			continue;
+		}
+		backoff_sleep(ls, delay);
+		delay = delay * 2 > 2000 ? 2000 : delay * 2;
+		if (watch) {
+			count_while_down(ls, watch, wanted, nwanted);
+			msgbus_sub_stats st;
+			if (msgbus_sub_stats_get(watch, &st) == 0) {
+				atomic_fetch_add(&ls->undelivered, st.dropped - dropped_seen);
+				dropped_seen = st.dropped;
+			}
+		}
+	}
+	if (watch)
+		msgbus_unsubscribe(watch);
+	for (uint32_t i = 0; i < nwanted; i++)
+		free(wanted[i]);
+	free(wanted);
+	return NULL;
+}
+
+int msgbus_connect(msgbus_bus *bus, const char *url)
+{
+	char host[256], port[8];
+	if (!bus)
+		return MSGBUS_EINVAL;
+	int rc = parse_tcp_url(url, host, sizeof(host), port);
+	if (rc)
+		return rc;
+	struct mb_links *ls = links_of(bus);
+	struct mb_connector *cn = ls ? calloc(1, sizeof(*cn)) : NULL;
+	if (!cn)
+		return MSGBUS_ENOMEM;
+	cn->ls = ls;
+	snprintf(cn->host, sizeof(cn->host), "%s", host);
+	snprintf(cn->port, sizeof(cn->port), "%s", port);
+	snprintf(cn->peer, sizeof(cn->peer), "%s", url);
+	if (pthread_create(&cn->thread, NULL, connector_main, cn)) {
+		free(cn);
+		return MSGBUS_ENOMEM;
+	}
+	pthread_mutex_lock(&ls->lock);
+	cn->next = ls->connectors;
+	ls->connectors = cn;
+	pthread_mutex_unlock(&ls->lock);
+	return 0;
+}
+
+int msgbus_link_stats_get(msgbus_bus *bus, msgbus_link_stats *st)
+{
+	if (!bus || !st)
+		return MSGBUS_EINVAL;
+	memset(st, 0, sizeof(*st));
+	struct mb_links *ls = bus->links;
+	if (!ls)
+		return 0;
+	st->links_up = atomic_load(&ls->up);
+	mb_conns_count(ls, &st->remote_subs, &st->remote_services);
+	st->sent = atomic_load(&ls->sent);
+	st->received = atomic_load(&ls->received);
+	st->undelivered = atomic_load(&ls->undelivered);
+	st->reconnects = atomic_load(&ls->reconnects);
+	st->bad_frames = atomic_load(&ls->bad_frames);
+	return 0;
+}
+
+/* At close: stop accepting and connecting, drop every connection, join. */
+void mb_links_stop(msgbus_bus *b)
+{
+	struct mb_links *ls = b->links;
+	if (!ls)
+		return;
+	atomic_store(&ls->closing, true);
+	pthread_mutex_lock(&ls->lock);
+	for (struct mb_listener *l = ls->listeners; l; l = l->next)
+		mb_sock_shutdown(l->fd);
+	pthread_mutex_unlock(&ls->lock);
+	mb_conn_shutdown_all(ls);
+	while (ls->listeners) {
+		struct mb_listener *l = ls->listeners;
+		ls->listeners = l->next;
+		pthread_join(l->thread, NULL);
+		mb_close_fd(l->fd);
+		free(l);
+	}
+	while (ls->connectors) {
+		struct mb_connector *cn = ls->connectors;
+		ls->connectors = cn->next;
+		mb_conn_shutdown_all(ls);
+		pthread_join(cn->thread, NULL);
+		free(cn);
+	}
+	mb_conn_shutdown_all(ls);
+	/* Join outside the lock: an ending connection takes it to leave. */
+	pthread_mutex_lock(&ls->lock);
+	struct mb_accepted *acc = ls->accepted;
+	ls->accepted = NULL;
+	pthread_mutex_unlock(&ls->lock);
+	while (acc) {
+		struct mb_accepted *a = acc;
+		acc = a->next;
+		pthread_join(a->thread, NULL);
+		free(a);
+	}
+	pthread_mutex_destroy(&ls->lock);
+	free(ls);
+	b->links = NULL;
+}
