@@ -39,10 +39,16 @@ static void reap(msgbus_bus *b, uint32_t idx)
 			struct mb_slot *sl = mb_slot_at(b, t, i);
 			uint64_t st = atomic_load(&sl->stamp);
 			uint32_t state = MB_STAMP_STATE(st);
-			if ((state == MB_ST_CLAIMED || state == MB_ST_TAKEN) &&
-			    MB_STAMP_OWNER(st) == idx)
+			if (MB_STAMP_OWNER(st) != idx)
+				continue;
+			/* A half-written message is dropped; a request a dead
+			 * worker was taking goes back to the queue. */
+			if (state == MB_ST_CLAIMED)
 				atomic_compare_exchange_strong(&sl->stamp, &st,
 				        mb_stamp(MB_STAMP_SEQ(st), idx, MB_ST_ABORTED));
+			else if (state == MB_ST_TAKEN)
+				atomic_compare_exchange_strong(&sl->stamp, &st,
+				        mb_stamp(MB_STAMP_SEQ(st), idx, MB_ST_COMMITTED));
 		}
 		/* Publishers gated by a dead reader and readers stuck behind
 		 * a dead writer re-check now. */

@@ -221,21 +221,26 @@ static int try_take(msgbus_service *svc, msgbus_req **req, int64_t *claimed_owne
 			continue;
 		msgbus_req *rq = copy_out(b, sl);
 		mb_crash_point("mid_take");
+		/* Tell the requester who has it, so it can watch us, before the
+		 * slot is consumed: if we die first, the slot goes back to the
+		 * queue. A request whose requester gave up, or whose deadline
+		 * passed, is dropped. */
+		bool ours = false;
+		if (rq) {
+			struct mb_call *call = rq->hdr.from < b->cfg.max_participants &&
+			                               rq->hdr.entry < MB_CALLS
+			                               ? mb_call_at(b, rq->hdr.from, rq->hdr.entry)
+			                               : NULL;
+			uint64_t w = mb_callw(rq->hdr.corr, 0, MB_CALL_PENDING);
+			ours = call && mb_now_ns() <= rq->hdr.deadline_ns &&
+			       atomic_compare_exchange_strong(&call->word, &w,
+			               mb_callw(rq->hdr.corr, b->self, MB_CALL_TAKEN));
+		}
 		/* Release: our reads of the slot happen before its reuse. */
 		atomic_store_explicit(&sl->stamp, mb_stamp(pos, b->self, MB_ST_ABORTED),
 		                      memory_order_release);
 		advance_release(svc);
-		if (!rq)
-			continue;
-		/* Tell the requester who has it, so it can watch us. A request
-		 * whose requester gave up, or whose deadline passed, is dropped. */
-		struct mb_call *call = rq->hdr.from < b->cfg.max_participants &&
-		                               rq->hdr.entry < MB_CALLS
-		                               ? mb_call_at(b, rq->hdr.from, rq->hdr.entry) : NULL;
-		uint64_t w = mb_callw(rq->hdr.corr, 0, MB_CALL_PENDING);
-		if (!call || mb_now_ns() > rq->hdr.deadline_ns ||
-		    !atomic_compare_exchange_strong(&call->word, &w,
-		                                    mb_callw(rq->hdr.corr, b->self, MB_CALL_TAKEN))) {
+		if (!ours) {
 			free(rq);
 			continue;
 		}

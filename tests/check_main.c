@@ -50,6 +50,7 @@ int main(void)
 	srunner_add_suite(sr, suite_flow());
 	srunner_add_suite(sr, suite_crash());
 	srunner_add_suite(sr, suite_corrupt());
+	srunner_add_suite(sr, suite_reqrep());
 
 	srunner_run_all(sr, CK_ENV);
 	int failed = srunner_ntests_failed(sr);

@@ -75,9 +75,10 @@ static int is_echo(const msgbus_msg *m, const void *want, size_t len,
                    const char *suffix)
 {
 	size_t sl = strlen(suffix);
+	if (m == NULL || msgbus_msg_len(m) != len + sl)
+		return 0;
 	const char *d = msgbus_msg_data(m);
-	return m != NULL && msgbus_msg_len(m) == len + sl &&
-	       (len == 0 || memcmp(d, want, len) == 0) &&
+	return (len == 0 || memcmp(d, want, len) == 0) &&
 	       memcmp(d + len, suffix, sl) == 0;
 }
 
@@ -315,8 +316,7 @@ START_TEST(test_noresp)
 	TU_ASSERT_OK(msgbus_unserve(svc));
 	ASSERT_NORESP_AT_ONCE(bus, "nr.svc");
 
-	/* a worker of another name does not count, nor one of a name that
-	 * merely shares a prefix */
+	/* a worker of a longer name (same prefix) does not serve this one */
 	TU_ASSERT_OK(msgbus_serve(wb, "nr.svc.x", echo_cb, &e, &other));
 	ASSERT_NORESP_AT_ONCE(bus, "nr.svc");
 	REQUEST_ECHO(bus, "nr.svc.x", "x", "|a");
@@ -1112,8 +1112,11 @@ START_TEST(test_errors)
 		                                &c) == MSGBUS_EINVAL,
 		              "call_start \"%s\" not EINVAL", bad[i]);
 	}
-	/* a long name (the library reserves room for its prefix) */
-	memset(name, 'n', 250);
+	/* up to 250 bytes: the library adds a 5-byte prefix (serve(3)) */
+	memset(name, 'n', 251);
+	name[251] = '\0';
+	TU_ASSERT_RC(msgbus_serve(wb, name, echo_cb, &e, &svc), MSGBUS_EINVAL);
+	TU_ASSERT_RC(msgbus_request(bus, name, "x", 1, &m, 100), MSGBUS_EINVAL);
 	name[250] = '\0';
 	TU_ASSERT_OK(msgbus_serve(wb, name, echo_cb, &e, &svc));
 	REQUEST_ECHO(bus, name, "long name", "|e");

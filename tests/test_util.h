@@ -35,6 +35,7 @@ Suite *suite_pubsub(void);
 Suite *suite_flow(void);
 Suite *suite_crash(void);
 Suite *suite_corrupt(void);
+Suite *suite_reqrep(void);
 
 /* Defined in check_main.c. */
 extern pid_t tu_run_pid;    /* pid of the runner, prefix of every bus name */
