@@ -204,21 +204,21 @@ int msgbus_call_wait(msgbus_call *call, msgbus_msg **reply, int timeout_ms)
 	struct mb_call *e = mb_call_at(b, b->self, call->entry);
 	uint64_t start = mb_now_ns();
 	uint64_t until = timeout_ms == 0 ? 0 : mb_deadline(start, timeout_ms);
-	uint64_t spin_until = start + b->spin_ns;
+	struct mb_spin spin = { 0, 0 };
 	int result;
 	for (;;) {
-		uint64_t now = mb_now_ns();
-		bool watch = now >= call->next_check;
-		if (watch)
-			call->next_check = now + b->check_ns;
-		if (check(call, e, watch, &result, reply) == 0)
+		if (check(call, e, false, &result, reply) == 0)
 			break;
+		if (until != 0 && mb_spinning(&spin, b->spin_ns))
+			continue;
+		uint64_t now = mb_now_ns();
+		if (now >= call->next_check) {
+			call->next_check = now + b->check_ns;
+			if (check(call, e, true, &result, reply) == 0)
+				break;
+		}
 		if (now >= until)
 			return MSGBUS_EAGAIN; /* still in flight; the call stays valid */
-		if (now < spin_until) {
-			mb_cpu_relax();
-			continue;
-		}
 		uint32_t v = mb_ec_prepare(&e->ec);
 		if (check(call, e, false, &result, reply) == 0)
 			break;

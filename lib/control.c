@@ -112,6 +112,7 @@ static void add_matching_cursors(msgbus_bus *b, uint32_t t, const char *s, size_
 			continue;
 		atomic_store(&c->release, 0);
 		atomic_store(&c->gen, MB_SUBW_GEN(w));
+		atomic_fetch_or(&mb_topic_at(b, t)->cursor_mask[i / 64], 1ull << (i % 64));
 	}
 }
 
@@ -127,6 +128,8 @@ static void topic_create(msgbus_bus *b, uint32_t t, const char *s, size_t len, u
 	tp->name_hash = hash;
 	atomic_store(&tp->tail, 0);
 	atomic_store(&tp->gate, 0);
+	for (uint32_t i = 0; i < MB_MAX_SUBS / 64; i++)
+		atomic_store(&tp->cursor_mask[i], 0);
 	uint64_t n = b->cfg.ring_slots;
 	for (uint64_t p = 0; p < n; p++)
 		atomic_store(&mb_slot_at(b, t, p)->stamp, mb_stamp(p - n, 0, MB_ST_ABORTED));

@@ -114,6 +114,9 @@ struct mb_topic {
 	_Alignas(MB_LINE) _Atomic uint64_t gate;  /* cached minimum release */
 	_Alignas(MB_LINE) _Atomic uint32_t data_ec;  /* readers park here */
 	_Alignas(MB_LINE) _Atomic uint32_t space_ec; /* publishers park here */
+	/* Subscription slots that ever had a cursor here: the gate scans
+	 * only these. */
+	_Alignas(MB_LINE) _Atomic uint64_t cursor_mask[MB_MAX_SUBS / 64];
 };
 
 /*

@@ -20,9 +20,14 @@ static void store_release(msgbus_sub *sub, uint32_t ti, uint64_t rel)
 {
 	msgbus_bus *b = sub->bus;
 	uint32_t t = sub->tl[ti].t;
-	atomic_store_explicit(&mb_cursor_at(b, t, sub->slot)->release, rel, memory_order_release);
-	if (!sub->lossy) /* lossy cursors never gate: nobody waits on them */
-		mb_ec_signal(&mb_topic_at(b, t)->space_ec);
+	struct mb_cursor *c = mb_cursor_at(b, t, sub->slot);
+	if (sub->lossy) { /* lossy cursors never gate: nobody waits on them */
+		atomic_store_explicit(&c->release, rel, memory_order_release);
+		return;
+	}
+	/* seq_cst: ordered before the eventcount load in the signal. */
+	atomic_store_explicit(&c->release, rel, memory_order_seq_cst);
+	mb_ec_signal(&mb_topic_at(b, t)->space_ec);
 }
 
 /* Skip forward after being lapped, counting what was lost. */
@@ -127,7 +132,10 @@ static int deliver(msgbus_sub *sub, uint32_t ti, uint64_t stamp)
 	sub->msg.origin = origin;
 	st->next = pos + 1;
 	sub->held = true;
-	atomic_fetch_add_explicit(&sub->delivered, 1, memory_order_relaxed);
+	/* Only this thread writes it: no read-modify-write needed. */
+	atomic_store_explicit(&sub->delivered,
+	                      atomic_load_explicit(&sub->delivered, memory_order_relaxed) + 1,
+	                      memory_order_relaxed);
 	return 0;
 }
 
@@ -177,26 +185,22 @@ void mb_sub_wake(msgbus_sub *sub)
 int mb_sub_take(msgbus_sub *sub, uint64_t deadline)
 {
 	msgbus_bus *b = sub->bus;
-	uint64_t spin_until = 0, next_check = 0;
+	uint64_t next_check = 0;
+	struct mb_spin spin = { 0, 0 };
 	for (;;) {
 		int64_t owner;
 		int rc = try_take(sub, &owner);
 		if (rc != MSGBUS_EAGAIN)
 			return rc;
-		if (atomic_load(&sub->stop))
-			return MSGBUS_ECLOSED;
 		if (deadline == MB_NO_WAIT)
 			return MSGBUS_EAGAIN;
+		if (mb_spinning(&spin, b->spin_ns))
+			continue;
+		if (atomic_load(&sub->stop))
+			return MSGBUS_ECLOSED;
 		uint64_t now = mb_now_ns();
 		if (now >= deadline)
 			return MSGBUS_ETIMEDOUT;
-		if (!spin_until)
-			spin_until = now + b->spin_ns;
-		if (now < spin_until) {
-			for (int i = 0; i < 32; i++)
-				mb_cpu_relax();
-			continue;
-		}
 		uint64_t until = deadline;
 		if (owner >= 0) {
 			/* A writer holds the head: if it died, reaping it

@@ -16,6 +16,17 @@ uint64_t mb_ring_gate(msgbus_bus *b, uint32_t t)
 	uint64_t tail = atomic_load(&tp->tail);
 	uint64_t g = tail;
 	for (uint32_t s = 0; s < b->cfg.max_subs; s++) {
+		if (s % 64 == 0) {
+			uint64_t m = atomic_load_explicit(&tp->cursor_mask[s / 64],
+			                                  memory_order_acquire);
+			if (!m) {
+				s += 63;
+				continue;
+			}
+		}
+		if (!(atomic_load_explicit(&tp->cursor_mask[s / 64], memory_order_relaxed) >>
+		      (s % 64) & 1))
+			continue;
 		struct mb_cursor *c = mb_cursor_at(b, t, s);
 		uint64_t cg = atomic_load_explicit(&c->gen, memory_order_acquire);
 		if (!cg)
@@ -55,7 +66,8 @@ static void check_laggards(msgbus_bus *b, uint32_t t, uint64_t gate)
 }
 
 struct waiter {
-	uint64_t deadline, spin_until, next_check;
+	uint64_t deadline, next_check;
+	struct mb_spin spin;
 };
 
 /* One round of waiting for space; 0 to retry, or an error. */
@@ -65,18 +77,11 @@ static int wait_space(msgbus_bus *b, uint32_t t, uint64_t tail, struct waiter *w
 	uint64_t n = b->cfg.ring_slots;
 	if (w->deadline == MB_NO_WAIT)
 		return MSGBUS_EAGAIN;
+	if (mb_spinning(&w->spin, b->spin_ns))
+		return 0;
 	uint64_t now = mb_now_ns();
-	if (!w->spin_until) {
-		w->spin_until = now + b->spin_ns;
-		w->next_check = w->spin_until;
-	}
 	if (now >= w->deadline)
 		return MSGBUS_ETIMEDOUT;
-	if (now < w->spin_until) {
-		for (int i = 0; i < 64; i++)
-			mb_cpu_relax();
-		return 0;
-	}
 	if (now >= w->next_check) {
 		check_laggards(b, t, atomic_load(&tp->gate));
 		w->next_check = now + b->check_ns;
@@ -93,7 +98,7 @@ int mb_ring_claim(msgbus_bus *b, uint32_t t, uint64_t deadline, uint64_t *pos)
 {
 	struct mb_topic *tp = mb_topic_at(b, t);
 	uint64_t n = b->cfg.ring_slots;
-	struct waiter w = { deadline, 0, 0 };
+	struct waiter w = { deadline, 0, { 0, 0 } };
 	for (;;) {
 		uint64_t tail = atomic_load_explicit(&tp->tail, memory_order_acquire);
 		uint64_t gate = atomic_load_explicit(&tp->gate, memory_order_acquire);
@@ -146,8 +151,9 @@ void mb_ring_commit(msgbus_bus *b, uint32_t t, uint64_t pos)
 {
 	struct mb_topic *tp = mb_topic_at(b, t);
 	struct mb_slot *sl = mb_slot_at(b, t, pos);
-	/* Release: the payload and header are visible before the stamp. */
+	/* seq_cst (includes release): the payload is visible before the
+	 * stamp, and the store is ordered before the eventcount loads. */
 	atomic_store_explicit(&sl->stamp, mb_stamp(pos, b->self, MB_ST_COMMITTED),
-	                      memory_order_release);
+	                      memory_order_seq_cst);
 	mb_ec_signal2(&tp->data_ec, &b->hdr->any_ec);
 }

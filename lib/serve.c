@@ -254,25 +254,22 @@ static int service_take(msgbus_service *svc, msgbus_req **req, uint64_t deadline
 {
 	msgbus_bus *b = svc->bus;
 	_Atomic uint32_t *ec = &mb_topic_at(b, svc->t)->data_ec;
-	uint64_t spin_until = 0, next_check = 0;
+	uint64_t next_check = 0;
+	struct mb_spin spin = { 0, 0 };
 	for (;;) {
 		int64_t owner;
 		int rc = try_take(svc, req, &owner);
 		if (rc != MSGBUS_EAGAIN)
 			return rc;
-		if (atomic_load(&svc->stop))
-			return MSGBUS_ECLOSED;
 		if (deadline == 0)
 			return MSGBUS_EAGAIN;
+		if (mb_spinning(&spin, b->spin_ns))
+			continue;
+		if (atomic_load(&svc->stop))
+			return MSGBUS_ECLOSED;
 		uint64_t now = mb_now_ns();
 		if (now >= deadline)
 			return MSGBUS_ETIMEDOUT;
-		if (!spin_until)
-			spin_until = now + b->spin_ns;
-		if (now < spin_until) {
-			mb_cpu_relax();
-			continue;
-		}
 		uint64_t until = deadline;
 		if (owner >= 0) {
 			if (now >= next_check) {

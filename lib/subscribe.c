@@ -56,6 +56,7 @@ void mb_join_topics(msgbus_bus *b, uint32_t slot, uint32_t gen, bool queue,
 		struct mb_cursor *c = mb_cursor_at(b, t, slot);
 		atomic_store(&c->release, atomic_load(&tp->tail));
 		atomic_store(&c->gen, gen);
+		atomic_fetch_or(&tp->cursor_mask[slot / 64], 1ull << (slot % 64));
 		/* A publisher whose gate did not see us yet can only reuse
 		 * slots below the tail it saw, which is at most this one. */
 		atomic_store(&c->release, atomic_load(&tp->tail));

@@ -21,45 +21,46 @@
 #endif
 
 /*
- * Orders a prior store (a commit, a release) before the load of an
- * eventcount, pairing with the waiter's fetch_or before its re-check.
- * ThreadSanitizer ignores standalone fences, so its builds use an RMW.
+ * Wake every sleeper. The caller made its state change (a commit, a
+ * release) with a seq_cst store; this seq_cst load pairs with the waiter's
+ * seq_cst fetch_or and re-check (Dekker): either we see WAITERS, or the
+ * waiter sees our change. On x86 that is one xchg and a plain load, where a
+ * separate fence would cost an mfence.
  */
-static inline uint32_t mb_ec_load_after_store(_Atomic uint32_t *ec)
-{
-#ifdef MB_TSAN
-	return atomic_fetch_add_explicit(ec, 0, memory_order_seq_cst);
-#else
-	atomic_thread_fence(memory_order_seq_cst);
-	return atomic_load_explicit(ec, memory_order_relaxed);
-#endif
-}
-
-/* Wake every sleeper; call after the state change the sleepers wait for. */
 static inline void mb_ec_signal(_Atomic uint32_t *ec)
 {
-	if (mb_ec_load_after_store(ec) & MB_EC_WAITERS) {
+	if (atomic_load_explicit(ec, memory_order_seq_cst) & MB_EC_WAITERS) {
 		atomic_fetch_and_explicit(ec, ~MB_EC_WAITERS, memory_order_relaxed);
 		atomic_fetch_add_explicit(ec, 1, memory_order_release);
 		mb_futex_wake_all(ec);
 	}
 }
 
-/* Signal two eventcounts after one store, paying for one fence. */
 static inline void mb_ec_signal2(_Atomic uint32_t *a, _Atomic uint32_t *b)
 {
-#ifdef MB_TSAN
 	mb_ec_signal(a);
 	mb_ec_signal(b);
-#else
-	atomic_thread_fence(memory_order_seq_cst);
-	uint32_t va = atomic_load_explicit(a, memory_order_relaxed);
-	uint32_t vb = atomic_load_explicit(b, memory_order_relaxed);
-	if ((va | vb) & MB_EC_WAITERS) {
-		mb_ec_signal(a);
-		mb_ec_signal(b);
+}
+
+/* Spin phase of a wait: true while it lasts. Reads the clock only every
+ * 64 rounds (a read costs tens of ns) and pauses once per round, so a
+ * spinning waiter sees a new message within a few tens of ns. */
+struct mb_spin {
+	uint64_t until;
+	unsigned rounds;
+};
+
+static inline bool mb_spinning(struct mb_spin *s, uint64_t spin_ns)
+{
+	if (s->rounds++ % 64 == 0) {
+		uint64_t now = mb_now_ns();
+		if (!s->until)
+			s->until = now + spin_ns;
+		else if (now >= s->until)
+			return false;
 	}
-#endif
+	mb_cpu_relax();
+	return true;
 }
 
 /* Wake unconditionally (a closing handle, a reclaimed peer). */
