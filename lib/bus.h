@@ -111,10 +111,11 @@ static inline void *mb_bufdata_at(msgbus_bus *b, uint32_t i)
 	return (char *)b->seg.base + b->geo.bufdata + (uint64_t)i * b->geo.buf_stride;
 }
 
-/* Absolute deadline in ns from a timeout in ms (-1 = none). */
-static inline uint64_t mb_deadline(uint64_t now, int timeout_ms)
+/* Absolute deadline in ns from a timeout in ms (-1 = none). The clock is
+ * read only when there is a timeout: publish(-1) is on the hot path. */
+static inline uint64_t mb_deadline(int timeout_ms)
 {
-	return timeout_ms < 0 ? UINT64_MAX : now + (uint64_t)timeout_ms * 1000000u;
+	return timeout_ms < 0 ? UINT64_MAX : mb_now_ns() + (uint64_t)timeout_ms * 1000000u;
 }
 
 /* live.c: participants, liveness and reclaiming the dead. */

@@ -77,7 +77,7 @@ int msgbus_call_start(msgbus_bus *bus, const char *service, const void *data, si
 	call->bus = bus;
 	call->slot = slot;
 	call->corr = atomic_fetch_add(&bus->corr, 1);
-	call->deadline = mb_deadline(mb_now_ns(), timeout_ms);
+	call->deadline = mb_deadline(timeout_ms);
 	call->next_check = mb_now_ns() + bus->check_ns;
 	snprintf(call->service, sizeof(call->service), "%s", service);
 	pthread_mutex_lock(&bus->lock);
@@ -202,8 +202,7 @@ int msgbus_call_wait(msgbus_call *call, msgbus_msg **reply, int timeout_ms)
 		return MSGBUS_EINVAL;
 	msgbus_bus *b = call->bus;
 	struct mb_call *e = mb_call_at(b, b->self, call->entry);
-	uint64_t start = mb_now_ns();
-	uint64_t until = timeout_ms == 0 ? 0 : mb_deadline(start, timeout_ms);
+	uint64_t until = timeout_ms == 0 ? 0 : mb_deadline(timeout_ms);
 	struct mb_spin spin = { 0, 0 };
 	int result;
 	for (;;) {

@@ -8,7 +8,7 @@
 
 uint64_t mb_publish_deadline(int timeout_ms)
 {
-	return timeout_ms == 0 ? MB_NO_WAIT : mb_deadline(mb_now_ns(), timeout_ms);
+	return timeout_ms == 0 ? MB_NO_WAIT : mb_deadline(timeout_ms);
 }
 
 /* Argument checks shared by publish and commit; finds or creates the topic. */

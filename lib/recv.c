@@ -21,13 +21,36 @@ static void store_release(msgbus_sub *sub, uint32_t ti, uint64_t rel)
 	msgbus_bus *b = sub->bus;
 	uint32_t t = sub->tl[ti].t;
 	struct mb_cursor *c = mb_cursor_at(b, t, sub->slot);
-	if (sub->lossy) { /* lossy cursors never gate: nobody waits on them */
-		atomic_store_explicit(&c->release, rel, memory_order_release);
+	atomic_store_explicit(&c->release, rel, memory_order_release);
+	if (sub->lossy)
+		return; /* lossy cursors never gate: nobody waits on them */
+	/*
+	 * A fence per message would halve throughput, so this check is
+	 * unordered: a publisher that starts waiting at this very moment may
+	 * be missed. It is then seen at our next release, or at the ordered
+	 * flush before we sleep (flush_releases), or by the publisher's own
+	 * periodic re-check: late, never lost.
+	 */
+	_Atomic uint32_t *ec = &mb_topic_at(b, t)->space_ec;
+	if (atomic_load_explicit(ec, memory_order_relaxed) & MB_EC_WAITERS)
+		mb_ec_signal(ec);
+}
+
+/* Before sleeping: make our releases visible in order with the wake checks
+ * (seq_cst store, then seq_cst load), so no publisher sleeps on them. */
+static void flush_releases(msgbus_sub *sub)
+{
+	msgbus_bus *b = sub->bus;
+	if (sub->lossy)
 		return;
+	for (uint32_t i = 0; i < sub->ntopics; i++) {
+		uint32_t t = sub->tl[i].t;
+		struct mb_cursor *c = mb_cursor_at(b, t, sub->slot);
+		atomic_store_explicit(&c->release,
+		                      atomic_load_explicit(&c->release, memory_order_relaxed),
+		                      memory_order_seq_cst);
+		mb_ec_signal(&mb_topic_at(b, t)->space_ec);
 	}
-	/* seq_cst: ordered before the eventcount load in the signal. */
-	atomic_store_explicit(&c->release, rel, memory_order_seq_cst);
-	mb_ec_signal(&mb_topic_at(b, t)->space_ec);
 }
 
 /* Skip forward after being lapped, counting what was lost. */
@@ -213,6 +236,7 @@ int mb_sub_take(msgbus_sub *sub, uint64_t deadline)
 			if (next_check < until)
 				until = next_check;
 		}
+		flush_releases(sub);
 		_Atomic uint32_t *ec = wait_word(sub);
 		uint32_t v = mb_ec_prepare(ec);
 		rc = try_take(sub, &owner);
@@ -230,7 +254,7 @@ int msgbus_recv(msgbus_sub *sub, msgbus_msg **msg, int timeout_ms)
 		return MSGBUS_EINVAL;
 	if (sub->held)
 		return MSGBUS_EBUSY;
-	uint64_t deadline = timeout_ms == 0 ? MB_NO_WAIT : mb_deadline(mb_now_ns(), timeout_ms);
+	uint64_t deadline = timeout_ms == 0 ? MB_NO_WAIT : mb_deadline(timeout_ms);
 	int rc = mb_sub_take(sub, deadline);
 	if (!rc)
 		*msg = &sub->msg;

@@ -294,7 +294,7 @@ int msgbus_service_recv(msgbus_service *svc, msgbus_req **req, int timeout_ms)
 {
 	if (!svc || !req || svc->cb)
 		return MSGBUS_EINVAL;
-	return service_take(svc, req, timeout_ms == 0 ? 0 : mb_deadline(mb_now_ns(), timeout_ms));
+	return service_take(svc, req, timeout_ms == 0 ? 0 : mb_deadline(timeout_ms));
 }
 
 static void *serve_thread(void *arg)

@@ -33,7 +33,8 @@ struct mb_frame {
 
 /*
  * Check a frame header in buf (at least MB_WIRE_HDR bytes). 0 and
- * *type and *body_len, or MSGBUS_EPROTO with *why set to a static reason.
+ * *type and *body_len, or MSGBUS_EPROTO with *why set to a static reason
+ * (*why is written only on error, *type and *body_len only on success).
  * max_frame is our own limit (above MB_WIRE_MAX_FRAME counts as that).
  * Besides the header rules, a body_len that no body of the type can have
  * (HELLO other than 16, PING/PONG other than 8, SUB..UNSERVE above 257) is
@@ -44,9 +45,10 @@ int mb_wire_header(const uint8_t *buf, uint32_t max_frame, uint8_t *type, uint32
 
 /*
  * Decode and validate a body of len bytes (body may be NULL when len is 0).
- * 0, or MSGBUS_EPROTO and *why. Nothing is allocated: f->payload points
- * into body (NULL when payload_len is 0), names are copied into f->name.
- * Fields the type does not carry are 0. On error *f is unspecified.
+ * 0, or MSGBUS_EPROTO and *why (written only on error). Nothing is
+ * allocated: f->payload points into body (NULL when payload_len is 0),
+ * names are copied into f->name. Fields the type does not carry are 0.
+ * On error *f is unspecified.
  */
 int mb_wire_decode(uint8_t type, const uint8_t *body, uint32_t len, struct mb_frame *f,
                    const char **why);
