@@ -197,6 +197,33 @@ bench: $(BENCHES)
 bench-run: $(BENCHES)
 	$(Q)for b in $(BENCHES); do echo "== $$b"; MSGBUS_BUILD_DIR=$(B) $$b || exit 1; done
 
+# ---- fuzzing: the wire codec under libFuzzer (clang only) --------------------
+#
+#   make fuzz [FUZZ_SECONDS=30]
+# Fuzzes a copy of tests/fuzz/corpus_wire, so the seeds in git stay as they
+# are; a crashing input is saved as $(B)/fuzz/crash-*. UBSan findings abort
+# too, or libFuzzer would only print them.
+
+FUZZ_SECONDS ?= 30
+FUZZ_CC ?= clang
+FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+	-std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror
+FUZZ_BIN := $(B)/fuzz/fuzz_wire
+
+.PHONY: fuzz
+
+$(FUZZ_BIN): tests/fuzz/fuzz_wire.c lib/wire.c lib/subject.c $(wildcard lib/*.h) include/msgbus.h
+	@mkdir -p $(@D)
+	$(call msg,FUZZCC,$@)
+	$(Q)$(FUZZ_CC) $(FUZZ_FLAGS) -Iinclude -Ilib -o $@ tests/fuzz/fuzz_wire.c lib/wire.c lib/subject.c
+
+fuzz: $(FUZZ_BIN)
+	$(Q)rm -rf $(B)/fuzz/corpus && mkdir -p $(B)/fuzz/corpus
+	$(Q)cp tests/fuzz/corpus_wire/* $(B)/fuzz/corpus/
+	$(call msg,FUZZ,$(FUZZ_BIN) for $(FUZZ_SECONDS)s)
+	$(Q)$(FUZZ_BIN) -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+		-artifact_prefix=$(B)/fuzz/ $(B)/fuzz/corpus
+
 # ---- install -----------------------------------------------------------------
 
 install: $(STATIC) $(SHARED)

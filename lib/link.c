@@ -173,12 +173,26 @@ static int send_name(struct mb_conn *c, uint8_t type, const char *name)
 	return send_frame(c, &f, false);
 }
 
+/* Send a reply; statuses version 1 cannot carry (an OS error) become
+ * EPROTO, and a reply too large for the peer becomes EMSGSIZE, so the
+ * remote requester is always answered. */
 static int send_rep(struct mb_conn *c, uint32_t id, int status, const void *data, size_t len)
 {
+	if (status < 0 || status > MSGBUS_ENOENT)
+		status = MSGBUS_EPROTO;
 	struct mb_frame f = { .type = MB_F_REP, .id = id, .arg = (uint32_t)status };
-	f.payload = data;
-	f.payload_len = (uint32_t)len;
-	return send_frame(c, &f, true);
+	if (!status) {
+		f.payload = data;
+		f.payload_len = (uint32_t)len;
+	}
+	int rc = send_frame(c, &f, true);
+	if (rc == MSGBUS_EMSGSIZE) {
+		f.arg = MSGBUS_EMSGSIZE;
+		f.payload = NULL;
+		f.payload_len = 0;
+		rc = send_frame(c, &f, true);
+	}
+	return rc;
 }
 
 /* ---- interest ------------------------------------------------------------- */
@@ -355,7 +369,8 @@ static void forward_request(msgbus_req *req, void *arg)
 	memcpy(f.name, rs->name, f.name_len + 1u);
 	f.payload = msgbus_req_data(req);
 	f.payload_len = (uint32_t)msgbus_req_len(req);
-	if (send_frame(c, &f, true) == 0)
+	int rc = send_frame(c, &f, true);
+	if (rc == 0)
 		return;
 	pthread_mutex_lock(&c->lock);
 	if (c->pending[slot] == req)
@@ -364,15 +379,18 @@ static void forward_request(msgbus_req *req, void *arg)
 		req = NULL; /* answered meanwhile */
 	pthread_mutex_unlock(&c->lock);
 	if (req)
-		mb_respond_error(req, MSGBUS_EPEERDIED);
+		mb_respond_error(req, rc == MSGBUS_EMSGSIZE ? MSGBUS_EMSGSIZE : MSGBUS_EPEERDIED);
 }
 
 static void on_rep(struct mb_conn *c, const struct mb_frame *f)
 {
 	uint32_t slot = f->id % PENDING;
 	pthread_mutex_lock(&c->lock);
-	msgbus_req *req = c->pending_id[slot] == f->id ? c->pending[slot] : NULL;
-	c->pending[slot] = NULL;
+	msgbus_req *req = NULL;
+	if (c->pending_id[slot] == f->id) { /* a late or bogus id matches nothing */
+		req = c->pending[slot];
+		c->pending[slot] = NULL;
+	}
 	pthread_mutex_unlock(&c->lock);
 	if (!req)
 		return; /* it timed out here already */

@@ -51,6 +51,7 @@ int main(void)
 	srunner_add_suite(sr, suite_crash());
 	srunner_add_suite(sr, suite_corrupt());
 	srunner_add_suite(sr, suite_reqrep());
+	srunner_add_suite(sr, suite_wire());
 
 	srunner_run_all(sr, CK_ENV);
 	int failed = srunner_ntests_failed(sr);

@@ -36,6 +36,7 @@ Suite *suite_flow(void);
 Suite *suite_crash(void);
 Suite *suite_corrupt(void);
 Suite *suite_reqrep(void);
+Suite *suite_wire(void);
 
 /* Defined in check_main.c. */
 extern pid_t tu_run_pid;    /* pid of the runner, prefix of every bus name */
