@@ -83,6 +83,7 @@ static inline struct mb_part *mb_part_at(msgbus_bus *b, uint32_t i)
 }
 static inline struct mb_call *mb_call_at(msgbus_bus *b, uint32_t part, uint32_t i)
 {
+	/* NOLINTNEXTLINE(bugprone-implicit-widening-of-multiplication-result): part < 512 */
 	return (struct mb_call *)((char *)b->seg.base + b->geo.calls) + part * MB_CALLS + i;
 }
 static inline struct mb_subslot *mb_subslot_at(msgbus_bus *b, uint32_t i)

@@ -56,6 +56,7 @@ struct mb_conn {
 	pthread_mutex_t wlock; /* one writer at a time on the socket */
 	uint8_t *txbuf;
 	size_t txlen;
+	uint32_t txmsgs; /* MSG frames in txbuf: sent once written, else lost */
 	uint64_t last_tx_ns;
 	uint32_t peer_max_frame;
 
@@ -121,7 +122,9 @@ static int flush_locked(struct mb_conn *c)
 	int rc = 0;
 	if (c->txlen)
 		rc = mb_sock_write2(c->fd, c->txbuf, c->txlen, NULL, 0);
+	atomic_fetch_add(rc ? &c->ls->undelivered : &c->ls->sent, c->txmsgs);
 	c->txlen = 0;
+	c->txmsgs = 0;
 	if (rc)
 		atomic_store(&c->down, true);
 	return rc;
@@ -144,12 +147,15 @@ static int send_frame(struct mb_conn *c, struct mb_frame *f, bool now)
 		if (f->payload_len)
 			memcpy(c->txbuf + c->txlen + hl, f->payload, f->payload_len);
 		c->txlen += hl + f->payload_len;
+		c->txmsgs += f->type == MB_F_MSG;
 		if (now || c->txlen > TXBUF / 2)
 			rc = flush_locked(c);
 	} else {
 		rc = flush_locked(c);
 		if (!rc)
 			rc = mb_sock_write2(c->fd, head, hl, f->payload, f->payload_len);
+		if (f->type == MB_F_MSG)
+			atomic_fetch_add(rc ? &c->ls->undelivered : &c->ls->sent, 1);
 		if (rc)
 			atomic_store(&c->down, true);
 	}
@@ -282,6 +288,7 @@ static void *tx_main(void *arg)
 	struct names adv_subs = { 0 }, adv_svcs = { 0 };
 	uint32_t seen = atomic_load(&c->lb->hdr->interest_gen) - 1;
 	msgbus_sub *proxy = NULL;
+	bool logged = false;
 	while (!atomic_load(&c->down)) {
 		uint32_t gen = atomic_load(&c->lb->hdr->interest_gen);
 		if (gen != seen) {
@@ -292,8 +299,12 @@ static void *tx_main(void *arg)
 		uint32_t wanted = c->rsubs.n;
 		pthread_mutex_unlock(&c->lock);
 		/* Follow the bus only while the peer wants something. */
-		if (wanted && !proxy && msgbus_subscribe(c->lb, ">", 0, &proxy))
+		if (wanted && !proxy && msgbus_subscribe(c->lb, ">", 0, &proxy)) {
 			proxy = NULL;
+			if (!logged)
+				link_log(c, "cannot follow the bus", "no free subscription slot");
+			logged = true;
+		}
 		if (!wanted && proxy) {
 			msgbus_unsubscribe(proxy);
 			proxy = NULL;
@@ -319,10 +330,9 @@ static void *tx_main(void *arg)
 			memcpy(f.name, m->subject, f.name_len + 1u);
 			f.payload = m->data;
 			f.payload_len = (uint32_t)m->len;
-			if (send_frame(c, &f, false) == 0)
-				atomic_fetch_add(&c->ls->sent, 1);
-			else
-				atomic_fetch_add(&c->ls->undelivered, 1);
+			if (send_frame(c, &f, false) == MSGBUS_EMSGSIZE)
+				atomic_fetch_add(&c->ls->undelivered, 1); /* too large for the peer */
+			/* otherwise counted sent or undelivered once written */
 		}
 		msgbus_msg_release(m);
 	}
@@ -494,6 +504,7 @@ static void on_serve(struct mb_conn *c, const char *name, bool on)
 	if (!on)
 		return;
 	struct rsvc *rs = calloc(1, sizeof(*rs));
+	/* NOLINTNEXTLINE(bugprone-sizeof-expression): v is an array of pointers */
 	struct rsvc **v = rs ? realloc(c->rsvcs, (c->nrsvcs + 1) * sizeof(*v)) : NULL;
 	if (!v) {
 		free(rs);
@@ -678,15 +689,15 @@ static void conn_free(struct mb_conn *c)
 	free(c);
 }
 
-void mb_conn_run(struct mb_links *ls, int fd, const char *peer, char ***wanted,
-                 uint32_t *nwanted)
+bool mb_conn_run(struct mb_links *ls, int fd, const char *peer, char ***wanted,
+                 uint32_t *nwanted, bool again)
 {
 	struct mb_conn *c = calloc(1, sizeof(*c));
 	struct reader r = { 0 };
 	if (!c) {
 		mb_sock_shutdown(fd);
 		mb_close_fd(fd);
-		return;
+		return false;
 	}
 	c->ls = ls;
 	c->fd = fd;
@@ -706,6 +717,8 @@ void mb_conn_run(struct mb_links *ls, int fd, const char *peer, char ***wanted,
 			if (pthread_create(&c->rr, NULL, rr_main, c) == 0) {
 				threads = true;
 				atomic_fetch_add(&ls->up, 1);
+				if (again)
+					atomic_fetch_add(&ls->reconnects, 1);
 				struct mb_frame f;
 				while (!atomic_load(&c->down) && next_frame(c, &r, max_frame, &f) &&
 				       on_frame(c, &f))
@@ -731,6 +744,7 @@ void mb_conn_run(struct mb_links *ls, int fd, const char *peer, char ***wanted,
 	}
 	free(r.buf);
 	conn_free(c);
+	return threads;
 }
 
 void mb_conns_count(struct mb_links *ls, uint32_t *subs, uint32_t *svcs)

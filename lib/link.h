@@ -31,8 +31,9 @@ struct mb_links {
 /* Run one connection on fd until it drops or the bus closes; closes fd.
  * wanted (optional) receives the peer's subscription patterns at the end,
  * so a reconnecting side can count what it cannot deliver meanwhile. */
-void mb_conn_run(struct mb_links *ls, int fd, const char *peer, char ***wanted,
-                 uint32_t *nwanted);
+bool mb_conn_run(struct mb_links *ls, int fd, const char *peer, char ***wanted,
+                 uint32_t *nwanted, bool again); /* true if the handshake completed;
+                                                  * again: count it as a reconnect */
 void mb_conn_register(struct mb_links *ls, struct mb_conn *c, int fd);
 void mb_conn_unregister(struct mb_links *ls, struct mb_conn *c);
 void mb_conn_shutdown_all(struct mb_links *ls);

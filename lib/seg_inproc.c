@@ -40,6 +40,7 @@ static int inproc_open(struct mb_seg *seg, const char *name, const struct mb_con
 		ip = calloc(1, sizeof(*ip));
 		if (ip)
 			ip->owned = calloc(want->max_participants, 1);
+		/* NOLINTNEXTLINE(bugprone-branch-clone): a failed map is out of memory too */
 		if (!ip || !ip->owned) {
 			rc = MSGBUS_ENOMEM;
 		} else if ((rc = mb_map(-1, g.size, &ip->base)) != 0) {

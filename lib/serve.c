@@ -41,6 +41,7 @@ int mb_service_topic(msgbus_bus *b, const char *service, bool create, uint32_t *
 	if (!b || mb_subject_check(service, &len, false, &wild) ||
 	    len + MB_SVC_PREFIX_LEN > MB_SUBJECT_MAX)
 		return MSGBUS_EINVAL;
+	/* NOLINTNEXTLINE(bugprone-not-null-terminated-result): the next copy ends in NUL */
 	memcpy(subject, MB_SVC_PREFIX, MB_SVC_PREFIX_LEN);
 	memcpy(subject + MB_SVC_PREFIX_LEN, service, len + 1);
 	len += MB_SVC_PREFIX_LEN;
@@ -61,8 +62,16 @@ int mb_service_slot(msgbus_bus *b, uint32_t t, uint32_t *slot)
 	return MSGBUS_ENOENT;
 }
 
+static bool is_bridge(msgbus_bus *b, uint32_t idx)
+{
+	return idx < b->cfg.max_participants &&
+	       (atomic_load(&mb_part_at(b, idx)->flags) & MB_PARTF_BRIDGE);
+}
+
 bool mb_service_has_workers(msgbus_bus *b, uint32_t slot, bool check)
 {
+	/* A link's own requests may only go to local workers (one hop). */
+	bool local_only = is_bridge(b, b->self);
 	struct mb_subslot *ss = mb_subslot_at(b, slot);
 	uint32_t n = b->cfg.max_participants;
 	for (uint32_t i = 0; i < (n + 63) / 64; i++) {
@@ -72,6 +81,8 @@ bool mb_service_has_workers(msgbus_bus *b, uint32_t slot, bool check)
 			m &= m - 1;
 			if (idx >= n)
 				break;
+			if (local_only && is_bridge(b, idx))
+				continue;
 			if (!check || mb_part_alive(b, idx))
 				return true;
 		}
@@ -220,6 +231,13 @@ static int try_take(msgbus_service *svc, msgbus_req **req, int64_t *claimed_owne
 		                                    mb_stamp(pos, b->self, MB_ST_TAKEN)))
 			continue;
 		msgbus_req *rq = copy_out(b, sl);
+		if (rq && is_bridge(b, b->self) && is_bridge(b, rq->hdr.from)) {
+			/* A link never forwards what another link brought in:
+			 * put it back for a local worker (one hop, no bouncing). */
+			atomic_store(&sl->stamp, s);
+			free(rq);
+			continue;
+		}
 		mb_crash_point("mid_take");
 		/* Tell the requester who has it, so it can watch us, before the
 		 * slot is consumed: if we die first, the slot goes back to the
@@ -375,6 +393,7 @@ static int respond(msgbus_req *req, const void *data, size_t len, int err)
 			/* Tell the requester now rather than let it wait. */
 			buf = MB_CALL_ERROR;
 			len = MSGBUS_ELIMIT;
+			rc = MSGBUS_ELIMIT; /* and the requester gets the same */
 		} else {
 			memcpy(mb_bufdata_at(b, buf), data, len);
 			atomic_store(&mb_bufctl_at(b, buf)->state, MB_BUF_LOANED(from));

@@ -86,7 +86,7 @@ static struct mb_links *links_of(msgbus_bus *b)
 static void *accepted_main(void *arg)
 {
 	struct mb_accepted *a = arg;
-	mb_conn_run(a->ls, a->fd, a->peer, NULL, NULL);
+	mb_conn_run(a->ls, a->fd, a->peer, NULL, NULL, false);
 	atomic_store(&a->done, true);
 	return NULL;
 }
@@ -211,6 +211,7 @@ static void *connector_main(void *arg)
 	char **wanted = NULL;
 	uint32_t nwanted = 0;
 	bool was_up = false;
+	msgbus_bus *watch_bus = NULL;
 	msgbus_sub *watch = NULL;
 	uint64_t dropped_seen = 0;
 	while (!atomic_load(&ls->closing)) {
@@ -225,13 +226,22 @@ static void *connector_main(void *arg)
 				free(wanted[i]);
 			free(wanted);
 			wanted = NULL;
-			if (was_up)
-				atomic_fetch_add(&ls->reconnects, 1);
+			nwanted = 0;
+			if (!mb_conn_run(ls, fd, cn->peer, &wanted, &nwanted, was_up)) {
+				backoff_sleep(ls, delay); /* refused at the handshake */
+				delay = delay * 2 > 2000 ? 2000 : delay * 2;
+				continue;
+			}
 			was_up = true;
 			delay = 50;
-			mb_conn_run(ls, fd, cn->peer, &wanted, &nwanted);
-			if (nwanted && !atomic_load(&ls->closing) &&
-			    msgbus_subscribe(ls->bus, ">", MSGBUS_SUB_LOSSY, &watch))
+			/* Watch from a bridge handle of our own, so the watch
+			 * is not advertised to other links as local interest. */
+			if (nwanted && !atomic_load(&ls->closing) && !watch_bus &&
+			    msgbus_open(&watch_bus, ls->url, NULL) == 0)
+				atomic_fetch_or(&mb_part_at(watch_bus, watch_bus->self)->flags,
+				                MB_PARTF_BRIDGE);
+			if (nwanted && watch_bus &&
+			    msgbus_subscribe(watch_bus, ">", MSGBUS_SUB_LOSSY, &watch))
 				watch = NULL;
 			dropped_seen = 0;
 			continue;
@@ -247,8 +257,8 @@ static void *connector_main(void *arg)
 			}
 		}
 	}
-	if (watch)
-		msgbus_unsubscribe(watch);
+	if (watch_bus)
+		msgbus_close(watch_bus); /* and the watch with it */
 	for (uint32_t i = 0; i < nwanted; i++)
 		free(wanted[i]);
 	free(wanted);
