@@ -55,6 +55,8 @@ int mb_tcp_connect(const char *host, const char *port, int *fd);
 int mb_sock_wait_readable(int fd, int timeout_ms);
 /* Bytes read (> 0), 0 at end of stream, or -errno. */
 long mb_sock_read(int fd, void *buf, size_t len);
+/* The same without blocking: -EAGAIN when nothing is there. */
+long mb_sock_read_nowait(int fd, void *buf, size_t len);
 /* Write all of a then b (either may be empty); 0 or -errno. Never SIGPIPE. */
 int mb_sock_write2(int fd, const void *a, size_t alen, const void *b, size_t blen);
 void mb_sock_shutdown(int fd);

@@ -260,6 +260,12 @@ long mb_sock_read(int fd, void *buf, size_t len)
 	}
 }
 
+long mb_sock_read_nowait(int fd, void *buf, size_t len)
+{
+	ssize_t n = recv(fd, buf, len, MSG_DONTWAIT);
+	return n >= 0 ? (long)n : errno == EWOULDBLOCK || errno == EINTR ? -EAGAIN : -errno;
+}
+
 int mb_sock_write2(int fd, const void *a, size_t alen, const void *b, size_t blen)
 {
 	struct iovec iov[2] = { { (void *)a, alen }, { (void *)b, blen } };
