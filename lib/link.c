@@ -63,8 +63,10 @@ struct mb_conn {
 	uint64_t last_tx_ns;
 	uint32_t peer_max_frame;
 
-	pthread_mutex_t lock; /* remote interest, pending, calls */
+	pthread_mutex_t lock; /* remote interest, proxy, pending, calls */
 	struct names rsubs;
+	msgbus_sub *proxy; /* follows the bus once the peer wants anything;
+	                    * created by rx, read by tx */
 	struct rsvc **rsvcs;
 	uint32_t nrsvcs;
 	msgbus_req *pending[PENDING];
@@ -292,8 +294,6 @@ static void *tx_main(void *arg)
 	struct mb_conn *c = arg;
 	struct names adv_subs = { 0 }, adv_svcs = { 0 };
 	uint32_t seen = atomic_load(&c->lb->hdr->interest_gen) - 1;
-	msgbus_sub *proxy = NULL;
-	bool logged = false;
 	while (!atomic_load(&c->down)) {
 		uint32_t gen = atomic_load(&c->lb->hdr->interest_gen);
 		if (gen != seen) {
@@ -301,23 +301,17 @@ static void *tx_main(void *arg)
 			advertise(c, &adv_subs, &adv_svcs);
 		}
 		pthread_mutex_lock(&c->lock);
-		uint32_t wanted = c->rsubs.n;
+		msgbus_sub *proxy = c->proxy;
 		pthread_mutex_unlock(&c->lock);
-		/* Follow the bus only while the peer wants something. */
-		if (wanted && !proxy && msgbus_subscribe(c->lb, ">", 0, &proxy)) {
-			proxy = NULL;
-			if (!logged)
-				link_log(c, "cannot follow the bus", "no free subscription slot");
-			logged = true;
-		}
-		if (!wanted && proxy) {
-			msgbus_unsubscribe(proxy);
-			proxy = NULL;
-		}
 		msgbus_msg *m;
 		int rc = proxy ? msgbus_recv(proxy, &m, 0) : MSGBUS_EAGAIN;
-		if (rc == MSGBUS_EAGAIN && proxy && c->txlen &&
-		    mb_now_ns() - c->last_flush_ns < BATCH_NS) {
+		bool streaming = false;
+		if (rc == MSGBUS_EAGAIN && proxy) {
+			pthread_mutex_lock(&c->wlock);
+			streaming = c->txlen && mb_now_ns() - c->last_flush_ns < BATCH_NS;
+			pthread_mutex_unlock(&c->wlock);
+		}
+		if (streaming) {
 			/* Streaming (we wrote moments ago): wait a little for
 			 * more, so one write carries many messages. A lone
 			 * message, as in a ping-pong, goes out at once. */
@@ -350,14 +344,6 @@ static void *tx_main(void *arg)
 			/* otherwise counted sent or undelivered once written */
 		}
 		msgbus_msg_release(m);
-	}
-	if (proxy) {
-		/* What the peer wanted and we had not sent is lost with the
-		 * link: count it (at most the backlog). */
-		msgbus_sub_stats st;
-		if (msgbus_sub_stats_get(proxy, &st) == 0)
-			atomic_fetch_add(&c->ls->undelivered, st.backlog);
-		msgbus_unsubscribe(proxy);
 	}
 	names_clear(&adv_subs);
 	names_clear(&adv_svcs);
@@ -545,6 +531,14 @@ static bool on_frame(struct mb_conn *c, const struct mb_frame *f)
 	case MB_F_SUB:
 	case MB_F_UNSUB:
 		pthread_mutex_lock(&c->lock);
+		/* Follow the bus before the interest shows (in the statistics,
+		 * to the peer's messages): whatever is published from then on
+		 * is seen. */
+		if (f->type == MB_F_SUB && !c->proxy &&
+		    msgbus_subscribe(c->lb, ">", 0, &c->proxy)) {
+			c->proxy = NULL;
+			link_log(c, "cannot follow the bus", "no free subscription slot");
+		}
 		if (f->type == MB_F_SUB && !names_has(&c->rsubs, f->name))
 			names_add(&c->rsubs, f->name);
 		else if (f->type == MB_F_UNSUB)
@@ -763,6 +757,15 @@ bool mb_conn_run(struct mb_links *ls, int fd, const char *peer, char ***wanted,
 			if (threads)
 				pthread_join(c->rr, NULL);
 			pthread_join(c->tx, NULL);
+		}
+		if (c->proxy) {
+			/* What the peer wanted and we had not sent is lost with
+			 * the link: count it (at most the backlog). */
+			msgbus_sub_stats st;
+			if (msgbus_sub_stats_get(c->proxy, &st) == 0)
+				atomic_fetch_add(&ls->undelivered, st.backlog);
+			msgbus_unsubscribe(c->proxy);
+			c->proxy = NULL;
 		}
 		mb_conn_unregister(ls, c);
 	}
