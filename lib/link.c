@@ -550,8 +550,13 @@ static bool on_frame(struct mb_conn *c, const struct mb_frame *f)
 		on_serve(c, f->name, f->type == MB_F_SERVE);
 		return true;
 	case MB_F_MSG: {
-		/* Waiting here is the backpressure: we stop reading. */
-		int rc = msgbus_publish(c->lb, f->name, f->payload, f->payload_len, -1);
+		/* Waiting here is the backpressure: we stop reading. In
+		 * slices, so closing the bus is not held up by a full ring. */
+		int rc;
+		while ((rc = msgbus_publish(c->lb, f->name, f->payload, f->payload_len, 100)) ==
+		               MSGBUS_ETIMEDOUT &&
+		       !atomic_load(&c->down))
+			;
 		atomic_fetch_add(rc ? &c->ls->undelivered : &c->ls->received, 1);
 		return true;
 	}
@@ -713,8 +718,8 @@ static void conn_free(struct mb_conn *c)
 	free(c);
 }
 
-bool mb_conn_run(struct mb_links *ls, int fd, const char *peer, char ***wanted,
-                 uint32_t *nwanted, bool again)
+bool mb_conn_run(struct mb_links *ls, int fd, const char *peer, bool again,
+                 struct mb_watch *watch)
 {
 	struct mb_conn *c = calloc(1, sizeof(*c));
 	struct reader r = { 0 };
@@ -739,7 +744,10 @@ bool mb_conn_run(struct mb_links *ls, int fd, const char *peer, char ***wanted,
 		c->lb->spin_ns = 0;
 		uint32_t max_frame = c->lb->cfg.max_msg_size + 1024u;
 		mb_conn_register(ls, c, fd);
-		if (handshake(c, &r, max_frame) &&
+		bool shook = handshake(c, &r, max_frame);
+		if (shook && watch && watch->sub)
+			mb_watch_settle(ls, watch);
+		if (shook &&
 		    pthread_create(&c->tx, NULL, tx_main, c) == 0) {
 			if (pthread_create(&c->rr, NULL, rr_main, c) == 0) {
 				threads = true;
@@ -750,6 +758,19 @@ bool mb_conn_run(struct mb_links *ls, int fd, const char *peer, char ***wanted,
 				while (!atomic_load(&c->down) && next_frame(c, &r, max_frame, &f) &&
 				       on_frame(c, &f))
 					;
+				/* Start watching before the link counts as down:
+				 * nothing published after the drop escapes. */
+				pthread_mutex_lock(&c->lock);
+				if (watch && watch->bus && c->rsubs.n &&
+				    (watch->skip = calloc(c->lb->cfg.max_subjects, sizeof(uint64_t))) &&
+				    msgbus_subscribe(watch->bus, ">", MSGBUS_SUB_LOSSY, &watch->sub)) {
+					watch->sub = NULL;
+				}
+				if (watch && !watch->sub) {
+					free(watch->skip);
+					watch->skip = NULL;
+				}
+				pthread_mutex_unlock(&c->lock);
 				atomic_fetch_sub(&ls->up, 1);
 			}
 			atomic_store(&c->down, true);
@@ -760,24 +781,32 @@ bool mb_conn_run(struct mb_links *ls, int fd, const char *peer, char ***wanted,
 		}
 		if (c->proxy) {
 			/* What the peer wanted and we had not sent is lost with
-			 * the link: count it (at most the backlog). */
-			msgbus_sub_stats st;
-			if (msgbus_sub_stats_get(c->proxy, &st) == 0)
-				atomic_fetch_add(&ls->undelivered, st.backlog);
+			 * the link: count it. The watch skips what we drain. */
+			msgbus_msg *m;
+			while (msgbus_recv(c->proxy, &m, 0) == 0) {
+				if (!is_bridge(c->lb, m->origin) && peer_wants(c, m->subject))
+					atomic_fetch_add(&ls->undelivered, 1);
+				if (watch && watch->skip)
+					watch->skip[m->sub->tl[m->ti].t] = m->pos + 1;
+				msgbus_msg_release(m);
+			}
 			msgbus_unsubscribe(c->proxy);
 			c->proxy = NULL;
+		}
+		if (watch && watch->sub) {
+			pthread_mutex_lock(&c->lock);
+			watch->wanted = c->rsubs.v;
+			watch->nwanted = c->rsubs.n;
+			watch->dropped_seen = 0;
+			c->rsubs.v = NULL;
+			c->rsubs.n = 0;
+			pthread_mutex_unlock(&c->lock);
 		}
 		mb_conn_unregister(ls, c);
 	}
 	atomic_store(&c->down, true);
 	mb_sock_shutdown(fd);
 	mb_close_fd(fd);
-	if (wanted) {
-		*wanted = c->rsubs.v;
-		*nwanted = c->rsubs.n;
-		c->rsubs.v = NULL;
-		c->rsubs.n = 0;
-	}
 	free(r.buf);
 	conn_free(c);
 	return threads;

@@ -31,9 +31,24 @@ struct mb_links {
 /* Run one connection on fd until it drops or the bus closes; closes fd.
  * wanted (optional) receives the peer's subscription patterns at the end,
  * so a reconnecting side can count what it cannot deliver meanwhile. */
-bool mb_conn_run(struct mb_links *ls, int fd, const char *peer, char ***wanted,
-                 uint32_t *nwanted, bool again); /* true if the handshake completed;
-                                                  * again: count it as a reconnect */
+/* Connecting side only: at a drop, before the link counts as down, the
+ * connection starts *watch (lossy, on the bridge handle watch_bus) so that
+ * nothing published after the drop escapes the count of undelivered. */
+struct mb_watch {
+	msgbus_bus *bus;
+	msgbus_sub *sub;
+	char **wanted; /* the peer's patterns at the drop */
+	uint32_t nwanted;
+	uint64_t dropped_seen;
+	uint64_t *skip; /* per subject: positions below were counted at the drop */
+};
+/* Count what the watch saw that the peer wanted (tcp.c). */
+void mb_watch_count(struct mb_links *ls, struct mb_watch *w);
+/* Count a last time and stop watching: the peer is back. */
+void mb_watch_settle(struct mb_links *ls, struct mb_watch *w);
+bool mb_conn_run(struct mb_links *ls, int fd, const char *peer, bool again,
+                 struct mb_watch *watch);
+/* true if the handshake completed; again: count it as a reconnect */
 void mb_conn_register(struct mb_links *ls, struct mb_conn *c, int fd);
 void mb_conn_unregister(struct mb_links *ls, struct mb_conn *c);
 void mb_conn_shutdown_all(struct mb_links *ls);

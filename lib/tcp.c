@@ -4,6 +4,7 @@
  * link.c; this file only decides when connections start and stop.
  */
 #include "link.h"
+#include "sub.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -86,7 +87,7 @@ static struct mb_links *links_of(msgbus_bus *b)
 static void *accepted_main(void *arg)
 {
 	struct mb_accepted *a = arg;
-	mb_conn_run(a->ls, a->fd, a->peer, NULL, NULL, false);
+	mb_conn_run(a->ls, a->fd, a->peer, false, NULL);
 	atomic_store(&a->done, true);
 	return NULL;
 }
@@ -187,20 +188,43 @@ static void backoff_sleep(struct mb_links *ls, unsigned ms)
  * they cannot reach it (no silent loss). A lossy subscription never holds
  * local publishers back; what it misses is counted as well.
  */
-static void count_while_down(struct mb_links *ls, msgbus_sub *watch, char **wanted,
-                             uint32_t nwanted)
+void mb_watch_count(struct mb_links *ls, struct mb_watch *w)
 {
 	msgbus_msg *m;
-	while (msgbus_recv(watch, &m, 0) == 0) {
+	while (msgbus_recv(w->sub, &m, 0) == 0) {
+		if (m->pos < w->skip[m->sub->tl[m->ti].t]) {
+			msgbus_msg_release(m); /* counted by the link at the drop */
+			continue;
+		}
 		size_t slen = strlen(msgbus_msg_subject(m));
-		for (uint32_t i = 0; i < nwanted; i++) {
-			if (mb_subject_match(wanted[i], strlen(wanted[i]), msgbus_msg_subject(m), slen)) {
+		for (uint32_t i = 0; i < w->nwanted; i++) {
+			if (mb_subject_match(w->wanted[i], strlen(w->wanted[i]),
+			                     msgbus_msg_subject(m), slen)) {
 				atomic_fetch_add(&ls->undelivered, 1);
 				break;
 			}
 		}
 		msgbus_msg_release(m);
 	}
+	msgbus_sub_stats st;
+	if (msgbus_sub_stats_get(w->sub, &st) == 0) {
+		atomic_fetch_add(&ls->undelivered, st.dropped - w->dropped_seen);
+		w->dropped_seen = st.dropped;
+	}
+}
+
+void mb_watch_settle(struct mb_links *ls, struct mb_watch *w)
+{
+	mb_watch_count(ls, w);
+	msgbus_unsubscribe(w->sub);
+	w->sub = NULL;
+	for (uint32_t i = 0; i < w->nwanted; i++)
+		free(w->wanted[i]);
+	free(w->wanted);
+	w->wanted = NULL;
+	w->nwanted = 0;
+	free(w->skip);
+	w->skip = NULL;
 }
 
 static void *connector_main(void *arg)
@@ -208,60 +232,31 @@ static void *connector_main(void *arg)
 	struct mb_connector *cn = arg;
 	struct mb_links *ls = cn->ls;
 	unsigned delay = 50;
-	char **wanted = NULL;
-	uint32_t nwanted = 0;
 	bool was_up = false;
-	msgbus_bus *watch_bus = NULL;
-	msgbus_sub *watch = NULL;
-	uint64_t dropped_seen = 0;
+	/* The watch lives on a bridge handle of our own, so it is never
+	 * advertised to other links as local interest. */
+	struct mb_watch watch = { NULL, NULL, NULL, 0, 0, NULL };
+	if (msgbus_open(&watch.bus, ls->url, NULL) == 0)
+		atomic_fetch_or(&mb_part_at(watch.bus, watch.bus->self)->flags, MB_PARTF_BRIDGE);
+	else
+		watch.bus = NULL;
 	while (!atomic_load(&ls->closing)) {
 		int fd;
-		if (mb_tcp_connect(cn->host, cn->port, &fd) == 0) {
-			if (watch) {
-				count_while_down(ls, watch, wanted, nwanted);
-				msgbus_unsubscribe(watch);
-				watch = NULL;
-			}
-			for (uint32_t i = 0; i < nwanted; i++)
-				free(wanted[i]);
-			free(wanted);
-			wanted = NULL;
-			nwanted = 0;
-			if (!mb_conn_run(ls, fd, cn->peer, &wanted, &nwanted, was_up)) {
-				backoff_sleep(ls, delay); /* refused at the handshake */
-				delay = delay * 2 > 2000 ? 2000 : delay * 2;
-				continue;
-			}
+		if (mb_tcp_connect(cn->host, cn->port, &fd) == 0 &&
+		    mb_conn_run(ls, fd, cn->peer, was_up, &watch)) {
 			was_up = true;
 			delay = 50;
-			/* Watch from a bridge handle of our own, so the watch
-			 * is not advertised to other links as local interest. */
-			if (nwanted && !atomic_load(&ls->closing) && !watch_bus &&
-			    msgbus_open(&watch_bus, ls->url, NULL) == 0)
-				atomic_fetch_or(&mb_part_at(watch_bus, watch_bus->self)->flags,
-				                MB_PARTF_BRIDGE);
-			if (nwanted && watch_bus &&
-			    msgbus_subscribe(watch_bus, ">", MSGBUS_SUB_LOSSY, &watch))
-				watch = NULL;
-			dropped_seen = 0;
 			continue;
 		}
-		backoff_sleep(ls, delay);
+		backoff_sleep(ls, delay); /* refused, or at the handshake */
 		delay = delay * 2 > 2000 ? 2000 : delay * 2;
-		if (watch) {
-			count_while_down(ls, watch, wanted, nwanted);
-			msgbus_sub_stats st;
-			if (msgbus_sub_stats_get(watch, &st) == 0) {
-				atomic_fetch_add(&ls->undelivered, st.dropped - dropped_seen);
-				dropped_seen = st.dropped;
-			}
-		}
+		if (watch.sub)
+			mb_watch_count(ls, &watch);
 	}
-	if (watch_bus)
-		msgbus_close(watch_bus); /* and the watch with it */
-	for (uint32_t i = 0; i < nwanted; i++)
-		free(wanted[i]);
-	free(wanted);
+	if (watch.sub)
+		mb_watch_settle(ls, &watch);
+	if (watch.bus)
+		msgbus_close(watch.bus);
 	return NULL;
 }
 
