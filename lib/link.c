@@ -60,7 +60,7 @@ struct mb_conn {
 	size_t txlen;
 	uint32_t txmsgs; /* MSG frames in txbuf: sent once written, else lost */
 	uint64_t last_flush_ns;
-	uint64_t last_tx_ns;
+	_Atomic uint64_t last_tx_ns; /* read by tx without wlock for heartbeats */
 	uint32_t peer_max_frame;
 
 	pthread_mutex_t lock; /* remote interest, proxy, pending, calls */
@@ -125,9 +125,15 @@ static void link_log(struct mb_conn *c, const char *what, const char *why)
 static int flush_locked(struct mb_conn *c)
 {
 	int rc = 0;
+	/* Counted before the write, so the count never lags what the peer
+	 * has; taken back if the write fails. */
+	atomic_fetch_add(&c->ls->sent, c->txmsgs);
 	if (c->txlen)
 		rc = mb_sock_write2(c->fd, c->txbuf, c->txlen, NULL, 0);
-	atomic_fetch_add(rc ? &c->ls->undelivered : &c->ls->sent, c->txmsgs);
+	if (rc) {
+		atomic_fetch_sub(&c->ls->sent, c->txmsgs);
+		atomic_fetch_add(&c->ls->undelivered, c->txmsgs);
+	}
 	if (c->txlen)
 		c->last_flush_ns = mb_now_ns();
 	c->txlen = 0;
@@ -159,14 +165,18 @@ static int send_frame(struct mb_conn *c, struct mb_frame *f, bool now)
 			rc = flush_locked(c);
 	} else {
 		rc = flush_locked(c);
+		if (f->type == MB_F_MSG)
+			atomic_fetch_add(&c->ls->sent, 1);
 		if (!rc)
 			rc = mb_sock_write2(c->fd, head, hl, f->payload, f->payload_len);
-		if (f->type == MB_F_MSG)
-			atomic_fetch_add(rc ? &c->ls->undelivered : &c->ls->sent, 1);
+		if (rc && f->type == MB_F_MSG) {
+			atomic_fetch_sub(&c->ls->sent, 1);
+			atomic_fetch_add(&c->ls->undelivered, 1);
+		}
 		if (rc)
 			atomic_store(&c->down, true);
 	}
-	c->last_tx_ns = mb_now_ns();
+	atomic_store_explicit(&c->last_tx_ns, mb_now_ns(), memory_order_relaxed);
 	pthread_mutex_unlock(&c->wlock);
 	return rc ? MSGBUS_ECLOSED : 0;
 }
@@ -222,16 +232,19 @@ static int local_interest(msgbus_bus *b, struct names *subs, struct names *svcs)
 	int rc = 0;
 	for (uint32_t s = 0; s < b->cfg.max_subs && !rc; s++) {
 		struct mb_subslot *ss = mb_subslot_at(b, s);
-		uint64_t w = atomic_load(&ss->word);
+		uint64_t w = atomic_load_explicit(&ss->word, memory_order_acquire);
+		if (MB_SUBW_STATE(w) != MB_SUB_ACTIVE)
+			continue; /* a slot being reserved is still being written */
 		uint32_t plen = ss->pattern_len;
-		if (MB_SUBW_STATE(w) != MB_SUB_ACTIVE || plen > MB_SUBJECT_MAX)
+		if (plen > MB_SUBJECT_MAX)
 			continue;
 		char pat[MB_SUBJECT_MAX + 1];
 		size_t checked;
 		memcpy(pat, ss->pattern, plen);
 		pat[plen] = '\0';
-		if (mb_subject_check(pat, &checked, true, NULL) || checked != plen)
-			continue; /* untrusted and invalid: not worth advertising */
+		if (mb_subject_check(pat, &checked, true, NULL) || checked != plen ||
+		    atomic_load(&ss->word) != w)
+			continue; /* invalid (untrusted), or changed while we read */
 		if (MB_SUBW_FLAGS(w) & MB_SUBF_QUEUE) {
 			bool local = false;
 			for (uint32_t i = 0; i < b->cfg.max_participants && !local; i++)
@@ -322,7 +335,8 @@ static void *tx_main(void *arg)
 		}
 		if (rc == MSGBUS_EAGAIN) {
 			flush(c);
-			if (mb_now_ns() - c->last_tx_ns > HEARTBEAT_MS * 1000000ull) {
+			if (mb_now_ns() - atomic_load_explicit(&c->last_tx_ns, memory_order_relaxed) >
+			    HEARTBEAT_MS * 1000000ull) {
 				struct mb_frame f = { .type = MB_F_PING, .token = mb_now_ns() };
 				send_frame(c, &f, true);
 			}
@@ -492,9 +506,14 @@ static void on_serve(struct mb_conn *c, const char *name, bool on)
 		if (strcmp(rs->name, name))
 			continue;
 		if (!on) {
-			c->rsvcs[i] = c->rsvcs[--c->nrsvcs];
+			/* Stop serving before the statistics stop showing it. */
 			pthread_mutex_unlock(&c->lock);
 			msgbus_unserve(rs->svc);
+			pthread_mutex_lock(&c->lock);
+			for (uint32_t j = 0; j < c->nrsvcs; j++)
+				if (c->rsvcs[j] == rs)
+					c->rsvcs[j] = c->rsvcs[--c->nrsvcs];
+			pthread_mutex_unlock(&c->lock);
 			free(rs);
 			return;
 		}
