@@ -179,6 +179,10 @@ static int check(msgbus_call *call, struct mb_call *e, bool watch, int *result,
 		*result = take_reply(call, e, reply);
 		return 0;
 	}
+	if (st == MB_CALL_WORKER_DIED) {
+		*result = MSGBUS_EPEERDIED;
+		return 0;
+	}
 	if (st != MB_CALL_WRITING && mb_now_ns() >= call->deadline) {
 		*result = MSGBUS_ETIMEDOUT;
 		return 0;

@@ -173,7 +173,8 @@ struct mb_bufctl {
 #define MB_CALLS 64u
 #define MB_CALL_SIZE 256u
 enum { MB_CALL_FREE = 0, MB_CALL_PENDING = 1, MB_CALL_TAKEN = 2, MB_CALL_WRITING = 3,
-       MB_CALL_REPLIED = 4 };
+       MB_CALL_REPLIED = 4,
+       MB_CALL_WORKER_DIED = 5 /* set by whoever reaped the worker */ };
 static inline uint64_t mb_callw(uint32_t corr, uint32_t worker, uint32_t st)
 {
 	return (uint64_t)corr << 32 | (uint64_t)(worker & 0xffff) << 16 | (st & 0xffff);

@@ -30,6 +30,19 @@ static void reap(msgbus_bus *b, uint32_t idx)
 	/* Its calls end: a worker's reply to them finds the entry free. */
 	for (uint32_t i = 0; i < MB_CALLS; i++)
 		atomic_store(&mb_call_at(b, idx, i)->word, 0);
+	/* Calls it was answering fail now: a new owner of its slot would look
+	 * alive to their requesters forever. */
+	for (uint32_t p = 0; p < b->cfg.max_participants; p++) {
+		for (uint32_t i = 0; i < MB_CALLS; i++) {
+			struct mb_call *e = mb_call_at(b, p, i);
+			uint64_t w = atomic_load(&e->word);
+			uint32_t st = MB_CALLW_STATE(w);
+			if ((st == MB_CALL_TAKEN || st == MB_CALL_WRITING) && MB_CALLW_WORKER(w) == idx &&
+			    atomic_compare_exchange_strong(&e->word, &w,
+			            mb_callw(MB_CALLW_CORR(w), idx, MB_CALL_WORKER_DIED)))
+				mb_ec_kick(&e->ec);
+		}
+	}
 	mb_crash_point("mid_cleanup");
 	for (uint32_t t = 0; t < b->cfg.max_subjects; t++) {
 		struct mb_topic *tp = mb_topic_at(b, t);
