@@ -5,8 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Is buffer state w free to take? refresh: recompute a stale gate. */
-static bool reusable(msgbus_bus *b, uint64_t w, bool refresh)
+/* Is buffer state w free to take? refresh: recompute a stale gate;
+ * liveness: also check the readers holding it back (system calls). */
+static bool reusable(msgbus_bus *b, uint64_t w, bool refresh, bool liveness)
 {
 	if (w == MB_BUF_FREE)
 		return true;
@@ -17,14 +18,22 @@ static bool reusable(msgbus_bus *b, uint64_t w, bool refresh)
 		uint64_t gate = refresh ? mb_ring_gate(b, t)
 		                        : atomic_load_explicit(&mb_topic_at(b, t)->gate,
 		                                               memory_order_acquire);
+		if (mb_seq_diff(gate & MB_SEQ_MASK, MB_BUF_SEQ(w)) > 0)
+			return true;
+		if (!liveness)
+			return false;
+		/* A dead reader may be what holds the gate there. */
+		mb_ring_check_laggards(b, t, gate);
+		gate = mb_ring_gate(b, t);
 		return mb_seq_diff(gate & MB_SEQ_MASK, MB_BUF_SEQ(w)) > 0;
 	}
-	if (MB_BUF_KIND(w) == 1 && refresh)
+	if (MB_BUF_KIND(w) == 1 && liveness)
 		return MB_BUF_OWNER(w) != b->self && !mb_part_alive(b, MB_BUF_OWNER(w));
 	return false;
 }
 
-static bool try_take(msgbus_bus *b, bool refresh, uint32_t *idx, uint32_t *gen)
+static bool try_take(msgbus_bus *b, bool refresh, bool liveness, uint32_t *idx,
+                     uint32_t *gen)
 {
 	uint32_t n = b->cfg.large_buffers;
 	uint32_t start = atomic_load_explicit(&b->buf_hint, memory_order_relaxed);
@@ -32,7 +41,7 @@ static bool try_take(msgbus_bus *b, bool refresh, uint32_t *idx, uint32_t *gen)
 		uint32_t i = (start + k) % n;
 		struct mb_bufctl *bc = mb_bufctl_at(b, i);
 		uint64_t w = atomic_load_explicit(&bc->state, memory_order_acquire);
-		if (!reusable(b, w, refresh))
+		if (!reusable(b, w, refresh, liveness))
 			continue;
 		if (!atomic_compare_exchange_strong(&bc->state, &w, MB_BUF_LOANED(b->self)))
 			continue;
@@ -47,7 +56,9 @@ static bool try_take(msgbus_bus *b, bool refresh, uint32_t *idx, uint32_t *gen)
 int mb_buf_alloc(msgbus_bus *b, uint64_t deadline, uint32_t *idx, uint32_t *gen)
 {
 	for (unsigned round = 0;; round++) {
-		if (try_take(b, round > 0, idx, gen))
+		/* Liveness checks cost system calls: the first slow round
+		 * and then every 16th. */
+		if (try_take(b, round > 0, round % 16 == 1, idx, gen))
 			return 0;
 		if (deadline == MB_NO_WAIT && round > 0)
 			return MSGBUS_EAGAIN;

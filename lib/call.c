@@ -140,6 +140,9 @@ static void abandon(msgbus_call *call)
 {
 	msgbus_bus *b = call->bus;
 	struct mb_call *e = mb_call_at(b, b->self, call->entry);
+	/* Wait for a reply being written, but not on a stopped writer or a
+	 * corrupt entry forever: after that the entry is simply taken back. */
+	uint64_t give_up = mb_now_ns() + b->check_ns;
 	for (;;) {
 		uint64_t w = atomic_load_explicit(&e->word, memory_order_acquire);
 		uint32_t st = MB_CALLW_STATE(w);
@@ -151,7 +154,8 @@ static void abandon(msgbus_call *call)
 				free(m);
 			break;
 		}
-		if (st == MB_CALL_WRITING && mb_part_alive(b, MB_CALLW_WORKER(w))) {
+		if (st == MB_CALL_WRITING && mb_part_alive(b, MB_CALLW_WORKER(w)) &&
+		    mb_now_ns() < give_up) {
 			mb_nap_us(10);
 			continue;
 		}
@@ -183,7 +187,11 @@ static int check(msgbus_call *call, struct mb_call *e, bool watch, int *result,
 		*result = MSGBUS_EPEERDIED;
 		return 0;
 	}
-	if (st != MB_CALL_WRITING && mb_now_ns() >= call->deadline) {
+	/* A reply being written gets a grace period past the deadline, not
+	 * forever: the writer may be stopped, or the word corrupt. */
+	uint64_t now = mb_now_ns();
+	if (now >= call->deadline &&
+	    (st != MB_CALL_WRITING || now - call->deadline >= b->check_ns)) {
 		*result = MSGBUS_ETIMEDOUT;
 		return 0;
 	}

@@ -52,7 +52,7 @@ uint64_t mb_ring_gate(msgbus_bus *b, uint32_t t)
 
 /* While the ring is full: find the laggards at the gate and check whether
  * their owners are alive; a dead one is reaped and stops gating. */
-static void check_laggards(msgbus_bus *b, uint32_t t, uint64_t gate)
+void mb_ring_check_laggards(msgbus_bus *b, uint32_t t, uint64_t gate)
 {
 	for (uint32_t s = 0; s < b->cfg.max_subs; s++) {
 		struct mb_cursor *c = mb_cursor_at(b, t, s);
@@ -83,7 +83,7 @@ static int wait_space(msgbus_bus *b, uint32_t t, uint64_t tail, struct waiter *w
 	if (now >= w->deadline)
 		return MSGBUS_ETIMEDOUT;
 	if (now >= w->next_check) {
-		check_laggards(b, t, atomic_load(&tp->gate));
+		mb_ring_check_laggards(b, t, atomic_load(&tp->gate));
 		w->next_check = now + b->check_ns;
 	}
 	uint32_t v = mb_ec_prepare(&tp->space_ec);

@@ -17,6 +17,8 @@ int mb_ring_claim(msgbus_bus *b, uint32_t t, uint64_t deadline, uint64_t *pos);
 void mb_ring_commit(msgbus_bus *b, uint32_t t, uint64_t pos);
 /* Recompute the lowest release of live lossless readers; returns the gate. */
 uint64_t mb_ring_gate(msgbus_bus *b, uint32_t t);
+/* Slow path: check the owners of the cursors at the gate; reap the dead. */
+void mb_ring_check_laggards(msgbus_bus *b, uint32_t t, uint64_t gate);
 
 /* Distance from a to b in 48-bit sequence space, as a signed number. */
 static inline int64_t mb_seq_diff(uint64_t b_, uint64_t a)
