@@ -181,6 +181,27 @@ valgrind: $(TEST_BIN)
 		$(VALGRIND) -q --leak-check=full --errors-for-leak-kinds=definite,indirect \
 		--error-exitcode=1 $(TEST_BIN)
 
+# ---- chaos: a long run of tests/chaos.c ---------------------------------------
+#
+#   make chaos [CHAOS_SECONDS=120] [CHAOS_ARGS='-n 3 -S 42 -v']
+# Publishers, readers, workers and requesters on one shm:// bus under random
+# SIGKILL and SIGSTOP/SIGCONT; make check runs the same harness for a few
+# seconds (tests/check_chaos.c). `$(B)/tests/chaos -h` lists the options.
+
+CHAOS_SECONDS ?= 120
+CHAOS_BIN := $(B)/tests/chaos
+
+.PHONY: chaos
+
+$(CHAOS_BIN): tests/chaos.c include/msgbus.h $(STATIC)
+	@mkdir -p $(@D)
+	$(call msg,LD,$@)
+	$(Q)$(CC) $(CPPFLAGS) -Iinclude $(CFLAGS) $(LDFLAGS) -o $@ tests/chaos.c $(STATIC)
+
+chaos: $(CHAOS_BIN)
+	$(call msg,CHAOS,$(CHAOS_BIN) for $(CHAOS_SECONDS)s)
+	$(Q)$(CHAOS_BIN) -s $(CHAOS_SECONDS) $(CHAOS_ARGS)
+
 # ---- benchmarks --------------------------------------------------------------
 
 $(B)/perf/%.o: tests/perf/%.c $(STAMP)

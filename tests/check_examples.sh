@@ -54,11 +54,14 @@ run_example() {
 		echo "FAIL $name: output differs from the expected output"
 		ok=0
 	fi
-	if [ -e "$SHM_DIR/msgbus.$name-$pid" ]; then
-		echo "FAIL $name: left $SHM_DIR/msgbus.$name-$pid behind"
-		rm -f "$SHM_DIR/msgbus.$name-$pid"
-		ok=0
-	fi
+	# Its buses: msgbus.NAME-PID, or msgbus.NAME-ROLE-PID for several.
+	for seg in "$SHM_DIR/msgbus.$name-$pid" "$SHM_DIR/msgbus.$name"-*-"$pid"; do
+		if [ -e "$seg" ]; then
+			echo "FAIL $name: left $seg behind"
+			rm -f "$seg"
+			ok=0
+		fi
+	done
 
 	if [ "$ok" -eq 1 ]; then
 		echo "PASS $name"
@@ -130,6 +133,32 @@ run_example auth \
 	'token mallory-000: rejected (invalid token)' \
 	'token slow-dave: rejected (auth timed out)' \
 	'gateway: 3 accepted, 3 rejected'
+
+# The notification example over a TCP link between two buses: the same
+# worker lines, then the service's summary.
+run_example bridge \
+	'worker 1 got post 1: "hello from alice"' \
+	'worker 1 got post 2: "bob shared a photo"' \
+	'worker 1 got post 3: "carol joined the team"' \
+	'worker 1 got post 4: "dave: lunch at noon?"' \
+	'worker 1 got post 5: "erin liked your post"' \
+	'worker 2 got post 1: "hello from alice"' \
+	'worker 2 got post 2: "bob shared a photo"' \
+	'worker 2 got post 3: "carol joined the team"' \
+	'worker 2 got post 4: "dave: lunch at noon?"' \
+	'worker 2 got post 5: "erin liked your post"' \
+	'worker 1 received 5 posts' \
+	'worker 2 received 5 posts' \
+	'post service: published 5 posts over tcp, 2 of 2 workers ok'
+if [ -f "$work/bridge.out" ] && [ "$(tail -n 1 "$work/bridge.out")" != \
+	'post service: published 5 posts over tcp, 2 of 2 workers ok' ]; then
+	echo "FAIL bridge: the summary is not the last line"
+	failed=$((failed + 1))
+fi
+if [ -f "$work/bridge.out" ] && [ "$(wc -l <"$work/bridge.out")" -ne 13 ]; then
+	echo "FAIL bridge: $(wc -l <"$work/bridge.out") lines of output, want 13"
+	failed=$((failed + 1))
+fi
 
 echo "examples: $passed passed"
 if [ "$failed" -ne 0 ]; then

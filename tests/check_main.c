@@ -52,6 +52,9 @@ int main(void)
 	srunner_add_suite(sr, suite_corrupt());
 	srunner_add_suite(sr, suite_reqrep());
 	srunner_add_suite(sr, suite_wire());
+	srunner_add_suite(sr, suite_tcp());
+	srunner_add_suite(sr, suite_chaos());
+	srunner_add_suite(sr, suite_hostile());
 
 	srunner_run_all(sr, CK_ENV);
 	int failed = srunner_ntests_failed(sr);

@@ -37,6 +37,9 @@ Suite *suite_crash(void);
 Suite *suite_corrupt(void);
 Suite *suite_reqrep(void);
 Suite *suite_wire(void);
+Suite *suite_tcp(void);
+Suite *suite_chaos(void);
+Suite *suite_hostile(void);
 
 /* Defined in check_main.c. */
 extern pid_t tu_run_pid;    /* pid of the runner, prefix of every bus name */
