@@ -756,7 +756,10 @@ bool mb_conn_run(struct mb_links *ls, int fd, const char *peer, bool again,
 	c->txbuf = malloc(TXBUF);
 	r.last_rx_ns = mb_now_ns();
 	bool threads = false;
-	if (c->txbuf && msgbus_open(&c->lb, ls->url, NULL) == 0) {
+	int orc = c->txbuf ? msgbus_open(&c->lb, ls->url, NULL) : MSGBUS_ENOMEM;
+	if (orc)
+		link_log(c, "closing: cannot open a handle on the bus", msgbus_strerror(orc));
+	if (orc == 0) {
 		atomic_fetch_or(&mb_part_at(c->lb, c->lb->self)->flags, MB_PARTF_BRIDGE);
 		/* Three link threads per connection would steal the cores from
 		 * the processes they serve if they spun: they sleep at once. */
@@ -794,6 +797,9 @@ bool mb_conn_run(struct mb_links *ls, int fd, const char *peer, bool again,
 			}
 			atomic_store(&c->down, true);
 			mb_sock_shutdown(fd);
+			/* Wake the threads now rather than at their timeouts. */
+			mb_ec_kick(&mb_part_at(c->lb, c->lb->self)->reply_ec);
+			mb_ec_kick(&c->lb->hdr->any_ec);
 			if (threads)
 				pthread_join(c->rr, NULL);
 			pthread_join(c->tx, NULL);

@@ -52,6 +52,8 @@ struct mb_spin {
 
 static inline bool mb_spinning(struct mb_spin *s, uint64_t spin_ns)
 {
+	if (!spin_ns)
+		return false;
 	if (s->rounds++ % 64 == 0) {
 		uint64_t now = mb_now_ns();
 		if (!s->until)
