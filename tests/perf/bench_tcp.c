@@ -92,6 +92,7 @@ static const char *const mname[M_COUNT] = { "raw tcp", "msgbus" };
 static const char *const testname[TEST_COUNT] = { "rtt", "tput" };
 
 #define MAX_REPS 99
+#include "bench_util.h"
 #define RTT_WARMUP 1000u
 #define RUN_CAP_NS 1000000000ull
 #define WATCHDOG_S 60
@@ -125,31 +126,6 @@ static volatile pid_t g_child;
 static char g_paths[2][128];
 
 /* ------------------------------------------------------------------ */
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static void put_u64(void *p, uint64_t v)
-{
-	memcpy(p, &v, sizeof(v));
-}
-
-static uint64_t get_u64(const void *p)
-{
-	uint64_t v;
-	memcpy(&v, p, sizeof(v));
-	return v;
-}
-
-static int cmp_dbl(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return x < y ? -1 : x > y;
-}
 
 static double median(const double *v, int n)
 {
