@@ -134,7 +134,8 @@ static int deliver(msgbus_sub *sub, uint32_t ti, uint64_t stamp)
 			sub->copy = p;
 			sub->copy_cap = len;
 		}
-		memcpy(sub->copy, data, len);
+		if (len)
+			memcpy(sub->copy, data, len);
 		/* The copy happens before the re-check below (seqlock read). */
 #ifndef MB_TSAN
 		atomic_thread_fence(memory_order_acquire);

@@ -127,6 +127,11 @@ static const struct chaos_cfg chaos_defaults = {
 	.verbose = 0,
 };
 
+/* Called with the bus URL when a run failed or roles are stuck, while the
+ * segment still shows why: check_chaos.c prints its state (it may read the
+ * private layout; this file uses the public API only). */
+static void (*cx_stall_hook)(const char *url);
+
 /* ---- roles ---------------------------------------------------------------- */
 
 enum cx_kind { K_PUB, K_SUBW, K_SUBE, K_SUBL, K_SUBV, K_WORK, K_REQ };
@@ -209,6 +214,7 @@ struct cx {
 	double respawn_at[CX_NROLES];
 	struct chaos_report *rep;
 	uint64_t rng;
+	int dumped; /* cx_stall_hook was called */
 };
 
 static struct cx_pubrec *cx_pub(struct cx *c, int slot, int inc)
@@ -1339,6 +1345,8 @@ static void cx_wait_exit(struct cx *c, const int *kinds, int nkinds, double time
 				continue;
 			}
 			if (cx_now_ms() > end) {
+				if (cx_stall_hook != NULL && !c->dumped++)
+					cx_stall_hook(c->cfg.url);
 				cx_report_fail(c, "%s (inc %d) did not finish within %.0f ms%s%s",
 				               cx_roles[r].name, c->inc[r], timeout_ms,
 				               c->sh->rs[r].fail[0] ? ": " : "", c->sh->rs[r].fail);
@@ -1796,6 +1804,8 @@ static int chaos_run(const struct chaos_cfg *cfg, struct chaos_report *rep)
 	cx_kill_all(c);
 
 	cx_collect(c);
+	if (rep->failed && cx_stall_hook != NULL && !c->dumped++)
+		cx_stall_hook(cfg->url);
 	if (!rep->failed)
 		cx_verify_streams(c);
 	else

@@ -11,9 +11,102 @@
 #define CHAOS_NO_MAIN
 #include "chaos.c"
 
+#include <sys/mman.h>
+
+#include "layout.h"
 #include "test_util.h"
 
 Suite *suite_chaos(void);
+
+/* What a stuck or failed run leaves in the segment: participants and
+ * their locks, the control lock, subscription slots, each subject's tail,
+ * gate, cursors and the stamps readers have not passed, and the call
+ * entries in use. For the chaos harness (cx_stall_hook). */
+static void chaos_dump_segment(const char *url)
+{
+	char path[160];
+	struct stat sb;
+	tu_shm_path(path, sizeof(path), url);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &sb) != 0 || (size_t)sb.st_size < MB_PAGE) {
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	const unsigned char *map = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_SHARED, fd, 0);
+	if (map == MAP_FAILED) {
+		close(fd);
+		return;
+	}
+	const struct mb_header *h = (const void *)map;
+	struct mb_config cfg;
+	struct mb_geometry g;
+	memcpy(&cfg, &h->cfg, sizeof(cfg));
+	mb_geometry(&cfg, &g);
+	if (g.size != (uint64_t)sb.st_size || cfg.max_participants > MB_MAX_PARTICIPANTS) {
+		fprintf(stderr, "chaos dump: %s: unexpected geometry\n", path);
+		goto out;
+	}
+	fprintf(stderr, "chaos dump: %s: ctl_owner %u\n", path, atomic_load(&h->ctl_owner));
+	for (uint32_t i = 0; i < cfg.max_participants; i++) {
+		const struct mb_part *pp = (const struct mb_part *)(const void *)(map + g.parts) + i;
+		struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET,
+			            .l_start = (off_t)(1 + i), .l_len = 1 };
+		int held = fcntl(fd, F_OFD_GETLK, &fl) == 0 && fl.l_type != F_UNLCK;
+		if (atomic_load(&pp->state) || held)
+			fprintf(stderr, "chaos dump: participant %u state %u pid %u %s\n", i,
+			        atomic_load(&pp->state), atomic_load(&pp->pid),
+			        held ? "alive (locked)" : "dead (unlocked)");
+		for (uint32_t k = 0; k < MB_CALLS; k++) {
+			const struct mb_call *e =
+			        (const struct mb_call *)(const void *)(map + g.calls) + i * MB_CALLS + k;
+			uint64_t w = atomic_load(&e->word);
+			if (w)
+				fprintf(stderr, "chaos dump:   call %u/%u corr %u worker %u state %u\n", i,
+				        k, MB_CALLW_CORR(w), MB_CALLW_WORKER(w), MB_CALLW_STATE(w));
+		}
+	}
+	for (uint32_t s = 0; s < cfg.max_subs; s++) {
+		const struct mb_subslot *ss = (const struct mb_subslot *)(const void *)(map + g.subs) + s;
+		uint64_t w = atomic_load(&ss->word);
+		if (MB_SUBW_STATE(w))
+			fprintf(stderr, "chaos dump: sub %u gen %u owner %u flags %u state %u %.64s\n", s,
+			        MB_SUBW_GEN(w), MB_SUBW_OWNER(w), MB_SUBW_FLAGS(w), MB_SUBW_STATE(w),
+			        ss->pattern);
+	}
+	for (uint32_t t = 0; t < cfg.max_subjects; t++) {
+		const struct mb_topic *tp = (const void *)(map + g.topics + t * g.topic_stride);
+		if (atomic_load(&tp->state) != MB_TOPIC_READY)
+			continue;
+		uint64_t tail = atomic_load(&tp->tail), lo = tail;
+		fprintf(stderr, "chaos dump: subject %u %.64s tail %llu gate %llu\n", t, tp->name,
+		        (unsigned long long)tail, (unsigned long long)atomic_load(&tp->gate));
+		for (uint32_t s = 0; s < cfg.max_subs; s++) {
+			const struct mb_cursor *cu =
+			        (const void *)((const char *)tp + g.cursors + s * sizeof(*cu));
+			uint64_t gen = atomic_load(&cu->gen), rel = atomic_load(&cu->release);
+			if (!gen)
+				continue;
+			fprintf(stderr, "chaos dump:   cursor %u gen %llu release %llu\n", s,
+			        (unsigned long long)gen, (unsigned long long)rel);
+			if (rel < lo)
+				lo = rel;
+		}
+		if (tail - lo > cfg.ring_slots)
+			lo = tail - cfg.ring_slots;
+		for (uint64_t p = lo; p < tail; p++) {
+			const struct mb_slot *sl = (const void *)((const char *)tp + g.slots +
+			                                          (p & (cfg.ring_slots - 1)) * cfg.slot_size);
+			uint64_t st = atomic_load(&sl->stamp);
+			fprintf(stderr, "chaos dump:   position %llu: seq %llu owner %u state %u len %u\n",
+			        (unsigned long long)p, (unsigned long long)MB_STAMP_SEQ(st),
+			        MB_STAMP_OWNER(st), MB_STAMP_STATE(st), sl->len);
+		}
+	}
+out:
+	munmap((void *)map, (size_t)sb.st_size);
+	close(fd);
+}
 
 #define CHAOS_SECONDS 6.0
 #define CHAOS_RUNS 1
@@ -34,6 +127,7 @@ START_TEST(test_chaos)
 		cfg.seconds = CHAOS_SECONDS;
 	if ((e = getenv("MSGBUS_CHAOS_SEED")) != NULL && *e != '\0')
 		cfg.seed = strtoull(e, NULL, 0);
+	cx_stall_hook = chaos_dump_segment;
 	int rc = chaos_run(&cfg, &rep);
 	fprintf(stderr, "chaos: seed %llu, crash bound %d ms, pauses up to %d ms, slack %d ms\n",
 	        (unsigned long long)cfg.seed, cfg.crash_bound_ms, cfg.pause_max_ms,
