@@ -24,7 +24,7 @@ static const char *const messages[] = {
 
 const char *msgbus_strerror(int err)
 {
-	if (err & MSGBUS_ESYSERR) {
+	if (err > 0 && (err & MSGBUS_ESYSERR)) {
 		/* strerror's text for errno values is static in glibc for
 		 * known codes; unknown ones fall back to our own text. */
 		int e = err & ~MSGBUS_ESYSERR;
