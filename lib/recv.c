@@ -88,11 +88,14 @@ static enum head peek(msgbus_sub *sub, uint32_t ti, uint64_t *stamp, uint32_t *o
 				*stamp = s;
 				return HEAD_READY;
 			}
-			if (state == MB_ST_CLAIMED) {
+			if (state == MB_ST_CLAIMED &&
+			    MB_STAMP_OWNER(s) < b->cfg.max_participants) {
 				*owner = MB_STAMP_OWNER(s);
 				return HEAD_CLAIMED;
 			}
-			st->next = pos + 1; /* aborted by a dead writer's reaper */
+			/* Aborted by a dead writer's reaper, or claimed by an
+			 * owner no participant can be (corrupt): step over. */
+			st->next = pos + 1;
 			store_release(sub, ti, st->next);
 			continue;
 		}

@@ -222,6 +222,12 @@ static int try_take(msgbus_service *svc, msgbus_req **req, int64_t *claimed_owne
 			return MSGBUS_EAGAIN; /* not yet written, or the cursor moved on */
 		uint32_t st = MB_STAMP_STATE(s);
 		if (st == MB_ST_CLAIMED || st == MB_ST_TAKEN) {
+			if (MB_STAMP_OWNER(s) >= b->cfg.max_participants) {
+				/* No participant can own it (corrupt): drop it. */
+				atomic_compare_exchange_strong(&sl->stamp, &s,
+				        mb_stamp(pos, 0, MB_ST_ABORTED));
+				continue;
+			}
 			if (pos == r)
 				*claimed_owner = MB_STAMP_OWNER(s);
 			continue;
