@@ -229,17 +229,8 @@ int mb_sub_take(msgbus_sub *sub, uint64_t deadline)
 		if (now >= deadline)
 			return MSGBUS_ETIMEDOUT;
 		uint64_t until = deadline;
-		if (owner >= 0) {
-			/* A writer holds the head: if it died, reaping it
-			 * aborts the slot and we move on. */
-			if (now >= next_check) {
-				next_check = now + b->check_ns;
-				if (!mb_part_alive(b, (uint32_t)owner))
-					continue;
-			}
-			if (next_check < until)
-				until = next_check;
-		}
+		if (!mb_wait_on_owner(b, owner, now, &next_check, &until))
+			continue; /* the writer died: its slot is aborted now */
 		flush_releases(sub);
 		_Atomic uint32_t *ec = wait_word(sub);
 		uint32_t v = mb_ec_prepare(ec);

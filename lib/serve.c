@@ -285,7 +285,7 @@ static int service_take(msgbus_service *svc, msgbus_req **req, uint64_t deadline
 		int rc = try_take(svc, req, &owner);
 		if (rc != MSGBUS_EAGAIN)
 			return rc;
-		if (deadline == 0)
+		if (deadline == MB_NO_WAIT)
 			return MSGBUS_EAGAIN;
 		if (mb_spinning(&spin, b->spin_ns))
 			continue;
@@ -295,15 +295,8 @@ static int service_take(msgbus_service *svc, msgbus_req **req, uint64_t deadline
 		if (now >= deadline)
 			return MSGBUS_ETIMEDOUT;
 		uint64_t until = deadline;
-		if (owner >= 0) {
-			if (now >= next_check) {
-				next_check = now + b->check_ns;
-				if (!mb_part_alive(b, (uint32_t)owner))
-					continue; /* its claim is aborted now */
-			}
-			if (next_check < until)
-				until = next_check;
-		}
+		if (!mb_wait_on_owner(b, owner, now, &next_check, &until))
+			continue; /* its claim is aborted, or its take undone */
 		uint32_t v = mb_ec_prepare(ec);
 		rc = try_take(svc, req, &owner);
 		if (rc != MSGBUS_EAGAIN)
@@ -318,7 +311,7 @@ int msgbus_service_recv(msgbus_service *svc, msgbus_req **req, int timeout_ms)
 {
 	if (!svc || !req || svc->cb)
 		return MSGBUS_EINVAL;
-	return service_take(svc, req, timeout_ms == 0 ? 0 : mb_deadline(timeout_ms));
+	return service_take(svc, req, timeout_ms == 0 ? MB_NO_WAIT : mb_deadline(timeout_ms));
 }
 
 static void *serve_thread(void *arg)
