@@ -1,5 +1,6 @@
 /* buffers.c - allocation and publication of large buffers; see buffers.h. */
 #include "buffers.h"
+#include "crash.h"
 #include "ring.h"
 
 #include <stdlib.h>
@@ -27,8 +28,16 @@ static bool reusable(msgbus_bus *b, uint64_t w, bool refresh, bool liveness)
 		gate = mb_ring_gate(b, t);
 		return mb_seq_diff(gate & MB_SEQ_MASK, MB_BUF_SEQ(w)) > 0;
 	}
-	if (MB_BUF_KIND(w) == 1 && liveness)
-		return MB_BUF_OWNER(w) != b->self && !mb_part_alive(b, MB_BUF_OWNER(w));
+	if (MB_BUF_KIND(w) == 1 && liveness) {
+		/* Loaned by the dead: its reaper frees the buffer while it
+		 * holds the dead slot. Taking it here by CAS could take it
+		 * from a new participant at the same index. */
+		uint32_t owner = MB_BUF_OWNER(w);
+		if (owner >= b->cfg.max_participants)
+			return true; /* corrupt: nobody can hold it */
+		if (owner != b->self && !mb_part_alive(b, owner))
+			mb_crash_point("buf_owner_dead");
+	}
 	return false;
 }
 

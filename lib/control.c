@@ -25,11 +25,18 @@ int mb_ctl_lock(msgbus_bus *b)
 			mb_crash_point("in_ctl_lock");
 			return 0;
 		}
+		/* An owner no participant can be (corrupt) is stolen from at
+		 * once. A dead owner's lock is freed by whoever finds it dead
+		 * while it holds the dead slot: a CAS after the check could
+		 * take the lock from a new participant that reused the index
+		 * meanwhile. Whatever a dead owner half-did is repaired by the
+		 * idempotent steps of the next owner. */
+		if (owner - 1 >= b->cfg.max_participants &&
+		    atomic_compare_exchange_strong(&b->hdr->ctl_owner, &owner, me))
+			return 0;
 		if (owner != me && i % 64 == 0 && !mb_part_alive(b, owner - 1)) {
-			/* The owner died holding it; whatever it half-did is
-			 * repaired by the idempotent steps of the next owner. */
-			if (atomic_compare_exchange_strong(&b->hdr->ctl_owner, &owner, me))
-				return 0;
+			mb_crash_point("ctl_owner_dead");
+			continue;
 		}
 		if (mb_now_ns() > deadline)
 			return MSGBUS_ETIMEDOUT;

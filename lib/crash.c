@@ -16,6 +16,11 @@ void mb_crash_arm(void)
 void mb_crash_now(const char *point)
 {
 	const char *want = atomic_load(&mb_crash_at);
-	if (want && strcmp(want, point) == 0)
+	if (!want)
+		return;
+	if (strcmp(want, point) == 0)
 		kill(getpid(), SIGKILL);
+	else if (strncmp(want, "stop:", 5) == 0 && strcmp(want + 5, point) == 0 &&
+	         atomic_compare_exchange_strong(&mb_crash_at, &want, NULL))
+		kill(getpid(), SIGSTOP); /* once: then the process goes on */
 }

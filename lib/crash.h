@@ -2,7 +2,9 @@
  * crash.h - crash points for tests: with MSGBUS_CRASH_AT=NAME in the
  * environment when a bus is opened, the process kills itself with SIGKILL
  * when it reaches the point NAME, so tests can show that the others recover
- * from a death at exactly that moment. Off, a point costs one branch.
+ * from a death at exactly that moment. With MSGBUS_CRASH_AT=stop:NAME it
+ * stops itself (SIGSTOP) there instead, the first time only, so a test
+ * can act while it waits at that point and then let it go on. Off, a point costs one branch.
  */
 #ifndef MB_CRASH_H
 #define MB_CRASH_H

@@ -13,6 +13,21 @@
 
 #include <unistd.h>
 
+/* Free the loaned buffers and the control lock of participant idx. Only
+ * while holding its slot: once the index is reused, the same words may
+ * name the new participant. Caller owns slot idx. */
+static void release_held(msgbus_bus *b, uint32_t idx)
+{
+	for (uint32_t i = 0; i < b->cfg.large_buffers; i++) {
+		struct mb_bufctl *bc = mb_bufctl_at(b, i);
+		uint64_t w = atomic_load(&bc->state);
+		if (MB_BUF_KIND(w) == 1 && MB_BUF_OWNER(w) == idx)
+			atomic_compare_exchange_strong(&bc->state, &w, MB_BUF_FREE);
+	}
+	uint32_t owner = idx + 1;
+	atomic_compare_exchange_strong(&b->hdr->ctl_owner, &owner, 0);
+}
+
 /* Give back everything participant idx held: subscriptions, claimed
  * slots, loaned buffers, the control lock. Caller owns slot idx. */
 static void reap(msgbus_bus *b, uint32_t idx)
@@ -68,15 +83,8 @@ static void reap(msgbus_bus *b, uint32_t idx)
 		mb_ec_kick(&tp->space_ec);
 		mb_ec_kick(&tp->data_ec);
 	}
-	for (uint32_t i = 0; i < b->cfg.large_buffers; i++) {
-		struct mb_bufctl *bc = mb_bufctl_at(b, i);
-		uint64_t w = atomic_load(&bc->state);
-		if (MB_BUF_KIND(w) == 1 && MB_BUF_OWNER(w) == idx)
-			atomic_compare_exchange_strong(&bc->state, &w, MB_BUF_FREE);
-	}
+	release_held(b, idx);
 	atomic_fetch_add(&b->hdr->interest_gen, 1);
-	uint32_t owner = idx + 1;
-	atomic_compare_exchange_strong(&b->hdr->ctl_owner, &owner, 0);
 	mb_ec_kick(&b->hdr->any_ec);
 }
 
@@ -124,6 +132,8 @@ bool mb_part_alive(msgbus_bus *b, uint32_t idx)
 	if (atomic_load(&p->state) != MB_PART_FREE) {
 		reap(b, idx);
 		atomic_store(&p->state, MB_PART_FREE);
+	} else {
+		release_held(b, idx); /* corrupt: held things, yet marked FREE */
 	}
 	b->seg.ops->slot_drop(&b->seg, idx);
 	pthread_mutex_unlock(&b->reap_lock);

@@ -638,6 +638,161 @@ START_TEST(test_dies_creating_segment)
 }
 END_TEST
 
+/* ---- a dead participant's index taken again ------------------------------ */
+
+/*
+ * Whoever finds a participant dead frees what it held, and a new process
+ * may then register at the same index and take the same things again. A
+ * process paused between "it is dead" and acting on that (stop:NAME
+ * points) must not take them from the new owner.
+ */
+struct reuse_child {
+	const char *url;
+	const char *env;   /* MSGBUS_CRASH_AT */
+	int role;          /* 0: wait for go, then act; 1: act at once */
+	int loan;          /* act = loan the only buffer, else subscribe */
+	int hold;          /* keep the loan and wait to be killed */
+	struct tu_pipe ready, go, done;
+};
+
+static int reuse_child_main(void *p)
+{
+	struct reuse_child *c = p;
+	msgbus_options o = MSGBUS_OPTIONS_INIT;
+	msgbus_bus *bus = NULL;
+	msgbus_sub *sub = NULL;
+	msgbus_buf *l = NULL;
+	int x, rc;
+
+	o.large_buffers = 1;
+	o.crash_bound_ms = 400;
+	if (c->env)
+		setenv("MSGBUS_CRASH_AT", c->env, 1);
+	rc = msgbus_open(&bus, c->url, &o);
+	if (rc != MSGBUS_OK)
+		return TU_CHILD_FAIL(10, "open: %s", msgbus_strerror(rc));
+	tu_pipe_put(&c->ready, 1);
+	if (c->role == 0 && tu_pipe_get(&c->go, 4 * TU_WAIT_MS, &x) != 0)
+		return TU_CHILD_FAIL(11, "no go");
+	if (c->loan) {
+		rc = msgbus_loan(bus, 1000, 800, &l);
+		if (rc == MSGBUS_OK && !c->hold)
+			memset(msgbus_loan_data(l), 0xee, 1000);
+	} else {
+		rc = msgbus_subscribe(bus, "reuse.x", 0, &sub);
+	}
+	tu_pipe_put(&c->done, rc);
+	if (c->hold)
+		for (;;)
+			pause();
+	msgbus_close(bus);
+	return 0;
+}
+
+static pid_t reuse_spawn(struct reuse_child *c, const char *url, const char *env, int role,
+                         int loan)
+{
+	int x;
+	*c = (struct reuse_child){ .url = url, .env = env, .role = role, .loan = loan };
+	tu_pipe_init(&c->ready);
+	tu_pipe_init(&c->go);
+	tu_pipe_init(&c->done);
+	pid_t pid = tu_spawn(reuse_child_main, c);
+	ck_assert_msg(tu_pipe_get(&c->ready, TU_WAIT_MS, &x) == 0, "child did not open");
+	return pid;
+}
+
+static void reuse_close(struct reuse_child *c)
+{
+	tu_pipe_close(&c->ready);
+	tu_pipe_close(&c->go);
+	tu_pipe_close(&c->done);
+}
+
+/* X finds the holder of the control lock dead and stops there; a new
+ * process takes the dead one's index and the lock. Going on, X must wait
+ * for the new holder, not take the lock from it. */
+START_TEST(test_ctl_lock_index_reused)
+{
+	char url[96];
+	struct reuse_child X, D, N;
+	int rc;
+
+	tu_unique_url(url, sizeof(url), "shm");
+	msgbus_bus *bus = tu_open(url, NULL);                     /* index 0 */
+	pid_t xp = reuse_spawn(&X, url, "stop:ctl_owner_dead", 0, 0); /* 1 */
+	pid_t dp = reuse_spawn(&D, url, "in_ctl_lock", 1, 0);      /* 2, dies locked */
+	assert_killed(dp);
+	tu_pipe_put(&X.go, 1);
+	ck_assert_msg(tu_wait_stopped(xp, TU_WAIT_MS) == 0, "X never found the owner dead");
+	pid_t np = reuse_spawn(&N, url, "stop:in_ctl_lock", 1, 0); /* 2 again */
+	ck_assert_msg(tu_wait_stopped(np, TU_WAIT_MS) == 0, "N never took the lock");
+	kill(xp, SIGCONT);
+	ck_assert_msg(tu_pipe_get(&X.done, 300, &rc) != 0,
+	              "X went through the control lock while N held it (%s)",
+	              msgbus_strerror(rc));
+	kill(np, SIGCONT);
+	ck_assert_int_eq(tu_pipe_get(&N.done, TU_WAIT_MS, &rc), 0);
+	TU_ASSERT_OK(rc);
+	ck_assert_int_eq(tu_pipe_get(&X.done, TU_WAIT_MS, &rc), 0);
+	TU_ASSERT_OK(rc);
+	TU_ASSERT_CHILD_OK(np, TU_WAIT_MS);
+	TU_ASSERT_CHILD_OK(xp, TU_WAIT_MS);
+	reuse_close(&X);
+	reuse_close(&D);
+	reuse_close(&N);
+	close_bus(bus, url);
+}
+END_TEST
+
+/* X finds the loaner of the only large buffer dead and stops there; a new
+ * handle takes the dead one's index and loans the buffer. Going on, X
+ * must not take the buffer from it (it would overwrite a live message). */
+START_TEST(test_buffer_index_reused)
+{
+	char url[96];
+	msgbus_options o = MSGBUS_OPTIONS_INIT;
+	struct reuse_child X, D;
+	msgbus_sub *sub = NULL;
+	msgbus_buf *l = NULL;
+	msgbus_msg *m = NULL;
+	int rc;
+
+	o.large_buffers = 1;
+	o.crash_bound_ms = 400;
+	tu_unique_url(url, sizeof(url), "shm");
+	msgbus_bus *bus = tu_open(url, &o);                  /* index 0 */
+	TU_ASSERT_OK(msgbus_subscribe(bus, "reuse.big", 0, &sub));
+	pid_t xp = reuse_spawn(&X, url, "stop:buf_owner_dead", 0, 1); /* 1 */
+	D = (struct reuse_child){ .url = url, .role = 1, .loan = 1, .hold = 1 };
+	tu_pipe_init(&D.ready);
+	tu_pipe_init(&D.go);
+	tu_pipe_init(&D.done);
+	pid_t dp = tu_spawn(reuse_child_main, &D);            /* 2, loans it */
+	ck_assert_int_eq(tu_pipe_get(&D.done, TU_WAIT_MS, &rc), 0);
+	TU_ASSERT_OK(rc);
+	tu_kill_child(dp);
+	tu_pipe_put(&X.go, 1);
+	ck_assert_msg(tu_wait_stopped(xp, TU_WAIT_MS) == 0, "X never found the loaner dead");
+	msgbus_bus *again = tu_open(url, &o);                /* index 2 again */
+	TU_ASSERT_OK(msgbus_loan(again, 1000, 1000, &l));
+	tu_fill(msgbus_loan_data(l), 1000, 42);
+	kill(xp, SIGCONT);
+	ck_assert_int_eq(tu_pipe_get(&X.done, TU_WAIT_MS, &rc), 0);
+	TU_ASSERT_RC(rc, MSGBUS_ETIMEDOUT); /* the buffer is the new handle's */
+	TU_ASSERT_OK(msgbus_commit(l, "reuse.big", 1000, 0));
+	TU_ASSERT_OK(msgbus_recv(sub, &m, TU_WAIT_MS));
+	ck_assert_uint_eq(msgbus_msg_len(m), 1000);
+	ck_assert_msg(tu_verify(msgbus_msg_data(m), 1000, 42) < 0, "the message was overwritten");
+	msgbus_msg_release(m);
+	TU_ASSERT_CHILD_OK(xp, TU_WAIT_MS);
+	reuse_close(&X);
+	reuse_close(&D);
+	TU_ASSERT_OK(msgbus_close(again));
+	close_bus(bus, url);
+}
+END_TEST
+
 Suite *suite_crash(void)
 {
 	Suite *s = suite_create("crash");
@@ -662,6 +817,11 @@ Suite *suite_crash(void)
 	tcase_add_loop_test(tc, test_publisher_dies_mid_publish, 0, 3);
 	tcase_add_loop_test(tc, test_dies_in_control_and_cleanup, 0, 2);
 	tcase_add_test(tc, test_dies_creating_segment);
+	suite_add_tcase(s, tc);
+
+	tc = tu_tcase("index reuse", TU_CASE_TIMEOUT);
+	tcase_add_test(tc, test_ctl_lock_index_reused);
+	tcase_add_test(tc, test_buffer_index_reused);
 	suite_add_tcase(s, tc);
 
 	tc = tu_tcase("stream", TU_CASE_TIMEOUT);

@@ -438,6 +438,21 @@ static inline int tu_wait_child(pid_t pid, int timeout_ms, int *status)
 	}
 }
 
+/* Waits up to timeout_ms until pid has stopped (SIGSTOP); 0 or -1. */
+static inline int tu_wait_stopped(pid_t pid, int timeout_ms)
+{
+	double end = tu_now_ms() + timeout_ms;
+	for (;;) {
+		int st;
+		pid_t r = waitpid(pid, &st, WNOHANG | WUNTRACED);
+		if (r == pid)
+			return WIFSTOPPED(st) ? 0 : -1;
+		if ((r < 0 && errno != EINTR) || tu_now_ms() >= end)
+			return -1;
+		tu_sleep_ms(1);
+	}
+}
+
 static inline void tu_kill_child(pid_t pid)
 {
 	int st;
