@@ -267,32 +267,52 @@ $(LINT_TIDY): lint-tidy-%: lib/%.c
 	printf '%s\n' "$$out" | grep -v -x -e '' -e '[0-9]* warnings\{0,1\} generated\.' || :; \
 	exit $$rc
 
-# ---- fuzzing: the wire codec under libFuzzer (clang only) --------------------
+# ---- fuzzing: decoders of untrusted input under libFuzzer (clang only) -------
 #
 #   make fuzz [FUZZ_SECONDS=30]
-# Fuzzes a copy of tests/fuzz/corpus_wire, so the seeds in git stay as they
-# are; a crashing input is saved as $(B)/fuzz/crash-*. UBSan findings abort
-# too, or libFuzzer would only print them.
+# Runs each target in turn for FUZZ_SECONDS: fuzz_wire (TCP frame codec),
+# fuzz_segment (segment header validation on attach), fuzz_subject (subject
+# syntax and matching); `make fuzz-segment` runs one. Each fuzzes a fresh
+# copy of tests/fuzz/corpus_<target> in $(B)/fuzz/, so the seeds in git stay
+# as they are; a crashing input is saved as $(B)/fuzz/<target>-crash-*.
+# UBSan findings abort too, or libFuzzer would only print them. The seeds
+# come from tests/fuzz/gen_corpus.c.
 
 FUZZ_SECONDS ?= 30
 FUZZ_CC ?= clang
 FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
 	-std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror
-FUZZ_BIN := $(B)/fuzz/fuzz_wire
+FUZZ_TARGETS := wire segment subject
+FUZZ_LIB_wire := lib/wire.c lib/subject.c
+FUZZ_LIB_segment := lib/segment.c
+FUZZ_LIB_subject := lib/subject.c
+FUZZ_BINS := $(FUZZ_TARGETS:%=$(B)/fuzz/fuzz_%)
+FUZZ_RUNS := $(FUZZ_TARGETS:%=fuzz-%)
 
-.PHONY: fuzz
+.PHONY: fuzz $(FUZZ_RUNS)
 
-$(FUZZ_BIN): tests/fuzz/fuzz_wire.c lib/wire.c lib/subject.c $(wildcard lib/*.h) include/msgbus.h
+$(FUZZ_BINS): $(B)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c lib/wire.c lib/subject.c lib/segment.c \
+		$(wildcard lib/*.h) include/msgbus.h
 	@mkdir -p $(@D)
 	$(call msg,FUZZCC,$@)
-	$(Q)$(FUZZ_CC) $(FUZZ_FLAGS) -Iinclude -Ilib -o $@ tests/fuzz/fuzz_wire.c lib/wire.c lib/subject.c
+	$(Q)$(FUZZ_CC) $(FUZZ_FLAGS) -Iinclude -Ilib -o $@ $< $(FUZZ_LIB_$*)
 
-fuzz: $(FUZZ_BIN)
-	$(Q)rm -rf $(B)/fuzz/corpus && mkdir -p $(B)/fuzz/corpus
-	$(Q)cp tests/fuzz/corpus_wire/* $(B)/fuzz/corpus/
-	$(call msg,FUZZ,$(FUZZ_BIN) for $(FUZZ_SECONDS)s)
-	$(Q)$(FUZZ_BIN) -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
-		-artifact_prefix=$(B)/fuzz/ $(B)/fuzz/corpus
+fuzz: $(FUZZ_RUNS)
+
+# Under `make fuzz`, one run at a time even with -j: every target is built
+# before the first run, and each run waits for the one before.
+ifneq ($(filter fuzz,$(MAKECMDGOALS)),)
+fuzz-wire: $(FUZZ_BINS)
+fuzz-segment: fuzz-wire
+fuzz-subject: fuzz-segment
+endif
+
+$(FUZZ_RUNS): fuzz-%: $(B)/fuzz/fuzz_%
+	$(Q)rm -rf $(B)/fuzz/corpus_$* && mkdir -p $(B)/fuzz/corpus_$*
+	$(Q)cp tests/fuzz/corpus_$*/* $(B)/fuzz/corpus_$*/
+	$(call msg,FUZZ,$< for $(FUZZ_SECONDS)s)
+	$(Q)$< -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+		-artifact_prefix=$(B)/fuzz/$*- $(B)/fuzz/corpus_$*
 
 # ---- install -----------------------------------------------------------------
 
