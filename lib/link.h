@@ -54,5 +54,14 @@ void mb_conn_unregister(struct mb_links *ls, struct mb_conn *c);
 void mb_conn_shutdown_all(struct mb_links *ls);
 void mb_links_stop(msgbus_bus *b);
 void mb_conns_count(struct mb_links *ls, uint32_t *subs, uint32_t *svcs);
+/* After a publish on b: b's links send inline (tcp.c, link.c); never waits. */
+void mb_links_published(msgbus_bus *b);
+void mb_conn_tx_inline(struct mb_conn *c);
+/* A thread spinning in msgbus_recv on b reads b's links inline; before it
+ * sleeps, it hands them back to their rx threads (tcp.c, link.c). */
+void mb_links_spin(msgbus_bus *b);
+void mb_links_unspin(msgbus_bus *b);
+void mb_conn_rx_inline(struct mb_conn *c, uint64_t now);
+void mb_conn_rx_unspin(struct mb_conn *c);
 
 #endif

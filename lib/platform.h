@@ -59,6 +59,11 @@ long mb_sock_read(int fd, void *buf, size_t len);
 long mb_sock_read_nowait(int fd, void *buf, size_t len);
 /* Write all of a then b (either may be empty); 0 or -errno. Never SIGPIPE. */
 int mb_sock_write2(int fd, const void *a, size_t alen, const void *b, size_t blen);
+/* What the socket takes now, without blocking: bytes written (possibly
+ * fewer than len), -EAGAIN when none, or -errno. Never SIGPIPE. */
+long mb_sock_write_nowait(int fd, const void *buf, size_t len);
+/* A blocking mb_sock_read returns -EAGAIN after timeout_ms without data. */
+int mb_sock_set_read_timeout(int fd, int timeout_ms);
 void mb_sock_shutdown(int fd);
 
 /* Pause instruction for spin loops. */

@@ -2,6 +2,7 @@
  * through a large buffer. */
 #include "buffers.h"
 #include "crash.h"
+#include "link.h"
 #include "ring.h"
 
 #include <string.h>
@@ -73,5 +74,8 @@ int msgbus_publish(msgbus_bus *bus, const char *subject, const void *data, size_
 	int rc = mb_publish_checks(bus, subject, len, &t);
 	if (rc)
 		return rc;
-	return mb_publish_parts(bus, t, NULL, 0, data, len, mb_publish_deadline(timeout_ms));
+	rc = mb_publish_parts(bus, t, NULL, 0, data, len, mb_publish_deadline(timeout_ms));
+	if (!rc)
+		mb_links_published(bus); /* tcp.c: links of this handle send inline */
+	return rc;
 }

@@ -5,12 +5,15 @@
  * is per subject: each subject is its own ring, so a publisher's messages
  * on one subject arrive in the order it published them.
  */
+#include "link.h"
 #include "ring.h"
 #include "sub.h"
 #include "wait.h"
 
 #include <stdlib.h>
 #include <string.h>
+
+#define MB_LINK_SPIN_ROUNDS 32 /* spin rounds between looks at the links */
 
 void mb_sub_refresh(msgbus_sub *sub);
 
@@ -208,12 +211,41 @@ void mb_sub_wake(msgbus_sub *sub)
 	mb_ec_kick(wait_word(sub));
 }
 
+/*
+ * For a taker that serialises its use of sub with a lock of its own and
+ * waits outside that lock (a TCP link's transmit side, link.c): one
+ * message without waiting, with the writer to watch when a claimed slot
+ * holds a head back; the word to sleep on; and the ordered flush of
+ * releases that must precede that sleep, as in mb_sub_take.
+ */
+int mb_sub_poll(msgbus_sub *sub, msgbus_msg **msg, int64_t *owner)
+{
+	*owner = -1;
+	if (sub->held)
+		return MSGBUS_EBUSY;
+	int rc = try_take(sub, owner);
+	if (!rc)
+		*msg = &sub->msg;
+	return rc;
+}
+
+_Atomic uint32_t *mb_sub_wait_word(msgbus_sub *sub)
+{
+	return wait_word(sub);
+}
+
+void mb_sub_flush(msgbus_sub *sub)
+{
+	flush_releases(sub);
+}
+
 /* Take the next message, waiting until deadline (MB_NO_WAIT: don't). */
 int mb_sub_take(msgbus_sub *sub, uint64_t deadline)
 {
 	msgbus_bus *b = sub->bus;
 	uint64_t next_check = 0;
 	struct mb_spin spin = { 0, 0 };
+	bool linked = false;
 	for (;;) {
 		int64_t owner;
 		int rc = try_take(sub, &owner);
@@ -221,8 +253,20 @@ int mb_sub_take(msgbus_sub *sub, uint64_t deadline)
 			return rc;
 		if (deadline == MB_NO_WAIT)
 			return MSGBUS_EAGAIN;
-		if (mb_spinning(&spin, b->spin_ns))
+		if (mb_spinning(&spin, b->spin_ns)) {
+			/* A handle that made TCP links reads them while it
+			 * spins (link.c): nobody is woken to bring a message. */
+			if (spin.rounds % MB_LINK_SPIN_ROUNDS == 1 &&
+			    __atomic_load_n(&b->links, __ATOMIC_RELAXED)) {
+				linked = true;
+				mb_links_spin(b);
+			}
 			continue;
+		}
+		if (linked) {
+			linked = false;
+			mb_links_unspin(b); /* their rx threads watch them again */
+		}
 		if (atomic_load(&sub->stop))
 			return MSGBUS_ECLOSED;
 		uint64_t now = mb_now_ns();

@@ -41,4 +41,9 @@ struct msgbus_sub {
 	msgbus_sub *next;
 };
 
+/* recv.c: taking under the caller's own lock, waiting outside it. */
+int mb_sub_poll(msgbus_sub *sub, msgbus_msg **msg, int64_t *owner);
+_Atomic uint32_t *mb_sub_wait_word(msgbus_sub *sub);
+void mb_sub_flush(msgbus_sub *sub);
+
 #endif

@@ -78,10 +78,55 @@ static struct mb_links *links_of(msgbus_bus *b)
 			/* Tells a link to itself apart from one to a peer. */
 			ls->node_id = mb_now_ns() ^ (uint64_t)(uintptr_t)ls << 20;
 		}
-		b->links = ls;
+		/* Read without the lock by publishers (mb_links_published). */
+		__atomic_store_n(&b->links, ls, __ATOMIC_RELEASE);
 	}
 	pthread_mutex_unlock(&b->lock);
 	return b->links;
+}
+
+/*
+ * After a publish on b (publish.c): when b made links, send inline what
+ * they carry, in this thread, rather than wait for their tx threads to
+ * wake. Only what can be done at once: a busy list or link is skipped.
+ */
+void mb_links_published(msgbus_bus *b)
+{
+	struct mb_links *ls = __atomic_load_n(&b->links, __ATOMIC_ACQUIRE);
+	if (!ls || !atomic_load_explicit(&ls->up, memory_order_relaxed) ||
+	    pthread_mutex_trylock(&ls->lock))
+		return;
+	for (struct mb_conn_ref *cr = ls->conns; cr; cr = cr->next)
+		mb_conn_tx_inline(cr->conn);
+	pthread_mutex_unlock(&ls->lock);
+}
+
+/*
+ * A thread spinning in msgbus_recv on b (recv.c), now and then: read b's
+ * links inline, so what a peer sends reaches it without waking anyone.
+ * Only what can be done at once. mb_links_unspin: it stops spinning.
+ */
+void mb_links_spin(msgbus_bus *b)
+{
+	struct mb_links *ls = __atomic_load_n(&b->links, __ATOMIC_ACQUIRE);
+	if (!ls || !atomic_load_explicit(&ls->up, memory_order_relaxed) ||
+	    pthread_mutex_trylock(&ls->lock))
+		return;
+	uint64_t now = mb_now_ns();
+	for (struct mb_conn_ref *cr = ls->conns; cr; cr = cr->next)
+		mb_conn_rx_inline(cr->conn, now);
+	pthread_mutex_unlock(&ls->lock);
+}
+
+void mb_links_unspin(msgbus_bus *b)
+{
+	struct mb_links *ls = __atomic_load_n(&b->links, __ATOMIC_ACQUIRE);
+	if (!ls)
+		return;
+	pthread_mutex_lock(&ls->lock);
+	for (struct mb_conn_ref *cr = ls->conns; cr; cr = cr->next)
+		mb_conn_rx_unspin(cr->conn);
+	pthread_mutex_unlock(&ls->lock);
 }
 
 static void *accepted_main(void *arg)

@@ -276,3 +276,18 @@ size_t mb_wire_encode(uint8_t *out, const struct mb_frame *f)
 	put32(out + 8, fixed + payload);
 	return (size_t)(p - out);
 }
+
+size_t mb_wire_encode_msg(uint8_t *out, const char *name, size_t name_len,
+                          uint32_t payload_len)
+{
+	assert(name_len >= 1 && name_len <= MB_SUBJECT_MAX);
+	assert(payload_len <= MB_WIRE_MAX_FRAME - 2 - name_len);
+	put32(out, MB_WIRE_MAGIC);
+	out[4] = MB_WIRE_VERSION;
+	out[5] = MB_F_MSG;
+	put16(out + 6, 0);
+	put32(out + 8, (uint32_t)(2 + name_len) + payload_len);
+	put16(out + MB_WIRE_HDR, (uint16_t)name_len);
+	memcpy(out + MB_WIRE_HDR + 2, name, name_len);
+	return MB_WIRE_HDR + 2 + name_len;
+}

@@ -9,8 +9,10 @@
 #ifndef MB_WIRE_H
 #define MB_WIRE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #define MB_WIRE_MAGIC 0x3157424du /* bytes 'M','B','W','1' read little-endian */
 #define MB_WIRE_VERSION 1
@@ -65,5 +67,28 @@ int mb_wire_decode(uint8_t type, const uint8_t *body, uint32_t len, struct mb_fr
  */
 size_t mb_wire_encode(uint8_t *out, const struct mb_frame *f);
 #define MB_WIRE_HEAD_MAX (MB_WIRE_HDR + 8 + 2 + 255 + 16)
+
+/*
+ * The same bytes as mb_wire_encode for a MSG frame on the subject name
+ * (name_len 1..255, not validated) with payload_len bytes of payload to
+ * follow, without filling a struct mb_frame: the link's per-message path.
+ * Writes MB_WIRE_HDR + 2 + name_len bytes into out and returns that.
+ */
+size_t mb_wire_encode_msg(uint8_t *out, const char *name, size_t name_len,
+                          uint32_t payload_len);
+
+/*
+ * Whether a MSG body of len bytes starts with the name of n bytes at name
+ * (its 2-byte length, then the bytes). When mb_wire_decode accepted a MSG
+ * with that very name, a body that passes this needs no further check: the
+ * rest is its payload, at body + 2 + n. The link's fast path for a run of
+ * messages on one subject.
+ */
+static inline bool mb_wire_msg_named(const uint8_t *body, uint32_t len, const char *name,
+                                     uint16_t n)
+{
+	return len >= 2u + n && (uint16_t)(body[0] | (unsigned)body[1] << 8) == n &&
+	       memcmp(body + 2, name, n) == 0;
+}
 
 #endif

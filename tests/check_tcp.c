@@ -28,10 +28,17 @@
  *              process killed and restarted (reconnects, undelivered), a
  *              forwarded request whose worker's process dies (EPEERDIED)
  *  heartbeat   a silent peer is closed after about 5 s, a live one stays
+ *  inline      publishers of the linking handle send, and receivers spinning
+ *              on it read, the link themselves (link.c): a ping-pong of
+ *              spinning parties with interest changing in the middle; two
+ *              handles streaming at once, with messages larger than the
+ *              link's buffers; the link threads back to sleep afterwards
  * The last four fork, kill or wait on heartbeats: skipped under valgrind.
  */
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <netinet/tcp.h>
 #include <stdatomic.h>
 #include <sys/socket.h>
@@ -1949,6 +1956,305 @@ START_TEST(test_heartbeat)
 }
 END_TEST
 
+/* ---- links written and read inline ------------------------------------------ */
+
+/* Receivers spin through a round trip, even in a sanitizer build, so they
+ * read the link themselves rather than wait for its rx thread. */
+#define PP_SPIN_US 2000
+#define N_PP 2000
+
+struct pp_echo {
+	msgbus_bus *bus;
+	msgbus_sub *sub;
+	uint32_t n;
+	char why[200]; /* empty while all is well */
+};
+
+/* B's side of a ping-pong: each ping checked, echoed as a pong. */
+static void *pp_echo_main(void *p)
+{
+	struct pp_echo *e = p;
+	for (uint32_t i = 0; i < e->n; i++) {
+		msgbus_msg *m = NULL;
+		int rc = msgbus_recv(e->sub, &m, TU_WAIT_MS);
+		if (rc != MSGBUS_OK) {
+			snprintf(e->why, sizeof(e->why), "recv ping %u: %s", i, msgbus_strerror(rc));
+			return NULL;
+		}
+		rc = check_msg(m, "pp.ping", 1, i, msg_len(i), e->why, sizeof(e->why));
+		msgbus_msg_release(m);
+		if (rc)
+			return NULL;
+		rc = pub_msg(e->bus, "pp.pong", 2, i, msg_len(i), TU_WAIT_MS);
+		if (rc != MSGBUS_OK) {
+			snprintf(e->why, sizeof(e->why), "publish pong %u: %s", i,
+			         msgbus_strerror(rc));
+			return NULL;
+		}
+	}
+	return NULL;
+}
+
+/* Two linked buses whose linking handles spin in recv; A pings, B pongs. */
+struct pp {
+	char ua[96], ub[96];
+	msgbus_bus *a, *b;
+	msgbus_sub *pong;
+	struct pp_echo e;
+	pthread_t echo;
+};
+
+static void pp_open(struct pp *pp, const char *scheme, uint32_t n)
+{
+	msgbus_options o = MSGBUS_OPTIONS_INIT;
+	o.spin_us = PP_SPIN_US;
+	tu_unique_url(pp->ua, sizeof(pp->ua), scheme);
+	tu_unique_url(pp->ub, sizeof(pp->ub), scheme);
+	pp->a = tu_open(pp->ua, &o);
+	pp->b = tu_open(pp->ub, &o);
+	TU_ASSERT_OK(msgbus_subscribe(pp->a, "pp.pong", 0, &pp->pong));
+	pp->e.bus = pp->b;
+	pp->e.n = n;
+	pp->e.why[0] = '\0';
+	TU_ASSERT_OK(msgbus_subscribe(pp->b, "pp.ping", 0, &pp->e.sub));
+	int port = listen_lo(pp->a);
+	connect_lo(pp->b, port);
+	WAIT_LINK(pp->a, "B's pattern", st.links_up == 1 && st.remote_subs == 1);
+	WAIT_LINK(pp->b, "A's pattern", st.links_up == 1 && st.remote_subs == 1);
+	ck_assert_int_eq(pthread_create(&pp->echo, NULL, pp_echo_main, &pp->e), 0);
+}
+
+static void pp_round(struct pp *pp, uint32_t i)
+{
+	TU_ASSERT_OK(pub_msg(pp->a, "pp.ping", 1, i, msg_len(i), TU_WAIT_MS));
+	RECV_MSG(pp->pong, "pp.pong", 2, i, msg_len(i));
+}
+
+static void pp_join(struct pp *pp)
+{
+	ck_assert_int_eq(pthread_join(pp->echo, NULL), 0);
+	ck_assert_msg(pp->e.why[0] == '\0', "echo: %s", pp->e.why);
+	TU_ASSERT_EMPTY(pp->pong);
+}
+
+/* Every message of a ping-pong goes through the inline paths in both
+ * directions. Other frames cross in between: a third of the way, A
+ * subscribes to more (SUB reaches B while its receiver reads the link) and
+ * B publishes on it; two thirds, a request to a worker on B (REQ, REP). */
+START_TEST(test_spinning_pingpong)
+{
+	static const char *const tags[] = { "ppw" };
+	struct echo worker = { "ppw", 0 };
+	struct pp pp;
+	msgbus_sub *late = NULL;
+	msgbus_service *svc = NULL;
+	uint32_t n = tu_valgrind() ? 200 : N_PP;
+
+	pp_open(&pp, tu_scheme(_i), n);
+	for (uint32_t i = 0; i < n; i++) {
+		pp_round(&pp, i);
+		if (i == n / 3) {
+			TU_ASSERT_OK(msgbus_subscribe(pp.a, "pp.late", 0, &late));
+			WAIT_LINK(pp.b, "A's new pattern", st.remote_subs == 2);
+			TU_ASSERT_OK(pub_msg(pp.b, "pp.late", 3, 0, 8, TU_WAIT_MS));
+			RECV_MSG(late, "pp.late", 3, 0, 8);
+		} else if (i == 2 * n / 3) {
+			TU_ASSERT_OK(msgbus_serve(pp.b, "rr.echo", echo_cb, &worker, &svc));
+			WAIT_LINK(pp.a, "B's service", st.remote_services == 1);
+			request_echo(pp.a, (int)i, tags, 1);
+			ck_assert_int_eq(atomic_load(&worker.served), 1);
+		}
+	}
+	pp_join(&pp);
+	TU_ASSERT_OK(msgbus_unserve(svc));
+	TU_ASSERT_EMPTY(late);
+	WAIT_LINK(pp.a, "A received all", st.received == n + 1);
+	WAIT_LINK(pp.b, "B received all", st.received == n);
+	msgbus_link_stats sa = link_stats(pp.a), sb = link_stats(pp.b);
+	ck_assert_msg(sa.sent == n && sa.undelivered == 0 && sa.bad_frames == 0,
+	              "A: " STATS_FMT, STATS_ARGS(sa));
+	ck_assert_msg(sb.sent == n + 1 && sb.undelivered == 0 && sb.bad_frames == 0,
+	              "B: " STATS_FMT, STATS_ARGS(sb));
+	close_bus(pp.b, pp.ub);
+	close_bus(pp.a, pp.ua);
+}
+END_TEST
+
+/* Two handles of A stream at once: the linking one (inline) and another
+ * (only the link's tx thread sends for it). Now and then a message larger
+ * than half the link's write buffer (sent straight from the bus) and than
+ * its read buffer (the reader grows). B's receiver spins. */
+#define N_MIX 3000
+#define MIX_BIG (300u << 10)
+
+static size_t mix_len(uint32_t i)
+{
+	return i % 1000 == 500 ? MIX_BIG + i % 7 : msg_len(i);
+}
+
+static void mix_make(unsigned char *buf, uint32_t pub, uint32_t seq)
+{
+	struct tu_seqmsg v = { pub, seq };
+	tu_fill(buf, mix_len(seq), pub * 7919u + seq);
+	memcpy(buf, &v, sizeof(v));
+}
+
+struct mixer {
+	msgbus_bus *bus;
+	msgbus_sub *sub;
+	uint32_t pub, n;
+	char why[200];
+};
+
+static void *mix_pub_main(void *p)
+{
+	struct mixer *x = p;
+	unsigned char *buf = malloc(MIX_BIG + 8);
+	for (uint32_t i = 0; buf && i < x->n && !x->why[0]; i++) {
+		mix_make(buf, x->pub, i);
+		int rc = msgbus_publish(x->bus, "mx.x", buf, mix_len(i), TU_WAIT_MS);
+		if (rc != MSGBUS_OK)
+			snprintf(x->why, sizeof(x->why), "publisher %u, #%u: %s", x->pub, i,
+			         msgbus_strerror(rc));
+	}
+	if (!buf)
+		snprintf(x->why, sizeof(x->why), "out of memory");
+	free(buf);
+	return NULL;
+}
+
+/* Both publishers' messages, each publisher's in order, contents checked. */
+static void *mix_recv_main(void *p)
+{
+	struct mixer *x = p;
+	uint32_t next[3] = { 0, 0, 0 };
+	unsigned char *want = malloc(MIX_BIG + 8);
+	for (uint32_t k = 0; want && k < 2 * x->n && !x->why[0]; k++) {
+		msgbus_msg *m = NULL;
+		struct tu_seqmsg v = { 0, 0 };
+		int rc = msgbus_recv(x->sub, &m, TU_WAIT_MS);
+		if (rc != MSGBUS_OK) {
+			snprintf(x->why, sizeof(x->why), "recv #%u: %s", k, msgbus_strerror(rc));
+			break;
+		}
+		if (tu_get_seqmsg(m, &v) || (v.pub != 1 && v.pub != 2) || v.seq != next[v.pub]) {
+			snprintf(x->why, sizeof(x->why), "#%u: pub %u seq %u, want seq %u/%u", k,
+			         v.pub, v.seq, next[1], next[2]);
+		} else if (msgbus_msg_len(m) != mix_len(v.seq)) {
+			snprintf(x->why, sizeof(x->why), "pub %u seq %u: len %zu, want %zu", v.pub,
+			         v.seq, msgbus_msg_len(m), mix_len(v.seq));
+		} else {
+			mix_make(want, v.pub, v.seq);
+			if (memcmp(msgbus_msg_data(m), want, mix_len(v.seq)) != 0)
+				snprintf(x->why, sizeof(x->why), "pub %u seq %u: contents differ",
+				         v.pub, v.seq);
+			next[v.pub]++;
+		}
+		msgbus_msg_release(m);
+	}
+	if (!want)
+		snprintf(x->why, sizeof(x->why), "out of memory");
+	free(want);
+	return NULL;
+}
+
+START_TEST(test_mixed_stream)
+{
+	char ua[96], ub[96];
+	const char *scheme = tu_scheme(_i);
+	msgbus_options o = MSGBUS_OPTIONS_INIT;
+	uint32_t n = tu_valgrind() ? 300 : N_MIX;
+	pthread_t tp, tr;
+
+	o.spin_us = PP_SPIN_US;
+	tu_unique_url(ua, sizeof(ua), scheme);
+	tu_unique_url(ub, sizeof(ub), scheme);
+	msgbus_bus *a = tu_open(ua, &o);
+	msgbus_bus *a2 = tu_open(ua, &o); /* another participant of A */
+	msgbus_bus *b = tu_open(ub, &o);
+	struct mixer p1 = { a, NULL, 1, n, "" }, p2 = { a2, NULL, 2, n, "" };
+	struct mixer rx = { b, NULL, 0, n, "" };
+	TU_ASSERT_OK(msgbus_subscribe(b, "mx.x", 0, &rx.sub));
+	int port = listen_lo(a);
+	connect_lo(b, port);
+	WAIT_LINK(a, "B's pattern", st.links_up == 1 && st.remote_subs == 1);
+	ck_assert_int_eq(pthread_create(&tr, NULL, mix_recv_main, &rx), 0);
+	ck_assert_int_eq(pthread_create(&tp, NULL, mix_pub_main, &p2), 0);
+	mix_pub_main(&p1);
+	ck_assert_int_eq(pthread_join(tp, NULL), 0);
+	ck_assert_int_eq(pthread_join(tr, NULL), 0);
+	ck_assert_msg(!p1.why[0] && !p2.why[0] && !rx.why[0], "%s%s%s", p1.why, p2.why, rx.why);
+	TU_ASSERT_EMPTY(rx.sub);
+	WAIT_LINK(b, "B received all", st.received == 2 * n);
+	msgbus_link_stats sa = link_stats(a);
+	ck_assert_msg(sa.sent == 2 * n && sa.undelivered == 0 && sa.bad_frames == 0,
+	              "A: " STATS_FMT, STATS_ARGS(sa));
+	ck_assert_uint_eq(link_stats(b).undelivered, 0);
+	close_bus(b, ub);
+	TU_ASSERT_OK(msgbus_close(a2));
+	close_bus(a, ua);
+}
+END_TEST
+
+/* Context switches of all our threads so far (Linux: /proc/self/task). */
+static long task_switches(void)
+{
+	long total = 0;
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *de;
+	while (d && (de = readdir(d)) != NULL) {
+		char path[300], line[128];
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/task/%s/status", de->d_name);
+		FILE *f = fopen(path, "r");
+		while (f && fgets(line, sizeof(line), f)) {
+			long v;
+			if (sscanf(line, "voluntary_ctxt_switches: %ld", &v) == 1 ||
+			    sscanf(line, "nonvoluntary_ctxt_switches: %ld", &v) == 1)
+				total += v;
+		}
+		if (f)
+			fclose(f);
+	}
+	if (d)
+		closedir(d);
+	return total;
+}
+
+static double process_cpu_ms(void)
+{
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e3 +
+	       (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e3;
+}
+
+/* After a ping-pong of spinning parties, an idle pair of links goes back
+ * to sleep: their six threads wake a few times a second (timeouts,
+ * heartbeats), not at a nap's rate, and use next to no CPU. */
+START_TEST(test_idle_after_traffic)
+{
+	struct pp pp;
+	pp_open(&pp, "inproc", 500);
+	for (uint32_t i = 0; i < 500; i++)
+		pp_round(&pp, i);
+	pp_join(&pp);
+	tu_sleep_ms(300); /* the naps end once the spinners are gone */
+	double c0 = process_cpu_ms(), t0 = tu_now_ms();
+	long w0 = task_switches();
+	tu_sleep_ms(1000);
+	long wakes = task_switches() - w0;
+	double cpu = process_cpu_ms() - c0, wall = tu_now_ms() - t0;
+	fprintf(stderr, "check_tcp: idle links: %ld wake-ups, %.1f ms CPU in %.0f ms\n", wakes,
+	        cpu, wall);
+	ck_assert_msg(wakes < 400, "idle links woke %ld times in %.0f ms", wakes, wall);
+	ck_assert_msg(cpu < 0.05 * wall, "idle links used %.1f ms CPU in %.0f ms", cpu, wall);
+	close_bus(pp.b, pp.ub);
+	close_bus(pp.a, pp.ua);
+}
+END_TEST
+
 Suite *suite_tcp(void)
 {
 	Suite *s = suite_create("tcp");
@@ -1977,6 +2283,13 @@ Suite *suite_tcp(void)
 	tcase_add_loop_test(tc, test_backpressure, 0, TU_NSCHEMES);
 	if (!tu_valgrind())
 		tcase_add_test(tc, test_close_while_link_blocked);
+	suite_add_tcase(s, tc);
+
+	tc = tu_tcase("tcp inline", TCP_CASE_TIMEOUT);
+	tcase_add_loop_test(tc, test_spinning_pingpong, 0, TU_NSCHEMES);
+	tcase_add_loop_test(tc, test_mixed_stream, 0, TU_NSCHEMES);
+	if (!tu_valgrind())
+		tcase_add_test(tc, test_idle_after_traffic);
 	suite_add_tcase(s, tc);
 
 	tc = tu_tcase("tcp wire", TCP_CASE_TIMEOUT);

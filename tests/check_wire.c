@@ -1,7 +1,8 @@
 /*
  * check_wire.c - the TCP frame codec (lib/wire.c) against msgbus-wire(7):
  * every frame type survives encode, header check and decode; golden bytes
- * pin the byte order; every violation the spec lists is MSGBUS_EPROTO with
+ * pin the byte order; the link's MSG encoder and decoding shortcut agree
+ * with the codec; every violation the spec lists is MSGBUS_EPROTO with
  * a reason; every truncation of every body is refused or, inside a
  * payload, read as a shorter payload.
  *
@@ -215,6 +216,35 @@ START_TEST(test_roundtrip)
 		ck_assert_uint_eq(out.token, 0);
 	if (_i < MB_F_SUB || _i > MB_F_REQ)
 		ck_assert_uint_eq(out.name_len, 0);
+}
+END_TEST
+
+/* The link's per-message encoder writes the very bytes of mb_wire_encode,
+ * for names of every length; and mb_wire_msg_named, its decoding shortcut,
+ * accepts a body with exactly that name and nothing else. */
+START_TEST(test_msg_fast_path)
+{
+	uint8_t a[MB_WIRE_HEAD_MAX], b[MB_WIRE_HEAD_MAX];
+	char name[256];
+	for (size_t n = 1; n <= 255; n++) {
+		for (size_t i = 0; i < n; i++)
+			name[i] = (char)('a' + i % 26);
+		name[n] = '\0';
+		struct mb_frame f = { .type = MB_F_MSG, .payload_len = 1000 };
+		set_name(&f, name);
+		size_t la = mb_wire_encode(a, &f), lb = mb_wire_encode_msg(b, name, n, 1000);
+		ck_assert_uint_eq(la, lb);
+		ck_assert_int_eq(memcmp(a, b, la), 0);
+		const uint8_t *body = b + MB_WIRE_HDR;
+		uint32_t blen = (uint32_t)(lb - MB_WIRE_HDR);
+		ck_assert(mb_wire_msg_named(body, blen, name, (uint16_t)n));
+		ck_assert(mb_wire_msg_named(body, blen + 1000, name, (uint16_t)n));
+		ck_assert(!mb_wire_msg_named(body, blen - 1, name, (uint16_t)n)); /* short */
+		if (n > 1)
+			ck_assert(!mb_wire_msg_named(body, blen, name, (uint16_t)(n - 1)));
+		name[n - 1] = 'Z';
+		ck_assert(!mb_wire_msg_named(body, blen, name, (uint16_t)n));
+	}
 }
 END_TEST
 
@@ -687,6 +717,7 @@ Suite *suite_wire(void)
 	tcase_add_loop_test(tc, test_roundtrip, MB_F_HELLO, MB_F_PONG + 1);
 	tcase_add_loop_test(tc, test_roundtrip_limits, MB_F_HELLO, MB_F_PONG + 1);
 	tcase_add_test(tc, test_golden);
+	tcase_add_test(tc, test_msg_fast_path);
 	tcase_add_test(tc, test_encode_bound);
 	tcase_add_test(tc, test_stream);
 	suite_add_tcase(s, tc);
