@@ -1,0 +1,220 @@
+/*
+ * link_conn.h - one TCP connection between two buses, private to the link
+ * files: link.c runs a connection (its threads, its end), link_send.c
+ * sends (the tx thread, inline senders, interest), link_recv.c receives
+ * (the handshake, the rx thread, inline readers), link_rr.c carries
+ * requests both ways.
+ *
+ * A link is a bridge participant: it opens its own handle on the local bus,
+ * marked as a bridge, so what it republishes is recognisable and never
+ * forwarded to another link (one hop: cycles cannot loop). Three threads:
+ *  rx  reads frames: interest, messages to republish, requests to call
+ *      locally, replies to requests it forwarded;
+ *  tx  follows the local bus with a lossless subscription (the proxy) and
+ *      sends what the peer is interested in, in batches; advertises local
+ *      interest;
+ *  rr  waits for local replies to the peer's requests and sends them back.
+ * A publisher on the handle that made the link also sends inline: right
+ * after its publish it takes what the proxy holds and writes it without
+ * blocking (mb_conn_tx_inline), so a lone message does not wait for the tx
+ * thread to wake up. Whatever it cannot write at once stays queued for the
+ * tx thread, which never sleeps with anything queued or unread.
+ * Likewise a thread spinning in msgbus_recv on that handle reads the link
+ * inline while the rx thread lets it (mb_conn_rx_inline): in a ping-pong
+ * whose parties spin, nobody has to be woken at all.
+ * Backpressure is end to end: a slow peer stops reading, our writes block,
+ * our lossless subscription stops releasing, local publishers wait.
+ */
+#ifndef MB_LINK_CONN_H
+#define MB_LINK_CONN_H
+
+#include "link.h"
+#include "wire.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define HEARTBEAT_MS 1000
+#define DEAD_AFTER_MS 5000
+#define TXBUF (256u << 10)
+#define RXBUF (256u << 10) /* one read takes up to this much */
+#define PENDING 4096u /* requests forwarded to the peer, awaiting replies */
+/* Inline sending: write at once when the queue was empty and nothing was
+ * written for TX_LONE_NS (a lone message: ping-pong, request/reply); in a
+ * stream, write once TX_WRITE_AT is queued and leave the rest to the tx
+ * thread, so a fast publisher makes large writes, not one per message. */
+#define TX_LONE_NS 5000u
+#define TX_WRITE_AT (64u << 10)
+#define TX_PASS_MAX 4096u /* messages per pass of the tx thread */
+/* A pass that takes this many is a stream to keep up with at once. */
+#define TX_STREAM 64u
+/* While publishers send inline, the tx thread looks at the bus this often
+ * instead of waking at every commit (see mb_link_tx_main). */
+#define TX_NAP_NS 200000u
+/* After a pass that carried a stream and a pass that found it ended, the
+ * tx thread waits this long, unannounced, before it sleeps on the bus. */
+#define TX_LINGER_NS 50000u
+/* While threads spinning in recv read the link, the rx thread looks at it
+ * this often; they count as gone when they last looked longer ago. */
+#define RX_NAP_NS 200000u
+#define RX_SPIN_GONE_NS (2ull * RX_NAP_NS)
+#define RX_INLINE_READS 4 /* reads per inline pass, at most */
+
+struct names {
+	char **v;
+	uint32_t n;
+};
+
+struct rsvc {
+	char name[MB_SUBJECT_MAX + 1];
+	msgbus_service *svc;
+	struct mb_conn *conn;
+};
+
+struct peer_call {
+	uint32_t id;
+	int rc;
+	msgbus_call *call;
+	msgbus_msg *reply;
+	struct peer_call *next;
+};
+
+struct reader {
+	uint8_t *buf;
+	size_t cap, len, off;
+	uint64_t last_rx_ns;
+	uint64_t received; /* MSG frames published, not yet counted */
+	/* The subject of the last MSG published, and its topic: a MSG
+	 * with the same name bytes skips decoding and the topic lookup. */
+	char mname[MB_SUBJECT_MAX + 1];
+	uint16_t mlen; /* 0: none */
+	uint32_t mtopic;
+};
+
+struct mb_conn {
+	struct mb_links *ls;
+	msgbus_bus *lb; /* the link's own, bridge-marked handle */
+	int fd;
+	char peer[96];
+	_Atomic bool down;
+	pthread_t tx, rr;
+
+	/* The sending side, one thread at a time: the tx thread, a publisher
+	 * sending inline (trylock only: it never waits), or a thread sending
+	 * a control frame. It owns the proxy's takes, txbuf and the writes. */
+	pthread_mutex_t wlock;
+	/* Follows the bus once the peer wants anything: created by rx, set
+	 * to NULL under wlock at the drop, used under wlock. */
+	_Atomic(msgbus_sub *) proxy;
+	msgbus_msg *held; /* taken from the proxy, waits for room in txbuf */
+	uint8_t *txbuf;
+	size_t txlen, txoff; /* queued, of which written (a non-blocking write
+	                      * may stop within a frame) */
+	uint32_t uncounted; /* MSG frames queued, not yet counted as sent */
+	uint64_t last_write_ns;
+	uint32_t *want_gen; /* per topic: rgen when want[] was decided, 0 none */
+	bool *want;
+	uint64_t *taken; /* per topic: the positions below were taken */
+	_Atomic uint64_t last_tx_ns; /* read by tx without wlock for heartbeats */
+	uint32_t peer_max_frame;
+	/* Read by every publisher of the linking handle, written rarely:
+	 * a line of its own. tx_ec is the tx thread's own eventcount, for
+	 * its naps: an inline sender that leaves work behind signals it.
+	 * tx_active: the tx thread is not asleep, and takes what comes. */
+	_Alignas(128) _Atomic uint32_t tx_ec;
+	_Atomic bool tx_active;
+	_Alignas(128) _Atomic uint64_t inline_passes; /* inline passes that took any */
+
+	/* The receiving side, one thread at a time: the rx thread, or (only
+	 * while rx_shared) a thread spinning in msgbus_recv on the linking
+	 * handle, trylock only, which publishes MSG frames and leaves any
+	 * other frame to the rx thread. */
+	_Alignas(128) pthread_mutex_t rlock;
+	struct reader rd;
+	uint32_t max_frame; /* ours */
+	bool rx_shared; /* the rx thread naps: spinners may read */
+	bool rx_end;    /* a spinner read the end of the stream, or an error */
+	/* The rx thread's eventcount for its naps, and when a spinner last
+	 * looked at the link (0: it went to sleep). */
+	_Alignas(128) _Atomic uint32_t rx_ec;
+	_Atomic uint64_t rx_spin_ns;
+
+	pthread_mutex_t lock; /* remote interest, proxy creation, pending, calls */
+	struct names rsubs;
+	_Atomic uint32_t rgen; /* changes with rsubs (never 0) */
+	struct rsvc **rsvcs;
+	uint32_t nrsvcs;
+	msgbus_req *pending[PENDING];
+	uint32_t pending_id[PENDING];
+	uint32_t next_id;
+	struct peer_call *calls;
+};
+
+static inline bool mb_names_has(const struct names *s, const char *x)
+{
+	for (uint32_t i = 0; i < s->n; i++)
+		if (!strcmp(s->v[i], x))
+			return true;
+	return false;
+}
+
+static inline int mb_names_add(struct names *s, const char *x)
+{
+	char **v = realloc(s->v, (s->n + 1) * sizeof(*v));
+	if (!v)
+		return MSGBUS_ENOMEM;
+	s->v = v;
+	if (!(v[s->n] = strdup(x)))
+		return MSGBUS_ENOMEM;
+	s->n++;
+	return 0;
+}
+
+static inline void mb_names_del(struct names *s, const char *x)
+{
+	for (uint32_t i = 0; i < s->n; i++) {
+		if (!strcmp(s->v[i], x)) {
+			free(s->v[i]);
+			s->v[i] = s->v[--s->n];
+			return;
+		}
+	}
+}
+
+static inline void mb_names_clear(struct names *s)
+{
+	for (uint32_t i = 0; i < s->n; i++)
+		free(s->v[i]);
+	free(s->v);
+	s->v = NULL;
+	s->n = 0;
+}
+
+static inline void mb_link_log(struct mb_conn *c, const char *what, const char *why)
+{
+	fprintf(stderr, "msgbus: link %s: %s: %s\n", c->peer, what, why);
+}
+
+static inline bool mb_link_is_bridge(msgbus_bus *b, uint32_t idx)
+{
+	return idx < b->cfg.max_participants &&
+	       (atomic_load(&mb_part_at(b, idx)->flags) & MB_PARTF_BRIDGE);
+}
+
+/* link_send.c */
+int mb_link_send_frame(struct mb_conn *c, struct mb_frame *f, bool now);
+int mb_link_send_rep(struct mb_conn *c, uint32_t id, int status, const void *data, size_t len);
+bool mb_link_peer_wants(struct mb_conn *c, const char *subject);
+void mb_link_tx_abandon_locked(struct mb_conn *c); /* caller holds wlock */
+void *mb_link_tx_main(void *arg);
+/* link_recv.c */
+bool mb_link_handshake(struct mb_conn *c, struct reader *r, uint32_t max_frame);
+void mb_link_rx_loop(struct mb_conn *c); /* caller holds rlock */
+/* link_rr.c */
+void mb_link_on_req(struct mb_conn *c, const struct mb_frame *f);
+void mb_link_on_rep(struct mb_conn *c, const struct mb_frame *f);
+void mb_link_on_serve(struct mb_conn *c, const char *name, bool on);
+void *mb_link_rr_main(void *arg);
+
+#endif

@@ -1,0 +1,393 @@
+/* link_recv.c - a link's receiving side: the handshake, then frames from
+ * the peer (the rx thread and inline readers); see link_conn.h. */
+#include "link_conn.h"
+#include "buffers.h"
+#include "ring.h"
+#include "sub.h"
+#include "wait.h"
+
+#include <errno.h>
+
+/* Publish a MSG from the peer on our bus; its name was validated, or is
+ * the one in r->mname (f->name_len 0). Waiting here is the backpressure:
+ * we stop reading. In slices, so closing the bus is not held up by a full
+ * ring; first without a deadline, which costs no clock read. nowait (a
+ * spinner reading inline): MSGBUS_EAGAIN rather than wait. */
+static int publish_msg(struct mb_conn *c, struct reader *r, const struct mb_frame *f,
+                       bool nowait)
+{
+	msgbus_bus *b = c->lb;
+	uint32_t t = r->mtopic;
+	int rc;
+	if (f->name_len) {
+		/* As msgbus_publish checks; the topic is remembered. */
+		rc = mb_publish_checks(b, f->name, f->payload_len, &t);
+		if (rc)
+			return rc;
+		memcpy(r->mname, f->name, f->name_len);
+		r->mlen = f->name_len;
+		r->mtopic = t;
+	} else if (f->payload_len > b->cfg.max_msg_size) {
+		return MSGBUS_EMSGSIZE;
+	}
+	rc = mb_publish_parts(b, t, NULL, 0, f->payload, f->payload_len, MB_NO_WAIT);
+	while (!nowait &&
+	       (rc == MSGBUS_EAGAIN || (rc == MSGBUS_ETIMEDOUT && !atomic_load(&c->down))))
+		rc = mb_publish_parts(b, t, NULL, 0, f->payload, f->payload_len,
+		                      mb_publish_deadline(100));
+	return rc;
+}
+
+/* Handle one decoded frame other than MSG (rx_frames publishes those);
+ * false closes the connection. */
+static bool on_frame(struct mb_conn *c, const struct mb_frame *f)
+{
+	switch (f->type) {
+	case MB_F_SUB:
+	case MB_F_UNSUB:
+		pthread_mutex_lock(&c->lock);
+		/* Follow the bus before the interest shows (in the statistics,
+		 * to the peer's messages): whatever is published from then on
+		 * is seen. */
+		if (f->type == MB_F_SUB && !atomic_load(&c->proxy)) {
+			msgbus_sub *p;
+			if (msgbus_subscribe(c->lb, ">", 0, &p))
+				mb_link_log(c, "cannot follow the bus", "no free subscription slot");
+			else
+				atomic_store(&c->proxy, p);
+		}
+		if (f->type == MB_F_SUB && !mb_names_has(&c->rsubs, f->name))
+			mb_names_add(&c->rsubs, f->name);
+		else if (f->type == MB_F_UNSUB)
+			mb_names_del(&c->rsubs, f->name);
+		uint32_t g = atomic_load_explicit(&c->rgen, memory_order_relaxed) + 1;
+		atomic_store_explicit(&c->rgen, g ? g : 1, memory_order_release);
+		pthread_mutex_unlock(&c->lock);
+		return true;
+	case MB_F_SERVE:
+	case MB_F_UNSERVE:
+		mb_link_on_serve(c, f->name, f->type == MB_F_SERVE);
+		return true;
+	case MB_F_REQ:
+		mb_link_on_req(c, f);
+		return true;
+	case MB_F_REP:
+		mb_link_on_rep(c, f);
+		return true;
+	case MB_F_PING: {
+		struct mb_frame pong = { .type = MB_F_PONG, .token = f->token };
+		mb_link_send_frame(c, &pong, true);
+		return true;
+	}
+	case MB_F_PONG:
+		return true;
+	default: /* a second HELLO (a MSG does not come here) */
+		mb_link_log(c, "closing", "unexpected HELLO");
+		return false;
+	}
+}
+
+
+/* Read until buf holds `need` bytes from off, as many as one read gives;
+ * false on EOF, error or a silent peer. */
+static bool fill(struct mb_conn *c, struct reader *r, size_t need)
+{
+	if (r->len - r->off >= need)
+		return true;
+	if (r->received) { /* before we may block */
+		atomic_fetch_add(&c->ls->received, r->received);
+		r->received = 0;
+	}
+	if (r->off) {
+		memmove(r->buf, r->buf + r->off, r->len - r->off);
+		r->len -= r->off;
+		r->off = 0;
+	}
+	if (need > r->cap) {
+		uint8_t *nb = realloc(r->buf, need);
+		if (!nb) {
+			mb_link_log(c, "closing", "out of memory for a frame");
+			return false;
+		}
+		r->buf = nb;
+		r->cap = need;
+	}
+	while (r->len < need) {
+		if (atomic_load(&c->down))
+			return false;
+		/* Blocks for at most HEARTBEAT_MS (mb_sock_set_read_timeout):
+		 * one system call per wake-up. */
+		long n = mb_sock_read(c->fd, r->buf + r->len, r->cap - r->len);
+		if (n > 0) {
+			r->len += (size_t)n;
+			r->last_rx_ns = mb_now_ns();
+			continue;
+		}
+		if (n != -EAGAIN)
+			return false; /* end of stream, or an error */
+		if (mb_now_ns() - r->last_rx_ns > DEAD_AFTER_MS * 1000000ull) {
+			mb_link_log(c, "closing", "no heartbeat from the peer");
+			return false;
+		}
+	}
+	return true;
+}
+
+/* The first frame, for the handshake, validated; false closes the
+ * connection (reason logged). */
+static bool next_frame(struct mb_conn *c, struct reader *r, uint32_t max_frame,
+                       struct mb_frame *f)
+{
+	uint8_t type;
+	uint32_t body;
+	const char *why = NULL;
+	if (!fill(c, r, MB_WIRE_HDR))
+		return false;
+	if (mb_wire_header(r->buf + r->off, max_frame, &type, &body, &why) ||
+	    !fill(c, r, MB_WIRE_HDR + (size_t)body) ||
+	    (why == NULL &&
+	     mb_wire_decode(type, r->buf + r->off + MB_WIRE_HDR, body, f, &why))) {
+		if (why) {
+			mb_link_log(c, "closing on a bad frame", why);
+			atomic_fetch_add(&c->ls->bad_frames, 1);
+		}
+		return false;
+	}
+	r->off += MB_WIRE_HDR + body;
+	return true;
+}
+
+/* ---- rx after the handshake: the rx thread and inline readers ----------- */
+
+enum rx_stop {
+	RX_MORE,  /* the next frame needs more bytes: *need from rd.off */
+	RX_LEAVE, /* (inline) a frame only the rx thread handles, or a full bus */
+	RX_CLOSE  /* a bad frame (logged and counted), or on_frame said so */
+};
+
+/* Handle the complete frames in rd. inl (a spinner, nothing may wait):
+ * MSG frames only, published without waiting. Caller holds rlock. */
+static enum rx_stop rx_frames(struct mb_conn *c, bool inl, size_t *need, uint64_t *received)
+{
+	struct reader *r = &c->rd;
+	for (;;) {
+		uint8_t type;
+		uint32_t body;
+		const char *why = NULL;
+		struct mb_frame f;
+		*need = MB_WIRE_HDR;
+		if (atomic_load_explicit(&c->down, memory_order_relaxed))
+			return inl ? RX_LEAVE : RX_CLOSE; /* no frame after that */
+		if (r->len - r->off < MB_WIRE_HDR)
+			return RX_MORE;
+		if (mb_wire_header(r->buf + r->off, c->max_frame, &type, &body, &why))
+			goto bad;
+		*need = MB_WIRE_HDR + (size_t)body;
+		if (r->len - r->off < *need)
+			return RX_MORE;
+		const uint8_t *p = r->buf + r->off + MB_WIRE_HDR;
+		if (type == MB_F_MSG && r->mlen && mb_wire_msg_named(p, body, r->mname, r->mlen)) {
+			/* The name we validated last: the rest is payload. */
+			f.type = MB_F_MSG;
+			f.name_len = 0;
+			f.payload_len = body - 2u - r->mlen;
+			f.payload = f.payload_len ? p + 2 + r->mlen : NULL;
+		} else if (inl && type != MB_F_MSG) {
+			return RX_LEAVE;
+		} else if (mb_wire_decode(type, p, body, &f, &why)) {
+			goto bad;
+		}
+		if (type == MB_F_MSG) {
+			int rc = publish_msg(c, r, &f, inl);
+			if (rc == MSGBUS_EAGAIN && inl)
+				return RX_LEAVE;
+			if (rc)
+				atomic_fetch_add(&c->ls->undelivered, 1);
+			else
+				++*received;
+			r->off += *need;
+			continue;
+		}
+		r->off += *need; /* f points into rd until the next read */
+		if (!on_frame(c, &f))
+			return RX_CLOSE;
+		continue;
+	bad:
+		if (inl)
+			return RX_LEAVE; /* the rx thread reports it */
+		mb_link_log(c, "closing on a bad frame", why);
+		atomic_fetch_add(&c->ls->bad_frames, 1);
+		return RX_CLOSE;
+	}
+}
+
+/* Read into rd what the socket has, making room for need bytes from off
+ * (grow: only the rx thread). > 0 bytes, 0 at the end, -EAGAIN none (or,
+ * blocking, none for HEARTBEAT_MS), -ENOMEM no room, -errno. */
+static long rx_read(struct mb_conn *c, size_t need, bool nowait, bool grow)
+{
+	struct reader *r = &c->rd;
+	if (r->off) {
+		memmove(r->buf, r->buf + r->off, r->len - r->off);
+		r->len -= r->off;
+		r->off = 0;
+	}
+	if (need > r->cap) {
+		uint8_t *nb = grow ? realloc(r->buf, need) : NULL;
+		if (!nb)
+			return -ENOMEM;
+		r->buf = nb;
+		r->cap = need;
+	}
+	long n = nowait ? mb_sock_read_nowait(c->fd, r->buf + r->len, r->cap - r->len)
+	                : mb_sock_read(c->fd, r->buf + r->len, r->cap - r->len);
+	if (n > 0) {
+		r->len += (size_t)n;
+		r->last_rx_ns = mb_now_ns();
+	}
+	return n;
+}
+
+/*
+ * A thread spinning in msgbus_recv on the linking handle (mb_links_spin):
+ * while the rx thread naps, read the link here and publish its messages,
+ * so the spinner finds them without anyone being woken. Never waits; what
+ * it cannot do (a frame other than MSG, a full bus, the end of the
+ * stream) it leaves to the rx thread, which it signals.
+ */
+void mb_conn_rx_inline(struct mb_conn *c, uint64_t now)
+{
+	atomic_store_explicit(&c->rx_spin_ns, now, memory_order_relaxed);
+	if (atomic_load_explicit(&c->down, memory_order_relaxed) ||
+	    pthread_mutex_trylock(&c->rlock))
+		return;
+	uint64_t received = 0;
+	bool leave = false;
+	if (c->rx_shared && !c->rx_end) {
+		for (int reads = 0;;) {
+			size_t need;
+			enum rx_stop st = rx_frames(c, true, &need, &received);
+			if (st != RX_MORE) {
+				leave = true;
+				break;
+			}
+			if (reads++ == RX_INLINE_READS)
+				break;
+			long n = rx_read(c, need, true, false);
+			if (n == -EAGAIN)
+				break;
+			if (n <= 0) {
+				c->rx_end = n != -ENOMEM;
+				leave = true;
+				break;
+			}
+		}
+	}
+	pthread_mutex_unlock(&c->rlock);
+	if (received)
+		atomic_fetch_add(&c->ls->received, received);
+	if (leave)
+		mb_ec_signal(&c->rx_ec);
+}
+
+/* The spinner goes to sleep: the rx thread watches the link again. */
+void mb_conn_rx_unspin(struct mb_conn *c)
+{
+	atomic_store(&c->rx_spin_ns, 0);
+	mb_ec_signal(&c->rx_ec);
+}
+
+/* seq_cst: after the rx thread announces a nap, this and a spinner's
+ * unspin (store, then signal) order as an eventcount's check and signal. */
+static bool spinners_gone(struct mb_conn *c, uint64_t now)
+{
+	uint64_t t = atomic_load(&c->rx_spin_ns);
+	return !t || now - t > RX_SPIN_GONE_NS;
+}
+
+/*
+ * The rx thread after the handshake, until the connection ends. Caller
+ * holds rlock. Two ways to watch the link:
+ *  owner: it holds rlock and blocks in the socket's read, handling every
+ *      frame. The default, and whenever no thread spins on the handle.
+ *  napping: when a thread spinning in msgbus_recv looked at the link
+ *      (and found it locked) lately. Then the spinners read it, and the rx
+ *      thread, not woken by each message, looks every RX_NAP_NS, or when
+ *      a spinner leaves it a frame or goes to sleep; it owns the link
+ *      again once they are gone. As with the tx thread's naps, on two
+ *      cores a thread woken at every message of a ping-pong for nothing
+ *      costs more than the message.
+ * Returns with rlock held.
+ */
+void mb_link_rx_loop(struct mb_conn *c)
+{
+	struct reader *r = &c->rd;
+	while (!atomic_load(&c->down)) {
+		size_t need;
+		/* Every frame there is (a spinner may have left some). */
+		if (rx_frames(c, false, &need, &r->received) == RX_CLOSE || c->rx_end)
+			break;
+		if (r->received) { /* before we may block */
+			atomic_fetch_add(&c->ls->received, r->received);
+			r->received = 0;
+		}
+		uint64_t now = mb_now_ns();
+		bool nap = !spinners_gone(c, now);
+		c->rx_shared = false;
+		/* Owner: block in the read (HEARTBEAT_MS at most). Napping:
+		 * take what is there first. */
+		long n = rx_read(c, need, nap, true);
+		if (n > 0)
+			continue;
+		if (n != -EAGAIN) {
+			if (n == -ENOMEM)
+				mb_link_log(c, "closing", "out of memory for a frame");
+			break; /* the end of the stream, or an error */
+		}
+		now = mb_now_ns();
+		if (now - r->last_rx_ns > DEAD_AFTER_MS * 1000000ull) {
+			mb_link_log(c, "closing", "no heartbeat from the peer");
+			break;
+		}
+		if (!nap)
+			continue;
+		/* Nap: announced before the last look, so a spinner that
+		 * leaves us a frame, or goes to sleep, after it wakes us. */
+		uint32_t v = mb_ec_prepare(&c->rx_ec);
+		if (spinners_gone(c, now))
+			continue;
+		c->rx_shared = true;
+		pthread_mutex_unlock(&c->rlock);
+		mb_ec_sleep(&c->rx_ec, v, now, now + RX_NAP_NS);
+		pthread_mutex_lock(&c->rlock);
+	}
+	c->rx_shared = false;
+	atomic_fetch_add(&c->ls->received, r->received);
+	r->received = 0;
+}
+
+bool mb_link_handshake(struct mb_conn *c, struct reader *r, uint32_t max_frame)
+{
+	struct mb_frame f = { .type = MB_F_HELLO, .min_version = MB_WIRE_VERSION,
+	                      .max_version = MB_WIRE_VERSION, .max_frame = max_frame,
+	                      .node_id = c->ls->node_id };
+	if (mb_link_send_frame(c, &f, true))
+		return false;
+	if (!next_frame(c, r, max_frame, &f))
+		return false;
+	if (f.type != MB_F_HELLO) {
+		mb_link_log(c, "closing", "the first frame is not HELLO");
+		atomic_fetch_add(&c->ls->bad_frames, 1);
+		return false;
+	}
+	if (f.min_version > MB_WIRE_VERSION || f.max_version < MB_WIRE_VERSION) {
+		mb_link_log(c, "closing", "no common protocol version");
+		return false;
+	}
+	if (f.node_id == c->ls->node_id) {
+		mb_link_log(c, "closing", "connected to itself");
+		return false;
+	}
+	c->peer_max_frame = f.max_frame < MB_WIRE_MAX_FRAME ? f.max_frame : MB_WIRE_MAX_FRAME;
+	return true;
+}

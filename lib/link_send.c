@@ -1,0 +1,479 @@
+/* link_send.c - a link's sending side: control frames, interest, and
+ * messages of the local bus to the peer (the tx thread and inline senders);
+ * see link_conn.h. */
+#include "link_conn.h"
+#include "ring.h"
+#include "sub.h"
+#include "wait.h"
+
+#include <errno.h>
+
+/* ---- sending -------------------------------------------------------------- */
+
+/* MSG frames are counted as sent before their bytes can reach the peer, so
+ * the count never lags what the peer has; taken back if the write fails. */
+static void count_sent(struct mb_conn *c)
+{
+	if (c->uncounted) {
+		atomic_fetch_add(&c->ls->sent, c->uncounted);
+		c->uncounted = 0;
+	}
+}
+
+/* MSG frames in txbuf not wholly written. txbuf starts at a frame. */
+static uint32_t unwritten_msgs(const struct mb_conn *c)
+{
+	uint32_t n = 0;
+	for (size_t off = 0; c->txlen - off >= MB_WIRE_HDR;) {
+		uint8_t type;
+		uint32_t body;
+		const char *why;
+		if (mb_wire_header(c->txbuf + off, MB_WIRE_MAX_FRAME, &type, &body, &why))
+			break; /* cannot happen: we encoded it */
+		off += MB_WIRE_HDR + (size_t)body;
+		n += type == MB_F_MSG && off > c->txoff;
+	}
+	return n;
+}
+
+/* The connection failed, or dropped, with txbuf not written: what it held
+ * is undelivered. */
+void mb_link_tx_abandon_locked(struct mb_conn *c)
+{
+	count_sent(c);
+	uint32_t n = unwritten_msgs(c);
+	if (n) {
+		atomic_fetch_sub(&c->ls->sent, n);
+		atomic_fetch_add(&c->ls->undelivered, n);
+	}
+	c->txlen = c->txoff = 0;
+}
+
+static void wrote(struct mb_conn *c)
+{
+	uint64_t now = mb_now_ns();
+	c->last_write_ns = now;
+	atomic_store_explicit(&c->last_tx_ns, now, memory_order_relaxed);
+}
+
+/* Write all that is queued, blocking. */
+static int flush_locked(struct mb_conn *c)
+{
+	if (c->txoff == c->txlen) {
+		c->txlen = c->txoff = 0;
+		return 0;
+	}
+	count_sent(c);
+	int rc = mb_sock_write2(c->fd, c->txbuf + c->txoff, c->txlen - c->txoff, NULL, 0);
+	if (rc) {
+		mb_link_tx_abandon_locked(c);
+		atomic_store(&c->down, true);
+		return rc;
+	}
+	c->txlen = c->txoff = 0;
+	wrote(c);
+	return 0;
+}
+
+/* Write what the socket takes now; the tx thread writes the rest. */
+static void flush_nowait_locked(struct mb_conn *c)
+{
+	count_sent(c);
+	long n = mb_sock_write_nowait(c->fd, c->txbuf + c->txoff, c->txlen - c->txoff);
+	if (n == -EAGAIN)
+		return;
+	if (n < 0) {
+		mb_link_tx_abandon_locked(c);
+		atomic_store(&c->down, true);
+		return;
+	}
+	c->txoff += (size_t)n;
+	if (c->txoff == c->txlen)
+		c->txlen = c->txoff = 0;
+	wrote(c);
+}
+
+/* Queue a control frame (or a request or reply); large payloads go
+ * straight out after what is queued. now: flush before returning. */
+int mb_link_send_frame(struct mb_conn *c, struct mb_frame *f, bool now)
+{
+	uint8_t head[MB_WIRE_HEAD_MAX];
+	if (atomic_load(&c->down))
+		return MSGBUS_ECLOSED;
+	size_t hl = mb_wire_encode(head, f);
+	if (hl - MB_WIRE_HDR + f->payload_len > c->peer_max_frame)
+		return MSGBUS_EMSGSIZE;
+	int rc = 0;
+	pthread_mutex_lock(&c->wlock);
+	if (atomic_load(&c->down)) {
+		rc = MSGBUS_ECLOSED;
+	} else if (c->txlen + hl + f->payload_len <= TXBUF) {
+		memcpy(c->txbuf + c->txlen, head, hl);
+		if (f->payload_len)
+			memcpy(c->txbuf + c->txlen + hl, f->payload, f->payload_len);
+		c->txlen += hl + f->payload_len;
+		if (now || c->txlen > TXBUF / 2)
+			rc = flush_locked(c);
+	} else {
+		rc = flush_locked(c);
+		if (!rc)
+			rc = mb_sock_write2(c->fd, head, hl, f->payload, f->payload_len);
+		if (rc)
+			atomic_store(&c->down, true);
+		else
+			wrote(c);
+	}
+	pthread_mutex_unlock(&c->wlock);
+	return rc ? MSGBUS_ECLOSED : 0;
+}
+
+static void link_flush(struct mb_conn *c)
+{
+	pthread_mutex_lock(&c->wlock);
+	flush_locked(c);
+	pthread_mutex_unlock(&c->wlock);
+}
+
+static int link_send_name(struct mb_conn *c, uint8_t type, const char *name)
+{
+	struct mb_frame f = { .type = type };
+	f.name_len = (uint16_t)strlen(name);
+	memcpy(f.name, name, f.name_len + 1u);
+	return mb_link_send_frame(c, &f, false);
+}
+
+/* Send a reply; statuses version 1 cannot carry (an OS error) become
+ * EPROTO, and a reply too large for the peer becomes EMSGSIZE, so the
+ * remote requester is always answered. */
+int mb_link_send_rep(struct mb_conn *c, uint32_t id, int status, const void *data, size_t len)
+{
+	if (status < 0 || status > MSGBUS_ENOENT)
+		status = MSGBUS_EPROTO;
+	struct mb_frame f = { .type = MB_F_REP, .id = id, .arg = (uint32_t)status };
+	if (!status) {
+		f.payload = data;
+		f.payload_len = (uint32_t)len;
+	}
+	int rc = mb_link_send_frame(c, &f, true);
+	if (rc == MSGBUS_EMSGSIZE) {
+		f.arg = MSGBUS_EMSGSIZE;
+		f.payload = NULL;
+		f.payload_len = 0;
+		rc = mb_link_send_frame(c, &f, true);
+	}
+	return rc;
+}
+
+/* ---- interest ------------------------------------------------------------- */
+
+/* What local (non-bridge) participants subscribe to and serve. */
+static int local_interest(msgbus_bus *b, struct names *subs, struct names *svcs)
+{
+	int rc = 0;
+	for (uint32_t s = 0; s < b->cfg.max_subs && !rc; s++) {
+		struct mb_subslot *ss = mb_subslot_at(b, s);
+		uint64_t w = atomic_load_explicit(&ss->word, memory_order_acquire);
+		if (MB_SUBW_STATE(w) != MB_SUB_ACTIVE)
+			continue; /* a slot being reserved is still being written */
+		uint32_t plen = ss->pattern_len;
+		if (plen > MB_SUBJECT_MAX)
+			continue;
+		char pat[MB_SUBJECT_MAX + 1];
+		size_t checked;
+		memcpy(pat, ss->pattern, plen);
+		pat[plen] = '\0';
+		if (mb_subject_check(pat, &checked, true, NULL) || checked != plen ||
+		    atomic_load(&ss->word) != w)
+			continue; /* invalid (untrusted), or changed while we read */
+		if (MB_SUBW_FLAGS(w) & MB_SUBF_QUEUE) {
+			bool local = false;
+			for (uint32_t i = 0; i < b->cfg.max_participants && !local; i++)
+				local = (atomic_load(&ss->members[i / 64]) >> (i % 64) & 1) &&
+				        !mb_link_is_bridge(b, i);
+			const char *name = pat + MB_SVC_PREFIX_LEN;
+			if (local && plen > MB_SVC_PREFIX_LEN && !mb_names_has(svcs, name))
+				rc = mb_names_add(svcs, name);
+		} else if (!mb_link_is_bridge(b, MB_SUBW_OWNER(w)) && !mb_names_has(subs, pat)) {
+			rc = mb_names_add(subs, pat);
+		}
+	}
+	return rc;
+}
+
+/* Send the difference between what we told the peer and what is true. */
+static void advertise(struct mb_conn *c, struct names *adv_subs, struct names *adv_svcs)
+{
+	struct names subs = { 0 }, svcs = { 0 };
+	if (local_interest(c->lb, &subs, &svcs) == 0) {
+		for (uint32_t i = 0; i < subs.n; i++)
+			if (!mb_names_has(adv_subs, subs.v[i]) && !link_send_name(c, MB_F_SUB, subs.v[i]))
+				mb_names_add(adv_subs, subs.v[i]);
+		for (uint32_t i = 0; i < adv_subs->n;)
+			if (!mb_names_has(&subs, adv_subs->v[i]) &&
+			    !link_send_name(c, MB_F_UNSUB, adv_subs->v[i]))
+				mb_names_del(adv_subs, adv_subs->v[i]);
+			else
+				i++;
+		for (uint32_t i = 0; i < svcs.n; i++)
+			if (!mb_names_has(adv_svcs, svcs.v[i]) && !link_send_name(c, MB_F_SERVE, svcs.v[i]))
+				mb_names_add(adv_svcs, svcs.v[i]);
+		for (uint32_t i = 0; i < adv_svcs->n;)
+			if (!mb_names_has(&svcs, adv_svcs->v[i]) &&
+			    !link_send_name(c, MB_F_UNSERVE, adv_svcs->v[i]))
+				mb_names_del(adv_svcs, adv_svcs->v[i]);
+			else
+				i++;
+		link_flush(c);
+	}
+	mb_names_clear(&subs);
+	mb_names_clear(&svcs);
+}
+
+bool mb_link_peer_wants(struct mb_conn *c, const char *subject)
+{
+	size_t slen = strlen(subject);
+	bool yes = false;
+	pthread_mutex_lock(&c->lock);
+	for (uint32_t i = 0; i < c->rsubs.n && !yes; i++)
+		yes = mb_subject_match(c->rsubs.v[i], strlen(c->rsubs.v[i]), subject, slen);
+	pthread_mutex_unlock(&c->lock);
+	return yes;
+}
+
+/* peer_wants, remembered per topic until the peer's interest changes. */
+static bool wants_topic(struct mb_conn *c, uint32_t t, const char *subject)
+{
+	uint32_t g = atomic_load_explicit(&c->rgen, memory_order_acquire);
+	if (c->want_gen[t] != g) {
+		c->want[t] = mb_link_peer_wants(c, subject);
+		c->want_gen[t] = g;
+	}
+	return c->want[t];
+}
+
+/* ---- tx: local bus to peer ------------------------------------------------- */
+
+/*
+ * Queue m, taken from the proxy, if the peer wants it; release it. nowait
+ * (inline, in a publisher's thread): never block, and false when txbuf has
+ * no room, m then kept in c->held for later. Caller holds wlock.
+ */
+static bool queue_msg_locked(struct mb_conn *c, msgbus_sub *proxy, msgbus_msg *m, bool nowait)
+{
+	uint32_t t = proxy->tl[m->ti].t;
+	if (!mb_link_is_bridge(c->lb, m->origin) && wants_topic(c, t, m->subject)) {
+		size_t nl = strlen(m->subject), hl = MB_WIRE_HDR + 2 + nl;
+		bool lost = 2 + nl + m->len > c->peer_max_frame; /* too large for the peer */
+		bool fits = c->txlen + hl + m->len <= TXBUF;
+		if (!lost && !fits) {
+			if (nowait) {
+				c->held = m;
+				return false;
+			}
+			lost = flush_locked(c) != 0; /* lost with the link */
+			fits = hl + m->len <= TXBUF / 2; /* larger: straight from the bus */
+		}
+		if (lost) {
+			atomic_fetch_add(&c->ls->undelivered, 1);
+		} else if (fits) {
+			mb_wire_encode_msg(c->txbuf + c->txlen, m->subject, nl, (uint32_t)m->len);
+			if (m->len)
+				memcpy(c->txbuf + c->txlen + hl, m->data, m->len);
+			c->txlen += hl + m->len;
+			c->uncounted++;
+		} else {
+			/* txbuf is empty: nothing to keep in order before it */
+			uint8_t head[MB_WIRE_HDR + 2 + MB_SUBJECT_MAX];
+			mb_wire_encode_msg(head, m->subject, nl, (uint32_t)m->len);
+			atomic_fetch_add(&c->ls->sent, 1);
+			if (mb_sock_write2(c->fd, head, hl, m->data, m->len)) {
+				atomic_fetch_sub(&c->ls->sent, 1);
+				atomic_fetch_add(&c->ls->undelivered, 1);
+				atomic_store(&c->down, true);
+			} else {
+				wrote(c);
+			}
+		}
+	}
+	c->taken[t] = m->pos + 1;
+	msgbus_msg_release(m);
+	return true;
+}
+
+/* Take what the proxy holds (at most max) and queue what the peer wants;
+ * the number taken. *owner as mb_sub_poll. Caller holds wlock. */
+static uint32_t drain_locked(struct mb_conn *c, msgbus_sub *proxy, bool nowait, uint32_t max,
+                             int64_t *owner)
+{
+	uint32_t n = 0;
+	*owner = -1;
+	while (n < max) {
+		msgbus_msg *m = c->held;
+		c->held = NULL;
+		if (!m && mb_sub_poll(proxy, &m, owner) != 0)
+			break;
+		if (!queue_msg_locked(c, proxy, m, nowait))
+			break;
+		n++;
+	}
+	return n;
+}
+
+/* What a pass of the tx thread did. */
+struct tx_res {
+	uint32_t took;
+	bool busy;   /* it sent, wrote what others queued, or met a stream */
+	bool stream; /* it wrote several, or took many */
+};
+
+/* One pass of the tx thread: take, queue, write all (blocking). Before it
+ * sleeps (flush_releases): make the proxy's releases visible to waiting
+ * publishers. */
+static struct tx_res tx_pass(struct mb_conn *c, msgbus_sub *proxy, bool before_sleep,
+                             int64_t *owner)
+{
+	struct tx_res r;
+	pthread_mutex_lock(&c->wlock);
+	bool queued = c->held || c->txlen > c->txoff;
+	uint32_t before = c->uncounted;
+	r.took = drain_locked(c, proxy, false, TX_PASS_MAX, owner);
+	r.busy = queued || c->uncounted != before || r.took >= TX_STREAM;
+	/* several to send, whoever queued them (an inline publisher too) */
+	r.stream = c->uncounted >= 2 || r.took >= TX_STREAM;
+	flush_locked(c);
+	if (before_sleep)
+		mb_sub_flush(proxy);
+	pthread_mutex_unlock(&c->wlock);
+	return r;
+}
+
+/*
+ * Right after a publish on the linking handle, in the publisher's thread:
+ * take what the proxy holds and write it if the socket takes it now. Never
+ * waits. Work it leaves (the link busy, the socket full) goes to the tx
+ * thread: a commit wakes it while it sleeps on the bus, the signal of
+ * tx_ec while it naps.
+ */
+void mb_conn_tx_inline(struct mb_conn *c)
+{
+	if (atomic_load_explicit(&c->down, memory_order_relaxed) ||
+	    !atomic_load_explicit(&c->proxy, memory_order_relaxed))
+		return;
+	/* In a stream the tx thread is at work: sending here as well would
+	 * put its work on this thread's core too, and halve the stream. */
+	if (atomic_load_explicit(&c->tx_active, memory_order_relaxed) ||
+	    pthread_mutex_trylock(&c->wlock)) {
+		mb_ec_signal(&c->tx_ec);
+		return;
+	}
+	msgbus_sub *proxy = atomic_load(&c->proxy);
+	bool left = false;
+	if (proxy && !atomic_load(&c->down)) {
+		bool was_empty = c->txlen == c->txoff;
+		int64_t owner;
+		if (drain_locked(c, proxy, true, UINT32_MAX, &owner))
+			atomic_fetch_add_explicit(&c->inline_passes, 1, memory_order_relaxed);
+		size_t queued = c->txlen - c->txoff;
+		if (queued >= TX_WRITE_AT ||
+		    (queued && was_empty && mb_now_ns() - c->last_write_ns >= TX_LONE_NS))
+			flush_nowait_locked(c);
+		left = c->held || c->txlen > c->txoff;
+	}
+	pthread_mutex_unlock(&c->wlock);
+	if (left)
+		mb_ec_signal(&c->tx_ec);
+}
+
+/*
+ * The tx thread. It waits in one of two ways:
+ *  on the bus (any_ec): every commit wakes it. The default, and the only
+ *      way when the link is quiet: an idle link costs no CPU.
+ *  napping (tx_ec, at most TX_NAP_NS): when a wake-up found nothing to
+ *      send because publishers of the linking handle had sent it inline.
+ *      On two cores, a thread woken for nothing at every message of a
+ *      ping-pong takes the CPU from the threads that carry it, and costs
+ *      more than the message. Inline senders signal tx_ec for what they
+ *      leave; other participants' messages wait for the end of the nap.
+ *      A pass that finds work of its own, or a nap with no traffic at all,
+ *      returns to waiting on the bus.
+ * Either way, it announces its sleep before the last pass, so whatever is
+ * committed or left after that pass wakes it: it never sleeps with
+ * anything queued, held, or (on the bus) unread.
+ * When a stream ends (or pauses), it first lingers, TX_LINGER_NS without
+ * announcing itself: publishers neither wake it nor send inline (it counts
+ * as active), so the next pass takes a batch, and a stream costs no
+ * wake-up per message, nor a write per message.
+ */
+void *mb_link_tx_main(void *arg)
+{
+	struct mb_conn *c = arg;
+	struct names adv_subs = { 0 }, adv_svcs = { 0 };
+	uint32_t seen = atomic_load(&c->lb->hdr->interest_gen) - 1;
+	uint64_t next_check = 0, inline_seen = 0;
+	int64_t owner = -1; /* a writer holding a head back, from the last pass */
+	bool napping = false, woken = false, streaming = false, lingered = false;
+	while (!atomic_load(&c->down)) {
+		uint32_t gen = atomic_load(&c->lb->hdr->interest_gen);
+		if (gen != seen) {
+			seen = gen;
+			advertise(c, &adv_subs, &adv_svcs);
+		}
+		msgbus_sub *proxy = atomic_load(&c->proxy);
+		struct tx_res r = { 0, false, false };
+		if (proxy && !napping)
+			r = tx_pass(c, proxy, false, &owner);
+		uint64_t now = mb_now_ns();
+		if (now - atomic_load_explicit(&c->last_tx_ns, memory_order_relaxed) >
+		    HEARTBEAT_MS * 1000000ull) {
+			struct mb_frame f = { .type = MB_F_PING, .token = now };
+			mb_link_send_frame(c, &f, true);
+		}
+		if (!proxy) {
+			mb_nap_us(50000);
+			continue;
+		}
+		if (r.busy) {
+			napping = woken = lingered = false;
+			streaming = streaming || r.stream;
+			continue;
+		}
+		if (streaming && !lingered) {
+			lingered = true;
+			mb_ec_sleep(&c->tx_ec, atomic_load(&c->tx_ec), now, now + TX_LINGER_NS);
+			continue;
+		}
+		streaming = lingered = false; /* a linger found nothing: it ended */
+		if (woken && !napping) {
+			napping = true; /* woken for nothing: inline senders cover it */
+			/* at least one nap: quiet is judged over a nap */
+			inline_seen = atomic_load_explicit(&c->inline_passes, memory_order_relaxed) - 1;
+		} else if (r.took) {
+			continue; /* took a few we do not send: look again */
+		}
+		uint64_t until = now + (napping ? TX_NAP_NS : 100000000ull);
+		if (!mb_wait_on_owner(c->lb, owner, now, &next_check, &until))
+			continue; /* the writer died: its slot is aborted now */
+		_Atomic uint32_t *ec = napping ? &c->tx_ec : mb_sub_wait_word(proxy);
+		uint32_t v = mb_ec_prepare(ec);
+		r = tx_pass(c, proxy, true, &owner);
+		if (napping) {
+			uint64_t inl = atomic_load_explicit(&c->inline_passes, memory_order_relaxed);
+			if (r.busy || (!r.took && inl == inline_seen)) {
+				napping = woken = false; /* work of our own, or quiet */
+				continue;
+			}
+			inline_seen = inl;
+		} else if (r.took || r.busy) {
+			continue;
+		}
+		if (atomic_load(&c->down))
+			break;
+		atomic_store_explicit(&c->tx_active, false, memory_order_relaxed);
+		mb_ec_sleep(ec, v, now, until);
+		atomic_store_explicit(&c->tx_active, true, memory_order_relaxed);
+		woken = !napping && atomic_load(ec) != v; /* not a timeout */
+	}
+	mb_names_clear(&adv_subs);
+	mb_names_clear(&adv_svcs);
+	return NULL;
+}
