@@ -82,7 +82,8 @@ static bool on_frame(struct mb_conn *c, const struct mb_frame *f)
 	case MB_F_PONG:
 		return true;
 	default: /* a second HELLO (a MSG does not come here) */
-		mb_link_log(c, "closing", "unexpected HELLO");
+		mb_link_log(c, "closing on a bad frame", "a second HELLO");
+		atomic_fetch_add(&c->ls->bad_frames, 1);
 		return false;
 	}
 }
@@ -376,7 +377,7 @@ bool mb_link_handshake(struct mb_conn *c, struct reader *r, uint32_t max_frame)
 	if (!next_frame(c, r, max_frame, &f))
 		return false;
 	if (f.type != MB_F_HELLO) {
-		mb_link_log(c, "closing", "the first frame is not HELLO");
+		mb_link_log(c, "closing on a bad frame", "the first frame is not HELLO");
 		atomic_fetch_add(&c->ls->bad_frames, 1);
 		return false;
 	}

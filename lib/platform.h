@@ -49,7 +49,8 @@ void mb_nap_us(unsigned us);
  * Return 0 or -errno (-EAI_* failures become -EHOSTUNREACH).
  */
 int mb_tcp_listen(const char *host, const char *port, int *fd, int *bound_port);
-int mb_tcp_accept(int lfd, int *fd);
+/* peer: the peer's address as HOST:PORT or [HOST]:PORT (numeric). */
+int mb_tcp_accept(int lfd, int *fd, char *peer, size_t peer_len);
 int mb_tcp_connect(const char *host, const char *port, int *fd);
 /* 1 when fd is readable, 0 after timeout_ms, -errno on error. */
 int mb_sock_wait_readable(int fd, int timeout_ms);

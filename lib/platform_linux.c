@@ -206,13 +206,22 @@ int mb_tcp_listen(const char *host, const char *port, int *fd, int *bound_port)
 	return rc;
 }
 
-int mb_tcp_accept(int lfd, int *fd)
+int mb_tcp_accept(int lfd, int *fd, char *peer, size_t peer_len)
 {
-	int s = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	char host[NI_MAXHOST], port[NI_MAXSERV];
+	int s = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_CLOEXEC);
 	if (s < 0)
 		return -errno;
 	tune(s);
 	*fd = s;
+	if (getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host), port, sizeof(port),
+	                NI_NUMERICHOST | NI_NUMERICSERV))
+		snprintf(peer, peer_len, "fd %d", s);
+	else
+		snprintf(peer, peer_len, ss.ss_family == AF_INET6 ? "[%s]:%s" : "%s:%s", host,
+		         port);
 	return 0;
 }
 

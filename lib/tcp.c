@@ -158,7 +158,8 @@ static void *listener_main(void *arg)
 	struct mb_links *ls = l->ls;
 	while (!atomic_load(&ls->closing)) {
 		int fd;
-		int rc = mb_tcp_accept(l->fd, &fd);
+		char from[80];
+		int rc = mb_tcp_accept(l->fd, &fd, from, sizeof(from));
 		if (rc) {
 			if (rc == -EINTR || rc == -ECONNABORTED || rc == -EMFILE || rc == -ENFILE) {
 				mb_nap_us(10000);
@@ -173,7 +174,7 @@ static void *listener_main(void *arg)
 		}
 		a->ls = ls;
 		a->fd = fd;
-		snprintf(a->peer, sizeof(a->peer), "accepted on fd %d", fd);
+		snprintf(a->peer, sizeof(a->peer), "accepted from %s", from);
 		pthread_mutex_lock(&ls->lock);
 		reap_accepted(ls);
 		if (atomic_load(&ls->closing) || pthread_create(&a->thread, NULL, accepted_main, a)) {

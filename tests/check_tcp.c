@@ -1510,6 +1510,7 @@ enum bad_kind {
 	BAD_REQ_SUBJECT,  /* REQ for "x..y" */
 	BAD_BIG_NAME,     /* SUB with a 256-byte name */
 	BAD_TOO_LARGE,    /* MSG above the bus's max_frame (1 MiB + 1024 + 1) */
+	BAD_HELLO_AGAIN,  /* HELLO, then a second HELLO */
 	BAD_NCASES
 };
 
@@ -1519,6 +1520,7 @@ static const char *const bad_names[BAD_NCASES] = {
 	"HELLO body 15", "HELLO max_frame 100", "HELLO min > max", "SUB a*", "MSG a.*",
 	"SERVE a.>", "name past the body", "PING body 9", "REP status 99",
 	"SUB trailing byte", "REQ x..y", "SUB 256-byte name", "MSG too large",
+	"second HELLO",
 };
 
 /* Sends one kind of bad input on a fresh connection to a's listener and
@@ -1625,6 +1627,9 @@ static void bad_frame_case(msgbus_bus *a, int port, msgbus_sub *s, struct raw *r
 	case BAD_TOO_LARGE:
 		n += f_hdr(f + n, F_MSG, (1u << 20) + 1024u + 1u);
 		break;
+	case BAD_HELLO_AGAIN:
+		n += f_hello(f + n, 1, 1, 65536, 43);
+		break;
 	}
 	/* the library may close before reading everything: a failed send is
 	 * fine, the close is what is checked */
@@ -1656,7 +1661,7 @@ START_TEST(test_bad_frames)
 	ck_assert_ptr_nonnull(r);
 	tu_unique_url(ua, sizeof(ua), "inproc");
 	/* every link takes a participant slot of A's and gives it back a
-	 * little after it closed; 44 connections in a row need more than the
+	 * little after it closed; 46 connections in a row need more than the
 	 * default 32 */
 	o.max_participants = 128;
 	msgbus_bus *a = tu_open(ua, &o);
