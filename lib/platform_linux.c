@@ -208,7 +208,7 @@ int mb_tcp_listen(const char *host, const char *port, int *fd, int *bound_port)
 
 int mb_tcp_accept(int lfd, int *fd, char *peer, size_t peer_len)
 {
-	struct sockaddr_storage ss;
+	struct sockaddr_storage ss = { 0 };
 	socklen_t sl = sizeof(ss);
 	char host[NI_MAXHOST], port[NI_MAXSERV];
 	int s = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_CLOEXEC);
