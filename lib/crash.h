@@ -4,7 +4,8 @@
  * when it reaches the point NAME, so tests can show that the others recover
  * from a death at exactly that moment. With MSGBUS_CRASH_AT=stop:NAME it
  * stops itself (SIGSTOP) there instead, the first time only, so a test
- * can act while it waits at that point and then let it go on. Off, a point costs one branch.
+ * can act while it waits at that point and then let it go on. Off, a
+ * point costs one branch.
  */
 #ifndef MB_CRASH_H
 #define MB_CRASH_H
