@@ -52,8 +52,6 @@ int mb_tcp_listen(const char *host, const char *port, int *fd, int *bound_port);
 /* peer: the peer's address as HOST:PORT or [HOST]:PORT (numeric). */
 int mb_tcp_accept(int lfd, int *fd, char *peer, size_t peer_len);
 int mb_tcp_connect(const char *host, const char *port, int *fd);
-/* 1 when fd is readable, 0 after timeout_ms, -errno on error. */
-int mb_sock_wait_readable(int fd, int timeout_ms);
 /* Bytes read (> 0), 0 at end of stream, or -errno. */
 long mb_sock_read(int fd, void *buf, size_t len);
 /* The same without blocking: -EAGAIN when nothing is there. */

@@ -8,7 +8,6 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <poll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <string.h>
@@ -250,13 +249,6 @@ int mb_tcp_connect(const char *host, const char *port, int *fd)
 	}
 	freeaddrinfo(res);
 	return rc;
-}
-
-int mb_sock_wait_readable(int fd, int timeout_ms)
-{
-	struct pollfd p = { .fd = fd, .events = POLLIN };
-	int rc = poll(&p, 1, timeout_ms);
-	return rc < 0 ? (errno == EINTR ? 0 : -errno) : rc > 0;
 }
 
 long mb_sock_read(int fd, void *buf, size_t len)
