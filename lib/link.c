@@ -87,7 +87,7 @@ bool mb_conn_run(struct mb_links *ls, int fd, const char *peer, bool again,
 		/* The rx thread owns the link's reading side (rx_loop). */
 		pthread_mutex_lock(&c->rlock);
 		mb_conn_register(ls, c, fd);
-		bool shook = mb_link_handshake(c, &c->rd, max_frame);
+		bool shook = mb_link_handshake(c, max_frame);
 		if (shook && watch && watch->sub)
 			mb_watch_settle(ls, watch);
 		if (shook &&

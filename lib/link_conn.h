@@ -209,7 +209,7 @@ bool mb_link_peer_wants(struct mb_conn *c, const char *subject);
 void mb_link_tx_abandon_locked(struct mb_conn *c); /* caller holds wlock */
 void *mb_link_tx_main(void *arg);
 /* link_recv.c */
-bool mb_link_handshake(struct mb_conn *c, struct reader *r, uint32_t max_frame);
+bool mb_link_handshake(struct mb_conn *c, uint32_t max_frame);
 void mb_link_rx_loop(struct mb_conn *c); /* caller holds rlock */
 /* link_rr.c */
 void mb_link_on_req(struct mb_conn *c, const struct mb_frame *f);

@@ -89,63 +89,75 @@ static bool on_frame(struct mb_conn *c, const struct mb_frame *f)
 }
 
 
-/* Read until buf holds `need` bytes from off, as many as one read gives;
- * false on EOF, error or a silent peer. */
-static bool fill(struct mb_conn *c, struct reader *r, size_t need)
+/* Read into rd what the socket has, making room for need bytes from off
+ * (grow: only the rx thread). > 0 bytes, 0 at the end, -EAGAIN none (or,
+ * blocking, none for HEARTBEAT_MS), -ENOMEM no room, -errno. */
+static long rx_read(struct mb_conn *c, size_t need, bool nowait, bool grow)
 {
-	if (r->len - r->off >= need)
-		return true;
-	if (r->received) { /* before we may block */
-		atomic_fetch_add(&c->ls->received, r->received);
-		r->received = 0;
-	}
+	struct reader *r = &c->rd;
 	if (r->off) {
 		memmove(r->buf, r->buf + r->off, r->len - r->off);
 		r->len -= r->off;
 		r->off = 0;
 	}
 	if (need > r->cap) {
-		uint8_t *nb = realloc(r->buf, need);
-		if (!nb) {
-			mb_link_log(c, "closing", "out of memory for a frame");
-			return false;
-		}
+		uint8_t *nb = grow ? realloc(r->buf, need) : NULL;
+		if (!nb)
+			return -ENOMEM;
 		r->buf = nb;
 		r->cap = need;
 	}
-	while (r->len < need) {
+	long n = nowait ? mb_sock_read_nowait(c->fd, r->buf + r->len, r->cap - r->len)
+	                : mb_sock_read(c->fd, r->buf + r->len, r->cap - r->len);
+	if (n > 0) {
+		r->len += (size_t)n;
+		r->last_rx_ns = mb_now_ns();
+	}
+	return n;
+}
+
+/* A peer that sent nothing for DEAD_AFTER_MS is gone (it would have
+ * sent PINGs): logged. */
+static bool peer_silent(struct mb_conn *c)
+{
+	if (mb_now_ns() - c->rd.last_rx_ns <= DEAD_AFTER_MS * 1000000ull)
+		return false;
+	mb_link_log(c, "closing", "no heartbeat from the peer");
+	return true;
+}
+
+/* For the handshake: read until rd holds `need` bytes from off, blocking;
+ * false on EOF, error or a silent peer. */
+static bool fill(struct mb_conn *c, size_t need)
+{
+	struct reader *r = &c->rd;
+	while (r->len - r->off < need) {
 		if (atomic_load(&c->down))
 			return false;
-		/* Blocks for at most HEARTBEAT_MS (mb_sock_set_read_timeout):
-		 * one system call per wake-up. */
-		long n = mb_sock_read(c->fd, r->buf + r->len, r->cap - r->len);
-		if (n > 0) {
-			r->len += (size_t)n;
-			r->last_rx_ns = mb_now_ns();
+		/* Blocks for at most HEARTBEAT_MS (mb_sock_set_read_timeout). */
+		long n = rx_read(c, need, false, true);
+		if (n > 0)
 			continue;
-		}
-		if (n != -EAGAIN)
+		if (n == -ENOMEM)
+			mb_link_log(c, "closing", "out of memory for a frame");
+		if (n != -EAGAIN || peer_silent(c))
 			return false; /* end of stream, or an error */
-		if (mb_now_ns() - r->last_rx_ns > DEAD_AFTER_MS * 1000000ull) {
-			mb_link_log(c, "closing", "no heartbeat from the peer");
-			return false;
-		}
 	}
 	return true;
 }
 
 /* The first frame, for the handshake, validated; false closes the
  * connection (reason logged). */
-static bool next_frame(struct mb_conn *c, struct reader *r, uint32_t max_frame,
-                       struct mb_frame *f)
+static bool next_frame(struct mb_conn *c, uint32_t max_frame, struct mb_frame *f)
 {
+	struct reader *r = &c->rd;
 	uint8_t type;
 	uint32_t body;
 	const char *why = NULL;
-	if (!fill(c, r, MB_WIRE_HDR))
+	if (!fill(c, MB_WIRE_HDR))
 		return false;
 	if (mb_wire_header(r->buf + r->off, max_frame, &type, &body, &why) ||
-	    !fill(c, r, MB_WIRE_HDR + (size_t)body) ||
+	    !fill(c, MB_WIRE_HDR + (size_t)body) ||
 	    (why == NULL &&
 	     mb_wire_decode(type, r->buf + r->off + MB_WIRE_HDR, body, f, &why))) {
 		if (why) {
@@ -220,33 +232,6 @@ static enum rx_stop rx_frames(struct mb_conn *c, bool inl, size_t *need, uint64_
 		atomic_fetch_add(&c->ls->bad_frames, 1);
 		return RX_CLOSE;
 	}
-}
-
-/* Read into rd what the socket has, making room for need bytes from off
- * (grow: only the rx thread). > 0 bytes, 0 at the end, -EAGAIN none (or,
- * blocking, none for HEARTBEAT_MS), -ENOMEM no room, -errno. */
-static long rx_read(struct mb_conn *c, size_t need, bool nowait, bool grow)
-{
-	struct reader *r = &c->rd;
-	if (r->off) {
-		memmove(r->buf, r->buf + r->off, r->len - r->off);
-		r->len -= r->off;
-		r->off = 0;
-	}
-	if (need > r->cap) {
-		uint8_t *nb = grow ? realloc(r->buf, need) : NULL;
-		if (!nb)
-			return -ENOMEM;
-		r->buf = nb;
-		r->cap = need;
-	}
-	long n = nowait ? mb_sock_read_nowait(c->fd, r->buf + r->len, r->cap - r->len)
-	                : mb_sock_read(c->fd, r->buf + r->len, r->cap - r->len);
-	if (n > 0) {
-		r->len += (size_t)n;
-		r->last_rx_ns = mb_now_ns();
-	}
-	return n;
 }
 
 /*
@@ -345,11 +330,9 @@ void mb_link_rx_loop(struct mb_conn *c)
 				mb_link_log(c, "closing", "out of memory for a frame");
 			break; /* the end of the stream, or an error */
 		}
-		now = mb_now_ns();
-		if (now - r->last_rx_ns > DEAD_AFTER_MS * 1000000ull) {
-			mb_link_log(c, "closing", "no heartbeat from the peer");
+		if (peer_silent(c))
 			break;
-		}
+		now = mb_now_ns();
 		if (!nap)
 			continue;
 		/* Nap: announced before the last look, so a spinner that
@@ -367,14 +350,14 @@ void mb_link_rx_loop(struct mb_conn *c)
 	r->received = 0;
 }
 
-bool mb_link_handshake(struct mb_conn *c, struct reader *r, uint32_t max_frame)
+bool mb_link_handshake(struct mb_conn *c, uint32_t max_frame)
 {
 	struct mb_frame f = { .type = MB_F_HELLO, .min_version = MB_WIRE_VERSION,
 	                      .max_version = MB_WIRE_VERSION, .max_frame = max_frame,
 	                      .node_id = c->ls->node_id };
 	if (mb_link_send_frame(c, &f, true))
 		return false;
-	if (!next_frame(c, r, max_frame, &f))
+	if (!next_frame(c, max_frame, &f))
 		return false;
 	if (f.type != MB_F_HELLO) {
 		mb_link_log(c, "closing on a bad frame", "the first frame is not HELLO");
