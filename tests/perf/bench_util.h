@@ -16,57 +16,6 @@
 
 #ifndef MAX_REPS
 #define MAX_REPS 99
-
-/* How busy the machine was between two marks, minus our own CPU: the
- * benchmarks flag figures taken while other processes ran. */
-struct load_mark {
-	uint64_t t;      /* CLOCK_MONOTONIC ns */
-	double busy;     /* machine busy CPU seconds (/proc/stat) */
-	double own;      /* our CPU seconds: self + waited children */
-};
-
-static inline void load_sample(struct load_mark *m)
-{
-	unsigned long long v[8] = { 0 };
-	struct rusage self, kids;
-	long hz = sysconf(_SC_CLK_TCK);
-	FILE *f = fopen("/proc/stat", "r");
-
-	m->busy = -1.0;
-	if (f) {
-		/* user nice system idle iowait irq softirq steal */
-		if (fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu",
-		           &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6],
-		           &v[7]) == 8 &&
-		    hz > 0)
-			m->busy = (double)(v[0] + v[1] + v[2] + v[5] + v[6] +
-			                   v[7]) /
-			          (double)hz;
-		fclose(f);
-	}
-	getrusage(RUSAGE_SELF, &self);
-	getrusage(RUSAGE_CHILDREN, &kids);
-	m->own = tv_sec(self.ru_utime) + tv_sec(self.ru_stime) +
-	         tv_sec(kids.ru_utime) + tv_sec(kids.ru_stime);
-	m->t = now_ns();
-}
-
-/* CPU used by everything but this benchmark, in % of the whole machine. */
-static inline double load_other_pct(const struct load_mark *a,
-                             const struct load_mark *b)
-{
-	double wall = (double)(b->t - a->t) / 1e9;
-	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-	double other;
-
-	if (a->busy < 0 || b->busy < 0 || wall <= 0 || ncpu < 1)
-		return -1.0;
-	other = (b->busy - a->busy) - (b->own - a->own);
-	if (other < 0)
-		other = 0;
-	return 100.0 * other / (wall * (double)ncpu);
-}
-
 #endif
 
 static inline uint64_t now_ns(void)
