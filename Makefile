@@ -291,7 +291,7 @@ FUZZ_RUNS := $(FUZZ_TARGETS:%=fuzz-%)
 
 .PHONY: fuzz $(FUZZ_RUNS)
 
-$(FUZZ_BINS): $(B)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c lib/wire.c lib/subject.c lib/segment.c \
+$(FUZZ_BINS): $(B)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h lib/wire.c lib/subject.c lib/segment.c \
 		$(wildcard lib/*.h) include/msgbus.h
 	@mkdir -p $(@D)
 	$(call msg,FUZZCC,$@)

@@ -41,15 +41,7 @@
 
 #include "layout.h"
 #include "msgbus.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-/* A broken property is a crash, so libFuzzer keeps the input. */
-#define REQUIRE(c)                                                                        \
-	do {                                                                              \
-		if (!(c))                                                                 \
-			__builtin_trap();                                                 \
-	} while (0)
+#include "fuzz.h"
 
 #define HDR sizeof(struct mb_header)
 

@@ -26,15 +26,7 @@
 #include <string.h>
 
 #include "bus.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-/* A broken property is a crash, so libFuzzer keeps the input. */
-#define REQUIRE(c)                                                                        \
-	do {                                                                              \
-		if (!(c))                                                                 \
-			__builtin_trap();                                                 \
-	} while (0)
+#include "fuzz.h"
 
 /* A heap copy of exactly n bytes, plus a NUL if nul. */
 static char *copy(const char *s, size_t n, bool nul)

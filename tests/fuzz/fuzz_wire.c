@@ -20,17 +20,9 @@
 
 #include "msgbus.h"
 #include "wire.h"
+#include "fuzz.h"
 
 #define FUZZ_MAX_FRAME (1u << 20)
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-/* A broken property is a crash, so libFuzzer keeps the input. */
-#define REQUIRE(c)                                                                        \
-	do {                                                                              \
-		if (!(c))                                                                 \
-			__builtin_trap();                                                 \
-	} while (0)
 
 static bool has_payload(uint8_t type)
 {
