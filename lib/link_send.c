@@ -200,29 +200,28 @@ static int local_interest(msgbus_bus *b, struct names *subs, struct names *svcs)
 	return rc;
 }
 
+/* Send the peer what changed from told to now: `on` for each new name,
+ * `off` for each one gone; told follows what was sent. */
+static void send_diff(struct mb_conn *c, const struct names *now, struct names *told, uint8_t on,
+                      uint8_t off)
+{
+	for (uint32_t i = 0; i < now->n; i++)
+		if (!mb_names_has(told, now->v[i]) && !link_send_name(c, on, now->v[i]))
+			mb_names_add(told, now->v[i]);
+	for (uint32_t i = 0; i < told->n;)
+		if (!mb_names_has(now, told->v[i]) && !link_send_name(c, off, told->v[i]))
+			mb_names_del(told, told->v[i]);
+		else
+			i++;
+}
+
 /* Send the difference between what we told the peer and what is true. */
 static void advertise(struct mb_conn *c, struct names *adv_subs, struct names *adv_svcs)
 {
 	struct names subs = { 0 }, svcs = { 0 };
 	if (local_interest(c->lb, &subs, &svcs) == 0) {
-		for (uint32_t i = 0; i < subs.n; i++)
-			if (!mb_names_has(adv_subs, subs.v[i]) && !link_send_name(c, MB_F_SUB, subs.v[i]))
-				mb_names_add(adv_subs, subs.v[i]);
-		for (uint32_t i = 0; i < adv_subs->n;)
-			if (!mb_names_has(&subs, adv_subs->v[i]) &&
-			    !link_send_name(c, MB_F_UNSUB, adv_subs->v[i]))
-				mb_names_del(adv_subs, adv_subs->v[i]);
-			else
-				i++;
-		for (uint32_t i = 0; i < svcs.n; i++)
-			if (!mb_names_has(adv_svcs, svcs.v[i]) && !link_send_name(c, MB_F_SERVE, svcs.v[i]))
-				mb_names_add(adv_svcs, svcs.v[i]);
-		for (uint32_t i = 0; i < adv_svcs->n;)
-			if (!mb_names_has(&svcs, adv_svcs->v[i]) &&
-			    !link_send_name(c, MB_F_UNSERVE, adv_svcs->v[i]))
-				mb_names_del(adv_svcs, adv_svcs->v[i]);
-			else
-				i++;
+		send_diff(c, &subs, adv_subs, MB_F_SUB, MB_F_UNSUB);
+		send_diff(c, &svcs, adv_svcs, MB_F_SERVE, MB_F_UNSERVE);
 		link_flush(c);
 	}
 	mb_names_clear(&subs);
