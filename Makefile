@@ -98,7 +98,7 @@ MAP := lib/libmsgbus.map
 # Objects are rebuilt when the compiler or flags change (e.g. CC=clang).
 STAMP := $(B)/.flags
 
-.PHONY: all check valgrind bench bench-run install uninstall clean FORCE
+.PHONY: all check deps valgrind bench bench-run install uninstall clean FORCE
 .DEFAULT_GOAL := all
 
 all: $(STATIC) $(SHARED) $(B)/$(SONAME) $(B)/libmsgbus.so $(EXAMPLES)
@@ -141,7 +141,12 @@ $(B)/examples/%: $(B)/examples/%.o $(SHARED) $(B)/$(SONAME)
 
 # ---- tests: the static library, so internals can be tested ------------------
 
-$(B)/tests/%.o: tests/%.c $(STAMP)
+# Check, pkg-config and mandoc: installed on a Debian machine that lacks them
+# (as root or with sudo -n), or one line naming the command to run.
+deps:
+	$(Q)bash tests/install_deps.sh
+
+$(B)/tests/%.o: tests/%.c $(STAMP) | deps
 	@mkdir -p $(@D)
 	$(call msg,CC,$@)
 	$(Q)$(CC) $(CPPFLAGS) -Ilib -Iinclude $(CHECK_CFLAGS) $(CFLAGS) $(DEPFLAGS) -c -o $@ $<
@@ -153,12 +158,10 @@ $(TEST_BIN): $(TEST_OBJS) $(STATIC)
 
 HEADER_TU := \#include <msgbus.h>\nint main(void) { msgbus_options o = MSGBUS_OPTIONS_INIT; (void)o; return msgbus_version() == 0; }\n
 
-check: all $(TEST_BIN)
+check: deps all $(TEST_BIN)
 	$(call msg,RUN,$(TEST_BIN))
 	$(Q)MSGBUS_BUILD_DIR=$(B) $(TEST_BIN)
-	$(Q)if command -v mandoc >/dev/null 2>&1; then \
-		CC='$(CC)' bash tests/check_man.sh; \
-	else echo '  SKIP     tests/check_man.sh (no mandoc)'; fi
+	$(Q)CC='$(CC)' bash tests/check_man.sh
 	$(Q)if [ -f tests/check_examples.sh ]; then \
 		printf '  %-8s %s\n' RUN tests/check_examples.sh; \
 		EXAMPLES_DIR=$(B)/examples MSGBUS_BUILD_DIR=$(B) bash tests/check_examples.sh; fi
@@ -316,6 +319,10 @@ $(FUZZ_RUNS): fuzz-%: $(B)/fuzz/fuzz_%
 
 # ---- install -----------------------------------------------------------------
 
+# libmsgbus.pc names directories under the prefix as ${prefix}/..., so a staged
+# or moved install works with `pkg-config --define-prefix`.
+under_prefix = $(patsubst $(PREFIX)/%,$${prefix}/%,$(1))
+
 install: $(STATIC) $(SHARED)
 	$(call msg,INSTALL,$(DESTDIR)$(PREFIX))
 	$(Q)$(INSTALL) -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR) \
@@ -327,8 +334,8 @@ install: $(STATIC) $(SHARED)
 	$(Q)$(INSTALL) -m 644 include/msgbus.h $(DESTDIR)$(INCLUDEDIR)/msgbus.h
 	$(if $(MAN3),$(Q)$(INSTALL) -m 644 $(MAN3) $(DESTDIR)$(MANDIR)/man3)
 	$(if $(MAN7),$(Q)$(INSTALL) -m 644 $(MAN7) $(DESTDIR)$(MANDIR)/man7)
-	$(Q)sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' \
-		-e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' -e 's|@VERSION@|$(VERSION)|g' \
+	$(Q)sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(call under_prefix,$(LIBDIR))|g' \
+		-e 's|@INCLUDEDIR@|$(call under_prefix,$(INCLUDEDIR))|g' -e 's|@VERSION@|$(VERSION)|g' \
 		libmsgbus.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/libmsgbus.pc
 	$(Q)chmod 644 $(DESTDIR)$(PKGCONFIGDIR)/libmsgbus.pc
 
