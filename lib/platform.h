@@ -25,11 +25,11 @@ void mb_futex_wake_all(_Atomic uint32_t *word);
 /*
  * A named shared-memory file: /dev/shm/msgbus.NAME. Return 0 or -errno.
  * Neither open nor create follows a symlink at the name (-ELOOP). create
- * makes a new file or fails with -EEXIST if anything has the name; the
- * file gets exactly `mode`, whatever the umask (it is 0600 until then).
+ * makes a new file, mode 0600, or fails with -EEXIST if anything has the
+ * name.
  */
 int mb_shm_open(const char *name, int *fd);
-int mb_shm_create(const char *name, unsigned mode, int *fd);
+int mb_shm_create(const char *name, int *fd);
 int mb_shm_unlink(const char *name);
 int mb_shm_is_current(const char *name, int fd); /* 1: the name still refers to fd */
 

@@ -62,24 +62,16 @@ int mb_shm_open(const char *name, int *fd)
 	return 0;
 }
 
-int mb_shm_create(const char *name, unsigned mode, int *fd)
+int mb_shm_create(const char *name, int *fd)
 {
 	char path[128];
 	int rc = shm_path(name, path, sizeof(path));
 	if (rc)
 		return rc;
-	/* O_EXCL: never adopt a file somebody else put there. 0600 first,
-	 * the mode after: the umask would narrow it (0660 to 0640), and the
-	 * owner must be able to reopen the file if we die in between. */
+	/* O_EXCL: never adopt a file somebody else put there. */
 	int f = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (f < 0)
 		return -errno;
-	if (fchmod(f, (mode_t)mode)) {
-		rc = -errno;
-		unlink(path);
-		close(f);
-		return rc;
-	}
 	*fd = f;
 	return 0;
 }

@@ -112,11 +112,29 @@ static int check_file(int fd, const struct access *acc)
 }
 
 /* Open refused: is it the owner's new file, still 0600 until its creator
- * applies the mode (mb_shm_create), and not yet sized? Then wait. */
+ * applies the mode (create_name), and not yet sized? Then wait. */
 static int being_created(const char *name, const struct access *acc)
 {
 	struct mb_file_info fi;
 	return mb_shm_info(name, &fi) == 0 && fi.regular && fi.uid == acc->owner && fi.size == 0;
+}
+
+/* Create the file, then give it the mode: at creation the umask would
+ * narrow it (0660 to 0640). It is 0600 until then, so that the owner can
+ * reopen it should we die in between; a group member that finds it so
+ * waits (being_created). 0 or -errno. */
+static int create_name(const char *name, unsigned mode, int *fd)
+{
+	int rc = mb_shm_create(name, fd);
+	if (rc)
+		return rc;
+	mb_crash_point("before_mode");
+	rc = mb_fd_chmod(*fd, mode);
+	if (rc) {
+		mb_shm_unlink(name);
+		mb_close_fd(*fd);
+	}
+	return rc;
 }
 
 /* Open the file that has the name, or create it if nothing has and the bus
@@ -127,7 +145,7 @@ static int open_name(const char *name, const struct access *acc, int *fd)
 	if (rc == -ENOENT) {
 		if (!acc->ours)
 			return MSGBUS_ENOENT; /* never create another owner's bus */
-		rc = mb_shm_create(name, acc->mode, fd);
+		rc = create_name(name, acc->mode, fd);
 		if (rc == -EEXIST)
 			return MSGBUS_EAGAIN;
 	}

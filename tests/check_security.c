@@ -176,6 +176,7 @@ struct hold_child {
 	struct who w;
 	uint32_t mode;
 	mode_t mask;
+	const char *crash_at; /* MSGBUS_CRASH_AT for the open, or NULL */
 	struct tu_pipe ready, go;
 	pid_t pid;
 };
@@ -193,6 +194,8 @@ static int hold_main(void *p)
 	if (become(&c->w) != 0)
 		return TU_CHILD_FAIL(10, "become: %s", strerror(errno));
 	umask(c->mask);
+	if (c->crash_at)
+		setenv("MSGBUS_CRASH_AT", c->crash_at, 1);
 	o.mode = c->mode;
 	int rc = msgbus_open(&bus, c->url, &o);
 	if (rc == MSGBUS_OK)
@@ -216,19 +219,31 @@ static int hold_main(void *p)
 	return 0;
 }
 
-static void hold_start(struct hold_child *c, const char *url, const struct who *w, uint32_t mode,
-                       mode_t mask)
+static void hold_spawn(struct hold_child *c, const char *url, const struct who *w, uint32_t mode,
+                       mode_t mask, const char *crash_at)
 {
-	int x;
 	c->url = url;
 	c->w = *w;
 	c->mode = mode;
 	c->mask = mask;
+	c->crash_at = crash_at;
 	tu_pipe_init(&c->ready);
 	tu_pipe_init(&c->go);
 	c->pid = tu_spawn(hold_main, c);
+}
+
+static void hold_ready(struct hold_child *c)
+{
+	int x;
 	ck_assert_msg(tu_pipe_get(&c->ready, TU_WAIT_MS, &x) == 0, "holder uid %u did not open",
-	              (unsigned)w->uid);
+	              (unsigned)c->w.uid);
+}
+
+static void hold_start(struct hold_child *c, const char *url, const struct who *w, uint32_t mode,
+                       mode_t mask)
+{
+	hold_spawn(c, url, w, mode, mask, NULL);
+	hold_ready(c);
 }
 
 static void hold_end(struct hold_child *c, enum hold_end how)
@@ -442,6 +457,53 @@ START_TEST(test_root_and_user)
 }
 END_TEST
 
+/* The creator is killed (loop 0) or stopped (loop 1) after creating the
+ * file, before giving it mode 0660: the file is still 0600 and empty. A
+ * group member waits a while for the mode, then gets EPERM. The owner's
+ * next open reclaims the file with mode 0660; or the stopped creator,
+ * let go, finishes, and then the member attaches. */
+START_TEST(test_creator_before_mode)
+{
+	char url[96], path[128];
+	struct hold_child h;
+	struct snap half;
+	int st;
+	char why[96];
+	if (skip_unless_root("creator before mode"))
+		return;
+	tu_unique_url(url, sizeof(url), "shm");
+	tu_shm_path(path, sizeof(path), url);
+	hold_spawn(&h, url, &owner, 0660, 022, _i == 0 ? "before_mode" : "stop:before_mode");
+	if (_i == 0) {
+		ck_assert_msg(tu_wait_child(h.pid, TU_WAIT_MS, &st) == 0, "creator not killed");
+		ck_assert_msg(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "creator %s",
+		              tu_status_str(why, sizeof(why), st));
+	} else {
+		ck_assert_int_eq(tu_wait_stopped(h.pid, TU_WAIT_MS), 0);
+	}
+	take_snap(path, &half);
+	ck_assert_uint_eq(half.uid, OWNER_UID);
+	ck_assert_uint_eq(half.mode, 0600);
+	ck_assert_int_eq(half.size, 0);
+
+	double t0 = tu_now_ms();
+	open_as(url, &member, 0660, OWNER_UID, MSGBUS_EPERM, 0);
+	ck_assert_msg(tu_now_ms() - t0 >= 150, "refused after %.0f ms without waiting",
+	              tu_now_ms() - t0);
+	if (_i == 0) {
+		tu_pipe_close(&h.ready);
+		tu_pipe_close(&h.go);
+		open_as(url, &owner, 0660, 0, MSGBUS_OK, 0660);
+	} else {
+		ck_assert_int_eq(kill(h.pid, SIGCONT), 0);
+		hold_ready(&h);
+		open_as(url, &member, 0660, OWNER_UID, MSGBUS_OK, 0660);
+		hold_end(&h, HOLD_RECV);
+	}
+	TU_ASSERT_NO_SEGMENT(url);
+}
+END_TEST
+
 /* Links open handles of their own on the bus: on a bus made with mode
  * 0660 they must accept what the application accepted, or no link comes
  * up. Needs no second user. */
@@ -497,6 +559,7 @@ Suite *suite_security(void)
 	tcase_add_test(tc, test_group_member);
 	tcase_add_loop_test(tc, test_own_stale_reclaimed, 0, 2);
 	tcase_add_test(tc, test_root_and_user);
+	tcase_add_loop_test(tc, test_creator_before_mode, 0, 2);
 	tcase_add_test(tc, test_links_on_group_bus);
 	suite_add_tcase(s, tc);
 	return s;
