@@ -504,6 +504,24 @@ START_TEST(test_creator_before_mode)
 }
 END_TEST
 
+/* A caller built against the header before the owner option passes a
+ * smaller size: whatever lies beyond it is not read, and the owner is the
+ * caller. */
+START_TEST(test_options_without_owner)
+{
+	char url[96];
+	msgbus_options o = MSGBUS_OPTIONS_INIT;
+	o.size = offsetof(msgbus_options, owner);
+	o.owner = 12345; /* not the caller's, and beyond o.size */
+	tu_unique_url(url, sizeof(url), "shm");
+	msgbus_bus *bus = tu_open(url, &o);
+	msgbus_bus *again = tu_open(url, &o);
+	TU_ASSERT_OK(msgbus_close(again));
+	TU_ASSERT_OK(msgbus_close(bus));
+	TU_ASSERT_NO_SEGMENT(url);
+}
+END_TEST
+
 /* Links open handles of their own on the bus: on a bus made with mode
  * 0660 they must accept what the application accepted, or no link comes
  * up. Needs no second user. */
@@ -560,6 +578,7 @@ Suite *suite_security(void)
 	tcase_add_loop_test(tc, test_own_stale_reclaimed, 0, 2);
 	tcase_add_test(tc, test_root_and_user);
 	tcase_add_loop_test(tc, test_creator_before_mode, 0, 2);
+	tcase_add_test(tc, test_options_without_owner);
 	tcase_add_test(tc, test_links_on_group_bus);
 	suite_add_tcase(s, tc);
 	return s;
