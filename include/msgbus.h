@@ -74,9 +74,15 @@ typedef struct msgbus_options {
 	uint32_t spin_us;          /* busy-wait before sleeping (20) */
 	uint32_t crash_bound_ms;   /* detection bound for dead peers (1000) */
 	uint32_t mode;             /* shm:// segment permissions (0600) */
+	uint32_t owner;            /* uid that must own a shm:// segment (0: the
+	                              caller's euid; MSGBUS_OWNER_ROOT: root) */
 } msgbus_options;
 
-#define MSGBUS_OPTIONS_INIT { sizeof(msgbus_options), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
+#define MSGBUS_OPTIONS_INIT { sizeof(msgbus_options), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
+
+/* msgbus_options.owner naming root (uid 0, which as 0 means "the caller"):
+ * (uid_t)-1 is never a user's uid. */
+#define MSGBUS_OWNER_ROOT 0xffffffffu
 
 /* Subscription flags. */
 #define MSGBUS_SUB_LOSSY 0x1u /* never hold publishers back; count drops */

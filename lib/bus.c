@@ -71,10 +71,11 @@ static int parse_url(const char *url, const struct mb_seg_ops **ops, const char 
 
 /* Read the options a caller's struct has (its size says how many), fill
  * in defaults for zeros, and check the result. */
-static int config_from(const msgbus_options *o, struct mb_config *c, unsigned *mode)
+static int config_from(const msgbus_options *o, struct mb_config *c, struct mb_access *acc)
 {
 	*c = defaults;
-	*mode = 0600;
+	acc->mode = 0600;
+	acc->owner = 0;
 	if (!o)
 		return 0;
 	if (o->size < offsetof(msgbus_options, mode) + sizeof(o->mode))
@@ -93,24 +94,17 @@ static int config_from(const msgbus_options *o, struct mb_config *c, unsigned *m
 	if (o->mode) {
 		if (o->mode & ~0777u)
 			return MSGBUS_EINVAL;
-		*mode = o->mode;
+		acc->mode = o->mode;
 	}
+	/* A caller built against an older header has no owner member. */
+	if (o->size >= offsetof(msgbus_options, owner) + sizeof(o->owner))
+		acc->owner = o->owner;
 	return mb_config_check(c);
 }
 
-int msgbus_open(msgbus_bus **out, const char *url, const msgbus_options *opts)
+static int open_bus(msgbus_bus **out, const struct mb_seg_ops *ops, const char *name,
+                    const struct mb_config *want, const struct mb_access *acc)
 {
-	if (!out || !url)
-		return MSGBUS_EINVAL;
-	const struct mb_seg_ops *ops;
-	const char *name;
-	struct mb_config want;
-	unsigned mode;
-	int rc = parse_url(url, &ops, &name);
-	if (!rc)
-		rc = config_from(opts, &want, &mode);
-	if (rc)
-		return rc;
 	mb_crash_arm();
 	msgbus_bus *b = calloc(1, sizeof(*b));
 	if (!b)
@@ -120,11 +114,12 @@ int msgbus_open(msgbus_bus **out, const char *url, const msgbus_options *opts)
 	snprintf(b->seg.name, sizeof(b->seg.name), "%s", name);
 	pthread_mutex_init(&b->lock, NULL);
 	pthread_mutex_init(&b->reap_lock, NULL);
-	rc = ops->open(&b->seg, name, &want, mode);
+	int rc = ops->open(&b->seg, b->seg.name, want, acc);
 	if (rc) {
 		free(b);
 		return rc;
 	}
+	b->acc = *acc;
 	b->cfg = b->seg.cfg;
 	mb_geometry(&b->cfg, &b->geo);
 	b->hdr = b->seg.base;
@@ -148,6 +143,25 @@ int msgbus_open(msgbus_bus **out, const char *url, const msgbus_options *opts)
 	mb_registry_add(b);
 	*out = b;
 	return 0;
+}
+
+int msgbus_open(msgbus_bus **out, const char *url, const msgbus_options *opts)
+{
+	if (!out || !url)
+		return MSGBUS_EINVAL;
+	const struct mb_seg_ops *ops;
+	const char *name;
+	struct mb_config want;
+	struct mb_access acc;
+	int rc = parse_url(url, &ops, &name);
+	if (!rc)
+		rc = config_from(opts, &want, &acc);
+	return rc ? rc : open_bus(out, ops, name, &want, &acc);
+}
+
+int mb_bus_reopen(msgbus_bus *b, msgbus_bus **out)
+{
+	return open_bus(out, b->seg.ops, b->seg.name, &b->cfg, &b->acc);
 }
 
 void mb_sub_destroy(msgbus_sub *sub);

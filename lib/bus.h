@@ -13,6 +13,14 @@
 
 struct mb_seg;
 
+/* Who may have made a shm:// segment, from the options: the segment must
+ * have no permission bit beyond mode and belong to owner (the option as
+ * given: 0 the caller's euid, MSGBUS_OWNER_ROOT root). */
+struct mb_access {
+	unsigned mode;
+	uint32_t owner;
+};
+
 /*
  * A backend places the segment: shm:// in a named shared file, inproc:// in
  * private memory. Locking contract: open and close are called with no lock
@@ -23,7 +31,7 @@ struct mb_seg_ops {
 	const char *scheme;
 	/* Create or attach, then map; fills seg->base, seg->size, seg->cfg. */
 	int (*open)(struct mb_seg *seg, const char *name, const struct mb_config *want,
-	            unsigned mode);
+	            const struct mb_access *acc);
 	void (*close)(struct mb_seg *seg);
 	/* Take exclusive ownership of participant slot idx if no live handle
 	 * owns it: 0 taken, MSGBUS_EAGAIN owned by a live handle. */
@@ -54,6 +62,7 @@ struct mb_topic_cache {
 
 struct msgbus_bus {
 	struct mb_seg seg;
+	struct mb_access acc;      /* as opened: the bus's link handles reuse it */
 	struct mb_config cfg;
 	struct mb_geometry geo;
 	struct mb_header *hdr;
@@ -152,6 +161,10 @@ void mb_join_topics(msgbus_bus *b, uint32_t slot, uint32_t gen, bool queue,
 /* fork.c */
 void mb_registry_add(msgbus_bus *b);
 void mb_registry_remove(msgbus_bus *b);
+
+/* bus.c: another handle on b's bus, opened with b's access options, for
+ * a link: it must accept the same owner and mode as the application. */
+int mb_bus_reopen(msgbus_bus *b, msgbus_bus **out);
 
 /* error mapping */
 int mb_syserr(int neg_errno);

@@ -64,7 +64,7 @@ bool mb_conn_run(struct mb_links *ls, int fd, const char *peer, bool again,
 	c->rd.cap = c->rd.buf ? RXBUF : 0;
 	c->rd.last_rx_ns = mb_now_ns();
 	bool threads = false;
-	int orc = c->txbuf && c->rd.buf ? msgbus_open(&c->lb, ls->url, NULL) : MSGBUS_ENOMEM;
+	int orc = c->txbuf && c->rd.buf ? mb_bus_reopen(ls->bus, &c->lb) : MSGBUS_ENOMEM;
 	if (orc == 0) {
 		uint32_t nt = c->lb->cfg.max_subjects;
 		c->want_gen = calloc(nt, sizeof(*c->want_gen));

@@ -22,10 +22,29 @@ uint64_t mb_now_ns(void);
 void mb_futex_wait(_Atomic uint32_t *word, uint32_t expect, uint64_t timeout_ns);
 void mb_futex_wake_all(_Atomic uint32_t *word);
 
-/* A named shared-memory file: /dev/shm/msgbus.NAME. Return 0 or -errno. */
-int mb_shm_open(const char *name, unsigned mode, int *fd);
+/*
+ * A named shared-memory file: /dev/shm/msgbus.NAME. Return 0 or -errno.
+ * Neither open nor create follows a symlink at the name (-ELOOP). create
+ * makes a new file, mode 0600, or fails with -EEXIST if anything has the
+ * name.
+ */
+int mb_shm_open(const char *name, int *fd);
+int mb_shm_create(const char *name, int *fd);
 int mb_shm_unlink(const char *name);
 int mb_shm_is_current(const char *name, int fd); /* 1: the name still refers to fd */
+
+/* What decides whether a file may be trusted. */
+struct mb_file_info {
+	uint32_t uid;
+	uint32_t mode;  /* permission, set-id and sticky bits (07777) */
+	uint64_t links; /* names of the file */
+	uint64_t size;
+	int regular;
+};
+int mb_fd_info(int fd, struct mb_file_info *fi);
+int mb_shm_info(const char *name, struct mb_file_info *fi); /* the name itself */
+int mb_fd_chmod(int fd, unsigned mode);
+uint32_t mb_euid(void);
 int mb_fd_size(int fd, uint64_t *size);
 int mb_fd_resize(int fd, uint64_t size); /* truncate, then allocate all pages */
 int mb_map(int fd, uint64_t size, void **addr); /* fd -1: private anonymous */

@@ -49,13 +49,27 @@ static int shm_path(const char *name, char *buf, size_t len)
 	return n > 0 && (size_t)n < len ? 0 : -ENAMETOOLONG;
 }
 
-int mb_shm_open(const char *name, unsigned mode, int *fd)
+int mb_shm_open(const char *name, int *fd)
 {
 	char path[128];
 	int rc = shm_path(name, path, sizeof(path));
 	if (rc)
 		return rc;
-	int f = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, (mode_t)mode);
+	int f = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+	if (f < 0)
+		return -errno;
+	*fd = f;
+	return 0;
+}
+
+int mb_shm_create(const char *name, int *fd)
+{
+	char path[128];
+	int rc = shm_path(name, path, sizeof(path));
+	if (rc)
+		return rc;
+	/* O_EXCL: never adopt a file somebody else put there. */
+	int f = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (f < 0)
 		return -errno;
 	*fd = f;
@@ -75,9 +89,50 @@ int mb_shm_is_current(const char *name, int fd)
 {
 	char path[128];
 	struct stat a, b;
-	if (shm_path(name, path, sizeof(path)) || stat(path, &a) || fstat(fd, &b))
+	if (shm_path(name, path, sizeof(path)) || lstat(path, &a) || fstat(fd, &b))
 		return 0;
 	return a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
+static void file_info(const struct stat *st, struct mb_file_info *fi)
+{
+	fi->uid = (uint32_t)st->st_uid;
+	fi->mode = (uint32_t)st->st_mode & 07777u;
+	fi->links = (uint64_t)st->st_nlink;
+	fi->size = (uint64_t)st->st_size;
+	fi->regular = S_ISREG(st->st_mode);
+}
+
+int mb_fd_info(int fd, struct mb_file_info *fi)
+{
+	struct stat st;
+	if (fstat(fd, &st))
+		return -errno;
+	file_info(&st, fi);
+	return 0;
+}
+
+int mb_shm_info(const char *name, struct mb_file_info *fi)
+{
+	char path[128];
+	struct stat st;
+	int rc = shm_path(name, path, sizeof(path));
+	if (rc)
+		return rc;
+	if (lstat(path, &st))
+		return -errno;
+	file_info(&st, fi);
+	return 0;
+}
+
+int mb_fd_chmod(int fd, unsigned mode)
+{
+	return fchmod(fd, (mode_t)mode) ? -errno : 0;
+}
+
+uint32_t mb_euid(void)
+{
+	return (uint32_t)geteuid();
 }
 
 int mb_fd_size(int fd, uint64_t *size)

@@ -26,9 +26,9 @@ static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct inproc *registry;
 
 static int inproc_open(struct mb_seg *seg, const char *name, const struct mb_config *want,
-                       unsigned mode)
+                       const struct mb_access *acc)
 {
-	(void)mode;
+	(void)acc; /* private memory: no file, no permissions */
 	int rc = 0;
 	pthread_mutex_lock(&registry_lock);
 	struct inproc *ip = registry;

@@ -282,7 +282,7 @@ static void *connector_main(void *arg)
 	/* The watch lives on a bridge handle of our own, so it is never
 	 * advertised to other links as local interest. */
 	struct mb_watch watch = { NULL, NULL, NULL, 0, 0, NULL };
-	if (msgbus_open(&watch.bus, ls->url, NULL) == 0)
+	if (mb_bus_reopen(ls->bus, &watch.bus) == 0)
 		atomic_fetch_or(&mb_part_at(watch.bus, watch.bus->self)->flags, MB_PARTF_BRIDGE);
 	else
 		watch.bus = NULL;
