@@ -63,6 +63,10 @@ int mb_sock_write2(int fd, const void *a, size_t alen, const void *b, size_t ble
 long mb_sock_write_nowait(int fd, const void *buf, size_t len);
 /* A blocking mb_sock_read returns -EAGAIN after timeout_ms without data. */
 int mb_sock_set_read_timeout(int fd, int timeout_ms);
+/* A blocking write (mb_sock_write2) returns -EAGAIN when the peer takes
+ * no byte for timeout_ms: it never blocks for ever on a peer that stopped
+ * reading. */
+int mb_sock_set_write_timeout(int fd, int timeout_ms);
 void mb_sock_shutdown(int fd);
 
 /* Pause instruction for spin loops. */

@@ -277,7 +277,8 @@ int mb_sock_write2(int fd, const void *a, size_t alen, const void *b, size_t ble
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
-			return -errno;
+			/* SO_SNDTIMEO ran out with nothing taken */
+			return errno == EWOULDBLOCK ? -EAGAIN : -errno;
 		}
 		size_t k = (size_t)n;
 		for (int i = 0; i < 2; i++) {
@@ -305,6 +306,12 @@ int mb_sock_set_read_timeout(int fd, int timeout_ms)
 {
 	struct timeval tv = { (time_t)(timeout_ms / 1000), (long)(timeout_ms % 1000) * 1000L };
 	return setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) ? -errno : 0;
+}
+
+int mb_sock_set_write_timeout(int fd, int timeout_ms)
+{
+	struct timeval tv = { (time_t)(timeout_ms / 1000), (long)(timeout_ms % 1000) * 1000L };
+	return setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) ? -errno : 0;
 }
 
 void mb_sock_shutdown(int fd)
