@@ -105,7 +105,7 @@ static struct mb_conn *conn_new(struct mb_links *ls, int fd, const struct mb_con
 		return NULL;
 	}
 	mb_sock_set_read_timeout(fd, HANDSHAKE_POLL_MS);
-	mb_sock_set_write_timeout(fd, DEAD_AFTER_MS);
+	mb_sock_set_write_timeout(fd, WRITE_POLL_MS);
 	return c;
 }
 

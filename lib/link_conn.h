@@ -42,9 +42,11 @@
 #include <string.h>
 
 #define HEARTBEAT_MS 1000
-/* A peer that sends nothing for this long, or takes none of our bytes
- * for this long (a write that makes no progress: SO_SNDTIMEO), is gone. */
+/* A peer that sends nothing for this long, or acknowledges none of our
+ * bytes for this long while we wait to write, is gone. A blocking write
+ * looks at the peer's progress every WRITE_POLL_MS (mb_sock_write2). */
 #define DEAD_AFTER_MS 5000
+#define WRITE_POLL_MS 250
 /* The peer's whole HELLO must arrive within this; until then it is read
  * in slices of HANDSHAKE_POLL_MS so the deadline is kept. */
 #define HANDSHAKE_MS 2000

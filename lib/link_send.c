@@ -63,6 +63,7 @@ static void write_failed(struct mb_conn *c, int rc)
 	if (rc == -EAGAIN && !atomic_load(&c->down))
 		mb_link_log(c, "closing", "the peer takes no data");
 	atomic_store(&c->down, true);
+	mb_sock_shutdown(c->fd); /* the rx thread returns from its read now */
 }
 
 /* Write all that is queued, blocking (DEAD_AFTER_MS without progress at
@@ -74,7 +75,8 @@ static int flush_locked(struct mb_conn *c)
 		return 0;
 	}
 	count_sent(c);
-	int rc = mb_sock_write2(c->fd, c->txbuf + c->txoff, c->txlen - c->txoff, NULL, 0);
+	int rc = mb_sock_write2(c->fd, c->txbuf + c->txoff, c->txlen - c->txoff, NULL, 0,
+	                        DEAD_AFTER_MS);
 	if (rc) {
 		mb_link_tx_abandon_locked(c);
 		write_failed(c, rc);
@@ -127,7 +129,8 @@ int mb_link_send_frame(struct mb_conn *c, struct mb_frame *f, bool now)
 	} else {
 		rc = flush_locked(c);
 		if (!rc)
-			rc = mb_sock_write2(c->fd, head, hl, f->payload, f->payload_len);
+			rc = mb_sock_write2(c->fd, head, hl, f->payload, f->payload_len,
+			                    DEAD_AFTER_MS);
 		if (rc)
 			write_failed(c, rc);
 		else
@@ -306,7 +309,7 @@ static bool queue_msg_locked(struct mb_conn *c, msgbus_sub *proxy, msgbus_msg *m
 			uint8_t head[MB_WIRE_HDR + 2 + MB_SUBJECT_MAX];
 			mb_wire_encode_msg(head, m->subject, nl, (uint32_t)m->len);
 			atomic_fetch_add(&c->ls->sent, 1);
-			int rc = mb_sock_write2(c->fd, head, hl, m->data, m->len);
+			int rc = mb_sock_write2(c->fd, head, hl, m->data, m->len, DEAD_AFTER_MS);
 			if (rc) {
 				atomic_fetch_sub(&c->ls->sent, 1);
 				atomic_fetch_add(&c->ls->undelivered, 1);
@@ -328,7 +331,9 @@ static uint32_t drain_locked(struct mb_conn *c, msgbus_sub *proxy, bool nowait, 
 {
 	uint32_t n = 0;
 	*owner = -1;
-	while (n < max) {
+	/* Down: what is left on the proxy is counted at the drop (link.c),
+	 * not written one blocking write after another. */
+	while (n < max && !atomic_load_explicit(&c->down, memory_order_relaxed)) {
 		msgbus_msg *m = c->held;
 		c->held = NULL;
 		if (!m && mb_sub_poll(proxy, &m, owner) != 0)

@@ -53,6 +53,7 @@ int main(void)
 	srunner_add_suite(sr, suite_reqrep());
 	srunner_add_suite(sr, suite_wire());
 	srunner_add_suite(sr, suite_tcp());
+	srunner_add_suite(sr, suite_tcp_dos());
 	srunner_add_suite(sr, suite_chaos());
 #if defined(__has_feature)
 #if __has_feature(thread_sanitizer)
