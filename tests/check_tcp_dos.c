@@ -366,7 +366,7 @@ START_TEST(test_silent_take_no_slot)
 
 	tu_unique_url(url, sizeof(url), "shm");
 	msgbus_bus *a = tu_open(url, &o);
-	int port = listen_lo(a, "?max_pending=16&max_conns=16");
+	int port = listen_lo(a, ""); /* the defaults */
 	for (int i = 0; i < SILENT; i++)
 		fds[i] = raw_connect(port, 0);
 	/* The library says HELLO to each (or closes it) once it took it. */
@@ -548,7 +548,7 @@ START_TEST(test_sub_flood_linear)
 	double took = tu_now_ms() - t0;
 	ck_assert_uint_eq(link_stats(a).remote_subs, FLOOD);
 	fprintf(stderr, "check_tcp_dos: %d SUBs taken in %.0f ms\n", FLOOD, took);
-	ck_assert_msg(took < 3000, "%d SUBs took %.0f ms", FLOOD, took);
+	ck_assert_msg(took < 1000, "%d SUBs took %.0f ms", FLOOD, took);
 	close(fd);
 	close_bus(a, url);
 }
