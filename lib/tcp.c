@@ -65,7 +65,9 @@ static int parse_query(const char *q, bool listening, struct mb_link_limits *lim
 {
 	*lim = (struct mb_link_limits){ MB_LINK_MAX_CONNS, MB_LINK_MAX_PENDING,
 	                                MB_LINK_MAX_PATTERNS };
-	while (q && *q) {
+	if (!q)
+		return 0;
+	while (*q) {
 		size_t len = strcspn(q, "&");
 		const char *eq = memchr(q, '=', len);
 		if (!eq)
