@@ -52,7 +52,8 @@ bool mb_link_may_create(msgbus_bus *b, const char *subject, size_t len)
 	if (mb_topic_find(b, subject, len, mb_hash(subject, len), &t) == 0)
 		return true;
 	/* Rare: the first message of a subject. Two links creating at once
-	 * may both pass; the share is exceeded by at most one per link. */
+	 * may both pass; the share is exceeded by at most one per link.
+	 * Relaxed: a count, nothing is read through the states. */
 	for (t = 0; t < n; t++)
 		used += atomic_load_explicit(&mb_topic_at(b, t)->state, memory_order_relaxed) !=
 		        MB_TOPIC_FREE;

@@ -456,7 +456,12 @@ void *mb_link_tx_main(void *arg)
 			mb_link_send_frame(c, &f, true);
 		}
 		if (!proxy) {
-			mb_nap_us(50000);
+			/* Nothing wanted yet: look again in 50 ms, or at once
+			 * for a PONG or the drop (both signal tx_ec), so a
+			 * connection that ends is torn down without delay. */
+			uint32_t v = mb_ec_prepare(&c->tx_ec);
+			if (!atomic_load(&c->down) && !atomic_load(&c->pong_due))
+				mb_ec_sleep(&c->tx_ec, v, now, now + 50000000ull);
 			continue;
 		}
 		if (r.busy) {
