@@ -6,6 +6,42 @@
 #include "sub.h"
 #include "wait.h"
 
+#include <stdarg.h>
+
+/* The rate limit of mb_link_logf: LOG_BURST lines per LOG_WINDOW_NS. */
+#define LOG_BURST 10u
+#define LOG_WINDOW_NS 1000000000ull
+
+static _Atomic uint64_t log_window; /* when the current window started */
+static _Atomic uint32_t log_lines, log_dropped; /* in it; dropped since */
+
+void mb_link_logf(const char *fmt, ...)
+{
+	/* Relaxed: a line more or less at a window's edge does not matter. */
+	uint64_t now = mb_now_ns(), w = atomic_load_explicit(&log_window, memory_order_relaxed);
+	if (now - w > LOG_WINDOW_NS &&
+	    atomic_compare_exchange_strong_explicit(&log_window, &w, now, memory_order_relaxed,
+	                                            memory_order_relaxed)) {
+		atomic_store_explicit(&log_lines, 0, memory_order_relaxed);
+		uint32_t d = atomic_exchange_explicit(&log_dropped, 0, memory_order_relaxed);
+		if (d)
+			fprintf(stderr, "msgbus: %u link log lines suppressed\n", d);
+	}
+	if (atomic_fetch_add_explicit(&log_lines, 1, memory_order_relaxed) >= LOG_BURST) {
+		atomic_fetch_add_explicit(&log_dropped, 1, memory_order_relaxed);
+		return;
+	}
+	va_list ap;
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+}
+
+void mb_link_log(struct mb_conn *c, const char *what, const char *why)
+{
+	mb_link_logf("msgbus: link %s: %s: %s\n", c->peer, what, why);
+}
+
 static void conn_free(struct mb_conn *c)
 {
 	for (uint32_t i = 0; i < c->nrsvcs; i++) {
@@ -21,7 +57,8 @@ static void conn_free(struct mb_conn *c)
 	while (c->calls) {
 		struct peer_call *pc = c->calls;
 		c->calls = pc->next;
-		msgbus_call_cancel(pc->call);
+		if (pc->call)
+			msgbus_call_cancel(pc->call);
 		free(pc);
 	}
 	mb_names_clear(&c->rsubs);
@@ -38,132 +75,185 @@ static void conn_free(struct mb_conn *c)
 	free(c);
 }
 
-bool mb_conn_run(struct mb_links *ls, int fd, const char *peer, bool again,
-                 struct mb_watch *watch)
+/* A connection before the handshake: what it needs to say HELLO and read
+ * the peer's, nothing of the bus. */
+static struct mb_conn *conn_new(struct mb_links *ls, int fd, const struct mb_conn_opts *o)
 {
 	/* aligned: some members sit on cache lines of their own */
 	struct mb_conn *c = aligned_alloc(_Alignof(struct mb_conn), sizeof(*c));
-	if (c)
-		memset(c, 0, sizeof(*c));
-	if (!c) {
-		mb_sock_shutdown(fd);
-		mb_close_fd(fd);
-		return false;
-	}
+	if (!c)
+		return NULL;
+	memset(c, 0, sizeof(*c));
 	c->ls = ls;
 	c->fd = fd;
 	c->peer_max_frame = MB_WIRE_MIN_FRAME;
-	snprintf(c->peer, sizeof(c->peer), "%s", peer);
+	c->max_patterns = o->max_patterns;
+	snprintf(c->peer, sizeof(c->peer), "%s", o->peer);
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_mutex_init(&c->wlock, NULL);
 	pthread_mutex_init(&c->rlock, NULL);
 	atomic_init(&c->rgen, 1);
 	atomic_init(&c->tx_active, true);
 	c->txbuf = malloc(TXBUF);
-	c->rd.buf = malloc(RXBUF);
-	c->rd.cap = c->rd.buf ? RXBUF : 0;
+	/* Only a HELLO is read before the handshake: a peer cannot make us
+	 * buffer more, whatever length its first header claims. */
+	c->rd.buf = malloc(HELLO_FRAME);
+	c->rd.cap = HELLO_FRAME;
 	c->rd.last_rx_ns = mb_now_ns();
-	bool threads = false;
-	int orc = c->txbuf && c->rd.buf ? mb_bus_reopen(ls->bus, &c->lb) : MSGBUS_ENOMEM;
-	if (orc == 0) {
+	if (!c->txbuf || !c->rd.buf) {
+		conn_free(c);
+		return NULL;
+	}
+	mb_sock_set_read_timeout(fd, HANDSHAKE_POLL_MS);
+	mb_sock_set_write_timeout(fd, WRITE_POLL_MS);
+	return c;
+}
+
+/* After a valid HELLO: the link's own handle on the bus, and the buffers
+ * of a running link. 0 or an error (logged). */
+static int conn_open(struct mb_conn *c)
+{
+	int rc = mb_bus_reopen(c->ls->bus, &c->lb);
+	if (rc == 0) {
 		uint32_t nt = c->lb->cfg.max_subjects;
+		uint8_t *rb = realloc(c->rd.buf, RXBUF);
+		if (rb) {
+			c->rd.buf = rb;
+			c->rd.cap = RXBUF;
+		}
 		c->want_gen = calloc(nt, sizeof(*c->want_gen));
 		c->want = calloc(nt, sizeof(*c->want));
 		c->taken = calloc(nt, sizeof(*c->taken));
-		if (!c->want_gen || !c->want || !c->taken)
-			orc = MSGBUS_ENOMEM;
+		if (!rb || !c->want_gen || !c->want || !c->taken)
+			rc = MSGBUS_ENOMEM;
 	}
-	if (orc)
-		mb_link_log(c, "closing: cannot open a handle on the bus", msgbus_strerror(orc));
-	else
-		mb_sock_set_read_timeout(fd, HEARTBEAT_MS);
-	if (orc == 0) {
-		atomic_fetch_or(&mb_part_at(c->lb, c->lb->self)->flags, MB_PARTF_BRIDGE);
-		/* Three link threads per connection would steal the cores from
-		 * the processes they serve if they spun: they sleep at once. */
-		c->lb->spin_ns = 0;
-		uint32_t max_frame = c->lb->cfg.max_msg_size + 1024u;
-		c->max_frame = max_frame;
-		/* The rx thread owns the link's reading side (rx_loop). */
-		pthread_mutex_lock(&c->rlock);
-		mb_conn_register(ls, c, fd);
-		bool shook = mb_link_handshake(c, max_frame);
-		if (shook && watch && watch->sub)
-			mb_watch_settle(ls, watch);
-		if (shook &&
-		    pthread_create(&c->tx, NULL, mb_link_tx_main, c) == 0) {
-			if (pthread_create(&c->rr, NULL, mb_link_rr_main, c) == 0) {
-				threads = true;
-				atomic_fetch_add(&ls->up, 1);
-				if (again)
-					atomic_fetch_add(&ls->reconnects, 1);
-				mb_link_rx_loop(c);
-				/* Start watching before the link counts as down:
-				 * nothing published after the drop escapes. */
-				pthread_mutex_lock(&c->lock);
-				if (watch && watch->bus && c->rsubs.n &&
-				    (watch->skip = calloc(c->lb->cfg.max_subjects, sizeof(uint64_t))) &&
-				    msgbus_subscribe(watch->bus, ">", MSGBUS_SUB_LOSSY, &watch->sub)) {
-					watch->sub = NULL;
-				}
-				if (watch && !watch->sub) {
-					free(watch->skip);
-					watch->skip = NULL;
-				}
-				pthread_mutex_unlock(&c->lock);
-				atomic_fetch_sub(&ls->up, 1);
-			}
-			atomic_store(&c->down, true);
-			mb_sock_shutdown(fd);
-			/* Wake the threads now rather than at their timeouts. */
-			mb_ec_kick(&mb_part_at(c->lb, c->lb->self)->reply_ec);
-			mb_ec_kick(&c->lb->hdr->any_ec);
-			mb_ec_kick(&c->tx_ec);
-			if (threads)
-				pthread_join(c->rr, NULL);
-			pthread_join(c->tx, NULL);
-		}
-		pthread_mutex_unlock(&c->rlock); /* no spinner reads any more */
-		/* What the peer wanted and we had not sent is lost with the
-		 * link: count it, whether queued, held or still on the bus.
-		 * From here on no publisher sends inline. */
-		pthread_mutex_lock(&c->wlock);
-		msgbus_sub *proxy = atomic_exchange(&c->proxy, NULL);
-		mb_link_tx_abandon_locked(c);
-		if (c->held && proxy) {
-			atomic_fetch_add(&ls->undelivered, 1); /* only a wanted one is held */
-			c->taken[proxy->tl[c->held->ti].t] = c->held->pos + 1;
-			msgbus_msg_release(c->held);
-		}
-		c->held = NULL;
-		pthread_mutex_unlock(&c->wlock);
-		if (proxy) {
-			/* The watch skips what the link took, sent or counted. */
+	if (rc) {
+		mb_link_log(c, "closing: cannot open a handle on the bus", msgbus_strerror(rc));
+		return rc;
+	}
+	mb_sock_set_read_timeout(c->fd, HEARTBEAT_MS);
+	atomic_fetch_or(&mb_part_at(c->lb, c->lb->self)->flags, MB_PARTF_BRIDGE);
+	/* Three link threads per connection would steal the cores from the
+	 * processes they serve if they spun: they sleep at once. */
+	c->lb->spin_ns = 0;
+	return 0;
+}
+
+/* The connecting side, at the drop: start watching before the link counts
+ * as down, so nothing published after the drop escapes. */
+static void watch_start(struct mb_conn *c, struct mb_watch *watch)
+{
+	pthread_mutex_lock(&c->lock);
+	if (watch->bus && c->rsubs.n &&
+	    (watch->skip = calloc(c->lb->cfg.max_subjects, sizeof(uint64_t))) &&
+	    msgbus_subscribe(watch->bus, ">", MSGBUS_SUB_LOSSY, &watch->sub)) {
+		watch->sub = NULL;
+	}
+	if (!watch->sub) {
+		free(watch->skip);
+		watch->skip = NULL;
+	}
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* The link runs: tx and rr threads, rx in this one, until it drops. Caller
+ * holds rlock. true if the threads ran. */
+static bool conn_threads(struct mb_conn *c, const struct mb_conn_opts *o)
+{
+	struct mb_links *ls = c->ls;
+	bool threads = false;
+	if (pthread_create(&c->tx, NULL, mb_link_tx_main, c))
+		return false;
+	if (pthread_create(&c->rr, NULL, mb_link_rr_main, c) == 0) {
+		threads = true;
+		atomic_fetch_add(&ls->up, 1);
+		if (o->again)
+			atomic_fetch_add(&ls->reconnects, 1);
+		mb_link_rx_loop(c);
+		if (o->watch)
+			watch_start(c, o->watch);
+		atomic_fetch_sub(&ls->up, 1);
+	}
+	atomic_store(&c->down, true);
+	mb_sock_shutdown(c->fd);
+	/* Wake the threads now rather than at their timeouts. */
+	mb_ec_kick(&mb_part_at(c->lb, c->lb->self)->reply_ec);
+	mb_ec_kick(&c->lb->hdr->any_ec);
+	mb_ec_kick(&c->tx_ec);
+	if (threads)
+		pthread_join(c->rr, NULL);
+	pthread_join(c->tx, NULL);
+	return threads;
+}
+
+/* After the threads: what the peer wanted and we had not sent is lost with
+ * the link; count it, whether queued, held or still on the bus. From here
+ * on no publisher sends inline. */
+static void conn_drop(struct mb_conn *c, struct mb_watch *watch)
+{
+	struct mb_links *ls = c->ls;
+	pthread_mutex_lock(&c->wlock);
+	msgbus_sub *proxy = atomic_exchange(&c->proxy, NULL);
+	mb_link_tx_abandon_locked(c);
+	if (c->held && proxy) {
+		atomic_fetch_add(&ls->undelivered, 1); /* only a wanted one is held */
+		c->taken[proxy->tl[c->held->ti].t] = c->held->pos + 1;
+		msgbus_msg_release(c->held);
+	}
+	c->held = NULL;
+	pthread_mutex_unlock(&c->wlock);
+	if (proxy) {
+		/* The watch skips what the link took, sent or counted. */
+		if (watch && watch->skip)
+			for (uint32_t t = 0; t < c->lb->cfg.max_subjects; t++)
+				if (c->taken[t] > watch->skip[t])
+					watch->skip[t] = c->taken[t];
+		msgbus_msg *m;
+		while (msgbus_recv(proxy, &m, 0) == 0) {
+			if (!mb_link_is_bridge(c->lb, m->origin) && mb_link_peer_wants(c, m->subject))
+				atomic_fetch_add(&ls->undelivered, 1);
 			if (watch && watch->skip)
-				for (uint32_t t = 0; t < c->lb->cfg.max_subjects; t++)
-					if (c->taken[t] > watch->skip[t])
-						watch->skip[t] = c->taken[t];
-			msgbus_msg *m;
-			while (msgbus_recv(proxy, &m, 0) == 0) {
-				if (!mb_link_is_bridge(c->lb, m->origin) && mb_link_peer_wants(c, m->subject))
-					atomic_fetch_add(&ls->undelivered, 1);
-				if (watch && watch->skip)
-					watch->skip[m->sub->tl[m->ti].t] = m->pos + 1;
-				msgbus_msg_release(m);
-			}
-			msgbus_unsubscribe(proxy);
+				watch->skip[m->sub->tl[m->ti].t] = m->pos + 1;
+			msgbus_msg_release(m);
 		}
-		if (watch && watch->sub) {
-			pthread_mutex_lock(&c->lock);
-			watch->wanted = c->rsubs.v;
-			watch->nwanted = c->rsubs.n;
-			watch->dropped_seen = 0;
-			c->rsubs.v = NULL;
-			c->rsubs.n = 0;
-			pthread_mutex_unlock(&c->lock);
-		}
-		mb_conn_unregister(ls, c);
+		msgbus_unsubscribe(proxy);
 	}
+	if (watch && watch->sub) {
+		pthread_mutex_lock(&c->lock);
+		watch->wanted = mb_names_release(&c->rsubs, &watch->nwanted);
+		watch->dropped_seen = 0;
+		pthread_mutex_unlock(&c->lock);
+	}
+}
+
+bool mb_conn_run(struct mb_links *ls, int fd, const struct mb_conn_opts *o)
+{
+	struct mb_conn *c = conn_new(ls, fd, o);
+	bool threads = false;
+	if (!c) {
+		if (o->pending)
+			atomic_fetch_sub(o->pending, 1);
+		mb_sock_shutdown(fd);
+		mb_close_fd(fd);
+		return false;
+	}
+	/* Registered from the start: closing the bus ends a handshake too. */
+	mb_conn_register(ls, c, fd);
+	/* The rx thread owns the link's reading side (rx_loop). */
+	pthread_mutex_lock(&c->rlock);
+	c->max_frame = ls->bus->cfg.max_msg_size + 1024u;
+	bool shook = mb_link_handshake(c, c->max_frame);
+	if (o->pending)
+		atomic_fetch_sub(o->pending, 1);
+	if (shook && conn_open(c) == 0) {
+		if (o->watch && o->watch->sub)
+			mb_watch_settle(ls, o->watch);
+		threads = conn_threads(c, o);
+	}
+	pthread_mutex_unlock(&c->rlock); /* no spinner reads any more */
+	if (c->lb)
+		conn_drop(c, o->watch);
+	mb_conn_unregister(ls, c);
 	atomic_store(&c->down, true);
 	mb_sock_shutdown(fd);
 	mb_close_fd(fd);

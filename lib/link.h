@@ -16,7 +16,6 @@ struct mb_conn_ref {
 /* The links of one bus handle. */
 struct mb_links {
 	msgbus_bus *bus;
-	char url[80]; /* the bus's own URL: each connection opens a handle on it */
 	pthread_mutex_t lock;
 	_Atomic bool closing;
 	uint64_t node_id;
@@ -28,12 +27,9 @@ struct mb_links {
 	_Atomic uint64_t sent, received, undelivered, reconnects, bad_frames;
 };
 
-/* Run one connection on fd until it drops or the bus closes; closes fd.
- * wanted (optional) receives the peer's subscription patterns at the end,
- * so a reconnecting side can count what it cannot deliver meanwhile. */
-/* Connecting side only: at a drop, before the link counts as down, the
- * connection starts *watch (lossy, on the bridge handle watch_bus) so that
- * nothing published after the drop escapes the count of undelivered. */
+/* The connecting side only: at a drop, before the link counts as down,
+ * the connection starts *watch (lossy, on the bridge handle watch_bus) so
+ * that nothing published after the drop escapes the count of undelivered. */
 struct mb_watch {
 	msgbus_bus *bus;
 	msgbus_sub *sub;
@@ -46,9 +42,47 @@ struct mb_watch {
 void mb_watch_count(struct mb_links *ls, struct mb_watch *w);
 /* Count a last time and stop watching: the peer is back. */
 void mb_watch_settle(struct mb_links *ls, struct mb_watch *w);
-bool mb_conn_run(struct mb_links *ls, int fd, const char *peer, bool again,
-                 struct mb_watch *watch);
-/* true if the handshake completed; again: count it as a reconnect */
+
+/*
+ * What a peer may take (msgbus_listen(3)): set per listener or connector
+ * by the URL's query, checked in tcp.c against these bounds.
+ *  max_conns    connections of one listener at once, handshakes included
+ *  max_pending  of which still in the handshake
+ *  max_patterns SUB patterns and SERVE names one peer may declare; more
+ *               is a protocol error. A peer bus advertises its own
+ *               subscriptions and services, which its max_subs bounds, so
+ *               the default is the largest max_subs.
+ */
+struct mb_link_limits {
+	uint32_t max_conns, max_pending, max_patterns;
+};
+#define MB_LINK_MAX_CONNS 16u
+#define MB_LINK_MAX_CONNS_MAX MB_MAX_PARTICIPANTS
+#define MB_LINK_MAX_PENDING 8u
+#define MB_LINK_MAX_PENDING_MAX MB_MAX_PARTICIPANTS
+#define MB_LINK_MAX_PATTERNS MB_MAX_SUBS
+#define MB_LINK_MAX_PATTERNS_MAX 65536u
+/* A link creates a subject only while this many entries of the subject
+ * table (of n) stay free after it: a quarter, rounded up. The rest is for
+ * local publishers, whatever the peers send. */
+#define MB_LINK_SUBJECTS_KEPT(n) (((n) + 3u) / 4u)
+
+/* How to run one connection (mb_conn_run). */
+struct mb_conn_opts {
+	const char *peer;   /* for log lines */
+	bool again;         /* a reconnection: count it */
+	struct mb_watch *watch; /* the connecting side's, or NULL */
+	uint32_t max_patterns;
+	/* Decremented once the handshake ends, either way; may be NULL. */
+	_Atomic uint32_t *pending;
+};
+
+/* Run one connection on fd until it drops or the bus closes; closes fd.
+ * true if the handshake completed. */
+bool mb_conn_run(struct mb_links *ls, int fd, const struct mb_conn_opts *o);
+/* A line on standard error, at most a few per second per process: a peer
+ * that fails again and again must not flood the log. */
+void mb_link_logf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void mb_conn_register(struct mb_links *ls, struct mb_conn *c, int fd);
 void mb_conn_unregister(struct mb_links *ls, struct mb_conn *c);
 void mb_conn_shutdown_all(struct mb_links *ls);

@@ -23,7 +23,13 @@
  * inline while the rx thread lets it (mb_conn_rx_inline): in a ping-pong
  * whose parties spin, nobody has to be woken at all.
  * Backpressure is end to end: a slow peer stops reading, our writes block,
- * our lossless subscription stops releasing, local publishers wait.
+ * our lossless subscription stops releasing, local publishers wait. But a
+ * write that makes no progress for DEAD_AFTER_MS drops the link, and no
+ * thread that watches the peer (rx) ever waits for the writers: a peer
+ * that stops reading holds the bus back for that long at most.
+ *
+ * Before the peer's HELLO, a connection holds nothing of the bus: no
+ * handle, no participant slot, a HELLO-sized read buffer (link.c).
  */
 #ifndef MB_LINK_CONN_H
 #define MB_LINK_CONN_H
@@ -36,7 +42,16 @@
 #include <string.h>
 
 #define HEARTBEAT_MS 1000
+/* A peer that sends nothing for this long, or acknowledges none of our
+ * bytes for this long while we wait to write, is gone. A blocking write
+ * looks at the peer's progress every WRITE_POLL_MS (mb_sock_write2). */
 #define DEAD_AFTER_MS 5000
+#define WRITE_POLL_MS 250
+/* The peer's whole HELLO must arrive within this; until then it is read
+ * in slices of HANDSHAKE_POLL_MS so the deadline is kept. */
+#define HANDSHAKE_MS 2000
+#define HANDSHAKE_POLL_MS 100
+#define HELLO_FRAME (MB_WIRE_HDR + 16u)
 #define TXBUF (256u << 10)
 #define RXBUF (256u << 10) /* one read takes up to this much */
 #define PENDING 4096u /* requests forwarded to the peer, awaiting replies */
@@ -61,9 +76,12 @@
 #define RX_SPIN_GONE_NS (2ull * RX_NAP_NS)
 #define RX_INLINE_READS 4 /* reads per inline pass, at most */
 
+/* A set of names (link_names.c): v[0..n) in no order, indexed by hash. */
 struct names {
 	char **v;
-	uint32_t n;
+	uint32_t n, vcap;
+	uint32_t *idx; /* nidx cells (a power of two): a position in v + 1, or 0 */
+	uint32_t nidx;
 };
 
 struct rsvc {
@@ -75,7 +93,7 @@ struct rsvc {
 struct peer_call {
 	uint32_t id;
 	int rc;
-	msgbus_call *call;
+	msgbus_call *call; /* NULL: refused at once, rc says why */
 	msgbus_msg *reply;
 	struct peer_call *next;
 };
@@ -90,6 +108,7 @@ struct reader {
 	char mname[MB_SUBJECT_MAX + 1];
 	uint16_t mlen; /* 0: none */
 	uint32_t mtopic;
+	bool share_logged; /* the subject share was reported */
 };
 
 struct mb_conn {
@@ -118,6 +137,11 @@ struct mb_conn {
 	uint64_t *taken; /* per topic: the positions below were taken */
 	_Atomic uint64_t last_tx_ns; /* read by tx without wlock for heartbeats */
 	uint32_t peer_max_frame;
+	/* A PONG to send: the rx thread never writes (it would wait for
+	 * wlock behind a blocked writer), it leaves the token here for the tx
+	 * thread. pong_due is stored with release after pong_token. */
+	_Atomic uint64_t pong_token;
+	_Atomic bool pong_due;
 	/* Read by every publisher of the linking handle, written rarely:
 	 * a line of its own. tx_ec is the tx thread's own eventcount, for
 	 * its naps: an inline sender that leaves work behind signals it.
@@ -141,6 +165,7 @@ struct mb_conn {
 	_Atomic uint64_t rx_spin_ns;
 
 	pthread_mutex_t lock; /* remote interest, proxy creation, pending, calls */
+	uint32_t max_patterns; /* rsubs.n + nrsvcs, at most */
 	struct names rsubs;
 	_Atomic uint32_t rgen; /* changes with rsubs (never 0) */
 	struct rsvc **rsvcs;
@@ -151,50 +176,16 @@ struct mb_conn {
 	struct peer_call *calls;
 };
 
-static inline bool mb_names_has(const struct names *s, const char *x)
-{
-	for (uint32_t i = 0; i < s->n; i++)
-		if (!strcmp(s->v[i], x))
-			return true;
-	return false;
-}
+/* link_names.c */
+bool mb_names_has(const struct names *s, const char *x);
+int mb_names_add(struct names *s, const char *x); /* present already: 0 */
+void mb_names_del(struct names *s, const char *x);
+void mb_names_clear(struct names *s);
+/* Hand over the array of names (*n of them) and empty s. */
+char **mb_names_release(struct names *s, uint32_t *n);
 
-static inline int mb_names_add(struct names *s, const char *x)
-{
-	char **v = realloc(s->v, (s->n + 1) * sizeof(*v));
-	if (!v)
-		return MSGBUS_ENOMEM;
-	s->v = v;
-	if (!(v[s->n] = strdup(x)))
-		return MSGBUS_ENOMEM;
-	s->n++;
-	return 0;
-}
-
-static inline void mb_names_del(struct names *s, const char *x)
-{
-	for (uint32_t i = 0; i < s->n; i++) {
-		if (!strcmp(s->v[i], x)) {
-			free(s->v[i]);
-			s->v[i] = s->v[--s->n];
-			return;
-		}
-	}
-}
-
-static inline void mb_names_clear(struct names *s)
-{
-	for (uint32_t i = 0; i < s->n; i++)
-		free(s->v[i]);
-	free(s->v);
-	s->v = NULL;
-	s->n = 0;
-}
-
-static inline void mb_link_log(struct mb_conn *c, const char *what, const char *why)
-{
-	fprintf(stderr, "msgbus: link %s: %s: %s\n", c->peer, what, why);
-}
+/* link.c */
+void mb_link_log(struct mb_conn *c, const char *what, const char *why);
 
 static inline bool mb_link_is_bridge(msgbus_bus *b, uint32_t idx)
 {
@@ -210,11 +201,14 @@ void mb_link_tx_abandon_locked(struct mb_conn *c); /* caller holds wlock */
 void *mb_link_tx_main(void *arg);
 /* link_recv.c */
 bool mb_link_handshake(struct mb_conn *c, uint32_t max_frame);
+/* Whether the link may publish on subject (len bytes): it exists, or the
+ * table keeps MB_LINK_SUBJECTS_KEPT free after creating it. */
+bool mb_link_may_create(msgbus_bus *b, const char *subject, size_t len);
 void mb_link_rx_loop(struct mb_conn *c); /* caller holds rlock */
 /* link_rr.c */
 void mb_link_on_req(struct mb_conn *c, const struct mb_frame *f);
 void mb_link_on_rep(struct mb_conn *c, const struct mb_frame *f);
-void mb_link_on_serve(struct mb_conn *c, const char *name, bool on);
+bool mb_link_on_serve(struct mb_conn *c, const char *name, bool on); /* false: close */
 void *mb_link_rr_main(void *arg);
 
 #endif

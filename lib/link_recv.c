@@ -1,6 +1,7 @@
 /* link_recv.c - a link's receiving side: the handshake, then frames from
  * the peer (the rx thread and inline readers); see link_conn.h. */
 #include "link_conn.h"
+#include "bus.h"
 #include "buffers.h"
 #include "ring.h"
 #include "sub.h"
@@ -20,6 +21,13 @@ static int publish_msg(struct mb_conn *c, struct reader *r, const struct mb_fram
 	uint32_t t = r->mtopic;
 	int rc;
 	if (f->name_len) {
+		if (!mb_link_may_create(b, f->name, f->name_len)) {
+			if (!r->share_logged)
+				mb_link_log(c, "dropping messages on new subjects",
+				            "the links' share of the subject table is used up");
+			r->share_logged = true;
+			return MSGBUS_ELIMIT;
+		}
 		/* As msgbus_publish checks; the topic is remembered. */
 		rc = mb_publish_checks(b, f->name, f->payload_len, &t);
 		if (rc)
@@ -38,47 +46,82 @@ static int publish_msg(struct mb_conn *c, struct reader *r, const struct mb_fram
 	return rc;
 }
 
+bool mb_link_may_create(msgbus_bus *b, const char *subject, size_t len)
+{
+	uint32_t t, used = 0, n = b->cfg.max_subjects;
+	if (mb_topic_find(b, subject, len, mb_hash(subject, len), &t) == 0)
+		return true;
+	/* Rare: the first message of a subject. Two links creating at once
+	 * may both pass; the share is exceeded by at most one per link.
+	 * Relaxed: a count, nothing is read through the states. */
+	for (t = 0; t < n; t++)
+		used += atomic_load_explicit(&mb_topic_at(b, t)->state, memory_order_relaxed) !=
+		        MB_TOPIC_FREE;
+	return used + 1 + MB_LINK_SUBJECTS_KEPT(n) <= n;
+}
+
+/* More interest than max_patterns is a protocol error. */
+static bool too_many(struct mb_conn *c)
+{
+	mb_link_log(c, "closing on a bad frame", "more SUB patterns and services than max_patterns");
+	atomic_fetch_add(&c->ls->bad_frames, 1);
+	return false;
+}
+
+/* SUB or UNSUB; false closes the connection. */
+static bool on_interest(struct mb_conn *c, const struct mb_frame *f)
+{
+	pthread_mutex_lock(&c->lock);
+	bool sub = f->type == MB_F_SUB;
+	if (sub && !mb_names_has(&c->rsubs, f->name) &&
+	    c->rsubs.n + c->nrsvcs >= c->max_patterns) {
+		pthread_mutex_unlock(&c->lock);
+		return too_many(c);
+	}
+	/* Follow the bus before the interest shows (in the statistics, to
+	 * the peer's messages): whatever is published from then on is seen. */
+	if (sub && !atomic_load(&c->proxy)) {
+		msgbus_sub *p;
+		if (msgbus_subscribe(c->lb, ">", 0, &p))
+			mb_link_log(c, "cannot follow the bus", "no free subscription slot");
+		else
+			atomic_store(&c->proxy, p);
+	}
+	if (sub)
+		mb_names_add(&c->rsubs, f->name);
+	else
+		mb_names_del(&c->rsubs, f->name);
+	uint32_t g = atomic_load_explicit(&c->rgen, memory_order_relaxed) + 1;
+	atomic_store_explicit(&c->rgen, g ? g : 1, memory_order_release);
+	pthread_mutex_unlock(&c->lock);
+	return true;
+}
+
 /* Handle one decoded frame other than MSG (rx_frames publishes those);
- * false closes the connection. */
+ * false closes the connection. Nothing here writes to the socket: a
+ * write could wait behind a writer the peer blocks, and this thread must
+ * keep watching the peer. */
 static bool on_frame(struct mb_conn *c, const struct mb_frame *f)
 {
 	switch (f->type) {
 	case MB_F_SUB:
 	case MB_F_UNSUB:
-		pthread_mutex_lock(&c->lock);
-		/* Follow the bus before the interest shows (in the statistics,
-		 * to the peer's messages): whatever is published from then on
-		 * is seen. */
-		if (f->type == MB_F_SUB && !atomic_load(&c->proxy)) {
-			msgbus_sub *p;
-			if (msgbus_subscribe(c->lb, ">", 0, &p))
-				mb_link_log(c, "cannot follow the bus", "no free subscription slot");
-			else
-				atomic_store(&c->proxy, p);
-		}
-		if (f->type == MB_F_SUB && !mb_names_has(&c->rsubs, f->name))
-			mb_names_add(&c->rsubs, f->name);
-		else if (f->type == MB_F_UNSUB)
-			mb_names_del(&c->rsubs, f->name);
-		uint32_t g = atomic_load_explicit(&c->rgen, memory_order_relaxed) + 1;
-		atomic_store_explicit(&c->rgen, g ? g : 1, memory_order_release);
-		pthread_mutex_unlock(&c->lock);
-		return true;
+		return on_interest(c, f);
 	case MB_F_SERVE:
 	case MB_F_UNSERVE:
-		mb_link_on_serve(c, f->name, f->type == MB_F_SERVE);
-		return true;
+		return mb_link_on_serve(c, f->name, f->type == MB_F_SERVE) || too_many(c);
 	case MB_F_REQ:
 		mb_link_on_req(c, f);
 		return true;
 	case MB_F_REP:
 		mb_link_on_rep(c, f);
 		return true;
-	case MB_F_PING: {
-		struct mb_frame pong = { .type = MB_F_PONG, .token = f->token };
-		mb_link_send_frame(c, &pong, true);
+	case MB_F_PING:
+		/* Pairs with the acquire exchange in link_send.c:send_pong(). */
+		atomic_store_explicit(&c->pong_token, f->token, memory_order_relaxed);
+		atomic_store_explicit(&c->pong_due, true, memory_order_release);
+		mb_ec_signal(&c->tx_ec);
 		return true;
-	}
 	case MB_F_PONG:
 		return true;
 	default: /* a second HELLO (a MSG does not come here) */
@@ -87,7 +130,6 @@ static bool on_frame(struct mb_conn *c, const struct mb_frame *f)
 		return false;
 	}
 }
-
 
 /* Read into rd what the socket has, making room for need bytes from off
  * (grow: only the rx thread). > 0 bytes, 0 at the end, -EAGAIN none (or,
@@ -126,46 +168,53 @@ static bool peer_silent(struct mb_conn *c)
 	return true;
 }
 
-/* For the handshake: read until rd holds `need` bytes from off, blocking;
- * false on EOF, error or a silent peer. */
-static bool fill(struct mb_conn *c, size_t need)
+/* For the handshake: read until rd holds `need` bytes from off, by the
+ * deadline; false on EOF, error or the deadline (logged). */
+static bool fill(struct mb_conn *c, size_t need, uint64_t deadline)
 {
 	struct reader *r = &c->rd;
 	while (r->len - r->off < need) {
 		if (atomic_load(&c->down))
 			return false;
-		/* Blocks for at most HEARTBEAT_MS (mb_sock_set_read_timeout). */
-		long n = rx_read(c, need, false, true);
-		if (n > 0)
-			continue;
-		if (n == -ENOMEM)
-			mb_link_log(c, "closing", "out of memory for a frame");
-		if (n != -EAGAIN || peer_silent(c))
+		if (mb_now_ns() > deadline) {
+			mb_link_log(c, "closing", "no HELLO from the peer in time");
+			return false;
+		}
+		/* Blocks for at most HANDSHAKE_POLL_MS (conn_new). */
+		long n = rx_read(c, need, false, false);
+		if (n != -EAGAIN && n <= 0)
 			return false; /* end of stream, or an error */
 	}
 	return true;
 }
 
-/* The first frame, for the handshake, validated; false closes the
- * connection (reason logged). */
-static bool next_frame(struct mb_conn *c, uint32_t max_frame, struct mb_frame *f)
+static bool bad_hello(struct mb_conn *c, const char *why)
+{
+	mb_link_log(c, "closing on a bad frame", why);
+	atomic_fetch_add(&c->ls->bad_frames, 1);
+	return false;
+}
+
+/* The peer's HELLO, validated, within HANDSHAKE_MS of the connection;
+ * false closes it (reason logged). Any other first frame is refused on
+ * its header: rd holds HELLO_FRAME bytes at most. */
+static bool hello_frame(struct mb_conn *c, uint32_t max_frame, struct mb_frame *f)
 {
 	struct reader *r = &c->rd;
+	uint64_t deadline = r->last_rx_ns + HANDSHAKE_MS * 1000000ull;
 	uint8_t type;
 	uint32_t body;
 	const char *why = NULL;
-	if (!fill(c, MB_WIRE_HDR))
+	if (!fill(c, MB_WIRE_HDR, deadline))
 		return false;
-	if (mb_wire_header(r->buf + r->off, max_frame, &type, &body, &why) ||
-	    !fill(c, MB_WIRE_HDR + (size_t)body) ||
-	    (why == NULL &&
-	     mb_wire_decode(type, r->buf + r->off + MB_WIRE_HDR, body, f, &why))) {
-		if (why) {
-			mb_link_log(c, "closing on a bad frame", why);
-			atomic_fetch_add(&c->ls->bad_frames, 1);
-		}
+	if (mb_wire_header(r->buf + r->off, max_frame, &type, &body, &why))
+		return bad_hello(c, why);
+	if (type != MB_F_HELLO)
+		return bad_hello(c, "the first frame is not HELLO");
+	if (!fill(c, MB_WIRE_HDR + (size_t)body, deadline))
 		return false;
-	}
+	if (mb_wire_decode(type, r->buf + r->off + MB_WIRE_HDR, body, f, &why))
+		return bad_hello(c, why);
 	r->off += MB_WIRE_HDR + body;
 	return true;
 }
@@ -357,13 +406,8 @@ bool mb_link_handshake(struct mb_conn *c, uint32_t max_frame)
 	                      .node_id = c->ls->node_id };
 	if (mb_link_send_frame(c, &f, true))
 		return false;
-	if (!next_frame(c, max_frame, &f))
+	if (!hello_frame(c, max_frame, &f))
 		return false;
-	if (f.type != MB_F_HELLO) {
-		mb_link_log(c, "closing on a bad frame", "the first frame is not HELLO");
-		atomic_fetch_add(&c->ls->bad_frames, 1);
-		return false;
-	}
 	if (f.min_version > MB_WIRE_VERSION || f.max_version < MB_WIRE_VERSION) {
 		mb_link_log(c, "closing", "no common protocol version");
 		return false;

@@ -63,25 +63,25 @@ void mb_link_on_rep(struct mb_conn *c, const struct mb_frame *f)
 		msgbus_respond(req, f->payload, f->payload_len);
 }
 
-/* The peer's requester asks a service of ours: call it locally. */
+/* The peer's requester asks a service of ours: call it locally. The rx
+ * thread comes here, and never writes: a refusal is answered by the rr
+ * thread, like any reply. */
 void mb_link_on_req(struct mb_conn *c, const struct mb_frame *f)
 {
-	msgbus_call *call;
+	msgbus_call *call = NULL;
 	int rc = msgbus_call_start(c->lb, f->name, f->payload, f->payload_len,
 	                           f->arg ? (int)(f->arg > INT32_MAX ? INT32_MAX : f->arg) : -1,
 	                           &call);
-	if (rc) {
-		mb_link_send_rep(c, f->id, rc, NULL, 0);
-		return;
-	}
 	struct peer_call *pc = malloc(sizeof(*pc));
 	if (!pc) {
-		msgbus_call_cancel(call);
-		mb_link_send_rep(c, f->id, MSGBUS_ENOMEM, NULL, 0);
-		return;
+		if (call)
+			msgbus_call_cancel(call);
+		mb_link_log(c, "dropping a request", "out of memory");
+		return; /* the remote requester times out */
 	}
 	pc->id = f->id;
-	pc->call = call;
+	pc->call = rc ? NULL : call;
+	pc->rc = rc;
 	pthread_mutex_lock(&c->lock);
 	pc->next = c->calls;
 	c->calls = pc;
@@ -100,8 +100,8 @@ void *mb_link_rr_main(void *arg)
 		pthread_mutex_lock(&c->lock);
 		for (struct peer_call **pp = &c->calls; *pp;) {
 			struct peer_call *pc = *pp;
-			pc->rc = msgbus_call_wait(pc->call, &pc->reply, 0);
-			if (pc->rc == MSGBUS_EAGAIN) {
+			if (pc->call &&
+			    (pc->rc = msgbus_call_wait(pc->call, &pc->reply, 0)) == MSGBUS_EAGAIN) {
 				pending = true;
 				pp = &pc->next;
 				continue;
@@ -134,37 +134,60 @@ void *mb_link_rr_main(void *arg)
 	return NULL;
 }
 
-void mb_link_on_serve(struct mb_conn *c, const char *name, bool on)
+/* The peer stops serving name: so do we. */
+static void unserve(struct mb_conn *c, struct rsvc *rs)
+{
+	/* Stop serving before the statistics stop showing it. */
+	msgbus_unserve(rs->svc);
+	pthread_mutex_lock(&c->lock);
+	for (uint32_t j = 0; j < c->nrsvcs; j++)
+		if (c->rsvcs[j] == rs)
+			c->rsvcs[j] = c->rsvcs[--c->nrsvcs];
+	pthread_mutex_unlock(&c->lock);
+	free(rs);
+}
+
+/* Whether the link may serve name: the service's subject exists, or the
+ * links' share of the subject table has room for it. */
+static bool may_serve(struct mb_conn *c, const char *name)
+{
+	char subject[MB_SUBJECT_MAX + 1];
+	uint32_t t;
+	int rc = mb_service_topic(c->lb, name, false, &t, subject);
+	if (rc == 0 || rc == MSGBUS_EINVAL)
+		return true; /* msgbus_serve says why not */
+	if (mb_link_may_create(c->lb, subject, strlen(subject)))
+		return true;
+	mb_link_log(c, "not serving", "the links' share of the subject table is used up");
+	return false;
+}
+
+bool mb_link_on_serve(struct mb_conn *c, const char *name, bool on)
 {
 	pthread_mutex_lock(&c->lock);
 	for (uint32_t i = 0; i < c->nrsvcs; i++) {
 		struct rsvc *rs = c->rsvcs[i];
 		if (strcmp(rs->name, name))
 			continue;
-		if (!on) {
-			/* Stop serving before the statistics stop showing it. */
-			pthread_mutex_unlock(&c->lock);
-			msgbus_unserve(rs->svc);
-			pthread_mutex_lock(&c->lock);
-			for (uint32_t j = 0; j < c->nrsvcs; j++)
-				if (c->rsvcs[j] == rs)
-					c->rsvcs[j] = c->rsvcs[--c->nrsvcs];
-			pthread_mutex_unlock(&c->lock);
-			free(rs);
-			return;
-		}
 		pthread_mutex_unlock(&c->lock);
-		return;
+		if (!on)
+			unserve(c, rs);
+		return true;
 	}
+	bool full = c->rsubs.n + c->nrsvcs >= c->max_patterns;
 	pthread_mutex_unlock(&c->lock);
 	if (!on)
-		return;
+		return true;
+	if (full)
+		return false;
+	if (!may_serve(c, name))
+		return true;
 	struct rsvc *rs = calloc(1, sizeof(*rs));
 	/* NOLINTNEXTLINE(bugprone-sizeof-expression): v is an array of pointers */
 	struct rsvc **v = rs ? realloc(c->rsvcs, (c->nrsvcs + 1) * sizeof(*v)) : NULL;
 	if (!v) {
 		free(rs);
-		return;
+		return true;
 	}
 	c->rsvcs = v;
 	snprintf(rs->name, sizeof(rs->name), "%s", name);
@@ -172,9 +195,10 @@ void mb_link_on_serve(struct mb_conn *c, const char *name, bool on)
 	/* The link becomes one more worker of the service here. */
 	if (msgbus_serve(c->lb, name, forward_request, rs, &rs->svc)) {
 		free(rs);
-		return;
+		return true;
 	}
 	pthread_mutex_lock(&c->lock);
 	c->rsvcs[c->nrsvcs++] = rs;
 	pthread_mutex_unlock(&c->lock);
+	return true;
 }

@@ -56,7 +56,18 @@ static void wrote(struct mb_conn *c)
 	atomic_store_explicit(&c->last_tx_ns, now, memory_order_relaxed);
 }
 
-/* Write all that is queued, blocking. */
+/* A blocking write failed: the link is down. -EAGAIN: the peer took
+ * nothing for DEAD_AFTER_MS (SO_SNDTIMEO), it has stopped reading. */
+static void write_failed(struct mb_conn *c, int rc)
+{
+	if (rc == -EAGAIN && !atomic_load(&c->down))
+		mb_link_log(c, "closing", "the peer takes no data");
+	atomic_store(&c->down, true);
+	mb_sock_shutdown(c->fd); /* the rx thread returns from its read now */
+}
+
+/* Write all that is queued, blocking (DEAD_AFTER_MS without progress at
+ * most). */
 static int flush_locked(struct mb_conn *c)
 {
 	if (c->txoff == c->txlen) {
@@ -64,10 +75,11 @@ static int flush_locked(struct mb_conn *c)
 		return 0;
 	}
 	count_sent(c);
-	int rc = mb_sock_write2(c->fd, c->txbuf + c->txoff, c->txlen - c->txoff, NULL, 0);
+	int rc = mb_sock_write2(c->fd, c->txbuf + c->txoff, c->txlen - c->txoff, NULL, 0,
+	                        DEAD_AFTER_MS);
 	if (rc) {
 		mb_link_tx_abandon_locked(c);
-		atomic_store(&c->down, true);
+		write_failed(c, rc);
 		return rc;
 	}
 	c->txlen = c->txoff = 0;
@@ -117,14 +129,26 @@ int mb_link_send_frame(struct mb_conn *c, struct mb_frame *f, bool now)
 	} else {
 		rc = flush_locked(c);
 		if (!rc)
-			rc = mb_sock_write2(c->fd, head, hl, f->payload, f->payload_len);
+			rc = mb_sock_write2(c->fd, head, hl, f->payload, f->payload_len,
+			                    DEAD_AFTER_MS);
 		if (rc)
-			atomic_store(&c->down, true);
+			write_failed(c, rc);
 		else
 			wrote(c);
 	}
 	pthread_mutex_unlock(&c->wlock);
 	return rc ? MSGBUS_ECLOSED : 0;
+}
+
+/* The PONG the rx thread left (link_recv.c:on_frame), if any. */
+static void send_pong(struct mb_conn *c)
+{
+	/* Pairs with the release store of pong_due in link_recv.c:on_frame(). */
+	if (!atomic_exchange_explicit(&c->pong_due, false, memory_order_acquire))
+		return;
+	struct mb_frame f = { .type = MB_F_PONG,
+	                      .token = atomic_load_explicit(&c->pong_token, memory_order_relaxed) };
+	mb_link_send_frame(c, &f, true);
 }
 
 static void link_flush(struct mb_conn *c)
@@ -285,10 +309,11 @@ static bool queue_msg_locked(struct mb_conn *c, msgbus_sub *proxy, msgbus_msg *m
 			uint8_t head[MB_WIRE_HDR + 2 + MB_SUBJECT_MAX];
 			mb_wire_encode_msg(head, m->subject, nl, (uint32_t)m->len);
 			atomic_fetch_add(&c->ls->sent, 1);
-			if (mb_sock_write2(c->fd, head, hl, m->data, m->len)) {
+			int rc = mb_sock_write2(c->fd, head, hl, m->data, m->len, DEAD_AFTER_MS);
+			if (rc) {
 				atomic_fetch_sub(&c->ls->sent, 1);
 				atomic_fetch_add(&c->ls->undelivered, 1);
-				atomic_store(&c->down, true);
+				write_failed(c, rc);
 			} else {
 				wrote(c);
 			}
@@ -306,7 +331,9 @@ static uint32_t drain_locked(struct mb_conn *c, msgbus_sub *proxy, bool nowait, 
 {
 	uint32_t n = 0;
 	*owner = -1;
-	while (n < max) {
+	/* Down: what is left on the proxy is counted at the drop (link.c),
+	 * not written one blocking write after another. */
+	while (n < max && !atomic_load_explicit(&c->down, memory_order_relaxed)) {
 		msgbus_msg *m = c->held;
 		c->held = NULL;
 		if (!m && mb_sub_poll(proxy, &m, owner) != 0)
@@ -421,6 +448,7 @@ void *mb_link_tx_main(void *arg)
 		struct tx_res r = { 0, false, false };
 		if (proxy && !napping)
 			r = tx_pass(c, proxy, false, &owner);
+		send_pong(c);
 		uint64_t now = mb_now_ns();
 		if (now - atomic_load_explicit(&c->last_tx_ns, memory_order_relaxed) >
 		    HEARTBEAT_MS * 1000000ull) {
@@ -428,7 +456,12 @@ void *mb_link_tx_main(void *arg)
 			mb_link_send_frame(c, &f, true);
 		}
 		if (!proxy) {
-			mb_nap_us(50000);
+			/* Nothing wanted yet: look again in 50 ms, or at once
+			 * for a PONG or the drop (both signal tx_ec), so a
+			 * connection that ends is torn down without delay. */
+			uint32_t v = mb_ec_prepare(&c->tx_ec);
+			if (!atomic_load(&c->down) && !atomic_load(&c->pong_due))
+				mb_ec_sleep(&c->tx_ec, v, now, now + 50000000ull);
 			continue;
 		}
 		if (r.busy) {

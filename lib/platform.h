@@ -75,13 +75,19 @@ int mb_tcp_connect(const char *host, const char *port, int *fd);
 long mb_sock_read(int fd, void *buf, size_t len);
 /* The same without blocking: -EAGAIN when nothing is there. */
 long mb_sock_read_nowait(int fd, void *buf, size_t len);
-/* Write all of a then b (either may be empty); 0 or -errno. Never SIGPIPE. */
-int mb_sock_write2(int fd, const void *a, size_t alen, const void *b, size_t blen);
+/* Write all of a then b (either may be empty); 0 or -errno. Never SIGPIPE.
+ * -EAGAIN when the peer acknowledges none of our bytes for stall_ms (> 0)
+ * while the write waits: checked each time a blocking send returns early,
+ * so set a write timeout (mb_sock_set_write_timeout) shorter than it. */
+int mb_sock_write2(int fd, const void *a, size_t alen, const void *b, size_t blen, int stall_ms);
 /* What the socket takes now, without blocking: bytes written (possibly
  * fewer than len), -EAGAIN when none, or -errno. Never SIGPIPE. */
 long mb_sock_write_nowait(int fd, const void *buf, size_t len);
 /* A blocking mb_sock_read returns -EAGAIN after timeout_ms without data. */
 int mb_sock_set_read_timeout(int fd, int timeout_ms);
+/* A blocking send returns after timeout_ms at most, having sent what
+ * fitted: how often mb_sock_write2 looks at the peer's progress. */
+int mb_sock_set_write_timeout(int fd, int timeout_ms);
 void mb_sock_shutdown(int fd);
 
 /* Pause instruction for spin loops. */

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/futex.h>
+#include <linux/sockios.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -12,6 +13,7 @@
 #include <sys/uio.h>
 #include <string.h>
 #include <stdio.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -323,23 +325,47 @@ long mb_sock_read_nowait(int fd, void *buf, size_t len)
 	return n >= 0 ? (long)n : errno == EWOULDBLOCK || errno == EINTR ? -EAGAIN : -errno;
 }
 
-int mb_sock_write2(int fd, const void *a, size_t alen, const void *b, size_t blen)
+/* What the peer has taken of fd's stream so far, in a frame of reference
+ * fixed for one write: `accepted` bytes given to the kernel, of which
+ * SIOCOUTQ are not yet acknowledged. -1: unknown. */
+static long long peer_took(int fd, size_t accepted)
+{
+	int queued;
+	if (ioctl(fd, SIOCOUTQ, &queued) || queued < 0)
+		return -1;
+	return (long long)accepted - queued;
+}
+
+int mb_sock_write2(int fd, const void *a, size_t alen, const void *b, size_t blen, int stall_ms)
 {
 	struct iovec iov[2] = { { (void *)a, alen }, { (void *)b, blen } };
 	struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 2 };
+	size_t accepted = 0;
+	long long took = peer_took(fd, 0);
+	uint64_t progress_ns = mb_now_ns();
 	while (iov[0].iov_len + iov[1].iov_len) {
 		ssize_t n = sendmsg(fd, &mh, MSG_NOSIGNAL);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
+		if (n < 0 && errno != EINTR && (errno != EWOULDBLOCK || stall_ms <= 0))
 			return -errno;
-		}
-		size_t k = (size_t)n;
+		size_t k = n > 0 ? (size_t)n : 0;
+		accepted += k;
 		for (int i = 0; i < 2; i++) {
 			size_t d = k < iov[i].iov_len ? k : iov[i].iov_len;
 			iov[i].iov_base = (char *)iov[i].iov_base + d;
 			iov[i].iov_len -= d;
 			k -= d;
+		}
+		if (!(iov[0].iov_len + iov[1].iov_len) || stall_ms <= 0)
+			continue;
+		/* Back early (SO_SNDTIMEO, a signal): has the peer taken
+		 * anything lately? Room in our own send buffer is no sign. */
+		long long now_took = peer_took(fd, accepted);
+		uint64_t now = mb_now_ns();
+		if (now_took != took || (now_took < 0 && n > 0)) {
+			took = now_took;
+			progress_ns = now;
+		} else if (now - progress_ns >= (uint64_t)stall_ms * 1000000u) {
+			return -EAGAIN;
 		}
 	}
 	return 0;
@@ -360,6 +386,12 @@ int mb_sock_set_read_timeout(int fd, int timeout_ms)
 {
 	struct timeval tv = { (time_t)(timeout_ms / 1000), (long)(timeout_ms % 1000) * 1000L };
 	return setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) ? -errno : 0;
+}
+
+int mb_sock_set_write_timeout(int fd, int timeout_ms)
+{
+	struct timeval tv = { (time_t)(timeout_ms / 1000), (long)(timeout_ms % 1000) * 1000L };
+	return setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) ? -errno : 0;
 }
 
 void mb_sock_shutdown(int fd)

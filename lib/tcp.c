@@ -15,6 +15,10 @@ struct mb_listener {
 	struct mb_links *ls;
 	int fd;
 	pthread_t thread;
+	struct mb_link_limits lim;
+	/* Its connections (handshakes included), and its handshakes: counted
+	 * by the listener thread at accept, given back by the connection. */
+	_Atomic uint32_t conns, pending;
 	struct mb_listener *next;
 };
 
@@ -22,7 +26,7 @@ struct mb_accepted {
 	pthread_t thread;
 	int fd;
 	_Atomic bool done;
-	struct mb_links *ls;
+	struct mb_listener *l;
 	char peer[96];
 	struct mb_accepted *next;
 };
@@ -30,16 +34,70 @@ struct mb_accepted {
 struct mb_connector {
 	struct mb_links *ls;
 	char host[256], port[8], peer[280];
+	struct mb_link_limits lim;
 	pthread_t thread;
 	struct mb_connector *next;
 };
 
-/* tcp://HOST:PORT, tcp://[V6]:PORT. */
-static int parse_tcp_url(const char *url, char *host, size_t hsize, char *port)
+/* A connection that drops within this long of its handshake failed: the
+ * connector backs off as if it had been refused. */
+#define STABLE_MS 5000u
+#define BACKOFF_MIN_MS 50u
+#define BACKOFF_MAX_MS 2000u
+
+/* A decimal in [1, max]; false otherwise. */
+static bool parse_limit(const char *v, size_t len, uint32_t max, uint32_t *out)
+{
+	uint64_t x = 0;
+	if (len == 0 || len > 10 || strspn(v, "0123456789") < len)
+		return false;
+	for (size_t i = 0; i < len; i++)
+		x = x * 10 + (uint64_t)(v[i] - '0');
+	if (x < 1 || x > max)
+		return false;
+	*out = (uint32_t)x;
+	return true;
+}
+
+/* The query of a tcp:// URL: KEY=N pairs joined by '&'. max_conns and
+ * max_pending only where listening. */
+static int parse_query(const char *q, bool listening, struct mb_link_limits *lim)
+{
+	*lim = (struct mb_link_limits){ MB_LINK_MAX_CONNS, MB_LINK_MAX_PENDING,
+	                                MB_LINK_MAX_PATTERNS };
+	if (!q)
+		return 0;
+	while (*q) {
+		size_t len = strcspn(q, "&");
+		const char *eq = memchr(q, '=', len);
+		if (!eq)
+			return MSGBUS_EINVAL;
+		size_t klen = (size_t)(eq - q), vlen = len - klen - 1;
+		bool ok;
+		if (klen == 9 && !strncmp(q, "max_conns", klen) && listening)
+			ok = parse_limit(eq + 1, vlen, MB_LINK_MAX_CONNS_MAX, &lim->max_conns);
+		else if (klen == 11 && !strncmp(q, "max_pending", klen) && listening)
+			ok = parse_limit(eq + 1, vlen, MB_LINK_MAX_PENDING_MAX, &lim->max_pending);
+		else if (klen == 12 && !strncmp(q, "max_patterns", klen))
+			ok = parse_limit(eq + 1, vlen, MB_LINK_MAX_PATTERNS_MAX, &lim->max_patterns);
+		else
+			ok = false;
+		if (!ok)
+			return MSGBUS_EINVAL;
+		q += len + (q[len] == '&');
+		if (q[-1] == '&' && !*q)
+			return MSGBUS_EINVAL; /* a trailing '&' */
+	}
+	return 0;
+}
+
+/* tcp://HOST:PORT, tcp://[V6]:PORT, either followed by ?QUERY. */
+static int parse_tcp_url(const char *url, bool listening, char *host, size_t hsize, char *port,
+                         struct mb_link_limits *lim)
 {
 	if (!url || strncmp(url, "tcp://", 6))
 		return url && strstr(url, "://") ? MSGBUS_ENOTSUP : MSGBUS_EINVAL;
-	const char *h = url + 6, *colon;
+	const char *h = url + 6, *colon, *q = strchr(h, '?');
 	size_t hlen;
 	if (*h == '[') {
 		const char *end = strchr(h, ']');
@@ -49,20 +107,27 @@ static int parse_tcp_url(const char *url, char *host, size_t hsize, char *port)
 		hlen = (size_t)(end - h);
 		colon = end + 1;
 	} else {
-		colon = strrchr(h, ':');
-		if (!colon)
+		colon = h + strcspn(h, "?");
+		while (colon > h && *colon != ':')
+			colon--;
+		if (*colon != ':')
 			return MSGBUS_EINVAL;
 		hlen = (size_t)(colon - h);
 	}
 	const char *p = colon + 1;
-	size_t plen = strlen(p);
-	if (hlen >= hsize || plen < 1 || plen > 5 || strspn(p, "0123456789") != plen ||
+	size_t plen = q ? (size_t)(q - p) : strlen(p);
+	if (q && q < p)
+		return MSGBUS_EINVAL;
+	if (hlen >= hsize || plen < 1 || plen > 5 || strspn(p, "0123456789") < plen ||
 	    atoi(p) > 65535)
 		return MSGBUS_EINVAL;
 	memcpy(host, h, hlen);
 	host[hlen] = '\0';
-	memcpy(port, p, plen + 1);
-	return 0;
+	memcpy(port, p, plen);
+	port[plen] = '\0';
+	if (q && !q[1])
+		return MSGBUS_EINVAL; /* an empty query */
+	return parse_query(q ? q + 1 : NULL, listening, lim);
 }
 
 static struct mb_links *links_of(msgbus_bus *b)
@@ -72,8 +137,6 @@ static struct mb_links *links_of(msgbus_bus *b)
 		struct mb_links *ls = calloc(1, sizeof(*ls));
 		if (ls) {
 			ls->bus = b;
-			snprintf(ls->url, sizeof(ls->url), "%s://%s", b->seg.ops->scheme,
-			         b->seg.name);
 			pthread_mutex_init(&ls->lock, NULL);
 			/* Tells a link to itself apart from one to a peer. */
 			ls->node_id = mb_now_ns() ^ (uint64_t)(uintptr_t)ls << 20;
@@ -132,7 +195,11 @@ void mb_links_unspin(msgbus_bus *b)
 static void *accepted_main(void *arg)
 {
 	struct mb_accepted *a = arg;
-	mb_conn_run(a->ls, a->fd, a->peer, false, NULL);
+	struct mb_listener *l = a->l;
+	struct mb_conn_opts o = { .peer = a->peer, .max_patterns = l->lim.max_patterns,
+	                          .pending = &l->pending };
+	mb_conn_run(l->ls, a->fd, &o);
+	atomic_fetch_sub(&l->conns, 1);
 	atomic_store(&a->done, true);
 	return NULL;
 }
@@ -152,6 +219,50 @@ static void reap_accepted(struct mb_links *ls)
 	}
 }
 
+/* Take a connection for l if its limits allow; false: close it now. */
+static bool admit(struct mb_listener *l, const char *from)
+{
+	const char *full = NULL;
+	if (atomic_load(&l->conns) >= l->lim.max_conns)
+		full = "max_conns connections";
+	else if (atomic_load(&l->pending) >= l->lim.max_pending)
+		full = "max_pending handshakes";
+	if (full) {
+		mb_link_logf("msgbus: link accepted from %s: closing: the listener has %s\n", from,
+		             full);
+		return false;
+	}
+	/* Only this thread adds: the checks above cannot be overtaken. */
+	atomic_fetch_add(&l->conns, 1);
+	atomic_fetch_add(&l->pending, 1);
+	return true;
+}
+
+static void start_accepted(struct mb_listener *l, int fd, const char *from)
+{
+	struct mb_links *ls = l->ls;
+	struct mb_accepted *a = admit(l, from) ? calloc(1, sizeof(*a)) : NULL;
+	if (!a) {
+		mb_close_fd(fd);
+		return;
+	}
+	a->l = l;
+	a->fd = fd;
+	snprintf(a->peer, sizeof(a->peer), "accepted from %s", from);
+	pthread_mutex_lock(&ls->lock);
+	reap_accepted(ls);
+	if (atomic_load(&ls->closing) || pthread_create(&a->thread, NULL, accepted_main, a)) {
+		mb_close_fd(fd);
+		atomic_fetch_sub(&l->conns, 1);
+		atomic_fetch_sub(&l->pending, 1);
+		free(a);
+	} else {
+		a->next = ls->accepted;
+		ls->accepted = a;
+	}
+	pthread_mutex_unlock(&ls->lock);
+}
+
 static void *listener_main(void *arg)
 {
 	struct mb_listener *l = arg;
@@ -167,24 +278,7 @@ static void *listener_main(void *arg)
 			}
 			break; /* shut down */
 		}
-		struct mb_accepted *a = calloc(1, sizeof(*a));
-		if (!a) {
-			mb_close_fd(fd);
-			continue;
-		}
-		a->ls = ls;
-		a->fd = fd;
-		snprintf(a->peer, sizeof(a->peer), "accepted from %s", from);
-		pthread_mutex_lock(&ls->lock);
-		reap_accepted(ls);
-		if (atomic_load(&ls->closing) || pthread_create(&a->thread, NULL, accepted_main, a)) {
-			mb_close_fd(fd);
-			free(a);
-		} else {
-			a->next = ls->accepted;
-			ls->accepted = a;
-		}
-		pthread_mutex_unlock(&ls->lock);
+		start_accepted(l, fd, from);
 	}
 	return NULL;
 }
@@ -192,15 +286,17 @@ static void *listener_main(void *arg)
 int msgbus_listen(msgbus_bus *bus, const char *url, int *port)
 {
 	char host[256], portstr[8];
+	struct mb_link_limits lim;
 	if (!bus)
 		return MSGBUS_EINVAL;
-	int rc = parse_tcp_url(url, host, sizeof(host), portstr);
+	int rc = parse_tcp_url(url, true, host, sizeof(host), portstr, &lim);
 	if (rc)
 		return rc;
 	struct mb_links *ls = links_of(bus);
 	struct mb_listener *l = ls ? calloc(1, sizeof(*l)) : NULL;
 	if (!l)
 		return MSGBUS_ENOMEM;
+	l->lim = lim;
 	int bound;
 	rc = mb_tcp_listen(host, portstr, &l->fd, &bound);
 	if (rc) {
@@ -277,7 +373,7 @@ static void *connector_main(void *arg)
 {
 	struct mb_connector *cn = arg;
 	struct mb_links *ls = cn->ls;
-	unsigned delay = 50;
+	unsigned delay = BACKOFF_MIN_MS;
 	bool was_up = false;
 	/* The watch lives on a bridge handle of our own, so it is never
 	 * advertised to other links as local interest. */
@@ -288,14 +384,21 @@ static void *connector_main(void *arg)
 		watch.bus = NULL;
 	while (!atomic_load(&ls->closing)) {
 		int fd;
-		if (mb_tcp_connect(cn->host, cn->port, &fd) == 0 &&
-		    mb_conn_run(ls, fd, cn->peer, was_up, &watch)) {
+		uint64_t start = mb_now_ns();
+		struct mb_conn_opts o = { .peer = cn->peer, .again = was_up, .watch = &watch,
+		                          .max_patterns = cn->lim.max_patterns };
+		if (mb_tcp_connect(cn->host, cn->port, &fd) == 0 && mb_conn_run(ls, fd, &o)) {
 			was_up = true;
-			delay = 50;
-			continue;
+			/* A link that lasted is no failure: connect again at once.
+			 * One that drops soon after its handshake is (a peer that
+			 * answers HELLO, then junk): back off as if refused. */
+			if (mb_now_ns() - start >= STABLE_MS * 1000000ull) {
+				delay = BACKOFF_MIN_MS;
+				continue;
+			}
 		}
-		backoff_sleep(ls, delay); /* refused, or at the handshake */
-		delay = delay * 2 > 2000 ? 2000 : delay * 2;
+		backoff_sleep(ls, delay); /* refused, or dropped early */
+		delay = delay * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : delay * 2;
 		if (watch.sub)
 			mb_watch_count(ls, &watch);
 	}
@@ -309,9 +412,10 @@ static void *connector_main(void *arg)
 int msgbus_connect(msgbus_bus *bus, const char *url)
 {
 	char host[256], port[8];
+	struct mb_link_limits lim;
 	if (!bus)
 		return MSGBUS_EINVAL;
-	int rc = parse_tcp_url(url, host, sizeof(host), port);
+	int rc = parse_tcp_url(url, false, host, sizeof(host), port, &lim);
 	if (rc)
 		return rc;
 	struct mb_links *ls = links_of(bus);
@@ -319,6 +423,7 @@ int msgbus_connect(msgbus_bus *bus, const char *url)
 	if (!cn)
 		return MSGBUS_ENOMEM;
 	cn->ls = ls;
+	cn->lim = lim;
 	snprintf(cn->host, sizeof(cn->host), "%s", host);
 	snprintf(cn->port, sizeof(cn->port), "%s", port);
 	snprintf(cn->peer, sizeof(cn->peer), "%s", url);
@@ -363,13 +468,8 @@ void mb_links_stop(msgbus_bus *b)
 		mb_sock_shutdown(l->fd);
 	pthread_mutex_unlock(&ls->lock);
 	mb_conn_shutdown_all(ls);
-	while (ls->listeners) {
-		struct mb_listener *l = ls->listeners;
-		ls->listeners = l->next;
+	for (struct mb_listener *l = ls->listeners; l; l = l->next)
 		pthread_join(l->thread, NULL);
-		mb_close_fd(l->fd);
-		free(l);
-	}
 	while (ls->connectors) {
 		struct mb_connector *cn = ls->connectors;
 		ls->connectors = cn->next;
@@ -388,6 +488,13 @@ void mb_links_stop(msgbus_bus *b)
 		acc = a->next;
 		pthread_join(a->thread, NULL);
 		free(a);
+	}
+	/* Freed last: a connection gives its counts back to its listener. */
+	while (ls->listeners) {
+		struct mb_listener *l = ls->listeners;
+		ls->listeners = l->next;
+		mb_close_fd(l->fd);
+		free(l);
 	}
 	pthread_mutex_destroy(&ls->lock);
 	free(ls);

@@ -53,6 +53,7 @@ int main(void)
 	srunner_add_suite(sr, suite_reqrep());
 	srunner_add_suite(sr, suite_wire());
 	srunner_add_suite(sr, suite_tcp());
+	srunner_add_suite(sr, suite_tcp_dos());
 	srunner_add_suite(sr, suite_chaos());
 	srunner_add_suite(sr, suite_security());
 #if defined(__has_feature)

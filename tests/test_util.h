@@ -38,6 +38,7 @@ Suite *suite_corrupt(void);
 Suite *suite_reqrep(void);
 Suite *suite_wire(void);
 Suite *suite_tcp(void);
+Suite *suite_tcp_dos(void);
 Suite *suite_chaos(void);
 Suite *suite_hostile(void);
 Suite *suite_security(void);
