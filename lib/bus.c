@@ -152,10 +152,24 @@ int msgbus_open(msgbus_bus **out, const char *url, const msgbus_options *opts)
 
 void mb_sub_destroy(msgbus_sub *sub);
 
+/* A handle inherited through fork(): its threads stayed in the parent and
+ * its segment is the parent's (fork.c let go of it), so free only the
+ * handle itself; what it still lists is the parent's and is left alone. */
+static int close_forked(msgbus_bus *b)
+{
+	mb_registry_remove(b);
+	mb_unmap(b->seg.base, b->seg.size); /* inproc: the child's private copy */
+	free(b->topics);
+	free(b);
+	return 0;
+}
+
 int msgbus_close(msgbus_bus *b)
 {
 	if (!b)
 		return MSGBUS_EINVAL;
+	if (b->forked)
+		return close_forked(b);
 	mb_links_stop(b); /* first: link threads use the bus */
 	mb_registry_remove(b);
 	mb_loans_free(b);
@@ -171,12 +185,8 @@ int msgbus_close(msgbus_bus *b)
 		b->subs = s->next;
 		mb_sub_destroy(s);
 	}
-	if (!b->forked) {
-		mb_part_unregister(b);
-		b->seg.ops->close(&b->seg);
-	} else {
-		mb_unmap(b->seg.base, b->seg.size); /* the parent's: just let go */
-	}
+	mb_part_unregister(b);
+	b->seg.ops->close(&b->seg);
 	pthread_mutex_destroy(&b->lock);
 	pthread_mutex_destroy(&b->reap_lock);
 	free(b->topics);

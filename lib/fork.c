@@ -1,8 +1,12 @@
 /*
- * fork.c - what a forked child inherits. OFD locks travel with the file
- * descriptor, so a child holding the parent's descriptor would keep the
- * parent "alive" after its death. The child closes every inherited
- * descriptor and marks the handles as not its own.
+ * fork.c - what a forked child inherits. A participant's life lock is an
+ * OFD lock, which lasts as long as any reference to its open file
+ * description: a descriptor, and also a shared mapping of the file (the
+ * mapping holds the description). A child that kept either would keep its
+ * parent "alive" after the parent's death, and every publisher it gated
+ * would wait out its timeout. So the child lets go of both, at once, for
+ * every open handle, and marks the handles as not its own: it never uses
+ * them, and closing one only frees the child's memory (bus.c).
  */
 #include "bus.h"
 #include "platform.h"
@@ -27,8 +31,12 @@ static void after_fork_child(void)
 {
 	for (msgbus_bus *b = open_buses; b; b = b->next_open) {
 		b->forked = true;
+		if (b->seg.fd < 0)
+			continue; /* inproc: private memory, a copy of no use */
 		mb_close_fd(b->seg.fd);
 		b->seg.fd = -1;
+		mb_unmap(b->seg.base, b->seg.size);
+		b->seg.base = NULL;
 	}
 	pthread_mutex_unlock(&registry_lock);
 }
