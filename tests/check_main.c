@@ -54,6 +54,7 @@ int main(void)
 	srunner_add_suite(sr, suite_wire());
 	srunner_add_suite(sr, suite_tcp());
 	srunner_add_suite(sr, suite_chaos());
+	srunner_add_suite(sr, suite_contracts());
 #if defined(__has_feature)
 #if __has_feature(thread_sanitizer)
 #define CHECK_TSAN 1
