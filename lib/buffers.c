@@ -175,10 +175,10 @@ int msgbus_commit(msgbus_buf *loan, const char *subject, size_t len, int timeout
 	if (len > loan->len)
 		return MSGBUS_EMSGSIZE;
 	uint32_t t;
-	int rc = mb_publish_checks(loan->bus, subject, len, &t);
+	uint64_t deadline = mb_publish_deadline(timeout_ms);
+	int rc = mb_publish_checks_by(loan->bus, subject, len, deadline, &t);
 	if (!rc)
-		rc = mb_buf_publish(loan->bus, t, loan->idx, loan->gen, (uint32_t)len,
-		                    mb_publish_deadline(timeout_ms));
+		rc = mb_buf_publish(loan->bus, t, loan->idx, loan->gen, (uint32_t)len, deadline);
 	if (!rc) {
 		loan_unlink(loan);
 		free(loan);

@@ -112,6 +112,10 @@ static inline void *mb_bufdata_at(msgbus_bus *b, uint32_t i)
 	return (char *)b->seg.base + b->geo.bufdata + (uint64_t)i * b->geo.buf_stride;
 }
 
+/* Deadlines: absolute ns, MB_NO_WAIT (fail with MSGBUS_EAGAIN rather than
+ * wait) or UINT64_MAX (none). */
+#define MB_NO_WAIT 0ull
+
 /* Absolute deadline in ns from a timeout in ms (-1 = none). The clock is
  * read only when there is a timeout: publish(-1) is on the hot path. */
 static inline uint64_t mb_deadline(int timeout_ms)
@@ -124,11 +128,14 @@ int mb_part_register(msgbus_bus *b);
 void mb_part_unregister(msgbus_bus *b);
 bool mb_part_alive(msgbus_bus *b, uint32_t idx); /* reaps idx when it is dead */
 
-/* control.c: the control-plane lock, topics and subscription slots. */
-int mb_ctl_lock(msgbus_bus *b);
+/* control.c: the control-plane lock, topics and subscription slots. The
+ * lock waits until a deadline; calls without a timeout of their own use
+ * mb_ctl_deadline(): 5 crash bounds from now. */
+uint64_t mb_ctl_deadline(msgbus_bus *b);
+int mb_ctl_lock(msgbus_bus *b, uint64_t deadline);
 void mb_ctl_unlock(msgbus_bus *b);
 int mb_topic_get(msgbus_bus *b, const char *subject, size_t len, uint64_t hash,
-                 uint32_t *topic); /* find or create */
+                 uint64_t deadline, uint32_t *topic); /* find or create */
 int mb_topic_find(msgbus_bus *b, const char *subject, size_t len, uint64_t hash,
                   uint32_t *topic);
 bool mb_topic_refresh(msgbus_bus *b, uint32_t t); /* cache topic t if READY */
