@@ -83,18 +83,34 @@ static void resync(msgbus_sub *sub, uint32_t ti, bool again)
 }
 
 /*
+ * One take from one subject: every step moves the head on by at least one
+ * position and costs one unit of budget. A sane ring needs at most a lap
+ * of skips, a lap of lost large messages and a few resyncs; more means
+ * stamps no writer could have left, or a writer flipping them under us.
+ */
+struct take {
+	uint64_t budget;
+	unsigned resyncs;
+};
+
+static void take_init(struct take *tk, const msgbus_sub *sub)
+{
+	tk->budget = 2 * (uint64_t)sub->bus->cfg.ring_slots + 8;
+	tk->resyncs = 0;
+}
+
+/*
  * Look at the head of topic list entry ti, skipping aborted slots. READY
  * returns its stamp; CLAIMED returns the writer in *owner.
  */
-static enum head peek(msgbus_sub *sub, uint32_t ti, uint64_t *stamp, uint32_t *owner)
+static enum head peek(msgbus_sub *sub, uint32_t ti, struct take *tk, uint64_t *stamp,
+                      uint32_t *owner)
 {
 	msgbus_bus *b = sub->bus;
 	struct mb_sub_topic *st = &sub->tl[ti];
 	uint64_t n = b->cfg.ring_slots;
-	/* A sane ring needs at most one lap of skips and a few resyncs;
-	 * more means stamps no writer could have left. */
-	unsigned resyncs = 0;
-	for (uint64_t i = 0; i < n + 2; i++) {
+	while (tk->budget > 0) {
+		tk->budget--;
 		uint64_t pos = st->next;
 		uint64_t s = atomic_load_explicit(&mb_slot_at(b, st->t, pos)->stamp,
 		                                  memory_order_acquire);
@@ -120,7 +136,7 @@ static enum head peek(msgbus_sub *sub, uint32_t ti, uint64_t *stamp, uint32_t *o
 			return HEAD_EMPTY;
 		/* Lapped (lossy), or a stamp no writer could have left: count
 		 * the gap as dropped rather than lose it silently. */
-		resync(sub, ti, resyncs++ > 0 || sub->lapped);
+		resync(sub, ti, tk->resyncs++ > 0);
 	}
 	return HEAD_CORRUPT;
 }
@@ -128,7 +144,7 @@ static enum head peek(msgbus_sub *sub, uint32_t ti, uint64_t *stamp, uint32_t *o
 /* Fill sub->msg from the committed slot at the head of ti; 0, or
  * MSGBUS_EAGAIN when a lossy copy was overwritten (counted as dropped: look
  * at the head again), or MSGBUS_EPROTO. */
-static int deliver(msgbus_sub *sub, uint32_t ti, uint64_t stamp)
+static int deliver(msgbus_sub *sub, uint32_t ti, struct take *tk, uint64_t stamp)
 {
 	msgbus_bus *b = sub->bus;
 	struct mb_sub_topic *st = &sub->tl[ti];
@@ -162,8 +178,7 @@ static int deliver(msgbus_sub *sub, uint32_t ti, uint64_t stamp)
 		atomic_thread_fence(memory_order_acquire);
 #endif
 		if (atomic_load(&sl->stamp) != stamp) {
-			resync(sub, ti, sub->lapped); /* the slot was lapped */
-			sub->lapped = true;
+			resync(sub, ti, tk->resyncs++ > 0); /* the slot was lapped */
 			return MSGBUS_EAGAIN;
 		}
 		if (kind == MB_KIND_LARGE && atomic_load(&mb_bufctl_at(b, buf)->gen) != buf_gen) {
@@ -192,25 +207,25 @@ static int deliver(msgbus_sub *sub, uint32_t ti, uint64_t stamp)
 /* Take the head of ti: 0, MSGBUS_EAGAIN when none is ready (a writer we
  * wait on in *claimed_owner), or MSGBUS_EPROTO. A lossy copy that was
  * overwritten is counted as dropped and the next message tried at once:
- * a receive with a backlog never says EAGAIN. Each retry moves the head
- * on; the bound only stops a corrupt ring from holding us forever. */
+ * a receive with a backlog never says EAGAIN. */
 static int take_from(msgbus_sub *sub, uint32_t ti, int64_t *claimed_owner)
 {
-	for (uint64_t i = 0; i <= sub->bus->cfg.ring_slots; i++) {
+	struct take tk;
+	take_init(&tk, sub);
+	for (;;) {
 		uint64_t s;
 		uint32_t owner;
-		enum head h = peek(sub, ti, &s, &owner);
+		enum head h = peek(sub, ti, &tk, &s, &owner);
 		if (h == HEAD_CLAIMED)
 			*claimed_owner = owner;
 		if (h == HEAD_CORRUPT)
 			return MSGBUS_EPROTO;
 		if (h != HEAD_READY)
 			return MSGBUS_EAGAIN;
-		int rc = deliver(sub, ti, s);
+		int rc = deliver(sub, ti, &tk, s);
 		if (rc != MSGBUS_EAGAIN)
 			return rc;
 	}
-	return MSGBUS_EAGAIN;
 }
 
 /* 0 when a message is taken, MSGBUS_EAGAIN when none is ready;
@@ -223,7 +238,6 @@ static int try_take(msgbus_sub *sub, int64_t *claimed_owner)
 	if (sub->wild)
 		mb_sub_refresh(sub);
 	uint32_t n = sub->ntopics;
-	sub->lapped = false;
 	for (uint32_t k = 0; k < n; k++) {
 		uint32_t ti = (sub->rr + k) % n;
 		int rc = take_from(sub, ti, claimed_owner);

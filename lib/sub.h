@@ -30,7 +30,6 @@ struct msgbus_sub {
 	uint32_t topics_gen;
 	struct msgbus_msg msg;
 	bool held;
-	bool lapped;             /* lapped already in this take (recv.c) */
 	_Atomic uint64_t delivered, dropped;
 	char *copy; /* lossy subscriptions copy out: a lapping writer may
 	             * overwrite the slot while the reader looks at it */
