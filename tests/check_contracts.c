@@ -4,7 +4,8 @@
  * "alive" (msgbus(7) THREADS AND FORK), every call honours its timeout
  * while another process holds the control lock stopped (timeout 0 never
  * waits), and a lossy subscriber loses only what it was lapped on, with
- * exact counts (msgbus(7) DELIVERY).
+ * exact counts (msgbus(7) DELIVERY); and what msgbus_subscribe(3) lists
+ * for a full subject table.
  */
 #include <pthread.h>
 #include <stdbool.h>
@@ -367,6 +368,31 @@ START_TEST(test_lossy_behind_large)
 }
 END_TEST
 
+/* ---- what msgbus_subscribe(3) lists ---------------------------------------- */
+
+/* A full subject table: subscribing to a new exact subject says
+ * MSGBUS_ELIMIT, as the page lists, and frees its subscription slot; a
+ * wildcard or a known subject still subscribes. */
+START_TEST(test_subscribe_subject_table_full)
+{
+	char url[96];
+	msgbus_options o = MSGBUS_OPTIONS_INIT;
+	msgbus_sub *sub = NULL;
+
+	o.max_subjects = 2;
+	o.max_subs = 2;
+	tu_unique_url(url, sizeof(url), "inproc");
+	msgbus_bus *bus = tu_open(url, &o);
+	TU_ASSERT_OK(msgbus_publish(bus, "tf.a", "x", 1, 0));
+	TU_ASSERT_OK(msgbus_publish(bus, "tf.b", "x", 1, 0));
+	for (int i = 0; i < 3; i++) /* more than max_subs: the slot comes back */
+		TU_ASSERT_RC(msgbus_subscribe(bus, "tf.c", 0, &sub), MSGBUS_ELIMIT);
+	TU_ASSERT_OK(msgbus_subscribe(bus, "tf.*", 0, &sub));
+	TU_ASSERT_OK(msgbus_subscribe(bus, "tf.a", 0, &sub));
+	TU_ASSERT_OK(msgbus_close(bus));
+}
+END_TEST
+
 Suite *suite_contracts(void)
 {
 	Suite *s = suite_create("contracts");
@@ -379,6 +405,9 @@ Suite *suite_contracts(void)
 	suite_add_tcase(s, tc);
 	tc = tu_tcase("lossy", 30);
 	tcase_add_loop_test(tc, test_lossy_behind_large, 0, 2);
+	suite_add_tcase(s, tc);
+	tc = tu_tcase("limits", 30);
+	tcase_add_test(tc, test_subscribe_subject_table_full);
 	suite_add_tcase(s, tc);
 	return s;
 }
