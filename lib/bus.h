@@ -130,7 +130,9 @@ bool mb_part_alive(msgbus_bus *b, uint32_t idx); /* reaps idx when it is dead */
 
 /* control.c: the control-plane lock, topics and subscription slots. The
  * lock waits until a deadline; calls without a timeout of their own use
- * mb_ctl_deadline(): 5 crash bounds from now. */
+ * mb_ctl_deadline(): 5 crash bounds from now, or MB_CTL_BOUND for the same
+ * counted from when a wait begins (no clock read when none does). */
+#define MB_CTL_BOUND (UINT64_MAX - 1)
 uint64_t mb_ctl_deadline(msgbus_bus *b);
 int mb_ctl_lock(msgbus_bus *b, uint64_t deadline);
 void mb_ctl_unlock(msgbus_bus *b);

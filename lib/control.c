@@ -56,6 +56,8 @@ static int ctl_try(msgbus_bus *b, bool check)
  * whether the holder died: a system call, never a wait). */
 int mb_ctl_lock(msgbus_bus *b, uint64_t deadline)
 {
+	if (deadline == MB_CTL_BOUND)
+		deadline = mb_ctl_deadline(b);
 	uint64_t next_check = 0;
 	for (unsigned i = 0;; i++) {
 		/* The clock is read only here: the lock is rare, and a timeout

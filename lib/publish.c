@@ -29,7 +29,7 @@ int mb_publish_checks_by(msgbus_bus *b, const char *subject, size_t len, uint64_
 
 int mb_publish_checks(msgbus_bus *b, const char *subject, size_t len, uint32_t *topic)
 {
-	return mb_publish_checks_by(b, subject, len, b ? mb_ctl_deadline(b) : MB_NO_WAIT, topic);
+	return mb_publish_checks_by(b, subject, len, MB_CTL_BOUND, topic);
 }
 
 /* Publish head (hlen bytes) followed by data (len bytes) on topic t. */
