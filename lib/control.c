@@ -25,29 +25,34 @@ uint64_t mb_ctl_deadline(msgbus_bus *b)
 	return mb_now_ns() + (uint64_t)CTL_WAIT_CRASH_BOUNDS * b->cfg.crash_bound_ms * 1000000u;
 }
 
+static int ctl_taken(void)
+{
+	mb_crash_point("in_ctl_lock");
+	return 0;
+}
+
 /* One attempt: 0 taken, else MSGBUS_EAGAIN. A holder no participant can
  * be (corrupt) is stolen from at once. A dead holder's lock is freed by
  * whoever finds it dead while it holds the dead slot (live.c): a CAS
  * after the check could take the lock from a new participant that reused
  * the index meanwhile. Whatever a dead holder half-did is repaired by the
- * idempotent steps of the next one. check: look whether the holder died. */
+ * idempotent steps of the next one. check: look whether the holder died
+ * (a system call). */
 static int ctl_try(msgbus_bus *b, bool check)
 {
 	uint32_t me = b->self + 1;
 	uint32_t owner = 0;
-	if (atomic_compare_exchange_strong(&b->hdr->ctl_owner, &owner, me) ||
-	    (owner - 1 >= b->cfg.max_participants &&
-	     atomic_compare_exchange_strong(&b->hdr->ctl_owner, &owner, me))) {
-		mb_crash_point("in_ctl_lock");
-		return 0;
-	}
+	if (atomic_compare_exchange_strong(&b->hdr->ctl_owner, &owner, me))
+		return ctl_taken();
+	if (owner - 1 >= b->cfg.max_participants) /* also 0: freed since */
+		return atomic_compare_exchange_strong(&b->hdr->ctl_owner, &owner, me)
+		               ? ctl_taken()
+		               : MSGBUS_EAGAIN;
 	if (check && owner != me && !mb_part_alive(b, owner - 1)) {
 		mb_crash_point("ctl_owner_dead");
 		owner = 0;
-		if (atomic_compare_exchange_strong(&b->hdr->ctl_owner, &owner, me)) {
-			mb_crash_point("in_ctl_lock");
-			return 0;
-		}
+		if (atomic_compare_exchange_strong(&b->hdr->ctl_owner, &owner, me))
+			return ctl_taken();
 	}
 	return MSGBUS_EAGAIN;
 }
