@@ -61,7 +61,6 @@ struct msgbus_bus {
 	uint64_t ring_mask;
 	uint32_t inline_max;       /* largest payload stored in a slot */
 	uint64_t spin_ns, check_ns;
-	_Atomic uint32_t buf_hint;
 	pthread_mutex_t lock;      /* guards the topic cache refresh and subs list */
 	pthread_mutex_t reap_lock; /* one reaper per handle (OFD locks are per handle) */
 	struct mb_topic_cache *topics;
