@@ -194,16 +194,17 @@ static int lock_child_main(void *p)
 		(ms) = tu_now_ms() - t0_;               \
 	} while (0)
 
-/* While the holder is stopped: publish on a new subject with timeout 0
- * returns MSGBUS_EAGAIN at once, with 50 ms MSGBUS_ETIMEDOUT after about
- * 50 ms; subscribe (no timeout) MSGBUS_ETIMEDOUT within its documented
- * bound, 5 crash bounds. */
+/* While the holder is stopped: publish (or commit) on a new subject with
+ * timeout 0 returns MSGBUS_EAGAIN at once, with 50 ms MSGBUS_ETIMEDOUT
+ * after about 50 ms; subscribe and serve (no timeout) MSGBUS_ETIMEDOUT
+ * within their documented bound, 5 crash bounds. */
 START_TEST(test_ctl_lock_timeouts)
 {
 	char url[96];
 	msgbus_options o = MSGBUS_OPTIONS_INIT;
 	struct lock_child c;
 	msgbus_sub *sub = NULL;
+	msgbus_service *svc = NULL;
 	msgbus_buf *loan = NULL;
 	int rc;
 	double ms;
@@ -234,6 +235,10 @@ START_TEST(test_ctl_lock_timeouts)
 	TU_ASSERT_RC(rc, MSGBUS_ETIMEDOUT);
 	ck_assert_msg(ms >= 5.0 * CRASH_BOUND_MS - 1 && ms < 5.0 * CRASH_BOUND_MS + SLACK_MS,
 	              "subscribe gave up after %.0f ms (bound %d ms)", ms, 5 * CRASH_BOUND_MS);
+	TIME_RC(rc, ms, msgbus_serve(bus, "lk.svc", NULL, NULL, &svc));
+	TU_ASSERT_RC(rc, MSGBUS_ETIMEDOUT);
+	ck_assert_msg(ms >= 5.0 * CRASH_BOUND_MS - 1 && ms < 5.0 * CRASH_BOUND_MS + SLACK_MS,
+	              "serve gave up after %.0f ms (bound %d ms)", ms, 5 * CRASH_BOUND_MS);
 
 	/* Let it go: it completes, and the lock works again. */
 	kill(pid, SIGCONT);
@@ -242,6 +247,7 @@ START_TEST(test_ctl_lock_timeouts)
 	TU_ASSERT_CHILD_OK(pid, TU_WAIT_MS);
 	TU_ASSERT_OK(msgbus_publish(bus, "lk.new0", "x", 1, 0));
 	TU_ASSERT_OK(msgbus_subscribe(bus, "lk.new3", 0, &sub));
+	TU_ASSERT_OK(msgbus_serve(bus, "lk.svc", NULL, NULL, &svc));
 	tu_pipe_close(&c.done);
 	TU_ASSERT_OK(msgbus_close(bus));
 	TU_ASSERT_NO_SEGMENT(url);
@@ -416,19 +422,21 @@ END_TEST
 Suite *suite_contracts(void)
 {
 	Suite *s = suite_create("contracts");
-	TCase *tc = tu_tcase("fork", 30);
-	tcase_add_test(tc, test_fork_subscriber_death_seen);
-	tcase_add_test(tc, test_fork_worker_death_seen);
-	suite_add_tcase(s, tc);
-	tc = tu_tcase("timeouts", 30);
-	tcase_add_test(tc, test_ctl_lock_timeouts);
-	suite_add_tcase(s, tc);
-	tc = tu_tcase("lossy", 30);
+	TCase *tc = tu_tcase("lossy", TU_CASE_TIMEOUT);
 	tcase_add_loop_test(tc, test_lossy_behind_large, 0,
 	                    (int)(sizeof(lossy_shapes) / sizeof(lossy_shapes[0])));
 	suite_add_tcase(s, tc);
-	tc = tu_tcase("limits", 30);
+	tc = tu_tcase("limits", TU_CASE_TIMEOUT);
 	tcase_add_test(tc, test_subscribe_subject_table_full);
+	suite_add_tcase(s, tc);
+	if (tu_valgrind())
+		return s; /* the rest forks, kills and times */
+	tc = tu_tcase("fork", TU_CASE_TIMEOUT);
+	tcase_add_test(tc, test_fork_subscriber_death_seen);
+	tcase_add_test(tc, test_fork_worker_death_seen);
+	suite_add_tcase(s, tc);
+	tc = tu_tcase("timeouts", TU_CASE_TIMEOUT);
+	tcase_add_test(tc, test_ctl_lock_timeouts);
 	suite_add_tcase(s, tc);
 	return s;
 }
