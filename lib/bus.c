@@ -120,11 +120,15 @@ int msgbus_open(msgbus_bus **out, const char *url, const msgbus_options *opts)
 	snprintf(b->seg.name, sizeof(b->seg.name), "%s", name);
 	pthread_mutex_init(&b->lock, NULL);
 	pthread_mutex_init(&b->reap_lock, NULL);
+	/* From the first descriptor to the registry, forks wait (fork.c). */
+	mb_open_begin();
 	rc = ops->open(&b->seg, name, &want, mode);
 	if (rc) {
+		mb_open_end();
 		free(b);
 		return rc;
 	}
+	mb_crash_point("mid_open"); /* attached, not yet registered */
 	b->cfg = b->seg.cfg;
 	mb_geometry(&b->cfg, &b->geo);
 	b->hdr = b->seg.base;
@@ -141,11 +145,13 @@ int msgbus_open(msgbus_bus **out, const char *url, const msgbus_options *opts)
 	rc = b->topics ? mb_part_register(b) : MSGBUS_ENOMEM;
 	if (rc) {
 		ops->close(&b->seg);
+		mb_open_end();
 		free(b->topics);
 		free(b);
 		return rc;
 	}
 	mb_registry_add(b);
+	mb_open_end();
 	*out = b;
 	return 0;
 }

@@ -157,7 +157,10 @@ int mb_slot_reserve(msgbus_bus *b, const char *pattern, size_t plen, uint32_t ow
 void mb_join_topics(msgbus_bus *b, uint32_t slot, uint32_t gen, bool queue,
                     const char *pattern, size_t plen);
 
-/* fork.c */
+/* fork.c: msgbus_open runs between mb_open_begin and mb_open_end, and
+ * registers the handle before the end; forks wait meanwhile. */
+void mb_open_begin(void);
+void mb_open_end(void);
 void mb_registry_add(msgbus_bus *b);
 void mb_registry_remove(msgbus_bus *b);
 

@@ -14,6 +14,7 @@
 
 #define CRASH_BOUND_MS 300
 #define SLACK_MS 1000.0 /* two shared cores, four other test runs */
+#define MB_PAUSE_MS 300 /* MSGBUS_CRASH_AT=pause:POINT, msgbus(7) ENVIRONMENT */
 
 /* ---- a forked helper does not hide its parent's death -------------------- */
 
@@ -153,6 +154,85 @@ START_TEST(test_fork_worker_death_seen)
 	TU_ASSERT_RC(rc, MSGBUS_EPEERDIED);
 	ck_assert_msg(dt < CRASH_BOUND_MS + SLACK_MS,
 	              "requester told %.0f ms after the kill (bound %d ms)", dt,
+	              CRASH_BOUND_MS);
+	tu_pipe_close(&c.ready);
+	TU_ASSERT_OK(msgbus_close(bus));
+	TU_ASSERT_NO_SEGMENT(url);
+}
+END_TEST
+
+/* A fork while another thread is inside msgbus_open: that handle has its
+ * descriptor and mapping before it is registered for fork. The opening
+ * thread pauses there (pause:mid_open); the other thread forks meanwhile. */
+struct open_race {
+	pid_t test_pid, helper;
+};
+
+static void *fork_during_open(void *p)
+{
+	struct open_race *r = p;
+	tu_sleep_ms(MB_PAUSE_MS / 3); /* into the opener's pause */
+	r->helper = fork_idle_helper(r->test_pid);
+	return NULL;
+}
+
+static int open_race_main(void *p)
+{
+	struct fork_parent *c = p;
+	msgbus_options o = MSGBUS_OPTIONS_INIT;
+	msgbus_bus *bus = NULL;
+	msgbus_sub *sub = NULL;
+	struct open_race r = { c->test_pid, -1 };
+	pthread_t th;
+
+	o.ring_slots = 8;
+	o.crash_bound_ms = CRASH_BOUND_MS;
+	setenv("MSGBUS_CRASH_AT", "pause:mid_open", 1);
+	if (pthread_create(&th, NULL, fork_during_open, &r) != 0)
+		return TU_CHILD_FAIL(10, "pthread_create");
+	int rc = msgbus_open(&bus, c->url, &o);
+	pthread_join(th, NULL);
+	if (rc != MSGBUS_OK)
+		return TU_CHILD_FAIL(11, "open: %s", msgbus_strerror(rc));
+	if (r.helper < 0)
+		return TU_CHILD_FAIL(12, "fork: %s", strerror(errno));
+	rc = msgbus_subscribe(bus, "fk.x", 0, &sub);
+	if (rc != MSGBUS_OK)
+		return TU_CHILD_FAIL(13, "subscribe: %s", msgbus_strerror(rc));
+	tu_pipe_put(&c->ready, (int)r.helper);
+	for (;;)
+		pause();
+}
+
+/* The child creates the bus, forks a helper while it is opening it, then
+ * subscribes and is SIGKILLed: the publisher moves on within the bound. */
+START_TEST(test_fork_during_open_death_seen)
+{
+	char url[96];
+	struct fork_parent c = { .test_pid = getpid() };
+	int v;
+
+	tu_unique_url(url, sizeof(url), "shm");
+	c.url = url;
+	tu_pipe_init(&c.ready);
+	pid_t pid = tu_spawn(open_race_main, &c);
+	ck_assert_msg(tu_pipe_get(&c.ready, TU_WAIT_MS, &v) == 0 && v > 0,
+	              "child did not open, fork and subscribe");
+	pid_t helper = (pid_t)v;
+	msgbus_bus *bus = tu_open(url, NULL);
+	int n = tu_fill_ring(bus, "fk.x", 0, 64);
+	ck_assert_int_eq(n, 8);
+	struct tu_seqmsg m = { 0, 8 };
+	TU_ASSERT_RC(msgbus_publish(bus, "fk.x", &m, sizeof(m), 0), MSGBUS_EAGAIN);
+
+	tu_kill_child(pid);
+	double t0 = tu_now_ms();
+	int rc = msgbus_publish(bus, "fk.x", &m, sizeof(m), 3000);
+	double dt = tu_now_ms() - t0;
+	kill(helper, SIGKILL);
+	TU_ASSERT_OK(rc);
+	ck_assert_msg(dt < CRASH_BOUND_MS + SLACK_MS,
+	              "publisher released %.0f ms after the kill (bound %d ms)", dt,
 	              CRASH_BOUND_MS);
 	tu_pipe_close(&c.ready);
 	TU_ASSERT_OK(msgbus_close(bus));
@@ -434,6 +514,7 @@ Suite *suite_contracts(void)
 	tc = tu_tcase("fork", TU_CASE_TIMEOUT);
 	tcase_add_test(tc, test_fork_subscriber_death_seen);
 	tcase_add_test(tc, test_fork_worker_death_seen);
+	tcase_add_test(tc, test_fork_during_open_death_seen);
 	suite_add_tcase(s, tc);
 	tc = tu_tcase("timeouts", TU_CASE_TIMEOUT);
 	tcase_add_test(tc, test_ctl_lock_timeouts);
