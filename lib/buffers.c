@@ -41,11 +41,17 @@ static bool reusable(msgbus_bus *b, uint64_t w, bool refresh, bool liveness)
 	return false;
 }
 
+/* Take the first reusable buffer from the bus-wide hint on: buffers are
+ * recycled in the order they were taken, whichever handle takes them, so
+ * a published one lives as long as the pool allows, for the lossy readers
+ * that the gate does not count. */
 static bool try_take(msgbus_bus *b, bool refresh, bool liveness, uint32_t *idx,
                      uint32_t *gen)
 {
 	uint32_t n = b->cfg.large_buffers;
-	uint32_t start = atomic_load_explicit(&b->buf_hint, memory_order_relaxed);
+	/* Relaxed, here and below: a hint, untrusted (taken modulo n); the
+	 * state CAS decides who owns a buffer. */
+	uint32_t start = atomic_load_explicit(&b->hdr->buf_next, memory_order_relaxed);
 	for (uint32_t k = 0; k < n; k++) {
 		uint32_t i = (start + k) % n;
 		struct mb_bufctl *bc = mb_bufctl_at(b, i);
@@ -56,7 +62,7 @@ static bool try_take(msgbus_bus *b, bool refresh, bool liveness, uint32_t *idx,
 			continue;
 		*gen = atomic_fetch_add(&bc->gen, 1) + 1;
 		*idx = i;
-		atomic_store_explicit(&b->buf_hint, i + 1, memory_order_relaxed);
+		atomic_store_explicit(&b->hdr->buf_next, (i + 1) % n, memory_order_relaxed);
 		return true;
 	}
 	return false;
@@ -175,10 +181,10 @@ int msgbus_commit(msgbus_buf *loan, const char *subject, size_t len, int timeout
 	if (len > loan->len)
 		return MSGBUS_EMSGSIZE;
 	uint32_t t;
-	int rc = mb_publish_checks(loan->bus, subject, len, &t);
+	uint64_t deadline = mb_publish_deadline(timeout_ms);
+	int rc = mb_publish_checks_by(loan->bus, subject, len, deadline, &t);
 	if (!rc)
-		rc = mb_buf_publish(loan->bus, t, loan->idx, loan->gen, (uint32_t)len,
-		                    mb_publish_deadline(timeout_ms));
+		rc = mb_buf_publish(loan->bus, t, loan->idx, loan->gen, (uint32_t)len, deadline);
 	if (!rc) {
 		loan_unlink(loan);
 		free(loan);

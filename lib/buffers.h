@@ -20,6 +20,9 @@ int mb_buf_publish(msgbus_bus *b, uint32_t t, uint32_t idx, uint32_t gen, uint32
 void mb_loans_free(msgbus_bus *b);
 
 /* publish.c: shared by msgbus_publish and msgbus_commit. */
+int mb_publish_checks_by(msgbus_bus *b, const char *subject, size_t len, uint64_t deadline,
+                         uint32_t *topic);
+/* The same with the bound of calls without a timeout (mb_ctl_deadline). */
 int mb_publish_checks(msgbus_bus *b, const char *subject, size_t len, uint32_t *topic);
 uint64_t mb_publish_deadline(int timeout_ms);
 int mb_publish_parts(msgbus_bus *b, uint32_t t, const void *head, size_t hlen,

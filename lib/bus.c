@@ -114,12 +114,16 @@ static int open_bus(msgbus_bus **out, const struct mb_seg_ops *ops, const char *
 	snprintf(b->seg.name, sizeof(b->seg.name), "%s", name);
 	pthread_mutex_init(&b->lock, NULL);
 	pthread_mutex_init(&b->reap_lock, NULL);
+	/* From the first descriptor to the registry, forks wait (fork.c). */
+	mb_open_begin();
 	int rc = ops->open(&b->seg, b->seg.name, want, acc);
 	if (rc) {
+		mb_open_end();
 		free(b);
 		return rc;
 	}
 	b->acc = *acc;
+	mb_crash_point("mid_open"); /* attached, not yet registered */
 	b->cfg = b->seg.cfg;
 	mb_geometry(&b->cfg, &b->geo);
 	b->hdr = b->seg.base;
@@ -136,11 +140,13 @@ static int open_bus(msgbus_bus **out, const struct mb_seg_ops *ops, const char *
 	rc = b->topics ? mb_part_register(b) : MSGBUS_ENOMEM;
 	if (rc) {
 		ops->close(&b->seg);
+		mb_open_end();
 		free(b->topics);
 		free(b);
 		return rc;
 	}
 	mb_registry_add(b);
+	mb_open_end();
 	*out = b;
 	return 0;
 }
@@ -166,10 +172,24 @@ int mb_bus_reopen(msgbus_bus *b, msgbus_bus **out)
 
 void mb_sub_destroy(msgbus_sub *sub);
 
+/* A handle inherited through fork(): its threads stayed in the parent and
+ * its segment is the parent's (fork.c let go of it), so free only the
+ * handle itself; what it still lists is the parent's and is left alone. */
+static int close_forked(msgbus_bus *b)
+{
+	mb_registry_remove(b);
+	mb_unmap(b->seg.base, b->seg.size); /* inproc: the child's private copy */
+	free(b->topics);
+	free(b);
+	return 0;
+}
+
 int msgbus_close(msgbus_bus *b)
 {
 	if (!b)
 		return MSGBUS_EINVAL;
+	if (b->forked)
+		return close_forked(b);
 	mb_links_stop(b); /* first: link threads use the bus */
 	mb_registry_remove(b);
 	mb_loans_free(b);
@@ -185,12 +205,8 @@ int msgbus_close(msgbus_bus *b)
 		b->subs = s->next;
 		mb_sub_destroy(s);
 	}
-	if (!b->forked) {
-		mb_part_unregister(b);
-		b->seg.ops->close(&b->seg);
-	} else {
-		mb_unmap(b->seg.base, b->seg.size); /* the parent's: just let go */
-	}
+	mb_part_unregister(b);
+	b->seg.ops->close(&b->seg);
 	pthread_mutex_destroy(&b->lock);
 	pthread_mutex_destroy(&b->reap_lock);
 	free(b->topics);

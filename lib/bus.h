@@ -70,7 +70,6 @@ struct msgbus_bus {
 	uint64_t ring_mask;
 	uint32_t inline_max;       /* largest payload stored in a slot */
 	uint64_t spin_ns, check_ns;
-	_Atomic uint32_t buf_hint;
 	pthread_mutex_t lock;      /* guards the topic cache refresh and subs list */
 	pthread_mutex_t reap_lock; /* one reaper per handle (OFD locks are per handle) */
 	struct mb_topic_cache *topics;
@@ -121,6 +120,10 @@ static inline void *mb_bufdata_at(msgbus_bus *b, uint32_t i)
 	return (char *)b->seg.base + b->geo.bufdata + (uint64_t)i * b->geo.buf_stride;
 }
 
+/* Deadlines: absolute ns, MB_NO_WAIT (fail with MSGBUS_EAGAIN rather than
+ * wait) or UINT64_MAX (none). */
+#define MB_NO_WAIT 0ull
+
 /* Absolute deadline in ns from a timeout in ms (-1 = none). The clock is
  * read only when there is a timeout: publish(-1) is on the hot path. */
 static inline uint64_t mb_deadline(int timeout_ms)
@@ -133,11 +136,16 @@ int mb_part_register(msgbus_bus *b);
 void mb_part_unregister(msgbus_bus *b);
 bool mb_part_alive(msgbus_bus *b, uint32_t idx); /* reaps idx when it is dead */
 
-/* control.c: the control-plane lock, topics and subscription slots. */
-int mb_ctl_lock(msgbus_bus *b);
+/* control.c: the control-plane lock, topics and subscription slots. The
+ * lock waits until a deadline; calls without a timeout of their own use
+ * mb_ctl_deadline(): 5 crash bounds from now, or MB_CTL_BOUND for the same
+ * counted from when a wait begins (no clock read when none does). */
+#define MB_CTL_BOUND (UINT64_MAX - 1)
+uint64_t mb_ctl_deadline(msgbus_bus *b);
+int mb_ctl_lock(msgbus_bus *b, uint64_t deadline);
 void mb_ctl_unlock(msgbus_bus *b);
 int mb_topic_get(msgbus_bus *b, const char *subject, size_t len, uint64_t hash,
-                 uint32_t *topic); /* find or create */
+                 uint64_t deadline, uint32_t *topic); /* find or create */
 int mb_topic_find(msgbus_bus *b, const char *subject, size_t len, uint64_t hash,
                   uint32_t *topic);
 bool mb_topic_refresh(msgbus_bus *b, uint32_t t); /* cache topic t if READY */
@@ -158,7 +166,10 @@ int mb_slot_reserve(msgbus_bus *b, const char *pattern, size_t plen, uint32_t ow
 void mb_join_topics(msgbus_bus *b, uint32_t slot, uint32_t gen, bool queue,
                     const char *pattern, size_t plen);
 
-/* fork.c */
+/* fork.c: msgbus_open runs between mb_open_begin and mb_open_end, and
+ * registers the handle before the end; forks wait meanwhile. */
+void mb_open_begin(void);
+void mb_open_end(void);
 void mb_registry_add(msgbus_bus *b);
 void mb_registry_remove(msgbus_bus *b);
 

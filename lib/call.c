@@ -61,7 +61,7 @@ int msgbus_call_start(msgbus_bus *bus, const char *service, const void *data, si
 		return MSGBUS_EMSGSIZE;
 	uint32_t t, slot;
 	char subject[MB_SUBJECT_MAX + 1];
-	int rc = mb_service_topic(bus, service, false, &t, subject);
+	int rc = mb_service_topic(bus, service, false, MB_NO_WAIT, &t, subject);
 	if (rc)
 		return rc == MSGBUS_ENOENT ? MSGBUS_ENORESPONDERS : rc;
 	/* No registered worker: say so now rather than at the deadline. */

@@ -13,34 +13,74 @@
 #include <sched.h>
 #include <string.h>
 
-#define CTL_LOCK_TIMEOUT_NS (5ull * 1000000000u)
+/* How long a call without a timeout of its own (subscribe, serve) waits
+ * for a live holder, in crash bounds: a holder only keeps the lock for a
+ * few microseconds, so one that keeps it this long is stopped. */
+#define CTL_WAIT_CRASH_BOUNDS 5u
+#define CTL_SPINS 64u       /* yields before napping between tries */
+#define CTL_NAP_US 200u
 
-int mb_ctl_lock(msgbus_bus *b)
+uint64_t mb_ctl_deadline(msgbus_bus *b)
+{
+	return mb_now_ns() + (uint64_t)CTL_WAIT_CRASH_BOUNDS * b->cfg.crash_bound_ms * 1000000u;
+}
+
+static int ctl_taken(void)
+{
+	mb_crash_point("in_ctl_lock");
+	return 0;
+}
+
+/* One attempt: 0 taken, else MSGBUS_EAGAIN. A holder no participant can
+ * be (corrupt) is stolen from at once. A dead holder's lock is freed by
+ * whoever finds it dead while it holds the dead slot (live.c): a CAS
+ * after the check could take the lock from a new participant that reused
+ * the index meanwhile. Whatever a dead holder half-did is repaired by the
+ * idempotent steps of the next one. check: look whether the holder died
+ * (a system call). */
+static int ctl_try(msgbus_bus *b, bool check)
 {
 	uint32_t me = b->self + 1;
-	uint64_t deadline = mb_now_ns() + CTL_LOCK_TIMEOUT_NS;
-	for (unsigned i = 1;; i++) {
-		uint32_t owner = 0;
-		if (atomic_compare_exchange_strong(&b->hdr->ctl_owner, &owner, me)) {
-			mb_crash_point("in_ctl_lock");
+	uint32_t owner = 0;
+	if (atomic_compare_exchange_strong(&b->hdr->ctl_owner, &owner, me))
+		return ctl_taken();
+	if (owner - 1 >= b->cfg.max_participants) /* also 0: freed since */
+		return atomic_compare_exchange_strong(&b->hdr->ctl_owner, &owner, me)
+		               ? ctl_taken()
+		               : MSGBUS_EAGAIN;
+	if (check && owner != me && !mb_part_alive(b, owner - 1)) {
+		mb_crash_point("ctl_owner_dead");
+		owner = 0;
+		if (atomic_compare_exchange_strong(&b->hdr->ctl_owner, &owner, me))
+			return ctl_taken();
+	}
+	return MSGBUS_EAGAIN;
+}
+
+/* deadline: absolute ns, or MB_NO_WAIT (one attempt, and a look at
+ * whether the holder died: a system call, never a wait). */
+int mb_ctl_lock(msgbus_bus *b, uint64_t deadline)
+{
+	if (deadline == MB_CTL_BOUND)
+		deadline = mb_ctl_deadline(b);
+	uint64_t next_check = 0;
+	for (unsigned i = 0;; i++) {
+		/* The clock is read only here: the lock is rare, and a timeout
+		 * of 0 must still look whether a holder died. */
+		uint64_t now = mb_now_ns();
+		bool check = now >= next_check;
+		if (check)
+			next_check = now + b->check_ns;
+		if (ctl_try(b, check) == 0)
 			return 0;
-		}
-		/* An owner no participant can be (corrupt) is stolen from at
-		 * once. A dead owner's lock is freed by whoever finds it dead
-		 * while it holds the dead slot: a CAS after the check could
-		 * take the lock from a new participant that reused the index
-		 * meanwhile. Whatever a dead owner half-did is repaired by the
-		 * idempotent steps of the next owner. */
-		if (owner - 1 >= b->cfg.max_participants &&
-		    atomic_compare_exchange_strong(&b->hdr->ctl_owner, &owner, me))
-			return 0;
-		if (owner != me && i % 64 == 0 && !mb_part_alive(b, owner - 1)) {
-			mb_crash_point("ctl_owner_dead");
-			continue;
-		}
-		if (mb_now_ns() > deadline)
+		if (deadline == MB_NO_WAIT)
+			return MSGBUS_EAGAIN;
+		if (now >= deadline)
 			return MSGBUS_ETIMEDOUT;
-		sched_yield();
+		if (i < CTL_SPINS)
+			sched_yield();
+		else
+			mb_nap_us(CTL_NAP_US);
 	}
 }
 
@@ -146,11 +186,12 @@ static void topic_create(msgbus_bus *b, uint32_t t, const char *s, size_t len, u
 	mb_ec_kick(&b->hdr->any_ec); /* wildcard subscribers pick it up */
 }
 
-int mb_topic_get(msgbus_bus *b, const char *s, size_t len, uint64_t hash, uint32_t *topic)
+int mb_topic_get(msgbus_bus *b, const char *s, size_t len, uint64_t hash, uint64_t deadline,
+                 uint32_t *topic)
 {
 	if (mb_topic_find(b, s, len, hash, topic) == 0)
 		return 0;
-	int rc = mb_ctl_lock(b);
+	int rc = mb_ctl_lock(b, deadline);
 	if (rc)
 		return rc;
 	/* Another handle may have created it while we waited. */

@@ -1,5 +1,6 @@
 /* crash.c - test crash points; see crash.h. */
 #include "crash.h"
+#include "platform.h"
 
 #include <signal.h>
 #include <stdlib.h>
@@ -23,4 +24,7 @@ void mb_crash_now(const char *point)
 	else if (strncmp(want, "stop:", 5) == 0 && strcmp(want + 5, point) == 0 &&
 	         atomic_compare_exchange_strong(&mb_crash_at, &want, NULL))
 		kill(getpid(), SIGSTOP); /* once: then the process goes on */
+	else if (strncmp(want, "pause:", 6) == 0 && strcmp(want + 6, point) == 0 &&
+	         atomic_compare_exchange_strong(&mb_crash_at, &want, NULL))
+		mb_nap_us(MB_CRASH_PAUSE_MS * 1000u); /* this thread only, once */
 }

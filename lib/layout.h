@@ -56,6 +56,9 @@ struct mb_header {
 	_Atomic uint32_t topics_gen; /* bumped when a subject or cursor appears */
 	_Atomic uint32_t interest_gen; /* bumped when subscriptions or services change */
 	_Alignas(MB_LINE) _Atomic uint32_t any_ec; /* wildcard subscribers park here */
+	/* The large buffer to try first: whoever takes one moves it past, so
+	 * every publisher recycles the pool oldest first. Only a hint. */
+	_Alignas(MB_LINE) _Atomic uint32_t buf_next;
 };
 
 /* A participant is an open bus handle. Its liveness is the OFD lock on

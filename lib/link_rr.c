@@ -153,7 +153,7 @@ static bool may_serve(struct mb_conn *c, const char *name)
 {
 	char subject[MB_SUBJECT_MAX + 1];
 	uint32_t t;
-	int rc = mb_service_topic(c->lb, name, false, &t, subject);
+	int rc = mb_service_topic(c->lb, name, false, MB_NO_WAIT, &t, subject);
 	if (rc == 0 || rc == MSGBUS_EINVAL)
 		return true; /* msgbus_serve says why not */
 	if (mb_link_may_create(c->lb, subject, strlen(subject)))

@@ -12,8 +12,10 @@ uint64_t mb_publish_deadline(int timeout_ms)
 	return timeout_ms == 0 ? MB_NO_WAIT : mb_deadline(timeout_ms);
 }
 
-/* Argument checks shared by publish and commit; finds or creates the topic. */
-int mb_publish_checks(msgbus_bus *b, const char *subject, size_t len, uint32_t *topic)
+/* Argument checks shared by publish and commit; finds or creates the
+ * topic, waiting for the control lock until deadline. */
+int mb_publish_checks_by(msgbus_bus *b, const char *subject, size_t len, uint64_t deadline,
+                         uint32_t *topic)
 {
 	size_t slen;
 	bool wild;
@@ -22,7 +24,12 @@ int mb_publish_checks(msgbus_bus *b, const char *subject, size_t len, uint32_t *
 		return MSGBUS_EINVAL;
 	if (len > b->cfg.max_msg_size)
 		return MSGBUS_EMSGSIZE;
-	return mb_topic_get(b, subject, slen, mb_hash(subject, slen), topic);
+	return mb_topic_get(b, subject, slen, mb_hash(subject, slen), deadline, topic);
+}
+
+int mb_publish_checks(msgbus_bus *b, const char *subject, size_t len, uint32_t *topic)
+{
+	return mb_publish_checks_by(b, subject, len, MB_CTL_BOUND, topic);
 }
 
 /* Publish head (hlen bytes) followed by data (len bytes) on topic t. */
@@ -71,10 +78,12 @@ int msgbus_publish(msgbus_bus *bus, const char *subject, const void *data, size_
 	uint32_t t;
 	if (!data && len)
 		return MSGBUS_EINVAL;
-	int rc = mb_publish_checks(bus, subject, len, &t);
+	/* One deadline bounds the whole call, a new subject's creation too. */
+	uint64_t deadline = mb_publish_deadline(timeout_ms);
+	int rc = mb_publish_checks_by(bus, subject, len, deadline, &t);
 	if (rc)
 		return rc;
-	rc = mb_publish_parts(bus, t, NULL, 0, data, len, mb_publish_deadline(timeout_ms));
+	rc = mb_publish_parts(bus, t, NULL, 0, data, len, deadline);
 	if (!rc)
 		mb_links_published(bus); /* tcp.c: links of this handle send inline */
 	return rc;

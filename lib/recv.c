@@ -56,31 +56,61 @@ static void flush_releases(msgbus_sub *sub)
 	}
 }
 
-/* Skip forward after being lapped, counting what was lost. */
-static void resync(msgbus_sub *sub, uint32_t ti)
+/* Step the head of ti to next, counting what is skipped as dropped. */
+static void drop_to(msgbus_sub *sub, uint32_t ti, uint64_t next)
 {
-	msgbus_bus *b = sub->bus;
 	struct mb_sub_topic *st = &sub->tl[ti];
-	uint64_t tail = atomic_load(&mb_topic_at(b, st->t)->tail);
-	uint64_t half = b->cfg.ring_slots / 2;
-	uint64_t next = tail > st->next + half ? tail - half : st->next + 1;
 	atomic_fetch_add_explicit(&sub->dropped, next - st->next, memory_order_relaxed);
 	st->next = next;
 	store_release(sub, ti, next);
 }
 
 /*
+ * Skip forward after being lapped. Positions below tail - ring_slots are
+ * overwritten; the one at it is the oldest still there, so that is where
+ * we resume: only what was lapped on is dropped. again: we were lapped a
+ * second time in the same take, so writers outrun our copies; resume half
+ * a ring behind them instead, or we might never deliver anything.
+ */
+static void resync(msgbus_sub *sub, uint32_t ti, bool again)
+{
+	msgbus_bus *b = sub->bus;
+	struct mb_sub_topic *st = &sub->tl[ti];
+	uint64_t tail = atomic_load(&mb_topic_at(b, st->t)->tail);
+	uint64_t back = again ? b->cfg.ring_slots / 2 : b->cfg.ring_slots;
+	/* tail is a hint that may lag the claims: move at least one on. */
+	drop_to(sub, ti, tail > st->next + back ? tail - back : st->next + 1);
+}
+
+/*
+ * One take from one subject: every step moves the head on by at least one
+ * position and costs one unit of budget. A sane ring needs at most a lap
+ * of skips, a lap of lost large messages and a few resyncs; more means
+ * stamps no writer could have left, or a writer flipping them under us.
+ */
+struct take {
+	uint64_t budget;
+	unsigned resyncs;
+};
+
+static void take_init(struct take *tk, const msgbus_sub *sub)
+{
+	tk->budget = 2 * (uint64_t)sub->bus->cfg.ring_slots + 8;
+	tk->resyncs = 0;
+}
+
+/*
  * Look at the head of topic list entry ti, skipping aborted slots. READY
  * returns its stamp; CLAIMED returns the writer in *owner.
  */
-static enum head peek(msgbus_sub *sub, uint32_t ti, uint64_t *stamp, uint32_t *owner)
+static enum head peek(msgbus_sub *sub, uint32_t ti, struct take *tk, uint64_t *stamp,
+                      uint32_t *owner)
 {
 	msgbus_bus *b = sub->bus;
 	struct mb_sub_topic *st = &sub->tl[ti];
 	uint64_t n = b->cfg.ring_slots;
-	/* A sane ring needs at most one lap of skips and one resync; more
-	 * means stamps no writer could have left. */
-	for (uint64_t i = 0; i < n + 2; i++) {
+	while (tk->budget > 0) {
+		tk->budget--;
 		uint64_t pos = st->next;
 		uint64_t s = atomic_load_explicit(&mb_slot_at(b, st->t, pos)->stamp,
 		                                  memory_order_acquire);
@@ -106,14 +136,15 @@ static enum head peek(msgbus_sub *sub, uint32_t ti, uint64_t *stamp, uint32_t *o
 			return HEAD_EMPTY;
 		/* Lapped (lossy), or a stamp no writer could have left: count
 		 * the gap as dropped rather than lose it silently. */
-		resync(sub, ti);
+		resync(sub, ti, tk->resyncs++ > 0);
 	}
 	return HEAD_CORRUPT;
 }
 
 /* Fill sub->msg from the committed slot at the head of ti; 0, or
- * MSGBUS_EAGAIN when a lossy copy was overwritten, or MSGBUS_EPROTO. */
-static int deliver(msgbus_sub *sub, uint32_t ti, uint64_t stamp)
+ * MSGBUS_EAGAIN when a lossy copy was overwritten (counted as dropped: look
+ * at the head again), or MSGBUS_EPROTO. */
+static int deliver(msgbus_sub *sub, uint32_t ti, struct take *tk, uint64_t stamp)
 {
 	msgbus_bus *b = sub->bus;
 	struct mb_sub_topic *st = &sub->tl[ti];
@@ -146,10 +177,14 @@ static int deliver(msgbus_sub *sub, uint32_t ti, uint64_t stamp)
 #ifndef MB_TSAN
 		atomic_thread_fence(memory_order_acquire);
 #endif
-		bool reused = kind == MB_KIND_LARGE &&
-		              atomic_load(&mb_bufctl_at(b, buf)->gen) != buf_gen;
-		if (reused || atomic_load(&sl->stamp) != stamp) {
-			resync(sub, ti);
+		if (atomic_load(&sl->stamp) != stamp) {
+			resync(sub, ti, tk->resyncs++ > 0); /* the slot was lapped */
+			return MSGBUS_EAGAIN;
+		}
+		if (kind == MB_KIND_LARGE && atomic_load(&mb_bufctl_at(b, buf)->gen) != buf_gen) {
+			/* The slot is intact but the pool recycled its buffer:
+			 * only this message is lost. */
+			drop_to(sub, ti, pos + 1);
 			return MSGBUS_EAGAIN;
 		}
 		data = sub->copy;
@@ -169,6 +204,30 @@ static int deliver(msgbus_sub *sub, uint32_t ti, uint64_t stamp)
 	return 0;
 }
 
+/* Take the head of ti: 0, MSGBUS_EAGAIN when none is ready (a writer we
+ * wait on in *claimed_owner), or MSGBUS_EPROTO. A lossy copy that was
+ * overwritten is counted as dropped and the next message tried at once:
+ * a receive with a backlog never says EAGAIN. */
+static int take_from(msgbus_sub *sub, uint32_t ti, int64_t *claimed_owner)
+{
+	struct take tk;
+	take_init(&tk, sub);
+	for (;;) {
+		uint64_t s;
+		uint32_t owner;
+		enum head h = peek(sub, ti, &tk, &s, &owner);
+		if (h == HEAD_CLAIMED)
+			*claimed_owner = owner;
+		if (h == HEAD_CORRUPT)
+			return MSGBUS_EPROTO;
+		if (h != HEAD_READY)
+			return MSGBUS_EAGAIN;
+		int rc = deliver(sub, ti, &tk, s);
+		if (rc != MSGBUS_EAGAIN)
+			return rc;
+	}
+}
+
 /* 0 when a message is taken, MSGBUS_EAGAIN when none is ready;
  * *claimed_owner names a writer we wait on, if any. Subjects are visited
  * round-robin from where the last message came, so a busy subject cannot
@@ -181,18 +240,9 @@ static int try_take(msgbus_sub *sub, int64_t *claimed_owner)
 	uint32_t n = sub->ntopics;
 	for (uint32_t k = 0; k < n; k++) {
 		uint32_t ti = (sub->rr + k) % n;
-		uint64_t s;
-		uint32_t owner;
-		enum head h = peek(sub, ti, &s, &owner);
-		if (h == HEAD_CLAIMED)
-			*claimed_owner = owner;
-		if (h == HEAD_CORRUPT)
-			return MSGBUS_EPROTO;
-		if (h != HEAD_READY)
-			continue;
-		int rc = deliver(sub, ti, s);
+		int rc = take_from(sub, ti, claimed_owner);
 		if (rc == MSGBUS_EAGAIN)
-			continue; /* a lossy copy was lapped; look again later */
+			continue;
 		sub->rr = ti + 1;
 		return rc;
 	}

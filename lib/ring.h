@@ -8,9 +8,6 @@
 
 #include "bus.h"
 
-/* Deadlines: absolute ns, MB_NO_WAIT (fail with EAGAIN) or UINT64_MAX. */
-#define MB_NO_WAIT 0ull
-
 /* Claim the next position of topic t for us; the slot is ours to fill. */
 int mb_ring_claim(msgbus_bus *b, uint32_t t, uint64_t deadline, uint64_t *pos);
 /* Publish a filled slot to readers and wake any that sleep. */

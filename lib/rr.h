@@ -4,9 +4,11 @@
 
 #include "bus.h"
 
-/* Topic of a service: "_svc." + name. Validates the name. */
-int mb_service_topic(msgbus_bus *b, const char *service, bool create, uint32_t *t,
-                     char *subject /* MB_SUBJECT_MAX + 1 */);
+/* Topic of a service: "_svc." + name. Validates the name. create: make
+ * the topic if it does not exist, waiting for the control lock until
+ * deadline. */
+int mb_service_topic(msgbus_bus *b, const char *service, bool create, uint64_t deadline,
+                     uint32_t *t, char *subject /* MB_SUBJECT_MAX + 1 */);
 /* The queue slot serving topic t, if any: 0 and *slot, or MSGBUS_ENOENT. */
 int mb_service_slot(msgbus_bus *b, uint32_t t, uint32_t *slot);
 /* Does the service slot list a member that is alive? check: verify each

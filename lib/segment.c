@@ -46,7 +46,7 @@ uint64_t mb_layout_hash(void)
 		sizeof(struct mb_bufctl), MB_SUBJECT_MAX, MB_LINE,
 		sizeof(struct mb_call), MB_CALLS, sizeof(struct mb_req_hdr),
 		offsetof(struct mb_subslot, members), offsetof(struct mb_part, reply_ec),
-		offsetof(struct mb_header, interest_gen),
+		offsetof(struct mb_header, interest_gen), offsetof(struct mb_header, buf_next),
 	};
 	uint64_t h = 1469598103934665603ull;
 	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {

@@ -33,8 +33,8 @@ struct msgbus_req {
 	unsigned char data[];
 };
 
-int mb_service_topic(msgbus_bus *b, const char *service, bool create, uint32_t *t,
-                     char *subject)
+int mb_service_topic(msgbus_bus *b, const char *service, bool create, uint64_t deadline,
+                     uint32_t *t, char *subject)
 {
 	size_t len;
 	bool wild;
@@ -46,7 +46,8 @@ int mb_service_topic(msgbus_bus *b, const char *service, bool create, uint32_t *
 	memcpy(subject + MB_SVC_PREFIX_LEN, service, len + 1);
 	len += MB_SVC_PREFIX_LEN;
 	uint64_t h = mb_hash(subject, len);
-	return create ? mb_topic_get(b, subject, len, h, t) : mb_topic_find(b, subject, len, h, t);
+	return create ? mb_topic_get(b, subject, len, h, deadline, t)
+	              : mb_topic_find(b, subject, len, h, t);
 }
 
 int mb_service_slot(msgbus_bus *b, uint32_t t, uint32_t *slot)
@@ -110,9 +111,11 @@ int msgbus_serve(msgbus_bus *bus, const char *service, msgbus_serve_cb cb, void 
 	msgbus_service *svc = calloc(1, sizeof(*svc));
 	if (!svc)
 		return MSGBUS_ENOMEM;
-	int rc = mb_service_topic(bus, service, true, &svc->t, svc->subject);
+	/* One bound for both waits on the control lock. */
+	uint64_t deadline = bus ? mb_ctl_deadline(bus) : MB_NO_WAIT;
+	int rc = mb_service_topic(bus, service, true, deadline, &svc->t, svc->subject);
 	if (!rc)
-		rc = mb_ctl_lock(bus);
+		rc = mb_ctl_lock(bus, deadline);
 	if (rc) {
 		free(svc);
 		return rc;

@@ -112,7 +112,9 @@ static int sub_create(msgbus_bus *b, const char *pattern, unsigned flags, msgbus
 		free(sub);
 		return MSGBUS_ENOMEM;
 	}
-	int rc = mb_ctl_lock(b);
+	/* One bound for all the waits on the control lock. */
+	uint64_t deadline = mb_ctl_deadline(b);
+	int rc = mb_ctl_lock(b, deadline);
 	if (!rc) {
 		rc = mb_slot_reserve(b, pattern, plen, b->self, sub->lossy ? MB_SUBF_LOSSY : 0,
 		                     &sub->slot, &sub->gen);
@@ -122,9 +124,9 @@ static int sub_create(msgbus_bus *b, const char *pattern, unsigned flags, msgbus
 	/* An exact subject gets its ring now; creating it registers our
 	 * cursor, since our slot already holds the pattern. */
 	if (!rc && !wild)
-		rc = mb_topic_get(b, pattern, plen, mb_hash(pattern, plen), &t);
+		rc = mb_topic_get(b, pattern, plen, mb_hash(pattern, plen), deadline, &t);
 	if (!rc)
-		rc = mb_ctl_lock(b);
+		rc = mb_ctl_lock(b, deadline);
 	if (rc) {
 		if (sub->gen)
 			atomic_store(&mb_subslot_at(b, sub->slot)->word,
