@@ -271,6 +271,12 @@ static enum rx_stop rx_frames(struct mb_conn *c, bool inl, size_t *need, uint64_
 			continue;
 		}
 		r->off += *need; /* f points into rd until the next read */
+		/* Count the messages before it first: the answer to a PING
+		 * must not reach the peer before the stats say they arrived. */
+		if (*received) {
+			atomic_fetch_add(&c->ls->received, *received);
+			*received = 0;
+		}
 		if (!on_frame(c, &f))
 			return RX_CLOSE;
 		continue;

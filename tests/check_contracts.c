@@ -90,6 +90,27 @@ static pid_t fork_parent_spawn(struct fork_parent *c, pid_t *helper)
 	return pid;
 }
 
+/* Fill the 8-slot ring of fk.x that the child's subscription holds back,
+ * SIGKILL the child (its idle helper lives on), and expect the publisher
+ * to move on within crash_bound_ms. */
+static void expect_release_after_kill(msgbus_bus *bus, pid_t pid, pid_t helper)
+{
+	int n = tu_fill_ring(bus, "fk.x", 0, 64);
+	ck_assert_int_eq(n, 8);
+	struct tu_seqmsg v = { 0, 8 };
+	TU_ASSERT_RC(msgbus_publish(bus, "fk.x", &v, sizeof(v), 0), MSGBUS_EAGAIN);
+
+	tu_kill_child(pid);
+	double t0 = tu_now_ms();
+	int rc = msgbus_publish(bus, "fk.x", &v, sizeof(v), 3000);
+	double dt = tu_now_ms() - t0;
+	kill(helper, SIGKILL);
+	TU_ASSERT_OK(rc);
+	ck_assert_msg(dt < CRASH_BOUND_MS + SLACK_MS,
+	              "publisher released %.0f ms after the kill (bound %d ms)", dt,
+	              CRASH_BOUND_MS);
+}
+
 /* A lossless subscriber forks a helper and is SIGKILLed: the publisher it
  * held back moves on within crash_bound_ms, as if it had not forked. */
 START_TEST(test_fork_subscriber_death_seen)
@@ -105,20 +126,7 @@ START_TEST(test_fork_subscriber_death_seen)
 	msgbus_bus *bus = tu_open(url, &o);
 	c.url = url;
 	pid_t pid = fork_parent_spawn(&c, &helper);
-	int n = tu_fill_ring(bus, "fk.x", 0, 64);
-	ck_assert_int_eq(n, 8);
-	struct tu_seqmsg v = { 0, 8 };
-	TU_ASSERT_RC(msgbus_publish(bus, "fk.x", &v, sizeof(v), 0), MSGBUS_EAGAIN);
-
-	tu_kill_child(pid);
-	double t0 = tu_now_ms();
-	int rc = msgbus_publish(bus, "fk.x", &v, sizeof(v), 3000);
-	double dt = tu_now_ms() - t0;
-	kill(helper, SIGKILL);
-	TU_ASSERT_OK(rc);
-	ck_assert_msg(dt < CRASH_BOUND_MS + SLACK_MS,
-	              "publisher released %.0f ms after the kill (bound %d ms)", dt,
-	              CRASH_BOUND_MS);
+	expect_release_after_kill(bus, pid, helper);
 	tu_pipe_close(&c.ready);
 	TU_ASSERT_OK(msgbus_close(bus));
 	TU_ASSERT_NO_SEGMENT(url);
@@ -220,20 +228,7 @@ START_TEST(test_fork_during_open_death_seen)
 	              "child did not open, fork and subscribe");
 	pid_t helper = (pid_t)v;
 	msgbus_bus *bus = tu_open(url, NULL);
-	int n = tu_fill_ring(bus, "fk.x", 0, 64);
-	ck_assert_int_eq(n, 8);
-	struct tu_seqmsg m = { 0, 8 };
-	TU_ASSERT_RC(msgbus_publish(bus, "fk.x", &m, sizeof(m), 0), MSGBUS_EAGAIN);
-
-	tu_kill_child(pid);
-	double t0 = tu_now_ms();
-	int rc = msgbus_publish(bus, "fk.x", &m, sizeof(m), 3000);
-	double dt = tu_now_ms() - t0;
-	kill(helper, SIGKILL);
-	TU_ASSERT_OK(rc);
-	ck_assert_msg(dt < CRASH_BOUND_MS + SLACK_MS,
-	              "publisher released %.0f ms after the kill (bound %d ms)", dt,
-	              CRASH_BOUND_MS);
+	expect_release_after_kill(bus, pid, helper);
 	tu_pipe_close(&c.ready);
 	TU_ASSERT_OK(msgbus_close(bus));
 	TU_ASSERT_NO_SEGMENT(url);

@@ -1332,17 +1332,7 @@ static void raw_close(struct raw *r)
 /* Sends all; -1 when the library closed the connection already. */
 static int raw_send(struct raw *r, const void *data, size_t len)
 {
-	const uint8_t *p = data;
-	while (len) {
-		ssize_t n = send(r->fd, p, len, MSG_NOSIGNAL);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -1;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
+	return tu_send_all(r->fd, data, len);
 }
 
 /* Builds the bytes (len may be an f_*() call filling buf), then sends. */

@@ -105,24 +105,8 @@ static int raw_connect(int port, int rcvbuf)
 	return fd;
 }
 
-/* Sends all; -1 once the library closed the connection. */
-static int raw_send(int fd, const void *data, size_t len)
-{
-	const uint8_t *p = data;
-	while (len) {
-		ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -1;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 #define RAW_SEND(fd, buf, len) \
-	ck_assert_msg(raw_send((fd), (buf), (len)) == 0, "send: %s", strerror(errno))
+	ck_assert_msg(tu_send_all((fd), (buf), (len)) == 0, "send: %s", strerror(errno))
 
 /* Reads len bytes by the deadline: 1, 0 when the library closed, -1 at
  * the deadline. */
@@ -208,7 +192,7 @@ static int raw_sync(int fd, uint64_t token, int timeout_ms)
 {
 	uint8_t f[32], type, body[8];
 	double end = tu_now_ms() + timeout_ms;
-	if (raw_send(fd, f, f_ping(f, token)))
+	if (tu_send_all(fd, f, f_ping(f, token)))
 		return 0;
 	for (;;) {
 		int rc = raw_frame(fd, &type, body, sizeof(body), (int)(end - tu_now_ms()));
@@ -281,7 +265,7 @@ static void *pinger_main(void *arg)
 	struct pinger *p = arg;
 	uint8_t f[32];
 	for (uint64_t token = 1; !atomic_load(&p->stop); token++) {
-		if (raw_send(p->fd, f, f_ping(f, token)))
+		if (tu_send_all(p->fd, f, f_ping(f, token)))
 			break; /* closed */
 		tu_sleep_ms(500);
 	}
@@ -398,7 +382,7 @@ START_TEST(test_trickled_hello_cut)
 	size_t len = f_hello(hello, 42), sent = 0;
 	double start = tu_now_ms(), closed = 0;
 	while (!closed && sent < len - 1) {
-		if (raw_send(fd, hello + sent, 1))
+		if (tu_send_all(fd, hello + sent, 1))
 			closed = tu_now_ms();
 		else
 			sent++;
@@ -535,7 +519,7 @@ static uint32_t send_subs(int fd, uint32_t n)
 			snprintf(name, sizeof(name), "flood.%u", i);
 			len += f_named(batch + len, F_SUB, name, 0);
 		}
-		if (raw_send(fd, batch, len))
+		if (tu_send_all(fd, batch, len))
 			break;
 	}
 	return i;
@@ -589,7 +573,7 @@ START_TEST(test_sub_flood_capped)
 	RAW_SEND(fd, f, f_named(f, F_SUB, "cap.b", 0));
 	ck_assert_int_eq(raw_sync(fd, 9, TU_WAIT_MS), 1);
 	WAIT_LINK(a, "three taken", st.remote_subs == 2 && st.remote_services == 1);
-	raw_send(fd, f, f_named(f, F_SERVE, "cap.svc2", 0));
+	tu_send_all(fd, f, f_named(f, F_SERVE, "cap.svc2", 0));
 	ck_assert_msg(raw_wait_closed(fd, TU_WAIT_MS) == 0, "a 4th SERVE did not close the link");
 	WAIT_LINK(a, "closed and counted", st.links_up == 0 && st.bad_frames == 2);
 	close(fd);
@@ -670,7 +654,7 @@ START_TEST(test_connector_backs_off)
 		uint8_t f[40];
 		size_t n = f_hello(f, 77);
 		memcpy(f + n, "JUNKJUNKJUNK", 12);
-		raw_send(fd, f, n + 12);
+		tu_send_all(fd, f, n + 12);
 		close(fd);
 		accepted++;
 	}

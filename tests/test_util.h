@@ -21,6 +21,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -76,6 +77,23 @@ static inline int tu_valgrind(void)
 		              msgbus_strerror(tu_want_));                     \
 	} while (0)
 #define TU_ASSERT_OK(expr) TU_ASSERT_RC(expr, MSGBUS_OK)
+
+/* Sends all of data on a socket: 0, or -1 once the peer closed it (a raw
+ * peer in the TCP suites; never SIGPIPE). */
+static inline int tu_send_all(int fd, const void *data, size_t len)
+{
+	const uint8_t *p = data;
+	while (len) {
+		ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -1;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
 
 /* ---- time ------------------------------------------------------------ */
 
