@@ -203,7 +203,7 @@ END_TEST
 /* ---- subjects and patterns ------------------------------------------- */
 
 static const char *const bad_subjects[] = {
-	"", ".", "a..b", ".a", "a.", "*", ">", "a.*", "a.>", "*.a", "a*",
+	"", ".", "a..b", ".a", "a.", "*", ">", "a.*", "a.>", "*.a", "a*", "a*b", "price>5",
 	"a b", "a\tb", "a\x7f", "a\x80", "a\nb",
 };
 
