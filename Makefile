@@ -275,26 +275,28 @@ $(LINT_TIDY): lint-tidy-%: lib/%.c
 #   make fuzz [FUZZ_SECONDS=30]
 # Runs each target in turn for FUZZ_SECONDS: fuzz_wire (TCP frame codec),
 # fuzz_segment (segment header validation on attach), fuzz_subject (subject
-# syntax and matching); `make fuzz-segment` runs one. Each fuzzes a fresh
+# syntax and matching), fuzz_nats (NATS client protocol parser); `make fuzz-segment` runs one. Each fuzzes a fresh
 # copy of tests/fuzz/corpus_<target> in $(B)/fuzz/, so the seeds in git stay
 # as they are; a crashing input is saved as $(B)/fuzz/<target>-crash-*.
 # UBSan findings abort too, or libFuzzer would only print them. The seeds
-# come from tests/fuzz/gen_corpus.c.
+# come from tests/fuzz/gen_corpus.c; corpus_nats holds protocol lines as a
+# server sends them, written by hand.
 
 FUZZ_SECONDS ?= 30
 FUZZ_CC ?= clang
 FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
 	-std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror
-FUZZ_TARGETS := wire segment subject
+FUZZ_TARGETS := wire segment subject nats
 FUZZ_LIB_wire := lib/wire.c lib/subject.c
 FUZZ_LIB_segment := lib/segment.c
 FUZZ_LIB_subject := lib/subject.c
+FUZZ_LIB_nats := lib/nats_proto.c
 FUZZ_BINS := $(FUZZ_TARGETS:%=$(B)/fuzz/fuzz_%)
 FUZZ_RUNS := $(FUZZ_TARGETS:%=fuzz-%)
 
 .PHONY: fuzz $(FUZZ_RUNS)
 
-$(FUZZ_BINS): $(B)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h lib/wire.c lib/subject.c lib/segment.c \
+$(FUZZ_BINS): $(B)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h lib/wire.c lib/subject.c lib/segment.c lib/nats_proto.c \
 		$(wildcard lib/*.h) include/msgbus.h
 	@mkdir -p $(@D)
 	$(call msg,FUZZCC,$@)
@@ -308,6 +310,7 @@ ifneq ($(filter fuzz,$(MAKECMDGOALS)),)
 fuzz-wire: $(FUZZ_BINS)
 fuzz-segment: fuzz-wire
 fuzz-subject: fuzz-segment
+fuzz-nats: fuzz-subject
 endif
 
 $(FUZZ_RUNS): fuzz-%: $(B)/fuzz/fuzz_%
