@@ -5,6 +5,7 @@
 #include "bus.h"
 
 struct mb_conn;
+struct mb_nats;
 
 /* Live connections, for shutdown at close and for statistics. */
 struct mb_conn_ref {
@@ -23,6 +24,7 @@ struct mb_links {
 	struct mb_connector *connectors;
 	struct mb_accepted *accepted;
 	struct mb_conn_ref *conns;
+	struct mb_nats *nats; /* nats:// links (nats.c) */
 	_Atomic uint32_t up;
 	_Atomic uint64_t sent, received, undelivered, reconnects, bad_frames;
 };

@@ -194,6 +194,9 @@ static inline bool mb_link_is_bridge(msgbus_bus *b, uint32_t idx)
 }
 
 /* link_send.c */
+/* What local (non-bridge) participants of b subscribe to and serve, added
+ * to subs and svcs (each pattern or name once). 0 or MSGBUS_ENOMEM. */
+int mb_link_local_interest(msgbus_bus *b, struct names *subs, struct names *svcs);
 int mb_link_send_frame(struct mb_conn *c, struct mb_frame *f, bool now);
 int mb_link_send_rep(struct mb_conn *c, uint32_t id, int status, const void *data, size_t len);
 bool mb_link_peer_wants(struct mb_conn *c, const char *subject);

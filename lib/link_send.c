@@ -191,7 +191,7 @@ int mb_link_send_rep(struct mb_conn *c, uint32_t id, int status, const void *dat
 /* ---- interest ------------------------------------------------------------- */
 
 /* What local (non-bridge) participants subscribe to and serve. */
-static int local_interest(msgbus_bus *b, struct names *subs, struct names *svcs)
+int mb_link_local_interest(msgbus_bus *b, struct names *subs, struct names *svcs)
 {
 	int rc = 0;
 	for (uint32_t s = 0; s < b->cfg.max_subs && !rc; s++) {
@@ -243,7 +243,7 @@ static void send_diff(struct mb_conn *c, const struct names *now, struct names *
 static void advertise(struct mb_conn *c, struct names *adv_subs, struct names *adv_svcs)
 {
 	struct names subs = { 0 }, svcs = { 0 };
-	if (local_interest(c->lb, &subs, &svcs) == 0) {
+	if (mb_link_local_interest(c->lb, &subs, &svcs) == 0) {
 		send_diff(c, &subs, adv_subs, MB_F_SUB, MB_F_UNSUB);
 		send_diff(c, &svcs, adv_svcs, MB_F_SERVE, MB_F_UNSERVE);
 		link_flush(c);

@@ -4,6 +4,7 @@
  * link.c; this file only decides when connections start and stop.
  */
 #include "link.h"
+#include "nats.h"
 #include "sub.h"
 
 #include <errno.h>
@@ -409,12 +410,29 @@ static void *connector_main(void *arg)
 	return NULL;
 }
 
+/* Link kinds other than tcp://, by URL scheme: each connects in its own
+ * files and is stopped at close (mb_links_stop). */
+static const struct link_kind {
+	const char *scheme;
+	int (*connect)(struct mb_links *ls, const char *url);
+	void (*stop)(struct mb_links *ls);
+} link_kinds[] = {
+	{ "nats://", mb_nats_connect_url, mb_nats_stop },
+};
+#define NKINDS (sizeof(link_kinds) / sizeof(link_kinds[0]))
+
 int msgbus_connect(msgbus_bus *bus, const char *url)
 {
 	char host[256], port[8];
 	struct mb_link_limits lim;
 	if (!bus)
 		return MSGBUS_EINVAL;
+	for (size_t k = 0; url && k < NKINDS; k++) {
+		if (!strncmp(url, link_kinds[k].scheme, strlen(link_kinds[k].scheme))) {
+			struct mb_links *ls = links_of(bus);
+			return ls ? link_kinds[k].connect(ls, url) : MSGBUS_ENOMEM;
+		}
+	}
 	int rc = parse_tcp_url(url, false, host, sizeof(host), port, &lim);
 	if (rc)
 		return rc;
@@ -468,6 +486,8 @@ void mb_links_stop(msgbus_bus *b)
 		mb_sock_shutdown(l->fd);
 	pthread_mutex_unlock(&ls->lock);
 	mb_conn_shutdown_all(ls);
+	for (size_t k = 0; k < NKINDS; k++)
+		link_kinds[k].stop(ls);
 	for (struct mb_listener *l = ls->listeners; l; l = l->next)
 		pthread_join(l->thread, NULL);
 	while (ls->connectors) {

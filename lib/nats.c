@@ -1,0 +1,518 @@
+/*
+ * nats.c - nats:// links: the URL, and the connection thread (connect
+ * through the server list with backoff, handshake, read); see
+ * nats_link.h. nats_tx.c writes.
+ */
+#include "link_conn.h"
+#include "nats.h"
+#include "nats_link.h"
+#include "sub.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NATS_BACKOFF_MIN_MS 50u
+#define NATS_BACKOFF_MAX_MS 2000u
+#define READ_POLL_MS 100      /* how often rx looks at closing */
+#define NATS_HANDSHAKE_MS 2000u    /* INFO, then PONG after CONNECT, within this */
+#define IDLE_PING_MS 2000u    /* a PING after this long without input */
+#define NATS_DEAD_AFTER_MS 6000u   /* no input at all for this long: gone */
+#define DEFAULT_MAX_PAYLOAD (1u << 20)
+
+/* ---- URL ------------------------------------------------------------------- */
+
+/* host:port or [v6]:port, port optional (4222); false: malformed. */
+static bool parse_server(const char *s, size_t len, struct nats_server *out)
+{
+	const char *colon = NULL, *h = s;
+	size_t hlen;
+	if (len && *s == '[') {
+		const char *end = memchr(s, ']', len);
+		if (!end)
+			return false;
+		h = s + 1;
+		hlen = (size_t)(end - h);
+		if (end + 1 < s + len) {
+			if (end[1] != ':')
+				return false;
+			colon = end + 1;
+		}
+	} else {
+		for (size_t i = len; i-- > 0;)
+			if (s[i] == ':') {
+				colon = s + i;
+				break;
+			}
+		hlen = colon ? (size_t)(colon - s) : len;
+	}
+	size_t plen = colon ? (size_t)(s + len - colon - 1) : 0;
+	if (hlen == 0 || hlen >= sizeof(out->host) || (colon && (plen < 1 || plen > 5)))
+		return false;
+	memcpy(out->host, h, hlen);
+	out->host[hlen] = '\0';
+	if (!colon) {
+		snprintf(out->port, sizeof(out->port), "%s", NATS_DEFAULT_PORT);
+		return true;
+	}
+	for (size_t i = 0; i < plen; i++)
+		if (colon[1 + i] < '0' || colon[1 + i] > '9')
+			return false;
+	memcpy(out->port, colon + 1, plen);
+	out->port[plen] = '\0';
+	return atoi(out->port) >= 1 && atoi(out->port) <= 65535;
+}
+
+/* A server learned from INFO connect_urls, unless known or full. */
+static void add_server(struct mb_nats *n, const char *hostport)
+{
+	struct nats_server s;
+	if (!parse_server(hostport, strlen(hostport), &s))
+		return;
+	for (uint32_t i = 0; i < n->nsrv; i++)
+		if (!strcmp(n->srv[i].host, s.host) && !strcmp(n->srv[i].port, s.port))
+			return;
+	if (n->nsrv < NATS_SERVERS_MAX)
+		n->srv[n->nsrv++] = s;
+}
+
+/* user:pass or token, before the '@'. */
+static bool parse_creds(struct mb_nats *n, const char *s, size_t len)
+{
+	const char *colon = memchr(s, ':', len);
+	if (len == 0 || len >= NATS_CRED_MAX)
+		return false;
+	if (!colon) {
+		memcpy(n->token, s, len);
+		return true;
+	}
+	memcpy(n->user, s, (size_t)(colon - s));
+	memcpy(n->pass, colon + 1, len - (size_t)(colon - s) - 1);
+	return colon > s;
+}
+
+/* ?export=PATTERN[,PATTERN...] */
+static bool parse_query(struct mb_nats *n, const char *q)
+{
+	if (strncmp(q, "export=", 7) || !q[7])
+		return false;
+	for (q += 7; *q;) {
+		size_t len = strcspn(q, ","), checked;
+		if (n->nexports == NATS_EXPORTS_MAX || len == 0 || len > MB_SUBJECT_MAX)
+			return false;
+		char *p = strndup(q, len);
+		if (!p)
+			return false;
+		n->exports[n->nexports++] = p;
+		if (mb_subject_check(p, &checked, true, NULL) || checked != len)
+			return false;
+		q += len;
+		if (*q == ',' && !*++q)
+			return false; /* a trailing ',' */
+	}
+	return true;
+}
+
+static int parse_url(struct mb_nats *n, const char *url)
+{
+	const char *s = url + 7, *q = strchr(s, '?');
+	size_t len = q ? (size_t)(q - s) : strlen(s);
+	const char *at = NULL;
+	for (size_t i = 0; i < len; i++)
+		if (s[i] == '@')
+			at = s + i; /* the last: a password may hold one */
+	if (at) {
+		if (!parse_creds(n, s, (size_t)(at - s)))
+			return MSGBUS_EINVAL;
+		len -= (size_t)(at + 1 - s);
+		s = at + 1;
+	}
+	while (len) {
+		size_t one = 0;
+		while (one < len && s[one] != ',')
+			one++;
+		if (n->nsrv == NATS_SERVERS_MAX || !parse_server(s, one, &n->srv[n->nsrv]))
+			return MSGBUS_EINVAL;
+		n->nsrv++;
+		s += one;
+		len -= one;
+		if (len && (--len == 0))
+			return MSGBUS_EINVAL; /* a trailing ',' */
+		s += len ? 1 : 0;
+	}
+	if (n->nsrv == 0 || (q && !parse_query(n, q + 1)))
+		return MSGBUS_EINVAL;
+	snprintf(n->shown, sizeof(n->shown), "nats://%s%s", at ? "***@" : "", at ? at + 1 : url + 7);
+	return 0;
+}
+
+/* ---- the connection -------------------------------------------------------- */
+
+void mb_nats_logf(struct mb_nats *n, const char *what, const char *why)
+{
+	mb_link_logf("msgbus: link %s: %s: %s\n", n->shown, what, why);
+}
+
+struct rx {
+	uint8_t *buf;
+	size_t cap, len, off;
+	uint64_t max_payload;
+	uint64_t last_rx_ns, ping_sent_ns; /* ping_sent_ns 0: none outstanding */
+};
+
+static bool send_simple(struct mb_nats *n, int fd, const char *line)
+{
+	pthread_mutex_lock(&n->wlock);
+	int rc = mb_sock_write2(fd, line, strlen(line), NULL, 0, (int)NATS_DEAD_AFTER_MS);
+	pthread_mutex_unlock(&n->wlock);
+	return rc == 0;
+}
+
+/* Read more into r; false at the end of the stream or an error. A read
+ * that times out is true with nothing added. */
+static bool rx_read(struct mb_nats *n, int fd, struct rx *r)
+{
+	(void)n;
+	if (r->off && r->off == r->len)
+		r->off = r->len = 0;
+	if (r->off && r->cap - r->len < MB_NATS_LINE_MAX) {
+		memmove(r->buf, r->buf + r->off, r->len - r->off);
+		r->len -= r->off;
+		r->off = 0;
+	}
+	if (r->len == r->cap)
+		return true; /* cannot happen: the parser refuses more */
+	long got = mb_sock_read(fd, r->buf + r->len, r->cap - r->len);
+	if (got == -EAGAIN || got == -EINTR)
+		return true;
+	if (got <= 0)
+		return false;
+	r->len += (size_t)got;
+	r->last_rx_ns = mb_now_ns();
+	return true;
+}
+
+/* A MSG from NATS, published on the bus without waiting: a full bus drops
+ * it (counted) rather than stall the connection. */
+static void on_msg(struct mb_nats *n, const struct mb_nats_in *in)
+{
+	char subject[MB_SUBJECT_MAX + 1];
+	int rc = MSGBUS_EINVAL;
+	if (in->subject_len <= MB_SUBJECT_MAX) {
+		memcpy(subject, in->subject, in->subject_len);
+		subject[in->subject_len] = '\0';
+		rc = mb_link_may_create(n->lb, subject, in->subject_len)
+		             ? msgbus_publish(n->lb, subject, in->payload, in->payload_len, 0)
+		             : MSGBUS_ELIMIT;
+	}
+	atomic_fetch_add(rc ? &n->ls->undelivered : &n->ls->received, 1);
+}
+
+enum item_rc { ITEM_OK, ITEM_PONG, ITEM_ERR, ITEM_BAD };
+
+static enum item_rc on_item(struct mb_nats *n, int fd, const struct mb_nats_in *in,
+                            const struct mb_nats_info *info)
+{
+	switch (in->op) {
+	case MB_NATS_INFO:
+		for (uint32_t i = 0; i < info->nurls; i++)
+			add_server(n, info->urls[i]);
+		return ITEM_OK;
+	case MB_NATS_PING:
+		return send_simple(n, fd, "PONG\r\n") ? ITEM_OK : ITEM_BAD;
+	case MB_NATS_PONG: return ITEM_PONG;
+	case MB_NATS_ERR: {
+		char text[256];
+		snprintf(text, sizeof(text), "'%.*s'", (int)(in->text_len < 200 ? in->text_len : 200),
+		         in->text);
+		mb_nats_logf(n, "-ERR from the server", text);
+		return ITEM_ERR;
+	}
+	case MB_NATS_MSG:
+	case MB_NATS_HMSG:
+		if (n->lb)
+			on_msg(n, in);
+		return ITEM_OK;
+	default: return ITEM_OK;
+	}
+}
+
+/* Handle the whole items in r. The kinds seen are or-ed into *seen (bit
+ * per item_rc); false: bad input (logged, counted). */
+static bool rx_items(struct mb_nats *n, int fd, struct rx *r, unsigned *seen)
+{
+	for (;;) {
+		struct mb_nats_in in;
+		struct mb_nats_info info;
+		const char *why = "";
+		long took = mb_nats_parse(r->buf + r->off, r->len - r->off, r->max_payload, &in, &info,
+		                          &why);
+		if (took == MB_NATS_MORE)
+			return true;
+		if (took == MB_NATS_BAD) {
+			mb_nats_logf(n, "closing on bad input", why);
+			atomic_fetch_add(&n->ls->bad_frames, 1);
+			return false;
+		}
+		r->off += (size_t)took;
+		enum item_rc rc = on_item(n, fd, &in, &info);
+		if (rc == ITEM_BAD)
+			return false;
+		*seen |= 1u << rc;
+	}
+}
+
+/* The first INFO, within NATS_HANDSHAKE_MS: sizes the read buffer. */
+static bool read_info(struct mb_nats *n, int fd, struct rx *r)
+{
+	uint64_t end = mb_now_ns() + NATS_HANDSHAKE_MS * 1000000ull;
+	while (mb_now_ns() < end && !mb_nats_stopping(n)) {
+		if (!rx_read(n, fd, r))
+			return false;
+		struct mb_nats_in in;
+		struct mb_nats_info info;
+		const char *why = "";
+		long took = mb_nats_parse(r->buf, r->len, 0, &in, &info, &why);
+		if (took == MB_NATS_MORE)
+			continue;
+		if (took == MB_NATS_BAD || in.op != MB_NATS_INFO) {
+			mb_nats_logf(n, "closing: the server's first line is not INFO",
+			             took == MB_NATS_BAD ? why : "another operation");
+			atomic_fetch_add(&n->ls->bad_frames, 1);
+			return false;
+		}
+		r->off = (size_t)took;
+		r->max_payload = info.max_payload ? info.max_payload : DEFAULT_MAX_PAYLOAD;
+		if (r->max_payload > MB_NATS_PAYLOAD_MAX)
+			r->max_payload = MB_NATS_PAYLOAD_MAX;
+		for (uint32_t i = 0; i < info.nurls; i++)
+			add_server(n, info.urls[i]);
+		size_t need = mb_nats_buf_need(r->max_payload);
+		uint8_t *b = realloc(r->buf, need);
+		if (!b)
+			return false;
+		r->buf = b;
+		r->cap = need;
+		return true;
+	}
+	return false;
+}
+
+/* CONNECT and PING, then the PONG (or an -ERR) within NATS_HANDSHAKE_MS. */
+static bool handshake(struct mb_nats *n, int fd, struct rx *r)
+{
+	char line[1024];
+	size_t len = mb_nats_connect(line, sizeof(line) - 8, n->user[0] ? n->user : NULL,
+	                             n->pass[0] ? n->pass : NULL, n->token[0] ? n->token : NULL,
+	                             "libmsgbus");
+	if (!len)
+		return false;
+	memcpy(line + len, "PING\r\n", 7);
+	if (!send_simple(n, fd, line))
+		return false;
+	uint64_t end = mb_now_ns() + NATS_HANDSHAKE_MS * 1000000ull;
+	while (mb_now_ns() < end && !mb_nats_stopping(n)) {
+		unsigned seen = 0;
+		if (!rx_items(n, fd, r, &seen) || (seen & 1u << ITEM_ERR))
+			return false;
+		if (seen & 1u << ITEM_PONG)
+			return true;
+		if (!rx_read(n, fd, r))
+			return false;
+	}
+	mb_nats_logf(n, "closing", "no PONG to CONNECT in time");
+	return false;
+}
+
+/* The link is usable: tx may write, and re-sends every SUB. */
+static void set_up(struct mb_nats *n, int fd, uint64_t max_payload, bool up)
+{
+	pthread_mutex_lock(&n->wlock);
+	n->fd = up ? fd : -1;
+	n->up = up;
+	n->max_payload = max_payload;
+	if (up)
+		n->epoch++;
+	pthread_mutex_unlock(&n->wlock);
+	if (up)
+		atomic_fetch_add(&n->ls->up, 1);
+	else
+		atomic_fetch_sub(&n->ls->up, 1);
+}
+
+/* Read until the connection drops; answer PINGs, send ours when idle. */
+static void run_up(struct mb_nats *n, int fd, struct rx *r)
+{
+	while (!mb_nats_stopping(n)) {
+		unsigned seen = 0;
+		if (!rx_items(n, fd, r, &seen))
+			return;
+		if (seen & 1u << ITEM_PONG)
+			r->ping_sent_ns = 0;
+		if (!rx_read(n, fd, r))
+			return;
+		uint64_t now = mb_now_ns(), idle = now - r->last_rx_ns;
+		if (idle > NATS_DEAD_AFTER_MS * 1000000ull) {
+			mb_nats_logf(n, "closing", "the server sent nothing for 6 s");
+			return;
+		}
+		if (idle > IDLE_PING_MS * 1000000ull && !r->ping_sent_ns) {
+			r->ping_sent_ns = now;
+			if (!send_simple(n, fd, "PING\r\n"))
+				return;
+		}
+	}
+}
+
+/* One connection to srv; true if it was up. */
+static bool run_connection(struct mb_nats *n, const struct nats_server *srv, bool again)
+{
+	int fd;
+	struct rx r = { 0 };
+	bool was_up = false;
+	if (mb_tcp_connect(srv->host, srv->port, &fd))
+		return false;
+	pthread_mutex_lock(&n->wlock);
+	n->conn_fd = fd;
+	bool closing = mb_nats_stopping(n);
+	pthread_mutex_unlock(&n->wlock);
+	mb_sock_set_read_timeout(fd, READ_POLL_MS);
+	mb_sock_set_write_timeout(fd, 250);
+	r.buf = malloc(MB_NATS_LINE_MAX);
+	r.cap = MB_NATS_LINE_MAX;
+	r.last_rx_ns = mb_now_ns();
+	if (!closing && r.buf && read_info(n, fd, &r) && handshake(n, fd, &r)) {
+		was_up = true;
+		if (again)
+			atomic_fetch_add(&n->ls->reconnects, 1);
+		set_up(n, fd, r.max_payload, true);
+		run_up(n, fd, &r);
+		set_up(n, fd, 0, false);
+	}
+	pthread_mutex_lock(&n->wlock);
+	n->conn_fd = -1;
+	pthread_mutex_unlock(&n->wlock);
+	mb_sock_shutdown(fd);
+	mb_close_fd(fd);
+	free(r.buf);
+	return was_up;
+}
+
+static void backoff_sleep(struct mb_nats *n, unsigned ms)
+{
+	for (unsigned t = 0; t < ms && !mb_nats_stopping(n); t += 20)
+		mb_nap_us(20000);
+}
+
+/* Connect through the server list, round after round; after a round
+ * where none stayed up, back off (doubling, capped). */
+static void *rx_main(void *arg)
+{
+	struct mb_nats *n = arg;
+	unsigned delay = NATS_BACKOFF_MIN_MS;
+	bool ever_up = false, round_ok = false;
+	while (!mb_nats_stopping(n)) {
+		struct nats_server s = n->srv[n->next_srv];
+		n->next_srv = (n->next_srv + 1) % n->nsrv;
+		if (run_connection(n, &s, ever_up)) {
+			ever_up = round_ok = true;
+			delay = NATS_BACKOFF_MIN_MS;
+		}
+		if (n->next_srv == 0) {
+			if (!round_ok) {
+				backoff_sleep(n, delay);
+				delay = delay * 2 > NATS_BACKOFF_MAX_MS ? NATS_BACKOFF_MAX_MS : delay * 2;
+			}
+			round_ok = false;
+		}
+	}
+	return NULL;
+}
+
+/* ---- start and stop -------------------------------------------------------- */
+
+static void nats_free(struct mb_nats *n)
+{
+	if (n->follow)
+		msgbus_unsubscribe(n->follow);
+	if (n->lb)
+		msgbus_close(n->lb);
+	for (uint32_t i = 0; i < n->nexports; i++)
+		free(n->exports[i]);
+	for (uint32_t i = 0; i < n->ntold; i++)
+		free(n->told[i].pattern);
+	free(n->told);
+	free(n->txbuf);
+	pthread_mutex_destroy(&n->wlock);
+	free(n);
+}
+
+/* The bridge handle and its follower; 0 or an error. */
+static int nats_open(struct mb_nats *n)
+{
+	int rc = mb_bus_reopen(n->ls->bus, &n->lb);
+	if (rc) {
+		n->lb = NULL;
+		return rc;
+	}
+	atomic_fetch_or(&mb_part_at(n->lb, n->lb->self)->flags, MB_PARTF_BRIDGE);
+	n->lb->spin_ns = 0; /* link threads sleep at once */
+	rc = msgbus_subscribe(n->lb, ">", MSGBUS_SUB_LOSSY, &n->follow);
+	if (rc)
+		n->follow = NULL;
+	n->txbuf = malloc(NATS_TXBUF);
+	return rc ? rc : n->txbuf ? 0 : MSGBUS_ENOMEM;
+}
+
+int mb_nats_connect_url(struct mb_links *ls, const char *url)
+{
+	struct mb_nats *n = calloc(1, sizeof(*n));
+	if (!n)
+		return MSGBUS_ENOMEM;
+	n->ls = ls;
+	n->fd = n->conn_fd = -1;
+	n->next_sid = 1;
+	pthread_mutex_init(&n->wlock, NULL);
+	int rc = parse_url(n, url);
+	if (!rc)
+		rc = nats_open(n);
+	if (!rc && pthread_create(&n->tx, NULL, mb_nats_tx_main, n))
+		rc = MSGBUS_ENOMEM;
+	if (!rc && pthread_create(&n->rx, NULL, rx_main, n)) {
+		atomic_store(&n->stop, true);
+		pthread_join(n->tx, NULL);
+		rc = MSGBUS_ENOMEM;
+	}
+	if (rc) {
+		nats_free(n);
+		return rc;
+	}
+	pthread_mutex_lock(&ls->lock);
+	n->next = ls->nats;
+	ls->nats = n;
+	pthread_mutex_unlock(&ls->lock);
+	return 0;
+}
+
+void mb_nats_stop(struct mb_links *ls)
+{
+	pthread_mutex_lock(&ls->lock);
+	struct mb_nats *list = ls->nats;
+	ls->nats = NULL;
+	pthread_mutex_unlock(&ls->lock);
+	for (struct mb_nats *n = list; n; n = n->next) {
+		atomic_store(&n->stop, true);
+		pthread_mutex_lock(&n->wlock);
+		if (n->conn_fd >= 0)
+			mb_sock_shutdown(n->conn_fd);
+		pthread_mutex_unlock(&n->wlock);
+	}
+	while (list) {
+		struct mb_nats *n = list;
+		list = n->next;
+		pthread_join(n->rx, NULL);
+		pthread_join(n->tx, NULL);
+		nats_free(n);
+	}
+}
