@@ -60,7 +60,9 @@ static bool told_add_locked(struct mb_nats *n, const char *pattern)
 		free(p);
 		return false;
 	}
-	n->told[n->ntold++] = (struct nats_told){ p, sid };
+	n->told[n->ntold].pattern = p;
+	n->told[n->ntold].sid = sid;
+	n->ntold++;
 	return true;
 }
 

@@ -514,6 +514,249 @@ START_TEST(test_server_sub_count)
 }
 END_TEST
 
+/* Standard error into a pipe while a test looks for a log line. */
+struct captured {
+	int saved, rd;
+};
+
+static void capture_start(struct captured *c)
+{
+	int p[2];
+	ck_assert_int_eq(pipe(p), 0);
+	fflush(stderr);
+	c->saved = dup(2);
+	dup2(p[1], 2);
+	close(p[1]);
+	c->rd = p[0];
+}
+
+static void capture_stop(struct captured *c)
+{
+	fflush(stderr);
+	dup2(c->saved, 2);
+	close(c->saved);
+	close(c->rd);
+}
+
+/* user/pass and token: good ones link, a bad one is logged with the
+ * server's words and the link stays down. */
+START_TEST(test_server_credentials)
+{
+	if (skip_without_server())
+		return;
+	struct natsd d = { 0 }, t = { 0 };
+	const char *const userpass[] = { "--user", "app", "--pass", "s3cret", NULL };
+	const char *const token[] = { "--auth", "t0ken", NULL };
+	natsd_start(&d, userpass);
+	natsd_start(&t, token);
+	char url[128], nurl[160];
+	tu_unique_url(url, sizeof(url), "inproc");
+	msgbus_bus *good = tu_open(url, NULL);
+	nats_url(nurl, sizeof(nurl), "app:s3cret", &d, NULL);
+	TU_ASSERT_OK(msgbus_connect(good, nurl));
+	nats_url(nurl, sizeof(nurl), "t0ken", &t, NULL);
+	TU_ASSERT_OK(msgbus_connect(good, nurl));
+	WAIT_FOR(link_stats(good).links_up == 2);
+
+	struct captured c;
+	char log[4096];
+	capture_start(&c);
+	tu_unique_url(url, sizeof(url), "inproc");
+	msgbus_bus *bad = tu_open(url, NULL);
+	nats_url(nurl, sizeof(nurl), "app:wrong", &d, NULL);
+	TU_ASSERT_OK(msgbus_connect(bad, nurl));
+	bool logged = read_until(c.rd, log, sizeof(log), "Authorization Violation", TU_WAIT_MS);
+	msgbus_link_stats st = link_stats(bad);
+	msgbus_close(bad); /* while captured: it may log again */
+	capture_stop(&c);
+	ck_assert_msg(logged, "no -ERR logged: %s", log);
+	ck_assert_ptr_null(strstr(log, "wrong")); /* the password is not logged */
+	ck_assert_uint_eq(st.links_up, 0);
+	msgbus_close(good);
+	natsd_stop(&d);
+	natsd_stop(&t);
+}
+END_TEST
+
+/* A message over the server's max_payload is never sent (the server would
+ * close the connection): counted undelivered; the link stays up. */
+START_TEST(test_server_max_payload)
+{
+	if (skip_without_server())
+		return;
+	struct natsd d = { 0 };
+	snprintf(d.conf, sizeof(d.conf), "/tmp/msgbus-natsd-%ld.conf", (long)getpid());
+	FILE *f = fopen(d.conf, "w");
+	ck_assert_ptr_nonnull(f);
+	fputs("max_payload: 1024\n", f);
+	fclose(f);
+	natsd_start(&d, NULL);
+	unlink(d.conf);
+	msgbus_bus *a = linked_bus(&d, NULL), *b = linked_bus(&d, NULL);
+	msgbus_sub *sb;
+	TU_ASSERT_OK(msgbus_subscribe(b, "big", 0, &sb));
+	WAIT_FOR(natsd_subs(&d, "big") == 1);
+	static char data[2048];
+	memset(data, 'z', sizeof(data));
+	TU_ASSERT_OK(msgbus_publish(a, "big", data, 1025, 1000)); /* one over */
+	TU_ASSERT_OK(msgbus_publish(a, "big", data, 1024, 1000));
+	msgbus_msg *m;
+	TU_ASSERT_OK(msgbus_recv(sb, &m, TU_WAIT_MS));
+	ck_assert_uint_eq(msgbus_msg_len(m), 1024);
+	msgbus_msg_release(m);
+	msgbus_link_stats st = link_stats(a);
+	ck_assert_uint_eq(st.undelivered, 1);
+	ck_assert_uint_eq(st.sent, 1);
+	ck_assert_uint_eq(st.links_up, 1);
+	ck_assert_uint_eq(st.reconnects, 0);
+	msgbus_unsubscribe(sb);
+	msgbus_close(a);
+	msgbus_close(b);
+	natsd_stop(&d);
+}
+END_TEST
+
+/* The server killed and started again on its port: both links come back
+ * by themselves, SUBs are sent again, messages flow. */
+START_TEST(test_server_reconnect)
+{
+	if (skip_without_server())
+		return;
+	struct natsd d = { 0 };
+	natsd_start(&d, NULL);
+	msgbus_bus *a = linked_bus(&d, NULL), *b = linked_bus(&d, NULL);
+	msgbus_sub *sb;
+	TU_ASSERT_OK(msgbus_subscribe(b, "r.*", 0, &sb));
+	WAIT_FOR(natsd_subs(&d, "r.*") == 1);
+	stream(a, "r.1", sb, 10);
+	kill(d.pid, SIGKILL);
+	waitpid(d.pid, NULL, 0);
+	d.pid = 0;
+	WAIT_FOR(link_stats(a).links_up == 0 && link_stats(b).links_up == 0);
+	natsd_start(&d, NULL);
+	WAIT_FOR(link_stats(a).links_up == 1 && link_stats(b).links_up == 1);
+	ck_assert_uint_ge(link_stats(a).reconnects, 1);
+	WAIT_FOR(natsd_subs(&d, "r.*") == 1);
+	stream(a, "r.2", sb, 10);
+	msgbus_unsubscribe(sb);
+	msgbus_close(a);
+	msgbus_close(b);
+	natsd_stop(&d);
+}
+END_TEST
+
+/* ?export=PATTERN: only those subjects go out. */
+START_TEST(test_server_export)
+{
+	if (skip_without_server())
+		return;
+	struct natsd d = { 0 };
+	natsd_start(&d, NULL);
+	msgbus_bus *a = linked_bus(&d, "?export=e.yes.>,e.also"), *b = linked_bus(&d, NULL);
+	msgbus_sub *sb;
+	TU_ASSERT_OK(msgbus_subscribe(b, "e.>", 0, &sb));
+	WAIT_FOR(natsd_subs(&d, "e.>") == 1);
+	TU_ASSERT_OK(msgbus_publish(a, "e.no", "1", 1, 1000));
+	TU_ASSERT_OK(msgbus_publish(a, "e.yes.1", "2", 1, 1000));
+	TU_ASSERT_OK(msgbus_publish(a, "e.also", "3", 1, 1000));
+	const char *want[] = { "e.yes.1", "e.also" };
+	for (int i = 0; i < 2; i++) {
+		msgbus_msg *m;
+		TU_ASSERT_OK(msgbus_recv(sb, &m, TU_WAIT_MS));
+		ck_assert_str_eq(msgbus_msg_subject(m), want[i]);
+		msgbus_msg_release(m);
+	}
+	ck_assert_uint_eq(link_stats(a).sent, 2);
+	/* malformed URLs */
+	const char *badq[] = { "?export=", "?export=a..b", "?export=a,", "?other=1" };
+	for (size_t i = 0; i < sizeof(badq) / sizeof(badq[0]); i++) {
+		char nurl[160];
+		nats_url(nurl, sizeof(nurl), NULL, &d, badq[i]);
+		TU_ASSERT_RC(msgbus_connect(a, nurl), MSGBUS_EINVAL);
+	}
+	TU_ASSERT_RC(msgbus_connect(a, "nats://"), MSGBUS_EINVAL);
+	TU_ASSERT_RC(msgbus_connect(a, "nats://h:1,"), MSGBUS_EINVAL);
+	TU_ASSERT_RC(msgbus_connect(a, "nats://h:99999"), MSGBUS_EINVAL);
+	TU_ASSERT_RC(msgbus_connect(a, "nats://@h:1"), MSGBUS_EINVAL);
+	TU_ASSERT_RC(msgbus_connect(a, "nats://:p@h:1"), MSGBUS_EINVAL);
+	TU_ASSERT_RC(msgbus_listen(a, "nats://127.0.0.1:0", NULL), MSGBUS_ENOTSUP);
+	msgbus_unsubscribe(sb);
+	msgbus_close(a);
+	msgbus_close(b);
+	natsd_stop(&d);
+}
+END_TEST
+
+/* ---- a fake server ------------------------------------------------------------ */
+
+static int listen_any(int *port)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t al = sizeof(a);
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	ck_assert_int_eq(listen(fd, 4), 0);
+	ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &al), 0);
+	*port = ntohs(a.sin_port);
+	return fd;
+}
+
+/* Accept the link, bring it up (INFO, the PONG to its PING), then send
+ * bad; the link must close the connection. */
+static void fake_round(int lfd, msgbus_bus *b, const char *bad, size_t bad_len, uint64_t bad_before)
+{
+	struct pollfd p = { lfd, POLLIN, 0 };
+	ck_assert_int_eq(poll(&p, 1, TU_WAIT_MS), 1);
+	int fd = accept(lfd, NULL, NULL);
+	ck_assert_int_ge(fd, 0);
+	const char *info = "INFO {\"server_id\":\"FAKE\",\"version\":\"2.9.10\",\"proto\":1,"
+	                   "\"headers\":true,\"max_payload\":4096}\r\n";
+	char buf[4096];
+	ck_assert_int_eq(tu_send_all(fd, info, strlen(info)), 0);
+	ck_assert(read_until(fd, buf, sizeof(buf), "PING\r\n", TU_WAIT_MS));
+	ck_assert_ptr_nonnull(strstr(buf, "\"echo\":false"));
+	ck_assert_int_eq(tu_send_all(fd, "PONG\r\n", 6), 0);
+	WAIT_FOR(link_stats(b).links_up == 1);
+	ck_assert_int_eq(tu_send_all(fd, bad, bad_len), 0);
+	WAIT_FOR(link_stats(b).links_up == 0);
+	ck_assert_uint_eq(link_stats(b).bad_frames, bad_before + 1);
+	/* closed by the link: the stream ends */
+	double end = tu_now_ms() + TU_WAIT_MS;
+	ssize_t got = 1;
+	while (got > 0 && tu_now_ms() < end) {
+		struct pollfd q = { fd, POLLIN, 0 };
+		if (poll(&q, 1, 50) == 1)
+			got = read(fd, buf, sizeof(buf));
+	}
+	ck_assert_int_eq(got, 0);
+	close(fd);
+}
+
+START_TEST(test_fake_server)
+{
+	int port, lfd = listen_any(&port);
+	char url[128], nurl[64];
+	tu_unique_url(url, sizeof(url), "inproc");
+	msgbus_bus *b = tu_open(url, NULL);
+	snprintf(nurl, sizeof(nurl), "nats://127.0.0.1:%d", port);
+	struct captured c;
+	capture_start(&c); /* the link logs each close */
+	TU_ASSERT_OK(msgbus_connect(b, nurl));
+	static char line[5000];
+	memset(line, 'a', sizeof(line));
+	const char *garbage = "HELLO THERE\r\n", *oversize = "MSG a 1 4097\r\n",
+	           *truncated = "MSG a 1 10\r\nabc\r\nMSG b 1 1\r\n";
+	fake_round(lfd, b, garbage, strlen(garbage), 0);
+	fake_round(lfd, b, oversize, strlen(oversize), 1);
+	fake_round(lfd, b, line, sizeof(line), 2);
+	fake_round(lfd, b, truncated, strlen(truncated), 3);
+	msgbus_close(b);
+	capture_stop(&c);
+	close(lfd);
+}
+END_TEST
+
 static TCase *nats_server_tcase(void)
 {
 	TCase *tc = tcase_create("server");
@@ -521,6 +764,11 @@ static TCase *nats_server_tcase(void)
 	tcase_add_test(tc, test_server_pubsub);
 	tcase_add_test(tc, test_server_no_loop);
 	tcase_add_test(tc, test_server_sub_count);
+	tcase_add_test(tc, test_server_credentials);
+	tcase_add_test(tc, test_server_max_payload);
+	tcase_add_test(tc, test_server_reconnect);
+	tcase_add_test(tc, test_server_export);
+	tcase_add_test(tc, test_fake_server);
 	return tc;
 }
 
