@@ -51,6 +51,21 @@ static void call_free(msgbus_call *call)
 	free(call);
 }
 
+bool (*_Atomic mb_call_no_worker)(msgbus_bus *bus, const char *service);
+
+/* The service's topic and queue slot, if a worker is registered: say
+ * "no responders" now rather than at the deadline. */
+static int find_workers(msgbus_bus *bus, const char *service, uint32_t *t, uint32_t *slot,
+                        char *subject)
+{
+	int rc = mb_service_topic(bus, service, false, MB_NO_WAIT, t, subject);
+	if (rc)
+		return rc == MSGBUS_ENOENT ? MSGBUS_ENORESPONDERS : rc;
+	if (mb_service_slot(bus, *t, slot) || !mb_service_has_workers(bus, *slot, false))
+		return MSGBUS_ENORESPONDERS;
+	return 0;
+}
+
 int msgbus_call_start(msgbus_bus *bus, const char *service, const void *data, size_t len,
                       int timeout_ms, msgbus_call **out)
 {
@@ -61,12 +76,13 @@ int msgbus_call_start(msgbus_bus *bus, const char *service, const void *data, si
 		return MSGBUS_EMSGSIZE;
 	uint32_t t, slot;
 	char subject[MB_SUBJECT_MAX + 1];
-	int rc = mb_service_topic(bus, service, false, MB_NO_WAIT, &t, subject);
+	int rc = find_workers(bus, service, &t, &slot, subject);
+	bool (*route)(msgbus_bus *, const char *) =
+		atomic_load_explicit(&mb_call_no_worker, memory_order_acquire);
+	if (rc == MSGBUS_ENORESPONDERS && route && route(bus, service))
+		rc = find_workers(bus, service, &t, &slot, subject);
 	if (rc)
-		return rc == MSGBUS_ENOENT ? MSGBUS_ENORESPONDERS : rc;
-	/* No registered worker: say so now rather than at the deadline. */
-	if (mb_service_slot(bus, t, &slot) || !mb_service_has_workers(bus, slot, false))
-		return MSGBUS_ENORESPONDERS;
+		return rc;
 	msgbus_call *call = calloc(1, sizeof(*call));
 	if (!call)
 		return MSGBUS_ENOMEM;

@@ -7,6 +7,7 @@
 #include "nats.h"
 #include "nats_link.h"
 #include "sub.h"
+#include "wait.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -209,6 +210,23 @@ static void on_msg(struct mb_nats *n, const struct mb_nats_in *in)
 	atomic_fetch_add(rc ? &n->ls->undelivered : &n->ls->received, 1);
 }
 
+/* A MSG for the inbox, for a local service, or for subscribers. */
+static void dispatch_msg(struct mb_nats *n, const struct mb_nats_in *in)
+{
+	char service[MB_SUBJECT_MAX + 1];
+	if (in->sid == NATS_INBOX_SID) {
+		mb_nats_on_reply(n, in);
+		return;
+	}
+	pthread_mutex_lock(&n->wlock);
+	bool svc = mb_nats_sid_service_locked(n, in->sid, service, sizeof(service));
+	pthread_mutex_unlock(&n->wlock);
+	if (svc)
+		mb_nats_on_request(n, service, in);
+	else
+		on_msg(n, in);
+}
+
 enum item_rc { ITEM_OK, ITEM_PONG, ITEM_ERR, ITEM_BAD };
 
 static enum item_rc on_item(struct mb_nats *n, int fd, const struct mb_nats_in *in,
@@ -231,8 +249,7 @@ static enum item_rc on_item(struct mb_nats *n, int fd, const struct mb_nats_in *
 	}
 	case MB_NATS_MSG:
 	case MB_NATS_HMSG:
-		if (n->lb)
-			on_msg(n, in);
+		dispatch_msg(n, in);
 		return ITEM_OK;
 	default: return ITEM_OK;
 	}
@@ -308,8 +325,10 @@ static bool handshake(struct mb_nats *n, int fd, struct rx *r)
 	                             "libmsgbus");
 	if (!len)
 		return false;
-	memcpy(line + len, "PING\r\n", 7);
-	if (!send_simple(n, fd, line))
+	/* The reply inbox, before the PING: up means it is subscribed. */
+	int k = snprintf(line + len, sizeof(line) - len, "SUB %s* %u\r\nPING\r\n", n->inbox,
+	                 NATS_INBOX_SID);
+	if (k <= 0 || (size_t)k >= sizeof(line) - len || !send_simple(n, fd, line))
 		return false;
 	uint64_t end = mb_now_ns() + NATS_HANDSHAKE_MS * 1000000ull;
 	while (mb_now_ns() < end && !mb_nats_stopping(n)) {
@@ -389,6 +408,7 @@ static bool run_connection(struct mb_nats *n, const struct nats_server *srv, boo
 		set_up(n, fd, r.max_payload, true);
 		run_up(n, fd, &r);
 		set_up(n, fd, 0, false);
+		mb_nats_fail_pending(n, MSGBUS_EPEERDIED);
 	}
 	pthread_mutex_lock(&n->wlock);
 	n->conn_fd = -1;
@@ -434,6 +454,7 @@ static void *rx_main(void *arg)
 
 static void nats_free(struct mb_nats *n)
 {
+	mb_nats_rr_end(n); /* before the handle its workers use */
 	if (n->follow)
 		msgbus_unsubscribe(n->follow);
 	if (n->lb)
@@ -465,6 +486,21 @@ static int nats_open(struct mb_nats *n)
 	return rc ? rc : n->txbuf ? 0 : MSGBUS_ENOMEM;
 }
 
+static int start_threads(struct mb_nats *n)
+{
+	if (pthread_create(&n->tx, NULL, mb_nats_tx_main, n))
+		return MSGBUS_ENOMEM;
+	if (pthread_create(&n->rr, NULL, mb_nats_rr_main, n) == 0) {
+		if (pthread_create(&n->rx, NULL, rx_main, n) == 0)
+			return 0;
+		atomic_store(&n->stop, true);
+		pthread_join(n->rr, NULL);
+	}
+	atomic_store(&n->stop, true);
+	pthread_join(n->tx, NULL);
+	return MSGBUS_ENOMEM;
+}
+
 int mb_nats_connect_url(struct mb_links *ls, const char *url)
 {
 	struct mb_nats *n = calloc(1, sizeof(*n));
@@ -472,18 +508,13 @@ int mb_nats_connect_url(struct mb_links *ls, const char *url)
 		return MSGBUS_ENOMEM;
 	n->ls = ls;
 	n->fd = n->conn_fd = -1;
-	n->next_sid = 1;
+	n->next_sid = NATS_INBOX_SID + 1;
 	pthread_mutex_init(&n->wlock, NULL);
+	mb_nats_rr_init(n);
 	int rc = parse_url(n, url);
 	if (!rc)
 		rc = nats_open(n);
-	if (!rc && pthread_create(&n->tx, NULL, mb_nats_tx_main, n))
-		rc = MSGBUS_ENOMEM;
-	if (!rc && pthread_create(&n->rx, NULL, rx_main, n)) {
-		atomic_store(&n->stop, true);
-		pthread_join(n->tx, NULL);
-		rc = MSGBUS_ENOMEM;
-	}
+	rc = rc ? rc : start_threads(n);
 	if (rc) {
 		nats_free(n);
 		return rc;
@@ -513,6 +544,8 @@ void mb_nats_stop(struct mb_links *ls)
 		list = n->next;
 		pthread_join(n->rx, NULL);
 		pthread_join(n->tx, NULL);
+		mb_ec_kick(&mb_part_at(n->lb, n->lb->self)->reply_ec);
+		pthread_join(n->rr, NULL);
 		nats_free(n);
 	}
 }

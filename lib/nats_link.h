@@ -29,16 +29,43 @@
 #define NATS_EXPORTS_MAX 64u
 #define NATS_DEFAULT_PORT "4222"
 #define NATS_TXBUF (64u << 10)
+#define NATS_PENDING 1024u  /* local requests awaiting a reply from NATS */
+#define NATS_PROXIED_MAX 64u /* service names the link serves for NATS */
+#define NATS_INBOX_SID 1u    /* the sid of the reply inbox's SUB */
+/* A request from NATS waits this long for a local worker's reply. */
+#define NATS_REMOTE_REQ_MS 5000
 
 struct nats_server {
 	char host[256];
 	char port[8];
 };
 
-/* A local subscription pattern told to the server, and its sid. */
+/* A local subscription pattern, or a service name (a queue SUB), told
+ * to the server, and its sid. */
 struct nats_told {
 	char *pattern;
 	uint64_t sid;
+	bool svc;
+};
+
+/* A local request sent to NATS: its reply comes to inbox + id. */
+struct nats_out {
+	msgbus_req *req; /* NULL: free */
+	uint64_t id;
+};
+
+/* A service name the link serves on its bridge handle, for NATS. */
+struct nats_proxied {
+	struct mb_nats *n;
+	msgbus_service *svc;
+	char name[MB_SUBJECT_MAX + 1];
+};
+
+/* A request from NATS, called on a local worker; the reply goes to reply. */
+struct nats_in_call {
+	msgbus_call *call;
+	char reply[MB_NATS_LINE_MAX / 2];
+	struct nats_in_call *next;
 };
 
 struct mb_nats {
@@ -49,7 +76,7 @@ struct mb_nats {
 	uint32_t nexports;
 	msgbus_bus *lb; /* the link's own, bridge-marked handle */
 	msgbus_sub *follow; /* ">" on lb, lossy: what local participants publish */
-	pthread_t rx, tx;
+	pthread_t rx, tx, rr;
 	_Atomic bool stop; /* the bus closes, or the link failed to start */
 
 	/* Servers: the URL's, then connect_urls from INFO. rx only. */
@@ -65,7 +92,16 @@ struct mb_nats {
 	uint64_t max_payload;
 	int conn_fd; /* the socket of the connection being made, for shutdown */
 
-	/* tx only */
+	/* Request/reply (nats_rr.c), under rrlock. */
+	pthread_mutex_t rrlock;
+	char inbox[48]; /* "_INBOX.<unique>." */
+	struct nats_out out[NATS_PENDING];
+	uint64_t next_id;
+	struct nats_proxied *proxied[NATS_PROXIED_MAX];
+	uint32_t nproxied;
+	struct nats_in_call *calls;
+
+	/* tx only (told: changed under wlock too, read by rx under it) */
 	struct nats_told *told;
 	uint32_t ntold, told_cap;
 	uint64_t next_sid;
@@ -87,5 +123,20 @@ void *mb_nats_tx_main(void *arg);
 bool mb_nats_write_locked(struct mb_nats *n, const void *a, size_t alen, const void *b,
                           size_t blen);
 void mb_nats_logf(struct mb_nats *n, const char *what, const char *why);
+/* The service name the SUB sid stands for, copied to name; false: sid is
+ * not a service's. Caller holds wlock. */
+bool mb_nats_sid_service_locked(struct mb_nats *n, uint64_t sid, char *name, size_t cap);
+
+/* nats_rr.c */
+void mb_nats_rr_init(struct mb_nats *n);
+void *mb_nats_rr_main(void *arg);
+/* A MSG to our inbox: the reply (or 503) to a forwarded request. */
+void mb_nats_on_reply(struct mb_nats *n, const struct mb_nats_in *in);
+/* A MSG for a local service: call a local worker, reply later. */
+void mb_nats_on_request(struct mb_nats *n, const char *service, const struct mb_nats_in *in);
+/* The connection dropped: requests in flight fail with err. */
+void mb_nats_fail_pending(struct mb_nats *n, int err);
+/* At the end: stop serving, fail and cancel what is left. */
+void mb_nats_rr_end(struct mb_nats *n);
 
 #endif

@@ -33,16 +33,28 @@ static void forget_told(struct mb_nats *n)
 	n->ntold = 0;
 }
 
-static int told_find(const struct mb_nats *n, const char *pattern)
+static int told_find(const struct mb_nats *n, const char *pattern, bool svc)
 {
 	for (uint32_t i = 0; i < n->ntold; i++)
-		if (!strcmp(n->told[i].pattern, pattern))
+		if (n->told[i].svc == svc && !strcmp(n->told[i].pattern, pattern))
 			return (int)i;
 	return -1;
 }
 
-/* SUB pattern on the server; false: no memory, or the link is down. */
-static bool told_add_locked(struct mb_nats *n, const char *pattern)
+bool mb_nats_sid_service_locked(struct mb_nats *n, uint64_t sid, char *name, size_t cap)
+{
+	for (uint32_t i = 0; i < n->ntold; i++) {
+		if (n->told[i].sid == sid) {
+			snprintf(name, cap, "%s", n->told[i].pattern);
+			return n->told[i].svc;
+		}
+	}
+	return false;
+}
+
+/* SUB pattern on the server (a service: its name, in the queue group of
+ * that name); false: no memory, or the link is down. */
+static bool told_add_locked(struct mb_nats *n, const char *pattern, bool svc)
 {
 	char line[MB_SUBJECT_MAX + 64];
 	if (n->ntold == n->told_cap) {
@@ -55,13 +67,14 @@ static bool told_add_locked(struct mb_nats *n, const char *pattern)
 	}
 	char *p = strdup(pattern);
 	uint64_t sid = n->next_sid++;
-	size_t len = mb_nats_sub(line, sizeof(line), pattern, NULL, sid);
+	size_t len = mb_nats_sub(line, sizeof(line), pattern, svc ? pattern : NULL, sid);
 	if (!p || !len || !mb_nats_write_locked(n, line, len, NULL, 0)) {
 		free(p);
 		return false;
 	}
 	n->told[n->ntold].pattern = p;
 	n->told[n->ntold].sid = sid;
+	n->told[n->ntold].svc = svc;
 	n->ntold++;
 	return true;
 }
@@ -77,8 +90,8 @@ static bool told_del_locked(struct mb_nats *n, uint32_t i)
 	return true;
 }
 
-/* Make the server's SUBs what local participants subscribe to now; false:
- * try again later. */
+/* Make the server's SUBs what local participants subscribe to and serve
+ * now; false: try again later. */
 static bool sync_interest(struct mb_nats *n, uint64_t epoch)
 {
 	struct names subs = { 0 }, svcs = { 0 };
@@ -86,10 +99,13 @@ static bool sync_interest(struct mb_nats *n, uint64_t epoch)
 	pthread_mutex_lock(&n->wlock);
 	ok = ok && n->up && n->epoch == epoch;
 	for (uint32_t i = 0; ok && i < subs.n; i++)
-		if (told_find(n, subs.v[i]) < 0)
-			ok = told_add_locked(n, subs.v[i]);
+		if (told_find(n, subs.v[i], false) < 0)
+			ok = told_add_locked(n, subs.v[i], false);
+	for (uint32_t i = 0; ok && i < svcs.n; i++)
+		if (told_find(n, svcs.v[i], true) < 0)
+			ok = told_add_locked(n, svcs.v[i], true);
 	for (uint32_t i = 0; ok && i < n->ntold;) {
-		if (mb_names_has(&subs, n->told[i].pattern))
+		if (mb_names_has(n->told[i].svc ? &svcs : &subs, n->told[i].pattern))
 			i++;
 		else
 			ok = told_del_locked(n, i);

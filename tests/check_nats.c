@@ -11,8 +11,12 @@
  *            order), no loop with both subscribed, one SUB per distinct
  *            pattern (the server's /connz), credentials good and bad, a
  *            message over max_payload refused and counted, reconnection
- *            after the server is killed and restarted, a fake server's
- *            bad input
+ *            after the server is killed and restarted, ?export=, request/
+ *            reply both ways, 503 -> MSGBUS_ENORESPONDERS at once, a
+ *            timeout, a request in flight at a drop -> MSGBUS_EPEERDIED
+ *  fake      a fake server from the test: garbage, an oversize MSG, a line
+ *            over 4096 bytes, a payload not ended by CRLF: each closes the
+ *            connection (bad_frames) and the process is unharmed
  * Without nats-server installed, the server cases say so in one line and
  * pass without running.
  */
@@ -687,6 +691,91 @@ START_TEST(test_server_export)
 }
 END_TEST
 
+/* ---- request/reply --------------------------------------------------------- */
+
+static void echo_worker(msgbus_req *req, void *arg)
+{
+	char out[256];
+	int len = snprintf(out, sizeof(out), "%s:%.*s", (const char *)arg,
+	                   (int)msgbus_req_len(req), (const char *)msgbus_req_data(req));
+	msgbus_respond(req, out, (size_t)len);
+}
+
+static void request_ok(msgbus_bus *b, const char *service, const char *data, const char *want)
+{
+	msgbus_msg *reply;
+	TU_ASSERT_OK(msgbus_request(b, service, data, strlen(data), &reply, TU_WAIT_MS));
+	ck_assert_uint_eq(msgbus_msg_len(reply), strlen(want));
+	ck_assert(!memcmp(msgbus_msg_data(reply), want, strlen(want)));
+	msgbus_msg_release(reply);
+}
+
+/* Both ways; a service nobody serves anywhere is "no responders" at once
+ * (the server's 503); a worker that never answers is a timeout. */
+START_TEST(test_server_reqrep)
+{
+	if (skip_without_server())
+		return;
+	struct natsd d = { 0 };
+	natsd_start(&d, NULL);
+	msgbus_bus *a = linked_bus(&d, NULL), *b = linked_bus(&d, NULL);
+	msgbus_service *inv, *ord, *slow;
+	TU_ASSERT_OK(msgbus_serve(b, "inventory", echo_worker, "inv", &inv));
+	TU_ASSERT_OK(msgbus_serve(a, "orders", echo_worker, "ord", &ord));
+	TU_ASSERT_OK(msgbus_serve(b, "slow", NULL, NULL, &slow)); /* never takes */
+	WAIT_FOR(natsd_subs(&d, "inventory") == 1 && natsd_subs(&d, "orders") == 1 &&
+	         natsd_subs(&d, "slow") == 1);
+	for (int i = 0; i < 20; i++) {
+		char q[32], want[48];
+		snprintf(q, sizeof(q), "item %d", i);
+		snprintf(want, sizeof(want), "inv:item %d", i);
+		request_ok(a, "inventory", q, want);
+		snprintf(want, sizeof(want), "ord:item %d", i);
+		request_ok(b, "orders", q, want);
+	}
+	request_ok(a, "orders", "local", "ord:local"); /* served locally */
+	msgbus_msg *reply;
+	double t0 = tu_now_ms();
+	TU_ASSERT_RC(msgbus_request(a, "nobody", "x", 1, &reply, 10000), MSGBUS_ENORESPONDERS);
+	ck_assert_msg(tu_now_ms() - t0 < 2000, "no responders took %.0f ms", tu_now_ms() - t0);
+	t0 = tu_now_ms();
+	TU_ASSERT_RC(msgbus_request(a, "slow", "x", 1, &reply, 300), MSGBUS_ETIMEDOUT);
+	ck_assert(tu_now_ms() - t0 >= 290 && tu_now_ms() - t0 < 3000);
+	msgbus_unserve(inv);
+	msgbus_unserve(ord);
+	msgbus_unserve(slow);
+	msgbus_close(a);
+	msgbus_close(b);
+	natsd_stop(&d);
+}
+END_TEST
+
+/* A request in flight when the connection drops fails at once. */
+START_TEST(test_server_req_drop)
+{
+	if (skip_without_server())
+		return;
+	struct natsd d = { 0 };
+	natsd_start(&d, NULL);
+	msgbus_bus *a = linked_bus(&d, NULL), *b = linked_bus(&d, NULL);
+	msgbus_service *slow;
+	TU_ASSERT_OK(msgbus_serve(b, "slow", NULL, NULL, &slow));
+	WAIT_FOR(natsd_subs(&d, "slow") == 1);
+	msgbus_call *call;
+	msgbus_msg *reply;
+	TU_ASSERT_OK(msgbus_call_start(a, "slow", "x", 1, 20000, &call));
+	/* the request has reached b's worker queue: b took it from NATS */
+	WAIT_FOR(link_stats(b).received == 1);
+	double t0 = tu_now_ms();
+	natsd_stop(&d);
+	TU_ASSERT_RC(msgbus_call_wait(call, &reply, TU_WAIT_MS), MSGBUS_EPEERDIED);
+	ck_assert(tu_now_ms() - t0 < TU_WAIT_MS);
+	msgbus_unserve(slow);
+	msgbus_close(a);
+	msgbus_close(b);
+}
+END_TEST
+
 /* ---- a fake server ------------------------------------------------------------ */
 
 static int listen_any(int *port)
@@ -768,6 +857,8 @@ static TCase *nats_server_tcase(void)
 	tcase_add_test(tc, test_server_max_payload);
 	tcase_add_test(tc, test_server_reconnect);
 	tcase_add_test(tc, test_server_export);
+	tcase_add_test(tc, test_server_reqrep);
+	tcase_add_test(tc, test_server_req_drop);
 	tcase_add_test(tc, test_fake_server);
 	return tc;
 }

@@ -1,0 +1,281 @@
+/*
+ * nats_rr.c - request/reply over a nats:// link.
+ *
+ * Out: a local request for a service no local worker serves asks the link
+ * (mb_call_no_worker, set here); the link then serves that name itself on
+ * its bridge handle, and each request it takes goes to NATS as a PUB with
+ * a reply subject under the link's inbox (one wildcard SUB per
+ * connection). The reply, or the server's 503 (no responders, at once),
+ * answers the local requester; a drop answers EPEERDIED; the requester's
+ * own deadline gives ETIMEDOUT.
+ * In: a local service is a queue SUB (queue group = its name, nats_tx.c),
+ * so NATS balances across buses and the bus across local workers; a
+ * request from NATS is called on a local worker from the bridge handle
+ * and its reply is PUB to the requester's reply subject by the rr thread.
+ */
+#include "link_conn.h"
+#include "nats_link.h"
+#include "rr.h"
+#include "wait.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#define RR_NAP_MS 20 /* the rr thread looks at expiries this often */
+
+/* ---- out: local requests to NATS -------------------------------------------- */
+
+/* Write the request under wlock; false: the link is down or it is too
+ * large for the server. */
+static bool send_request(struct mb_nats *n, const char *service, uint64_t id,
+                         const msgbus_req *req)
+{
+	char reply[96], head[MB_SUBJECT_MAX + 128];
+	size_t len = msgbus_req_len(req);
+	snprintf(reply, sizeof(reply), "%s%llu", n->inbox, (unsigned long long)id);
+	pthread_mutex_lock(&n->wlock);
+	size_t hl = mb_nats_pub(head, sizeof(head), service, reply, len);
+	bool ok = hl && n->up && len <= n->max_payload &&
+	          mb_nats_write_locked(n, head, hl, msgbus_req_data(req), len) &&
+	          mb_nats_write_locked(n, "\r\n", 2, NULL, 0);
+	pthread_mutex_unlock(&n->wlock);
+	return ok;
+}
+
+/* A local request taken by the link's worker for a name: to NATS. */
+static void on_local_request(msgbus_req *req, void *arg)
+{
+	struct nats_proxied *pa = arg;
+	struct mb_nats *n = pa->n;
+	pthread_mutex_lock(&n->rrlock);
+	uint64_t id = n->next_id++;
+	struct nats_out *o = &n->out[id % NATS_PENDING];
+	bool room = o->req == NULL;
+	if (room) {
+		o->req = req;
+		o->id = id;
+	}
+	pthread_mutex_unlock(&n->rrlock);
+	if (!room) {
+		mb_respond_error(req, MSGBUS_ELIMIT);
+		return;
+	}
+	if (send_request(n, pa->name, id, req))
+		return;
+	pthread_mutex_lock(&n->rrlock);
+	req = o->req && o->id == id ? o->req : NULL; /* a drop may have failed it */
+	o->req = req ? NULL : o->req;
+	pthread_mutex_unlock(&n->rrlock);
+	if (req)
+		mb_respond_error(req, MSGBUS_ENORESPONDERS);
+}
+
+/* Serve name on the bridge handle, for NATS; false: the limit, or no
+ * room on the bus. Caller holds rrlock. */
+static bool proxy_locked(struct mb_nats *n, const char *name)
+{
+	for (uint32_t i = 0; i < n->nproxied; i++)
+		if (!strcmp(n->proxied[i]->name, name))
+			return true; /* served already: the caller looks again */
+	if (n->nproxied == NATS_PROXIED_MAX)
+		return false;
+	struct nats_proxied *pa = malloc(sizeof(*pa));
+	if (!pa)
+		return false;
+	pa->n = n;
+	snprintf(pa->name, sizeof(pa->name), "%s", name);
+	if (msgbus_serve(n->lb, name, on_local_request, pa, &pa->svc)) {
+		free(pa);
+		return false;
+	}
+	n->proxied[n->nproxied++] = pa;
+	return true;
+}
+
+/* mb_call_no_worker: a request from bus (the handle that made the link,
+ * not a bridge: one hop) that no local worker serves. */
+static bool route_request(msgbus_bus *bus, const char *service)
+{
+	struct mb_links *ls = __atomic_load_n(&bus->links, __ATOMIC_ACQUIRE);
+	bool routed = false;
+	if (!ls || mb_link_is_bridge(bus, bus->self))
+		return false;
+	pthread_mutex_lock(&ls->lock);
+	for (struct mb_nats *n = ls->nats; n && !routed; n = n->next) {
+		pthread_mutex_lock(&n->wlock);
+		bool up = n->up;
+		pthread_mutex_unlock(&n->wlock);
+		if (!up)
+			continue;
+		pthread_mutex_lock(&n->rrlock);
+		routed = proxy_locked(n, service);
+		pthread_mutex_unlock(&n->rrlock);
+	}
+	pthread_mutex_unlock(&ls->lock);
+	return routed;
+}
+
+/* _INBOX.<prefix>.<id>: the id, or false. */
+static bool inbox_id(const struct mb_nats *n, const struct mb_nats_in *in, uint64_t *id)
+{
+	size_t pl = strlen(n->inbox);
+	uint64_t x = 0;
+	if (in->subject_len <= pl || in->subject_len - pl > 19 ||
+	    memcmp(in->subject, n->inbox, pl))
+		return false;
+	for (size_t i = pl; i < in->subject_len; i++) {
+		if (in->subject[i] < '0' || in->subject[i] > '9')
+			return false;
+		x = x * 10 + (uint64_t)(in->subject[i] - '0');
+	}
+	*id = x;
+	return true;
+}
+
+void mb_nats_on_reply(struct mb_nats *n, const struct mb_nats_in *in)
+{
+	uint64_t id;
+	msgbus_req *req = NULL;
+	if (!inbox_id(n, in, &id))
+		return;
+	pthread_mutex_lock(&n->rrlock);
+	struct nats_out *o = &n->out[id % NATS_PENDING];
+	if (o->req && o->id == id) {
+		req = o->req;
+		o->req = NULL;
+	}
+	pthread_mutex_unlock(&n->rrlock);
+	if (!req)
+		return; /* late: the requester gave up */
+	if (in->op == MB_NATS_HMSG && in->status == 503)
+		mb_respond_error(req, MSGBUS_ENORESPONDERS);
+	else if (in->op == MB_NATS_HMSG && in->status >= 400)
+		mb_respond_error(req, MSGBUS_EPROTO);
+	else
+		msgbus_respond(req, in->payload, in->payload_len);
+}
+
+/* Requests in flight that match: answered with err. expired_only: those
+ * whose requester's deadline has passed. */
+static void fail_out(struct mb_nats *n, int err, bool expired_only)
+{
+	uint64_t now = mb_now_ns();
+	for (uint32_t i = 0; i < NATS_PENDING; i++) {
+		pthread_mutex_lock(&n->rrlock);
+		msgbus_req *req = n->out[i].req;
+		if (req && (!expired_only || mb_req_deadline(req) <= now))
+			n->out[i].req = NULL;
+		else
+			req = NULL;
+		pthread_mutex_unlock(&n->rrlock);
+		if (req)
+			mb_respond_error(req, err);
+	}
+}
+
+void mb_nats_fail_pending(struct mb_nats *n, int err)
+{
+	fail_out(n, err, false);
+}
+
+/* ---- in: requests from NATS to local workers --------------------------------- */
+
+void mb_nats_on_request(struct mb_nats *n, const char *service, const struct mb_nats_in *in)
+{
+	struct nats_in_call *c = malloc(sizeof(*c));
+	if (!c || !in->reply || in->reply_len >= sizeof(c->reply) ||
+	    msgbus_call_start(n->lb, service, in->payload, in->payload_len, NATS_REMOTE_REQ_MS,
+	                      &c->call)) {
+		free(c);
+		atomic_fetch_add(&n->ls->undelivered, 1);
+		return;
+	}
+	memcpy(c->reply, in->reply, in->reply_len);
+	c->reply[in->reply_len] = '\0';
+	pthread_mutex_lock(&n->rrlock);
+	c->next = n->calls;
+	n->calls = c;
+	pthread_mutex_unlock(&n->rrlock);
+	atomic_fetch_add(&n->ls->received, 1);
+	mb_ec_kick(&mb_part_at(n->lb, n->lb->self)->reply_ec);
+}
+
+/* Look at every call once: replies go out, finished calls are freed. */
+static void poll_calls(struct mb_nats *n)
+{
+	pthread_mutex_lock(&n->rrlock);
+	struct nats_in_call *list = n->calls;
+	n->calls = NULL;
+	pthread_mutex_unlock(&n->rrlock);
+	while (list) {
+		struct nats_in_call *c = list;
+		list = c->next;
+		msgbus_msg *reply;
+		int rc = msgbus_call_wait(c->call, &reply, 0);
+		if (rc == MSGBUS_EAGAIN) {
+			pthread_mutex_lock(&n->rrlock);
+			c->next = n->calls;
+			n->calls = c;
+			pthread_mutex_unlock(&n->rrlock);
+			continue;
+		}
+		if (rc == 0) {
+			char head[MB_NATS_LINE_MAX];
+			size_t len = msgbus_msg_len(reply);
+			pthread_mutex_lock(&n->wlock);
+			size_t hl = mb_nats_pub(head, sizeof(head), c->reply, NULL, len);
+			bool ok = hl && len <= n->max_payload &&
+			          mb_nats_write_locked(n, head, hl, msgbus_msg_data(reply), len) &&
+			          mb_nats_write_locked(n, "\r\n", 2, NULL, 0);
+			pthread_mutex_unlock(&n->wlock);
+			atomic_fetch_add(ok ? &n->ls->sent : &n->ls->undelivered, 1);
+			msgbus_msg_release(reply);
+		}
+		free(c);
+	}
+}
+
+void *mb_nats_rr_main(void *arg)
+{
+	struct mb_nats *n = arg;
+	_Atomic uint32_t *ec = &mb_part_at(n->lb, n->lb->self)->reply_ec;
+	uint64_t next_sweep = 0;
+	while (!mb_nats_stopping(n)) {
+		uint32_t v = mb_ec_prepare(ec);
+		poll_calls(n);
+		uint64_t now = mb_now_ns();
+		if (now >= next_sweep) {
+			fail_out(n, MSGBUS_ETIMEDOUT, true); /* frees what nobody waits for */
+			next_sweep = now + RR_NAP_MS * 1000000ull;
+		}
+		mb_ec_sleep(ec, v, now, now + RR_NAP_MS * 1000000ull);
+	}
+	return NULL;
+}
+
+void mb_nats_rr_init(struct mb_nats *n)
+{
+	pthread_mutex_init(&n->rrlock, NULL);
+	n->next_id = 1;
+	/* Unique enough across buses and restarts: time and address. */
+	snprintf(n->inbox, sizeof(n->inbox), "_INBOX.mb%llx%llx.",
+	         (unsigned long long)mb_now_ns(), (unsigned long long)(uintptr_t)n);
+	atomic_store_explicit(&mb_call_no_worker, route_request, memory_order_release);
+}
+
+void mb_nats_rr_end(struct mb_nats *n)
+{
+	for (uint32_t i = 0; i < n->nproxied; i++) {
+		msgbus_unserve(n->proxied[i]->svc); /* joins its thread */
+		free(n->proxied[i]);
+	}
+	n->nproxied = 0;
+	mb_nats_fail_pending(n, MSGBUS_EPEERDIED);
+	while (n->calls) {
+		struct nats_in_call *c = n->calls;
+		n->calls = c->next;
+		msgbus_call_cancel(c->call);
+		free(c);
+	}
+	pthread_mutex_destroy(&n->rrlock);
+}
