@@ -129,12 +129,22 @@ static bool exported(const struct mb_nats *n, const char *subject)
 	return false;
 }
 
+/* Messages are counted as sent before their bytes can reach the server,
+ * so a peer that has them never sees stats that miss them; a write that
+ * fails takes the count back to undelivered. */
+static void unsend(struct mb_nats *n, uint32_t k)
+{
+	atomic_fetch_sub(&n->ls->sent, k);
+	atomic_fetch_add(&n->ls->undelivered, k);
+}
+
 /* Write what txbuf holds (count messages); count them sent or not. */
 static void flush_locked(struct mb_nats *n, uint32_t *count)
 {
 	if (n->txlen && *count) {
-		bool ok = mb_nats_write_locked(n, n->txbuf, n->txlen, NULL, 0);
-		atomic_fetch_add(ok ? &n->ls->sent : &n->ls->undelivered, *count);
+		atomic_fetch_add(&n->ls->sent, *count);
+		if (!mb_nats_write_locked(n, n->txbuf, n->txlen, NULL, 0))
+			unsend(n, *count);
 	}
 	n->txlen = 0;
 	*count = 0;
@@ -155,9 +165,10 @@ static void pub_locked(struct mb_nats *n, const msgbus_msg *m, uint32_t *count)
 		flush_locked(n, count);
 	if (hl + m->len + 2 > NATS_TXBUF) {
 		/* larger than the buffer: straight from the bus */
-		bool ok = mb_nats_write_locked(n, head, hl, m->data, m->len) &&
-		          mb_nats_write_locked(n, "\r\n", 2, NULL, 0);
-		atomic_fetch_add(ok ? &n->ls->sent : &n->ls->undelivered, 1);
+		atomic_fetch_add(&n->ls->sent, 1);
+		if (!mb_nats_write_locked(n, head, hl, m->data, m->len) ||
+		    !mb_nats_write_locked(n, "\r\n", 2, NULL, 0))
+			unsend(n, 1);
 		return;
 	}
 	memcpy(n->txbuf + n->txlen, head, hl);

@@ -663,13 +663,16 @@ START_TEST(test_server_export)
 	TU_ASSERT_OK(msgbus_publish(a, "e.no", "1", 1, 1000));
 	TU_ASSERT_OK(msgbus_publish(a, "e.yes.1", "2", 1, 1000));
 	TU_ASSERT_OK(msgbus_publish(a, "e.also", "3", 1, 1000));
-	const char *want[] = { "e.yes.1", "e.also" };
+	/* order holds per subject, not across subjects */
+	bool yes = false, also = false;
 	for (int i = 0; i < 2; i++) {
 		msgbus_msg *m;
 		TU_ASSERT_OK(msgbus_recv(sb, &m, TU_WAIT_MS));
-		ck_assert_str_eq(msgbus_msg_subject(m), want[i]);
+		yes = yes || !strcmp(msgbus_msg_subject(m), "e.yes.1");
+		also = also || !strcmp(msgbus_msg_subject(m), "e.also");
 		msgbus_msg_release(m);
 	}
+	ck_assert(yes && also);
 	ck_assert_uint_eq(link_stats(a).sent, 2);
 	/* malformed URLs */
 	const char *badq[] = { "?export=", "?export=a..b", "?export=a,", "?other=1" };
