@@ -25,21 +25,24 @@
 
 /* ---- out: local requests to NATS -------------------------------------------- */
 
-/* Write the request under wlock; false: the link is down or it is too
- * large for the server. */
-static bool send_request(struct mb_nats *n, const char *service, uint64_t id,
-                         const msgbus_req *req)
+/* Write the request under wlock: 0, MSGBUS_EMSGSIZE (over the server's
+ * max_payload: never sent) or MSGBUS_ENORESPONDERS (the link is down). */
+static int send_request(struct mb_nats *n, const char *service, uint64_t id,
+                        const msgbus_req *req)
 {
 	char reply[96], head[MB_SUBJECT_MAX + 128];
 	size_t len = msgbus_req_len(req);
+	int rc = MSGBUS_ENORESPONDERS;
 	snprintf(reply, sizeof(reply), "%s%llu", n->inbox, (unsigned long long)id);
 	pthread_mutex_lock(&n->wlock);
 	size_t hl = mb_nats_pub(head, sizeof(head), service, reply, len);
-	bool ok = hl && n->up && len <= n->max_payload &&
-	          mb_nats_write_locked(n, head, hl, msgbus_req_data(req), len) &&
-	          mb_nats_write_locked(n, "\r\n", 2, NULL, 0);
+	if (n->up && len > n->max_payload)
+		rc = MSGBUS_EMSGSIZE;
+	else if (hl && mb_nats_write_locked(n, head, hl, msgbus_req_data(req), len) &&
+	         mb_nats_write_locked(n, "\r\n", 2, NULL, 0))
+		rc = 0;
 	pthread_mutex_unlock(&n->wlock);
-	return ok;
+	return rc;
 }
 
 /* A local request taken by the link's worker for a name: to NATS. */
@@ -60,14 +63,15 @@ static void on_local_request(msgbus_req *req, void *arg)
 		mb_respond_error(req, MSGBUS_ELIMIT);
 		return;
 	}
-	if (send_request(n, pa->name, id, req))
+	int rc = send_request(n, pa->name, id, req);
+	if (rc == 0)
 		return;
 	pthread_mutex_lock(&n->rrlock);
 	req = o->req && o->id == id ? o->req : NULL; /* a drop may have failed it */
 	o->req = req ? NULL : o->req;
 	pthread_mutex_unlock(&n->rrlock);
 	if (req)
-		mb_respond_error(req, MSGBUS_ENORESPONDERS);
+		mb_respond_error(req, rc);
 }
 
 /* Serve name on the bridge handle, for NATS; false: the limit, or no

@@ -613,6 +613,11 @@ START_TEST(test_server_max_payload)
 	ck_assert_uint_eq(st.sent, 1);
 	ck_assert_uint_eq(st.links_up, 1);
 	ck_assert_uint_eq(st.reconnects, 0);
+	/* a request over max_payload fails at once, and is not sent */
+	msgbus_msg *reply;
+	TU_ASSERT_RC(msgbus_request(a, "far", data, 1025, &reply, 10000), MSGBUS_EMSGSIZE);
+	TU_ASSERT_RC(msgbus_request(a, "far", data, 1024, &reply, 10000), MSGBUS_ENORESPONDERS);
+	ck_assert_uint_eq(link_stats(a).links_up, 1);
 	msgbus_unsubscribe(sb);
 	msgbus_close(a);
 	msgbus_close(b);
