@@ -61,11 +61,16 @@ struct nats_proxied {
 	char name[MB_SUBJECT_MAX + 1];
 };
 
-/* A request from NATS, called on a local worker; the reply goes to reply. */
+/* A request from NATS, called on a local worker by the rr thread (rx
+ * only queues it: a full service ring must not stall the socket); the
+ * reply goes to reply. */
 struct nats_in_call {
-	msgbus_call *call;
+	msgbus_call *call; /* NULL: not called yet */
+	char service[MB_SUBJECT_MAX + 1];
 	char reply[MB_NATS_LINE_MAX / 2];
+	size_t len;
 	struct nats_in_call *next;
+	uint8_t data[]; /* len bytes, until called */
 };
 
 struct mb_nats {
@@ -99,7 +104,9 @@ struct mb_nats {
 	uint64_t next_id;
 	struct nats_proxied *proxied[NATS_PROXIED_MAX];
 	uint32_t nproxied;
-	struct nats_in_call *calls;
+	struct nats_in_call *calls; /* called, awaiting replies */
+	struct nats_in_call *queued, **queued_tail; /* to call, in order */
+	uint32_t nqueued;
 
 	/* tx only (told: changed under wlock too, read by rx under it) */
 	struct nats_told *told;

@@ -186,22 +186,58 @@ void mb_nats_fail_pending(struct mb_nats *n, int err)
 
 void mb_nats_on_request(struct mb_nats *n, const char *service, const struct mb_nats_in *in)
 {
-	struct nats_in_call *c = malloc(sizeof(*c));
-	if (!c || !in->reply || in->reply_len >= sizeof(c->reply) ||
-	    msgbus_call_start(n->lb, service, in->payload, in->payload_len, NATS_REMOTE_REQ_MS,
-	                      &c->call)) {
-		free(c);
-		atomic_fetch_add(&n->ls->undelivered, 1);
+	struct nats_in_call *c = NULL;
+	bool room;
+	pthread_mutex_lock(&n->rrlock);
+	room = n->nqueued < NATS_PENDING;
+	pthread_mutex_unlock(&n->rrlock);
+	if (room && in->reply && in->reply_len < sizeof(c->reply))
+		c = malloc(sizeof(*c) + in->payload_len);
+	if (!c) {
+		atomic_fetch_add(&n->ls->undelivered, 1); /* the requester times out */
 		return;
 	}
+	c->call = NULL;
+	snprintf(c->service, sizeof(c->service), "%s", service);
 	memcpy(c->reply, in->reply, in->reply_len);
 	c->reply[in->reply_len] = '\0';
+	c->len = in->payload_len;
+	if (c->len)
+		memcpy(c->data, in->payload, c->len);
+	c->next = NULL;
 	pthread_mutex_lock(&n->rrlock);
-	c->next = n->calls;
-	n->calls = c;
+	*n->queued_tail = c;
+	n->queued_tail = &c->next;
+	n->nqueued++;
 	pthread_mutex_unlock(&n->rrlock);
 	atomic_fetch_add(&n->ls->received, 1);
 	mb_ec_kick(&mb_part_at(n->lb, n->lb->self)->reply_ec);
+}
+
+/* Call the queued requests on local workers (this may wait for room on a
+ * service's ring, up to NATS_REMOTE_REQ_MS). */
+static void start_calls(struct mb_nats *n)
+{
+	pthread_mutex_lock(&n->rrlock);
+	struct nats_in_call *list = n->queued;
+	n->queued = NULL;
+	n->queued_tail = &n->queued;
+	n->nqueued = 0;
+	pthread_mutex_unlock(&n->rrlock);
+	while (list) {
+		struct nats_in_call *c = list;
+		list = c->next;
+		if (msgbus_call_start(n->lb, c->service, c->data, c->len, NATS_REMOTE_REQ_MS,
+		                      &c->call)) {
+			atomic_fetch_add(&n->ls->undelivered, 1);
+			free(c);
+			continue;
+		}
+		pthread_mutex_lock(&n->rrlock);
+		c->next = n->calls;
+		n->calls = c;
+		pthread_mutex_unlock(&n->rrlock);
+	}
 }
 
 /* Look at every call once: replies go out, finished calls are freed. */
@@ -246,6 +282,7 @@ void *mb_nats_rr_main(void *arg)
 	uint64_t next_sweep = 0;
 	while (!mb_nats_stopping(n)) {
 		uint32_t v = mb_ec_prepare(ec);
+		start_calls(n);
 		poll_calls(n);
 		uint64_t now = mb_now_ns();
 		if (now >= next_sweep) {
@@ -261,6 +298,7 @@ void mb_nats_rr_init(struct mb_nats *n)
 {
 	pthread_mutex_init(&n->rrlock, NULL);
 	n->next_id = 1;
+	n->queued_tail = &n->queued;
 	/* Unique enough across buses and restarts: time and address. */
 	snprintf(n->inbox, sizeof(n->inbox), "_INBOX.mb%llx%llx.",
 	         (unsigned long long)mb_now_ns(), (unsigned long long)(uintptr_t)n);
@@ -279,6 +317,11 @@ void mb_nats_rr_end(struct mb_nats *n)
 		struct nats_in_call *c = n->calls;
 		n->calls = c->next;
 		msgbus_call_cancel(c->call);
+		free(c);
+	}
+	while (n->queued) {
+		struct nats_in_call *c = n->queued;
+		n->queued = c->next;
 		free(c);
 	}
 	pthread_mutex_destroy(&n->rrlock);

@@ -13,7 +13,9 @@
  *            message over max_payload refused and counted, reconnection
  *            after the server is killed and restarted, ?export=, request/
  *            reply both ways, 503 -> MSGBUS_ENORESPONDERS at once, a
- *            timeout, a request in flight at a drop -> MSGBUS_EPEERDIED
+ *            timeout, a request in flight at a drop -> MSGBUS_EPEERDIED,
+ *            a queue group over two buses, a full bus dropping (counted)
+ *            what NATS sends without stalling the link
  *  fake      a fake server from the test: garbage, an oversize MSG, a line
  *            over 4096 bytes, a payload not ended by CRLF: each closes the
  *            connection (bad_frames) and the process is unharmed
@@ -699,6 +701,48 @@ START_TEST(test_server_export)
 }
 END_TEST
 
+/* A bus that has no room drops what NATS sends and counts it; the link
+ * keeps reading (no stall, no reconnection) and still delivers after. */
+START_TEST(test_server_local_drops)
+{
+	if (skip_without_server())
+		return;
+	struct natsd d = { 0 };
+	natsd_start(&d, NULL);
+	msgbus_bus *a = linked_bus(&d, NULL);
+	msgbus_options o = MSGBUS_OPTIONS_INIT;
+	o.ring_slots = 16;
+	char url[128], nurl[160];
+	tu_unique_url(url, sizeof(url), "inproc");
+	msgbus_bus *b = tu_open(url, &o);
+	nats_url(nurl, sizeof(nurl), NULL, &d, NULL);
+	TU_ASSERT_OK(msgbus_connect(b, nurl));
+	WAIT_FOR(link_stats(b).links_up == 1);
+	msgbus_sub *stuck, *after;
+	TU_ASSERT_OK(msgbus_subscribe(b, "flood", 0, &stuck)); /* never reads */
+	TU_ASSERT_OK(msgbus_subscribe(b, "after", 0, &after));
+	WAIT_FOR(natsd_subs(&d, "flood") == 1 && natsd_subs(&d, "after") == 1);
+	enum { N = 2000 };
+	for (int i = 0; i < N; i++)
+		TU_ASSERT_OK(msgbus_publish(a, "flood", &i, sizeof(i), 1000));
+	/* every message is sent or counted on a, received or counted on b */
+	WAIT_FOR(link_stats(a).sent + link_stats(a).undelivered == N);
+	uint64_t sent = link_stats(a).sent;
+	WAIT_FOR(link_stats(b).received + link_stats(b).undelivered == sent);
+	ck_assert_uint_le(link_stats(b).received, 16);
+	ck_assert_uint_gt(link_stats(b).undelivered, 0);
+	stream(a, "after", after, 10);
+	msgbus_link_stats st = link_stats(b);
+	ck_assert_uint_eq(st.links_up, 1);
+	ck_assert_uint_eq(st.reconnects, 0);
+	msgbus_unsubscribe(stuck);
+	msgbus_unsubscribe(after);
+	msgbus_close(a);
+	msgbus_close(b);
+	natsd_stop(&d);
+}
+END_TEST
+
 /* ---- request/reply --------------------------------------------------------- */
 
 static void echo_worker(msgbus_req *req, void *arg)
@@ -754,6 +798,41 @@ START_TEST(test_server_reqrep)
 	msgbus_unserve(slow);
 	msgbus_close(a);
 	msgbus_close(b);
+	natsd_stop(&d);
+}
+END_TEST
+
+/* A service with workers on two buses is one queue group: NATS spreads a
+ * third bus's requests over both. */
+START_TEST(test_server_queue_balance)
+{
+	if (skip_without_server())
+		return;
+	struct natsd d = { 0 };
+	natsd_start(&d, NULL);
+	msgbus_bus *a = linked_bus(&d, NULL), *b = linked_bus(&d, NULL), *c = linked_bus(&d, NULL);
+	msgbus_service *sa, *sb;
+	TU_ASSERT_OK(msgbus_serve(a, "bal", echo_worker, "a", &sa));
+	TU_ASSERT_OK(msgbus_serve(b, "bal", echo_worker, "b", &sb));
+	WAIT_FOR(natsd_subs(&d, "bal") == 2);
+	int from_a = 0, from_b = 0;
+	for (int i = 0; i < 40; i++) {
+		msgbus_msg *reply;
+		TU_ASSERT_OK(msgbus_request(c, "bal", "q", 1, &reply, TU_WAIT_MS));
+		ck_assert_uint_eq(msgbus_msg_len(reply), 3);
+		from_a += !memcmp(msgbus_msg_data(reply), "a:q", 3);
+		from_b += !memcmp(msgbus_msg_data(reply), "b:q", 3);
+		msgbus_msg_release(reply);
+	}
+	/* random choice: all 40 on one side has probability 2^-39 */
+	ck_assert_int_eq(from_a + from_b, 40);
+	ck_assert_int_gt(from_a, 0);
+	ck_assert_int_gt(from_b, 0);
+	msgbus_unserve(sa);
+	msgbus_unserve(sb);
+	msgbus_close(a);
+	msgbus_close(b);
+	msgbus_close(c);
 	natsd_stop(&d);
 }
 END_TEST
@@ -865,7 +944,9 @@ static TCase *nats_server_tcase(void)
 	tcase_add_test(tc, test_server_max_payload);
 	tcase_add_test(tc, test_server_reconnect);
 	tcase_add_test(tc, test_server_export);
+	tcase_add_test(tc, test_server_local_drops);
 	tcase_add_test(tc, test_server_reqrep);
+	tcase_add_test(tc, test_server_queue_balance);
 	tcase_add_test(tc, test_server_req_drop);
 	tcase_add_test(tc, test_fake_server);
 	return tc;
