@@ -15,7 +15,9 @@
  *            reply both ways, 503 -> MSGBUS_ENORESPONDERS at once, a
  *            timeout, a request in flight at a drop -> MSGBUS_EPEERDIED,
  *            a queue group over two buses, a full bus dropping (counted)
- *            what NATS sends without stalling the link
+ *            what NATS sends without stalling the link; a 3-node cluster
+ *            where a bus told of one node resumes through another (learnt
+ *            from connect_urls) within 3 s of that node's death
  *  fake      a fake server from the test: garbage, an oversize MSG, a line
  *            over 4096 bytes, a payload not ended by CRLF: each closes the
  *            connection (bad_frames) and the process is unharmed
@@ -743,6 +745,70 @@ START_TEST(test_server_local_drops)
 }
 END_TEST
 
+/* Monitoring: the number of routes a cluster node has. */
+static int natsd_routes(const struct natsd *d)
+{
+	static char buf[1 << 14];
+	const char *b = natsd_get(d, "/routez", buf, sizeof(buf));
+	const char *p = strstr(b, "\"num_routes\":");
+	return p ? atoi(p + strlen("\"num_routes\":")) : -1;
+}
+
+/* A 3-node cluster; bus a knows node 0 only, and learns the others from
+ * INFO connect_urls; node 0 killed, a resumes through another node within
+ * 3 s, its messages reaching b (on node 2) again. */
+START_TEST(test_server_cluster)
+{
+	if (skip_without_server())
+		return;
+	struct natsd n[3] = { { 0 }, { 0 }, { 0 } };
+	int cport[3];
+	char cluster[3][64], routes[128];
+	for (int i = 0; i < 3; i++) {
+		cport[i] = free_port();
+		snprintf(cluster[i], sizeof(cluster[i]), "nats://127.0.0.1:%d", cport[i]);
+	}
+	snprintf(routes, sizeof(routes), "nats://127.0.0.1:%d,nats://127.0.0.1:%d", cport[1],
+	         cport[2]);
+	for (int i = 0; i < 3; i++) {
+		const char *args[] = { "--cluster_name", "C", "--cluster", cluster[i], "--routes",
+			               i == 0 ? routes : cluster[0], NULL };
+		natsd_start(&n[i], args);
+	}
+	WAIT_FOR(natsd_routes(&n[0]) == 2 && natsd_routes(&n[1]) == 2 && natsd_routes(&n[2]) == 2);
+	msgbus_bus *a = linked_bus(&n[0], NULL), *b = linked_bus(&n[2], NULL);
+	msgbus_sub *sb;
+	TU_ASSERT_OK(msgbus_subscribe(b, "cl", 0, &sb));
+	WAIT_FOR(natsd_subs(&n[2], "cl") == 1);
+	/* interest crosses the routes: what a sends reaches b */
+	double end = tu_now_ms() + TU_WAIT_MS;
+	msgbus_msg *m = NULL;
+	while (!m && tu_now_ms() < end) {
+		TU_ASSERT_OK(msgbus_publish(a, "cl", "probe", 5, 1000));
+		if (msgbus_recv(sb, &m, 50) != MSGBUS_OK)
+			m = NULL;
+	}
+	ck_assert_ptr_nonnull(m);
+	msgbus_msg_release(m);
+	while (msgbus_recv(sb, &m, 200) == MSGBUS_OK)
+		msgbus_msg_release(m); /* probes still on their way */
+	kill(n[0].pid, SIGKILL);
+	waitpid(n[0].pid, NULL, 0);
+	n[0].pid = 0;
+	double t0 = tu_now_ms();
+	WAIT_FOR(link_stats(a).links_up == 0 || link_stats(a).reconnects >= 1);
+	WAIT_FOR(link_stats(a).links_up == 1 && link_stats(a).reconnects >= 1);
+	double took = tu_now_ms() - t0;
+	ck_assert_msg(took < 3000, "a resumed after %.0f ms", took);
+	stream(a, "cl", sb, 20);
+	msgbus_unsubscribe(sb);
+	msgbus_close(a);
+	msgbus_close(b);
+	for (int i = 0; i < 3; i++)
+		natsd_stop(&n[i]);
+}
+END_TEST
+
 /* ---- request/reply --------------------------------------------------------- */
 
 static void echo_worker(msgbus_req *req, void *arg)
@@ -945,6 +1011,7 @@ static TCase *nats_server_tcase(void)
 	tcase_add_test(tc, test_server_reconnect);
 	tcase_add_test(tc, test_server_export);
 	tcase_add_test(tc, test_server_local_drops);
+	tcase_add_test(tc, test_server_cluster);
 	tcase_add_test(tc, test_server_reqrep);
 	tcase_add_test(tc, test_server_queue_balance);
 	tcase_add_test(tc, test_server_req_drop);
