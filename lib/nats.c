@@ -300,6 +300,12 @@ static bool read_info(struct mb_nats *n, int fd, struct rx *r)
 			return false;
 		}
 		r->off = (size_t)took;
+		/* echo:false needs proto 1, no_responders needs headers (2.2) */
+		if (info.proto < 1 || !info.headers) {
+			mb_nats_logf(n, "closing: the server is too old",
+			             "NATS protocol 1 with headers (nats-server 2.2 or later) needed");
+			return false;
+		}
 		r->max_payload = info.max_payload ? info.max_payload : DEFAULT_MAX_PAYLOAD;
 		if (r->max_payload > MB_NATS_PAYLOAD_MAX)
 			r->max_payload = MB_NATS_PAYLOAD_MAX;

@@ -998,6 +998,16 @@ START_TEST(test_fake_server)
 	fake_round(lfd, b, oversize, strlen(oversize), 1);
 	fake_round(lfd, b, line, sizeof(line), 2);
 	fake_round(lfd, b, truncated, strlen(truncated), 3);
+	/* a server without headers is closed before CONNECT */
+	struct pollfd p = { lfd, POLLIN, 0 };
+	ck_assert_int_eq(poll(&p, 1, TU_WAIT_MS), 1);
+	int fd = accept(lfd, NULL, NULL);
+	const char *old = "INFO {\"server_id\":\"OLD\",\"proto\":1,\"headers\":false}\r\n";
+	ck_assert_int_eq(tu_send_all(fd, old, strlen(old)), 0);
+	static char log[16384]; /* the rounds' lines come first */
+	ck_assert(read_until(c.rd, log, sizeof(log), "too old", TU_WAIT_MS));
+	ck_assert_uint_eq(link_stats(b).links_up, 0);
+	close(fd);
 	msgbus_close(b);
 	capture_stop(&c);
 	close(lfd);
