@@ -17,7 +17,8 @@
  *            a queue group over two buses, a full bus dropping (counted)
  *            what NATS sends without stalling the link; a 3-node cluster
  *            where a bus told of one node resumes through another (learnt
- *            from connect_urls) within 3 s of that node's death
+ *            from connect_urls) within 3 s of that node's death; a leaf
+ *            node (messages and a request from the hub to the leaf)
  *  fake      a fake server from the test: garbage, an oversize MSG, a line
  *            over 4096 bytes, a payload not ended by CRLF: each closes the
  *            connection (bad_frames) and the process is unharmed
@@ -591,6 +592,15 @@ START_TEST(test_server_credentials)
 }
 END_TEST
 
+static void write_conf(struct natsd *d, const char *tag, const char *text)
+{
+	snprintf(d->conf, sizeof(d->conf), "/tmp/msgbus-natsd-%ld-%s.conf", (long)getpid(), tag);
+	FILE *f = fopen(d->conf, "w");
+	ck_assert_ptr_nonnull(f);
+	fputs(text, f);
+	fclose(f);
+}
+
 /* A message over the server's max_payload is never sent (the server would
  * close the connection): counted undelivered; the link stays up. */
 START_TEST(test_server_max_payload)
@@ -598,11 +608,7 @@ START_TEST(test_server_max_payload)
 	if (skip_without_server())
 		return;
 	struct natsd d = { 0 };
-	snprintf(d.conf, sizeof(d.conf), "/tmp/msgbus-natsd-%ld.conf", (long)getpid());
-	FILE *f = fopen(d.conf, "w");
-	ck_assert_ptr_nonnull(f);
-	fputs("max_payload: 1024\n", f);
-	fclose(f);
+	write_conf(&d, "maxp", "max_payload: 1024\n");
 	natsd_start(&d, NULL);
 	unlink(d.conf);
 	msgbus_bus *a = linked_bus(&d, NULL), *b = linked_bus(&d, NULL);
@@ -934,6 +940,63 @@ START_TEST(test_server_req_drop)
 }
 END_TEST
 
+/* A leaf node (the way to TLS or NKey for a bus: a local leaf configured
+ * with them): a bus on the leaf and a bus on the hub exchange messages
+ * and requests. */
+START_TEST(test_server_leaf)
+{
+	if (skip_without_server())
+		return;
+	struct natsd hub = { 0 }, leaf = { 0 };
+	int lport = free_port();
+	char text[256];
+	snprintf(text, sizeof(text), "leafnodes { listen: \"127.0.0.1:%d\" }\n", lport);
+	write_conf(&hub, "hub", text);
+	natsd_start(&hub, NULL);
+	unlink(hub.conf);
+	snprintf(text, sizeof(text), "leafnodes { remotes: [ { url: \"nats-leaf://127.0.0.1:%d\" } ] }\n",
+	         lport);
+	write_conf(&leaf, "leaf", text);
+	natsd_start(&leaf, NULL);
+	unlink(leaf.conf);
+	msgbus_bus *a = linked_bus(&hub, NULL), *b = linked_bus(&leaf, NULL);
+	msgbus_sub *sb;
+	msgbus_service *svc;
+	TU_ASSERT_OK(msgbus_subscribe(b, "leaf.>", 0, &sb));
+	TU_ASSERT_OK(msgbus_serve(b, "leafsvc", echo_worker, "leaf", &svc));
+	WAIT_FOR(natsd_subs(&leaf, "leaf.>") == 1);
+	/* until the leaf connection carries the interest, a probe is lost */
+	double end = tu_now_ms() + TU_WAIT_MS;
+	msgbus_msg *m = NULL;
+	while (!m && tu_now_ms() < end) {
+		TU_ASSERT_OK(msgbus_publish(a, "leaf.probe", "p", 1, 1000));
+		if (msgbus_recv(sb, &m, 50) != MSGBUS_OK)
+			m = NULL;
+	}
+	ck_assert_ptr_nonnull(m);
+	msgbus_msg_release(m);
+	while (msgbus_recv(sb, &m, 200) == MSGBUS_OK)
+		msgbus_msg_release(m);
+	stream(a, "leaf.x", sb, 20);
+	/* the service's queue SUB crosses the leaf connection on its own */
+	WAIT_FOR(natsd_subs(&leaf, "leafsvc") == 1);
+	end = tu_now_ms() + TU_WAIT_MS;
+	int rc;
+	do {
+		rc = msgbus_request(a, "leafsvc", "hi", 2, &m, TU_WAIT_MS);
+	} while (rc == MSGBUS_ENORESPONDERS && tu_now_ms() < end);
+	TU_ASSERT_OK(rc);
+	ck_assert(msgbus_msg_len(m) == 7 && !memcmp(msgbus_msg_data(m), "leaf:hi", 7));
+	msgbus_msg_release(m);
+	msgbus_unserve(svc);
+	msgbus_unsubscribe(sb);
+	msgbus_close(a);
+	msgbus_close(b);
+	natsd_stop(&leaf);
+	natsd_stop(&hub);
+}
+END_TEST
+
 /* ---- a fake server ------------------------------------------------------------ */
 
 static int listen_any(int *port)
@@ -1029,6 +1092,7 @@ static TCase *nats_server_tcase(void)
 	tcase_add_test(tc, test_server_cluster);
 	tcase_add_test(tc, test_server_reqrep);
 	tcase_add_test(tc, test_server_queue_balance);
+	tcase_add_test(tc, test_server_leaf);
 	tcase_add_test(tc, test_server_req_drop);
 	tcase_add_test(tc, test_fake_server);
 	return tc;
