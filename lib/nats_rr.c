@@ -45,32 +45,27 @@ static int send_request(struct mb_nats *n, const char *service, uint64_t id,
 	return rc;
 }
 
-/* A local request taken by the link's worker for a name: to NATS. */
+/* A local request taken by the link's worker for a name: to NATS. It is
+ * sent under rrlock, so neither its reply (rx) nor the expiry sweep (rr)
+ * can answer and free it while its bytes are still being read; only this
+ * path nests wlock inside rrlock. */
 static void on_local_request(msgbus_req *req, void *arg)
 {
 	struct nats_proxied *pa = arg;
 	struct mb_nats *n = pa->n;
+	int rc = MSGBUS_ELIMIT;
 	pthread_mutex_lock(&n->rrlock);
 	uint64_t id = n->next_id++;
 	struct nats_out *o = &n->out[id % NATS_PENDING];
-	bool room = o->req == NULL;
-	if (room) {
-		o->req = req;
-		o->id = id;
+	if (o->req == NULL) {
+		rc = send_request(n, pa->name, id, req);
+		if (rc == 0) {
+			o->req = req;
+			o->id = id;
+		}
 	}
 	pthread_mutex_unlock(&n->rrlock);
-	if (!room) {
-		mb_respond_error(req, MSGBUS_ELIMIT);
-		return;
-	}
-	int rc = send_request(n, pa->name, id, req);
-	if (rc == 0)
-		return;
-	pthread_mutex_lock(&n->rrlock);
-	req = o->req && o->id == id ? o->req : NULL; /* a drop may have failed it */
-	o->req = req ? NULL : o->req;
-	pthread_mutex_unlock(&n->rrlock);
-	if (req)
+	if (rc)
 		mb_respond_error(req, rc);
 }
 
