@@ -76,7 +76,9 @@ static bool proxy_locked(struct mb_nats *n, const char *name)
 	for (uint32_t i = 0; i < n->nproxied; i++)
 		if (!strcmp(n->proxied[i]->name, name))
 			return true; /* served already: the caller looks again */
-	if (n->nproxied == NATS_PROXIED_MAX)
+	/* Each name takes a subscription slot of the bus: leave most to
+	 * local participants. */
+	if (n->nproxied == NATS_PROXIED_MAX || n->nproxied >= n->lb->cfg.max_subs / 4)
 		return false;
 	struct nats_proxied *pa = malloc(sizeof(*pa));
 	if (!pa)
