@@ -189,10 +189,12 @@ static int bench_reqrep(const struct bench *b)
 	status = reqrep_run(b, lat, &total);
 	msgbus_unserve(svc);
 	if (status == EXIT_OK) {
+		long median = b->count / 2, p99 = b->count / 100 * 99 + b->count % 100 * 99 / 100;
+
 		qsort(lat, (size_t)b->count, sizeof *lat, cmp_i64);
 		printf("%-8s %6zu %8ld %5d %12.0f %10.1f %10.1f\n", "reqrep", b->size, b->count, 1,
-		       (double)b->count * 1e9 / (double)total, (double)lat[b->count / 2] / 1e3,
-		       (double)lat[(b->count * 99) / 100] / 1e3);
+		       (double)b->count * 1e9 / (double)total, (double)lat[median] / 1e3,
+		       (double)lat[p99] / 1e3);
 	}
 	free(lat);
 	return status;

@@ -146,7 +146,6 @@ static unsigned parse_option(int c, struct tool_opts *o)
 
 static int parse(int argc, char **argv, const struct subcommand *sc, struct tool_opts *o)
 {
-	unsigned given = 0;
 	char why[160];
 	int c;
 
@@ -178,7 +177,6 @@ static int parse(int argc, char **argv, const struct subcommand *sc, struct tool
 			         sc->name);
 			return tool_usage_error(sc->name, why);
 		}
-		given |= bit;
 	}
 	o->args = argv + optind;
 	o->nargs = argc - optind;
