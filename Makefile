@@ -94,6 +94,8 @@ MAN1 := $(sort $(wildcard man/*.1))
 TOOL_SRCS := $(sort $(wildcard tools/*.c))
 TOOL_OBJS := $(TOOL_SRCS:tools/%.c=$(B)/tools/%.o)
 TOOL := $(B)/tools/msgbus
+TOOL_INSTALLED := $(B)/tools/installed/msgbus
+TOOL_LIBDIR := $(B)/tools/installed/.libdir
 
 STATIC := $(B)/libmsgbus.a
 SONAME := libmsgbus.so.$(MAJOR)
@@ -107,7 +109,7 @@ STAMP := $(B)/.flags
 .PHONY: all check deps valgrind bench bench-run install uninstall clean FORCE
 .DEFAULT_GOAL := all
 
-all: $(STATIC) $(SHARED) $(B)/$(SONAME) $(B)/libmsgbus.so $(EXAMPLES) $(TOOL)
+all: $(STATIC) $(SHARED) $(B)/$(SONAME) $(B)/libmsgbus.so $(EXAMPLES) $(TOOL) $(TOOL_INSTALLED)
 
 $(STAMP): FORCE
 	@mkdir -p $(@D)
@@ -147,8 +149,9 @@ $(B)/examples/%: $(B)/examples/%.o $(SHARED) $(B)/$(SONAME)
 
 # ---- the msgbus command: public API only, the shared library ----------------
 #
-# $(TOOL) finds the library in the build tree through $$ORIGIN/..; the copy
-# that `make install` puts in $(BINDIR) is linked again, with $(LIBDIR).
+# $(TOOL) finds the library in the build tree through $ORIGIN/..; the copy
+# that `make install` puts in $(BINDIR), $(TOOL_INSTALLED), finds it in
+# $(LIBDIR).
 
 $(B)/tools/%.o: tools/%.c $(STAMP)
 	@mkdir -p $(@D)
@@ -159,8 +162,15 @@ $(TOOL): $(TOOL_OBJS) $(SHARED) $(B)/$(SONAME)
 	$(call msg,LD,$@)
 	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -Wl,-rpath,'$$ORIGIN/..' -o $@ $(TOOL_OBJS) $(SHARED)
 
-$(B)/tools/installed/msgbus: $(TOOL_OBJS) $(SHARED) FORCE
+# Built by `make`, so that `sudo make install` only copies it; relinked
+# when LIBDIR changes.
+$(TOOL_LIBDIR): FORCE
 	@mkdir -p $(@D)
+	@printf '%s\n' '$(LIBDIR)' > $@.tmp
+	@if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv -f $@.tmp $@; fi
+
+$(TOOL_INSTALLED): $(TOOL_OBJS) $(SHARED) $(TOOL_LIBDIR)
+	$(call msg,LD,$@)
 	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -Wl,-rpath,'$(LIBDIR)' -o $@ $(TOOL_OBJS) $(SHARED)
 
 # ---- tests: the static library, so internals can be tested ------------------
@@ -349,12 +359,12 @@ $(FUZZ_RUNS): fuzz-%: $(B)/fuzz/fuzz_%
 # or moved install works with `pkg-config --define-prefix`.
 under_prefix = $(patsubst $(PREFIX)/%,$${prefix}/%,$(1))
 
-install: $(STATIC) $(SHARED) $(B)/tools/installed/msgbus
+install: $(STATIC) $(SHARED) $(TOOL_INSTALLED)
 	$(call msg,INSTALL,$(DESTDIR)$(PREFIX))
 	$(Q)$(INSTALL) -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR) \
 		$(DESTDIR)$(MANDIR)/man3 $(DESTDIR)$(MANDIR)/man7 \
 		$(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1
-	$(Q)$(INSTALL) -m 755 $(B)/tools/installed/msgbus $(DESTDIR)$(BINDIR)/msgbus
+	$(Q)$(INSTALL) -m 755 $(TOOL_INSTALLED) $(DESTDIR)$(BINDIR)/msgbus
 	$(if $(MAN1),$(Q)$(INSTALL) -m 644 $(MAN1) $(DESTDIR)$(MANDIR)/man1)
 	$(Q)$(INSTALL) -m 644 $(STATIC) $(DESTDIR)$(LIBDIR)/libmsgbus.a
 	$(Q)$(INSTALL) -m 755 $(SHARED) $(DESTDIR)$(LIBDIR)/libmsgbus.so.$(VERSION)
