@@ -191,6 +191,40 @@ if [ $((SECONDS - start_s)) -gt 10 ]; then
 	fail "sub --timeout 200" "took $((SECONDS - start_s)) s"
 fi
 
+# A stopped subscriber: a lossless one holds publishers back once its ring
+# (512 slots by default) is full, so pub --timeout fails; a lossy one never
+# does. The subscriber is stopped with SIGSTOP, sent to msgbus itself (the
+# child of timeout(1)), and continued before it is ended.
+# hold_test NAME WANT_RC [SUB_OPTION]
+hold_test() {
+	local name=$1 want=$2 child
+	shift 2
+	start "$name" sub --ready "$@" "shm://$tag-$name" held.subject
+	if ! wait_line "$work/$name.err" '^ready$' || ! child=$(pgrep -P "$bg") ||
+		[ -z "$child" ]; then
+		fail "$name" "no ready subscriber"
+		return
+	fi
+	kill -STOP "$child"
+	run "$name-pub" pub --count 2000 --timeout 300 "shm://$tag-$name" held.subject x
+	kill -CONT "$child"
+	kill "$bg"
+	finish "$bg"
+	if [ "$(cat "$work/$name-pub.rc")" = "$want" ]; then
+		pass "pub --count 2000 --timeout 300 to a stopped sub ${*:-(lossless)}: exit status $want"
+	else
+		fail "pub to a stopped sub ${*:-(lossless)}" "exit status $(cat "$work/$name-pub.rc"), want $want"
+		cat "$work/$name-pub.err"
+	fi
+}
+hold_test lossless 1
+if [ "$(cat "$work/lossless-pub.err" 2>/dev/null)" = "msgbus: msgbus_publish: timed out" ]; then
+	pass "pub held back by a lossless sub: msgbus_publish timed out"
+else
+	fail "pub held back by a lossless sub" "stderr: $(cat "$work/lossless-pub.err" 2>/dev/null)"
+fi
+hold_test lossy 0 --lossy
+
 # ---- req and serve -------------------------------------------------------------
 
 url=shm://$tag-rr
@@ -199,7 +233,6 @@ expect noresp "req with no server: no responders" 1 "" \
 	"msgbus: msgbus_call_start: no responders"
 
 start echo serve --ready "$url" echo.svc
-echo_pid=$bg
 if wait_line "$work/echo.err" '^ready$'; then
 	run req1 req "$url" echo.svc "hello world"
 	expect req1 "req to serve (echo)" 0 "hello world"
@@ -323,7 +356,7 @@ if [ -n "$left" ]; then
 else
 	pass "no process left"
 fi
-segs=$(ls "$SHM_DIR" | grep -F "msgbus.$tag" || true)
+segs=$(find "$SHM_DIR" -maxdepth 1 -name "msgbus.$tag*")
 if [ -n "$segs" ]; then
 	fail "no segment left" "$segs"
 else
