@@ -13,7 +13,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-extern char **environ;
 
 struct pipes {
 	int in[2];  /* the command's stdin */

@@ -38,7 +38,7 @@ static int wait_for_peers(msgbus_bus *bus, const struct tool_opts *o, int64_t de
 	}
 	if ((int)st.links_up >= wanted)
 		return EXIT_OK;
-	fprintf(stderr, "msgbus: msgbus_connect: %s (%u of %d links up)\n",
+	fprintf(stderr, "msgbus: waiting for links: %s (%u of %d up)\n",
 	        msgbus_strerror(MSGBUS_ETIMEDOUT), st.links_up, wanted);
 	return EXIT_FAILED;
 }
