@@ -40,6 +40,7 @@ Suite *suite_wire(void);
 Suite *suite_tcp(void);
 Suite *suite_chaos(void);
 Suite *suite_hostile(void);
+Suite *suite_inbox(void);
 
 /* Defined in check_main.c. */
 extern pid_t tu_run_pid;    /* pid of the runner, prefix of every bus name */
