@@ -1,47 +1,46 @@
 /*
  * inbox.c - the inbox ring: reserve, commit, abort, peek, consume, flush.
  *
- * Words. The data area is a sequence of 8-byte words; which of them are
- * record headers depends on the lap, so every word of free space carries a
- * FREE tag: FREE(q) = (q ^ key) with the state bits clear, q being the
- * position the word will have when it is next used. A header word is
- *   check:19 | size/8:28 | owner:14 | state:3
- * with check = bits of (q ^ key) >> 3, so a header found at the wrong place
- * or a stray byte pattern is refused (EPROTO) instead of being followed.
+ * The reserve word. pos/8:48 | holder:15 | locked:1. Positions are kept
+ * modulo 2^51 bytes there and widened again next to a local position that
+ * is known to be at most a lap away (the producer's cached release, the
+ * consumer's cursor); the word never repeats a value within 2^51 bytes of
+ * traffic, so a CAS from a stale value fails.
  *
- * Claim. A producer reads the reserve hint r, checks room against its cached
- * copy of the consumer's release (re-read only when the ring looks full),
- * and CASes the word at r from FREE(r) to CLAIMED(owner, size): the claim
- * and the owner's name are one atomic step, so there is no instant in which
- * space is taken by nobody. It then moves the hint from r to r + size by
- * CAS; anyone who finds a header at the hint does that for it, so a producer
- * that dies after its claim blocks nobody. A producer that read the hint a
- * lap ago expects FREE(r) where the word now holds FREE(r + k * size), a
- * header or payload, and fails; the hint never repeats a value, so helping
- * from a stale value fails too. A record that would cross the end of the
- * area is preceded by a PAD record claimed the same way.
+ * Reserve. A producer reads the word (r, free), checks room against its
+ * cached copy of the consumer's release (re-read only when the ring looks
+ * full), CASes it to (r, locked by itself), writes the header (and a PAD
+ * record first if the record would cross the end of the area), and stores
+ * (r + size, free) with release. Then it writes the record and commits.
+ * Claiming and naming the owner are one step, so no reserved space is ever
+ * without an owner. A producer that finds the word locked spins, then naps;
+ * if it stays locked and the caller's exact liveness test says the holder
+ * is dead, the waiter repairs it: the header the holder wrote (if any) says
+ * how far to move the position, else the position stays (see repair()).
  *
- * Commit and abort turn CLAIMED into COMMITTED or ABORTED by CAS, with
- * release; the consumer's acquire load of the header then sees the record.
- * A consumer that finds CLAIMED for long asks the caller whether the owner
- * is dead, and if so CASes it to ABORTED itself; the owner's commit CAS then
- * fails (which an exact liveness test never lets happen to a live owner).
+ * Header word: check:19 | size/8:28 | owner:14 | state:3, check being bits
+ * of (pos ^ key) >> 3, so that a header met at the wrong place is refused.
+ * CLAIMED -> COMMITTED or ABORTED by CAS with release (the owner), or
+ * CLAIMED -> ABORTED by the consumer once the owner is dead; the owner's
+ * commit then fails.
  *
- * Release. The consumer keeps a cursor and, in batches (and before it
- * sleeps or reports "empty"), writes the FREE tags of the next lap over
- * everything it consumed, then stores the new release position: producers
- * load it with acquire before they claim, so they find clean tags.
+ * Read. The consumer reads headers only below the reserve position (loaded
+ * with acquire, cached until the cursor reaches it): each of them was
+ * written in this lap before the position passed it. It releases consumed
+ * space in batches (and always before it reports "empty" or sleeps).
  *
  * Waiting: eventcounts (wait.h). data_ec for the consumer, space_ec for
  * producers that wait for room; each side wakes the other only if it sleeps.
  */
 #include "inbox.h"
 #include "msgbus.h"
+#include "platform.h"
 #include "wait.h"
 
 #include <string.h>
 
-enum { IB_FREE = 0, IB_CLAIMED = 1, IB_COMMITTED = 2, IB_ABORTED = 3, IB_PAD = 4 };
+enum { IB_CLAIMED = 1, IB_COMMITTED = 2, IB_ABORTED = 3, IB_PAD = 4 };
+#define IB_RETRY (-1) /* internal: go round again */
 #define IB_STATE_MASK 7ull
 #define IB_OWNER_SHIFT 3
 #define IB_UNITS_SHIFT 17
@@ -49,13 +48,19 @@ enum { IB_FREE = 0, IB_CLAIMED = 1, IB_COMMITTED = 2, IB_ABORTED = 3, IB_PAD = 4
 #define IB_CHECK_SHIFT 45
 #define IB_CHECK_MASK ((1ull << 19) - 1)
 
+#define RW_POS_MASK ((1ull << 51) - 1)
+#define RW_POS_SHIFT 13 /* pos/8 << 16 == pos << 13 */
+#define RW_OWNER_MASK 0x7fffu
+#define RW_LOCKED 1ull
+
 /* Claims in a row that make no progress before the ring is called corrupt. */
 #define IB_BAD_LIMIT 64u
-/* Polls of the same CLAIMED head between two asks whether its owner died. */
+/* Polls of the same CLAIMED head or held lock between two liveness asks. */
 #define IB_STUCK_POLLS 1024u
 /* A producer waiting for room re-checks at least this often. */
 #define IB_ROOM_RECHECK_NS 10000000ull
 
+_Static_assert(MB_OWNER_MAX <= RW_OWNER_MASK, "owner fits the reserve word");
 _Static_assert(MB_OWNER_MAX < (1u << (IB_UNITS_SHIFT - IB_OWNER_SHIFT)), "owner fits");
 _Static_assert((MB_INBOX_MAX_SIZE >> 3) <= IB_UNITS_MASK, "record size fits");
 
@@ -69,10 +74,26 @@ static inline _Atomic uint64_t *word_at(const struct mb_inbox *ib, uint64_t pos)
 	return (_Atomic uint64_t *)(void *)(ib->data + (pos & ib->mask));
 }
 
-static inline uint64_t free_tag(const struct mb_inbox *ib, uint64_t pos)
+/* ---- the reserve word ----------------------------------------------------- */
+
+static inline uint64_t rw_make(uint64_t pos, uint32_t owner, bool locked)
 {
-	return (pos ^ ib->key) & ~IB_STATE_MASK;
+	return (pos & RW_POS_MASK & ~7ull) << RW_POS_SHIFT | (uint64_t)(owner & RW_OWNER_MASK) << 1 |
+	       (locked ? RW_LOCKED : 0);
 }
+
+/* The position in w, widened to 64 bits as the first one >= near. */
+static inline uint64_t rw_pos(uint64_t w, uint64_t near)
+{
+	return near + (((w >> RW_POS_SHIFT & ~7ull) - near) & RW_POS_MASK);
+}
+
+static inline uint32_t rw_owner(uint64_t w)
+{
+	return (uint32_t)(w >> 1) & RW_OWNER_MASK;
+}
+
+/* ---- headers -------------------------------------------------------------- */
 
 static inline uint64_t check_bits(const struct mb_inbox *ib, uint64_t pos)
 {
@@ -151,7 +172,7 @@ static bool placement_ok(const void *base, uint64_t seg_size, uint64_t ctl_off,
 	return ctl_off + ctl_size <= data_off || data_off + data_size <= ctl_off;
 }
 
-/* A key per inbox, so that payload bytes match no FREE tag by accident. */
+/* A key per inbox: a header copied from another inbox fails its check. */
 static uint64_t new_key(const void *where)
 {
 	uint64_t z = mb_now_ns() ^ (uint64_t)(uintptr_t)where ^ 0x9e3779b97f4a7c15ull;
@@ -161,42 +182,17 @@ static uint64_t new_key(const void *where)
 	return z ^ (z >> 31);
 }
 
-/* Write FREE tags for positions [from, to) as they will be used next. */
-static void clean(const struct mb_inbox *ib, uint64_t from, uint64_t to, uint64_t lap)
-{
-	while (from < to) {
-		uint64_t off = from & ib->mask;
-		uint64_t end = to - from < ib->size - off ? off + (to - from) : ib->size;
-		_Atomic uint64_t *w = word_at(ib, from);
-		uint64_t tag = from + lap;
-
-		for (uint64_t o = off; o < end; o += 8, tag += 8)
-			/* Relaxed: published by the store of release that
-			 * follows (mb_inbox_flush) or by the caller's own
-			 * publication of a new inbox (mb_inbox_format). */
-			atomic_store_explicit(w++, free_tag(ib, tag), memory_order_relaxed);
-		from += end - off;
-	}
-}
-
 int mb_inbox_format(void *base, uint64_t seg_size, uint64_t ctl_off, uint64_t data_off,
                     uint64_t data_size)
 {
-	struct mb_inbox ib;
 	struct mb_inbox_ctl *ctl;
 
 	if (!placement_ok(base, seg_size, ctl_off, data_off, data_size))
 		return MSGBUS_EINVAL;
 	ctl = (struct mb_inbox_ctl *)(void *)((unsigned char *)base + ctl_off);
-	memset(ctl, 0, sizeof(*ctl));
+	memset(ctl, 0, sizeof(*ctl)); /* reserve (0, free), release 0 */
 	ctl->key = new_key(ctl);
 	ctl->size = data_size;
-	ib.ctl = ctl;
-	ib.data = (unsigned char *)base + data_off;
-	ib.size = data_size;
-	ib.mask = data_size - 1;
-	ib.key = ctl->key;
-	clean(&ib, 0, data_size, 0);
 	return 0;
 }
 
@@ -219,17 +215,76 @@ int mb_inbox_attach(struct mb_inbox *ib, void *base, uint64_t seg_size, uint64_t
 	return 0;
 }
 
+/* ---- a dead lock holder --------------------------------------------------- */
+
+/* Is h at pos a header that the holder of a reserve lock wrote? */
+static uint64_t holder_hdr(const struct mb_inbox *ib, uint64_t pos, uint32_t owner, unsigned st)
+{
+	/* Acquire: the holder's relaxed header store, if it made it (the
+	 * holder is dead, so nothing races with this). */
+	uint64_t h = atomic_load_explicit(word_at(ib, pos), memory_order_acquire);
+	uint64_t size = hdr_size(ib, pos, h);
+
+	return size && hdr_state(h) == st && hdr_owner(h) == owner ? size : 0;
+}
+
+/*
+ * The holder of lock word w died (the caller asked). Its claim: either it
+ * wrote its header(s) (a PAD, then a CLAIMED record; or only the CLAIMED
+ * record), and the position moves past them (the consumer aborts the
+ * CLAIMED record of a dead owner), or it did not, and the position stays.
+ * A stale byte pattern that happens to look like a CLAIMED or PAD header of
+ * this holder at this place moves the position over free space that the
+ * consumer then skips: harmless. near: a position at most a lap below w's.
+ */
+static void repair(const struct mb_inbox *ib, uint64_t w, uint64_t near)
+{
+	uint64_t r = rw_pos(w, near), adv;
+	uint32_t owner = rw_owner(w);
+
+	adv = holder_hdr(ib, r, owner, IB_CLAIMED);
+	if (!adv) {
+		adv = holder_hdr(ib, r, owner, IB_PAD);
+		if (adv)
+			adv += holder_hdr(ib, r + adv, owner, IB_CLAIMED);
+	}
+	if (r + adv - near > ib->size)
+		adv = 0;
+	/* Release, as the unlock in reserve_locked (it is one). A failure:
+	 * someone else repaired it first. */
+	atomic_compare_exchange_strong_explicit(&ib->ctl->reserve, &w, rw_make(r + adv, owner, false),
+	                                        memory_order_release, memory_order_relaxed);
+}
+
+/* Stuck on the same held lock or CLAIMED head: every IB_STUCK_POLLS polls,
+ * ask whether its owner is dead (a liveness test may cost a system call;
+ * a held lock or a CLAIMED head is almost always a live owner at work). */
+struct stuck {
+	uint64_t what, polls;
+};
+
+static bool stuck_ask(struct stuck *s, uint64_t what)
+{
+	if (what != s->what) {
+		s->what = what;
+		s->polls = 0;
+	}
+	return ++s->polls % IB_STUCK_POLLS == 0;
+}
+
 /* ---- producers ------------------------------------------------------------ */
 
 void mb_inbox_prod_init(struct mb_inbox_prod *p, const struct mb_inbox *ib, uint32_t owner,
-                        uint64_t spin_ns)
+                        uint64_t spin_ns, mb_owner_dead_fn owner_dead, void *owner_ctx)
 {
 	p->ib = *ib;
-	/* Relaxed: a first guess; room() re-reads it with acquire when it
-	 * matters. */
-	p->release_cache = atomic_load_explicit(&ib->ctl->release, memory_order_relaxed);
+	/* Acquire: pairs with the seq_cst store in mb_inbox_flush, like the
+	 * load in room(). */
+	p->release_cache = atomic_load_explicit(&ib->ctl->release, memory_order_acquire);
 	p->owner = owner & MB_OWNER_MAX;
 	p->spin_ns = spin_ns;
+	p->owner_dead = owner_dead;
+	p->owner_ctx = owner_ctx;
 }
 
 enum { ROOM_OK, ROOM_FULL, ROOM_BAD };
@@ -242,8 +297,8 @@ static int room(struct mb_inbox_prod *p, uint64_t r, uint64_t need)
 
 	if (r - p->release_cache <= n - need)
 		return ROOM_OK;
-	/* Acquire: pairs with the seq_cst store in mb_inbox_flush, so the
-	 * FREE tags the consumer wrote before it are what our claim sees. */
+	/* Acquire: pairs with the seq_cst store in mb_inbox_flush: the
+	 * consumer's reads of this space happen before our writes. */
 	p->release_cache = atomic_load_explicit(&p->ib.ctl->release, memory_order_acquire);
 	used = r - p->release_cache;
 	if (used <= n - need)
@@ -251,13 +306,15 @@ static int room(struct mb_inbox_prod *p, uint64_t r, uint64_t need)
 	return used > n ? ROOM_BAD : ROOM_FULL;
 }
 
-struct room_wait {
+struct prod_wait {
 	uint64_t deadline;
 	struct mb_spin spin;
+	struct stuck lock;
+	unsigned bad;
 };
 
 /* One round of waiting for room: 0 to retry, or an error. */
-static int wait_room(struct mb_inbox_prod *p, struct room_wait *w, uint64_t r, uint64_t need)
+static int wait_room(struct mb_inbox_prod *p, struct prod_wait *w, uint64_t r, uint64_t need)
 {
 	struct mb_inbox_ctl *ctl = p->ib.ctl;
 	uint64_t now, until, rel;
@@ -273,105 +330,138 @@ static int wait_room(struct mb_inbox_prod *p, struct room_wait *w, uint64_t r, u
 	v = mb_ec_prepare(&ctl->space_ec);
 	/* seq_cst: pairs with the seq_cst store of release in mb_inbox_flush
 	 * (Dekker with its mb_ec_signal): we see the room or it sees WAITERS.
-	 * Includes acquire, as in room(). */
+	 * Includes the acquire of room(). */
 	rel = atomic_load_explicit(&ctl->release, memory_order_seq_cst);
 	p->release_cache = rel;
-	/* Relaxed: the hint only tells whether to look again. */
-	if (r - rel <= p->ib.size - need ||
-	    atomic_load_explicit(&ctl->reserve, memory_order_relaxed) != r)
+	if (r - rel <= p->ib.size - need)
 		return 0;
 	until = now + IB_ROOM_RECHECK_NS < w->deadline ? now + IB_ROOM_RECHECK_NS : w->deadline;
 	mb_ec_sleep(&ctl->space_ec, v, now, until);
 	return 0;
 }
 
-/* Move the reserve hint past the record at r. Relaxed: the hint carries no
- * data; every claim checks the word itself. A failure means someone else
- * moved it (the hint never returns to a value, so a stale r fails). */
-static void advance(const struct mb_inbox *ib, uint64_t r, uint64_t size)
+/* The reserve word is locked (w): another producer is writing a header,
+ * which takes nanoseconds unless it was preempted or died. 0 to retry. */
+static int wait_lock(struct mb_inbox_prod *p, struct prod_wait *w, uint64_t lw)
 {
-	atomic_compare_exchange_strong_explicit(&ib->ctl->reserve, &r, r + size,
-	                                        memory_order_relaxed, memory_order_relaxed);
+	uint64_t now;
+
+	if (!stuck_ask(&w->lock, lw))
+		return 0;
+	if (p->owner_dead && p->owner_dead(p->owner_ctx, rw_owner(lw))) {
+		/* Acquire: a fresh release, so near is within a lap. */
+		p->release_cache = atomic_load_explicit(&p->ib.ctl->release, memory_order_acquire);
+		repair(&p->ib, lw, p->release_cache);
+		return 0;
+	}
+	if (w->deadline == MB_NO_WAIT)
+		return MSGBUS_EAGAIN;
+	now = mb_now_ns();
+	if (now >= w->deadline)
+		return MSGBUS_ETIMEDOUT;
+	mb_nap_us(1); /* let a preempted holder run */
+	return 0;
 }
 
-enum { CLAIM_OK, CLAIM_RETRY, CLAIM_BAD };
-
-/* Claim [r, r + size) with header h. */
-static int claim(const struct mb_inbox *ib, uint64_t r, uint64_t size, uint64_t h)
+/* We hold the lock at r: write the header(s), then unlock past them. */
+static uint64_t reserve_locked(struct mb_inbox_prod *p, uint64_t r, uint64_t contig,
+                               uint64_t size)
 {
-	uint64_t seen = free_tag(ib, r);
-	uint64_t other;
+	const struct mb_inbox *ib = &p->ib;
+	uint64_t at = r, h;
 
-	/* Relaxed: the FREE tag was made visible by the acquire in room();
-	 * what we write is published by the commit, and a PAD carries
-	 * nothing. */
-	if (atomic_compare_exchange_strong_explicit(word_at(ib, r), &seen, h,
-	                                            memory_order_relaxed,
-	                                            memory_order_relaxed)) {
-		advance(ib, r, size);
-		return CLAIM_OK;
+	if (contig < size) {
+		/* Relaxed: published by the unlock below. */
+		atomic_store_explicit(word_at(ib, at), make_hdr(ib, at, IB_PAD, p->owner, contig),
+		                      memory_order_relaxed);
+		at += contig;
 	}
-	other = hdr_size(ib, r, seen);
-	if (other) {
-		advance(ib, r, other); /* help the producer that beat us */
-		return CLAIM_RETRY;
-	}
-	/* Not a header for r: the ring moved on since we read the hint (it
-	 * then moved too), or the word is corrupt. Relaxed: a hint. */
-	if (atomic_load_explicit(&ib->ctl->reserve, memory_order_relaxed) != r)
-		return CLAIM_RETRY;
-	return CLAIM_BAD;
+	h = make_hdr(ib, at, IB_CLAIMED, p->owner, size);
+	/* Relaxed: published by the unlock below. */
+	atomic_store_explicit(word_at(ib, at), h, memory_order_relaxed);
+	/* Release: publishes the headers below the new position (pairs with
+	 * the acquire in reload_end and wait_data). No wake-up here: the
+	 * consumer waits for the commit, which signals. */
+	atomic_store_explicit(&ib->ctl->reserve, rw_make(at + size, p->owner, false),
+	                      memory_order_release);
+	return at;
 }
 
-static void fill_res(const struct mb_inbox *ib, uint64_t r, uint64_t h, uint32_t subject_len,
-                     uint32_t payload_len, struct mb_inbox_res *res)
+static void fill_res(const struct mb_inbox *ib, uint64_t at, uint32_t owner,
+                     uint32_t subject_len, uint32_t payload_len, struct mb_inbox_res *res)
 {
-	unsigned char *rec = ib->data + (r & ib->mask);
+	unsigned char *rec = ib->data + (at & ib->mask);
 	uint64_t info = (uint64_t)subject_len | (uint64_t)payload_len << 32;
 
 	memcpy(rec + 8, &info, sizeof(info));
-	res->pos = r;
-	res->hdr = h;
+	res->pos = at;
+	res->hdr = make_hdr(ib, at, IB_CLAIMED, owner,
+	                    rec_size(subject_len, payload_len));
 	res->subject = rec + MB_INBOX_REC_HDR;
 	res->payload = rec + MB_INBOX_REC_HDR + align8(subject_len);
+}
+
+/* One attempt at the free word w: 0 reserved (*at), IB_RETRY, or an error. */
+static int try_reserve(struct mb_inbox_prod *p, struct prod_wait *pw, uint64_t w, uint64_t size,
+                       uint64_t *at)
+{
+	const struct mb_inbox *ib = &p->ib;
+	uint64_t r = rw_pos(w, p->release_cache);
+	uint64_t contig = ib->size - (r & ib->mask);
+	uint64_t need = contig < size ? contig + size : size;
+	int rc = room(p, r, need);
+
+	if (rc == ROOM_FULL) {
+		rc = wait_room(p, pw, r, need);
+		return rc ? rc : IB_RETRY;
+	}
+	if (rc == ROOM_BAD) {
+		/* Relaxed: only "did it move?". A word that stays bad is corrupt. */
+		if (atomic_load_explicit(&ib->ctl->reserve, memory_order_relaxed) == w &&
+		    ++pw->bad > IB_BAD_LIMIT)
+			return MSGBUS_EPROTO;
+		/* Acquire: as in room(). */
+		p->release_cache = atomic_load_explicit(&ib->ctl->release, memory_order_acquire);
+		return IB_RETRY;
+	}
+	/* Acquire: a lock; pairs with the release unlock of the last holder.
+	 * Relaxed on failure: we read the word again. */
+	if (!atomic_compare_exchange_strong_explicit(&ib->ctl->reserve, &w,
+	                                             rw_make(r, p->owner, true),
+	                                             memory_order_acquire, memory_order_relaxed))
+		return IB_RETRY;
+	*at = reserve_locked(p, r, contig, size);
+	return 0;
 }
 
 int mb_inbox_reserve(struct mb_inbox_prod *p, uint32_t subject_len, uint32_t payload_len,
                      uint64_t deadline, struct mb_inbox_res *res)
 {
 	const struct mb_inbox *ib = &p->ib;
-	uint64_t size = rec_size(subject_len, payload_len);
-	struct room_wait w = { deadline, { 0, 0 } };
-	unsigned bad = 0;
+	uint64_t size = rec_size(subject_len, payload_len), at = 0;
+	struct prod_wait pw = { deadline, { 0, 0 }, { 0, 0 }, 0 };
 
 	if (size > ib->size / 2)
 		return MSGBUS_EMSGSIZE;
 	for (;;) {
-		/* Relaxed: a hint, checked by the claim. */
-		uint64_t r = atomic_load_explicit(&ib->ctl->reserve, memory_order_relaxed);
-		uint64_t contig = ib->size - (r & ib->mask);
-		bool pad = contig < size;
-		uint64_t h;
-		int rc = r % 8 ? ROOM_BAD : room(p, r, pad ? contig + size : size);
+		/* Relaxed: only the CAS in try_reserve takes it, from this
+		 * exact value. */
+		uint64_t w = atomic_load_explicit(&ib->ctl->reserve, memory_order_relaxed);
+		int rc;
 
-		if (rc == ROOM_FULL) {
-			rc = wait_room(p, &w, r, pad ? contig + size : size);
+		if (w & RW_LOCKED) {
+			rc = wait_lock(p, &pw, w);
 			if (rc)
 				return rc;
 			continue;
 		}
-		if (rc == ROOM_OK) {
-			h = make_hdr(ib, r, pad ? IB_PAD : IB_CLAIMED, p->owner, pad ? contig : size);
-			rc = claim(ib, r, pad ? contig : size, h);
-			if (rc == CLAIM_OK && !pad) {
-				fill_res(ib, r, h, subject_len, payload_len, res);
-				return 0;
-			}
-			if (rc != CLAIM_BAD)
-				continue;
-		}
-		if (++bad > IB_BAD_LIMIT)
-			return MSGBUS_EPROTO;
+		rc = try_reserve(p, &pw, w, size, &at);
+		if (rc == IB_RETRY)
+			continue;
+		if (rc)
+			return rc;
+		fill_res(ib, at, p->owner, subject_len, payload_len, res);
+		return 0;
 	}
 }
 
@@ -414,7 +504,7 @@ void mb_inbox_cons_init(struct mb_inbox_cons *c, const struct mb_inbox *ib,
 	 * mb_inbox_flush. Rounded to a word: a corrupt value then only makes
 	 * peek report EPROTO. */
 	c->cursor = atomic_load_explicit(&ib->ctl->release, memory_order_acquire) & ~7ull;
-	c->released = c->cursor;
+	c->released = c->end = c->cursor;
 	c->flush_bytes = ib->size / 4;
 	c->stuck_pos = UINT64_MAX;
 	c->owner_dead = owner_dead;
@@ -429,11 +519,10 @@ void mb_inbox_flush(struct mb_inbox_cons *c)
 
 	if (c->cursor == c->released)
 		return;
-	clean(&c->ib, c->released, c->cursor, c->ib.size);
 	c->released = c->cursor;
-	/* seq_cst: a release that orders the cleaning before producers'
-	 * claims (pairs with the acquire in room()), and the first half of
-	 * the Dekker pair with mb_ec_prepare in wait_room. */
+	/* seq_cst: a release that orders our reads of the space before
+	 * producers' writes (pairs with the acquire in room()), and the first
+	 * half of the Dekker pair with mb_ec_prepare in wait_room. */
 	atomic_store_explicit(&ctl->release, c->released, memory_order_seq_cst);
 	mb_ec_signal(&ctl->space_ec);
 }
@@ -446,35 +535,59 @@ void mb_inbox_consume(struct mb_inbox_cons *c)
 		mb_inbox_flush(c);
 }
 
-/* A CLAIMED head whose owner the caller says is dead: abort it. true when
- * the head may have changed (read it again). */
-static bool abort_if_dead(struct mb_inbox_cons *c, uint64_t pos, uint64_t h)
+/* Nothing to read: give back what we read if it is a sixteenth of the
+ * flush batch or more (a store and a wake check per message would cost a
+ * tenth of a 64-byte message). Smaller amounts wait for the batch, or for
+ * wait_data, which always flushes before it sleeps; a consumer that only
+ * polls calls mb_inbox_flush itself before it stops. */
+static void idle_flush(struct mb_inbox_cons *c)
 {
+	if (c->cursor - c->released >= c->flush_bytes / 16)
+		mb_inbox_flush(c);
+}
+
+/* Widen and check a reserve word read by the consumer: the new end, or 0
+ * and EPROTO when it is more than a lap from what we released. */
+static int set_end(struct mb_inbox_cons *c, uint64_t w)
+{
+	uint64_t end = rw_pos(w, c->cursor);
+
+	if (end - c->released > c->ib.size)
+		return MSGBUS_EPROTO;
+	c->end = end;
+	return 0;
+}
+
+/* The owner of a CLAIMED head or of a held lock at our cursor may be dead.
+ * true when something changed (read again). */
+static bool unstick(struct mb_inbox_cons *c, uint64_t w, uint64_t h)
+{
+	uint32_t owner = h ? hdr_owner(h) : rw_owner(w);
 	uint64_t seen = h;
 
-	if (!c->owner_dead || !c->owner_dead(c->owner_ctx, hdr_owner(h)))
+	if (!c->owner_dead || !c->owner_dead(c->owner_ctx, owner))
 		return false;
-	/* Acquire on success: orders our later cleaning of the record after
-	 * whatever the dead owner wrote. A failure (the owner committed after
-	 * all) is read again by the caller. */
-	atomic_compare_exchange_strong_explicit(word_at(&c->ib, pos), &seen,
+	if (!h) {
+		repair(&c->ib, w, c->released);
+		return true;
+	}
+	/* Acquire on success: orders our reads after whatever the dead owner
+	 * wrote. A failure (it committed after all) is read again. */
+	atomic_compare_exchange_strong_explicit(word_at(&c->ib, c->cursor), &seen,
 	                                        with_state(h, IB_ABORTED),
 	                                        memory_order_acquire, memory_order_relaxed);
 	return true;
 }
 
-/* The same, at most every IB_STUCK_POLLS polls of one position: a liveness
- * test may cost a system call, and a CLAIMED head is usually a producer
- * still copying. */
-static bool stuck(struct mb_inbox_cons *c, uint64_t pos, uint64_t h)
+/* Count polls of one stuck state; true every IB_STUCK_POLLS. */
+static bool stuck_due(struct mb_inbox_cons *c, uint64_t what)
 {
-	if (pos != c->stuck_pos) {
-		c->stuck_pos = pos;
-		c->stuck_polls = 0;
-	}
-	if (++c->stuck_polls % IB_STUCK_POLLS)
-		return false;
-	return abort_if_dead(c, pos, h);
+	struct stuck s = { c->stuck_pos, c->stuck_polls };
+	bool due = stuck_ask(&s, what);
+
+	c->stuck_pos = s.what;
+	c->stuck_polls = s.polls;
+	return due;
 }
 
 static int deliver(struct mb_inbox_cons *c, uint64_t pos, uint64_t h, uint64_t size,
@@ -498,6 +611,25 @@ static int deliver(struct mb_inbox_cons *c, uint64_t pos, uint64_t h, uint64_t s
 	return 0;
 }
 
+/* The cursor reached the end we knew: read the reserve word again.
+ * 0: there is more; IB_RETRY: a dead holder was repaired; EAGAIN; EPROTO. */
+static int reload_end(struct mb_inbox_cons *c)
+{
+	/* Acquire: pairs with the release unlock in reserve_locked (and
+	 * repair): every header below the position is written. */
+	uint64_t w = atomic_load_explicit(&c->ib.ctl->reserve, memory_order_acquire);
+	int rc = set_end(c, w);
+
+	if (rc)
+		return rc;
+	if (c->end != c->cursor)
+		return 0;
+	if ((w & RW_LOCKED) && stuck_due(c, w) && unstick(c, w, 0))
+		return IB_RETRY;
+	idle_flush(c);
+	return MSGBUS_EAGAIN;
+}
+
 int mb_inbox_peek(struct mb_inbox_cons *c, struct mb_inbox_msg *m)
 {
 	const struct mb_inbox *ib = &c->ib;
@@ -505,24 +637,27 @@ int mb_inbox_peek(struct mb_inbox_cons *c, struct mb_inbox_msg *m)
 	for (;;) {
 		uint64_t pos = c->cursor, h, size;
 
+		if (pos == c->end) {
+			int rc = reload_end(c);
+			if (rc == IB_RETRY)
+				continue;
+			if (rc)
+				return rc;
+		}
 		/* Acquire: pairs with the seq_cst CAS in finish() (commit or
 		 * abort), so the record's contents are visible. */
 		h = atomic_load_explicit(word_at(ib, pos), memory_order_acquire);
-		if (h == free_tag(ib, pos)) {
-			mb_inbox_flush(c); /* idle: give back what we read */
-			return MSGBUS_EAGAIN;
-		}
 		size = hdr_size(ib, pos, h);
-		/* Never past a lap from what we released: bounds every loop. */
-		if (!size || pos + size - c->released > ib->size)
+		/* Below the end we read: bounds every loop to a lap. */
+		if (!size || size > c->end - pos)
 			return MSGBUS_EPROTO;
 		switch (hdr_state(h)) {
 		case IB_COMMITTED:
 			return deliver(c, pos, h, size, m);
 		case IB_CLAIMED:
-			if (stuck(c, pos, h))
+			if (stuck_due(c, pos) && unstick(c, 0, h))
 				continue;
-			mb_inbox_flush(c);
+			idle_flush(c);
 			return MSGBUS_EAGAIN;
 		default: /* ABORTED or PAD: skip */
 			c->cursor = pos + size;
@@ -533,26 +668,42 @@ int mb_inbox_peek(struct mb_inbox_cons *c, struct mb_inbox_msg *m)
 	}
 }
 
-/* One sleep of the consumer, after peek found nothing (and flushed). */
+/*
+ * One sleep of the consumer, after peek found nothing. Whatever state the
+ * head is in (a CLAIMED record, or the next position, not yet reserved or
+ * reserved under the lock), what ends the wait is a CAS of the word at the
+ * cursor in finish(), which then signals. So the Dekker pair is on that
+ * word: read it (acquire), check that the end has not moved meanwhile,
+ * announce the sleep, read the word again (seq_cst): unchanged means the
+ * commit, if any, comes after our announcement and will wake us.
+ */
 static void wait_data(struct mb_inbox_cons *c, uint64_t now, uint64_t deadline)
 {
 	struct mb_inbox_ctl *ctl = c->ib.ctl;
-	_Atomic uint64_t *w = word_at(&c->ib, c->cursor);
-	uint64_t until = deadline, h;
+	_Atomic uint64_t *head = word_at(&c->ib, c->cursor);
+	uint64_t until = deadline, w, h;
 	uint32_t v;
 
-	/* Relaxed: only compared below; the acquire is in peek. */
-	h = atomic_load_explicit(w, memory_order_relaxed);
-	if (hdr_state(h) == IB_CLAIMED && hdr_size(&c->ib, c->cursor, h)) {
-		if (abort_if_dead(c, c->cursor, h))
-			return;
-	} else if (h != free_tag(&c->ib, c->cursor)) {
-		return; /* it changed: peek again */
+	mb_inbox_flush(c); /* before sleeping, always */
+	/* Acquire: pairs with the seq_cst CAS in finish(); if it saw a
+	 * commit, the unlock before it is visible to the load of reserve. */
+	h = atomic_load_explicit(head, memory_order_acquire);
+	/* Acquire: pairs with the release unlock in reserve_locked. */
+	w = atomic_load_explicit(&ctl->reserve, memory_order_acquire);
+	if (c->end != c->cursor) {
+		if (hdr_state(h) != IB_CLAIMED || hdr_size(&c->ib, c->cursor, h) == 0 ||
+		    unstick(c, 0, h))
+			return; /* peek again */
+	} else if (rw_pos(w, c->cursor) != c->cursor) {
+		return; /* reserved since peek: peek again */
+	} else if ((w & RW_LOCKED) && unstick(c, w, 0)) {
+		return;
 	}
 	v = mb_ec_prepare(&ctl->data_ec);
-	/* seq_cst: pairs with the seq_cst CAS in finish() (Dekker with its
-	 * mb_ec_signal): we see the new header or it sees WAITERS. */
-	if (atomic_load_explicit(w, memory_order_seq_cst) != h)
+	/* seq_cst: the second half of the Dekker pair with the seq_cst CAS in
+	 * finish() and its mb_ec_signal: we see the change or it sees
+	 * WAITERS. */
+	if (atomic_load_explicit(head, memory_order_seq_cst) != h)
 		return;
 	if (c->check_ns && now + c->check_ns < until)
 		until = now + c->check_ns;

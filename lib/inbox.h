@@ -10,17 +10,17 @@
  *
  * Record, 8-byte aligned: a header word (state, owner, size), an info word
  * (subject and payload lengths), the subject padded to 8 bytes, the payload.
- * The header is the only word that changes state, always by CAS or atomic
- * store: it is written last (commit, with release).
+ * The header is written when the record is reserved and changes state by
+ * CAS only: commit (with release) or abort.
  *
- * Why claims cannot be lost (see inbox.c for the details): every word of free
- * space holds a FREE tag naming the position it will have in its next use.
- * A producer claims position r by one CAS of the word at r from FREE(r) to a
- * header naming itself, so a claimed record always names its owner (a dead
- * owner's record can be aborted), and a producer whose view of the ring is a
- * lap old fails its CAS instead of writing into live data. The consumer
- * writes those tags back over what it consumed before releasing it (as
- * Aeron's consumers zero consumed space).
+ * Reserving takes the reserve word for a few stores: a CAS from (r, free)
+ * to (r, locked by owner), the record's header, then a release store of
+ * (r + size, free). So every header below the reserve position is written,
+ * and the consumer reads only below it: stale bytes of an earlier lap are
+ * never taken for a header, and nothing has to be cleaned behind the
+ * consumer (which would cost a cache-line transfer per 64 bytes). Because
+ * the lock word names its holder, a holder that dies is detected exactly and
+ * its claim finished or undone by whoever waits (see inbox.c).
  *
  * Shared memory is untrusted: every word read from it is read once,
  * validated, and a bad one gives MSGBUS_EPROTO, never an access out of the
@@ -46,11 +46,11 @@
 /* Shared. Each hot word on its own line; key and size never change after
  * mb_inbox_format and are read once by mb_inbox_attach. */
 struct mb_inbox_ctl {
-	_Alignas(MB_LINE) _Atomic uint64_t reserve; /* producers: next free position (a hint) */
-	_Alignas(MB_LINE) _Atomic uint64_t release; /* consumer: all below is consumed and clean */
+	_Alignas(MB_LINE) _Atomic uint64_t reserve; /* next free position, lock bit, holder */
+	_Alignas(MB_LINE) _Atomic uint64_t release; /* consumer: all below it is consumed */
 	_Alignas(MB_LINE) _Atomic uint32_t data_ec;  /* the consumer sleeps here */
 	_Alignas(MB_LINE) _Atomic uint32_t space_ec; /* producers waiting for room sleep here */
-	_Alignas(MB_LINE) uint64_t key;  /* scrambles FREE tags (see inbox.c) */
+	_Alignas(MB_LINE) uint64_t key;  /* scrambles header check bits (see inbox.c) */
 	uint64_t size;                   /* bytes of the data area */
 };
 _Static_assert(sizeof(struct mb_inbox_ctl) == (size_t)5 * MB_LINE, "mb_inbox_ctl is five lines");
@@ -73,6 +73,10 @@ int mb_inbox_attach(struct mb_inbox *ib, void *base, uint64_t seg_size, uint64_t
 /* Largest payload a record with this subject can carry (half the ring). */
 uint32_t mb_inbox_max_payload(const struct mb_inbox *ib, uint32_t subject_len);
 
+/* Exact liveness of a participant (e.g. its OFD lock): true only when dead.
+ * Never a timeout: a dead owner's claim is undone, a live one's never. */
+typedef bool (*mb_owner_dead_fn)(void *ctx, uint32_t owner);
+
 /* ---- producers ---------------------------------------------------------- */
 
 struct mb_inbox_prod {
@@ -80,6 +84,8 @@ struct mb_inbox_prod {
 	uint64_t release_cache; /* the consumer's release, re-read only when full */
 	uint32_t owner;         /* participant index written into our headers */
 	uint64_t spin_ns;       /* spin this long before sleeping for room */
+	mb_owner_dead_fn owner_dead; /* may be NULL: never repair a lock */
+	void *owner_ctx;
 };
 
 /* A reservation: write subject and payload, then commit or abort it. */
@@ -89,9 +95,10 @@ struct mb_inbox_res {
 	void *payload;
 };
 
-/* owner <= MB_OWNER_MAX. */
+/* owner <= MB_OWNER_MAX. owner_dead is asked when the reserve lock stays
+ * held: a dead holder's claim is then finished or undone. */
 void mb_inbox_prod_init(struct mb_inbox_prod *p, const struct mb_inbox *ib, uint32_t owner,
-                        uint64_t spin_ns);
+                        uint64_t spin_ns, mb_owner_dead_fn owner_dead, void *owner_ctx);
 /*
  * Reserve a record. deadline: MB_NO_WAIT, an absolute CLOCK_MONOTONIC time
  * in ns, or UINT64_MAX. 0, MSGBUS_EAGAIN (full, no wait), MSGBUS_ETIMEDOUT,
@@ -108,12 +115,10 @@ void mb_inbox_abort(struct mb_inbox_prod *p, const struct mb_inbox_res *res);
 
 /* ---- the consumer ------------------------------------------------------- */
 
-/* Exact liveness of a producer (e.g. its OFD lock): true only when dead. */
-typedef bool (*mb_owner_dead_fn)(void *ctx, uint32_t owner);
-
 struct mb_inbox_cons {
 	struct mb_inbox ib;
 	uint64_t cursor;   /* the record peek returns */
+	uint64_t end;      /* reserve position last read: headers below are written */
 	uint64_t released; /* what we last stored to ctl->release */
 	uint64_t cur_size; /* size of the record peek returned, 0 if none */
 	uint64_t flush_bytes;
@@ -143,7 +148,8 @@ void mb_inbox_cons_init(struct mb_inbox_cons *c, const struct mb_inbox *ib,
  */
 int mb_inbox_peek(struct mb_inbox_cons *c, struct mb_inbox_msg *m);
 /* The same, waiting until deadline (see mb_inbox_reserve): spin, then
- * sleep on the eventcount; a record held by a dead owner is aborted. */
+ * sleep on the eventcount; a record (or the reserve lock) held by a dead
+ * owner is aborted (or repaired). */
 int mb_inbox_peek_wait(struct mb_inbox_cons *c, struct mb_inbox_msg *m, uint64_t deadline);
 /* Done with the record peek returned; its space is given back in batches. */
 void mb_inbox_consume(struct mb_inbox_cons *c);

@@ -44,6 +44,18 @@ static uint64_t deadline_in(uint64_t ns)
 	return mb_now_ns() + ns;
 }
 
+/* The reserve word as lib/inbox.c lays it out (pos/8:48 | owner:15 |
+ * locked:1), to simulate a holder that dies with the lock. */
+static uint64_t rw_word(uint64_t pos, uint32_t owner, bool locked)
+{
+	return pos << 13 | (uint64_t)owner << 1 | (locked ? 1u : 0u);
+}
+
+static uint64_t rw_pos_of(struct tib *t)
+{
+	return atomic_load(&t->ib.ctl->reserve) >> 16 << 3;
+}
+
 /* Reserve and commit one record; returns the reserve code. */
 static int put(struct mb_inbox_prod *p, const char *subject, const void *data, uint32_t len,
                uint64_t deadline)
@@ -58,6 +70,17 @@ static int put(struct mb_inbox_prod *p, const char *subject, const void *data, u
 	if (len)
 		memcpy(r.payload, data, len);
 	return mb_inbox_commit(p, &r);
+}
+
+/* The next record has this payload (read with a bounded wait). */
+static void expect_msg_raw(struct mb_inbox_cons *c, const char *payload)
+{
+	struct mb_inbox_msg m;
+
+	TU_ASSERT_OK(mb_inbox_peek_wait(c, &m, deadline_in(TU_WAIT_MS * MS)));
+	ck_assert_uint_eq(m.payload_len, strlen(payload));
+	ck_assert(memcmp(m.payload, payload, m.payload_len) == 0);
+	mb_inbox_consume(c);
 }
 
 static void expect_msg(struct mb_inbox_cons *c, const char *subject, uint32_t len,
@@ -107,7 +130,7 @@ START_TEST(test_contents_order)
 	unsigned char buf[600];
 
 	tib_open(&t, 65536);
-	mb_inbox_prod_init(&p, &t.ib, 5, 0);
+	mb_inbox_prod_init(&p, &t.ib, 5, 0, NULL, NULL);
 	mb_inbox_cons_init(&c, &t.ib, NULL, NULL, 0, 0);
 	TU_ASSERT_RC(mb_inbox_peek(&c, &m), MSGBUS_EAGAIN);
 	for (uint32_t i = 0; i < 100; i++) {
@@ -141,7 +164,7 @@ START_TEST(test_wrap_padding)
 	uint32_t sent = 0, got = 0;
 
 	tib_open(&t, 4096);
-	mb_inbox_prod_init(&p, &t.ib, 1, 0);
+	mb_inbox_prod_init(&p, &t.ib, 1, 0, NULL, NULL);
 	mb_inbox_cons_init(&c, &t.ib, NULL, NULL, 0, 0);
 	while (got < 2000) {
 		uint32_t len = (sent * 131) % (mb_inbox_max_payload(&t.ib, 4) + 1);
@@ -159,7 +182,7 @@ START_TEST(test_wrap_padding)
 			got++;
 		}
 	}
-	ck_assert_uint_gt(atomic_load(&t.ib.ctl->reserve), 100 * 4096);
+	ck_assert_uint_gt(c.cursor, 100 * 4096);
 	tib_close(&t);
 }
 END_TEST
@@ -175,7 +198,7 @@ START_TEST(test_full_and_timeout)
 	int n = 0;
 
 	tib_open(&t, 8192);
-	mb_inbox_prod_init(&p, &t.ib, 1, SPIN_NS);
+	mb_inbox_prod_init(&p, &t.ib, 1, SPIN_NS, NULL, NULL);
 	mb_inbox_cons_init(&c, &t.ib, NULL, NULL, SPIN_NS, CHECK_NS);
 	TU_ASSERT_RC(mb_inbox_reserve(&p, 0, mb_inbox_max_payload(&t.ib, 0) + 1, MB_NO_WAIT, &r),
 	             MSGBUS_EMSGSIZE);
@@ -221,7 +244,7 @@ START_TEST(test_abort_and_commit_order)
 	struct mb_inbox_res a, b, d;
 
 	tib_open(&t, 4096);
-	mb_inbox_prod_init(&p, &t.ib, 2, 0);
+	mb_inbox_prod_init(&p, &t.ib, 2, 0, NULL, NULL);
 	mb_inbox_cons_init(&c, &t.ib, NULL, NULL, 0, 0);
 	TU_ASSERT_OK(mb_inbox_reserve(&p, 1, 8, MB_NO_WAIT, &a));
 	TU_ASSERT_OK(mb_inbox_reserve(&p, 1, 8, MB_NO_WAIT, &b));
@@ -270,7 +293,7 @@ static int mp_produce(struct mb_inbox *ib, uint32_t id, uint32_t count)
 	struct mb_inbox_prod p;
 	char subject[16];
 
-	mb_inbox_prod_init(&p, ib, id, SPIN_NS);
+	mb_inbox_prod_init(&p, ib, id, SPIN_NS, NULL, NULL);
 	snprintf(subject, sizeof(subject), "p.%u", id);
 	for (uint32_t seq = 0; seq < count; seq++) {
 		struct mb_inbox_res r;
@@ -403,8 +426,8 @@ START_TEST(test_dead_owner_simulated)
 	struct mb_inbox_res r;
 
 	tib_open(&t, 4096);
-	mb_inbox_prod_init(&dead, &t.ib, 6, 0);
-	mb_inbox_prod_init(&live, &t.ib, 1, 0);
+	mb_inbox_prod_init(&dead, &t.ib, 6, 0, NULL, NULL);
+	mb_inbox_prod_init(&live, &t.ib, 1, 0, NULL, NULL);
 	mb_inbox_cons_init(&c, &t.ib, owner_dead, &o, SPIN_NS, CHECK_NS);
 	TU_ASSERT_OK(mb_inbox_reserve(&dead, 1, 100, MB_NO_WAIT, &r));
 	TU_ASSERT_OK(put(&live, "z", "live", 4, MB_NO_WAIT));
@@ -453,7 +476,7 @@ START_TEST(test_dead_owner_killed)
 
 		if (mb_inbox_attach(&ib, t.base, t.seg, CTL_OFF, DATA_OFF, t.size))
 			_exit(1);
-		mb_inbox_prod_init(&p, &ib, 3, 0);
+		mb_inbox_prod_init(&p, &ib, 3, 0, NULL, NULL);
 		if (mb_inbox_reserve(&p, 1, 64, MB_NO_WAIT, &r))
 			_exit(2);
 		memset(r.payload, 0xee, 32); /* half written */
@@ -463,7 +486,7 @@ START_TEST(test_dead_owner_killed)
 	}
 	o.pid[3] = pid;
 	ck_assert_int_eq(tu_pipe_get(&pp, TU_WAIT_MS, &v), 0);
-	mb_inbox_prod_init(&live, &t.ib, 1, 0);
+	mb_inbox_prod_init(&live, &t.ib, 1, 0, NULL, NULL);
 	mb_inbox_cons_init(&c, &t.ib, owner_dead, &o, SPIN_NS, CHECK_NS);
 	TU_ASSERT_OK(put(&live, "after", "ok", 2, MB_NO_WAIT));
 	TU_ASSERT_RC(mb_inbox_peek_wait(&c, &m, deadline_in(20 * MS)), MSGBUS_ETIMEDOUT);
@@ -479,6 +502,54 @@ START_TEST(test_dead_owner_killed)
 		mb_inbox_consume(&c);
 	}
 	tu_pipe_close(&pp);
+	tib_close(&t);
+}
+END_TEST
+
+/* A producer dies holding the reserve lock: before it wrote its header
+ * (the position stays), or after (the position moves past its record,
+ * which the consumer then aborts). Producers and the consumer repair it. */
+START_TEST(test_dead_lock_holder)
+{
+	struct tib t;
+	struct owners o = { { 0 }, 1u << 6, 0 };
+	struct mb_inbox_prod dead, live;
+	struct mb_inbox_cons c;
+	struct mb_inbox_msg m;
+	struct mb_inbox_res r;
+
+	tib_open(&t, 4096);
+	mb_inbox_prod_init(&dead, &t.ib, 6, 0, NULL, NULL);
+	mb_inbox_prod_init(&live, &t.ib, 1, 0, owner_dead, &o);
+	mb_inbox_cons_init(&c, &t.ib, owner_dead, &o, SPIN_NS, CHECK_NS);
+	TU_ASSERT_OK(put(&live, "a", "one", 3, MB_NO_WAIT)); /* 32 bytes at 0 */
+	/* 1. Dead before its header: a producer repairs, the position stays. */
+	atomic_store(&t.ib.ctl->reserve, rw_word(32, 6, true));
+	TU_ASSERT_OK(put(&live, "b", "two", 3, MB_NO_WAIT));
+	ck_assert_uint_gt(o.asked, 0);
+	expect_msg_raw(&c, "one");
+	expect_msg_raw(&c, "two");
+	/* 2. Dead after its header (reserve done, lock put back as if the
+	 * unlock never happened): the consumer repairs and aborts it. */
+	TU_ASSERT_OK(mb_inbox_reserve(&dead, 1, 8, MB_NO_WAIT, &r));
+	atomic_store(&t.ib.ctl->reserve, rw_word(r.pos, 6, true));
+	TU_ASSERT_RC(mb_inbox_peek_wait(&c, &m, deadline_in(20 * MS)), MSGBUS_ETIMEDOUT);
+	ck_assert_uint_eq(atomic_load(&t.ib.ctl->reserve), rw_word(r.pos + 32, 6, false));
+	TU_ASSERT_OK(put(&live, "c", "three", 5, MB_NO_WAIT));
+	expect_msg_raw(&c, "three");
+	TU_ASSERT_RC(mb_inbox_commit(&dead, &r), MSGBUS_EPEERDIED);
+	/* 3. With a PAD: the record wraps; a producer repairs past both. */
+	while (rw_pos_of(&t) % 4096 < 4096 - 200) {
+		TU_ASSERT_OK(put(&live, "f", "x", 1, MB_NO_WAIT));
+		expect_msg_raw(&c, "x");
+	}
+	uint64_t before = rw_pos_of(&t);
+	TU_ASSERT_OK(mb_inbox_reserve(&dead, 1, 256, MB_NO_WAIT, &r));
+	ck_assert_uint_eq(r.pos % 4096, 0); /* after a PAD */
+	atomic_store(&t.ib.ctl->reserve, rw_word(before, 6, true));
+	TU_ASSERT_OK(put(&live, "g", "four", 4, MB_NO_WAIT));
+	ck_assert_uint_eq(rw_pos_of(&t), r.pos + 280 + 32);
+	expect_msg_raw(&c, "four"); /* PAD skipped, the dead record aborted */
 	tib_close(&t);
 }
 END_TEST
@@ -511,7 +582,7 @@ static void *sleepy_producer(void *arg)
 	struct mb_inbox_prod p;
 	char buf[1000] = { 0 };
 
-	mb_inbox_prod_init(&p, a->ib, 2, 0); /* no spin */
+	mb_inbox_prod_init(&p, a->ib, 2, 0, NULL, NULL); /* no spin */
 	atomic_store(&a->started, 1);
 	a->rc = put(&p, "s", buf, sizeof(buf), UINT64_MAX);
 	return NULL;
@@ -529,7 +600,7 @@ START_TEST(test_sleep_wake)
 
 	tib_open(&t, 4096);
 	a.ib = &t.ib;
-	mb_inbox_prod_init(&p, &t.ib, 1, 0);
+	mb_inbox_prod_init(&p, &t.ib, 1, 0, NULL, NULL);
 	/* A consumer asleep on an empty inbox wakes for a commit. */
 	ck_assert_int_eq(pthread_create(&th, NULL, sleepy_consumer, &a), 0);
 	while (!atomic_load(&a.started))
@@ -583,7 +654,7 @@ START_TEST(test_corrupt_random)
 		unsigned char buf[700];
 
 		tib_open(&t, 4096);
-		mb_inbox_prod_init(&p, &t.ib, 1, 0);
+		mb_inbox_prod_init(&p, &t.ib, 1, 0, NULL, NULL);
 		mb_inbox_cons_init(&c, &t.ib, owner_dead, &o, 0, 0);
 		for (int i = 0; i < 40; i++) {
 			uint32_t len = (uint32_t)(tu_xorshift(&s) % 600);
@@ -647,7 +718,7 @@ START_TEST(test_corrupt_targeted)
 	_Atomic uint64_t *head;
 
 	tib_open(&t, 4096);
-	mb_inbox_prod_init(&p, &t.ib, 1, 0);
+	mb_inbox_prod_init(&p, &t.ib, 1, 0, NULL, NULL);
 	mb_inbox_cons_init(&c, &t.ib, NULL, NULL, 0, 0);
 	head = (_Atomic uint64_t *)(void *)(t.base + DATA_OFF);
 	TU_ASSERT_OK(put(&p, "abc", "0123456789", 10, MB_NO_WAIT));
@@ -668,15 +739,22 @@ START_TEST(test_corrupt_targeted)
 	memset(t.base + DATA_OFF + 12, 0, 4);
 	memset(t.base + DATA_OFF + 8, 0xff, 4);
 	TU_ASSERT_RC(mb_inbox_peek(&c, &m), MSGBUS_EPROTO);
-	/* A misaligned or runaway reserve position: producers refuse. */
-	atomic_store(&t.ib.ctl->reserve, 4);
+	/* A reserve position over a lap ahead: producers and the consumer
+	 * refuse it. */
+	memset(t.base + DATA_OFF + 8, 0, 8);
+	memcpy(t.base + DATA_OFF + 8, &(uint64_t){ 3 | (uint64_t)10 << 32 }, 8);
+	atomic_store(&t.ib.ctl->reserve, rw_word(1ull << 40, 1, false));
 	TU_ASSERT_RC(put(&p, "s", "x", 1, MB_NO_WAIT), MSGBUS_EPROTO);
-	atomic_store(&t.ib.ctl->reserve, 1ull << 40);
-	TU_ASSERT_RC(put(&p, "s", "x", 1, MB_NO_WAIT), MSGBUS_EPROTO);
-	/* The word at reserve is neither free nor a header. */
-	atomic_store(&t.ib.ctl->reserve, 64);
-	memset(t.base + DATA_OFF + 64, 0x5a, 8);
-	TU_ASSERT_RC(put(&p, "s", "x", 1, MB_NO_WAIT), MSGBUS_EPROTO);
+	TU_ASSERT_OK(mb_inbox_peek(&c, &m)); /* below the old end: still fine */
+	mb_inbox_consume(&c);
+	TU_ASSERT_RC(mb_inbox_peek(&c, &m), MSGBUS_EPROTO);
+	/* Held by a live owner for ever: EAGAIN, not a hang. */
+	atomic_store(&t.ib.ctl->reserve, rw_word(40, 9, true));
+	TU_ASSERT_RC(put(&p, "s", "x", 1, MB_NO_WAIT), MSGBUS_EAGAIN);
+	TU_ASSERT_RC(mb_inbox_peek(&c, &m), MSGBUS_EAGAIN);
+	/* A position below what the consumer released. */
+	atomic_store(&t.ib.ctl->reserve, rw_word(0, 1, false));
+	TU_ASSERT_RC(mb_inbox_peek(&c, &m), MSGBUS_EPROTO);
 	tib_close(&t);
 }
 END_TEST
@@ -702,6 +780,7 @@ Suite *suite_inbox(void)
 
 	tc = tu_tcase("crash", TU_CASE_TIMEOUT);
 	tcase_add_test(tc, test_dead_owner_simulated);
+	tcase_add_test(tc, test_dead_lock_holder);
 	if (!tu_valgrind())
 		tcase_add_test(tc, test_dead_owner_killed);
 	suite_add_tcase(s, tc);

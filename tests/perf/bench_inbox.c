@@ -165,7 +165,7 @@ static void inbox_produce(struct run *r, uint32_t id)
 		fail(r->ctl, "inbox: attach", id, 0);
 		return;
 	}
-	mb_inbox_prod_init(&p, &ib, id, g_spin_ns);
+	mb_inbox_prod_init(&p, &ib, id, g_spin_ns, NULL, NULL);
 	wait_go(r->ctl);
 	for (uint64_t i = 0; i < r->count; i++) {
 		struct mb_inbox_res res;
@@ -255,8 +255,11 @@ static double run_once(struct run *r)
 		if (!r->br)
 			return -1;
 	} else if (mb_inbox_format(r->seg, r->seg_size, INBOX_CTL_OFF, INBOX_DATA_OFF,
-	                           r->ring_bytes)) { /* also touches every page */
+	                           r->ring_bytes)) {
 		return -1;
+	} else {
+		/* Touch the data area once, as br_create does. */
+		memset(r->seg + INBOX_DATA_OFF, 0, r->ring_bytes);
 	}
 	for (int i = 0; i <= nprod; i++)
 		pid[i] = spawn(r, i, pin ? g_cpu[i == 0 ? 1 : 0] : -1);
