@@ -250,10 +250,10 @@ static void repair(const struct mb_inbox *ib, uint64_t w, uint64_t near)
 	}
 	if (r + adv - near > ib->size)
 		adv = 0;
-	/* Release, as the unlock in reserve_locked (it is one). A failure:
-	 * someone else repaired it first. */
+	/* seq_cst, as unlock() (it is one). A failure: someone else
+	 * repaired it first. */
 	atomic_compare_exchange_strong_explicit(&ib->ctl->reserve, &w, rw_make(r + adv, owner, false),
-	                                        memory_order_release, memory_order_relaxed);
+	                                        memory_order_seq_cst, memory_order_relaxed);
 }
 
 /* Stuck on the same held lock or CLAIMED head: every IB_STUCK_POLLS polls,
@@ -363,56 +363,44 @@ static int wait_lock(struct mb_inbox_prod *p, struct prod_wait *w, uint64_t lw)
 	return 0;
 }
 
-/* We hold the lock at r: write the header(s), then unlock past them. */
-static uint64_t reserve_locked(struct mb_inbox_prod *p, uint64_t r, uint64_t contig,
-                               uint64_t size)
+/* Give the reserve word back at position end. seq_cst: a release that
+ * publishes the headers below end (pairs with the acquire in reload_end),
+ * and the first half of the Dekker pair with wait_data's re-check of the
+ * reserve word (mb_inbox_put's record is complete here, and a PAD header
+ * is not at the word whose commit signals). */
+static void unlock(const struct mb_inbox *ib, uint64_t end, uint32_t owner)
 {
-	const struct mb_inbox *ib = &p->ib;
-	uint64_t at = r, h;
-
-	if (contig < size) {
-		/* Relaxed: published by the unlock below. */
-		atomic_store_explicit(word_at(ib, at), make_hdr(ib, at, IB_PAD, p->owner, contig),
-		                      memory_order_relaxed);
-		at += contig;
-	}
-	h = make_hdr(ib, at, IB_CLAIMED, p->owner, size);
-	/* Relaxed: published by the unlock below. */
-	atomic_store_explicit(word_at(ib, at), h, memory_order_relaxed);
-	/* Release: publishes the headers below the new position (pairs with
-	 * the acquire in reload_end and wait_data). No wake-up here: the
-	 * consumer waits for the commit, which signals. */
-	atomic_store_explicit(&ib->ctl->reserve, rw_make(at + size, p->owner, false),
-	                      memory_order_release);
-	return at;
+	atomic_store_explicit(&ib->ctl->reserve, rw_make(end, owner, false), memory_order_seq_cst);
 }
 
-static void fill_res(const struct mb_inbox *ib, uint64_t at, uint32_t owner,
-                     uint32_t subject_len, uint32_t payload_len, struct mb_inbox_res *res)
-{
-	unsigned char *rec = ib->data + (at & ib->mask);
-	uint64_t info = (uint64_t)subject_len | (uint64_t)payload_len << 32;
-
-	memcpy(rec + 8, &info, sizeof(info));
-	res->pos = at;
-	res->hdr = make_hdr(ib, at, IB_CLAIMED, owner,
-	                    rec_size(subject_len, payload_len));
-	res->subject = rec + MB_INBOX_REC_HDR;
-	res->payload = rec + MB_INBOX_REC_HDR + align8(subject_len);
-}
-
-/* One attempt at the free word w: 0 reserved (*at), IB_RETRY, or an error. */
-static int try_reserve(struct mb_inbox_prod *p, struct prod_wait *pw, uint64_t w, uint64_t size,
-                       uint64_t *at)
+/* We hold the lock at r: write a PAD header first if the record would
+ * cross the end of the area. Returns where the record goes. */
+static uint64_t place(struct mb_inbox_prod *p, uint64_t r, uint64_t size)
 {
 	const struct mb_inbox *ib = &p->ib;
-	uint64_t r = rw_pos(w, p->release_cache);
 	uint64_t contig = ib->size - (r & ib->mask);
+
+	if (contig >= size)
+		return r;
+	/* Relaxed: published by the unlock. */
+	atomic_store_explicit(word_at(ib, r), make_hdr(ib, r, IB_PAD, p->owner, contig),
+	                      memory_order_relaxed);
+	return r + contig;
+}
+
+/* One attempt at the free word w: 0 with the lock held at *r, IB_RETRY,
+ * or an error. */
+static int try_lock(struct mb_inbox_prod *p, struct prod_wait *pw, uint64_t w, uint64_t size,
+                    uint64_t *r)
+{
+	const struct mb_inbox *ib = &p->ib;
+	uint64_t pos = rw_pos(w, p->release_cache);
+	uint64_t contig = ib->size - (pos & ib->mask);
 	uint64_t need = contig < size ? contig + size : size;
-	int rc = room(p, r, need);
+	int rc = room(p, pos, need);
 
 	if (rc == ROOM_FULL) {
-		rc = wait_room(p, pw, r, need);
+		rc = wait_room(p, pw, pos, need);
 		return rc ? rc : IB_RETRY;
 	}
 	if (rc == ROOM_BAD) {
@@ -424,45 +412,99 @@ static int try_reserve(struct mb_inbox_prod *p, struct prod_wait *pw, uint64_t w
 		p->release_cache = atomic_load_explicit(&ib->ctl->release, memory_order_acquire);
 		return IB_RETRY;
 	}
-	/* Acquire: a lock; pairs with the release unlock of the last holder.
+	/* Acquire: a lock; pairs with the seq_cst unlock of the last holder.
 	 * Relaxed on failure: we read the word again. */
 	if (!atomic_compare_exchange_strong_explicit(&ib->ctl->reserve, &w,
-	                                             rw_make(r, p->owner, true),
+	                                             rw_make(pos, p->owner, true),
 	                                             memory_order_acquire, memory_order_relaxed))
 		return IB_RETRY;
-	*at = reserve_locked(p, r, contig, size);
+	*r = pos;
 	return 0;
+}
+
+/* Take the reserve lock with room for size bytes after it (and a PAD). */
+static int lock_room(struct mb_inbox_prod *p, uint64_t size, uint64_t deadline, uint64_t *r)
+{
+	struct prod_wait pw = { deadline, { 0, 0 }, { 0, 0 }, 0 };
+
+	for (;;) {
+		/* Relaxed: only the CAS in try_lock takes it, from this exact
+		 * value. */
+		uint64_t w = atomic_load_explicit(&p->ib.ctl->reserve, memory_order_relaxed);
+		int rc = (w & RW_LOCKED) ? wait_lock(p, &pw, w) : try_lock(p, &pw, w, size, r);
+
+		if (rc == 0 && !(w & RW_LOCKED))
+			return 0;
+		if (rc > 0)
+			return rc;
+	}
+}
+
+static void write_info(unsigned char *rec, uint32_t subject_len, uint32_t payload_len)
+{
+	uint64_t info = (uint64_t)subject_len | (uint64_t)payload_len << 32;
+
+	memcpy(rec + 8, &info, sizeof(info));
 }
 
 int mb_inbox_reserve(struct mb_inbox_prod *p, uint32_t subject_len, uint32_t payload_len,
                      uint64_t deadline, struct mb_inbox_res *res)
 {
 	const struct mb_inbox *ib = &p->ib;
-	uint64_t size = rec_size(subject_len, payload_len), at = 0;
-	struct prod_wait pw = { deadline, { 0, 0 }, { 0, 0 }, 0 };
+	uint64_t size = rec_size(subject_len, payload_len), r, at, h;
+	unsigned char *rec;
+	int rc;
 
 	if (size > ib->size / 2)
 		return MSGBUS_EMSGSIZE;
-	for (;;) {
-		/* Relaxed: only the CAS in try_reserve takes it, from this
-		 * exact value. */
-		uint64_t w = atomic_load_explicit(&ib->ctl->reserve, memory_order_relaxed);
-		int rc;
+	rc = lock_room(p, size, deadline, &r);
+	if (rc)
+		return rc;
+	at = place(p, r, size);
+	h = make_hdr(ib, at, IB_CLAIMED, p->owner, size);
+	/* Relaxed: published by the unlock. */
+	atomic_store_explicit(word_at(ib, at), h, memory_order_relaxed);
+	unlock(ib, at + size, p->owner);
+	rec = ib->data + (at & ib->mask);
+	write_info(rec, subject_len, payload_len);
+	res->pos = at;
+	res->hdr = h;
+	res->subject = rec + MB_INBOX_REC_HDR;
+	res->payload = rec + MB_INBOX_REC_HDR + align8(subject_len);
+	return 0;
+}
 
-		if (w & RW_LOCKED) {
-			rc = wait_lock(p, &pw, w);
-			if (rc)
-				return rc;
-			continue;
-		}
-		rc = try_reserve(p, &pw, w, size, &at);
-		if (rc == IB_RETRY)
-			continue;
+int mb_inbox_put(struct mb_inbox_prod *p, const void *subject, uint32_t subject_len,
+                 const void *payload, uint32_t payload_len, uint64_t deadline)
+{
+	const struct mb_inbox *ib = &p->ib;
+	uint64_t size = rec_size(subject_len, payload_len), r, at;
+	struct mb_inbox_res res;
+	unsigned char *rec;
+	int rc;
+
+	if (size > MB_INBOX_PUT_LOCKED) {
+		rc = mb_inbox_reserve(p, subject_len, payload_len, deadline, &res);
 		if (rc)
 			return rc;
-		fill_res(ib, at, p->owner, subject_len, payload_len, res);
-		return 0;
+		memcpy(res.subject, subject, subject_len);
+		memcpy(res.payload, payload, payload_len);
+		return mb_inbox_commit(p, &res);
 	}
+	rc = lock_room(p, size, deadline, &r);
+	if (rc)
+		return rc;
+	at = place(p, r, size);
+	rec = ib->data + (at & ib->mask);
+	write_info(rec, subject_len, payload_len);
+	memcpy(rec + MB_INBOX_REC_HDR, subject, subject_len);
+	memcpy(rec + MB_INBOX_REC_HDR + align8(subject_len), payload, payload_len);
+	/* Relaxed: the record is published by the unlock. */
+	atomic_store_explicit(word_at(ib, at), make_hdr(ib, at, IB_COMMITTED, p->owner, size),
+	                      memory_order_relaxed);
+	unlock(ib, at + size, p->owner);
+	mb_ec_signal(&ib->ctl->data_ec);
+	return 0;
 }
 
 /* CLAIMED -> st. seq_cst: a release that publishes the record (pairs with
@@ -615,8 +657,8 @@ static int deliver(struct mb_inbox_cons *c, uint64_t pos, uint64_t h, uint64_t s
  * 0: there is more; IB_RETRY: a dead holder was repaired; EAGAIN; EPROTO. */
 static int reload_end(struct mb_inbox_cons *c)
 {
-	/* Acquire: pairs with the release unlock in reserve_locked (and
-	 * repair): every header below the position is written. */
+	/* Acquire: pairs with the seq_cst unlock() (and repair): every
+	 * header below the position is written. */
 	uint64_t w = atomic_load_explicit(&c->ib.ctl->reserve, memory_order_acquire);
 	int rc = set_end(c, w);
 
@@ -669,41 +711,41 @@ int mb_inbox_peek(struct mb_inbox_cons *c, struct mb_inbox_msg *m)
 }
 
 /*
- * One sleep of the consumer, after peek found nothing. Whatever state the
- * head is in (a CLAIMED record, or the next position, not yet reserved or
- * reserved under the lock), what ends the wait is a CAS of the word at the
- * cursor in finish(), which then signals. So the Dekker pair is on that
- * word: read it (acquire), check that the end has not moved meanwhile,
- * announce the sleep, read the word again (seq_cst): unchanged means the
- * commit, if any, comes after our announcement and will wake us.
+ * One sleep of the consumer, after peek found nothing. If the cursor is at
+ * the end, what we wait for is an unlock() (seq_cst) that moves the end:
+ * mb_inbox_put's record is then complete, and a reserved one signals again
+ * at its commit. If the cursor is at a CLAIMED record, it is the commit CAS
+ * on that header (seq_cst). Either is followed by mb_ec_signal, so we
+ * announce the sleep, then read the word again (seq_cst): unchanged means
+ * the change comes after our announcement and will wake us.
  */
 static void wait_data(struct mb_inbox_cons *c, uint64_t now, uint64_t deadline)
 {
 	struct mb_inbox_ctl *ctl = c->ib.ctl;
-	_Atomic uint64_t *head = word_at(&c->ib, c->cursor);
-	uint64_t until = deadline, w, h;
+	_Atomic uint64_t *watch = &ctl->reserve;
+	uint64_t until = deadline, seen;
 	uint32_t v;
 
 	mb_inbox_flush(c); /* before sleeping, always */
-	/* Acquire: pairs with the seq_cst CAS in finish(); if it saw a
-	 * commit, the unlock before it is visible to the load of reserve. */
-	h = atomic_load_explicit(head, memory_order_acquire);
-	/* Acquire: pairs with the release unlock in reserve_locked. */
-	w = atomic_load_explicit(&ctl->reserve, memory_order_acquire);
 	if (c->end != c->cursor) {
-		if (hdr_state(h) != IB_CLAIMED || hdr_size(&c->ib, c->cursor, h) == 0 ||
-		    unstick(c, 0, h))
+		watch = word_at(&c->ib, c->cursor);
+		/* Relaxed: only compared below (peek read it with acquire). */
+		seen = atomic_load_explicit(watch, memory_order_relaxed);
+		if (hdr_state(seen) != IB_CLAIMED || hdr_size(&c->ib, c->cursor, seen) == 0 ||
+		    unstick(c, 0, seen))
 			return; /* peek again */
-	} else if (rw_pos(w, c->cursor) != c->cursor) {
-		return; /* reserved since peek: peek again */
-	} else if ((w & RW_LOCKED) && unstick(c, w, 0)) {
-		return;
+	} else {
+		/* Relaxed: only compared below. */
+		seen = atomic_load_explicit(watch, memory_order_relaxed);
+		if (rw_pos(seen, c->cursor) != c->cursor ||
+		    ((seen & RW_LOCKED) && unstick(c, seen, 0)))
+			return; /* moved since peek, or repaired: peek again */
 	}
 	v = mb_ec_prepare(&ctl->data_ec);
-	/* seq_cst: the second half of the Dekker pair with the seq_cst CAS in
-	 * finish() and its mb_ec_signal: we see the change or it sees
-	 * WAITERS. */
-	if (atomic_load_explicit(head, memory_order_seq_cst) != h)
+	/* seq_cst: the second half of the Dekker pair with the seq_cst
+	 * unlock() or commit CAS, each followed by mb_ec_signal: we see the
+	 * change or the signal sees WAITERS. */
+	if (atomic_load_explicit(watch, memory_order_seq_cst) != seen)
 		return;
 	if (c->check_ns && now + c->check_ns < until)
 		until = now + c->check_ns;

@@ -53,8 +53,9 @@
 #define WATCHDOG_S 120
 #define MAX_PROD 2
 
-enum { K_BASE, K_INBOX1, K_INBOX2, K_COUNT };
-static const char *const kname[K_COUNT] = { "baseline 1:1", "inbox 1:1", "inbox 2:1" };
+enum { K_BASE, K_INBOX1, K_INBOX2, K_RC1, K_COUNT };
+static const char *const kname[K_COUNT] = { "baseline 1:1", "inbox 1:1", "inbox 2:1",
+	                                    "inbox r/c 1:1" };
 
 static int g_reps = 5;
 static long g_scale = 100;
@@ -81,7 +82,7 @@ struct run {
 	br_ring *br;
 	unsigned char *seg;
 	uint64_t seg_size;
-	unsigned char src[65536];
+	unsigned char src[65536]; /* each process's own copy after fork */
 };
 
 static struct run g_run;
@@ -170,7 +171,18 @@ static void inbox_produce(struct run *r, uint32_t id)
 	for (uint64_t i = 0; i < r->count; i++) {
 		struct mb_inbox_res res;
 		uint64_t tag = i | (uint64_t)id << 56;
-		int rc = mb_inbox_reserve(&p, 1, (uint32_t)r->size, UINT64_MAX, &res);
+		int rc;
+		if (r->kind != K_RC1) { /* the call publish would make: put */
+			put_u64(r->src, tag);
+			put_u64(r->src + r->size - 8, tag);
+			rc = mb_inbox_put(&p, "t", 1, r->src, (uint32_t)r->size, UINT64_MAX);
+			if (rc) {
+				fail(r->ctl, "inbox: put", (uint64_t)rc, i);
+				return;
+			}
+			continue;
+		}
+		rc = mb_inbox_reserve(&p, 1, (uint32_t)r->size, UINT64_MAX, &res);
 		if (rc) {
 			fail(r->ctl, "inbox: reserve", (uint64_t)rc, i);
 			return;
@@ -326,11 +338,12 @@ static int bench_size(size_t size, uint64_t count, uint64_t ring_bytes)
 		}
 	for (int k = 0; k < K_COUNT; k++)
 		med[k] = median_dbl(v[k], g_reps);
-	printf("%6zu B | %9.3f M %9.0f MB/s | %9.3f M %5.2fx [%4.2f-%4.2f] | %9.3f M %5.2fx\n",
+	printf("%6zu B | %8.3f M %7.0f MB/s | %8.3f M %5.2fx [%4.2f-%4.2f] | %8.3f M %5.2fx"
+	       " | %8.3f M %5.2fx\n",
 	       size, med[K_BASE] / 1e6, med[K_BASE] * (double)size / 1e6, med[K_INBOX1] / 1e6,
 	       med[K_INBOX1] / med[K_BASE], min_dbl(v[K_INBOX1], g_reps) / med[K_BASE],
 	       max_dbl(v[K_INBOX1], g_reps) / med[K_BASE], med[K_INBOX2] / 1e6,
-	       med[K_INBOX2] / med[K_BASE]);
+	       med[K_INBOX2] / med[K_BASE], med[K_RC1] / 1e6, med[K_RC1] / med[K_BASE]);
 	fflush(stdout);
 	return 0;
 }
@@ -366,8 +379,8 @@ int main(int argc, char **argv)
 	printf("bench_inbox: %d runs per figure (median), pinned: %s, inbox spin %llu us\n",
 	       g_reps, g_pin && g_cpu[0] >= 0 ? "yes (1:1)" : "no",
 	       (unsigned long long)(g_spin_ns / 1000));
-	printf("  size | baseline 1:1 msgs/s  MB/s  | inbox 1:1  ratio [min-max]       | "
-	       "inbox 2:1  ratio\n");
+	printf("  size | baseline 1:1 msgs/s  MB/s | inbox put 1:1 ratio [min-max]  | "
+	       "inbox put 2:1     | reserve/commit 1:1\n");
 	load_sample(&a);
 	rc |= bench_size(64, (uint64_t)g_scale * 20000, 1u << 20);
 	rc |= bench_size(4096, (uint64_t)g_scale * 4000, 256u << 10);
