@@ -56,13 +56,20 @@ static uint64_t rw_pos_of(struct tib *t)
 	return atomic_load(&t->ib.ctl->reserve) >> 16 << 3;
 }
 
-/* Reserve and commit one record; returns the reserve code. */
+/* Write one record, by mb_inbox_put and by reserve + commit in turn (per
+ * thread), so that every test runs both paths. Returns the first error. */
+static _Thread_local unsigned put_calls;
+
 static int put(struct mb_inbox_prod *p, const char *subject, const void *data, uint32_t len,
                uint64_t deadline)
 {
 	struct mb_inbox_res r;
 	uint32_t sl = (uint32_t)strlen(subject);
-	int rc = mb_inbox_reserve(p, sl, len, deadline, &r);
+	int rc;
+
+	if (put_calls++ % 2)
+		return mb_inbox_put(p, subject, sl, data, len, deadline);
+	rc = mb_inbox_reserve(p, sl, len, deadline, &r);
 
 	if (rc)
 		return rc;
@@ -274,7 +281,7 @@ END_TEST
 /* ---- many producers ------------------------------------------------------- */
 
 #define MP_PRODUCERS 4
-#define MP_MAXLEN 200u
+#define MP_MAXLEN 1500u /* crosses MB_INBOX_PUT_LOCKED */
 
 struct mp_arg {
 	struct mb_inbox *ib;
@@ -284,7 +291,7 @@ struct mp_arg {
 
 static uint32_t mp_len(uint32_t id, uint32_t seq)
 {
-	return 8 + (id * 7 + seq * 13) % MP_MAXLEN;
+	return 8 + (seq % 16 ? (id * 7 + seq * 13) % 200 : (id * 7 + seq * 13) % MP_MAXLEN);
 }
 
 /* A producer: count records "p.<id>", payload = id, seq, then a pattern. */
@@ -298,8 +305,21 @@ static int mp_produce(struct mb_inbox *ib, uint32_t id, uint32_t count)
 	for (uint32_t seq = 0; seq < count; seq++) {
 		struct mb_inbox_res r;
 		uint32_t len = mp_len(id, seq);
-		int rc = mb_inbox_reserve(&p, (uint32_t)strlen(subject), len,
-		                          deadline_in(TU_WAIT_MS * MS), &r);
+		unsigned char buf[MP_MAXLEN + 8];
+		int rc;
+
+		if (id % 2) { /* odd producers: mb_inbox_put */
+			memcpy(buf, &id, 4);
+			memcpy(buf + 4, &seq, 4);
+			tu_fill(buf + 8, len - 8, id << 20 ^ seq);
+			rc = mb_inbox_put(&p, subject, (uint32_t)strlen(subject), buf, len,
+			                  deadline_in(TU_WAIT_MS * MS));
+			if (rc)
+				return rc;
+			continue;
+		}
+		rc = mb_inbox_reserve(&p, (uint32_t)strlen(subject), len,
+		                      deadline_in(TU_WAIT_MS * MS), &r);
 		if (rc)
 			return rc;
 		memcpy(r.subject, subject, strlen(subject));

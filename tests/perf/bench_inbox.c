@@ -2,11 +2,12 @@
  * bench_inbox.c - the bare inbox ring (lib/inbox.c) against the raw baseline
  * ring (baseline_ring.h), between processes, in one run.
  *
- * Usage: bench_inbox [-r REPS] [-n SCALE] [-S SPIN_US] [-p] [-v]
+ * Usage: bench_inbox [-r REPS] [-n SCALE] [-s SIZE] [-S SPIN_US] [-p] [-v]
  *   -r REPS   runs per figure, alternating baseline and inbox (default 5);
  *             the median is printed
  *   -n SCALE  message counts in thousands: 64 B sends 20x SCALE, 4 KiB 4x,
  *             64 KiB 0.4x (default 100: 2 M, 400 k, 40 k messages)
+ *   -s SIZE   only this message size (64, 4096 or 65536)
  *   -S US     the inbox's spin before sleeping (default 100 us)
  *   -p        do not pin (by default the producer and the consumer of the
  *             1:1 runs get one CPU each; 2:1 runs are never pinned)
@@ -62,6 +63,7 @@ static long g_scale = 100;
 static uint64_t g_spin_ns = 100000;
 static int g_pin = 1;
 static int g_verbose;
+static long g_only; /* -s */
 static int g_cpu[2] = { -1, -1 };
 
 /* Shared between the parent and its children. */
@@ -314,7 +316,7 @@ static void pick_cpus(void)
 
 static int usage(void)
 {
-	fprintf(stderr, "usage: bench_inbox [-r REPS] [-n SCALE] [-S SPIN_US] [-p] [-v]\n");
+	fprintf(stderr, "usage: bench_inbox [-r REPS] [-n SCALE] [-s SIZE] [-S SPIN_US] [-p] [-v]\n");
 	return 2;
 }
 
@@ -353,10 +355,11 @@ int main(int argc, char **argv)
 	struct load_mark a, b;
 	int opt, rc = 0;
 
-	while ((opt = getopt(argc, argv, "r:n:S:pv")) != -1) {
+	while ((opt = getopt(argc, argv, "r:n:s:S:pv")) != -1) {
 		switch (opt) {
 		case 'r': g_reps = atoi(optarg); break;
 		case 'n': g_scale = atol(optarg); break;
+		case 's': g_only = atol(optarg); break;
 		case 'S': g_spin_ns = strtoull(optarg, NULL, 10) * 1000; break;
 		case 'p': g_pin = 0; break;
 		case 'v': g_verbose = 1; break;
@@ -382,9 +385,12 @@ int main(int argc, char **argv)
 	printf("  size | baseline 1:1 msgs/s  MB/s | inbox put 1:1 ratio [min-max]  | "
 	       "inbox put 2:1     | reserve/commit 1:1\n");
 	load_sample(&a);
-	rc |= bench_size(64, (uint64_t)g_scale * 20000, 1u << 20);
-	rc |= bench_size(4096, (uint64_t)g_scale * 4000, 256u << 10);
-	rc |= bench_size(65536, (uint64_t)g_scale * 400, 256u << 10);
+	if (!g_only || g_only == 64)
+		rc |= bench_size(64, (uint64_t)g_scale * 20000, 1u << 20);
+	if (!g_only || g_only == 4096)
+		rc |= bench_size(4096, (uint64_t)g_scale * 4000, 256u << 10);
+	if (!g_only || g_only == 65536)
+		rc |= bench_size(65536, (uint64_t)g_scale * 400, 256u << 10);
 	load_sample(&b);
 	printf("other load on the machine during the runs: %.0f %% (of all CPUs)\n",
 	       load_other_pct(&a, &b));
