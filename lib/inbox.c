@@ -57,8 +57,6 @@ enum { IB_CLAIMED = 1, IB_COMMITTED = 2, IB_ABORTED = 3, IB_PAD = 4 };
 #define IB_BAD_LIMIT 64u
 /* Polls of the same CLAIMED head or held lock between two liveness asks. */
 #define IB_STUCK_POLLS 1024u
-/* Polls of the head word between two reads of the reserve word. */
-#define IB_HINT_POLLS 64u
 /* A producer waiting for room re-checks at least this often. */
 #define IB_ROOM_RECHECK_NS 10000000ull
 
@@ -551,7 +549,6 @@ void mb_inbox_cons_init(struct mb_inbox_cons *c, const struct mb_inbox *ib,
 	c->released = c->end = c->cursor;
 	c->flush_bytes = ib->size / 4;
 	c->stuck_pos = UINT64_MAX;
-	c->hint_pos = UINT64_MAX;
 	c->owner_dead = owner_dead;
 	c->owner_ctx = owner_ctx;
 	c->spin_ns = spin_ns;
@@ -660,33 +657,15 @@ static int deliver(struct mb_inbox_cons *c, uint64_t pos, uint64_t h, uint64_t s
  * 0: there is more; IB_RETRY: a dead holder was repaired; EAGAIN; EPROTO. */
 static int reload_end(struct mb_inbox_cons *c)
 {
-	_Atomic uint64_t *head = word_at(&c->ib, c->cursor);
-	uint64_t w, v;
-	int rc;
-
-	/* Relaxed: a hint. While the word at the cursor keeps the value it
-	 * had when the position was free, nobody has reserved it: poll that
-	 * word (which the producer writes anyway) rather than the reserve
-	 * word (whose every read costs the producer's next CAS a transfer).
-	 * The reserve word is still read every IB_HINT_POLLS polls, for a
-	 * record whose header is bit for bit the stale one. */
-	v = atomic_load_explicit(head, memory_order_relaxed);
-	if (c->hint_pos == c->cursor && v == c->hint && ++c->hint_polls % IB_HINT_POLLS)
-		return MSGBUS_EAGAIN;
 	/* Acquire: pairs with the seq_cst unlock() (and repair): every
 	 * header below the position is written. */
-	w = atomic_load_explicit(&c->ib.ctl->reserve, memory_order_acquire);
-	rc = set_end(c, w);
+	uint64_t w = atomic_load_explicit(&c->ib.ctl->reserve, memory_order_acquire);
+	int rc = set_end(c, w);
+
 	if (rc)
 		return rc;
 	if (c->end != c->cursor)
 		return 0;
-	if (!(w & RW_LOCKED)) {
-		/* Read before a free reserve word at the cursor: stale. */
-		c->hint_pos = c->cursor;
-		c->hint = v;
-		c->hint_polls = 0;
-	}
 	if ((w & RW_LOCKED) && stuck_due(c, w) && unstick(c, w, 0))
 		return IB_RETRY;
 	idle_flush(c);

@@ -135,7 +135,6 @@ struct mb_inbox_cons {
 	uint64_t cur_size; /* size of the record peek returned, 0 if none */
 	uint64_t flush_bytes;
 	uint64_t stuck_pos, stuck_polls;
-	uint64_t hint_pos, hint, hint_polls; /* see reload_end */
 	mb_owner_dead_fn owner_dead; /* may be NULL: never abort */
 	void *owner_ctx;
 	uint64_t spin_ns, check_ns;
