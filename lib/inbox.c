@@ -236,8 +236,9 @@ static uint64_t holder_hdr(const struct mb_inbox *ib, uint64_t pos, uint32_t own
  * A stale byte pattern that happens to look like a CLAIMED or PAD header of
  * this holder at this place moves the position over free space that the
  * consumer then skips: harmless. near: a position at most a lap below w's.
+ * true when the word is no longer w (read it again).
  */
-static void repair(const struct mb_inbox *ib, uint64_t w, uint64_t near)
+static bool repair(const struct mb_inbox *ib, uint64_t w, uint64_t near)
 {
 	uint64_t r = rw_pos(w, near), adv;
 	uint32_t owner = rw_owner(w);
@@ -251,9 +252,13 @@ static void repair(const struct mb_inbox *ib, uint64_t w, uint64_t near)
 	if (r + adv - near > ib->size)
 		adv = 0;
 	/* seq_cst, as unlock() (it is one). A failure: someone else
-	 * repaired it first. */
-	atomic_compare_exchange_strong_explicit(&ib->ctl->reserve, &w, rw_make(r + adv, owner, false),
-	                                        memory_order_seq_cst, memory_order_relaxed);
+	 * repaired it first, or the word is not what we were told. */
+	uint64_t seen = w;
+	return atomic_compare_exchange_strong_explicit(&ib->ctl->reserve, &seen,
+	                                               rw_make(r + adv, owner, false),
+	                                               memory_order_seq_cst,
+	                                               memory_order_relaxed) ||
+	       seen != w;
 }
 
 /* Stuck on the same held lock or CLAIMED head: every IB_STUCK_POLLS polls,
@@ -351,8 +356,8 @@ static int wait_lock(struct mb_inbox_prod *p, struct prod_wait *w, uint64_t lw)
 	if (p->owner_dead && p->owner_dead(p->owner_ctx, rw_owner(lw))) {
 		/* Acquire: a fresh release, so near is within a lap. */
 		p->release_cache = atomic_load_explicit(&p->ib.ctl->release, memory_order_acquire);
-		repair(&p->ib, lw, p->release_cache);
-		return 0;
+		if (repair(&p->ib, lw, p->release_cache))
+			return 0;
 	}
 	if (w->deadline == MB_NO_WAIT)
 		return MSGBUS_EAGAIN;
@@ -479,18 +484,11 @@ int mb_inbox_put(struct mb_inbox_prod *p, const void *subject, uint32_t subject_
 {
 	const struct mb_inbox *ib = &p->ib;
 	uint64_t size = rec_size(subject_len, payload_len), r, at;
-	struct mb_inbox_res res;
 	unsigned char *rec;
 	int rc;
 
-	if (size > MB_INBOX_PUT_LOCKED) {
-		rc = mb_inbox_reserve(p, subject_len, payload_len, deadline, &res);
-		if (rc)
-			return rc;
-		memcpy(res.subject, subject, subject_len);
-		memcpy(res.payload, payload, payload_len);
-		return mb_inbox_commit(p, &res);
-	}
+	if (size > ib->size / 2)
+		return MSGBUS_EMSGSIZE;
 	rc = lock_room(p, size, deadline, &r);
 	if (rc)
 		return rc;
@@ -600,8 +598,9 @@ static int set_end(struct mb_inbox_cons *c, uint64_t w)
 	return 0;
 }
 
-/* The owner of a CLAIMED head or of a held lock at our cursor may be dead.
- * true when something changed (read again). */
+/* The owner of a CLAIMED head (h) or of a held lock at our cursor (w, h 0)
+ * may be dead. true when the word changed (read it again): so a liveness
+ * test that says "dead" of a word we cannot change never makes us loop. */
 static bool unstick(struct mb_inbox_cons *c, uint64_t w, uint64_t h)
 {
 	uint32_t owner = h ? hdr_owner(h) : rw_owner(w);
@@ -609,16 +608,14 @@ static bool unstick(struct mb_inbox_cons *c, uint64_t w, uint64_t h)
 
 	if (!c->owner_dead || !c->owner_dead(c->owner_ctx, owner))
 		return false;
-	if (!h) {
-		repair(&c->ib, w, c->released);
-		return true;
-	}
+	if (!h)
+		return repair(&c->ib, w, c->released);
 	/* Acquire on success: orders our reads after whatever the dead owner
 	 * wrote. A failure (it committed after all) is read again. */
-	atomic_compare_exchange_strong_explicit(word_at(&c->ib, c->cursor), &seen,
-	                                        with_state(h, IB_ABORTED),
-	                                        memory_order_acquire, memory_order_relaxed);
-	return true;
+	return atomic_compare_exchange_strong_explicit(word_at(&c->ib, c->cursor), &seen,
+	                                               with_state(h, IB_ABORTED),
+	                                               memory_order_acquire, memory_order_relaxed) ||
+	       seen != h;
 }
 
 /* Count polls of one stuck state; true every IB_STUCK_POLLS. */

@@ -42,9 +42,6 @@
 #define MB_INBOX_MIN_SIZE 4096u
 #define MB_INBOX_MAX_SIZE (1ull << 30)
 #define MB_INBOX_REC_HDR 16u /* header word + info word */
-#ifndef MB_INBOX_PUT_LOCKED
-#define MB_INBOX_PUT_LOCKED 1024u /* mb_inbox_put copies records this big under the lock */
-#endif
 
 /* Shared. Each hot word on its own line; key and size never change after
  * mb_inbox_format and are read once by mb_inbox_attach. */
@@ -110,11 +107,13 @@ void mb_inbox_prod_init(struct mb_inbox_prod *p, const struct mb_inbox *ib, uint
 int mb_inbox_reserve(struct mb_inbox_prod *p, uint32_t subject_len, uint32_t payload_len,
                      uint64_t deadline, struct mb_inbox_res *res);
 /*
- * Reserve, copy and commit in one call. A record of at most
- * MB_INBOX_PUT_LOCKED bytes is copied while the reserve lock is held and
- * written COMMITTED at once: no commit CAS, and the consumer never sees it
- * half written. Larger ones go through reserve and commit (other producers
- * are not held up by a long copy). Codes as mb_inbox_reserve and commit.
+ * Reserve, copy and commit in one call: the record is copied while the
+ * reserve lock is held and written COMMITTED at once, so there is no commit
+ * CAS and the consumer never waits on it half written; other producers of
+ * this inbox wait for the copy (measured here: faster than reserve + commit
+ * for 64 B to 64 KiB, 1:1 and 2:1). mb_inbox_reserve is for writing in place
+ * and for holding several inboxes' reservations before committing any.
+ * Codes as mb_inbox_reserve.
  */
 int mb_inbox_put(struct mb_inbox_prod *p, const void *subject, uint32_t subject_len,
                  const void *payload, uint32_t payload_len, uint64_t deadline);

@@ -209,6 +209,8 @@ START_TEST(test_full_and_timeout)
 	mb_inbox_cons_init(&c, &t.ib, NULL, NULL, SPIN_NS, CHECK_NS);
 	TU_ASSERT_RC(mb_inbox_reserve(&p, 0, mb_inbox_max_payload(&t.ib, 0) + 1, MB_NO_WAIT, &r),
 	             MSGBUS_EMSGSIZE);
+	TU_ASSERT_RC(mb_inbox_put(&p, "", 0, buf, mb_inbox_max_payload(&t.ib, 0) + 1, MB_NO_WAIT),
+	             MSGBUS_EMSGSIZE);
 	TU_ASSERT_OK(put(&p, "s", buf, mb_inbox_max_payload(&t.ib, 1), MB_NO_WAIT));
 	TU_ASSERT_OK(mb_inbox_peek(&c, &m));
 	mb_inbox_consume(&c);
@@ -281,7 +283,7 @@ END_TEST
 /* ---- many producers ------------------------------------------------------- */
 
 #define MP_PRODUCERS 4
-#define MP_MAXLEN 1500u /* crosses MB_INBOX_PUT_LOCKED */
+#define MP_MAXLEN 1500u
 
 struct mp_arg {
 	struct mb_inbox *ib;
@@ -574,6 +576,45 @@ START_TEST(test_dead_lock_holder)
 }
 END_TEST
 
+/* A forked producer really dies holding the reserve lock: mb_inbox_put
+ * copies from a page it cannot read, so it is killed by SIGSEGV between the
+ * lock and the unlock. The next producer finds the lock held by a dead
+ * owner, repairs it, and the ring goes on. */
+START_TEST(test_dead_in_lock_killed)
+{
+	struct tib t;
+	struct owners o = { { 0 }, 0, 0 };
+	struct mb_inbox_prod live;
+	struct mb_inbox_cons c;
+	int st;
+
+	tib_open(&t, 4096);
+	mb_inbox_prod_init(&live, &t.ib, 1, 0, owner_dead, &o);
+	mb_inbox_cons_init(&c, &t.ib, owner_dead, &o, SPIN_NS, CHECK_NS);
+	TU_ASSERT_OK(put(&live, "a", "before", 6, MB_NO_WAIT));
+	pid_t pid = tu_fork();
+	if (pid == 0) {
+		struct mb_inbox ib;
+		struct mb_inbox_prod p;
+		void *bad = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+		if (bad == MAP_FAILED || mb_inbox_attach(&ib, t.base, t.seg, CTL_OFF, DATA_OFF, t.size))
+			_exit(1);
+		mb_inbox_prod_init(&p, &ib, 4, 0, NULL, NULL);
+		mb_inbox_put(&p, "s", 1, bad, 256, MB_NO_WAIT); /* dies in here */
+		_exit(2);
+	}
+	ck_assert_int_eq(tu_wait_child(pid, TU_WAIT_MS, &st), 0);
+	ck_assert_msg(WIFSIGNALED(st), "the child was to die in mb_inbox_put");
+	o.pid[4] = pid; /* reaped: kill(pid, 0) fails with ESRCH */
+	ck_assert_uint_eq(atomic_load(&t.ib.ctl->reserve) & 1, 1); /* still locked */
+	TU_ASSERT_OK(put(&live, "b", "after", 5, deadline_in(TU_WAIT_MS * MS)));
+	expect_msg_raw(&c, "before");
+	expect_msg_raw(&c, "after");
+	tib_close(&t);
+}
+END_TEST
+
 /* ---- sleeping and waking -------------------------------------------------- */
 
 struct wake_arg {
@@ -801,8 +842,10 @@ Suite *suite_inbox(void)
 	tc = tu_tcase("crash", TU_CASE_TIMEOUT);
 	tcase_add_test(tc, test_dead_owner_simulated);
 	tcase_add_test(tc, test_dead_lock_holder);
-	if (!tu_valgrind())
+	if (!tu_valgrind()) {
 		tcase_add_test(tc, test_dead_owner_killed);
+		tcase_add_test(tc, test_dead_in_lock_killed);
+	}
 	suite_add_tcase(s, tc);
 
 	tc = tu_tcase("corrupt", TU_CASE_TIMEOUT);
