@@ -9,14 +9,17 @@
  *
  * Reserve. A producer reads the word (r, free), checks room against its
  * cached copy of the consumer's release (re-read only when the ring looks
- * full), CASes it to (r, locked by itself), writes the header (and a PAD
- * record first if the record would cross the end of the area), and stores
- * (r + size, free) with release. Then it writes the record and commits.
- * Claiming and naming the owner are one step, so no reserved space is ever
- * without an owner. A producer that finds the word locked spins, then naps;
- * if it stays locked and the caller's exact liveness test says the holder
- * is dead, the waiter repairs it: the header the holder wrote (if any) says
- * how far to move the position, else the position stays (see repair()).
+ * full), CASes it to (r, locked by itself), writes a PAD record first if the
+ * record would cross the end of the area, then either the CLAIMED header
+ * (mb_inbox_reserve: the record is written and committed after the unlock)
+ * or the whole record with a COMMITTED header (mb_inbox_put), and stores
+ * (end, free). Claiming and naming the owner are one step, so no reserved
+ * space is ever without an owner. A producer that finds the word locked
+ * spins, then naps; if it stays locked and the caller's exact liveness test
+ * says the holder is dead, the waiter repairs it: the header the holder
+ * wrote (if any) says how far to move the position, else the position
+ * stays (see repair()). The consumer does the same when it waits at a
+ * position locked by a dead holder.
  *
  * Header word: check:19 | size/8:28 | owner:14 | state:3, check being bits
  * of (pos ^ key) >> 3, so that a header met at the wrong place is refused.
@@ -338,8 +341,8 @@ static int wait_room(struct mb_inbox_prod *p, struct prod_wait *w, uint64_t r, u
 	 * Includes the acquire of room(). */
 	rel = atomic_load_explicit(&ctl->release, memory_order_seq_cst);
 	p->release_cache = rel;
-	if (r - rel <= p->ib.size - need)
-		return 0;
+	if (r - rel <= p->ib.size - need || r - rel > p->ib.size)
+		return 0; /* room, or our r is stale: look again */
 	until = now + IB_ROOM_RECHECK_NS < w->deadline ? now + IB_ROOM_RECHECK_NS : w->deadline;
 	mb_ec_sleep(&ctl->space_ec, v, now, until);
 	return 0;
