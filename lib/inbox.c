@@ -687,7 +687,9 @@ int mb_inbox_peek(struct mb_inbox_cons *c, struct mb_inbox_msg *m)
 				return rc;
 		}
 		/* Acquire: pairs with the seq_cst CAS in finish() (commit or
-		 * abort), so the record's contents are visible. */
+		 * abort), so the record's contents are visible. A record of
+		 * mb_inbox_put was published by its unlock, which reload_end
+		 * acquired before this end was set. */
 		h = atomic_load_explicit(word_at(ib, pos), memory_order_acquire);
 		size = hdr_size(ib, pos, h);
 		/* Below the end we read: bounds every loop to a lap. */
