@@ -13,6 +13,10 @@
  *             1:1 runs get one CPU each; 2:1 runs are never pinned)
  *   -v        print every run
  *
+ * Round trip (64 B): A puts a message into ring 1, B reads it and puts the
+ * same bytes into ring 2, A reads that; 1000 warm-up trips, then COUNT/100
+ * timed; the mean of a run, the median of the runs. Pinned like 1:1.
+ *
  * Shapes: 1:1 = one producer process, one consumer process, for the
  * baseline and the inbox; 2:1 = two producer processes into one inbox (the
  * baseline is single-producer: its 2:1 column is the 1:1 baseline figure).
@@ -81,8 +85,8 @@ struct run {
 	uint64_t count; /* per producer */
 	uint64_t ring_bytes;
 	struct ctl *ctl;
-	br_ring *br;
-	unsigned char *seg;
+	br_ring *br, *br2;      /* br2, seg2: the way back of a round trip */
+	unsigned char *seg, *seg2;
 	uint64_t seg_size;
 	unsigned char src[65536]; /* each process's own copy after fork */
 };
@@ -254,6 +258,163 @@ static pid_t spawn(struct run *r, int role, int cpu)
 	_exit(0);
 }
 
+/* ---- round trip ----------------------------------------------------------- */
+
+#define RTT_WARMUP 1000u
+
+static int rtt_base_step(struct run *r, br_prod *p, br_cons *c, int ping, uint64_t i)
+{
+	br_ring *tx = ping ? r->br : r->br2, *rx = ping ? r->br2 : r->br;
+	unsigned char *d;
+	const unsigned char *in;
+	size_t len;
+
+	if (ping) {
+		d = br_reserve(tx, p, r->size);
+		memcpy(d, r->src, r->size);
+		put_u64(d, i);
+		br_commit(tx, p);
+	}
+	in = br_peek(rx, c, &len);
+	if (len != r->size || get_u64(in) != i)
+		return -1;
+	if (!ping) {
+		d = br_reserve(tx, p, r->size);
+		memcpy(d, in, len);
+		br_commit(tx, p);
+	}
+	br_release(rx, c, len);
+	return 0;
+}
+
+static int rtt_inbox_step(struct run *r, struct mb_inbox_prod *p, struct mb_inbox_cons *c,
+                          int ping, uint64_t i)
+{
+	struct mb_inbox_msg m;
+
+	if (ping) {
+		put_u64(r->src, i);
+		if (mb_inbox_put(p, "t", 1, r->src, (uint32_t)r->size, UINT64_MAX))
+			return -1;
+	}
+	if (mb_inbox_peek_wait(c, &m, UINT64_MAX) || m.payload_len != r->size ||
+	    get_u64(m.payload) != i)
+		return -1;
+	if (!ping && mb_inbox_put(p, "t", 1, m.payload, m.payload_len, UINT64_MAX))
+		return -1;
+	mb_inbox_consume(c);
+	return 0;
+}
+
+/* One side of a round-trip run: ping (A) or echo (B). */
+static void rtt_side(struct run *r, int ping)
+{
+	struct mb_inbox ia, ib;
+	struct mb_inbox_prod ip;
+	struct mb_inbox_cons ic;
+	br_prod bp;
+	br_cons bc;
+	uint64_t t0 = 0;
+
+	br_prod_init(&bp);
+	br_cons_init(&bc, 0);
+	if (r->kind != K_BASE) {
+		if (inbox_view(r, &ia) || mb_inbox_attach(&ib, r->seg2, r->seg_size, INBOX_CTL_OFF,
+		                                          INBOX_DATA_OFF, r->ring_bytes)) {
+			fail(r->ctl, "rtt: attach", 0, 0);
+			return;
+		}
+		mb_inbox_prod_init(&ip, ping ? &ia : &ib, ping ? 1 : 2, g_spin_ns, NULL, NULL);
+		mb_inbox_cons_init(&ic, ping ? &ib : &ia, NULL, NULL, g_spin_ns, 10000000);
+	}
+	wait_go(r->ctl);
+	for (uint64_t i = 0; i < r->count + RTT_WARMUP; i++) {
+		if (ping && i == RTT_WARMUP)
+			t0 = now_ns();
+		if (r->kind == K_BASE ? rtt_base_step(r, &bp, &bc, ping, i)
+		                      : rtt_inbox_step(r, &ip, &ic, ping, i)) {
+			fail(r->ctl, "rtt: bad reply", i, 0);
+			return;
+		}
+	}
+	if (ping)
+		r->ctl->t_end = now_ns() - t0;
+}
+
+/* Mean round trip of one run in ns, or -1 when it failed. */
+static double rtt_once(struct run *r)
+{
+	pid_t pid[2];
+	int ok = 1;
+
+	memset(r->ctl, 0, sizeof(*r->ctl));
+	if (r->kind == K_BASE) {
+		r->br = br_create(r->ring_bytes, 1);
+		r->br2 = br_create(r->ring_bytes, 1);
+		if (!r->br || !r->br2)
+			return -1;
+	} else if (mb_inbox_format(r->seg, r->seg_size, INBOX_CTL_OFF, INBOX_DATA_OFF,
+	                           r->ring_bytes) ||
+	           mb_inbox_format(r->seg2, r->seg_size, INBOX_CTL_OFF, INBOX_DATA_OFF,
+	                           r->ring_bytes)) {
+		return -1;
+	}
+	for (int i = 0; i < 2; i++) {
+		pid[i] = fork();
+		if (pid[i] == 0) {
+			alarm(WATCHDOG_S);
+			pin_self(g_pin ? g_cpu[i] : -1);
+			rtt_side(r, i == 0);
+			_exit(0);
+		}
+	}
+	while (atomic_load(&r->ctl->ready) < 2)
+		sched_yield();
+	atomic_store_explicit(&r->ctl->go, 1, memory_order_release);
+	for (int i = 0; i < 2; i++) {
+		int st;
+		while (waitpid(pid[i], &st, 0) < 0 && errno == EINTR)
+			;
+		if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+			ok = 0;
+	}
+	if (r->kind == K_BASE) {
+		br_destroy(r->br);
+		br_destroy(r->br2);
+		r->br = r->br2 = NULL;
+	}
+	if (!ok || r->ctl->failed) {
+		fprintf(stderr, "rtt %s: %s\n", kname[r->kind],
+		        r->ctl->failed ? r->ctl->err : "a child died");
+		return -1;
+	}
+	return (double)r->ctl->t_end / (double)r->count;
+}
+
+static int bench_rtt(uint64_t count)
+{
+	double v[2][MAX_REPS], med[2];
+	struct run *r = &g_run;
+
+	r->size = 64;
+	r->ring_bytes = 64u << 10;
+	r->count = count;
+	for (int rep = 0; rep < g_reps; rep++)
+		for (int k = 0; k < 2; k++) {
+			r->kind = k ? K_INBOX1 : K_BASE;
+			v[k][rep] = rtt_once(r);
+			if (v[k][rep] < 0)
+				return 1;
+		}
+	med[0] = median_dbl(v[0], g_reps);
+	med[1] = median_dbl(v[1], g_reps);
+	printf("round trip 64 B: baseline %.3f us, inbox put %.3f us, %.2fx"
+	       " (issue 9 goal for the full v2: <= 2x)\n",
+	       med[0] / 1e3, med[1] / 1e3, med[1] / med[0]);
+	fflush(stdout);
+	return 0;
+}
+
 /* Messages per second of one run, or -1 when it failed. */
 static double run_once(struct run *r)
 {
@@ -375,7 +536,9 @@ int main(int argc, char **argv)
 	g_run.seg_size = INBOX_DATA_OFF + (1u << 20);
 	g_run.seg = mmap(NULL, g_run.seg_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
 	                 -1, 0);
-	if (g_run.ctl == MAP_FAILED || g_run.seg == MAP_FAILED)
+	g_run.seg2 = mmap(NULL, g_run.seg_size, PROT_READ | PROT_WRITE,
+	                  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (g_run.ctl == MAP_FAILED || g_run.seg == MAP_FAILED || g_run.seg2 == MAP_FAILED)
 		return 1;
 	for (size_t i = 0; i < sizeof(g_run.src); i++)
 		g_run.src[i] = (unsigned char)(i * 31);
@@ -391,6 +554,8 @@ int main(int argc, char **argv)
 		rc |= bench_size(4096, (uint64_t)g_scale * 4000, 256u << 10);
 	if (!g_only || g_only == 65536)
 		rc |= bench_size(65536, (uint64_t)g_scale * 400, 256u << 10);
+	if (!g_only)
+		rc |= bench_rtt((uint64_t)g_scale * 200);
 	load_sample(&b);
 	printf("other load on the machine during the runs: %.0f %% (of all CPUs)\n",
 	       load_other_pct(&a, &b));
