@@ -36,6 +36,7 @@
  * producers that wait for room; each side wakes the other only if it sleeps.
  */
 #include "inbox.h"
+#include "crash.h"
 #include "msgbus.h"
 #include "platform.h"
 #include "wait.h"
@@ -393,6 +394,7 @@ static uint64_t place(struct mb_inbox_prod *p, uint64_t r, uint64_t size)
 	/* Relaxed: published by the unlock. */
 	atomic_store_explicit(word_at(ib, r), make_hdr(ib, r, IB_PAD, p->owner, contig),
 	                      memory_order_relaxed);
+	mb_crash_point("inbox_pad");
 	return r + contig;
 }
 
@@ -441,8 +443,10 @@ static int lock_room(struct mb_inbox_prod *p, uint64_t size, uint64_t deadline, 
 		uint64_t w = atomic_load_explicit(&p->ib.ctl->reserve, memory_order_relaxed);
 		int rc = (w & RW_LOCKED) ? wait_lock(p, &pw, w) : try_lock(p, &pw, w, size, r);
 
-		if (rc == 0 && !(w & RW_LOCKED))
+		if (rc == 0 && !(w & RW_LOCKED)) {
+			mb_crash_point("inbox_locked");
 			return 0;
+		}
 		if (rc > 0)
 			return rc;
 	}
@@ -473,6 +477,7 @@ int mb_inbox_reserve(struct mb_inbox_prod *p, uint32_t subject_len, uint32_t pay
 	/* Relaxed: published by the unlock. */
 	atomic_store_explicit(word_at(ib, at), h, memory_order_relaxed);
 	unlock(ib, at + size, p->owner);
+	mb_crash_point("inbox_reserved");
 	rec = ib->data + (at & ib->mask);
 	write_info(rec, subject_len, payload_len);
 	res->pos = at;
@@ -503,6 +508,7 @@ int mb_inbox_put(struct mb_inbox_prod *p, const void *subject, uint32_t subject_
 	/* Relaxed: the record is published by the unlock. */
 	atomic_store_explicit(word_at(ib, at), make_hdr(ib, at, IB_COMMITTED, p->owner, size),
 	                      memory_order_relaxed);
+	mb_crash_point("inbox_put_written");
 	unlock(ib, at + size, p->owner);
 	mb_ec_signal(&ib->ctl->data_ec);
 	return 0;

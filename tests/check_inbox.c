@@ -8,6 +8,7 @@
 #include <stdatomic.h>
 #include <sys/mman.h>
 
+#include "crash.h"
 #include "inbox.h"
 #include "platform.h"
 #include "test_util.h"
@@ -623,6 +624,228 @@ START_TEST(test_dead_in_lock_killed)
 }
 END_TEST
 
+/*
+ * The crash points of lib/inbox.c: a forked producer kills itself
+ * (SIGKILL) at exactly that point of its first record, which wraps (so a
+ * PAD is written first). The live producer and the consumer go on; the
+ * dead producer's record is never delivered.
+ */
+static const char *const crash_points[] = {
+	"inbox_locked",      /* lock taken, nothing written */
+	"inbox_pad",         /* PAD written under the lock */
+	"inbox_reserved",    /* CLAIMED record, unlocked, not committed */
+	"inbox_put_written", /* put's COMMITTED record written, still locked */
+};
+
+START_TEST(test_crash_points)
+{
+	struct tib t;
+	struct owners o = { { 0 }, 0, 0 };
+	struct mb_inbox_prod live;
+	struct mb_inbox_cons c;
+	const char *point = crash_points[_i];
+	int st;
+
+	tib_open(&t, 4096);
+	mb_inbox_prod_init(&live, &t.ib, 1, 0, owner_dead, &o);
+	mb_inbox_cons_init(&c, &t.ib, owner_dead, &o, SPIN_NS, CHECK_NS);
+	while (rw_pos_of(&t) % 4096 < 4096 - 200) {
+		TU_ASSERT_OK(put(&live, "a", "before", 6, MB_NO_WAIT));
+		expect_msg_raw(&c, "before");
+	}
+	mb_inbox_flush(&c); /* room for the child's record */
+	pid_t pid = tu_fork();
+	if (pid == 0) {
+		struct mb_inbox ib;
+		struct mb_inbox_prod p;
+		struct mb_inbox_res r;
+		char buf[256] = { 0 };
+
+		setenv("MSGBUS_CRASH_AT", point, 1);
+		mb_crash_arm();
+		if (mb_inbox_attach(&ib, t.base, t.seg, CTL_OFF, DATA_OFF, t.size))
+			_exit(1);
+		mb_inbox_prod_init(&p, &ib, 4, 0, NULL, NULL);
+		if (strcmp(point, "inbox_reserved") == 0)
+			mb_inbox_reserve(&p, 1, sizeof(buf), MB_NO_WAIT, &r);
+		else
+			mb_inbox_put(&p, "s", 1, buf, sizeof(buf), MB_NO_WAIT);
+		_exit(2);
+	}
+	ck_assert_int_eq(tu_wait_child(pid, TU_WAIT_MS, &st), 0);
+	ck_assert_msg(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "%s: status 0x%x", point, st);
+	o.pid[4] = pid; /* reaped: dead */
+	TU_ASSERT_OK(put(&live, "b", "after", 5, deadline_in(TU_WAIT_MS * MS)));
+	expect_msg_raw(&c, "after");
+	/* And on, over the place where it died. */
+	for (unsigned i = 0; i < 300; i++) {
+		TU_ASSERT_OK(put(&live, "c", "again", 5, deadline_in(TU_WAIT_MS * MS)));
+		expect_msg_raw(&c, "again");
+	}
+	tib_close(&t);
+}
+END_TEST
+
+/*
+ * Producer processes are SIGKILLed at random moments while they publish
+ * (inside the lock, between reserve and commit, anywhere) and replaced by
+ * new ones with new owner indices. Liveness is exact: an owner is dead once
+ * its process has been reaped. Every producer's messages must arrive in
+ * order with no gap and no duplicate, up to where it died; the inbox must
+ * work afterwards.
+ */
+#define KC_OWNERS 512
+#define KC_SLOTS 3
+#define KC_MAXLEN 2048u
+
+static uint32_t kc_len(uint32_t owner, uint32_t seq)
+{
+	return 8 + (seq * 37 + owner * 101) % (KC_MAXLEN - 8);
+}
+
+struct kc_shared {
+	_Atomic int dead[KC_OWNERS];
+};
+
+static bool kc_dead(void *ctx, uint32_t owner)
+{
+	struct kc_shared *k = ctx;
+
+	return owner < KC_OWNERS && atomic_load(&k->dead[owner]);
+}
+
+static void kc_producer(struct tib *t, struct kc_shared *k, uint32_t owner)
+{
+	struct mb_inbox ib;
+	struct mb_inbox_prod p;
+	unsigned char buf[KC_MAXLEN];
+
+	if (mb_inbox_attach(&ib, t->base, t->seg, CTL_OFF, DATA_OFF, t->size))
+		_exit(1);
+	mb_inbox_prod_init(&p, &ib, owner, SPIN_NS, kc_dead, k);
+	for (uint32_t seq = 0;; seq++) {
+		uint32_t len = kc_len(owner, seq);
+		struct mb_inbox_res r;
+		int rc;
+
+		memcpy(buf, &owner, 4);
+		memcpy(buf + 4, &seq, 4);
+		memset(buf + 8, (int)(seq & 0xff), len - 8);
+		if (seq % 2) { /* copies len bytes under the lock */
+			rc = mb_inbox_put(&p, "k", 1, buf, len, deadline_in(TU_WAIT_MS * MS));
+		} else {
+			rc = mb_inbox_reserve(&p, 1, len, deadline_in(TU_WAIT_MS * MS), &r);
+			if (rc == 0) {
+				/* Slowly, byte by byte: a long window between
+				 * reserve and commit for the kills to hit. */
+				volatile unsigned char *d = r.payload;
+				memcpy(r.subject, "k", 1);
+				for (uint32_t i = 0; i < len; i++)
+					d[i] = buf[i];
+				rc = mb_inbox_commit(&p, &r);
+			}
+		}
+		if (rc)
+			_exit(10 + rc);
+	}
+}
+
+/* Check one record: owner's next sequence number and its fill. */
+static void kc_check(const struct mb_inbox_msg *m, uint32_t *next)
+{
+	uint32_t owner, seq;
+
+	ck_assert_uint_ge(m->payload_len, 8);
+	memcpy(&owner, m->payload, 4);
+	memcpy(&seq, (const char *)m->payload + 4, 4);
+	ck_assert_uint_lt(owner, KC_OWNERS);
+	ck_assert_msg(seq == next[owner], "owner %u: seq %u, want %u", owner, seq, next[owner]);
+	ck_assert_uint_eq(m->payload_len, kc_len(owner, seq));
+	if (m->payload_len > 8) /* the ends: the consumer must keep up */
+		ck_assert(((const unsigned char *)m->payload)[8] == (seq & 0xff) &&
+		          ((const unsigned char *)m->payload)[m->payload_len - 1] == (seq & 0xff));
+	next[owner]++;
+}
+
+static pid_t kc_spawn(struct tib *t, struct kc_shared *k, uint32_t owner)
+{
+	pid_t pid = tu_fork();
+
+	if (pid == 0)
+		kc_producer(t, k, owner);
+	return pid;
+}
+
+static void kc_kill(struct kc_shared *k, pid_t pid, uint32_t owner)
+{
+	int st;
+
+	kill(pid, SIGKILL);
+	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+		;
+	tu_forget_child(pid);
+	ck_assert_msg(WIFSIGNALED(st), "producer %u ended by itself (status 0x%x)", owner, st);
+	atomic_store(&k->dead[owner], 1); /* reaped: exact */
+}
+
+START_TEST(test_kill_producers)
+{
+	struct tib t;
+	struct kc_shared *k;
+	struct mb_inbox_cons c;
+	struct mb_inbox_msg m;
+	uint32_t next[KC_OWNERS] = { 0 }, owner = 1, slot_owner[KC_SLOTS];
+	pid_t pid[KC_SLOTS];
+	uint64_t got = 0, kills = 0;
+	uint64_t s = 42;
+	double end = tu_now_ms() + 1500, next_kill = tu_now_ms() + 10;
+
+	tib_open(&t, 65536);
+	k = mmap(NULL, sizeof(*k), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	ck_assert(k != MAP_FAILED);
+	for (int i = 0; i < KC_SLOTS; i++) {
+		slot_owner[i] = owner;
+		pid[i] = kc_spawn(&t, k, owner++);
+	}
+	mb_inbox_cons_init(&c, &t.ib, kc_dead, k, SPIN_NS, CHECK_NS);
+	while (tu_now_ms() < end) {
+		int rc = mb_inbox_peek_wait(&c, &m, deadline_in(MS));
+		if (rc == MSGBUS_OK) {
+			kc_check(&m, next);
+			mb_inbox_consume(&c);
+			got++;
+		} else {
+			TU_ASSERT_RC(rc, MSGBUS_ETIMEDOUT);
+		}
+		if (tu_now_ms() >= next_kill && owner < KC_OWNERS) {
+			int i = (int)(tu_xorshift(&s) % KC_SLOTS);
+			kc_kill(k, pid[i], slot_owner[i]);
+			kills++;
+			slot_owner[i] = owner;
+			pid[i] = kc_spawn(&t, k, owner++);
+			next_kill = tu_now_ms() + 1 + (double)(tu_xorshift(&s) % 4);
+		}
+	}
+	for (int i = 0; i < KC_SLOTS; i++)
+		kc_kill(k, pid[i], slot_owner[i]);
+	/* Drain: what is left is read, or skipped as a dead owner's. */
+	while (mb_inbox_peek_wait(&c, &m, deadline_in(50 * MS)) == MSGBUS_OK) {
+		kc_check(&m, next);
+		mb_inbox_consume(&c);
+		got++;
+	}
+	/* Still usable: a new producer publishes, the consumer reads it. */
+	struct mb_inbox_prod p;
+	mb_inbox_prod_init(&p, &t.ib, owner, 0, kc_dead, k);
+	TU_ASSERT_OK(mb_inbox_put(&p, "z", 1, "end", 3, deadline_in(TU_WAIT_MS * MS)));
+	expect_msg_raw(&c, "end");
+	ck_assert_uint_gt(kills, 50);
+	ck_assert_uint_gt(got, 1000);
+	munmap(k, sizeof(*k));
+	tib_close(&t);
+}
+END_TEST
+
 /* ---- sleeping and waking -------------------------------------------------- */
 
 struct wake_arg {
@@ -853,6 +1076,9 @@ Suite *suite_inbox(void)
 	if (!tu_valgrind()) {
 		tcase_add_test(tc, test_dead_owner_killed);
 		tcase_add_test(tc, test_dead_in_lock_killed);
+		tcase_add_loop_test(tc, test_crash_points, 0,
+		                    (int)(sizeof(crash_points) / sizeof(crash_points[0])));
+		tcase_add_test(tc, test_kill_producers);
 	}
 	suite_add_tcase(s, tc);
 
