@@ -4,6 +4,7 @@
 #   make check                tests, man lint, man examples, header, exports
 #   make check SANITIZE=thread            (or address,undefined)
 #   make valgrind | bench | bench-run | install | uninstall | clean
+#   build/tools/msgbus        the msgbus command, msgbus(1)
 #
 # Everything is built under $(B): build/ normally, build-<sanitizers>/ with
 # SANITIZE set, so sanitized and plain objects never mix. V=1 shows commands.
@@ -14,6 +15,7 @@ MAJOR := $(firstword $(subst ., ,$(VERSION)))
 PREFIX ?= /usr/local
 LIBDIR ?= $(PREFIX)/lib
 INCLUDEDIR ?= $(PREFIX)/include
+BINDIR ?= $(PREFIX)/bin
 MANDIR ?= $(PREFIX)/share/man
 PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
 
@@ -88,6 +90,12 @@ BENCH_SRCS := $(sort $(wildcard tests/perf/*.c))
 BENCHES := $(BENCH_SRCS:tests/perf/%.c=$(B)/perf/%)
 MAN3 := $(sort $(wildcard man/*.3))
 MAN7 := $(sort $(wildcard man/*.7))
+MAN1 := $(sort $(wildcard man/*.1))
+TOOL_SRCS := $(sort $(wildcard tools/*.c))
+TOOL_OBJS := $(TOOL_SRCS:tools/%.c=$(B)/tools/%.o)
+TOOL := $(B)/tools/msgbus
+TOOL_INSTALLED := $(B)/tools/installed/msgbus
+TOOL_LIBDIR := $(B)/tools/installed/.libdir
 
 STATIC := $(B)/libmsgbus.a
 SONAME := libmsgbus.so.$(MAJOR)
@@ -101,7 +109,7 @@ STAMP := $(B)/.flags
 .PHONY: all check deps valgrind bench bench-run install uninstall clean FORCE
 .DEFAULT_GOAL := all
 
-all: $(STATIC) $(SHARED) $(B)/$(SONAME) $(B)/libmsgbus.so $(EXAMPLES)
+all: $(STATIC) $(SHARED) $(B)/$(SONAME) $(B)/libmsgbus.so $(EXAMPLES) $(TOOL) $(TOOL_INSTALLED)
 
 $(STAMP): FORCE
 	@mkdir -p $(@D)
@@ -139,6 +147,32 @@ $(B)/examples/%: $(B)/examples/%.o $(SHARED) $(B)/$(SONAME)
 	$(call msg,LD,$@)
 	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -Wl,-rpath,'$$ORIGIN/..' -o $@ $< $(SHARED)
 
+# ---- the msgbus command: public API only, the shared library ----------------
+#
+# $(TOOL) finds the library in the build tree through $ORIGIN/..; the copy
+# that `make install` puts in $(BINDIR), $(TOOL_INSTALLED), finds it in
+# $(LIBDIR).
+
+$(B)/tools/%.o: tools/%.c $(STAMP)
+	@mkdir -p $(@D)
+	$(call msg,CC,$@)
+	$(Q)$(CC) $(CPPFLAGS) -Iinclude $(CFLAGS) $(DEPFLAGS) -c -o $@ $<
+
+$(TOOL): $(TOOL_OBJS) $(SHARED) $(B)/$(SONAME)
+	$(call msg,LD,$@)
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -Wl,-rpath,'$$ORIGIN/..' -o $@ $(TOOL_OBJS) $(SHARED)
+
+# Built by `make`, so that `sudo make install` only copies it; relinked
+# when LIBDIR changes.
+$(TOOL_LIBDIR): FORCE
+	@mkdir -p $(@D)
+	@printf '%s\n' '$(LIBDIR)' > $@.tmp
+	@if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv -f $@.tmp $@; fi
+
+$(TOOL_INSTALLED): $(TOOL_OBJS) $(SHARED) $(TOOL_LIBDIR)
+	$(call msg,LD,$@)
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -Wl,-rpath,'$(LIBDIR)' -o $@ $(TOOL_OBJS) $(SHARED)
+
 # ---- tests: the static library, so internals can be tested ------------------
 
 # Check, pkg-config and mandoc: installed on a Debian machine that lacks them
@@ -165,6 +199,8 @@ check: deps all $(TEST_BIN)
 	$(Q)if [ -f tests/check_examples.sh ]; then \
 		printf '  %-8s %s\n' RUN tests/check_examples.sh; \
 		EXAMPLES_DIR=$(B)/examples MSGBUS_BUILD_DIR=$(B) bash tests/check_examples.sh; fi
+	$(call msg,RUN,tests/check_tool.sh)
+	$(Q)MSGBUS=$(TOOL) bash tests/check_tool.sh
 	$(call msg,HEADER,include/msgbus.h as C++ and as C99)
 	$(Q)printf '$(HEADER_TU)' | $(CXX) -x c++ -Wall -Wextra -Werror -pedantic \
 		-Iinclude -fsyntax-only -
@@ -326,10 +362,13 @@ $(FUZZ_RUNS): fuzz-%: $(B)/fuzz/fuzz_%
 # or moved install works with `pkg-config --define-prefix`.
 under_prefix = $(patsubst $(PREFIX)/%,$${prefix}/%,$(1))
 
-install: $(STATIC) $(SHARED)
+install: $(STATIC) $(SHARED) $(TOOL_INSTALLED)
 	$(call msg,INSTALL,$(DESTDIR)$(PREFIX))
 	$(Q)$(INSTALL) -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR) \
-		$(DESTDIR)$(MANDIR)/man3 $(DESTDIR)$(MANDIR)/man7
+		$(DESTDIR)$(MANDIR)/man3 $(DESTDIR)$(MANDIR)/man7 \
+		$(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1
+	$(Q)$(INSTALL) -m 755 $(TOOL_INSTALLED) $(DESTDIR)$(BINDIR)/msgbus
+	$(if $(MAN1),$(Q)$(INSTALL) -m 644 $(MAN1) $(DESTDIR)$(MANDIR)/man1)
 	$(Q)$(INSTALL) -m 644 $(STATIC) $(DESTDIR)$(LIBDIR)/libmsgbus.a
 	$(Q)$(INSTALL) -m 755 $(SHARED) $(DESTDIR)$(LIBDIR)/libmsgbus.so.$(VERSION)
 	$(Q)ln -sf libmsgbus.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
@@ -347,7 +386,8 @@ uninstall:
 	$(Q)rm -f $(DESTDIR)$(LIBDIR)/libmsgbus.a $(DESTDIR)$(LIBDIR)/libmsgbus.so.$(VERSION) \
 		$(DESTDIR)$(LIBDIR)/$(SONAME) $(DESTDIR)$(LIBDIR)/libmsgbus.so \
 		$(DESTDIR)$(INCLUDEDIR)/msgbus.h $(DESTDIR)$(PKGCONFIGDIR)/libmsgbus.pc \
-		$(MAN3:man/%=$(DESTDIR)$(MANDIR)/man3/%) $(MAN7:man/%=$(DESTDIR)$(MANDIR)/man7/%)
+		$(MAN3:man/%=$(DESTDIR)$(MANDIR)/man3/%) $(MAN7:man/%=$(DESTDIR)$(MANDIR)/man7/%) \
+		$(DESTDIR)$(BINDIR)/msgbus $(MAN1:man/%=$(DESTDIR)$(MANDIR)/man1/%)
 
 clean:
 	$(call msg,CLEAN,build build-*)

@@ -4,7 +4,8 @@
 #     a .so stub; a stub must point at an existing page naming it in NAME.
 #  2. The .Bd -literal blocks of each page's EXAMPLES section, joined in
 #     order, compile as one C file (-Werror, compile only). Section 3 pages
-#     need an EXAMPLES section; section 7 pages may omit it.
+#     need an EXAMPLES section; section 7 pages may omit it. Section 1
+#     pages (commands) are linted only: their examples are shell.
 #  3. Every function declared in include/msgbus.h has man/NAME.3.
 # Environment: CC (default cc), CFLAGS_EXTRA (added to the compile).
 set -u
@@ -20,7 +21,7 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/msgbus-man.XXXXXX") || exit 1
 trap 'rm -rf "$tmp"' EXIT
 
 shopt -s nullglob
-pages=(man/*.3 man/*.7)
+pages=(man/*.1 man/*.3 man/*.7)
 if [ ${#pages[@]} -eq 0 ]; then
 	err "no man pages in man/"
 fi
@@ -80,6 +81,7 @@ extract() {
 
 compiled=0
 for p in "${real[@]}"; do
+	case $p in *.1) continue ;; esac
 	base=$(basename "$p")
 	src="$tmp/${base//./_}.c"
 	extract "$p" > "$src"

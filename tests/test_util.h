@@ -44,6 +44,7 @@ Suite *suite_chaos(void);
 Suite *suite_hostile(void);
 Suite *suite_security(void);
 Suite *suite_contracts(void);
+Suite *suite_inbox(void);
 Suite *suite_nats(void);
 
 /* Defined in check_main.c. */
