@@ -52,6 +52,7 @@ int main(void)
 	srunner_add_suite(sr, suite_corrupt());
 	srunner_add_suite(sr, suite_reqrep());
 	srunner_add_suite(sr, suite_wire());
+	srunner_add_suite(sr, suite_inbox());
 	srunner_add_suite(sr, suite_tcp());
 	srunner_add_suite(sr, suite_tcp_dos());
 	srunner_add_suite(sr, suite_chaos());

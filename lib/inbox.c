@@ -1,0 +1,774 @@
+/*
+ * inbox.c - the inbox ring: reserve, commit, abort, peek, consume, flush.
+ *
+ * The reserve word. pos/8:48 | holder:15 | locked:1. Positions are kept
+ * modulo 2^51 bytes there and widened again next to a local position that
+ * is known to be at most a lap away (the producer's cached release, the
+ * consumer's cursor); the word never repeats a value within 2^51 bytes of
+ * traffic, so a CAS from a stale value fails.
+ *
+ * Reserve. A producer reads the word (r, free), checks room against its
+ * cached copy of the consumer's release (re-read only when the ring looks
+ * full), CASes it to (r, locked by itself), writes a PAD record first if the
+ * record would cross the end of the area, then either the CLAIMED header
+ * (mb_inbox_reserve: the record is written and committed after the unlock)
+ * or the whole record with a COMMITTED header (mb_inbox_put), and stores
+ * (end, free). Claiming and naming the owner are one step, so no reserved
+ * space is ever without an owner. A producer that finds the word locked
+ * spins, then naps; if it stays locked and the caller's exact liveness test
+ * says the holder is dead, the waiter repairs it: the header the holder
+ * wrote (if any) says how far to move the position, else the position
+ * stays (see repair()). The consumer does the same when it waits at a
+ * position locked by a dead holder.
+ *
+ * Header word: check:19 | size/8:28 | owner:14 | state:3, check being bits
+ * of (pos ^ key) >> 3, so that a header met at the wrong place is refused.
+ * CLAIMED -> COMMITTED or ABORTED by CAS with release (the owner), or
+ * CLAIMED -> ABORTED by the consumer once the owner is dead; the owner's
+ * commit then fails.
+ *
+ * Read. The consumer reads headers only below the reserve position (loaded
+ * with acquire, cached until the cursor reaches it): each of them was
+ * written in this lap before the position passed it. It releases consumed
+ * space in batches (and always before it reports "empty" or sleeps).
+ *
+ * Waiting: eventcounts (wait.h). data_ec for the consumer, space_ec for
+ * producers that wait for room; each side wakes the other only if it sleeps.
+ */
+#include "inbox.h"
+#include "msgbus.h"
+#include "platform.h"
+#include "wait.h"
+
+#include <string.h>
+
+enum { IB_CLAIMED = 1, IB_COMMITTED = 2, IB_ABORTED = 3, IB_PAD = 4 };
+#define IB_RETRY (-1) /* internal: go round again */
+#define IB_STATE_MASK 7ull
+#define IB_OWNER_SHIFT 3
+#define IB_UNITS_SHIFT 17
+#define IB_UNITS_MASK ((1ull << 28) - 1)
+#define IB_CHECK_SHIFT 45
+#define IB_CHECK_MASK ((1ull << 19) - 1)
+
+#define RW_POS_MASK ((1ull << 51) - 1)
+#define RW_POS_SHIFT 13 /* pos/8 << 16 == pos << 13 */
+#define RW_OWNER_MASK 0x7fffu
+#define RW_LOCKED 1ull
+
+/* Claims in a row that make no progress before the ring is called corrupt. */
+#define IB_BAD_LIMIT 64u
+/* Polls of the same CLAIMED head or held lock between two liveness asks. */
+#define IB_STUCK_POLLS 1024u
+/* A producer waiting for room re-checks at least this often. */
+#define IB_ROOM_RECHECK_NS 10000000ull
+
+_Static_assert(MB_OWNER_MAX <= RW_OWNER_MASK, "owner fits the reserve word");
+_Static_assert(MB_OWNER_MAX < (1u << (IB_UNITS_SHIFT - IB_OWNER_SHIFT)), "owner fits");
+_Static_assert((MB_INBOX_MAX_SIZE >> 3) <= IB_UNITS_MASK, "record size fits");
+
+static inline uint64_t align8(uint64_t n)
+{
+	return (n + 7) & ~7ull;
+}
+
+static inline _Atomic uint64_t *word_at(const struct mb_inbox *ib, uint64_t pos)
+{
+	return (_Atomic uint64_t *)(void *)(ib->data + (pos & ib->mask));
+}
+
+/* ---- the reserve word ----------------------------------------------------- */
+
+static inline uint64_t rw_make(uint64_t pos, uint32_t owner, bool locked)
+{
+	return (pos & RW_POS_MASK & ~7ull) << RW_POS_SHIFT | (uint64_t)(owner & RW_OWNER_MASK) << 1 |
+	       (locked ? RW_LOCKED : 0);
+}
+
+/* The position in w, widened to 64 bits as the first one >= near. */
+static inline uint64_t rw_pos(uint64_t w, uint64_t near)
+{
+	return near + (((w >> RW_POS_SHIFT & ~7ull) - near) & RW_POS_MASK);
+}
+
+static inline uint32_t rw_owner(uint64_t w)
+{
+	return (uint32_t)(w >> 1) & RW_OWNER_MASK;
+}
+
+/* ---- headers -------------------------------------------------------------- */
+
+static inline uint64_t check_bits(const struct mb_inbox *ib, uint64_t pos)
+{
+	return ((pos ^ ib->key) >> 3) & IB_CHECK_MASK;
+}
+
+static inline uint64_t make_hdr(const struct mb_inbox *ib, uint64_t pos, unsigned st,
+                                uint32_t owner, uint64_t size)
+{
+	return check_bits(ib, pos) << IB_CHECK_SHIFT | (size >> 3) << IB_UNITS_SHIFT |
+	       (uint64_t)(owner & MB_OWNER_MAX) << IB_OWNER_SHIFT | st;
+}
+
+static inline uint64_t with_state(uint64_t h, unsigned st)
+{
+	return (h & ~IB_STATE_MASK) | st;
+}
+
+static inline unsigned hdr_state(uint64_t h)
+{
+	return (unsigned)(h & IB_STATE_MASK);
+}
+
+static inline uint32_t hdr_owner(uint64_t h)
+{
+	return (uint32_t)(h >> IB_OWNER_SHIFT) & MB_OWNER_MAX;
+}
+
+/* The size of the record whose header h was read at pos, or 0 when h cannot
+ * be one: wrong state or place, or a size that leaves the area. */
+static uint64_t hdr_size(const struct mb_inbox *ib, uint64_t pos, uint64_t h)
+{
+	unsigned st = hdr_state(h);
+	uint64_t size = ((h >> IB_UNITS_SHIFT) & IB_UNITS_MASK) << 3;
+	uint64_t room = ib->size - (pos & ib->mask);
+
+	if (st < IB_CLAIMED || st > IB_PAD || h >> IB_CHECK_SHIFT != check_bits(ib, pos))
+		return 0;
+	if (size < (st == IB_PAD ? 8u : MB_INBOX_REC_HDR) || size > room)
+		return 0;
+	if (st != IB_PAD && size > ib->size / 2)
+		return 0;
+	return size;
+}
+
+static uint64_t rec_size(uint32_t subject_len, uint32_t payload_len)
+{
+	return MB_INBOX_REC_HDR + align8(subject_len) + align8(payload_len);
+}
+
+uint32_t mb_inbox_max_payload(const struct mb_inbox *ib, uint32_t subject_len)
+{
+	uint64_t fixed = MB_INBOX_REC_HDR + align8(subject_len);
+	uint64_t max = ib->size / 2;
+
+	if (fixed >= max)
+		return 0;
+	return max - fixed > UINT32_MAX ? UINT32_MAX : (uint32_t)(max - fixed);
+}
+
+/* ---- placement ------------------------------------------------------------ */
+
+static bool placement_ok(const void *base, uint64_t seg_size, uint64_t ctl_off,
+                         uint64_t data_off, uint64_t data_size)
+{
+	uint64_t ctl_size = sizeof(struct mb_inbox_ctl);
+
+	if (!base || (uintptr_t)base % MB_LINE || data_size < MB_INBOX_MIN_SIZE ||
+	    data_size > MB_INBOX_MAX_SIZE || (data_size & (data_size - 1)))
+		return false;
+	if (ctl_off % MB_LINE || data_off % MB_LINE)
+		return false;
+	if (ctl_off > seg_size || seg_size - ctl_off < ctl_size || data_off > seg_size ||
+	    seg_size - data_off < data_size)
+		return false;
+	return ctl_off + ctl_size <= data_off || data_off + data_size <= ctl_off;
+}
+
+/* A key per inbox: a header copied from another inbox fails its check. */
+static uint64_t new_key(const void *where)
+{
+	uint64_t z = mb_now_ns() ^ (uint64_t)(uintptr_t)where ^ 0x9e3779b97f4a7c15ull;
+
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+int mb_inbox_format(void *base, uint64_t seg_size, uint64_t ctl_off, uint64_t data_off,
+                    uint64_t data_size)
+{
+	struct mb_inbox_ctl *ctl;
+
+	if (!placement_ok(base, seg_size, ctl_off, data_off, data_size))
+		return MSGBUS_EINVAL;
+	ctl = (struct mb_inbox_ctl *)(void *)((unsigned char *)base + ctl_off);
+	memset(ctl, 0, sizeof(*ctl)); /* reserve (0, free), release 0 */
+	ctl->key = new_key(ctl);
+	ctl->size = data_size;
+	return 0;
+}
+
+int mb_inbox_attach(struct mb_inbox *ib, void *base, uint64_t seg_size, uint64_t ctl_off,
+                    uint64_t data_off, uint64_t data_size)
+{
+	const volatile struct mb_inbox_ctl *vc;
+
+	if (!placement_ok(base, seg_size, ctl_off, data_off, data_size))
+		return MSGBUS_EINVAL;
+	ib->ctl = (struct mb_inbox_ctl *)(void *)((unsigned char *)base + ctl_off);
+	vc = ib->ctl;
+	/* Read once: the rest of the code uses only these copies. */
+	if (vc->size != data_size)
+		return MSGBUS_EPROTO;
+	ib->key = vc->key;
+	ib->data = (unsigned char *)base + data_off;
+	ib->size = data_size;
+	ib->mask = data_size - 1;
+	return 0;
+}
+
+/* ---- a dead lock holder --------------------------------------------------- */
+
+/* Is h at pos a header that the holder of a reserve lock wrote? */
+static uint64_t holder_hdr(const struct mb_inbox *ib, uint64_t pos, uint32_t owner, unsigned st)
+{
+	/* Acquire: the holder's relaxed header store, if it made it (the
+	 * holder is dead, so nothing races with this). */
+	uint64_t h = atomic_load_explicit(word_at(ib, pos), memory_order_acquire);
+	uint64_t size = hdr_size(ib, pos, h);
+
+	return size && hdr_state(h) == st && hdr_owner(h) == owner ? size : 0;
+}
+
+/*
+ * The holder of lock word w died (the caller asked). Its claim: either it
+ * wrote its header(s) (a PAD, then a CLAIMED record; or only the CLAIMED
+ * record), and the position moves past them (the consumer aborts the
+ * CLAIMED record of a dead owner), or it did not, and the position stays.
+ * A stale byte pattern that happens to look like a CLAIMED or PAD header of
+ * this holder at this place moves the position over free space that the
+ * consumer then skips: harmless. near: a position at most a lap below w's.
+ * true when the word is no longer w (read it again).
+ */
+static bool repair(const struct mb_inbox *ib, uint64_t w, uint64_t near)
+{
+	uint64_t r = rw_pos(w, near), adv;
+	uint32_t owner = rw_owner(w);
+
+	adv = holder_hdr(ib, r, owner, IB_CLAIMED);
+	if (!adv) {
+		adv = holder_hdr(ib, r, owner, IB_PAD);
+		if (adv)
+			adv += holder_hdr(ib, r + adv, owner, IB_CLAIMED);
+	}
+	if (r + adv - near > ib->size)
+		adv = 0;
+	/* seq_cst, as unlock() (it is one). A failure: someone else
+	 * repaired it first, or the word is not what we were told. */
+	uint64_t seen = w;
+	return atomic_compare_exchange_strong_explicit(&ib->ctl->reserve, &seen,
+	                                               rw_make(r + adv, owner, false),
+	                                               memory_order_seq_cst,
+	                                               memory_order_relaxed) ||
+	       seen != w;
+}
+
+/* Stuck on the same held lock or CLAIMED head: every IB_STUCK_POLLS polls,
+ * ask whether its owner is dead (a liveness test may cost a system call;
+ * a held lock or a CLAIMED head is almost always a live owner at work). */
+struct stuck {
+	uint64_t what, polls;
+};
+
+static bool stuck_ask(struct stuck *s, uint64_t what)
+{
+	if (what != s->what) {
+		s->what = what;
+		s->polls = 0;
+	}
+	return ++s->polls % IB_STUCK_POLLS == 0;
+}
+
+/* ---- producers ------------------------------------------------------------ */
+
+void mb_inbox_prod_init(struct mb_inbox_prod *p, const struct mb_inbox *ib, uint32_t owner,
+                        uint64_t spin_ns, mb_owner_dead_fn owner_dead, void *owner_ctx)
+{
+	p->ib = *ib;
+	/* Acquire: pairs with the seq_cst store in mb_inbox_flush, like the
+	 * load in room(). */
+	p->release_cache = atomic_load_explicit(&ib->ctl->release, memory_order_acquire);
+	p->owner = owner & MB_OWNER_MAX;
+	p->spin_ns = spin_ns;
+	p->owner_dead = owner_dead;
+	p->owner_ctx = owner_ctx;
+}
+
+enum { ROOM_OK, ROOM_FULL, ROOM_BAD };
+
+/* Is [r, r + need) free? Re-reads the consumer's release only if our copy
+ * says no. ROOM_BAD: r is behind release or over a lap ahead of it. */
+static int room(struct mb_inbox_prod *p, uint64_t r, uint64_t need)
+{
+	uint64_t n = p->ib.size, used;
+
+	if (r - p->release_cache <= n - need)
+		return ROOM_OK;
+	/* Acquire: pairs with the seq_cst store in mb_inbox_flush: the
+	 * consumer's reads of this space happen before our writes. */
+	p->release_cache = atomic_load_explicit(&p->ib.ctl->release, memory_order_acquire);
+	used = r - p->release_cache;
+	if (used <= n - need)
+		return ROOM_OK;
+	return used > n ? ROOM_BAD : ROOM_FULL;
+}
+
+struct prod_wait {
+	uint64_t deadline;
+	struct mb_spin spin;
+	struct stuck lock;
+	unsigned bad;
+};
+
+/* One round of waiting for room: 0 to retry, or an error. */
+static int wait_room(struct mb_inbox_prod *p, struct prod_wait *w, uint64_t r, uint64_t need)
+{
+	struct mb_inbox_ctl *ctl = p->ib.ctl;
+	uint64_t now, until, rel;
+	uint32_t v;
+
+	if (w->deadline == MB_NO_WAIT)
+		return MSGBUS_EAGAIN;
+	if (mb_spinning(&w->spin, p->spin_ns))
+		return 0;
+	now = mb_now_ns();
+	if (now >= w->deadline)
+		return MSGBUS_ETIMEDOUT;
+	v = mb_ec_prepare(&ctl->space_ec);
+	/* seq_cst: pairs with the seq_cst store of release in mb_inbox_flush
+	 * (Dekker with its mb_ec_signal): we see the room or it sees WAITERS.
+	 * Includes the acquire of room(). */
+	rel = atomic_load_explicit(&ctl->release, memory_order_seq_cst);
+	p->release_cache = rel;
+	if (r - rel <= p->ib.size - need || r - rel > p->ib.size)
+		return 0; /* room, or our r is stale: look again */
+	until = now + IB_ROOM_RECHECK_NS < w->deadline ? now + IB_ROOM_RECHECK_NS : w->deadline;
+	mb_ec_sleep(&ctl->space_ec, v, now, until);
+	return 0;
+}
+
+/* The reserve word is locked (w): another producer is writing a header,
+ * which takes nanoseconds unless it was preempted or died. 0 to retry. */
+static int wait_lock(struct mb_inbox_prod *p, struct prod_wait *w, uint64_t lw)
+{
+	uint64_t now;
+
+	if (!stuck_ask(&w->lock, lw))
+		return 0;
+	if (p->owner_dead && p->owner_dead(p->owner_ctx, rw_owner(lw))) {
+		/* Acquire: a fresh release, so near is within a lap. */
+		p->release_cache = atomic_load_explicit(&p->ib.ctl->release, memory_order_acquire);
+		if (repair(&p->ib, lw, p->release_cache))
+			return 0;
+	}
+	if (w->deadline == MB_NO_WAIT)
+		return MSGBUS_EAGAIN;
+	now = mb_now_ns();
+	if (now >= w->deadline)
+		return MSGBUS_ETIMEDOUT;
+	mb_nap_us(1); /* let a preempted holder run */
+	return 0;
+}
+
+/* Give the reserve word back at position end. seq_cst: a release that
+ * publishes the headers below end (pairs with the acquire in reload_end),
+ * and the first half of the Dekker pair with wait_data's re-check of the
+ * reserve word (mb_inbox_put's record is complete here, and a PAD header
+ * is not at the word whose commit signals). */
+static void unlock(const struct mb_inbox *ib, uint64_t end, uint32_t owner)
+{
+	atomic_store_explicit(&ib->ctl->reserve, rw_make(end, owner, false), memory_order_seq_cst);
+}
+
+/* We hold the lock at r: write a PAD header first if the record would
+ * cross the end of the area. Returns where the record goes. */
+static uint64_t place(struct mb_inbox_prod *p, uint64_t r, uint64_t size)
+{
+	const struct mb_inbox *ib = &p->ib;
+	uint64_t contig = ib->size - (r & ib->mask);
+
+	if (contig >= size)
+		return r;
+	/* Relaxed: published by the unlock. */
+	atomic_store_explicit(word_at(ib, r), make_hdr(ib, r, IB_PAD, p->owner, contig),
+	                      memory_order_relaxed);
+	return r + contig;
+}
+
+/* One attempt at the free word w: 0 with the lock held at *r, IB_RETRY,
+ * or an error. */
+static int try_lock(struct mb_inbox_prod *p, struct prod_wait *pw, uint64_t w, uint64_t size,
+                    uint64_t *r)
+{
+	const struct mb_inbox *ib = &p->ib;
+	uint64_t pos = rw_pos(w, p->release_cache);
+	uint64_t contig = ib->size - (pos & ib->mask);
+	uint64_t need = contig < size ? contig + size : size;
+	int rc = room(p, pos, need);
+
+	if (rc == ROOM_FULL) {
+		rc = wait_room(p, pw, pos, need);
+		return rc ? rc : IB_RETRY;
+	}
+	if (rc == ROOM_BAD) {
+		/* Relaxed: only "did it move?". A word that stays bad is corrupt. */
+		if (atomic_load_explicit(&ib->ctl->reserve, memory_order_relaxed) == w &&
+		    ++pw->bad > IB_BAD_LIMIT)
+			return MSGBUS_EPROTO;
+		/* Acquire: as in room(). */
+		p->release_cache = atomic_load_explicit(&ib->ctl->release, memory_order_acquire);
+		return IB_RETRY;
+	}
+	/* Acquire: a lock; pairs with the seq_cst unlock of the last holder.
+	 * Relaxed on failure: we read the word again. */
+	if (!atomic_compare_exchange_strong_explicit(&ib->ctl->reserve, &w,
+	                                             rw_make(pos, p->owner, true),
+	                                             memory_order_acquire, memory_order_relaxed))
+		return IB_RETRY;
+	*r = pos;
+	return 0;
+}
+
+/* Take the reserve lock with room for size bytes after it (and a PAD). */
+static int lock_room(struct mb_inbox_prod *p, uint64_t size, uint64_t deadline, uint64_t *r)
+{
+	struct prod_wait pw = { deadline, { 0, 0 }, { 0, 0 }, 0 };
+
+	for (;;) {
+		/* Relaxed: only the CAS in try_lock takes it, from this exact
+		 * value. */
+		uint64_t w = atomic_load_explicit(&p->ib.ctl->reserve, memory_order_relaxed);
+		int rc = (w & RW_LOCKED) ? wait_lock(p, &pw, w) : try_lock(p, &pw, w, size, r);
+
+		if (rc == 0 && !(w & RW_LOCKED))
+			return 0;
+		if (rc > 0)
+			return rc;
+	}
+}
+
+static void write_info(unsigned char *rec, uint32_t subject_len, uint32_t payload_len)
+{
+	uint64_t info = (uint64_t)subject_len | (uint64_t)payload_len << 32;
+
+	memcpy(rec + 8, &info, sizeof(info));
+}
+
+int mb_inbox_reserve(struct mb_inbox_prod *p, uint32_t subject_len, uint32_t payload_len,
+                     uint64_t deadline, struct mb_inbox_res *res)
+{
+	const struct mb_inbox *ib = &p->ib;
+	uint64_t size = rec_size(subject_len, payload_len), r, at, h;
+	unsigned char *rec;
+	int rc;
+
+	if (size > ib->size / 2)
+		return MSGBUS_EMSGSIZE;
+	rc = lock_room(p, size, deadline, &r);
+	if (rc)
+		return rc;
+	at = place(p, r, size);
+	h = make_hdr(ib, at, IB_CLAIMED, p->owner, size);
+	/* Relaxed: published by the unlock. */
+	atomic_store_explicit(word_at(ib, at), h, memory_order_relaxed);
+	unlock(ib, at + size, p->owner);
+	rec = ib->data + (at & ib->mask);
+	write_info(rec, subject_len, payload_len);
+	res->pos = at;
+	res->hdr = h;
+	res->subject = rec + MB_INBOX_REC_HDR;
+	res->payload = rec + MB_INBOX_REC_HDR + align8(subject_len);
+	return 0;
+}
+
+int mb_inbox_put(struct mb_inbox_prod *p, const void *subject, uint32_t subject_len,
+                 const void *payload, uint32_t payload_len, uint64_t deadline)
+{
+	const struct mb_inbox *ib = &p->ib;
+	uint64_t size = rec_size(subject_len, payload_len), r, at;
+	unsigned char *rec;
+	int rc;
+
+	if (size > ib->size / 2)
+		return MSGBUS_EMSGSIZE;
+	rc = lock_room(p, size, deadline, &r);
+	if (rc)
+		return rc;
+	at = place(p, r, size);
+	rec = ib->data + (at & ib->mask);
+	write_info(rec, subject_len, payload_len);
+	memcpy(rec + MB_INBOX_REC_HDR, subject, subject_len);
+	memcpy(rec + MB_INBOX_REC_HDR + align8(subject_len), payload, payload_len);
+	/* Relaxed: the record is published by the unlock. */
+	atomic_store_explicit(word_at(ib, at), make_hdr(ib, at, IB_COMMITTED, p->owner, size),
+	                      memory_order_relaxed);
+	unlock(ib, at + size, p->owner);
+	mb_ec_signal(&ib->ctl->data_ec);
+	return 0;
+}
+
+/* CLAIMED -> st. seq_cst: a release that publishes the record (pairs with
+ * the acquire load in mb_inbox_peek), and the first half of the Dekker pair
+ * with mb_ec_prepare in wait_data: the consumer sees the new state or
+ * mb_ec_signal sees WAITERS. */
+static int finish(struct mb_inbox_prod *p, const struct mb_inbox_res *res, unsigned st)
+{
+	uint64_t seen = res->hdr;
+
+	if (!atomic_compare_exchange_strong_explicit(word_at(&p->ib, res->pos), &seen,
+	                                             with_state(res->hdr, st),
+	                                             memory_order_seq_cst,
+	                                             memory_order_relaxed))
+		return seen == with_state(res->hdr, IB_ABORTED) ? MSGBUS_EPEERDIED : MSGBUS_EPROTO;
+	mb_ec_signal(&p->ib.ctl->data_ec);
+	return 0;
+}
+
+int mb_inbox_commit(struct mb_inbox_prod *p, const struct mb_inbox_res *res)
+{
+	return finish(p, res, IB_COMMITTED);
+}
+
+void mb_inbox_abort(struct mb_inbox_prod *p, const struct mb_inbox_res *res)
+{
+	(void)finish(p, res, IB_ABORTED); /* already aborted by a reader: fine */
+}
+
+/* ---- the consumer --------------------------------------------------------- */
+
+void mb_inbox_cons_init(struct mb_inbox_cons *c, const struct mb_inbox *ib,
+                        mb_owner_dead_fn owner_dead, void *owner_ctx, uint64_t spin_ns,
+                        uint64_t check_ns)
+{
+	memset(c, 0, sizeof(*c));
+	c->ib = *ib;
+	/* Acquire: pairs with the seq_cst store of a previous consumer's
+	 * mb_inbox_flush. Rounded to a word: a corrupt value then only makes
+	 * peek report EPROTO. */
+	c->cursor = atomic_load_explicit(&ib->ctl->release, memory_order_acquire) & ~7ull;
+	c->released = c->end = c->cursor;
+	c->flush_bytes = ib->size / 4;
+	c->stuck_pos = UINT64_MAX;
+	c->owner_dead = owner_dead;
+	c->owner_ctx = owner_ctx;
+	c->spin_ns = spin_ns;
+	c->check_ns = check_ns;
+}
+
+void mb_inbox_flush(struct mb_inbox_cons *c)
+{
+	struct mb_inbox_ctl *ctl = c->ib.ctl;
+
+	if (c->cursor == c->released)
+		return;
+	c->released = c->cursor;
+	/* seq_cst: a release that orders our reads of the space before
+	 * producers' writes (pairs with the acquire in room()), and the first
+	 * half of the Dekker pair with mb_ec_prepare in wait_room. */
+	atomic_store_explicit(&ctl->release, c->released, memory_order_seq_cst);
+	mb_ec_signal(&ctl->space_ec);
+}
+
+void mb_inbox_consume(struct mb_inbox_cons *c)
+{
+	c->cursor += c->cur_size;
+	c->cur_size = 0;
+	if (c->cursor - c->released >= c->flush_bytes)
+		mb_inbox_flush(c);
+}
+
+/* Nothing to read: give back what we read if it is a sixteenth of the
+ * flush batch or more (a store and a wake check per message would cost a
+ * tenth of a 64-byte message). Smaller amounts wait for the batch, or for
+ * wait_data, which always flushes before it sleeps; a consumer that only
+ * polls calls mb_inbox_flush itself before it stops. */
+static void idle_flush(struct mb_inbox_cons *c)
+{
+	if (c->cursor - c->released >= c->flush_bytes / 16)
+		mb_inbox_flush(c);
+}
+
+/* Widen and check a reserve word read by the consumer: the new end, or 0
+ * and EPROTO when it is more than a lap from what we released. */
+static int set_end(struct mb_inbox_cons *c, uint64_t w)
+{
+	uint64_t end = rw_pos(w, c->cursor);
+
+	if (end - c->released > c->ib.size)
+		return MSGBUS_EPROTO;
+	c->end = end;
+	return 0;
+}
+
+/* The owner of a CLAIMED head (h) or of a held lock at our cursor (w, h 0)
+ * may be dead. true when the word changed (read it again): so a liveness
+ * test that says "dead" of a word we cannot change never makes us loop. */
+static bool unstick(struct mb_inbox_cons *c, uint64_t w, uint64_t h)
+{
+	uint32_t owner = h ? hdr_owner(h) : rw_owner(w);
+	uint64_t seen = h;
+
+	if (!c->owner_dead || !c->owner_dead(c->owner_ctx, owner))
+		return false;
+	if (!h)
+		return repair(&c->ib, w, c->released);
+	/* Acquire on success: orders our reads after whatever the dead owner
+	 * wrote. A failure (it committed after all) is read again. */
+	return atomic_compare_exchange_strong_explicit(word_at(&c->ib, c->cursor), &seen,
+	                                               with_state(h, IB_ABORTED),
+	                                               memory_order_acquire, memory_order_relaxed) ||
+	       seen != h;
+}
+
+/* Count polls of one stuck state; true every IB_STUCK_POLLS. */
+static bool stuck_due(struct mb_inbox_cons *c, uint64_t what)
+{
+	struct stuck s = { c->stuck_pos, c->stuck_polls };
+	bool due = stuck_ask(&s, what);
+
+	c->stuck_pos = s.what;
+	c->stuck_polls = s.polls;
+	return due;
+}
+
+static int deliver(struct mb_inbox_cons *c, uint64_t pos, uint64_t h, uint64_t size,
+                   struct mb_inbox_msg *m)
+{
+	const unsigned char *rec = c->ib.data + (pos & c->ib.mask);
+	uint64_t info;
+	uint32_t sl, pl;
+
+	memcpy(&info, rec + 8, sizeof(info)); /* once: validated below */
+	sl = (uint32_t)info;
+	pl = (uint32_t)(info >> 32);
+	if (MB_INBOX_REC_HDR + align8(sl) + (uint64_t)pl > size)
+		return MSGBUS_EPROTO;
+	m->subject = (const char *)rec + MB_INBOX_REC_HDR;
+	m->subject_len = sl;
+	m->owner = hdr_owner(h);
+	m->payload = rec + MB_INBOX_REC_HDR + align8(sl);
+	m->payload_len = pl;
+	c->cur_size = size;
+	return 0;
+}
+
+/* The cursor reached the end we knew: read the reserve word again.
+ * 0: there is more; IB_RETRY: a dead holder was repaired; EAGAIN; EPROTO. */
+static int reload_end(struct mb_inbox_cons *c)
+{
+	/* Acquire: pairs with the seq_cst unlock() (and repair): every
+	 * header below the position is written. */
+	uint64_t w = atomic_load_explicit(&c->ib.ctl->reserve, memory_order_acquire);
+	int rc = set_end(c, w);
+
+	if (rc)
+		return rc;
+	if (c->end != c->cursor)
+		return 0;
+	if ((w & RW_LOCKED) && stuck_due(c, w) && unstick(c, w, 0))
+		return IB_RETRY;
+	idle_flush(c);
+	return MSGBUS_EAGAIN;
+}
+
+int mb_inbox_peek(struct mb_inbox_cons *c, struct mb_inbox_msg *m)
+{
+	const struct mb_inbox *ib = &c->ib;
+
+	for (;;) {
+		uint64_t pos = c->cursor, h, size;
+
+		if (pos == c->end) {
+			int rc = reload_end(c);
+			if (rc == IB_RETRY)
+				continue;
+			if (rc)
+				return rc;
+		}
+		/* Acquire: pairs with the seq_cst CAS in finish() (commit or
+		 * abort), so the record's contents are visible. A record of
+		 * mb_inbox_put was published by its unlock, which reload_end
+		 * acquired before this end was set. */
+		h = atomic_load_explicit(word_at(ib, pos), memory_order_acquire);
+		size = hdr_size(ib, pos, h);
+		/* Below the end we read: bounds every loop to a lap. */
+		if (!size || size > c->end - pos)
+			return MSGBUS_EPROTO;
+		switch (hdr_state(h)) {
+		case IB_COMMITTED:
+			return deliver(c, pos, h, size, m);
+		case IB_CLAIMED:
+			if (stuck_due(c, pos) && unstick(c, 0, h))
+				continue;
+			idle_flush(c);
+			return MSGBUS_EAGAIN;
+		default: /* ABORTED or PAD: skip */
+			c->cursor = pos + size;
+			if (c->cursor - c->released >= c->flush_bytes)
+				mb_inbox_flush(c);
+			continue;
+		}
+	}
+}
+
+/*
+ * One sleep of the consumer, after peek found nothing. If the cursor is at
+ * the end, what we wait for is an unlock() (seq_cst) that moves the end:
+ * mb_inbox_put's record is then complete, and a reserved one signals again
+ * at its commit. If the cursor is at a CLAIMED record, it is the commit CAS
+ * on that header (seq_cst). Either is followed by mb_ec_signal, so we
+ * announce the sleep, then read the word again (seq_cst): unchanged means
+ * the change comes after our announcement and will wake us.
+ */
+static void wait_data(struct mb_inbox_cons *c, uint64_t now, uint64_t deadline)
+{
+	struct mb_inbox_ctl *ctl = c->ib.ctl;
+	_Atomic uint64_t *watch = &ctl->reserve;
+	uint64_t until = deadline, seen;
+	uint32_t v;
+
+	mb_inbox_flush(c); /* before sleeping, always */
+	if (c->end != c->cursor) {
+		watch = word_at(&c->ib, c->cursor);
+		/* Relaxed: only compared below (peek read it with acquire). */
+		seen = atomic_load_explicit(watch, memory_order_relaxed);
+		if (hdr_state(seen) != IB_CLAIMED || hdr_size(&c->ib, c->cursor, seen) == 0 ||
+		    unstick(c, 0, seen))
+			return; /* peek again */
+	} else {
+		/* Relaxed: only compared below. */
+		seen = atomic_load_explicit(watch, memory_order_relaxed);
+		if (rw_pos(seen, c->cursor) != c->cursor ||
+		    ((seen & RW_LOCKED) && unstick(c, seen, 0)))
+			return; /* moved since peek, or repaired: peek again */
+	}
+	v = mb_ec_prepare(&ctl->data_ec);
+	/* seq_cst: the second half of the Dekker pair with the seq_cst
+	 * unlock() or commit CAS, each followed by mb_ec_signal: we see the
+	 * change or the signal sees WAITERS. */
+	if (atomic_load_explicit(watch, memory_order_seq_cst) != seen)
+		return;
+	if (c->check_ns && now + c->check_ns < until)
+		until = now + c->check_ns;
+	mb_ec_sleep(&ctl->data_ec, v, now, until);
+}
+
+int mb_inbox_peek_wait(struct mb_inbox_cons *c, struct mb_inbox_msg *m, uint64_t deadline)
+{
+	struct mb_spin spin = { 0, 0 };
+
+	for (;;) {
+		int rc = mb_inbox_peek(c, m);
+		uint64_t now;
+
+		if (rc != MSGBUS_EAGAIN || deadline == MB_NO_WAIT)
+			return rc;
+		if (mb_spinning(&spin, c->spin_ns))
+			continue;
+		now = mb_now_ns();
+		if (now >= deadline)
+			return MSGBUS_ETIMEDOUT;
+		wait_data(c, now, deadline);
+	}
+}

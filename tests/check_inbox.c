@@ -1,0 +1,864 @@
+/*
+ * check_inbox.c - suite "inbox": the multi-producer record ring of
+ * lib/inbox.c on its own, in an anonymous MAP_SHARED mapping (threads and
+ * forked processes alike): contents and order, wrap with padding, full ring,
+ * abort, many producers, dead owners, and a corrupted ring.
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/mman.h>
+
+#include "inbox.h"
+#include "platform.h"
+#include "test_util.h"
+
+#define CTL_OFF 0u
+#define DATA_OFF 4096u
+#define MS 1000000ull
+#define SPIN_NS 20000ull
+#define CHECK_NS (5 * MS)
+
+struct tib {
+	unsigned char *base;
+	uint64_t seg, size;
+	struct mb_inbox ib;
+};
+
+static void tib_open(struct tib *t, uint64_t size)
+{
+	t->size = size;
+	t->seg = DATA_OFF + size;
+	t->base = mmap(NULL, t->seg, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	ck_assert_msg(t->base != MAP_FAILED, "mmap: %s", strerror(errno));
+	TU_ASSERT_OK(mb_inbox_format(t->base, t->seg, CTL_OFF, DATA_OFF, size));
+	TU_ASSERT_OK(mb_inbox_attach(&t->ib, t->base, t->seg, CTL_OFF, DATA_OFF, size));
+}
+
+static void tib_close(struct tib *t)
+{
+	munmap(t->base, t->seg);
+}
+
+static uint64_t deadline_in(uint64_t ns)
+{
+	return mb_now_ns() + ns;
+}
+
+/* The reserve word as lib/inbox.c lays it out (pos/8:48 | owner:15 |
+ * locked:1), to simulate a holder that dies with the lock. */
+static uint64_t rw_word(uint64_t pos, uint32_t owner, bool locked)
+{
+	return pos << 13 | (uint64_t)owner << 1 | (locked ? 1u : 0u);
+}
+
+static uint64_t rw_pos_of(struct tib *t)
+{
+	return atomic_load(&t->ib.ctl->reserve) >> 16 << 3;
+}
+
+/* Write one record, by mb_inbox_put and by reserve + commit in turn (per
+ * thread), so that every test runs both paths. Returns the first error. */
+static _Thread_local unsigned put_calls;
+
+static int put(struct mb_inbox_prod *p, const char *subject, const void *data, uint32_t len,
+               uint64_t deadline)
+{
+	struct mb_inbox_res r;
+	uint32_t sl = (uint32_t)strlen(subject);
+	int rc;
+
+	if (put_calls++ % 2)
+		return mb_inbox_put(p, subject, sl, data, len, deadline);
+	rc = mb_inbox_reserve(p, sl, len, deadline, &r);
+
+	if (rc)
+		return rc;
+	memcpy(r.subject, subject, sl);
+	if (len)
+		memcpy(r.payload, data, len);
+	return mb_inbox_commit(p, &r);
+}
+
+/* The next record has this payload (read with a bounded wait). */
+static void expect_msg_raw(struct mb_inbox_cons *c, const char *payload)
+{
+	struct mb_inbox_msg m;
+
+	TU_ASSERT_OK(mb_inbox_peek_wait(c, &m, deadline_in(TU_WAIT_MS * MS)));
+	ck_assert_uint_eq(m.payload_len, strlen(payload));
+	ck_assert(memcmp(m.payload, payload, m.payload_len) == 0);
+	mb_inbox_consume(c);
+}
+
+static void expect_msg(struct mb_inbox_cons *c, const char *subject, uint32_t len,
+                       uint32_t seed)
+{
+	struct mb_inbox_msg m;
+
+	TU_ASSERT_OK(mb_inbox_peek(c, &m));
+	ck_assert_uint_eq(m.subject_len, strlen(subject));
+	ck_assert(memcmp(m.subject, subject, m.subject_len) == 0);
+	ck_assert_uint_eq(m.payload_len, len);
+	ck_assert_uint_eq((uintptr_t)m.payload % 8, 0);
+	ck_assert_int_eq(tu_verify(m.payload, len, seed), -1);
+	mb_inbox_consume(c);
+}
+
+START_TEST(test_placement)
+{
+	unsigned char *b = mmap(NULL, 1 << 20, PROT_READ | PROT_WRITE,
+	                        MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	struct mb_inbox ib;
+
+	ck_assert(b != MAP_FAILED);
+	TU_ASSERT_RC(mb_inbox_format(NULL, 1 << 20, 0, 4096, 4096), MSGBUS_EINVAL);
+	TU_ASSERT_RC(mb_inbox_format(b, 1 << 20, 0, 4096, 6000), MSGBUS_EINVAL);  /* not 2^n */
+	TU_ASSERT_RC(mb_inbox_format(b, 1 << 20, 0, 4096, 2048), MSGBUS_EINVAL);  /* too small */
+	TU_ASSERT_RC(mb_inbox_format(b, 1 << 20, 0, 256, 4096), MSGBUS_EINVAL);   /* overlap */
+	TU_ASSERT_RC(mb_inbox_format(b, 1 << 20, 8, 4096, 4096), MSGBUS_EINVAL);  /* align */
+	TU_ASSERT_RC(mb_inbox_format(b, 8192, 0, 4096, 8192), MSGBUS_EINVAL);     /* past end */
+	TU_ASSERT_RC(mb_inbox_format(b, 1 << 20, UINT64_MAX - 127, 4096, 4096), MSGBUS_EINVAL);
+	TU_ASSERT_RC(mb_inbox_format(b, 1 << 20, 0, UINT64_MAX - 4095, 4096), MSGBUS_EINVAL);
+	TU_ASSERT_OK(mb_inbox_format(b, 1 << 20, 8192, 0, 8192));
+	TU_ASSERT_OK(mb_inbox_attach(&ib, b, 1 << 20, 8192, 0, 8192));
+	/* The control block says another size: refused. */
+	TU_ASSERT_RC(mb_inbox_attach(&ib, b, 1 << 20, 8192, 0, 4096), MSGBUS_EPROTO);
+	ck_assert_uint_eq(mb_inbox_max_payload(&ib, 3), 4096 - 16 - 8);
+	munmap(b, 1 << 20);
+}
+END_TEST
+
+START_TEST(test_contents_order)
+{
+	struct tib t;
+	struct mb_inbox_prod p;
+	struct mb_inbox_cons c;
+	struct mb_inbox_msg m, m2;
+	unsigned char buf[600];
+
+	tib_open(&t, 65536);
+	mb_inbox_prod_init(&p, &t.ib, 5, 0, NULL, NULL);
+	mb_inbox_cons_init(&c, &t.ib, NULL, NULL, 0, 0);
+	TU_ASSERT_RC(mb_inbox_peek(&c, &m), MSGBUS_EAGAIN);
+	for (uint32_t i = 0; i < 100; i++) {
+		uint32_t len = (i * 37) % 600;
+		tu_fill(buf, len, i);
+		TU_ASSERT_OK(put(&p, i % 2 ? "a.b" : "orders.12345.status", buf, len, MB_NO_WAIT));
+	}
+	/* Peek without consume gives the same record again. */
+	TU_ASSERT_OK(mb_inbox_peek(&c, &m));
+	TU_ASSERT_OK(mb_inbox_peek(&c, &m2));
+	ck_assert_ptr_eq(m.payload, m2.payload);
+	ck_assert_uint_eq(m.owner, 5);
+	for (uint32_t i = 0; i < 100; i++)
+		expect_msg(&c, i % 2 ? "a.b" : "orders.12345.status", (i * 37) % 600, i);
+	TU_ASSERT_RC(mb_inbox_peek(&c, &m), MSGBUS_EAGAIN);
+	/* An empty subject and an empty payload are records too. */
+	TU_ASSERT_OK(put(&p, "", NULL, 0, MB_NO_WAIT));
+	expect_msg(&c, "", 0, 0);
+	tib_close(&t);
+}
+END_TEST
+
+/* Many laps of a small ring with sizes that do not divide it: padding
+ * records keep every record contiguous, and contents survive. */
+START_TEST(test_wrap_padding)
+{
+	struct tib t;
+	struct mb_inbox_prod p;
+	struct mb_inbox_cons c;
+	unsigned char buf[2048];
+	uint32_t sent = 0, got = 0;
+
+	tib_open(&t, 4096);
+	mb_inbox_prod_init(&p, &t.ib, 1, 0, NULL, NULL);
+	mb_inbox_cons_init(&c, &t.ib, NULL, NULL, 0, 0);
+	while (got < 2000) {
+		uint32_t len = (sent * 131) % (mb_inbox_max_payload(&t.ib, 4) + 1);
+		tu_fill(buf, len, sent);
+		int rc = put(&p, "x.yz", buf, len, MB_NO_WAIT);
+		if (rc == MSGBUS_OK) {
+			sent++;
+			continue;
+		}
+		TU_ASSERT_RC(rc, MSGBUS_EAGAIN);
+		ck_assert_uint_gt(sent, got); /* full only when something is unread */
+		while (got < sent) {
+			expect_msg(&c, "x.yz", (got * 131) % (mb_inbox_max_payload(&t.ib, 4) + 1),
+			           got);
+			got++;
+		}
+	}
+	ck_assert_uint_gt(c.cursor, 100 * 4096);
+	tib_close(&t);
+}
+END_TEST
+
+START_TEST(test_full_and_timeout)
+{
+	struct tib t;
+	struct mb_inbox_prod p;
+	struct mb_inbox_cons c;
+	struct mb_inbox_msg m;
+	struct mb_inbox_res r;
+	unsigned char buf[4096] = { 0 };
+	int n = 0;
+
+	tib_open(&t, 8192);
+	mb_inbox_prod_init(&p, &t.ib, 1, SPIN_NS, NULL, NULL);
+	mb_inbox_cons_init(&c, &t.ib, NULL, NULL, SPIN_NS, CHECK_NS);
+	TU_ASSERT_RC(mb_inbox_reserve(&p, 0, mb_inbox_max_payload(&t.ib, 0) + 1, MB_NO_WAIT, &r),
+	             MSGBUS_EMSGSIZE);
+	TU_ASSERT_RC(mb_inbox_put(&p, "", 0, buf, mb_inbox_max_payload(&t.ib, 0) + 1, MB_NO_WAIT),
+	             MSGBUS_EMSGSIZE);
+	TU_ASSERT_OK(put(&p, "s", buf, mb_inbox_max_payload(&t.ib, 1), MB_NO_WAIT));
+	TU_ASSERT_OK(mb_inbox_peek(&c, &m));
+	mb_inbox_consume(&c);
+	mb_inbox_flush(&c);
+	while (put(&p, "s", buf, 1000, MB_NO_WAIT) == MSGBUS_OK)
+		n++;
+	ck_assert_int_eq(n, 8192 / 1024);
+	TU_ASSERT_RC(put(&p, "s", buf, 1000, MB_NO_WAIT), MSGBUS_EAGAIN);
+	double t0 = tu_now_ms();
+	TU_ASSERT_RC(put(&p, "s", buf, 1000, deadline_in(50 * MS)), MSGBUS_ETIMEDOUT);
+	double dt = tu_now_ms() - t0;
+	ck_assert_msg(dt >= 49 && dt < 2000, "timed out after %.1f ms", dt);
+	/* Consuming without a flush does not give room yet (batched); a flush
+	 * does. */
+	TU_ASSERT_OK(mb_inbox_peek(&c, &m));
+	mb_inbox_consume(&c);
+	TU_ASSERT_RC(put(&p, "s", buf, 1000, MB_NO_WAIT), MSGBUS_EAGAIN);
+	mb_inbox_flush(&c);
+	TU_ASSERT_OK(put(&p, "s", buf, 1000, MB_NO_WAIT));
+	/* An empty inbox: the consumer's bounded wait times out. */
+	for (int i = 0; i < n; i++) {
+		TU_ASSERT_OK(mb_inbox_peek(&c, &m));
+		mb_inbox_consume(&c);
+	}
+	t0 = tu_now_ms();
+	TU_ASSERT_RC(mb_inbox_peek_wait(&c, &m, deadline_in(30 * MS)), MSGBUS_ETIMEDOUT);
+	dt = tu_now_ms() - t0;
+	ck_assert_msg(dt >= 29 && dt < 2000, "timed out after %.1f ms", dt);
+	TU_ASSERT_RC(mb_inbox_peek_wait(&c, &m, MB_NO_WAIT), MSGBUS_EAGAIN);
+	tib_close(&t);
+}
+END_TEST
+
+START_TEST(test_abort_and_commit_order)
+{
+	struct tib t;
+	struct mb_inbox_prod p;
+	struct mb_inbox_cons c;
+	struct mb_inbox_msg m;
+	struct mb_inbox_res a, b, d;
+
+	tib_open(&t, 4096);
+	mb_inbox_prod_init(&p, &t.ib, 2, 0, NULL, NULL);
+	mb_inbox_cons_init(&c, &t.ib, NULL, NULL, 0, 0);
+	TU_ASSERT_OK(mb_inbox_reserve(&p, 1, 8, MB_NO_WAIT, &a));
+	TU_ASSERT_OK(mb_inbox_reserve(&p, 1, 8, MB_NO_WAIT, &b));
+	TU_ASSERT_OK(mb_inbox_reserve(&p, 1, 8, MB_NO_WAIT, &d));
+	memcpy(a.subject, "a", 1);
+	memcpy(d.subject, "d", 1);
+	memcpy(a.payload, "AAAAAAAA", 8);
+	memcpy(d.payload, "DDDDDDDD", 8);
+	/* Committed out of order: nothing is seen before the first. */
+	TU_ASSERT_OK(mb_inbox_commit(&p, &d));
+	TU_ASSERT_RC(mb_inbox_peek(&c, &m), MSGBUS_EAGAIN);
+	TU_ASSERT_OK(mb_inbox_commit(&p, &a));
+	mb_inbox_abort(&p, &b);
+	/* Committing an aborted record is refused. */
+	TU_ASSERT_RC(mb_inbox_commit(&p, &b), MSGBUS_EPEERDIED);
+	TU_ASSERT_OK(mb_inbox_peek(&c, &m));
+	ck_assert(memcmp(m.payload, "AAAAAAAA", 8) == 0);
+	mb_inbox_consume(&c);
+	TU_ASSERT_OK(mb_inbox_peek(&c, &m));
+	ck_assert(memcmp(m.subject, "d", 1) == 0 && memcmp(m.payload, "DDDDDDDD", 8) == 0);
+	mb_inbox_consume(&c);
+	TU_ASSERT_RC(mb_inbox_peek(&c, &m), MSGBUS_EAGAIN);
+	tib_close(&t);
+}
+END_TEST
+
+/* ---- many producers ------------------------------------------------------- */
+
+#define MP_PRODUCERS 4
+#define MP_MAXLEN 1500u
+
+struct mp_arg {
+	struct mb_inbox *ib;
+	uint32_t id, count;
+	int rc;
+};
+
+static uint32_t mp_len(uint32_t id, uint32_t seq)
+{
+	return 8 + (seq % 16 ? (id * 7 + seq * 13) % 200 : (id * 7 + seq * 13) % MP_MAXLEN);
+}
+
+/* A producer: count records "p.<id>", payload = id, seq, then a pattern. */
+static int mp_produce(struct mb_inbox *ib, uint32_t id, uint32_t count)
+{
+	struct mb_inbox_prod p;
+	char subject[16];
+
+	mb_inbox_prod_init(&p, ib, id, SPIN_NS, NULL, NULL);
+	snprintf(subject, sizeof(subject), "p.%u", id);
+	for (uint32_t seq = 0; seq < count; seq++) {
+		struct mb_inbox_res r;
+		uint32_t len = mp_len(id, seq);
+		unsigned char buf[MP_MAXLEN + 8];
+		int rc;
+
+		if (id % 2) { /* odd producers: mb_inbox_put */
+			memcpy(buf, &id, 4);
+			memcpy(buf + 4, &seq, 4);
+			tu_fill(buf + 8, len - 8, id << 20 ^ seq);
+			rc = mb_inbox_put(&p, subject, (uint32_t)strlen(subject), buf, len,
+			                  deadline_in(TU_WAIT_MS * MS));
+			if (rc)
+				return rc;
+			continue;
+		}
+		rc = mb_inbox_reserve(&p, (uint32_t)strlen(subject), len,
+		                      deadline_in(TU_WAIT_MS * MS), &r);
+		if (rc)
+			return rc;
+		memcpy(r.subject, subject, strlen(subject));
+		memcpy(r.payload, &id, 4);
+		memcpy((char *)r.payload + 4, &seq, 4);
+		tu_fill((char *)r.payload + 8, len - 8, id << 20 ^ seq);
+		rc = mb_inbox_commit(&p, &r);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+static void *mp_thread(void *arg)
+{
+	struct mp_arg *a = arg;
+
+	a->rc = mp_produce(a->ib, a->id, a->count);
+	return NULL;
+}
+
+/* Receive nprod * count records: each exactly once, in order per producer. */
+static void mp_consume(struct mb_inbox *ib, uint32_t nprod, uint32_t count)
+{
+	struct mb_inbox_cons c;
+	uint32_t next[MP_PRODUCERS] = { 0 };
+
+	mb_inbox_cons_init(&c, ib, NULL, NULL, SPIN_NS, CHECK_NS);
+	for (uint64_t got = 0; got < (uint64_t)nprod * count; got++) {
+		struct mb_inbox_msg m;
+		uint32_t id, seq;
+		char subject[16];
+
+		TU_ASSERT_OK(mb_inbox_peek_wait(&c, &m, deadline_in(TU_WAIT_MS * MS)));
+		ck_assert_uint_ge(m.payload_len, 8);
+		memcpy(&id, m.payload, 4);
+		memcpy(&seq, (const char *)m.payload + 4, 4);
+		ck_assert_uint_lt(id, nprod);
+		ck_assert_msg(seq == next[id], "producer %u: seq %u, want %u", id, seq, next[id]);
+		next[id]++;
+		snprintf(subject, sizeof(subject), "p.%u", id);
+		ck_assert_uint_eq(m.subject_len, strlen(subject));
+		ck_assert(memcmp(m.subject, subject, m.subject_len) == 0);
+		ck_assert_uint_eq(m.payload_len, mp_len(id, seq));
+		ck_assert_int_eq(tu_verify((const char *)m.payload + 8, m.payload_len - 8,
+		                           id << 20 ^ seq), -1);
+		ck_assert_uint_eq(m.owner, id);
+		mb_inbox_consume(&c);
+	}
+	struct mb_inbox_msg m;
+	TU_ASSERT_RC(mb_inbox_peek(&c, &m), MSGBUS_EAGAIN);
+}
+
+START_TEST(test_mp_threads)
+{
+	struct tib t;
+	pthread_t th[MP_PRODUCERS];
+	struct mp_arg a[MP_PRODUCERS];
+	uint32_t count = tu_valgrind() ? 2000 : 50000;
+
+	tib_open(&t, 16384); /* small: many laps, many full waits */
+	for (uint32_t i = 0; i < MP_PRODUCERS; i++) {
+		a[i] = (struct mp_arg){ &t.ib, i, count, -1 };
+		ck_assert_int_eq(pthread_create(&th[i], NULL, mp_thread, &a[i]), 0);
+	}
+	mp_consume(&t.ib, MP_PRODUCERS, count);
+	for (uint32_t i = 0; i < MP_PRODUCERS; i++) {
+		pthread_join(th[i], NULL);
+		TU_ASSERT_OK(a[i].rc);
+	}
+	tib_close(&t);
+}
+END_TEST
+
+START_TEST(test_mp_processes)
+{
+	struct tib t;
+	pid_t pid[MP_PRODUCERS];
+	uint32_t count = 50000;
+
+	tib_open(&t, 16384);
+	for (uint32_t i = 0; i < MP_PRODUCERS; i++) {
+		pid[i] = tu_fork();
+		if (pid[i] == 0) {
+			struct mb_inbox ib;
+			int rc = mb_inbox_attach(&ib, t.base, t.seg, CTL_OFF, DATA_OFF, t.size);
+			_exit(rc ? 100 : mp_produce(&ib, i, count));
+		}
+	}
+	mp_consume(&t.ib, MP_PRODUCERS, count);
+	for (uint32_t i = 0; i < MP_PRODUCERS; i++)
+		TU_ASSERT_CHILD_OK(pid[i], TU_WAIT_MS);
+	tib_close(&t);
+}
+END_TEST
+
+/* ---- dead owners ---------------------------------------------------------- */
+
+struct owners {
+	pid_t pid[8];       /* owner index -> process; 0: none */
+	unsigned dead_mask; /* simulated deaths */
+	unsigned asked;
+};
+
+static bool owner_dead(void *ctx, uint32_t owner)
+{
+	struct owners *o = ctx;
+
+	o->asked++;
+	if (owner >= 8)
+		return false;
+	if (o->dead_mask >> owner & 1)
+		return true;
+	return o->pid[owner] > 0 && kill(o->pid[owner], 0) != 0 && errno == ESRCH;
+}
+
+START_TEST(test_dead_owner_simulated)
+{
+	struct tib t;
+	struct owners o = { { 0 }, 0, 0 };
+	struct mb_inbox_prod dead, live;
+	struct mb_inbox_cons c;
+	struct mb_inbox_msg m;
+	struct mb_inbox_res r;
+
+	tib_open(&t, 4096);
+	mb_inbox_prod_init(&dead, &t.ib, 6, 0, NULL, NULL);
+	mb_inbox_prod_init(&live, &t.ib, 1, 0, NULL, NULL);
+	mb_inbox_cons_init(&c, &t.ib, owner_dead, &o, SPIN_NS, CHECK_NS);
+	TU_ASSERT_OK(mb_inbox_reserve(&dead, 1, 100, MB_NO_WAIT, &r));
+	TU_ASSERT_OK(put(&live, "z", "live", 4, MB_NO_WAIT));
+	/* Owner 6 is alive: the consumer waits and times out. */
+	TU_ASSERT_RC(mb_inbox_peek_wait(&c, &m, deadline_in(20 * MS)), MSGBUS_ETIMEDOUT);
+	ck_assert_uint_gt(o.asked, 0);
+	/* Owner 6 "dies": its record is aborted, the next one read. */
+	o.dead_mask = 1u << 6;
+	TU_ASSERT_OK(mb_inbox_peek_wait(&c, &m, deadline_in(TU_WAIT_MS * MS)));
+	ck_assert(m.payload_len == 4 && memcmp(m.payload, "live", 4) == 0);
+	mb_inbox_consume(&c);
+	/* The owner learns it was taken for dead. */
+	TU_ASSERT_RC(mb_inbox_commit(&dead, &r), MSGBUS_EPEERDIED);
+	/* The try path finds it too, after enough polls. */
+	o.dead_mask = 0;
+	TU_ASSERT_OK(mb_inbox_reserve(&dead, 1, 8, MB_NO_WAIT, &r));
+	TU_ASSERT_OK(put(&live, "z", "next", 4, MB_NO_WAIT));
+	o.dead_mask = 1u << 6;
+	int rc = MSGBUS_EAGAIN;
+	for (int i = 0; i < 100000 && rc == MSGBUS_EAGAIN; i++)
+		rc = mb_inbox_peek(&c, &m);
+	TU_ASSERT_OK(rc);
+	ck_assert(memcmp(m.payload, "next", 4) == 0);
+	tib_close(&t);
+}
+END_TEST
+
+/* A forked producer is SIGKILLed between reserve and commit. */
+START_TEST(test_dead_owner_killed)
+{
+	struct tib t;
+	struct owners o = { { 0 }, 0, 0 };
+	struct mb_inbox_prod live;
+	struct mb_inbox_cons c;
+	struct mb_inbox_msg m;
+	struct tu_pipe pp;
+	int v;
+
+	tib_open(&t, 4096);
+	tu_pipe_init(&pp);
+	pid_t pid = tu_fork();
+	if (pid == 0) {
+		struct mb_inbox ib;
+		struct mb_inbox_prod p;
+		struct mb_inbox_res r;
+
+		if (mb_inbox_attach(&ib, t.base, t.seg, CTL_OFF, DATA_OFF, t.size))
+			_exit(1);
+		mb_inbox_prod_init(&p, &ib, 3, 0, NULL, NULL);
+		if (mb_inbox_reserve(&p, 1, 64, MB_NO_WAIT, &r))
+			_exit(2);
+		memset(r.payload, 0xee, 32); /* half written */
+		tu_pipe_put(&pp, 1);
+		for (;;)
+			pause();
+	}
+	o.pid[3] = pid;
+	ck_assert_int_eq(tu_pipe_get(&pp, TU_WAIT_MS, &v), 0);
+	mb_inbox_prod_init(&live, &t.ib, 1, 0, NULL, NULL);
+	mb_inbox_cons_init(&c, &t.ib, owner_dead, &o, SPIN_NS, CHECK_NS);
+	TU_ASSERT_OK(put(&live, "after", "ok", 2, MB_NO_WAIT));
+	TU_ASSERT_RC(mb_inbox_peek_wait(&c, &m, deadline_in(20 * MS)), MSGBUS_ETIMEDOUT);
+	tu_kill_child(pid); /* killed and reaped: kill(pid, 0) says ESRCH */
+	TU_ASSERT_OK(mb_inbox_peek_wait(&c, &m, deadline_in(TU_WAIT_MS * MS)));
+	ck_assert(m.subject_len == 5 && memcmp(m.subject, "after", 5) == 0);
+	mb_inbox_consume(&c);
+	/* The ring goes on: many more laps through the aborted space. */
+	for (uint32_t i = 0; i < 1000; i++) {
+		TU_ASSERT_OK(put(&live, "s", &i, 4, MB_NO_WAIT));
+		TU_ASSERT_OK(mb_inbox_peek(&c, &m));
+		ck_assert(m.payload_len == 4 && memcmp(m.payload, &i, 4) == 0);
+		mb_inbox_consume(&c);
+	}
+	tu_pipe_close(&pp);
+	tib_close(&t);
+}
+END_TEST
+
+/* A producer dies holding the reserve lock: before it wrote its header
+ * (the position stays), or after (the position moves past its record,
+ * which the consumer then aborts). Producers and the consumer repair it. */
+START_TEST(test_dead_lock_holder)
+{
+	struct tib t;
+	struct owners o = { { 0 }, 1u << 6, 0 };
+	struct mb_inbox_prod dead, live;
+	struct mb_inbox_cons c;
+	struct mb_inbox_msg m;
+	struct mb_inbox_res r;
+
+	tib_open(&t, 4096);
+	mb_inbox_prod_init(&dead, &t.ib, 6, 0, NULL, NULL);
+	mb_inbox_prod_init(&live, &t.ib, 1, 0, owner_dead, &o);
+	mb_inbox_cons_init(&c, &t.ib, owner_dead, &o, SPIN_NS, CHECK_NS);
+	TU_ASSERT_OK(put(&live, "a", "one", 3, MB_NO_WAIT)); /* 32 bytes at 0 */
+	/* 1. Dead before its header: a producer repairs, the position stays. */
+	atomic_store(&t.ib.ctl->reserve, rw_word(32, 6, true));
+	TU_ASSERT_OK(put(&live, "b", "two", 3, MB_NO_WAIT));
+	ck_assert_uint_gt(o.asked, 0);
+	expect_msg_raw(&c, "one");
+	expect_msg_raw(&c, "two");
+	/* 2. Dead after its header (reserve done, lock put back as if the
+	 * unlock never happened): the consumer repairs and aborts it. */
+	TU_ASSERT_OK(mb_inbox_reserve(&dead, 1, 8, MB_NO_WAIT, &r));
+	atomic_store(&t.ib.ctl->reserve, rw_word(r.pos, 6, true));
+	TU_ASSERT_RC(mb_inbox_peek_wait(&c, &m, deadline_in(20 * MS)), MSGBUS_ETIMEDOUT);
+	ck_assert_uint_eq(atomic_load(&t.ib.ctl->reserve), rw_word(r.pos + 32, 6, false));
+	TU_ASSERT_OK(put(&live, "c", "three", 5, MB_NO_WAIT));
+	expect_msg_raw(&c, "three");
+	TU_ASSERT_RC(mb_inbox_commit(&dead, &r), MSGBUS_EPEERDIED);
+	/* 3. With a PAD: the record wraps; a producer repairs past both. */
+	while (rw_pos_of(&t) % 4096 < 4096 - 200) {
+		TU_ASSERT_OK(put(&live, "f", "x", 1, MB_NO_WAIT));
+		expect_msg_raw(&c, "x");
+	}
+	uint64_t before = rw_pos_of(&t);
+	TU_ASSERT_OK(mb_inbox_reserve(&dead, 1, 256, MB_NO_WAIT, &r));
+	ck_assert_uint_eq(r.pos % 4096, 0); /* after a PAD */
+	atomic_store(&t.ib.ctl->reserve, rw_word(before, 6, true));
+	TU_ASSERT_OK(put(&live, "g", "four", 4, MB_NO_WAIT));
+	ck_assert_uint_eq(rw_pos_of(&t), r.pos + 280 + 32);
+	expect_msg_raw(&c, "four"); /* PAD skipped, the dead record aborted */
+	tib_close(&t);
+}
+END_TEST
+
+static void segv_exit(int sig)
+{
+	(void)sig;
+	_exit(3);
+}
+
+/* A forked producer really dies holding the reserve lock: mb_inbox_put
+ * copies from a page it cannot read, so it is killed by SIGSEGV between the
+ * lock and the unlock. The next producer finds the lock held by a dead
+ * owner, repairs it, and the ring goes on. */
+START_TEST(test_dead_in_lock_killed)
+{
+	struct tib t;
+	struct owners o = { { 0 }, 0, 0 };
+	struct mb_inbox_prod live;
+	struct mb_inbox_cons c;
+	int st;
+
+	tib_open(&t, 4096);
+	mb_inbox_prod_init(&live, &t.ib, 1, 0, owner_dead, &o);
+	mb_inbox_cons_init(&c, &t.ib, owner_dead, &o, SPIN_NS, CHECK_NS);
+	TU_ASSERT_OK(put(&live, "a", "before", 6, MB_NO_WAIT));
+	pid_t pid = tu_fork();
+	if (pid == 0) {
+		struct mb_inbox ib;
+		struct mb_inbox_prod p;
+		void *bad = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+		if (bad == MAP_FAILED || mb_inbox_attach(&ib, t.base, t.seg, CTL_OFF, DATA_OFF, t.size))
+			_exit(1);
+		mb_inbox_prod_init(&p, &ib, 4, 0, NULL, NULL);
+		signal(SIGSEGV, segv_exit); /* quiet under the sanitizers */
+		mb_inbox_put(&p, "s", 1, bad, 256, MB_NO_WAIT); /* dies in here */
+		_exit(2);
+	}
+	ck_assert_int_eq(tu_wait_child(pid, TU_WAIT_MS, &st), 0);
+	ck_assert_msg(WIFSIGNALED(st) || (WIFEXITED(st) && WEXITSTATUS(st) == 3),
+	              "the child was to die in mb_inbox_put (status 0x%x)", st);
+	o.pid[4] = pid; /* reaped: kill(pid, 0) fails with ESRCH */
+	ck_assert_uint_eq(atomic_load(&t.ib.ctl->reserve) & 1, 1); /* still locked */
+	TU_ASSERT_OK(put(&live, "b", "after", 5, deadline_in(TU_WAIT_MS * MS)));
+	expect_msg_raw(&c, "before");
+	expect_msg_raw(&c, "after");
+	tib_close(&t);
+}
+END_TEST
+
+/* ---- sleeping and waking -------------------------------------------------- */
+
+struct wake_arg {
+	struct mb_inbox *ib;
+	int rc;
+	atomic_int started;
+};
+
+static void *sleepy_consumer(void *arg)
+{
+	struct wake_arg *a = arg;
+	struct mb_inbox_cons c;
+	struct mb_inbox_msg m;
+
+	mb_inbox_cons_init(&c, a->ib, NULL, NULL, 0, 0); /* no spin: sleeps at once */
+	atomic_store(&a->started, 1);
+	a->rc = mb_inbox_peek_wait(&c, &m, UINT64_MAX);
+	if (a->rc == 0 && (m.payload_len != 3 || memcmp(m.payload, "hey", 3)))
+		a->rc = -1;
+	return NULL;
+}
+
+static void *sleepy_producer(void *arg)
+{
+	struct wake_arg *a = arg;
+	struct mb_inbox_prod p;
+	char buf[1000] = { 0 };
+
+	mb_inbox_prod_init(&p, a->ib, 2, 0, NULL, NULL); /* no spin */
+	atomic_store(&a->started, 1);
+	a->rc = put(&p, "s", buf, sizeof(buf), UINT64_MAX);
+	return NULL;
+}
+
+START_TEST(test_sleep_wake)
+{
+	struct tib t;
+	struct wake_arg a = { NULL, -2, 0 };
+	struct mb_inbox_prod p;
+	struct mb_inbox_cons c;
+	struct mb_inbox_msg m;
+	pthread_t th;
+	char buf[1000] = { 0 };
+
+	tib_open(&t, 4096);
+	a.ib = &t.ib;
+	mb_inbox_prod_init(&p, &t.ib, 1, 0, NULL, NULL);
+	/* A consumer asleep on an empty inbox wakes for a commit. */
+	ck_assert_int_eq(pthread_create(&th, NULL, sleepy_consumer, &a), 0);
+	while (!atomic_load(&a.started))
+		tu_sleep_ms(1);
+	tu_sleep_ms(20); /* let it reach the futex: the test passes either way */
+	TU_ASSERT_OK(put(&p, "s", "hey", 3, MB_NO_WAIT));
+	pthread_join(th, NULL);
+	TU_ASSERT_OK(a.rc);
+	/* A producer asleep on a full inbox wakes when the consumer flushes. */
+	mb_inbox_cons_init(&c, &t.ib, NULL, NULL, 0, 0);
+	TU_ASSERT_OK(mb_inbox_peek(&c, &m));
+	mb_inbox_consume(&c);
+	while (put(&p, "s", buf, sizeof(buf), MB_NO_WAIT) == MSGBUS_OK)
+		;
+	a.rc = -2;
+	atomic_store(&a.started, 0);
+	ck_assert_int_eq(pthread_create(&th, NULL, sleepy_producer, &a), 0);
+	while (!atomic_load(&a.started))
+		tu_sleep_ms(1);
+	tu_sleep_ms(20);
+	TU_ASSERT_OK(mb_inbox_peek(&c, &m));
+	mb_inbox_consume(&c);
+	mb_inbox_flush(&c);
+	pthread_join(th, NULL);
+	TU_ASSERT_OK(a.rc);
+	tib_close(&t);
+}
+END_TEST
+
+/* ---- a corrupted ring ----------------------------------------------------- */
+
+static int ok_code(int rc)
+{
+	return rc == MSGBUS_OK || rc == MSGBUS_EAGAIN || rc == MSGBUS_EPROTO ||
+	       rc == MSGBUS_ETIMEDOUT || rc == MSGBUS_EPEERDIED;
+}
+
+/* Fill, scribble, then use: every call returns a code, nothing reads or
+ * writes outside the mapping (ASan), nothing loops for ever. */
+START_TEST(test_corrupt_random)
+{
+	uint64_t s = 0x1234567 + (uint64_t)_i;
+	struct owners o = { { 0 }, 0, 0 };
+	unsigned errors = 0;
+
+	for (int round = 0; round < 300; round++) {
+		struct tib t;
+		struct mb_inbox_prod p;
+		struct mb_inbox_cons c;
+		struct mb_inbox_msg m;
+		unsigned char buf[700];
+
+		tib_open(&t, 4096);
+		mb_inbox_prod_init(&p, &t.ib, 1, 0, NULL, NULL);
+		mb_inbox_cons_init(&c, &t.ib, owner_dead, &o, 0, 0);
+		for (int i = 0; i < 40; i++) {
+			uint32_t len = (uint32_t)(tu_xorshift(&s) % 600);
+			if (put(&p, "q", buf, len, MB_NO_WAIT) == MSGBUS_OK && i % 3 == 0 &&
+			    mb_inbox_peek(&c, &m) == MSGBUS_OK)
+				mb_inbox_consume(&c);
+		}
+		/* Scribble: words of the control block and the data. */
+		int hits = 1 + (int)(tu_xorshift(&s) % 8);
+		for (int h = 0; h < hits; h++) {
+			uint64_t x = tu_xorshift(&s);
+			uint64_t off = (x & 1) ? DATA_OFF + (x >> 8) % t.size
+			                        : CTL_OFF + (x >> 8) % sizeof(struct mb_inbox_ctl);
+			int kind = (int)(x >> 4 & 3);
+			off &= kind == 0 ? ~0ull : ~7ull;
+			if (kind == 0)
+				t.base[off] ^= (unsigned char)(x >> 40 | 1);
+			else if (kind == 1)
+				memcpy(t.base + off, &x, 8);
+			else if (kind == 2)
+				memset(t.base + off, 0xff, 8);
+			else
+				memset(t.base + off, 0, 8);
+		}
+		/* Use it: a bounded number of calls, each with a known code. */
+		o.dead_mask = (unsigned)(tu_xorshift(&s) & 0xff);
+		for (int i = 0; i < 200; i++) {
+			int rc;
+			if (i % 2) {
+				rc = mb_inbox_peek_wait(&c, &m, deadline_in(MS / 10));
+				if (rc == MSGBUS_OK) {
+					volatile unsigned char sink = 0;
+					for (uint32_t k = 0; k < m.subject_len; k++)
+						sink ^= (unsigned char)m.subject[k];
+					for (uint32_t k = 0; k < m.payload_len; k++)
+						sink ^= ((const unsigned char *)m.payload)[k];
+					(void)sink;
+					mb_inbox_consume(&c);
+				}
+			} else {
+				uint32_t len = (uint32_t)(tu_xorshift(&s) % 600);
+				rc = put(&p, "q", buf, len, MB_NO_WAIT);
+			}
+			ck_assert_msg(ok_code(rc), "round %d call %d: %d", round, i, rc);
+			errors += rc == MSGBUS_EPROTO;
+		}
+		tib_close(&t);
+	}
+	ck_assert_uint_gt(errors, 0); /* corruption was seen, not only survived */
+}
+END_TEST
+
+/* Targeted corruption: each yields EPROTO where it is read. */
+START_TEST(test_corrupt_targeted)
+{
+	struct tib t;
+	struct mb_inbox_prod p;
+	struct mb_inbox_cons c;
+	struct mb_inbox_msg m;
+	uint64_t w;
+	_Atomic uint64_t *head;
+
+	tib_open(&t, 4096);
+	mb_inbox_prod_init(&p, &t.ib, 1, 0, NULL, NULL);
+	mb_inbox_cons_init(&c, &t.ib, NULL, NULL, 0, 0);
+	head = (_Atomic uint64_t *)(void *)(t.base + DATA_OFF);
+	TU_ASSERT_OK(put(&p, "abc", "0123456789", 10, MB_NO_WAIT));
+	w = atomic_load(head);
+	/* Size beyond the area. */
+	atomic_store(head, w | (0xfffffffull << 17));
+	TU_ASSERT_RC(mb_inbox_peek(&c, &m), MSGBUS_EPROTO);
+	/* A header that belongs somewhere else (check bits). */
+	atomic_store(head, w ^ (1ull << 50));
+	TU_ASSERT_RC(mb_inbox_peek(&c, &m), MSGBUS_EPROTO);
+	/* An unknown state. */
+	atomic_store(head, (w & ~7ull) | 7);
+	TU_ASSERT_RC(mb_inbox_peek(&c, &m), MSGBUS_EPROTO);
+	/* Lengths in the info word larger than the record. */
+	atomic_store(head, w);
+	memset(t.base + DATA_OFF + 12, 0xff, 4);
+	TU_ASSERT_RC(mb_inbox_peek(&c, &m), MSGBUS_EPROTO);
+	memset(t.base + DATA_OFF + 12, 0, 4);
+	memset(t.base + DATA_OFF + 8, 0xff, 4);
+	TU_ASSERT_RC(mb_inbox_peek(&c, &m), MSGBUS_EPROTO);
+	/* A reserve position over a lap ahead: producers and the consumer
+	 * refuse it. */
+	memset(t.base + DATA_OFF + 8, 0, 8);
+	memcpy(t.base + DATA_OFF + 8, &(uint64_t){ 3 | (uint64_t)10 << 32 }, 8);
+	atomic_store(&t.ib.ctl->reserve, rw_word(1ull << 40, 1, false));
+	TU_ASSERT_RC(put(&p, "s", "x", 1, MB_NO_WAIT), MSGBUS_EPROTO);
+	TU_ASSERT_OK(mb_inbox_peek(&c, &m)); /* below the old end: still fine */
+	mb_inbox_consume(&c);
+	TU_ASSERT_RC(mb_inbox_peek(&c, &m), MSGBUS_EPROTO);
+	/* Held by a live owner for ever: EAGAIN, not a hang. */
+	atomic_store(&t.ib.ctl->reserve, rw_word(40, 9, true));
+	TU_ASSERT_RC(put(&p, "s", "x", 1, MB_NO_WAIT), MSGBUS_EAGAIN);
+	TU_ASSERT_RC(mb_inbox_peek(&c, &m), MSGBUS_EAGAIN);
+	/* A position below what the consumer released. */
+	atomic_store(&t.ib.ctl->reserve, rw_word(0, 1, false));
+	TU_ASSERT_RC(mb_inbox_peek(&c, &m), MSGBUS_EPROTO);
+	tib_close(&t);
+}
+END_TEST
+
+Suite *suite_inbox(void)
+{
+	Suite *s = suite_create("inbox");
+	TCase *tc = tu_tcase("basic", TU_CASE_TIMEOUT);
+
+	tcase_add_test(tc, test_placement);
+	tcase_add_test(tc, test_contents_order);
+	tcase_add_test(tc, test_wrap_padding);
+	tcase_add_test(tc, test_full_and_timeout);
+	tcase_add_test(tc, test_abort_and_commit_order);
+	tcase_add_test(tc, test_sleep_wake);
+	suite_add_tcase(s, tc);
+
+	tc = tu_tcase("producers", TU_CASE_TIMEOUT);
+	tcase_add_test(tc, test_mp_threads);
+	if (!tu_valgrind())
+		tcase_add_test(tc, test_mp_processes);
+	suite_add_tcase(s, tc);
+
+	tc = tu_tcase("crash", TU_CASE_TIMEOUT);
+	tcase_add_test(tc, test_dead_owner_simulated);
+	tcase_add_test(tc, test_dead_lock_holder);
+	if (!tu_valgrind()) {
+		tcase_add_test(tc, test_dead_owner_killed);
+		tcase_add_test(tc, test_dead_in_lock_killed);
+	}
+	suite_add_tcase(s, tc);
+
+	tc = tu_tcase("corrupt", TU_CASE_TIMEOUT);
+	tcase_add_loop_test(tc, test_corrupt_random, 0, 4);
+	tcase_add_test(tc, test_corrupt_targeted);
+	suite_add_tcase(s, tc);
+	return s;
+}
