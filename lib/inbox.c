@@ -772,3 +772,25 @@ int mb_inbox_peek_wait(struct mb_inbox_cons *c, struct mb_inbox_msg *m, uint64_t
 		wait_data(c, now, deadline);
 	}
 }
+
+uint64_t mb_inbox_count(const struct mb_inbox *ib, uint64_t from)
+{
+	/* Acquire: pairs with the seq_cst unlock(): headers below it are
+	 * written. */
+	uint64_t w = atomic_load_explicit(&ib->ctl->reserve, memory_order_acquire);
+	uint64_t end = rw_pos(w, from), pos = from, n = 0;
+
+	if (end - from > ib->size)
+		return 0;
+	while (pos < end) {
+		/* Acquire: pairs with the commit CAS, as in mb_inbox_peek. */
+		uint64_t h = atomic_load_explicit(word_at(ib, pos), memory_order_acquire);
+		uint64_t size = hdr_size(ib, pos, h);
+
+		if (!size || size > end - pos)
+			break; /* consumed and reused meanwhile, or corrupt */
+		n += hdr_state(h) == IB_COMMITTED || hdr_state(h) == IB_CLAIMED;
+		pos += size;
+	}
+	return n;
+}

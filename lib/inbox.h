@@ -166,5 +166,9 @@ int mb_inbox_peek_wait(struct mb_inbox_cons *c, struct mb_inbox_msg *m, uint64_t
 void mb_inbox_consume(struct mb_inbox_cons *c);
 /* Give back every consumed byte now and wake producers waiting for room. */
 void mb_inbox_flush(struct mb_inbox_cons *c);
+/* Records committed or being written from position from (the consumer's
+ * cursor) to the reserve position: a snapshot any thread may take; 0 when
+ * from is not within a lap. */
+uint64_t mb_inbox_count(const struct mb_inbox *ib, uint64_t from);
 
 #endif
