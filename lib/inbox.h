@@ -170,5 +170,10 @@ void mb_inbox_flush(struct mb_inbox_cons *c);
  * cursor) to the reserve position: a snapshot any thread may take; 0 when
  * from is not within a lap. */
 uint64_t mb_inbox_count(const struct mb_inbox *ib, uint64_t from);
+/* A dead participant's claims, for whoever reaps it before its index is
+ * used again (after that, owner names a live one and waiters would never
+ * give up): its reserve lock is repaired and its CLAIMED records from the
+ * consumer's release on are aborted; the consumer is woken. */
+void mb_inbox_reap_owner(const struct mb_inbox *ib, uint32_t owner);
 
 #endif
