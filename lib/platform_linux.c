@@ -150,9 +150,14 @@ int mb_fd_resize(int fd, uint64_t size)
 {
 	if (ftruncate(fd, 0) || ftruncate(fd, (off_t)size))
 		return -errno;
-	/* Allocate every page now: a full /dev/shm must fail here with ENOSPC,
-	 * not later with SIGBUS on first touch. */
-	int rc = posix_fallocate(fd, 0, (off_t)size);
+	return 0;
+}
+
+int mb_fd_back(int fd, uint64_t off, uint64_t len)
+{
+	/* Allocate the pages before anyone writes them: a full /dev/shm must
+	 * fail here with ENOSPC, not later with SIGBUS on first touch. */
+	int rc = posix_fallocate(fd, (off_t)off, (off_t)len);
 	return rc ? -rc : 0;
 }
 

@@ -43,6 +43,7 @@ Suite *suite_chaos(void);
 Suite *suite_hostile(void);
 Suite *suite_security(void);
 Suite *suite_contracts(void);
+Suite *suite_v2(void);
 Suite *suite_inbox(void);
 
 /* Defined in check_main.c. */
