@@ -16,6 +16,8 @@
 /* TAKE_SKIP_REF: skip, and drop the buffer reference in sub->msg.desc. */
 enum { TAKE_SKIP = -1, TAKE_SKIP_REF = -2 };
 
+static void release_held(msgbus_sub *sub);
+
 /* Read record m: fill sub->msg, or say to skip it (a stale record meant
  * for an earlier subscription of this slot, or a large message whose
  * buffer was recycled), or MSGBUS_EPROTO. Fields are read once. */
@@ -176,7 +178,7 @@ static void drain(msgbus_bus *b, struct mb_inbox_cons *c)
 void mb_sub_drain(msgbus_sub *sub)
 {
 	if (sub->held)
-		msgbus_msg_release(&sub->msg);
+		release_held(sub);
 	drain(sub->bus, &sub->cons);
 }
 
@@ -247,7 +249,13 @@ void msgbus_msg_release(msgbus_msg *msg)
 	}
 	if (!msg || !msg->sub->held)
 		return;
-	msgbus_sub *sub = msg->sub;
+	release_held(msg->sub);
+}
+
+/* The application is done with sub->msg. */
+static void release_held(msgbus_sub *sub)
+{
+	const struct msgbus_msg *msg = &sub->msg;
 	sub->held = false;
 	consume(sub);
 	if (msg->large) {

@@ -150,10 +150,10 @@ static uint64_t route_hash(const char *s, size_t len)
 }
 
 /* Validate subject (not again if it is the one validated last), find its
- * targets and copy them into d (capacity cap; *n may exceed it: the caller
- * retries with room). Takes the route lock. */
+ * targets and copy them into d: *n of them (at most cap), of *total (more
+ * than cap: the caller retries with room). Takes the route lock. */
 static int lookup(msgbus_bus *b, const char *subject, size_t slen, struct dest *d, uint32_t cap,
-                  uint32_t *n)
+                  uint32_t *n, uint32_t *total)
 {
 	struct mb_route *r = b->route;
 	int rc = 0;
@@ -174,9 +174,11 @@ static int lookup(msgbus_bus *b, const char *subject, size_t slen, struct dest *
 	uint32_t igen = atomic_load_explicit(&b->hdr->interest_gen, memory_order_acquire);
 	if (!e->valid || e->igen != igen || e->len != slen || memcmp(e->subject, subject, slen))
 		rc = recompute(b, r, e, subject, slen, igen);
+	*n = 0;
+	*total = 0;
 	if (!rc) {
-		*n = e->n;
-		for (uint32_t i = 0; i < e->n && i < cap; i++) {
+		*total = e->n;
+		for (uint32_t i = 0; i < e->n && i < cap; i++, ++*n) {
 			d[i].t = e->t[i];
 			d[i].gone = false;
 			mb_inbox_prod_init(&d[i].p, &r->ib[e->t[i].slot], b->self, b->spin_ns,
@@ -387,18 +389,19 @@ void mb_route_buf_unref(msgbus_bus *b, const struct mb_rec_large *d)
 }
 
 /* Publish through large buffer idx: every record references it. */
-static int deliver_large(msgbus_bus *b, struct dest *d, uint32_t n, struct rec *rc,
+static int deliver_large(msgbus_bus *b, struct dest *d, uint32_t n, const struct rec *rc,
                          uint32_t idx, uint32_t gen, uint64_t deadline)
 {
 	struct mb_rec_large desc = { idx, gen, rc->len, 0 };
+	struct rec lr = *rc; /* the same record, carrying desc */
 	struct mb_rec_pfx pfx;
-	memcpy(&pfx, rc->head, sizeof(pfx));
+	memcpy(&pfx, lr.head, sizeof(pfx));
 	pfx.kind = MB_REC_LARGE;
-	memcpy(rc->head, &pfx, sizeof(pfx));
-	rc->payload = &desc;
-	rc->len = sizeof(desc);
+	memcpy(lr.head, &pfx, sizeof(pfx));
+	lr.payload = &desc;
+	lr.len = sizeof(desc);
 	uint32_t put;
-	int e = deliver(b, d, n, rc, deadline, &put);
+	int e = deliver(b, d, n, &lr, deadline, &put);
 	struct mb_bufctl *bc = mb_bufctl_at(b, idx);
 	if (e) {
 		/* Nothing was put for a lossless target; lossy ones got nothing
@@ -447,13 +450,14 @@ int mb_route_publish(msgbus_bus *b, const char *subject, const void *data, size_
 	if (slen == 0 || slen > MB_SUBJECT_MAX)
 		return MSGBUS_EINVAL;
 	struct dest local[LOCAL_TARGETS], *d = local;
-	uint32_t n;
-	int e = lookup(b, subject, slen, d, LOCAL_TARGETS, &n);
-	while (!e && n > LOCAL_TARGETS && d == local) {
-		d = malloc((size_t)b->cfg.max_subs * sizeof(*d));
+	uint32_t n = 0, total = 0, cap = LOCAL_TARGETS;
+	int e = lookup(b, subject, slen, d, cap, &n, &total);
+	if (!e && total > n) { /* more than a few: room for every slot */
+		cap = b->cfg.max_subs;
+		d = malloc((size_t)cap * sizeof(*d));
 		if (!d)
 			return MSGBUS_ENOMEM;
-		e = lookup(b, subject, slen, d, b->cfg.max_subs, &n);
+		e = lookup(b, subject, slen, d, cap, &n, &total);
 	}
 	if (!e) {
 		struct rec rc;
