@@ -39,6 +39,7 @@ struct mb_route {
 	pthread_mutex_t lock;
 	uint32_t last_len; /* the subject validated last, if last_len */
 	char last[MB_SUBJECT_MAX + 1];
+	uint32_t last_e;   /* and its entry */
 	struct route_entry e[ROUTE_ENTRIES];
 	struct mb_inbox *ib; /* per slot: attached view */
 	uint32_t *ib_gen;    /* per slot: generation ib was attached for, 0 none */
@@ -167,8 +168,9 @@ static int lookup(msgbus_bus *b, const char *subject, size_t slen, struct dest *
 		}
 		memcpy(r->last, subject, slen);
 		r->last_len = (uint32_t)slen;
+		r->last_e = (uint32_t)(route_hash(subject, slen) % ROUTE_ENTRIES);
 	}
-	struct route_entry *e = &r->e[route_hash(subject, slen) % ROUTE_ENTRIES];
+	struct route_entry *e = &r->e[r->last_e];
 	/* Acquire: pairs with the release increments in subscribe.c and
 	 * live.c, made after the slot changed. */
 	uint32_t igen = atomic_load_explicit(&b->hdr->interest_gen, memory_order_acquire);
