@@ -469,7 +469,7 @@ int mb_route_publish(msgbus_bus *b, const char *subject, const void *data, size_
 		memcpy(rc.head, &pfx, sizeof(pfx));
 		memcpy(rc.head + sizeof(pfx), subject, slen);
 		rc.head_len = (uint32_t)(sizeof(pfx) + slen);
-		rc.payload = data;
+		rc.payload = data ? data : ""; /* never NULL, even for 0 bytes, to memcpy */
 		rc.len = (uint32_t)len;
 		e = publish_to(b, d, n, &rc, loan_idx, loan_gen, deadline);
 	}
