@@ -2,6 +2,7 @@
 #include "platform.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/futex.h>
@@ -201,6 +202,11 @@ int mb_lock_try(int fd, uint64_t byte, enum mb_lock_kind kind)
 	if (fcntl(fd, F_OFD_SETLK, &fl) == 0)
 		return 0;
 	return errno == EACCES ? -EAGAIN : -errno;
+}
+
+void mb_yield_cpu(void)
+{
+	sched_yield();
 }
 
 void mb_nap_us(unsigned us)

@@ -91,12 +91,33 @@ static void consume(msgbus_sub *sub)
 	atomic_store_explicit(&sub->cursor, sub->cons.cursor, memory_order_relaxed);
 }
 
+/* Spin rounds between two yields of the CPU while a receiver spins. */
+#define SPIN_YIELD_ROUNDS 128u
+
+/* Nothing was there: spin (yielding the CPU now and then, so spinning
+ * receivers do not starve a publisher on a machine with fewer cores than
+ * runnable threads), then sleep in the inbox's wait. */
+static int wait_rec(msgbus_sub *sub, struct mb_inbox_msg *m, uint64_t deadline)
+{
+	struct mb_spin spin = { 0, 0 };
+	while (mb_spinning(&spin, sub->bus->spin_ns)) {
+		if (spin.rounds % SPIN_YIELD_ROUNDS == 0)
+			mb_yield_cpu();
+		int rc = mb_inbox_peek(&sub->cons, m);
+		if (rc != MSGBUS_EAGAIN)
+			return rc;
+	}
+	return mb_inbox_peek_wait(&sub->cons, m, deadline);
+}
+
 /* One record from the inbox, waiting until deadline. */
 static int take(msgbus_sub *sub, uint64_t deadline)
 {
 	for (;;) {
 		struct mb_inbox_msg m;
-		int rc = mb_inbox_peek_wait(&sub->cons, &m, deadline);
+		int rc = mb_inbox_peek(&sub->cons, &m);
+		if (rc == MSGBUS_EAGAIN && deadline != MB_NO_WAIT)
+			rc = wait_rec(sub, &m, deadline);
 		if (rc)
 			return rc;
 		rc = accept_rec(sub, &m);

@@ -120,7 +120,8 @@ static int sub_create(msgbus_bus *b, const char *pattern, unsigned flags, msgbus
 		free(sub);
 		return rc;
 	}
-	mb_inbox_cons_init(&sub->cons, &ib, mb_route_owner_dead, b, b->spin_ns, b->check_ns);
+	/* No spin in the inbox's wait: recv.c spins first, yielding. */
+	mb_inbox_cons_init(&sub->cons, &ib, mb_route_owner_dead, b, 0, b->check_ns);
 	atomic_store(&sub->cursor, sub->cons.cursor);
 	/* Release: pairs with the acquire load of the word in route.c; the
 	 * inbox and pattern are written before. */
