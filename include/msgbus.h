@@ -68,7 +68,7 @@ typedef struct msgbus_options {
 	uint32_t slot_size;        /* bytes per slot, multiple of 64 (256) */
 	uint32_t max_msg_size;     /* largest message in bytes (1 MiB) */
 	uint32_t large_buffers;    /* buffers for large messages (16) */
-	uint32_t max_subjects;     /* distinct subjects per bus (32) */
+	uint32_t max_subjects;     /* service names per bus (32) */
 	uint32_t max_subs;         /* subscriptions per bus (64) */
 	uint32_t max_participants; /* open handles per bus (32) */
 	uint32_t spin_us;          /* busy-wait before sleeping (20) */
@@ -76,9 +76,11 @@ typedef struct msgbus_options {
 	uint32_t mode;             /* shm:// segment permissions (0600) */
 	uint32_t owner;            /* uid that must own a shm:// segment (0: the
 	                              caller's euid; MSGBUS_OWNER_ROOT: root) */
+	uint32_t inbox_size;       /* bytes of each subscription's inbox, power of
+	                              two (1 MiB) */
 } msgbus_options;
 
-#define MSGBUS_OPTIONS_INIT { sizeof(msgbus_options), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
+#define MSGBUS_OPTIONS_INIT { sizeof(msgbus_options), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
 
 /* msgbus_options.owner naming root (uid 0, which as 0 means "the caller"):
  * (uid_t)-1 is never a user's uid. */

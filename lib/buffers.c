@@ -2,6 +2,8 @@
 #include "buffers.h"
 #include "crash.h"
 #include "ring.h"
+#include "route.h"
+#include "sub.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +30,8 @@ static bool reusable(msgbus_bus *b, uint64_t w, bool refresh, bool liveness)
 		gate = mb_ring_gate(b, t);
 		return mb_seq_diff(gate & MB_SEQ_MASK, MB_BUF_SEQ(w)) > 0;
 	}
+	if (MB_BUF_KIND(w) == 3)
+		return false; /* SHARED: the last reference frees it */
 	if (MB_BUF_KIND(w) == 1 && liveness) {
 		/* Loaned by the dead: its reaper frees the buffer while it
 		 * holds the dead slot. Taking it here by CAS could take it
@@ -68,13 +72,63 @@ static bool try_take(msgbus_bus *b, bool refresh, bool liveness, uint32_t *idx,
 	return false;
 }
 
+/* A buffer just taken: its pages allocated (once for the bus), and the
+ * reference count of the publisher that will share it. */
+static int taken(msgbus_bus *b, uint32_t idx)
+{
+	struct mb_bufctl *bc = mb_bufctl_at(b, idx);
+	/* Acquire: pairs with the release store below by whoever backed it. */
+	if (!atomic_load_explicit(&bc->backed, memory_order_acquire)) {
+		int rc = mb_seg_back(b, b->geo.bufdata + (uint64_t)idx * b->geo.buf_stride,
+		                     b->geo.buf_stride);
+		if (rc) {
+			mb_buf_free(b, idx);
+			return rc;
+		}
+		atomic_store_explicit(&bc->backed, 1, memory_order_release);
+	}
+	/* Relaxed: published with the buffer by the SHARED state store. */
+	atomic_store_explicit(&bc->refs, MB_BUF_PUB_BIAS, memory_order_relaxed);
+	return 0;
+}
+
+/* Shared buffers come back when their readers release them; a dead
+ * reader's references go when it is reaped, which this asks for: every
+ * owner of a subscription slot is checked (system calls: slow path). */
+static void reap_dead_readers(msgbus_bus *b)
+{
+	for (uint32_t s = 0; s < b->cfg.max_subs; s++) {
+		struct mb_subslot *ss = mb_subslot_at(b, s);
+		/* Relaxed: only an owner to ask about; reaping re-reads. */
+		uint64_t w = atomic_load_explicit(&ss->word, memory_order_relaxed);
+		if (MB_SUBW_STATE(w) == MB_SUB_ACTIVE && !(MB_SUBW_FLAGS(w) & MB_SUBF_QUEUE)) {
+			(void)mb_part_alive(b, MB_SUBW_OWNER(w));
+			continue;
+		}
+		/* A free slot's inbox may still hold records (a publisher
+		 * that raced the unsubscribe, a walk a live writer stopped):
+		 * take the slot for the walk, so no subscriber does meanwhile. */
+		if (MB_SUBW_STATE(w) != MB_SUB_FREE ||
+		    !atomic_compare_exchange_strong(&ss->word, &w,
+		                                    mb_subw(MB_SUBW_GEN(w), b->self, 0,
+		                                            MB_SUB_RESERVED)))
+			continue;
+		pthread_mutex_lock(&b->reap_lock);
+		mb_inbox_drain_dead(b, s);
+		pthread_mutex_unlock(&b->reap_lock);
+		atomic_store(&ss->word, w);
+	}
+}
+
 int mb_buf_alloc(msgbus_bus *b, uint64_t deadline, uint32_t *idx, uint32_t *gen)
 {
 	for (unsigned round = 0;; round++) {
 		/* Liveness checks cost system calls: the first slow round
 		 * and then every 16th. */
+		if (round % 16 == 1)
+			reap_dead_readers(b);
 		if (try_take(b, round > 0, round % 16 == 1, idx, gen))
-			return 0;
+			return taken(b, *idx);
 		if (deadline == MB_NO_WAIT && round > 0)
 			return MSGBUS_EAGAIN;
 		if (round > 0) {
@@ -180,11 +234,8 @@ int msgbus_commit(msgbus_buf *loan, const char *subject, size_t len, int timeout
 		return MSGBUS_EINVAL;
 	if (len > loan->len)
 		return MSGBUS_EMSGSIZE;
-	uint32_t t;
 	uint64_t deadline = mb_publish_deadline(timeout_ms);
-	int rc = mb_publish_checks_by(loan->bus, subject, len, deadline, &t);
-	if (!rc)
-		rc = mb_buf_publish(loan->bus, t, loan->idx, loan->gen, (uint32_t)len, deadline);
+	int rc = mb_route_publish(loan->bus, subject, NULL, len, loan->idx, loan->gen, deadline);
 	if (!rc) {
 		loan_unlink(loan);
 		free(loan);

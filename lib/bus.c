@@ -6,6 +6,7 @@
 #include "crash.h"
 #include "buffers.h"
 #include "link.h"
+#include "route.h"
 #include "rr.h"
 #include "sub.h"
 
@@ -27,7 +28,16 @@ static const struct mb_config defaults = {
 	.max_participants = 32,
 	.spin_us = 20,
 	.crash_bound_ms = 1000,
+	.inbox_size = 1u << 20,
 };
+
+int mb_seg_back(msgbus_bus *b, uint64_t off, uint64_t len)
+{
+	if (b->seg.fd < 0)
+		return 0;
+	int rc = mb_fd_back(b->seg.fd, off, len);
+	return rc ? mb_syserr(rc) : 0;
+}
 
 int mb_syserr(int neg_errno)
 {
@@ -90,6 +100,9 @@ static int config_from(const msgbus_options *o, struct mb_config *c, struct mb_a
 	TAKE(max_participants);
 	TAKE(spin_us);
 	TAKE(crash_bound_ms);
+	/* A caller built against an older header has no inbox_size member. */
+	if (o->size >= offsetof(msgbus_options, inbox_size) + sizeof(o->inbox_size))
+		TAKE(inbox_size);
 #undef TAKE
 	if (o->mode) {
 		if (o->mode & ~0777u)
@@ -129,6 +142,11 @@ static int open_bus(msgbus_bus **out, const struct mb_seg_ops *ops, const char *
 	b->hdr = b->seg.base;
 	b->ring_mask = b->cfg.ring_slots - 1;
 	b->inline_max = b->cfg.slot_size - MB_SLOT_HDR;
+	b->ring_inline_max = b->cfg.inbox_size / 4 < b->cfg.max_msg_size ? b->cfg.inbox_size / 4
+	                                                                   : b->cfg.max_msg_size;
+	/* Sequence numbers of a later handle on the same participant index
+	 * start above an earlier one's (links compare them, link.c). */
+	atomic_store(&b->pub_seq, mb_now_ns());
 	b->spin_ns = (uint64_t)b->cfg.spin_us * 1000u;
 	/* Check a few times within the bound: detection takes at most a
 	 * quarter of it after the wait begins. */
@@ -137,10 +155,13 @@ static int open_bus(msgbus_bus **out, const struct mb_seg_ops *ops, const char *
 	 * previous owner of our participant slot cannot match our calls. */
 	atomic_store(&b->corr, (uint32_t)(mb_now_ns() ^ ((uint64_t)getpid() << 16)));
 	b->topics = calloc(b->cfg.max_subjects, sizeof(*b->topics));
-	rc = b->topics ? mb_part_register(b) : MSGBUS_ENOMEM;
+	rc = b->topics ? mb_route_init(b) : MSGBUS_ENOMEM;
+	if (!rc)
+		rc = mb_part_register(b);
 	if (rc) {
 		ops->close(&b->seg);
 		mb_open_end();
+		mb_route_free(b);
 		free(b->topics);
 		free(b);
 		return rc;
@@ -179,6 +200,7 @@ static int close_forked(msgbus_bus *b)
 {
 	mb_registry_remove(b);
 	mb_unmap(b->seg.base, b->seg.size); /* inproc: the child's private copy */
+	mb_route_free(b);
 	free(b->topics);
 	free(b);
 	return 0;
@@ -209,6 +231,7 @@ int msgbus_close(msgbus_bus *b)
 	b->seg.ops->close(&b->seg);
 	pthread_mutex_destroy(&b->lock);
 	pthread_mutex_destroy(&b->reap_lock);
+	mb_route_free(b);
 	free(b->topics);
 	free(b);
 	return 0;

@@ -69,6 +69,9 @@ struct msgbus_bus {
 	uint32_t self;             /* our participant index */
 	uint64_t ring_mask;
 	uint32_t inline_max;       /* largest payload stored in a slot */
+	uint32_t ring_inline_max;  /* largest payload written into an inbox */
+	struct mb_route *route;    /* publishing: subject to subscriptions (route.c) */
+	_Atomic uint64_t pub_seq;  /* numbers our messages; starts at the clock */
 	uint64_t spin_ns, check_ns;
 	pthread_mutex_t lock;      /* guards the topic cache refresh and subs list */
 	pthread_mutex_t reap_lock; /* one reaper per handle (OFD locks are per handle) */
@@ -176,6 +179,10 @@ void mb_registry_remove(msgbus_bus *b);
 /* bus.c: another handle on b's bus, opened with b's access options, for
  * a link: it must accept the same owner and mode as the application. */
 int mb_bus_reopen(msgbus_bus *b, msgbus_bus **out);
+
+/* bus.c: allocate the pages of [off, off + len) of a shm:// segment before
+ * they are first written (inproc:// memory needs nothing). 0 or MSGBUS_E*. */
+int mb_seg_back(msgbus_bus *b, uint64_t off, uint64_t len);
 
 /* error mapping */
 int mb_syserr(int neg_errno);

@@ -205,6 +205,11 @@ int mb_topic_get(msgbus_bus *b, const char *s, size_t len, uint64_t hash, uint64
 		uint32_t t = (uint32_t)((hash + k) % b->cfg.max_subjects);
 		uint32_t st = atomic_load(&mb_topic_at(b, t)->state);
 		if (st == MB_TOPIC_FREE || st == MB_TOPIC_INIT) {
+			/* A ring gets its pages when its first name is given. */
+			rc = mb_seg_back(b, b->geo.topics + t * b->geo.topic_stride,
+			                 b->geo.topic_stride);
+			if (rc)
+				break;
 			topic_create(b, t, s, len, hash);
 			pthread_mutex_lock(&b->lock);
 			mb_topic_refresh(b, t);

@@ -778,3 +778,58 @@ int mb_inbox_peek_wait(struct mb_inbox_cons *c, struct mb_inbox_msg *m, uint64_t
 		wait_data(c, now, deadline);
 	}
 }
+
+uint64_t mb_inbox_count(const struct mb_inbox *ib, uint64_t from)
+{
+	/* Acquire: pairs with the seq_cst unlock(): headers below it are
+	 * written. */
+	uint64_t w = atomic_load_explicit(&ib->ctl->reserve, memory_order_acquire);
+	uint64_t end = rw_pos(w, from), pos = from, n = 0;
+
+	if (end - from > ib->size)
+		return 0;
+	while (pos < end) {
+		/* Acquire: pairs with the commit CAS, as in mb_inbox_peek. */
+		uint64_t h = atomic_load_explicit(word_at(ib, pos), memory_order_acquire);
+		uint64_t size = hdr_size(ib, pos, h);
+
+		if (!size || size > end - pos)
+			break; /* consumed and reused meanwhile, or corrupt */
+		n += hdr_state(h) == IB_COMMITTED || hdr_state(h) == IB_CLAIMED;
+		pos += size;
+	}
+	return n;
+}
+
+void mb_inbox_reap_owner(const struct mb_inbox *ib, uint32_t owner)
+{
+	struct mb_inbox_ctl *ctl = ib->ctl;
+	/* Acquire: pairs with the consumer's seq_cst flush; a fresh release
+	 * keeps positions within a lap. */
+	uint64_t rel = atomic_load_explicit(&ctl->release, memory_order_acquire);
+	uint64_t w = atomic_load_explicit(&ctl->reserve, memory_order_acquire);
+	uint64_t pos = rel & ~7ull, end;
+
+	if ((w & RW_LOCKED) && rw_owner(w) == (owner & RW_OWNER_MASK))
+		(void)repair(ib, w, pos);
+	w = atomic_load_explicit(&ctl->reserve, memory_order_acquire);
+	end = rw_pos(w, pos);
+	if (end - pos > ib->size)
+		return;
+	while (pos < end) {
+		/* Acquire: as in mb_inbox_peek. */
+		uint64_t h = atomic_load_explicit(word_at(ib, pos), memory_order_acquire);
+		uint64_t size = hdr_size(ib, pos, h);
+
+		if (!size || size > end - pos)
+			break; /* consumed and reused meanwhile, or corrupt */
+		/* seq_cst, as finish(): the header of this lap only (check
+		 * bits), so a record of a later lap is never touched. */
+		if (hdr_state(h) == IB_CLAIMED && hdr_owner(h) == (owner & MB_OWNER_MAX))
+			(void)atomic_compare_exchange_strong_explicit(
+			        word_at(ib, pos), &h, with_state(h, IB_ABORTED), memory_order_seq_cst,
+			        memory_order_relaxed);
+		pos += size;
+	}
+	mb_ec_signal(&ctl->data_ec);
+}

@@ -170,5 +170,14 @@ int mb_inbox_peek_wait(struct mb_inbox_cons *c, struct mb_inbox_msg *m, uint64_t
 void mb_inbox_consume(struct mb_inbox_cons *c);
 /* Give back every consumed byte now and wake producers waiting for room. */
 void mb_inbox_flush(struct mb_inbox_cons *c);
+/* Records committed or being written from position from (the consumer's
+ * cursor) to the reserve position: a snapshot any thread may take; 0 when
+ * from is not within a lap. */
+uint64_t mb_inbox_count(const struct mb_inbox *ib, uint64_t from);
+/* A dead participant's claims, for whoever reaps it before its index is
+ * used again (after that, owner names a live one and waiters would never
+ * give up): its reserve lock is repaired and its CLAIMED records from the
+ * consumer's release on are aborted; the consumer is woken. */
+void mb_inbox_reap_owner(const struct mb_inbox *ib, uint32_t owner);
 
 #endif

@@ -11,7 +11,7 @@
 #include <stdint.h>
 
 #define MB_MAGIC 0x3153554247534d4dull /* "MMSGBUS1" little-endian */
-#define MB_LAYOUT_VERSION 1u
+#define MB_LAYOUT_VERSION 2u
 #define MB_LINE 128u      /* hot words sit alone on lines this wide */
 #define MB_PAGE 4096u
 #define MB_SUBJECT_MAX 255u
@@ -28,6 +28,8 @@ _Static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "64-bit atomics must be lock-free");
 #define MB_MAX_SUBS 1024u
 #define MB_MAX_PARTICIPANTS 512u
 #define MB_MAX_SEGMENT (8ull << 30)
+#define MB_MIN_INBOX 4096u        /* = MB_INBOX_MIN_SIZE */
+#define MB_MAX_INBOX (256u << 20)
 
 struct mb_config {
 	uint32_t ring_slots;
@@ -39,7 +41,7 @@ struct mb_config {
 	uint32_t max_participants;
 	uint32_t spin_us;
 	uint32_t crash_bound_ms;
-	uint32_t reserved;
+	uint32_t inbox_size; /* bytes of each subscription's inbox, power of two */
 };
 
 enum { MB_SEG_INIT = 0, MB_SEG_READY = 0x52454459 /* "READ" */ };
@@ -95,7 +97,10 @@ struct mb_subslot {
 	uint8_t pad[4];
 	/* Queue slots: one bit per participant that works for the service. */
 	_Atomic uint64_t members[MB_MAX_PARTICIPANTS / 64];
-	uint8_t pad2[MB_LINE * 3 - 8 - 4 - (MB_SUBJECT_MAX + 1) - 4 - MB_MAX_PARTICIPANTS / 8];
+	/* Messages lossy publishers could not put in this slot's inbox; reset
+	 * when a subscription takes the slot. */
+	_Atomic uint64_t dropped;
+	uint8_t pad2[MB_LINE * 3 - 8 - 4 - (MB_SUBJECT_MAX + 1) - 4 - MB_MAX_PARTICIPANTS / 8 - 8];
 };
 
 /* Per topic and subscription slot: the subscription's read position. A
@@ -159,9 +164,15 @@ struct mb_slot {
 #define MB_BUF_OWNER(w) ((uint32_t)(w) & 0xffff)
 #define MB_BUF_TOPIC(w) ((uint32_t)((w) >> 48) & 0x3fff)
 #define MB_BUF_SEQ(w) ((w) & MB_SEQ_MASK)
+/* SHARED: referenced by inbox records; refs counts them and the buffer is
+ * free again when the last reader releases its record. */
+#define MB_BUF_SHARED(owner) (3ull << 62 | (uint64_t)(owner))
+#define MB_BUF_PUB_BIAS (1u << 30) /* the publisher's own reference while it puts */
 struct mb_bufctl {
 	_Atomic uint64_t state;
 	_Atomic uint32_t gen; /* bumped on every loan: lossy readers detect reuse */
+	_Atomic uint32_t refs; /* SHARED: inbox records still referencing it */
+	_Atomic uint32_t backed; /* its pages are allocated (shm:// segments) */
 	uint32_t pad;
 };
 
@@ -208,7 +219,23 @@ struct mb_req_hdr {
 /* Offsets of every region, computed from a validated configuration. */
 struct mb_geometry {
 	uint64_t parts, calls, subs, topics, topic_stride, cursors, slots, bufctl, bufdata;
-	uint64_t buf_stride, size;
+	uint64_t buf_stride, inbox_ctl, inbox_data, size;
+	uint64_t eager; /* bytes from 0 allocated at creation; the rest on use */
+};
+
+/* What precedes the subject in an inbox record (it is written as part of
+ * the record's subject): which subscription it is for, what it carries,
+ * and the publisher's sequence number. */
+enum { MB_REC_INLINE = 1, MB_REC_LARGE = 2 };
+struct mb_rec_pfx {
+	uint32_t sub_gen; /* the subscription slot's generation it was put for */
+	uint16_t kind;
+	uint16_t pad;
+	uint64_t seq;     /* per publishing handle, increasing */
+};
+/* A MB_REC_LARGE record's payload. */
+struct mb_rec_large {
+	uint32_t buf, buf_gen, len, pad;
 };
 
 void mb_geometry(const struct mb_config *cfg, struct mb_geometry *g);

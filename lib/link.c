@@ -69,8 +69,6 @@ static void conn_free(struct mb_conn *c)
 	pthread_mutex_destroy(&c->rlock);
 	free(c->rd.buf);
 	free(c->txbuf);
-	free(c->want_gen);
-	free(c->want);
 	free(c->taken);
 	free(c);
 }
@@ -115,16 +113,14 @@ static int conn_open(struct mb_conn *c)
 {
 	int rc = mb_bus_reopen(c->ls->bus, &c->lb);
 	if (rc == 0) {
-		uint32_t nt = c->lb->cfg.max_subjects;
+		uint32_t np = c->lb->cfg.max_participants;
 		uint8_t *rb = realloc(c->rd.buf, RXBUF);
 		if (rb) {
 			c->rd.buf = rb;
 			c->rd.cap = RXBUF;
 		}
-		c->want_gen = calloc(nt, sizeof(*c->want_gen));
-		c->want = calloc(nt, sizeof(*c->want));
-		c->taken = calloc(nt, sizeof(*c->taken));
-		if (!rb || !c->want_gen || !c->want || !c->taken)
+		c->taken = calloc(np, sizeof(*c->taken));
+		if (!rb || !c->taken)
 			rc = MSGBUS_ENOMEM;
 	}
 	if (rc) {
@@ -145,7 +141,7 @@ static void watch_start(struct mb_conn *c, struct mb_watch *watch)
 {
 	pthread_mutex_lock(&c->lock);
 	if (watch->bus && c->rsubs.n &&
-	    (watch->skip = calloc(c->lb->cfg.max_subjects, sizeof(uint64_t))) &&
+	    (watch->skip = calloc(c->lb->cfg.max_participants, sizeof(uint64_t))) &&
 	    msgbus_subscribe(watch->bus, ">", MSGBUS_SUB_LOSSY, &watch->sub)) {
 		watch->sub = NULL;
 	}
@@ -197,7 +193,7 @@ static void conn_drop(struct mb_conn *c, struct mb_watch *watch)
 	mb_link_tx_abandon_locked(c);
 	if (c->held && proxy) {
 		atomic_fetch_add(&ls->undelivered, 1); /* only a wanted one is held */
-		c->taken[proxy->tl[c->held->ti].t] = c->held->pos + 1;
+		mb_link_taken(c->lb, c->taken, c->held);
 		msgbus_msg_release(c->held);
 	}
 	c->held = NULL;
@@ -205,15 +201,15 @@ static void conn_drop(struct mb_conn *c, struct mb_watch *watch)
 	if (proxy) {
 		/* The watch skips what the link took, sent or counted. */
 		if (watch && watch->skip)
-			for (uint32_t t = 0; t < c->lb->cfg.max_subjects; t++)
-				if (c->taken[t] > watch->skip[t])
-					watch->skip[t] = c->taken[t];
+			for (uint32_t p = 0; p < c->lb->cfg.max_participants; p++)
+				if (c->taken[p] > watch->skip[p])
+					watch->skip[p] = c->taken[p];
 		msgbus_msg *m;
 		while (msgbus_recv(proxy, &m, 0) == 0) {
 			if (!mb_link_is_bridge(c->lb, m->origin) && mb_link_peer_wants(c, m->subject))
 				atomic_fetch_add(&ls->undelivered, 1);
 			if (watch && watch->skip)
-				watch->skip[m->sub->tl[m->ti].t] = m->pos + 1;
+				mb_link_taken(c->lb, watch->skip, m);
 			msgbus_msg_release(m);
 		}
 		msgbus_unsubscribe(proxy);

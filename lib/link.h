@@ -38,7 +38,8 @@ struct mb_watch {
 	char **wanted; /* the peer's patterns at the drop */
 	uint32_t nwanted;
 	uint64_t dropped_seen;
-	uint64_t *skip; /* per subject: positions below were counted at the drop */
+	uint64_t *skip; /* per publishing participant: sequence numbers below
+	                 * were counted at the drop */
 };
 /* Count what the watch saw that the peer wanted (tcp.c). */
 void mb_watch_count(struct mb_links *ls, struct mb_watch *w);

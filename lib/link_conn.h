@@ -107,8 +107,6 @@ struct reader {
 	 * with the same name bytes skips decoding and the topic lookup. */
 	char mname[MB_SUBJECT_MAX + 1];
 	uint16_t mlen; /* 0: none */
-	uint32_t mtopic;
-	bool share_logged; /* the subject share was reported */
 };
 
 struct mb_conn {
@@ -132,9 +130,13 @@ struct mb_conn {
 	                      * may stop within a frame) */
 	uint32_t uncounted; /* MSG frames queued, not yet counted as sent */
 	uint64_t last_write_ns;
-	uint32_t *want_gen; /* per topic: rgen when want[] was decided, 0 none */
-	bool *want;
-	uint64_t *taken; /* per topic: the positions below were taken */
+	/* Whether the peer wants want_subject, decided at rgen want_gen (0:
+	 * not yet): the subject sent last is usually the next one. */
+	uint32_t want_gen;
+	bool want;
+	char want_subject[MB_SUBJECT_MAX + 1];
+	/* Per publishing participant: its sequence numbers below were taken. */
+	uint64_t *taken;
 	_Atomic uint64_t last_tx_ns; /* read by tx without wlock for heartbeats */
 	uint32_t peer_max_frame;
 	/* A PONG to send: the rx thread never writes (it would wait for
@@ -186,6 +188,9 @@ char **mb_names_release(struct names *s, uint32_t *n);
 
 /* link.c */
 void mb_link_log(struct mb_conn *c, const char *what, const char *why);
+
+/* Raise taken[m's publisher] past m's sequence number (link_send.c). */
+void mb_link_taken(msgbus_bus *lb, uint64_t *taken, const msgbus_msg *m);
 
 static inline bool mb_link_is_bridge(msgbus_bus *b, uint32_t idx)
 {

@@ -4,6 +4,7 @@
 #include "bus.h"
 #include "buffers.h"
 #include "ring.h"
+#include "route.h"
 #include "sub.h"
 #include "wait.h"
 
@@ -12,36 +13,26 @@
 /* Publish a MSG from the peer on our bus; its name was validated, or is
  * the one in r->mname (f->name_len 0). Waiting here is the backpressure:
  * we stop reading. In slices, so closing the bus is not held up by a full
- * ring; first without a deadline, which costs no clock read. nowait (a
+ * inbox; first without a deadline, which costs no clock read. nowait (a
  * spinner reading inline): MSGBUS_EAGAIN rather than wait. */
 static int publish_msg(struct mb_conn *c, struct reader *r, const struct mb_frame *f,
                        bool nowait)
 {
 	msgbus_bus *b = c->lb;
-	uint32_t t = r->mtopic;
-	int rc;
 	if (f->name_len) {
-		if (!mb_link_may_create(b, f->name, f->name_len)) {
-			if (!r->share_logged)
-				mb_link_log(c, "dropping messages on new subjects",
-				            "the links' share of the subject table is used up");
-			r->share_logged = true;
-			return MSGBUS_ELIMIT;
-		}
-		/* As msgbus_publish checks; the topic is remembered. */
-		rc = mb_publish_checks(b, f->name, f->payload_len, &t);
-		if (rc)
-			return rc;
+		if (f->name_len > MB_SUBJECT_MAX)
+			return MSGBUS_EINVAL;
 		memcpy(r->mname, f->name, f->name_len);
+		r->mname[f->name_len] = '\0';
 		r->mlen = f->name_len;
-		r->mtopic = t;
-	} else if (f->payload_len > b->cfg.max_msg_size) {
-		return MSGBUS_EMSGSIZE;
 	}
-	rc = mb_publish_parts(b, t, NULL, 0, f->payload, f->payload_len, MB_NO_WAIT);
+	if (f->payload_len > b->cfg.max_msg_size)
+		return MSGBUS_EMSGSIZE;
+	int rc = mb_route_publish(b, r->mname, f->payload, f->payload_len, UINT32_MAX, 0,
+	                          MB_NO_WAIT);
 	while (!nowait &&
 	       (rc == MSGBUS_EAGAIN || (rc == MSGBUS_ETIMEDOUT && !atomic_load(&c->down))))
-		rc = mb_publish_parts(b, t, NULL, 0, f->payload, f->payload_len,
+		rc = mb_route_publish(b, r->mname, f->payload, f->payload_len, UINT32_MAX, 0,
 		                      mb_publish_deadline(100));
 	return rc;
 }

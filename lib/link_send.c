@@ -263,15 +263,23 @@ bool mb_link_peer_wants(struct mb_conn *c, const char *subject)
 	return yes;
 }
 
-/* peer_wants, remembered per topic until the peer's interest changes. */
-static bool wants_topic(struct mb_conn *c, uint32_t t, const char *subject)
+/* peer_wants, remembered for the last subject until the peer's interest
+ * changes. */
+static bool wants_subject(struct mb_conn *c, const char *subject)
 {
 	uint32_t g = atomic_load_explicit(&c->rgen, memory_order_acquire);
-	if (c->want_gen[t] != g) {
-		c->want[t] = mb_link_peer_wants(c, subject);
-		c->want_gen[t] = g;
+	if (c->want_gen != g || strcmp(c->want_subject, subject) != 0) {
+		c->want = mb_link_peer_wants(c, subject);
+		c->want_gen = g;
+		snprintf(c->want_subject, sizeof(c->want_subject), "%s", subject);
 	}
-	return c->want[t];
+	return c->want;
+}
+
+void mb_link_taken(msgbus_bus *lb, uint64_t *taken, const msgbus_msg *m)
+{
+	if (m->origin < lb->cfg.max_participants && m->seq + 1 > taken[m->origin])
+		taken[m->origin] = m->seq + 1;
 }
 
 /* ---- tx: local bus to peer ------------------------------------------------- */
@@ -283,8 +291,8 @@ static bool wants_topic(struct mb_conn *c, uint32_t t, const char *subject)
  */
 static bool queue_msg_locked(struct mb_conn *c, msgbus_sub *proxy, msgbus_msg *m, bool nowait)
 {
-	uint32_t t = proxy->tl[m->ti].t;
-	if (!mb_link_is_bridge(c->lb, m->origin) && wants_topic(c, t, m->subject)) {
+	(void)proxy;
+	if (!mb_link_is_bridge(c->lb, m->origin) && wants_subject(c, m->subject)) {
 		size_t nl = strlen(m->subject), hl = MB_WIRE_HDR + 2 + nl;
 		bool lost = 2 + nl + m->len > c->peer_max_frame; /* too large for the peer */
 		bool fits = c->txlen + hl + m->len <= TXBUF;
@@ -319,7 +327,7 @@ static bool queue_msg_locked(struct mb_conn *c, msgbus_sub *proxy, msgbus_msg *m
 			}
 		}
 	}
-	c->taken[t] = m->pos + 1;
+	mb_link_taken(c->lb, c->taken, m);
 	msgbus_msg_release(m);
 	return true;
 }

@@ -9,6 +9,8 @@
  */
 #include "bus.h"
 #include "crash.h"
+#include "route.h"
+#include "sub.h"
 #include "wait.h"
 
 #include <unistd.h>
@@ -35,12 +37,26 @@ static void reap(msgbus_bus *b, uint32_t idx)
 	for (uint32_t s = 0; s < b->cfg.max_subs; s++) {
 		struct mb_subslot *ss = mb_subslot_at(b, s);
 		uint64_t w = atomic_load(&ss->word);
-		if (MB_SUBW_STATE(w) != MB_SUB_FREE && MB_SUBW_OWNER(w) == idx)
+		if (MB_SUBW_STATE(w) != MB_SUB_FREE && MB_SUBW_OWNER(w) == idx) {
+			/* Its inbox's records give their buffer references
+			 * back, and waiting publishers get room, before the
+			 * slot can have a new consumer. */
+			if (MB_SUBW_STATE(w) == MB_SUB_ACTIVE && !(MB_SUBW_FLAGS(w) & MB_SUBF_QUEUE))
+				mb_inbox_drain_dead(b, s);
 			atomic_compare_exchange_strong(&ss->word, &w,
 			        mb_subw(MB_SUBW_GEN(w), 0, 0, MB_SUB_FREE));
+		}
 		/* A service slot outlives its workers: the next one reuses it. */
 		if (MB_SUBW_FLAGS(w) & MB_SUBF_QUEUE)
 			atomic_fetch_and(&ss->members[idx / 64], ~(1ull << (idx % 64)));
+	}
+	/* Its half-written records and a reserve lock it held in any inbox go
+	 * now: once its index is reused, waiters would take it for alive. */
+	for (uint32_t s = 0; s < b->cfg.max_subs; s++) {
+		struct mb_inbox ib;
+		if (mb_inbox_attach(&ib, b->seg.base, b->seg.size, mb_inbox_ctl_off(b, s),
+		                    mb_inbox_data_off(b, s), b->cfg.inbox_size) == 0)
+			mb_inbox_reap_owner(&ib, idx);
 	}
 	/* Its calls end: a worker's reply to them finds the entry free. */
 	for (uint32_t i = 0; i < MB_CALLS; i++)
@@ -84,7 +100,8 @@ static void reap(msgbus_bus *b, uint32_t idx)
 		mb_ec_kick(&tp->data_ec);
 	}
 	release_held(b, idx);
-	atomic_fetch_add(&b->hdr->interest_gen, 1);
+	/* Release: pairs with the acquire in route.c's lookup. */
+	atomic_fetch_add_explicit(&b->hdr->interest_gen, 1, memory_order_release);
 	mb_ec_kick(&b->hdr->any_ec);
 }
 

@@ -46,7 +46,8 @@ int mb_shm_info(const char *name, struct mb_file_info *fi); /* the name itself *
 int mb_fd_chmod(int fd, unsigned mode);
 uint32_t mb_euid(void);
 int mb_fd_size(int fd, uint64_t *size);
-int mb_fd_resize(int fd, uint64_t size); /* truncate, then allocate all pages */
+int mb_fd_resize(int fd, uint64_t size); /* truncate: no page allocated */
+int mb_fd_back(int fd, uint64_t off, uint64_t len); /* allocate these pages */
 int mb_map(int fd, uint64_t size, void **addr); /* fd -1: private anonymous */
 void mb_unmap(void *addr, uint64_t size);
 void mb_close_fd(int fd);
@@ -62,6 +63,7 @@ int mb_lock_try(int fd, uint64_t byte, enum mb_lock_kind kind);
 
 /* Sleep briefly, for rare polling paths. */
 void mb_nap_us(unsigned us);
+void mb_yield_cpu(void); /* let another runnable thread have this CPU */
 
 /*
  * TCP. host is a name or an IPv4/IPv6 literal; port a decimal string.

@@ -2,6 +2,7 @@
 #include "platform.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/futex.h>
@@ -150,9 +151,14 @@ int mb_fd_resize(int fd, uint64_t size)
 {
 	if (ftruncate(fd, 0) || ftruncate(fd, (off_t)size))
 		return -errno;
-	/* Allocate every page now: a full /dev/shm must fail here with ENOSPC,
-	 * not later with SIGBUS on first touch. */
-	int rc = posix_fallocate(fd, 0, (off_t)size);
+	return 0;
+}
+
+int mb_fd_back(int fd, uint64_t off, uint64_t len)
+{
+	/* Allocate the pages before anyone writes them: a full /dev/shm must
+	 * fail here with ENOSPC, not later with SIGBUS on first touch. */
+	int rc = posix_fallocate(fd, (off_t)off, (off_t)len);
 	return rc ? -rc : 0;
 }
 
@@ -196,6 +202,11 @@ int mb_lock_try(int fd, uint64_t byte, enum mb_lock_kind kind)
 	if (fcntl(fd, F_OFD_SETLK, &fl) == 0)
 		return 0;
 	return errno == EACCES ? -EAGAIN : -errno;
+}
+
+void mb_yield_cpu(void)
+{
+	sched_yield();
 }
 
 void mb_nap_us(unsigned us)

@@ -1,9 +1,10 @@
-/* publish.c - msgbus_publish: inline messages through a slot, larger ones
- * through a large buffer. */
+/* publish.c - msgbus_publish (into the inboxes of the subscriptions that
+ * match, route.c), and writing into a service's ring (requests, call.c). */
 #include "buffers.h"
 #include "crash.h"
 #include "link.h"
 #include "ring.h"
+#include "route.h"
 
 #include <string.h>
 
@@ -75,15 +76,13 @@ int mb_publish_parts(msgbus_bus *b, uint32_t t, const void *head, size_t hlen,
 int msgbus_publish(msgbus_bus *bus, const char *subject, const void *data, size_t len,
                    int timeout_ms)
 {
-	uint32_t t;
 	if (!data && len)
 		return MSGBUS_EINVAL;
-	/* One deadline bounds the whole call, a new subject's creation too. */
-	uint64_t deadline = mb_publish_deadline(timeout_ms);
-	int rc = mb_publish_checks_by(bus, subject, len, deadline, &t);
-	if (rc)
-		return rc;
-	rc = mb_publish_parts(bus, t, NULL, 0, data, len, deadline);
+	/* The clock is read only if the publish has to wait. */
+	uint64_t deadline = timeout_ms < 0 ? UINT64_MAX
+	                  : timeout_ms == 0 ? MB_NO_WAIT
+	                                    : mb_deadline(timeout_ms);
+	int rc = mb_route_publish(bus, subject, data, len, UINT32_MAX, 0, deadline);
 	if (!rc)
 		mb_links_published(bus); /* tcp.c: links of this handle send inline */
 	return rc;

@@ -36,6 +36,10 @@ static int create_locked(struct mb_seg *seg, const struct mb_config *want)
 	mb_geometry(want, &g);
 	int rc = mb_fd_resize(seg->fd, g.size);
 	if (!rc)
+		rc = mb_fd_back(seg->fd, 0, g.eager);
+	if (!rc)
+		rc = mb_fd_back(seg->fd, g.inbox_ctl, g.inbox_data - g.inbox_ctl);
+	if (!rc)
 		rc = mb_map(seg->fd, g.size, &seg->base);
 	if (rc)
 		return mb_syserr(rc);

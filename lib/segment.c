@@ -3,6 +3,7 @@
  * A header read from shared memory is untrusted: every field is copied
  * once into a local and checked before anything is computed from it.
  */
+#include "inbox.h"
 #include "layout.h"
 #include "msgbus.h"
 
@@ -26,8 +27,15 @@ void mb_geometry(const struct mb_config *c, struct mb_geometry *g)
 	g->topic_stride = align_up(g->slots + (uint64_t)c->ring_slots * c->slot_size, MB_LINE);
 	g->bufctl = align_up(g->topics + (uint64_t)c->max_subjects * g->topic_stride, MB_PAGE);
 	g->bufdata = align_up(g->bufctl + (uint64_t)c->large_buffers * sizeof(struct mb_bufctl), MB_PAGE);
-	g->buf_stride = align_up(c->max_msg_size, 64);
-	g->size = align_up(g->bufdata + (uint64_t)c->large_buffers * g->buf_stride, MB_PAGE);
+	g->buf_stride = align_up(c->max_msg_size, MB_PAGE);
+	g->inbox_ctl = align_up(g->bufdata + (uint64_t)c->large_buffers * g->buf_stride, MB_PAGE);
+	g->inbox_data = align_up(g->inbox_ctl + (uint64_t)c->max_subs * sizeof(struct mb_inbox_ctl),
+	                         MB_PAGE);
+	g->size = align_up(g->inbox_data + (uint64_t)c->max_subs * c->inbox_size, MB_PAGE);
+	/* Header, participants, calls, subscription slots and inbox control
+	 * blocks are all used at once; topic rings, large buffers and inbox
+	 * data get their pages when they are first used. */
+	g->eager = g->topics;
 }
 
 /* A fingerprint of every shared struct: two builds that disagree on any
@@ -47,6 +55,8 @@ uint64_t mb_layout_hash(void)
 		sizeof(struct mb_call), MB_CALLS, sizeof(struct mb_req_hdr),
 		offsetof(struct mb_subslot, members), offsetof(struct mb_part, reply_ec),
 		offsetof(struct mb_header, interest_gen), offsetof(struct mb_header, buf_next),
+		offsetof(struct mb_subslot, dropped), offsetof(struct mb_bufctl, refs),
+		sizeof(struct mb_inbox_ctl), sizeof(struct mb_rec_pfx), sizeof(struct mb_rec_large),
 	};
 	uint64_t h = 1469598103934665603ull;
 	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
@@ -72,6 +82,9 @@ int mb_config_check(const struct mb_config *c)
 	if (c->max_subs < 1 || c->max_subs > MB_MAX_SUBS)
 		return MSGBUS_EINVAL;
 	if (c->max_participants < 1 || c->max_participants > MB_MAX_PARTICIPANTS)
+		return MSGBUS_EINVAL;
+	if (c->inbox_size < MB_MIN_INBOX || c->inbox_size > MB_MAX_INBOX ||
+	    (c->inbox_size & (c->inbox_size - 1)))
 		return MSGBUS_EINVAL;
 	if (c->spin_us > 1000000 || c->crash_bound_ms < 1 || c->crash_bound_ms > 3600000)
 		return MSGBUS_EINVAL;

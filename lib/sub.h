@@ -1,39 +1,31 @@
-/* sub.h - the in-process side of a subscription. */
+/* sub.h - the in-process side of a subscription: the consumer of its inbox. */
 #ifndef MB_SUB_H
 #define MB_SUB_H
 
 #include "bus.h"
+#include "inbox.h"
 
 struct msgbus_msg {
 	msgbus_sub *sub;
-	const char *subject;
-	const void *data;
+	const char *subject; /* NUL-terminated copy (sub->subject), or a reply's */
+	const void *data;    /* in the inbox or a large buffer: a view */
 	size_t len;
-	uint32_t ti;  /* index into sub->tl */
-	uint64_t pos; /* ring position it came from */
-	uint32_t origin; /* publishing participant */
-};
-
-struct mb_sub_topic {
-	uint32_t t;    /* topic index */
-	uint64_t next; /* next position to read */
+	uint32_t origin;     /* publishing participant */
+	uint64_t seq;        /* the publishing handle's sequence number */
+	bool large;
+	struct mb_rec_large desc; /* large: the buffer it references */
 };
 
 struct msgbus_sub {
 	msgbus_bus *bus;
 	uint32_t slot, gen;
-	bool lossy, wild;
-	uint32_t ntopics;
-	uint32_t rr;             /* round-robin start among subjects */
-	struct mb_sub_topic *tl; /* the topics the subscription reads */
-	bool *joined;            /* per topic index: in tl */
-	uint32_t topics_gen;
+	bool lossy;
+	struct mb_inbox_cons cons;
+	char subject[MB_SUBJECT_MAX + 1];
 	struct msgbus_msg msg;
 	bool held;
-	_Atomic uint64_t delivered, dropped;
-	char *copy; /* lossy subscriptions copy out: a lapping writer may
-	             * overwrite the slot while the reader looks at it */
-	size_t copy_cap;
+	_Atomic uint64_t delivered, lost; /* lost: large buffers recycled under us */
+	_Atomic uint64_t cursor; /* the consumer's position, for the stats */
 	msgbus_msg_cb cb;
 	void *cb_arg;
 	pthread_t thread;
@@ -45,5 +37,11 @@ struct msgbus_sub {
 int mb_sub_poll(msgbus_sub *sub, msgbus_msg **msg, int64_t *owner);
 _Atomic uint32_t *mb_sub_wait_word(msgbus_sub *sub);
 void mb_sub_flush(msgbus_sub *sub);
+int mb_sub_take(msgbus_sub *sub, uint64_t deadline);
+void mb_sub_wake(msgbus_sub *sub);
+/* Consume every record left in sub's inbox, dropping buffer references. */
+void mb_sub_drain(msgbus_sub *sub);
+/* The same for an inbox whose consumer is gone (live.c, reaping). */
+void mb_inbox_drain_dead(msgbus_bus *b, uint32_t slot);
 
 #endif

@@ -1,49 +1,22 @@
 /*
  * subscribe.c - joining and leaving. A subscription takes a slot (pattern,
- * mode, owner) and a cursor in every matching subject ring; subjects that
- * appear later add their cursor when they are created (control.c), so a
- * wildcard is resolved once, never per message.
+ * mode, owner) and the slot's inbox, where publishers that match the
+ * pattern write (route.c). Service slots (queue) take a cursor in every
+ * matching service ring instead (serve.c, control.c).
  */
 #include "ring.h"
+#include "route.h"
 #include "sub.h"
 #include "wait.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-/* Pick up topics whose cursor for this subscription exists but which the
- * local list does not have yet. */
-void mb_sub_refresh(msgbus_sub *sub)
-{
-	msgbus_bus *b = sub->bus;
-	uint32_t g = atomic_load_explicit(&b->hdr->topics_gen, memory_order_acquire);
-	if (g == sub->topics_gen && sub->ntopics)
-		return;
-	sub->topics_gen = g;
-	for (uint32_t t = 0; t < b->cfg.max_subjects; t++) {
-		if (sub->joined[t])
-			continue;
-		struct mb_cursor *c = mb_cursor_at(b, t, sub->slot);
-		if (atomic_load_explicit(&mb_topic_at(b, t)->state, memory_order_acquire) !=
-		        MB_TOPIC_READY ||
-		    atomic_load_explicit(&c->gen, memory_order_acquire) != sub->gen)
-			continue;
-		pthread_mutex_lock(&b->lock);
-		bool named = mb_topic_refresh(b, t);
-		pthread_mutex_unlock(&b->lock);
-		if (!named)
-			continue; /* corrupt name: skip rather than trust it */
-		sub->joined[t] = true;
-		sub->tl[sub->ntopics].t = t;
-		sub->tl[sub->ntopics].next = atomic_load(&c->release);
-		sub->ntopics++;
-	}
-}
-
-/* Join every READY topic matching the pattern. Caller holds the control
- * lock, so no topic appears meanwhile. */
+/* Join every READY service ring matching the pattern (queue slots only:
+ * pub/sub uses inboxes). Caller holds the control lock, so no topic
+ * appears meanwhile. */
 void mb_join_topics(msgbus_bus *b, uint32_t slot, uint32_t gen, bool queue,
-                   const char *pattern, size_t plen)
+                    const char *pattern, size_t plen)
 {
 	for (uint32_t t = 0; t < b->cfg.max_subjects; t++) {
 		struct mb_topic *tp = mb_topic_at(b, t);
@@ -61,6 +34,31 @@ void mb_join_topics(msgbus_bus *b, uint32_t slot, uint32_t gen, bool queue,
 		 * slots below the tail it saw, which is at most this one. */
 		atomic_store(&c->release, atomic_load(&tp->tail));
 	}
+}
+
+/*
+ * The inbox of slot s, ready for a new consumer: its pages allocated, and
+ * formatted unless it already is. It is not formatted again on reuse: a
+ * publisher that raced the previous unsubscribe may still write into it,
+ * and its record, stamped with the old generation, is then skipped by the
+ * new consumer instead of landing in a ring laid out anew under it.
+ * Caller holds the control lock and the slot is RESERVED.
+ */
+static int inbox_prepare(msgbus_bus *b, uint32_t s, struct mb_inbox *ib)
+{
+	uint64_t ctl = mb_inbox_ctl_off(b, s), data = mb_inbox_data_off(b, s);
+	int rc = mb_seg_back(b, data, b->cfg.inbox_size);
+	if (rc)
+		return rc;
+	if (mb_inbox_attach(ib, b->seg.base, b->seg.size, ctl, data, b->cfg.inbox_size)) {
+		rc = mb_inbox_format(b->seg.base, b->seg.size, ctl, data, b->cfg.inbox_size);
+		if (!rc)
+			rc = mb_inbox_attach(ib, b->seg.base, b->seg.size, ctl, data,
+			                     b->cfg.inbox_size);
+	}
+	/* Relaxed: published by the release store of ACTIVE. */
+	atomic_store_explicit(&mb_subslot_at(b, s)->dropped, 0, memory_order_relaxed);
+	return rc;
 }
 
 int mb_slot_reserve(msgbus_bus *b, const char *pattern, size_t plen, uint32_t owner,
@@ -102,47 +100,38 @@ static int sub_create(msgbus_bus *b, const char *pattern, unsigned flags, msgbus
 		return MSGBUS_ENOMEM;
 	sub->bus = b;
 	sub->lossy = flags & MSGBUS_SUB_LOSSY;
-	sub->wild = wild;
 	sub->msg.sub = sub;
-	sub->tl = calloc(b->cfg.max_subjects, sizeof(*sub->tl));
-	sub->joined = calloc(b->cfg.max_subjects, sizeof(*sub->joined));
-	if (!sub->tl || !sub->joined) {
-		free(sub->tl);
-		free(sub->joined);
-		free(sub);
-		return MSGBUS_ENOMEM;
-	}
-	/* One bound for all the waits on the control lock. */
-	uint64_t deadline = mb_ctl_deadline(b);
-	int rc = mb_ctl_lock(b, deadline);
-	if (!rc) {
-		rc = mb_slot_reserve(b, pattern, plen, b->self, sub->lossy ? MB_SUBF_LOSSY : 0,
-		                     &sub->slot, &sub->gen);
-		mb_ctl_unlock(b);
-	}
-	uint32_t t;
-	/* An exact subject gets its ring now; creating it registers our
-	 * cursor, since our slot already holds the pattern. */
-	if (!rc && !wild)
-		rc = mb_topic_get(b, pattern, plen, mb_hash(pattern, plen), deadline, &t);
-	if (!rc)
-		rc = mb_ctl_lock(b, deadline);
+	unsigned sflags = sub->lossy ? MB_SUBF_LOSSY : 0;
+	int rc = mb_ctl_lock(b, mb_ctl_deadline(b));
 	if (rc) {
-		if (sub->gen)
-			atomic_store(&mb_subslot_at(b, sub->slot)->word,
-			             mb_subw(sub->gen, 0, 0, MB_SUB_FREE));
-		free(sub->tl);
-		free(sub->joined);
 		free(sub);
 		return rc;
 	}
-	mb_join_topics(b, sub->slot, sub->gen, false, pattern, plen);
-	atomic_store(&mb_subslot_at(b, sub->slot)->word,
-	             mb_subw(sub->gen, b->self, sub->lossy ? MB_SUBF_LOSSY : 0, MB_SUB_ACTIVE));
-	atomic_fetch_add(&b->hdr->interest_gen, 1);
+	rc = mb_slot_reserve(b, pattern, plen, b->self, sflags, &sub->slot, &sub->gen);
+	struct mb_inbox ib;
+	if (!rc) {
+		rc = inbox_prepare(b, sub->slot, &ib);
+		if (rc)
+			atomic_store(&mb_subslot_at(b, sub->slot)->word,
+			             mb_subw(sub->gen, 0, 0, MB_SUB_FREE));
+	}
+	if (rc) {
+		mb_ctl_unlock(b);
+		free(sub);
+		return rc;
+	}
+	/* No spin in the inbox's wait: recv.c spins first, yielding. */
+	mb_inbox_cons_init(&sub->cons, &ib, mb_route_owner_dead, b, 0, b->check_ns);
+	atomic_store(&sub->cursor, sub->cons.cursor);
+	/* Release: pairs with the acquire load of the word in route.c; the
+	 * inbox and pattern are written before. */
+	atomic_store_explicit(&mb_subslot_at(b, sub->slot)->word,
+	                      mb_subw(sub->gen, b->self, sflags, MB_SUB_ACTIVE),
+	                      memory_order_release);
+	/* Release: pairs with the acquire load in route.c's lookup, so a
+	 * publish that starts after we return sees this subscription. */
+	atomic_fetch_add_explicit(&b->hdr->interest_gen, 1, memory_order_release);
 	mb_ctl_unlock(b);
-	sub->topics_gen = atomic_load(&b->hdr->topics_gen) - 1;
-	mb_sub_refresh(sub);
 	pthread_mutex_lock(&b->lock);
 	sub->next = b->subs;
 	b->subs = sub;
@@ -156,18 +145,19 @@ int msgbus_subscribe(msgbus_bus *bus, const char *pattern, unsigned flags, msgbu
 	return sub_create(bus, pattern, flags, sub);
 }
 
-int mb_sub_take(msgbus_sub *sub, uint64_t deadline);
-void mb_sub_wake(msgbus_sub *sub);
+/* The callback thread waits in short steps, so unsubscribing (which sets
+ * stop and wakes it) never waits long. */
+#define CB_WAIT_MS 100
 
 static void *cb_thread(void *arg)
 {
 	msgbus_sub *sub = arg;
 	while (!atomic_load(&sub->stop)) {
-		int rc = mb_sub_take(sub, UINT64_MAX);
+		int rc = mb_sub_take(sub, mb_deadline(CB_WAIT_MS));
 		if (rc == 0) {
 			sub->cb(&sub->msg, sub->cb_arg);
 			msgbus_msg_release(&sub->msg);
-		} else if (rc != MSGBUS_ECLOSED) {
+		} else if (rc != MSGBUS_ETIMEDOUT) {
 			mb_nap_us(10000); /* corrupt segment: do not spin on it */
 		}
 	}
@@ -194,8 +184,8 @@ int msgbus_subscribe_cb(msgbus_bus *bus, const char *pattern, unsigned flags, ms
 	return 0;
 }
 
-/* Leave: free the slot (cursors die with its generation) and let gated
- * publishers re-check. */
+/* Leave: free the slot, give back what the inbox holds (buffer references,
+ * room for publishers that wait), and let publishers recompute. */
 void mb_sub_destroy(msgbus_sub *sub)
 {
 	msgbus_bus *b = sub->bus;
@@ -204,16 +194,15 @@ void mb_sub_destroy(msgbus_sub *sub)
 		mb_sub_wake(sub);
 		pthread_join(sub->thread, NULL);
 	}
+	mb_sub_drain(sub);
 	struct mb_subslot *ss = mb_subslot_at(b, sub->slot);
 	uint64_t w = atomic_load(&ss->word);
 	if (MB_SUBW_GEN(w) == sub->gen && MB_SUBW_STATE(w) != MB_SUB_FREE)
 		atomic_compare_exchange_strong(&ss->word, &w, mb_subw(sub->gen, 0, 0, MB_SUB_FREE));
-	atomic_fetch_add(&b->hdr->interest_gen, 1);
-	for (uint32_t i = 0; i < sub->ntopics; i++)
-		mb_ec_kick(&mb_topic_at(b, sub->tl[i].t)->space_ec);
-	free(sub->tl);
-	free(sub->joined);
-	free(sub->copy);
+	/* Release: pairs with the acquire in route.c's lookup. */
+	atomic_fetch_add_explicit(&b->hdr->interest_gen, 1, memory_order_release);
+	/* What publishers that had not seen us leave put meanwhile. */
+	mb_sub_drain(sub);
 	free(sub);
 }
 

@@ -335,7 +335,7 @@ void mb_watch_count(struct mb_links *ls, struct mb_watch *w)
 {
 	msgbus_msg *m;
 	while (msgbus_recv(w->sub, &m, 0) == 0) {
-		if (m->pos < w->skip[m->sub->tl[m->ti].t]) {
+		if (m->origin < m->sub->bus->cfg.max_participants && m->seq < w->skip[m->origin]) {
 			msgbus_msg_release(m); /* counted by the link at the drop */
 			continue;
 		}

@@ -90,14 +90,14 @@ static pid_t fork_parent_spawn(struct fork_parent *c, pid_t *helper)
 	return pid;
 }
 
-/* Fill the 8-slot ring of fk.x that the child's subscription holds back,
+/* Fill the 4 KiB inbox of the child's fk.x subscription,
  * SIGKILL the child (its idle helper lives on), and expect the publisher
  * to move on within crash_bound_ms. */
 static void expect_release_after_kill(msgbus_bus *bus, pid_t pid, pid_t helper)
 {
-	int n = tu_fill_ring(bus, "fk.x", 0, 64);
-	ck_assert_int_eq(n, 8);
-	struct tu_seqmsg v = { 0, 8 };
+	int n = tu_fill_ring(bus, "fk.x", 0, 1000);
+	ck_assert_msg(n > 8 && n < 1000, "4 KiB inbox took %d", n);
+	struct tu_seqmsg v = { 0, (uint32_t)n };
 	TU_ASSERT_RC(msgbus_publish(bus, "fk.x", &v, sizeof(v), 0), MSGBUS_EAGAIN);
 
 	tu_kill_child(pid);
@@ -120,7 +120,7 @@ START_TEST(test_fork_subscriber_death_seen)
 	struct fork_parent c = { .role = ROLE_SUBSCRIBER };
 	pid_t helper;
 
-	o.ring_slots = 8;
+	o.inbox_size = 4096; /* v2: the smallest inbox (about 80 messages) */
 	o.crash_bound_ms = CRASH_BOUND_MS;
 	tu_unique_url(url, sizeof(url), "shm");
 	msgbus_bus *bus = tu_open(url, &o);
@@ -193,7 +193,7 @@ static int open_race_main(void *p)
 	struct open_race r = { c->test_pid, -1 };
 	pthread_t th;
 
-	o.ring_slots = 8;
+	o.inbox_size = 4096; /* v2: the smallest inbox (about 80 messages) */
 	o.crash_bound_ms = CRASH_BOUND_MS;
 	setenv("MSGBUS_CRASH_AT", "pause:mid_open", 1);
 	if (pthread_create(&th, NULL, fork_during_open, &r) != 0)
@@ -269,10 +269,11 @@ static int lock_child_main(void *p)
 		(ms) = tu_now_ms() - t0_;               \
 	} while (0)
 
-/* While the holder is stopped: publish (or commit) on a new subject with
- * timeout 0 returns MSGBUS_EAGAIN at once, with 50 ms MSGBUS_ETIMEDOUT
- * after about 50 ms; subscribe and serve (no timeout) MSGBUS_ETIMEDOUT
- * within their documented bound, 5 crash bounds. */
+/* While the holder is stopped: publish (or commit) on a new subject never
+ * needs the lock in v2 (v1 said MSGBUS_EAGAIN / MSGBUS_ETIMEDOUT: it
+ * created the subject under it), so it succeeds at once; subscribe and
+ * serve (no timeout) say MSGBUS_ETIMEDOUT within their documented bound,
+ * 5 crash bounds. */
 START_TEST(test_ctl_lock_timeouts)
 {
 	char url[96];
@@ -293,18 +294,17 @@ START_TEST(test_ctl_lock_timeouts)
 	ck_assert_msg(tu_wait_stopped(pid, TU_WAIT_MS) == 0, "child never took the lock");
 
 	TIME_RC(rc, ms, msgbus_publish(bus, "lk.new0", "x", 1, 0));
-	TU_ASSERT_RC(rc, MSGBUS_EAGAIN);
+	TU_ASSERT_OK(rc);
 	ck_assert_msg(ms < 100.0, "publish(timeout 0) waited %.0f ms", ms);
 
 	TIME_RC(rc, ms, msgbus_publish(bus, "lk.new1", "x", 1, 50));
-	TU_ASSERT_RC(rc, MSGBUS_ETIMEDOUT);
-	ck_assert_msg(ms >= 49.0 && ms < 50.0 + SLACK_MS, "publish(timeout 50) took %.0f ms", ms);
+	TU_ASSERT_OK(rc);
+	ck_assert_msg(ms < 50.0, "publish(timeout 50) took %.0f ms", ms);
 
 	TU_ASSERT_OK(msgbus_loan(bus, 10, 0, &loan));
 	TIME_RC(rc, ms, msgbus_commit(loan, "lk.new2", 10, 0));
-	TU_ASSERT_RC(rc, MSGBUS_EAGAIN);
+	TU_ASSERT_OK(rc);
 	ck_assert_msg(ms < 100.0, "commit(timeout 0) waited %.0f ms", ms);
-	msgbus_loan_abort(loan);
 
 	TIME_RC(rc, ms, msgbus_subscribe(bus, "lk.new3", 0, &sub));
 	TU_ASSERT_RC(rc, MSGBUS_ETIMEDOUT);
@@ -471,14 +471,14 @@ END_TEST
 
 /* ---- what msgbus_subscribe(3) lists ---------------------------------------- */
 
-/* A full subject table: subscribing to a new exact subject says
- * MSGBUS_ELIMIT, as the page lists, and frees its subscription slot; a
- * wildcard or a known subject still subscribes. */
+/* v2: subscribing takes no subject-table entry (v1 said MSGBUS_ELIMIT for
+ * a new exact subject on a full table): with max_subjects 2, any number
+ * of subjects subscribe, and max_subs alone bounds subscriptions. */
 START_TEST(test_subscribe_subject_table_full)
 {
 	char url[96];
 	msgbus_options o = MSGBUS_OPTIONS_INIT;
-	msgbus_sub *sub = NULL;
+	msgbus_sub *sub = NULL, *s2 = NULL;
 
 	o.max_subjects = 2;
 	o.max_subs = 2;
@@ -486,10 +486,13 @@ START_TEST(test_subscribe_subject_table_full)
 	msgbus_bus *bus = tu_open(url, &o);
 	TU_ASSERT_OK(msgbus_publish(bus, "tf.a", "x", 1, 0));
 	TU_ASSERT_OK(msgbus_publish(bus, "tf.b", "x", 1, 0));
-	for (int i = 0; i < 3; i++) /* more than max_subs: the slot comes back */
-		TU_ASSERT_RC(msgbus_subscribe(bus, "tf.c", 0, &sub), MSGBUS_ELIMIT);
+	for (int i = 0; i < 3; i++) { /* more than max_subs: the slot comes back */
+		TU_ASSERT_OK(msgbus_subscribe(bus, "tf.c", 0, &sub));
+		TU_ASSERT_OK(msgbus_unsubscribe(sub));
+	}
 	TU_ASSERT_OK(msgbus_subscribe(bus, "tf.*", 0, &sub));
-	TU_ASSERT_OK(msgbus_subscribe(bus, "tf.a", 0, &sub));
+	TU_ASSERT_OK(msgbus_subscribe(bus, "tf.a", 0, &s2));
+	TU_ASSERT_RC(msgbus_subscribe(bus, "tf.d", 0, &sub), MSGBUS_ELIMIT);
 	TU_ASSERT_OK(msgbus_close(bus));
 }
 END_TEST

@@ -12,8 +12,11 @@
 
 #include "test_util.h"
 
+/* v2: a "ring of N slots" is the smallest inbox (4 KiB, or 8 KiB for 16),
+ * which holds some 40 to 80 of these small messages. */
+#define RING_FILL 1000
 #define ASSERT_RING_FULL(n, slots)                                          \
-	ck_assert_msg((n) > (slots) / 2 && (n) <= (slots),                  \
+	ck_assert_msg((n) > (slots) && (n) < RING_FILL,                     \
 	              "ring of %d slots took %d messages before EAGAIN",    \
 	              (int)(slots), (int)(n))
 
@@ -87,7 +90,7 @@ START_TEST(test_killed_subscriber)
 	struct sub_child c = { .pattern = "k.x", .hold = _i == 1 };
 	int x;
 
-	o.ring_slots = 8;
+	o.inbox_size = 4096;
 	o.crash_bound_ms = 1000;
 	tu_unique_url(url, sizeof(url), "shm");
 	msgbus_bus *bus = tu_open(url, &o);
@@ -107,7 +110,7 @@ START_TEST(test_killed_subscriber)
 		              "child did not receive");
 		first = 1;
 	}
-	int n = tu_fill_ring(bus, "k.x", first, 64);
+	int n = tu_fill_ring(bus, "k.x", first, RING_FILL);
 	ASSERT_RING_FULL(n + (int)first, 8);
 	uint32_t next = first + (uint32_t)n;
 
@@ -221,7 +224,7 @@ START_TEST(test_stopped_subscriber)
 	struct stop_child c;
 	int x, st;
 
-	o.ring_slots = 8;
+	o.inbox_size = 4096;
 	o.crash_bound_ms = 300;
 	tu_unique_url(url, sizeof(url), "shm");
 	msgbus_bus *bus = tu_open(url, &o);
@@ -231,7 +234,7 @@ START_TEST(test_stopped_subscriber)
 	pid_t pid = tu_spawn(stop_child_main, &c);
 	ck_assert_msg(tu_pipe_get(&c.ready, TU_WAIT_MS, &x) == 0,
 	              "child did not subscribe");
-	int n = tu_fill_ring(bus, "st.x", 0, 64);
+	int n = tu_fill_ring(bus, "st.x", 0, RING_FILL);
 	ASSERT_RING_FULL(n, 8);
 
 	ck_assert_int_eq(kill(pid, SIGSTOP), 0);
@@ -280,7 +283,7 @@ static int dead_child_main(void *p)
 	msgbus_buf *loan = NULL;
 	int rc;
 
-	o.ring_slots = 8;
+	o.inbox_size = 4096;
 	o.large_buffers = 2;
 	rc = msgbus_open(&bus, c->url, &o);
 	if (rc != MSGBUS_OK)
@@ -346,7 +349,7 @@ START_TEST(test_reclaim_after_all_died)
 	TU_ASSERT_SEGMENT(url); /* nobody could unlink it */
 
 	/* the next open reclaims: a fresh bus with this opener's sizes */
-	o.ring_slots = 16;
+	o.inbox_size = 8192;
 	o.large_buffers = 2;
 	msgbus_bus *bus = tu_open(url, &o);
 	msgbus_bus *bus2 = tu_open(url, NULL);
@@ -356,7 +359,7 @@ START_TEST(test_reclaim_after_all_died)
 	TU_ASSERT_OK(msgbus_loan(bus2, 100, 0, &l2));
 	msgbus_loan_abort(l1);
 	msgbus_loan_abort(l2);
-	int n = tu_fill_ring(bus2, "rc.x", 0, 64);
+	int n = tu_fill_ring(bus2, "rc.x", 0, RING_FILL);
 	ASSERT_RING_FULL(n, 16);
 	ck_assert_msg(n > 8, "reclaimed bus kept the dead creator's ring of "
 	                     "8 (took %d)",
@@ -495,7 +498,7 @@ static int point_child_main(void *p)
 	msgbus_sub *sub = NULL;
 	int rc;
 
-	o.ring_slots = 8;
+	o.inbox_size = 4096;
 	o.large_buffers = 2;
 	o.crash_bound_ms = 400;
 	setenv("MSGBUS_CRASH_AT", c->point, 1);
@@ -540,7 +543,7 @@ START_TEST(test_publisher_dies_mid_publish)
 	int x;
 
 	tu_unique_url(url, sizeof(url), "shm");
-	o.ring_slots = 8;
+	o.inbox_size = 4096;
 	o.large_buffers = 2;
 	o.crash_bound_ms = 400;
 	msgbus_bus *bus = tu_open(url, &o);
@@ -549,7 +552,7 @@ START_TEST(test_publisher_dies_mid_publish)
 
 	c.url = url;
 	c.point = pub_points[_i];
-	c.len = !strcmp(c.point, "mid_loan") ? 1000 : 8;
+	c.len = !strcmp(c.point, "mid_loan") ? 4000 : 8; /* over the inline 1 KiB */
 	tu_pipe_init(&c.ready);
 	pid_t pid = tu_spawn(point_child_main, &c);
 	ck_assert_int_eq(tu_pipe_get(&c.ready, TU_WAIT_MS, &x), 0);
@@ -584,7 +587,7 @@ START_TEST(test_dies_in_control_and_cleanup)
 	int x;
 
 	tu_unique_url(url, sizeof(url), "shm");
-	o.ring_slots = 8;
+	o.inbox_size = 4096;
 	o.crash_bound_ms = 400;
 	msgbus_bus *bus = tu_open(url, &o);
 	c.url = url;

@@ -6,8 +6,9 @@
  * build turns any such access into a failure).
  *
  * Regions: the whole segment, the header page, participants and call
- * entries, subscription slots, topic control blocks, cursors, slot headers,
- * and payloads with large buffers. Loop index i: region i % 8, rate and
+ * entries, subscription slots, topic control blocks (services), inbox
+ * control blocks, inbox records (v2: one inbox per subscription), and
+ * large buffers with service ring payloads. Loop index i: region i % 8, rate and
  * seed from i / 8. MSGBUS_HOSTILE_SECONDS sets how long each round lasts,
  * MSGBUS_HOSTILE_ROUNDS how many rates and seeds run per region.
  *
@@ -23,6 +24,7 @@
 #include <stddef.h>
 #include <sys/mman.h>
 
+#include "inbox.h"
 #include "layout.h"
 #include "test_util.h"
 
@@ -49,7 +51,7 @@ Suite *suite_hostile(void);
 
 static const char *const hz_region_names[HZ_REGIONS] = {
 	"whole segment", "header page", "participants and calls", "subscription slots",
-	"topic control", "cursors", "slot headers", "payloads and large buffers",
+	"topic control", "inbox control", "inbox records", "payloads and large buffers",
 };
 
 /* The bus every victim opens: small, so mutations land on live data. */
@@ -64,6 +66,7 @@ static void hz_options(msgbus_options *o)
 	o->max_subs = 16;
 	o->max_participants = 8;
 	o->crash_bound_ms = 200;
+	o->inbox_size = 4096;
 }
 
 /* ---- what the victims share with the test ---------------------------------- */
@@ -510,19 +513,6 @@ static uint64_t hz_pick_subslot(struct hz_mutator *m)
 	return m->geo.subs + s * sizeof(struct mb_subslot);
 }
 
-static uint64_t hz_pick_cursor(struct hz_mutator *m)
-{
-	uint64_t cu = 0;
-	for (int k = 0; k < 32; k++) {
-		cu = hz_topic(m, hz_pick_topic(m)) + m->geo.cursors +
-		     hz_rand(m, m->cfg.max_subs) * sizeof(struct mb_cursor);
-		if (!hz_prefer_live(m) ||
-		    atomic_load(&((const struct mb_cursor *)(const void *)(m->map + cu))->gen) != 0)
-			break;
-	}
-	return cu;
-}
-
 /* Picks a field of the round's region. */
 static struct hz_field hz_pick(struct hz_mutator *m)
 {
@@ -578,6 +568,7 @@ static struct hz_field hz_pick(struct hz_mutator *m)
 			{ s + offsetof(struct mb_subslot, pattern) + hz_rand(m, 8), 1,
 			  "mb_subslot.pattern byte" },
 			{ s + offsetof(struct mb_subslot, members), 8, "mb_subslot.members[0]" },
+			HZ_F(s, struct mb_subslot, dropped),
 		};
 		return f[hz_rand(m, sizeof(f) / sizeof(f[0]))];
 	}
@@ -598,24 +589,34 @@ static struct hz_field hz_pick(struct hz_mutator *m)
 		};
 		return f[hz_rand(m, sizeof(f) / sizeof(f[0]))];
 	}
-	case 5: { /* cursors */
-		uint64_t cu = hz_pick_cursor(m);
+	case 5: { /* inbox control blocks */
+		uint64_t ic = g->inbox_ctl + hz_rand(m, c->max_subs) * sizeof(struct mb_inbox_ctl);
 		const struct hz_field f[] = {
-			HZ_F(cu, struct mb_cursor, gen),
-			HZ_F(cu, struct mb_cursor, release),
-			HZ_F(cu, struct mb_cursor, release),
+			HZ_F(ic, struct mb_inbox_ctl, reserve),
+			HZ_F(ic, struct mb_inbox_ctl, reserve),
+			HZ_F(ic, struct mb_inbox_ctl, release),
+			HZ_F(ic, struct mb_inbox_ctl, release),
+			HZ_F(ic, struct mb_inbox_ctl, data_ec),
+			HZ_F(ic, struct mb_inbox_ctl, space_ec),
+			HZ_F(ic, struct mb_inbox_ctl, key),
+			HZ_F(ic, struct mb_inbox_ctl, size),
 		};
 		return f[hz_rand(m, sizeof(f) / sizeof(f[0]))];
 	}
-	case 6: { /* slot headers */
-		uint64_t sl = hz_topic(m, hz_pick_topic(m)) + g->slots +
-		              hz_rand(m, c->ring_slots) * c->slot_size;
+	case 6: { /* inbox records: near the consumer, where they are live */
+		uint32_t sl = (uint32_t)hz_rand(m, c->max_subs);
+		const struct mb_inbox_ctl *ic = (const void *)(m->map + g->inbox_ctl +
+		                                               sl * sizeof(struct mb_inbox_ctl));
+		uint64_t rel = __atomic_load_n((const uint64_t *)&ic->release, __ATOMIC_RELAXED);
+		uint64_t at = ((rel + hz_rand(m, 1024)) & (c->inbox_size - 1)) & ~7ull;
+		uint64_t rec = g->inbox_data + (uint64_t)sl * c->inbox_size + at;
 		const struct hz_field f[] = {
-			HZ_F(sl, struct mb_slot, stamp), HZ_F(sl, struct mb_slot, stamp),
-			HZ_F(sl, struct mb_slot, stamp), HZ_F(sl, struct mb_slot, len),
-			HZ_F(sl, struct mb_slot, kind),  HZ_F(sl, struct mb_slot, pub),
-			HZ_F(sl, struct mb_slot, buf),   HZ_F(sl, struct mb_slot, buf_gen),
-			HZ_F(sl, struct mb_slot, reserved),
+			{ rec, 8, "inbox record header" },
+			{ rec, 8, "inbox record header" },
+			{ rec, 4, "inbox record info (subject length)" },
+			{ rec + 4, 4, "inbox record info (payload length)" },
+			{ rec, 1, "inbox record byte" },
+			{ rec, 4, "inbox record prefix (sub_gen)" },
 		};
 		return f[hz_rand(m, sizeof(f) / sizeof(f[0]))];
 	}
@@ -628,6 +629,8 @@ static struct hz_field hz_pick(struct hz_mutator *m)
 			HZ_F(bc, struct mb_bufctl, state),
 			HZ_F(bc, struct mb_bufctl, state),
 			HZ_F(bc, struct mb_bufctl, gen),
+			HZ_F(bc, struct mb_bufctl, refs),
+			HZ_F(bc, struct mb_bufctl, backed),
 			{ sl + MB_SLOT_HDR + hz_rand(m, c->slot_size - MB_SLOT_HDR), 1,
 			  "slot payload byte" },
 			{ g->bufdata + (uint64_t)b * g->buf_stride + hz_rand(m, c->max_msg_size), 1,

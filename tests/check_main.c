@@ -59,6 +59,7 @@ int main(void)
 	srunner_add_suite(sr, suite_security());
 	srunner_add_suite(sr, suite_contracts());
 	srunner_add_suite(sr, suite_nats());
+	srunner_add_suite(sr, suite_v2());
 #if defined(__has_feature)
 #if __has_feature(thread_sanitizer)
 #define CHECK_TSAN 1

@@ -191,8 +191,8 @@ if [ $((SECONDS - start_s)) -gt 10 ]; then
 	fail "sub --timeout 200" "took $((SECONDS - start_s)) s"
 fi
 
-# A stopped subscriber: a lossless one holds publishers back once its ring
-# (512 slots by default) is full, so pub --timeout fails; a lossy one never
+# A stopped subscriber: a lossless one holds publishers back once its inbox
+# (1 MiB by default, some 26,000 short messages) is full, so pub --timeout fails; a lossy one never
 # does. The subscriber is stopped with SIGSTOP, sent to msgbus itself (the
 # child of timeout(1)), and continued before it is ended.
 # hold_test NAME WANT_RC [SUB_OPTION]
@@ -206,12 +206,12 @@ hold_test() {
 		return
 	fi
 	kill -STOP "$child"
-	run "$name-pub" pub --count 2000 --timeout 300 "shm://$tag-$name" held.subject x
+	run "$name-pub" pub --count 100000 --timeout 300 "shm://$tag-$name" held.subject x
 	kill -CONT "$child"
 	kill "$bg"
 	finish "$bg"
 	if [ "$(cat "$work/$name-pub.rc")" = "$want" ]; then
-		pass "pub --count 2000 --timeout 300 to a stopped sub ${*:-(lossless)}: exit status $want"
+		pass "pub --count 100000 --timeout 300 to a stopped sub ${*:-(lossless)}: exit status $want"
 	else
 		fail "pub to a stopped sub ${*:-(lossless)}" "exit status $(cat "$work/$name-pub.rc"), want $want"
 		cat "$work/$name-pub.err"

@@ -49,9 +49,8 @@
  *   1:3 fan-out >= 5 M msgs/s per subscriber, lossless
  *   64 KiB 1:1 throughput >= 0.5x baseline
  *
- * Bus options: ring_slots 4096, slot_size 128 (64 B inline), spin_us 100;
- * 4 KiB runs max_msg_size 4096 with 256 large buffers, 64 KiB runs
- * max_msg_size 65536 with 64 large buffers. Bus names are bench.PID.N; every
+ * Bus options: the defaults (1 MiB inboxes: 64 B to 64 KiB go inline),
+ * spin_us 100. Bus names are bench.PID.N; every
  * child is waited for, every bus closed, and /dev/shm is checked for
  * leftovers (reported as a library problem, then removed).
  *
@@ -547,16 +546,8 @@ static void lib_opts(msgbus_options *o, size_t size)
 	msgbus_options init = MSGBUS_OPTIONS_INIT;
 
 	*o = init;
-	o->ring_slots = 4096;
-	o->slot_size = 128;
+	(void)size; /* v2: every size of the runs travels inline by default */
 	o->spin_us = g_spin_us;
-	if (size <= 4096) {
-		o->max_msg_size = 4096;
-		o->large_buffers = 256;
-	} else {
-		o->max_msg_size = 65536;
-		o->large_buffers = 64;
-	}
 }
 
 /*

@@ -1,0 +1,479 @@
+/*
+ * route.c - publishing into inboxes; see route.h.
+ *
+ * Per handle, a direct-mapped cache from subject to the matching
+ * subscription slots, each entry stamped with the interest generation it
+ * was computed at. Subscribe, unsubscribe and reaping bump the generation
+ * with release after the slot changes; a publish loads it with acquire
+ * first, so one that starts after a subscribe returned recomputes and sees
+ * the new slot. The record carries the slot generation it was meant for: a
+ * publisher that raced an unsubscribe leaves a record the next owner of
+ * the slot skips.
+ */
+#include "route.h"
+#include "buffers.h"
+#include "crash.h"
+#include "wait.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define ROUTE_ENTRIES 256u
+#define LOCAL_TARGETS 8u
+
+struct target {
+	uint32_t slot, gen;
+	bool lossy;
+};
+
+struct route_entry {
+	bool valid;
+	uint32_t igen; /* interest generation it was computed at */
+	uint32_t len;
+	char subject[MB_SUBJECT_MAX + 1];
+	uint32_t n;
+	struct target *t; /* max_subs of them */
+};
+
+struct mb_route {
+	pthread_mutex_t lock;
+	uint32_t last_len; /* the subject validated last, if last_len */
+	char last[MB_SUBJECT_MAX + 1];
+	uint32_t last_e;   /* and its entry */
+	struct route_entry e[ROUTE_ENTRIES];
+	struct mb_inbox *ib; /* per slot: attached view */
+	uint32_t *ib_gen;    /* per slot: generation ib was attached for, 0 none */
+};
+
+/* A target with the inbox view the publish uses, copied out of the cache. */
+struct dest {
+	struct target t;
+	bool gone; /* left or died while we waited for room */
+	struct mb_inbox_prod p;
+	struct mb_inbox_res res;
+};
+
+int mb_route_init(msgbus_bus *b)
+{
+	struct mb_route *r = calloc(1, sizeof(*r));
+	if (!r)
+		return MSGBUS_ENOMEM;
+	r->ib = calloc(b->cfg.max_subs, sizeof(*r->ib));
+	r->ib_gen = calloc(b->cfg.max_subs, sizeof(*r->ib_gen));
+	if (!r->ib || !r->ib_gen) {
+		free(r->ib);
+		free(r->ib_gen);
+		free(r);
+		return MSGBUS_ENOMEM;
+	}
+	pthread_mutex_init(&r->lock, NULL);
+	b->route = r;
+	return 0;
+}
+
+void mb_route_free(msgbus_bus *b)
+{
+	struct mb_route *r = b->route;
+	if (!r)
+		return;
+	for (uint32_t i = 0; i < ROUTE_ENTRIES; i++)
+		free(r->e[i].t);
+	pthread_mutex_destroy(&r->lock);
+	free(r->ib);
+	free(r->ib_gen);
+	free(r);
+	b->route = NULL;
+}
+
+bool mb_route_owner_dead(void *bus, uint32_t owner)
+{
+	return !mb_part_alive(bus, owner);
+}
+
+/* Does live subscription slot s want subject? Its pattern is read once
+ * into a local copy and bounded: the slot is shared memory. */
+static bool slot_matches(msgbus_bus *b, uint32_t s, uint64_t w, const char *subject,
+                         size_t slen)
+{
+	struct mb_subslot *ss = mb_subslot_at(b, s);
+	if (MB_SUBW_STATE(w) != MB_SUB_ACTIVE || (MB_SUBW_FLAGS(w) & MB_SUBF_QUEUE))
+		return false;
+	uint32_t plen = ss->pattern_len;
+	if (plen == 0 || plen > MB_SUBJECT_MAX)
+		return false;
+	char pat[MB_SUBJECT_MAX + 1];
+	memcpy(pat, ss->pattern, plen);
+	return mb_subject_match(pat, plen, subject, slen);
+}
+
+/* Slot s's inbox attached for generation gen: false if it is corrupt. */
+static bool attach(msgbus_bus *b, struct mb_route *r, uint32_t s, uint32_t gen)
+{
+	if (r->ib_gen[s] == gen)
+		return true;
+	r->ib_gen[s] = 0;
+	if (mb_inbox_attach(&r->ib[s], b->seg.base, b->seg.size, mb_inbox_ctl_off(b, s),
+	                    mb_inbox_data_off(b, s), b->cfg.inbox_size))
+		return false;
+	r->ib_gen[s] = gen;
+	return true;
+}
+
+/* Recompute entry e for subject at interest generation igen. */
+static int recompute(msgbus_bus *b, struct mb_route *r, struct route_entry *e,
+                     const char *subject, size_t slen, uint32_t igen)
+{
+	if (!e->t && !(e->t = calloc(b->cfg.max_subs, sizeof(*e->t))))
+		return MSGBUS_ENOMEM;
+	e->valid = false;
+	e->n = 0;
+	for (uint32_t s = 0; s < b->cfg.max_subs; s++) {
+		/* Acquire: pairs with the release store of ACTIVE in subscribe,
+		 * after the inbox was formatted and the pattern written. */
+		uint64_t w = atomic_load_explicit(&mb_subslot_at(b, s)->word, memory_order_acquire);
+		if (!slot_matches(b, s, w, subject, slen) || !attach(b, r, s, MB_SUBW_GEN(w)))
+			continue;
+		e->t[e->n].slot = s;
+		e->t[e->n].gen = MB_SUBW_GEN(w);
+		e->t[e->n].lossy = MB_SUBW_FLAGS(w) & MB_SUBF_LOSSY;
+		e->n++;
+	}
+	memcpy(e->subject, subject, slen);
+	e->len = (uint32_t)slen;
+	e->igen = igen;
+	e->valid = true;
+	return 0;
+}
+
+static uint64_t route_hash(const char *s, size_t len)
+{
+	return mb_hash(s, len);
+}
+
+/* Validate subject (not again if it is the one validated last), find its
+ * targets and copy them into d: *n of them (at most cap), of *total (more
+ * than cap: the caller retries with room). Takes the route lock. */
+static int lookup(msgbus_bus *b, const char *subject, size_t slen, struct dest *d, uint32_t cap,
+                  uint32_t *n, uint32_t *total)
+{
+	struct mb_route *r = b->route;
+	int rc = 0;
+	pthread_mutex_lock(&r->lock);
+	if (slen != r->last_len || memcmp(r->last, subject, slen)) {
+		size_t l;
+		bool wild;
+		if (mb_subject_check(subject, &l, false, &wild) || mb_subject_internal(subject, l)) {
+			pthread_mutex_unlock(&r->lock);
+			return MSGBUS_EINVAL;
+		}
+		memcpy(r->last, subject, slen);
+		r->last_len = (uint32_t)slen;
+		r->last_e = (uint32_t)(route_hash(subject, slen) % ROUTE_ENTRIES);
+	}
+	struct route_entry *e = &r->e[r->last_e];
+	/* Acquire: pairs with the release increments in subscribe.c and
+	 * live.c, made after the slot changed. */
+	uint32_t igen = atomic_load_explicit(&b->hdr->interest_gen, memory_order_acquire);
+	if (!e->valid || e->igen != igen || e->len != slen || memcmp(e->subject, subject, slen))
+		rc = recompute(b, r, e, subject, slen, igen);
+	*n = 0;
+	*total = 0;
+	if (!rc) {
+		*total = e->n;
+		for (uint32_t i = 0; i < e->n && i < cap; i++, ++*n) {
+			d[i].t = e->t[i];
+			d[i].gone = false;
+			mb_inbox_prod_init(&d[i].p, &r->ib[e->t[i].slot], b->self, b->spin_ns,
+			                   mb_route_owner_dead, b);
+		}
+	}
+	pthread_mutex_unlock(&r->lock);
+	return rc;
+}
+
+/* The record: prefix and subject as the record's subject, then payload. */
+struct rec {
+	unsigned char head[sizeof(struct mb_rec_pfx) + MB_SUBJECT_MAX];
+	uint32_t head_len;
+	const void *payload;
+	uint32_t len;
+};
+
+static void rec_gen(struct rec *rc, uint32_t gen)
+{
+	memcpy(rc->head, &gen, sizeof(gen)); /* sub_gen is the first member */
+}
+
+static void count_drop(msgbus_bus *b, uint32_t slot)
+{
+	/* Relaxed: a counter; the subscriber reads it for its stats. */
+	atomic_fetch_add_explicit(&mb_subslot_at(b, slot)->dropped, 1, memory_order_relaxed);
+}
+
+static void fill(const struct rec *rc, const struct mb_inbox_res *res)
+{
+	memcpy(res->subject, rc->head, rc->head_len);
+	if (rc->len)
+		memcpy(res->payload, rc->payload, rc->len);
+}
+
+enum { TARGET_GONE = -1 };
+
+/* Is the subscription d was meant for still there, with a live owner?
+ * Asking reaps a dead owner, whose inbox is then drained (live.c). */
+static bool target_live(msgbus_bus *b, const struct dest *d)
+{
+	/* Acquire: as in recompute. */
+	uint64_t w = atomic_load_explicit(&mb_subslot_at(b, d->t.slot)->word, memory_order_acquire);
+	if (MB_SUBW_GEN(w) != d->t.gen || MB_SUBW_STATE(w) != MB_SUB_ACTIVE)
+		return false;
+	return mb_part_alive(b, MB_SUBW_OWNER(w));
+}
+
+/* d's inbox was full. NO_WAIT: ask its consumer to give room back at its
+ * next release (it flushes when it sees waiters), and say EAGAIN. Else
+ * wait for room, in slices of the crash bound between which the reader's
+ * liveness is checked: 0 with a reservation in d->res, TARGET_GONE when
+ * the subscription left or died, or an error. The clock is read only
+ * here. */
+static int wait_room(msgbus_bus *b, struct dest *d, const struct rec *rc, uint64_t deadline)
+{
+	_Atomic uint32_t *ec = &d->p.ib.ctl->space_ec;
+	if (deadline == MB_NO_WAIT) {
+		(void)mb_ec_prepare(ec);
+		return MSGBUS_EAGAIN;
+	}
+	for (;;) {
+		uint64_t now = mb_now_ns();
+		if (now >= deadline)
+			return MSGBUS_ETIMEDOUT;
+		uint64_t slice = deadline - now > b->check_ns ? now + b->check_ns : deadline;
+		int e = mb_inbox_reserve(&d->p, rc->head_len, rc->len, slice, &d->res);
+		if (e != MSGBUS_ETIMEDOUT)
+			return e;
+		if (!target_live(b, d))
+			return TARGET_GONE;
+	}
+}
+
+static int commit_one(struct dest *d, struct rec *rc)
+{
+	mb_crash_point("after_claim");
+	fill(rc, &d->res);
+	mb_crash_point("before_commit");
+	(void)mb_inbox_commit(&d->p, &d->res); /* a reader that took us for dead
+	                                        * dropped it: as if it had read it */
+	return 0;
+}
+
+/* One lossless target. With a crash point armed, reserve and commit
+ * apart, so a test can die between. */
+static int put_one(msgbus_bus *b, struct dest *d, struct rec *rc, uint64_t deadline)
+{
+	int e;
+	rec_gen(rc, d->t.gen);
+	if (__builtin_expect(atomic_load_explicit(&mb_crash_at, memory_order_relaxed) != 0, 0)) {
+		e = mb_inbox_reserve(&d->p, rc->head_len, rc->len, MB_NO_WAIT, &d->res);
+		if (!e)
+			return commit_one(d, rc);
+	} else {
+		e = mb_inbox_put(&d->p, rc->head, rc->head_len, rc->payload, rc->len, MB_NO_WAIT);
+		if (!e)
+			return 0;
+	}
+	if (e != MSGBUS_EAGAIN)
+		return e;
+	e = wait_room(b, d, rc, deadline);
+	if (e == TARGET_GONE) {
+		d->gone = true;
+		return 0; /* nobody to deliver to */
+	}
+	return e ? e : commit_one(d, rc);
+}
+
+static bool in_set(const struct dest *d)
+{
+	return !d->t.lossy && !d->gone;
+}
+
+/* Several lossless targets, all or nothing: reserve in each without
+ * waiting; when one is full, give the others back, wait for room in that
+ * one (keeping that reservation), and reserve the others again. A target
+ * that left is dropped from the set. */
+static int put_all(msgbus_bus *b, struct dest *d, uint32_t n, struct rec *rc, uint64_t deadline)
+{
+	uint32_t held = UINT32_MAX; /* reserved while we waited */
+	for (;;) {
+		uint32_t i;
+		int e = 0;
+		for (i = 0; i < n && !e; i++)
+			if (in_set(&d[i]) && i != held)
+				e = mb_inbox_reserve(&d[i].p, rc->head_len, rc->len, MB_NO_WAIT,
+				                     &d[i].res);
+		if (!e) {
+			mb_crash_point("after_claim");
+			for (i = 0; i < n; i++) {
+				if (!in_set(&d[i]))
+					continue;
+				rec_gen(rc, d[i].t.gen);
+				fill(rc, &d[i].res);
+			}
+			mb_crash_point("before_commit");
+			for (i = 0; i < n; i++)
+				if (in_set(&d[i]))
+					(void)mb_inbox_commit(&d[i].p, &d[i].res); /* as in
+					        commit_one */
+			return 0;
+		}
+		uint32_t full = i - 1;
+		for (i = 0; i < full; i++)
+			if (in_set(&d[i]) && i != held)
+				mb_inbox_abort(&d[i].p, &d[i].res);
+		if (held != UINT32_MAX)
+			mb_inbox_abort(&d[held].p, &d[held].res);
+		held = UINT32_MAX;
+		if (e != MSGBUS_EAGAIN)
+			return e;
+		e = wait_room(b, &d[full], rc, deadline);
+		if (e == TARGET_GONE)
+			d[full].gone = true;
+		else if (e)
+			return e;
+		else
+			held = full;
+	}
+}
+
+/* Write rc to every target: lossless first (all or nothing), then lossy
+ * (a full inbox counts a drop). *put: records written. */
+static int deliver(msgbus_bus *b, struct dest *d, uint32_t n, struct rec *rc, uint64_t deadline,
+                   uint32_t *put)
+{
+	uint32_t lossless = 0, last = 0;
+	int e = 0;
+	*put = 0;
+	for (uint32_t i = 0; i < n; i++)
+		if (!d[i].t.lossy) {
+			lossless++;
+			last = i;
+		}
+	if (lossless == 1)
+		e = put_one(b, &d[last], rc, deadline);
+	else if (lossless > 1)
+		e = put_all(b, d, n, rc, deadline);
+	if (e)
+		return e;
+	for (uint32_t i = 0; i < n; i++)
+		*put += !d[i].t.lossy && !d[i].gone;
+	for (uint32_t i = 0; i < n; i++) {
+		if (!d[i].t.lossy)
+			continue;
+		rec_gen(rc, d[i].t.gen);
+		if (mb_inbox_put(&d[i].p, rc->head, rc->head_len, rc->payload, rc->len, MB_NO_WAIT))
+			count_drop(b, d[i].t.slot);
+		else
+			++*put;
+	}
+	return 0;
+}
+
+void mb_route_buf_unref(msgbus_bus *b, const struct mb_rec_large *d)
+{
+	if (d->buf >= b->cfg.large_buffers)
+		return;
+	struct mb_bufctl *bc = mb_bufctl_at(b, d->buf);
+	if (atomic_load_explicit(&bc->gen, memory_order_relaxed) != d->buf_gen)
+		return; /* freed by a dead publisher's reaper and reused */
+	/* acq_rel: our reads of the data happen before whoever frees it;
+	 * pairs with the other references' decrements. */
+	if (atomic_fetch_sub_explicit(&bc->refs, 1, memory_order_acq_rel) == 1)
+		mb_buf_free(b, d->buf);
+}
+
+/* Publish through large buffer idx: every record references it. */
+static int deliver_large(msgbus_bus *b, struct dest *d, uint32_t n, const struct rec *rc,
+                         uint32_t idx, uint32_t gen, uint64_t deadline)
+{
+	struct mb_rec_large desc = { idx, gen, rc->len, 0 };
+	struct rec lr = *rc; /* the same record, carrying desc */
+	struct mb_rec_pfx pfx;
+	memcpy(&pfx, lr.head, sizeof(pfx));
+	pfx.kind = MB_REC_LARGE;
+	memcpy(lr.head, &pfx, sizeof(pfx));
+	lr.payload = &desc;
+	lr.len = sizeof(desc);
+	uint32_t put;
+	int e = deliver(b, d, n, &lr, deadline, &put);
+	struct mb_bufctl *bc = mb_bufctl_at(b, idx);
+	if (e) {
+		/* Nothing was put for a lossless target; lossy ones got nothing
+		 * either (they come after). The buffer stays ours. */
+		return e;
+	}
+	atomic_store_explicit(&bc->state, MB_BUF_SHARED(b->self), memory_order_release);
+	/* acq_rel: as in mb_route_buf_unref. */
+	uint32_t bias = MB_BUF_PUB_BIAS - put;
+	if (atomic_fetch_sub_explicit(&bc->refs, bias, memory_order_acq_rel) == bias)
+		mb_buf_free(b, idx);
+	return 0;
+}
+
+static int publish_to(msgbus_bus *b, struct dest *d, uint32_t n, struct rec *rc,
+                      uint32_t loan_idx, uint32_t loan_gen, uint64_t deadline)
+{
+	if (loan_idx != UINT32_MAX)
+		return deliver_large(b, d, n, rc, loan_idx, loan_gen, deadline);
+	if (rc->len <= b->ring_inline_max) {
+		uint32_t put;
+		return deliver(b, d, n, rc, deadline, &put);
+	}
+	if (!n)
+		return 0;
+	uint32_t idx, gen;
+	int e = mb_buf_alloc(b, deadline, &idx, &gen);
+	if (e)
+		return e;
+	memcpy(mb_bufdata_at(b, idx), rc->payload, rc->len);
+	mb_crash_point("mid_loan");
+	e = deliver_large(b, d, n, rc, idx, gen, deadline);
+	if (e)
+		mb_buf_free(b, idx);
+	return e;
+}
+
+int mb_route_publish(msgbus_bus *b, const char *subject, const void *data, size_t len,
+                     uint32_t loan_idx, uint32_t loan_gen, uint64_t deadline)
+{
+	if (!b || !subject)
+		return MSGBUS_EINVAL;
+	if (len > b->cfg.max_msg_size)
+		return MSGBUS_EMSGSIZE;
+	size_t slen = strnlen(subject, MB_SUBJECT_MAX + 1);
+	if (slen == 0 || slen > MB_SUBJECT_MAX)
+		return MSGBUS_EINVAL;
+	struct dest local[LOCAL_TARGETS], *d = local;
+	uint32_t n = 0, total = 0, cap = LOCAL_TARGETS;
+	int e = lookup(b, subject, slen, d, cap, &n, &total);
+	if (!e && total > n) { /* more than a few: room for every slot */
+		cap = b->cfg.max_subs;
+		d = malloc((size_t)cap * sizeof(*d));
+		if (!d)
+			return MSGBUS_ENOMEM;
+		e = lookup(b, subject, slen, d, cap, &n, &total);
+	}
+	if (!e) {
+		struct rec rc;
+		struct mb_rec_pfx pfx = { 0, MB_REC_INLINE, 0,
+		                          atomic_fetch_add_explicit(&b->pub_seq, 1,
+		                                                    memory_order_relaxed) };
+		memcpy(rc.head, &pfx, sizeof(pfx));
+		memcpy(rc.head + sizeof(pfx), subject, slen);
+		rc.head_len = (uint32_t)(sizeof(pfx) + slen);
+		rc.payload = data ? data : ""; /* never NULL, even for 0 bytes, to memcpy */
+		rc.len = (uint32_t)len;
+		e = publish_to(b, d, n, &rc, loan_idx, loan_gen, deadline);
+	}
+	if (d != local)
+		free(d);
+	return e;
+}
