@@ -164,6 +164,83 @@ MSGBUS_DECL int msgbus_listen(msgbus_bus *bus, const char *url, int *port);
 MSGBUS_DECL int msgbus_connect(msgbus_bus *bus, const char *url);
 MSGBUS_DECL int msgbus_link_stats_get(msgbus_bus *bus, msgbus_link_stats *stats);
 
+
+/*
+ * Introspection: what a bus holds, as snapshots. Each record is read
+ * with its state word before and after; the segment is untrusted, so a
+ * record that stays inconsistent or malformed is left out. See
+ * msgbus_stat_get(3).
+ */
+typedef struct msgbus_stat {
+	size_t size;               /* sizeof(msgbus_stat), set by the caller */
+	uint64_t segment_size;     /* bytes of the shared segment */
+	uint32_t ring_slots;       /* effective sizes of the bus, as created */
+	uint32_t slot_size;
+	uint32_t max_msg_size;
+	uint32_t large_buffers;
+	uint32_t max_subjects;     /* service names */
+	uint32_t max_subs;
+	uint32_t max_participants;
+	uint32_t inbox_size;
+	uint32_t spin_us;
+	uint32_t crash_bound_ms;
+	uint32_t participants;     /* open handles (slots in use) */
+	uint32_t subscriptions;    /* subscriptions (services not counted) */
+	uint32_t services;         /* service names with a queue */
+	uint32_t self;             /* this handle's participant index */
+	uint32_t interest_gen;     /* changes when subscriptions or services do */
+	uint32_t reserved[9];
+} msgbus_stat;
+
+/* msgbus_participant_info.flags */
+#define MSGBUS_PART_ALIVE 0x1u  /* its process holds the slot (exact check) */
+#define MSGBUS_PART_BRIDGE 0x2u /* a link's handle */
+#define MSGBUS_PART_SELF 0x4u   /* the handle asking */
+
+typedef struct msgbus_participant_info {
+	uint32_t index;            /* participant index, owner in msgbus_sub_info */
+	uint32_t pid;              /* process that opened it (informational) */
+	uint32_t flags;            /* MSGBUS_PART_* */
+	uint32_t reserved[5];
+} msgbus_participant_info;
+
+/* msgbus_sub_info.flags: MSGBUS_SUB_LOSSY, and */
+#define MSGBUS_SUBINFO_LOCAL 0x100u /* this handle's: delivered is known */
+
+#define MSGBUS_NAME_MAX 255        /* longest subject, pattern or name */
+
+typedef struct msgbus_sub_info {
+	char pattern[MSGBUS_NAME_MAX + 1]; /* NUL-terminated */
+	uint32_t slot;             /* subscription slot */
+	uint32_t owner;            /* participant index of the subscriber */
+	uint32_t flags;            /* MSGBUS_SUB_LOSSY, MSGBUS_SUBINFO_LOCAL */
+	uint32_t reserved0;
+	uint64_t delivered;        /* MSGBUS_SUBINFO_LOCAL only, else 0 */
+	uint64_t dropped;          /* lossy: messages its inbox had no room for */
+	uint64_t backlog;          /* messages in its inbox, not yet released */
+	uint64_t reserved[4];
+} msgbus_sub_info;
+
+typedef struct msgbus_service_info {
+	char name[MSGBUS_NAME_MAX + 1]; /* the service name, NUL-terminated */
+	uint32_t workers;          /* live workers */
+	uint32_t reserved0;
+	uint64_t queued;           /* requests no worker has taken yet */
+	uint64_t reserved[4];
+} msgbus_service_info;
+
+MSGBUS_DECL int msgbus_stat_get(msgbus_bus *bus, msgbus_stat *stat);
+MSGBUS_DECL int msgbus_participants(msgbus_bus *bus, msgbus_participant_info *arr,
+                                    size_t cap, size_t *n);
+MSGBUS_DECL int msgbus_subscriptions(msgbus_bus *bus, msgbus_sub_info *arr, size_t cap,
+                                     size_t *n);
+MSGBUS_DECL int msgbus_services(msgbus_bus *bus, msgbus_service_info *arr, size_t cap,
+                                size_t *n);
+/* Wait until at least n live subscriptions match subject (the start-up
+ * race): MSGBUS_OK, or MSGBUS_ETIMEDOUT. */
+MSGBUS_DECL int msgbus_wait_subscribers(msgbus_bus *bus, const char *subject, unsigned n,
+                                        int timeout_ms);
+
 #ifdef __cplusplus
 }
 #endif
