@@ -122,7 +122,7 @@ fi
 for args in "" "frob shm://$tag-u" "pub shm://$tag-u" "sub --bogus shm://$tag-u x" \
 	"sub --count 0 shm://$tag-u x" "sub --count 2x shm://$tag-u x" \
 	"pub --raw shm://$tag-u x" "req shm://$tag-u a b c" "req --timeout 0 shm://$tag-u s d" \
-	"stat shm://$tag-u"; do
+	"stat shm://$tag-u x" "stat --watch=0 shm://$tag-u" "stat --count 1 shm://$tag-u"; do
 	# shellcheck disable=SC2086 # the words of $args are the arguments
 	run usage $args
 	if [ "$(cat "$work/usage.rc")" = 2 ] && grep -q '^usage' "$work/usage.err" &&
@@ -341,6 +341,53 @@ else
 	fail "bench" "exit status $(cat "$work/bench.rc"), output:"
 	cat "$work/bench.out" "$work/bench.err"
 fi
+
+# ---- stat ------------------------------------------------------------------------
+
+# A bus with one known subscription and one service: stat lists them.
+url=shm://$tag-st
+start stsub sub --ready "$url" 'st.>'
+stsub=$bg
+start stsvc serve --ready "$url" st.svc
+stsvc=$bg
+if wait_line "$work/stsub.err" '^ready$' && wait_line "$work/stsvc.err" '^ready$'; then
+	run stat stat "$url"
+	o=$work/stat.out
+	if [ "$(cat "$work/stat.rc")" = 0 ] &&
+		grep -Eq "^bus $url\$" "$o" &&
+		grep -Eq '^  segment [0-9]+ bytes, inbox_size 1048576, max_msg_size 1048576, large_buffers 16$' "$o" &&
+		grep -Eq '^participants: 3$' "$o" &&
+		[ "$(grep -Ec '^  [0-9]+ +[0-9]+ +alive +(-|this command)$' "$o")" = 3 ] &&
+		grep -Eq '^subscriptions: 1$' "$o" &&
+		grep -Eq '^  SLOT +OWNER +MODE +DROPPED +BACKLOG +PATTERN$' "$o" &&
+		grep -Eq '^  [0-9]+ +[0-9]+ +lossless +0 +0 +st\.>$' "$o" &&
+		grep -Eq '^services: 1$' "$o" &&
+		grep -Eq '^  1 +0 +st\.svc$' "$o"; then
+		pass "stat lists the sizes, participants, the subscription and the service"
+	else
+		fail "stat" "exit status $(cat "$work/stat.rc"), output:"
+		cat "$o" "$work/stat.err"
+	fi
+	# --watch redraws until SIGINT (into a file: tables separated by --).
+	start watch stat --watch=50 "$url"
+	if wait_line "$work/watch.out" '^--$'; then
+		kill -s INT "$bg"
+		finish "$bg"
+		if [ "$rc" = 130 ] && [ "$(grep -c '^subscriptions: 1$' "$work/watch.out")" -ge 2 ]; then
+			pass "stat --watch redraws until SIGINT"
+		else
+			fail "stat --watch" "exit status $rc (want 130), output:"
+			cat "$work/watch.out"
+		fi
+	else
+		fail "stat --watch" "no second table"
+	fi
+else
+	fail "stat: sub/serve --ready" "no ready line"
+fi
+kill "$stsub" "$stsvc" 2>/dev/null
+finish "$stsub"
+finish "$stsvc"
 
 # ---- nothing left behind -----------------------------------------------------
 

@@ -21,9 +21,11 @@ enum opt_bit {
 	O_SIZE = 1 << 6,
 	O_CONNECT = 1 << 7,
 	O_LISTEN = 1 << 8,
+	O_WATCH = 1 << 9,
 };
 
 #define O_LINKS (O_CONNECT | O_LISTEN)
+#define DEFAULT_WATCH_MS 1000
 
 struct subcommand {
 	const char *name;
@@ -44,6 +46,7 @@ static const struct subcommand subcommands[] = {
 	  O_EXEC | O_COUNT | O_READY | O_LINKS, 2, 2 },
 	{ "bench", "bench [--count N] [--size BYTES] [--timeout MS] URL", cmd_bench,
 	  O_COUNT | O_SIZE | O_TIMEOUT | O_LINKS, 1, 1 },
+	{ "stat", "stat [--watch[=MS]] URL", cmd_stat, O_WATCH | O_LINKS, 1, 1 },
 };
 
 #define NSUBCOMMANDS (sizeof subcommands / sizeof subcommands[0])
@@ -58,6 +61,7 @@ static const struct option long_opts[] = {
 	{ "size", required_argument, NULL, 's' },
 	{ "connect", required_argument, NULL, 'C' },
 	{ "listen", required_argument, NULL, 'L' },
+	{ "watch", optional_argument, NULL, 'w' },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -134,6 +138,14 @@ static unsigned parse_option(int c, struct tool_opts *o)
 			return 0;
 		o->size = (size_t)v;
 		return O_SIZE;
+	case 'w':
+		/* --watch alone: every second. */
+		if (!optarg)
+			v = DEFAULT_WATCH_MS;
+		else if (parse_number(optarg, 1, INT_MAX, &v))
+			return 0;
+		o->watch_ms = (int)v;
+		return O_WATCH;
 	case 'r': o->raw = 1; return O_RAW;
 	case 'l': o->lossy = 1; return O_LOSSY;
 	case 'R': o->ready = 1; return O_READY;

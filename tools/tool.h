@@ -33,6 +33,7 @@ struct tool_opts {
 	size_t size;      /* --size BYTES (bench), 0: not given */
 	const char *exec; /* --exec CMD (serve) */
 	int raw, lossy, ready;
+	int watch_ms;     /* --watch[=MS] (stat), 0: not given */
 	const char *connect[MAX_LINKS];
 	int nconnect;
 	const char *listen[MAX_LINKS];
@@ -84,6 +85,7 @@ int cmd_sub(const struct tool_opts *o);
 int cmd_req(const struct tool_opts *o);
 int cmd_serve(const struct tool_opts *o);
 int cmd_bench(const struct tool_opts *o);
+int cmd_stat(const struct tool_opts *o);
 
 /* serve --exec: runs cmd through /bin/sh with in as its stdin; its stdout,
  * up to max bytes, goes to *out (malloc'd). Returns 0, or -1 with errno. */
