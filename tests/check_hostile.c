@@ -203,6 +203,44 @@ struct hz_child {
 	double seconds;
 };
 
+/* The introspection calls on the damaged segment: every string they give
+ * back must be NUL-terminated within its array. 0, or 1 when one is not. */
+static int hz_introspect(msgbus_bus *bus, uint64_t x)
+{
+	static msgbus_sub_info si[8];
+	static msgbus_service_info sv[8];
+	msgbus_participant_info pi[8];
+	msgbus_stat st = { .size = sizeof(st) };
+	size_t n = 0;
+	int rc;
+
+	switch ((x >> 24) % 5) {
+	case 0:
+		HZ(rc, msgbus_stat_get(bus, &st));
+		break;
+	case 1:
+		HZ(rc, msgbus_participants(bus, pi, 8, &n));
+		break;
+	case 2:
+		HZ(rc, msgbus_subscriptions(bus, si, 8, &n));
+		for (size_t i = 0; rc == MSGBUS_OK && i < n && i < 8; i++)
+			if (strnlen(si[i].pattern, sizeof(si[i].pattern)) == sizeof(si[i].pattern))
+				return 1;
+		break;
+	case 3:
+		HZ(rc, msgbus_services(bus, sv, 8, &n));
+		for (size_t i = 0; rc == MSGBUS_OK && i < n && i < 8; i++)
+			if (strnlen(sv[i].name, sizeof(sv[i].name)) == sizeof(sv[i].name))
+				return 1;
+		break;
+	default:
+		HZ(rc, msgbus_wait_subscribers(bus, "hz.a", 1 + (unsigned)(x >> 40) % 4,
+		                               (int)(x >> 44) % 10));
+		break;
+	}
+	return 0;
+}
+
 /* A victim: sets up, says ready, waits for the go, then makes random calls
  * with small timeouts until its time is up, and closes. Exit 0 whatever
  * the calls returned; a failure here is a crash, a hang, or a message
@@ -378,6 +416,8 @@ static int hz_victim_main(void *p)
 			msgbus_sub *s = subs[(x >> 20) % 3];
 			if (s != NULL)
 				HZ(rc, msgbus_sub_stats_get(s, &st));
+			if (hz_introspect(bus, x))
+				return TU_CHILD_FAIL(33, "introspection broke the API");
 			break;
 		}
 		case 11:
