@@ -5,6 +5,8 @@
  * publish, receive, lossy drops, a killed subscriber and queued requests,
  * and msgbus_wait_subscribers against a subscriber that comes later.
  */
+#include <sys/mman.h>
+
 #include <check.h>
 #include <signal.h>
 #include <stdio.h>
@@ -329,6 +331,109 @@ START_TEST(test_wait_subscribers)
 }
 END_TEST
 
+/* ---- a damaged segment ---------------------------------------------------- */
+
+/* The segment of url, mapped; its size in *size. */
+static unsigned char *map_segment(const char *url, size_t *size)
+{
+	char path[128];
+	struct stat sb;
+	tu_shm_path(path, sizeof(path), url);
+	int fd = open(path, O_RDWR | O_CLOEXEC);
+	ck_assert_msg(fd >= 0, "open %s: %s", path, strerror(errno));
+	ck_assert_int_eq(fstat(fd, &sb), 0);
+	void *p = mmap(NULL, (size_t)sb.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	close(fd);
+	ck_assert_ptr_ne(p, MAP_FAILED);
+	*size = (size_t)sb.st_size;
+	return p;
+}
+
+/* The subscription slot holding pattern: its pattern is preceded by its
+ * length and its state word (layout.h, struct mb_subslot). */
+static unsigned char *find_slot(unsigned char *seg, size_t size, const char *pattern)
+{
+	size_t len = strlen(pattern) + 1;
+	for (unsigned char *p = seg + 12; p + len <= seg + size;) {
+		unsigned char *q = memmem(p, (size_t)(seg + size - p), pattern, len);
+		if (!q)
+			break;
+		uint32_t plen;
+		uint64_t w;
+		memcpy(&plen, q - 4, 4);
+		memcpy(&w, q - 12, 8);
+		if (plen == len - 1 && (w & 0xff) == 2 /* ACTIVE */)
+			return q - 12;
+		p = q + 1;
+	}
+	ck_abort_msg("no slot with pattern %s", pattern);
+	return NULL;
+}
+
+/* Lengths out of bounds, an inner NUL, a service name without its prefix
+ * and worker bits beyond the participants: left out or bounded, never a
+ * crash; restored, the records are listed again. */
+START_TEST(test_damaged_slots)
+{
+	char url[96];
+	msgbus_options o = MSGBUS_OPTIONS_INIT;
+	msgbus_sub *sub = NULL;
+	msgbus_service *svc = NULL;
+	msgbus_sub_info si[CAP];
+	msgbus_service_info sv[CAP];
+	msgbus_stat st = { .size = sizeof(st) };
+	size_t n = 0, size;
+
+	o.inbox_size = 4096;
+	o.max_subs = 8;
+	tu_unique_url(url, sizeof(url), "shm");
+	msgbus_bus *bus = tu_open(url, &o);
+	TU_ASSERT_OK(msgbus_subscribe(bus, "zq.unique.x", 0, &sub));
+	TU_ASSERT_OK(msgbus_serve(bus, "zq.svc", NULL, NULL, &svc));
+	unsigned char *seg = map_segment(url, &size);
+	unsigned char *ss = find_slot(seg, size, "zq.unique.x");
+	unsigned char *qs = find_slot(seg, size, "_svc.zq.svc");
+	uint32_t keep_len, bad_len = 300;
+
+	memcpy(&keep_len, ss + 8, 4);
+	memcpy(ss + 8, &bad_len, 4);
+	TU_ASSERT_OK(msgbus_subscriptions(bus, si, CAP, &n));
+	ck_assert_uint_eq(n, 0);
+	TU_ASSERT_OK(msgbus_stat_get(bus, &st));
+	ck_assert_uint_eq(st.subscriptions, 0);
+	TU_ASSERT_RC(msgbus_wait_subscribers(bus, "zq.unique.x", 1, 0), MSGBUS_ETIMEDOUT);
+	memcpy(ss + 8, &keep_len, 4);
+	ss[12 + 3] = '\0'; /* "zq." then NUL, within the length */
+	TU_ASSERT_OK(msgbus_subscriptions(bus, si, CAP, &n));
+	ck_assert_uint_eq(n, 0);
+	ss[12 + 3] = 'u';
+	TU_ASSERT_OK(msgbus_subscriptions(bus, si, CAP, &n));
+	ck_assert_uint_eq(n, 1);
+	ck_assert_str_eq(si[0].pattern, "zq.unique.x");
+	TU_ASSERT_OK(msgbus_wait_subscribers(bus, "zq.unique.x", 1, 0));
+
+	/* Every worker bit set: only live participants count. */
+	unsigned char keep_members[64];
+	memcpy(keep_members, qs + 272, 64);
+	memset(qs + 272, 0xff, 64);
+	TU_ASSERT_OK(msgbus_services(bus, sv, CAP, &n));
+	ck_assert_uint_eq(n, 1);
+	ck_assert_uint_eq(sv[0].workers, 1);
+	memcpy(qs + 272, keep_members, 64);
+	qs[12] = 'x'; /* "xsvc.zq.svc": not a service name */
+	TU_ASSERT_OK(msgbus_services(bus, sv, CAP, &n));
+	ck_assert_uint_eq(n, 0);
+	qs[12] = '_';
+	TU_ASSERT_OK(msgbus_services(bus, sv, CAP, &n));
+	ck_assert_uint_eq(n, 1);
+	ck_assert_str_eq(sv[0].name, "zq.svc");
+	munmap(seg, size);
+	TU_ASSERT_OK(msgbus_unserve(svc));
+	TU_ASSERT_OK(msgbus_unsubscribe(sub));
+	close_bus(bus, url);
+}
+END_TEST
+
 Suite *suite_introspect(void)
 {
 	Suite *s = suite_create("introspect");
@@ -341,6 +446,7 @@ Suite *suite_introspect(void)
 		tc = tu_tcase("processes", TU_CASE_TIMEOUT);
 		tcase_add_test(tc, test_killed_subscriber);
 		tcase_add_test(tc, test_wait_subscribers);
+		tcase_add_test(tc, test_damaged_slots);
 		suite_add_tcase(s, tc);
 	}
 	return s;
