@@ -209,7 +209,8 @@ END_TEST
 struct kid {
 	const char *url;
 	struct tu_pipe ready;
-	int delay_ms; /* before subscribing */
+	struct tu_pipe go; /* gated: subscribes once it reads from go */
+	int gated;
 };
 
 /* Subscribes to k.x and serves k.svc, says so, then waits to be killed. */
@@ -221,7 +222,9 @@ static int kid_main(void *p)
 	msgbus_service *svc = NULL;
 	if (msgbus_open(&bus, c->url, NULL))
 		return TU_CHILD_FAIL(10, "open");
-	tu_sleep_ms(c->delay_ms);
+	int x;
+	if (c->gated && tu_pipe_get(&c->go, TU_WAIT_MS, &x))
+		return TU_CHILD_FAIL(12, "no go");
 	if (msgbus_subscribe(bus, "k.x", 0, &sub) || msgbus_serve(bus, "k.svc", NULL, NULL, &svc))
 		return TU_CHILD_FAIL(11, "subscribe/serve");
 	tu_pipe_put(&c->ready, 1);
@@ -244,7 +247,7 @@ START_TEST(test_killed_subscriber)
 	tu_unique_url(url, sizeof(url), "shm");
 	msgbus_bus *bus = tu_open(url, NULL);
 	c.url = url;
-	c.delay_ms = 0;
+	c.gated = 0;
 	tu_pipe_init(&c.ready);
 	pid_t pid = tu_spawn(kid_main, &c);
 	ck_assert_msg(tu_pipe_get(&c.ready, TU_WAIT_MS, &x) == 0, "child did not subscribe");
@@ -306,12 +309,15 @@ START_TEST(test_wait_subscribers)
 	TU_ASSERT_RC(msgbus_wait_subscribers(NULL, "k.x", 1, 0), MSGBUS_EINVAL);
 	TU_ASSERT_OK(msgbus_wait_subscribers(bus, "k.x", 0, 0));
 	c.url = url;
-	c.delay_ms = 300;
+	c.gated = 1;
 	tu_pipe_init(&c.ready);
+	tu_pipe_init(&c.go);
 	pid_t pid = tu_spawn(kid_main, &c);
 	double t0 = tu_now_ms();
 	TU_ASSERT_RC(msgbus_wait_subscribers(bus, "k.x", 1, 0), MSGBUS_ETIMEDOUT);
 	ck_assert_msg(tu_now_ms() - t0 < 100.0, "timeout 0 waited %.0f ms", tu_now_ms() - t0);
+	/* The child subscribes only after the wait began. */
+	ck_assert_int_eq(tu_pipe_put(&c.go, 1), 0);
 	TU_ASSERT_OK(msgbus_wait_subscribers(bus, "k.x", 1, TU_WAIT_MS));
 	/* It subscribed, so it says so right after. */
 	ck_assert_msg(tu_pipe_get(&c.ready, TU_WAIT_MS, &x) == 0, "child did not subscribe");
@@ -327,6 +333,7 @@ START_TEST(test_wait_subscribers)
 	TU_ASSERT_OK(msgbus_unsubscribe(mine));
 	tu_kill_child(pid);
 	tu_pipe_close(&c.ready);
+	tu_pipe_close(&c.go);
 	close_bus(bus, url);
 }
 END_TEST
