@@ -8,7 +8,9 @@
 #include <sys/mman.h>
 
 #include <check.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -338,6 +340,68 @@ START_TEST(test_wait_subscribers)
 }
 END_TEST
 
+struct churn {
+	msgbus_bus *bus;
+	_Atomic int stop;
+	_Atomic int rounds;
+};
+
+/* Subscribes and unsubscribes in a loop: slots change under the readers. */
+static void *churn_main(void *p)
+{
+	struct churn *c = p;
+	while (!atomic_load(&c->stop)) {
+		msgbus_sub *s = NULL;
+		if (msgbus_subscribe(c->bus, atomic_load(&c->rounds) % 2 ? "churn.a.b.c" : "c.>", 0,
+		                     &s) == MSGBUS_OK)
+			msgbus_unsubscribe(s);
+		atomic_fetch_add(&c->rounds, 1);
+	}
+	return NULL;
+}
+
+/* Snapshots taken while another handle's subscriptions come and go show
+ * only whole records: a pattern that was there, never a mix. */
+START_TEST(test_snapshot_under_churn)
+{
+	char url[96];
+	msgbus_sub *keep = NULL;
+	msgbus_sub_info si[CAP];
+	struct churn c = { NULL, 0, 0 };
+	pthread_t th;
+	size_t n;
+
+	tu_unique_url(url, sizeof(url), tu_scheme(_i));
+	msgbus_bus *bus = tu_open(url, NULL);
+	c.bus = tu_open(url, NULL);
+	TU_ASSERT_OK(msgbus_subscribe(bus, "keep.x", 0, &keep));
+	ck_assert_int_eq(pthread_create(&th, NULL, churn_main, &c), 0);
+	double end = tu_now_ms() + 300;
+	int snaps = 0;
+	while (tu_now_ms() < end || atomic_load(&c.rounds) < 50) {
+		TU_ASSERT_OK(msgbus_subscriptions(bus, si, CAP, &n));
+		ck_assert_uint_ge(n, 1);
+		ck_assert_uint_le(n, 2);
+		for (size_t i = 0; i < n; i++)
+			ck_assert_msg(!strcmp(si[i].pattern, "keep.x") ||
+			                      !strcmp(si[i].pattern, "churn.a.b.c") ||
+			                      !strcmp(si[i].pattern, "c.>"),
+			              "pattern %s", si[i].pattern);
+		TU_ASSERT_OK(msgbus_wait_subscribers(bus, "keep.x", 1, 0));
+		snaps++;
+		if (tu_now_ms() > end + TU_WAIT_MS)
+			break;
+	}
+	atomic_store(&c.stop, 1);
+	pthread_join(th, NULL);
+	ck_assert_int_ge(atomic_load(&c.rounds), 50);
+	ck_assert_int_gt(snaps, 0);
+	TU_ASSERT_OK(msgbus_unsubscribe(keep));
+	TU_ASSERT_OK(msgbus_close(c.bus));
+	close_bus(bus, url);
+}
+END_TEST
+
 /* ---- a damaged segment ---------------------------------------------------- */
 
 /* The segment of url, mapped; its size in *size. */
@@ -448,6 +512,7 @@ Suite *suite_introspect(void)
 	tcase_add_loop_test(tc, test_stat_sizes_and_counts, 0, TU_NSCHEMES);
 	tcase_add_loop_test(tc, test_subscriptions_contents, 0, TU_NSCHEMES);
 	tcase_add_loop_test(tc, test_services_queued, 0, TU_NSCHEMES);
+	tcase_add_loop_test(tc, test_snapshot_under_churn, 0, TU_NSCHEMES);
 	suite_add_tcase(s, tc);
 	if (!tu_valgrind()) {
 		tc = tu_tcase("processes", TU_CASE_TIMEOUT);
