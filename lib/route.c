@@ -363,6 +363,7 @@ static int deliver(msgbus_bus *b, struct dest *d, uint32_t n, struct rec *rc, ui
 		e = put_all(b, d, n, rc, deadline);
 	if (e)
 		return e;
+	mb_crash_point("before_lossy");
 	for (uint32_t i = 0; i < n; i++)
 		*put += !d[i].t.lossy && !d[i].gone;
 	for (uint32_t i = 0; i < n; i++) {

@@ -953,6 +953,38 @@ START_TEST(test_v2_publisher_dies)
 }
 END_TEST
 
+/* A publisher dies between a message's lossless and lossy records (v2 puts
+ * the lossless ones first, all or nothing): the lossless subscriber has
+ * it, the lossy one never does and counts no drop; both go on. */
+START_TEST(test_v2_publisher_dies_before_lossy)
+{
+	char url[96];
+	msgbus_options o = MSGBUS_OPTIONS_INIT;
+	msgbus_sub *lossless = NULL, *lossy = NULL;
+	msgbus_sub_stats st;
+	struct v2_child c = { 0 };
+
+	tu_unique_url(url, sizeof(url), "shm");
+	v2_options(&o);
+	msgbus_bus *bus = tu_open(url, &o);
+	TU_ASSERT_OK(msgbus_subscribe(bus, "cp.x", 0, &lossless));
+	TU_ASSERT_OK(msgbus_subscribe(bus, "cp.*", MSGBUS_SUB_LOSSY, &lossy));
+	c.len = 8;
+	pid_t pid = v2_spawn(&c, url, "before_lossy", V2_PUB);
+	assert_killed(pid);
+	struct tu_seqmsg v = { 0, 1 };
+	TU_ASSERT_OK(msgbus_publish(bus, "cp.x", &v, sizeof(v), 0));
+	TU_RECV_SEQ(lossless, "cp.x", 1000);
+	TU_RECV_SEQ(lossless, "cp.x", 1);
+	TU_RECV_SEQ(lossy, "cp.x", 1);
+	TU_ASSERT_EMPTY(lossless);
+	TU_ASSERT_EMPTY(lossy);
+	TU_ASSERT_OK(msgbus_sub_stats_get(lossy, &st));
+	ck_assert_uint_eq(st.dropped, 0);
+	v2_close(&c, bus, url);
+}
+END_TEST
+
 /* A reader dies releasing a large message, after giving its record back
  * and before dropping its reference. Known gap (recv.c, msgbus_msg_release):
  * that one reference leaks rather than a buffer being freed twice, so the
@@ -1052,6 +1084,7 @@ Suite *suite_crash(void)
 
 	tc = tu_tcase("v2 crash points", TU_CASE_TIMEOUT);
 	tcase_add_loop_test(tc, test_v2_publisher_dies, 0, 3);
+	tcase_add_test(tc, test_v2_publisher_dies_before_lossy);
 	tcase_add_test(tc, test_v2_reader_dies_in_unref);
 	tcase_add_loop_test(tc, test_v2_subscriber_dies, 0, 2);
 	suite_add_tcase(s, tc);
