@@ -30,8 +30,14 @@ static bool reusable(msgbus_bus *b, uint64_t w, bool refresh, bool liveness)
 		gate = mb_ring_gate(b, t);
 		return mb_seq_diff(gate & MB_SEQ_MASK, MB_BUF_SEQ(w)) > 0;
 	}
-	if (MB_BUF_KIND(w) == 3)
-		return false; /* SHARED: the last reference frees it */
+	if (MB_BUF_KIND(w) == 3) {
+		/* SHARED: the last reference frees it. A publisher that died
+		 * holding its own one has it dropped by its reaper. */
+		uint32_t owner = MB_BUF_OWNER(w);
+		if (liveness && owner != b->self && owner < b->cfg.max_participants)
+			(void)mb_part_alive(b, owner);
+		return false;
+	}
 	if (MB_BUF_KIND(w) == 1 && liveness) {
 		/* Loaned by the dead: its reaper frees the buffer while it
 		 * holds the dead slot. Taking it here by CAS could take it
@@ -250,4 +256,14 @@ void msgbus_loan_abort(msgbus_buf *loan)
 	mb_buf_free(loan->bus, loan->idx);
 	loan_unlink(loan);
 	free(loan);
+}
+
+uint32_t mb_buf_free_count(msgbus_bus *b)
+{
+	uint32_t n = 0;
+	for (uint32_t i = 0; i < b->cfg.large_buffers; i++)
+		/* Relaxed: a count for tests and stats, no data read after. */
+		n += atomic_load_explicit(&mb_bufctl_at(b, i)->state, memory_order_relaxed) ==
+		     MB_BUF_FREE;
+	return n;
 }

@@ -173,7 +173,7 @@ struct mb_bufctl {
 	_Atomic uint32_t gen; /* bumped on every loan: lossy readers detect reuse */
 	_Atomic uint32_t refs; /* SHARED: inbox records still referencing it */
 	_Atomic uint32_t backed; /* its pages are allocated (shm:// segments) */
-	uint32_t pad;
+	_Atomic uint32_t pub_put; /* SHARED: records its publisher put (its reaper drops the rest) */
 };
 
 /*

@@ -15,9 +15,43 @@
 
 #include <unistd.h>
 
-/* Free the loaned buffers and the control lock of participant idx. Only
- * while holding its slot: once the index is reused, the same words may
- * name the new participant. Caller owns slot idx. */
+/* Buffer bc was SHARED by participant idx, now dead: if it died before
+ * dropping its own reference (the bias, less the records it put), drop it
+ * now. Only the holder of slot idx can (we are): while the bias is there
+ * nobody frees the buffer, so the state read after refs is of the same
+ * use of it. A corrupt count leaves the buffer held rather than freed
+ * under its readers. */
+static void drop_dead_publisher_ref(msgbus_bus *b, uint32_t i, uint32_t idx)
+{
+	struct mb_bufctl *bc = mb_bufctl_at(b, i);
+	/* Acquire: pairs with the readers' acq_rel decrements (route.c). */
+	uint32_t r = atomic_load_explicit(&bc->refs, memory_order_acquire);
+	for (;;) {
+		if (r < MB_BUF_PUB_BIAS / 2)
+			return; /* the publisher dropped it */
+		/* Acquire: pairs with the release store of SHARED in route.c's
+		 * deliver_large, after pub_put was written. */
+		if (atomic_load_explicit(&bc->state, memory_order_acquire) != MB_BUF_SHARED(idx))
+			return;
+		uint32_t put = atomic_load_explicit(&bc->pub_put, memory_order_relaxed);
+		uint32_t bias = MB_BUF_PUB_BIAS - put;
+		if (put > b->cfg.max_subs || r < bias)
+			return;
+		/* acq_rel: as the publisher's own drop in deliver_large. */
+		if (atomic_compare_exchange_weak_explicit(&bc->refs, &r, r - bias,
+		                                          memory_order_acq_rel,
+		                                          memory_order_acquire)) {
+			if (r == bias)
+				atomic_store_explicit(&bc->state, MB_BUF_FREE, memory_order_release);
+			return;
+		}
+	}
+}
+
+/* Free the loaned buffers, the shared ones' references and the control
+ * lock of participant idx. Only while holding its slot: once the index is
+ * reused, the same words may name the new participant. Caller owns slot
+ * idx. */
 static void release_held(msgbus_bus *b, uint32_t idx)
 {
 	for (uint32_t i = 0; i < b->cfg.large_buffers; i++) {
@@ -25,6 +59,8 @@ static void release_held(msgbus_bus *b, uint32_t idx)
 		uint64_t w = atomic_load(&bc->state);
 		if (MB_BUF_KIND(w) == 1 && MB_BUF_OWNER(w) == idx)
 			atomic_compare_exchange_strong(&bc->state, &w, MB_BUF_FREE);
+		else if (w == MB_BUF_SHARED(idx))
+			drop_dead_publisher_ref(b, i, idx);
 	}
 	uint32_t owner = idx + 1;
 	atomic_compare_exchange_strong(&b->hdr->ctl_owner, &owner, 0);

@@ -363,6 +363,7 @@ static int deliver(msgbus_bus *b, struct dest *d, uint32_t n, struct rec *rc, ui
 		e = put_all(b, d, n, rc, deadline);
 	if (e)
 		return e;
+	mb_crash_point("before_lossy");
 	for (uint32_t i = 0; i < n; i++)
 		*put += !d[i].t.lossy && !d[i].gone;
 	for (uint32_t i = 0; i < n; i++) {
@@ -384,6 +385,7 @@ void mb_route_buf_unref(msgbus_bus *b, const struct mb_rec_large *d)
 	struct mb_bufctl *bc = mb_bufctl_at(b, d->buf);
 	if (atomic_load_explicit(&bc->gen, memory_order_relaxed) != d->buf_gen)
 		return; /* freed by a dead publisher's reaper and reused */
+	mb_crash_point("buf_unref");
 	/* acq_rel: our reads of the data happen before whoever frees it;
 	 * pairs with the other references' decrements. */
 	if (atomic_fetch_sub_explicit(&bc->refs, 1, memory_order_acq_rel) == 1)
@@ -410,7 +412,10 @@ static int deliver_large(msgbus_bus *b, struct dest *d, uint32_t n, const struct
 		 * either (they come after). The buffer stays ours. */
 		return e;
 	}
+	/* Relaxed: published by the SHARED store; read by our reaper (live.c). */
+	atomic_store_explicit(&bc->pub_put, put, memory_order_relaxed);
 	atomic_store_explicit(&bc->state, MB_BUF_SHARED(b->self), memory_order_release);
+	mb_crash_point("buf_shared");
 	/* acq_rel: as in mb_route_buf_unref. */
 	uint32_t bias = MB_BUF_PUB_BIAS - put;
 	if (atomic_fetch_sub_explicit(&bc->refs, bias, memory_order_acq_rel) == bias)

@@ -4,6 +4,7 @@
  * pattern write (route.c). Service slots (queue) take a cursor in every
  * matching service ring instead (serve.c, control.c).
  */
+#include "crash.h"
 #include "ring.h"
 #include "route.h"
 #include "sub.h"
@@ -128,6 +129,7 @@ static int sub_create(msgbus_bus *b, const char *pattern, unsigned flags, msgbus
 	atomic_store_explicit(&mb_subslot_at(b, sub->slot)->word,
 	                      mb_subw(sub->gen, b->self, sflags, MB_SUB_ACTIVE),
 	                      memory_order_release);
+	mb_crash_point("sub_active");
 	/* Release: pairs with the acquire load in route.c's lookup, so a
 	 * publish that starts after we return sees this subscription. */
 	atomic_fetch_add_explicit(&b->hdr->interest_gen, 1, memory_order_release);
@@ -199,6 +201,7 @@ void mb_sub_destroy(msgbus_sub *sub)
 	uint64_t w = atomic_load(&ss->word);
 	if (MB_SUBW_GEN(w) == sub->gen && MB_SUBW_STATE(w) != MB_SUB_FREE)
 		atomic_compare_exchange_strong(&ss->word, &w, mb_subw(sub->gen, 0, 0, MB_SUB_FREE));
+	mb_crash_point("unsub_freed");
 	/* Release: pairs with the acquire in route.c's lookup. */
 	atomic_fetch_add_explicit(&b->hdr->interest_gen, 1, memory_order_release);
 	/* What publishers that had not seen us leave put meanwhile. */
