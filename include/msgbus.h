@@ -164,6 +164,10 @@ MSGBUS_DECL int msgbus_listen(msgbus_bus *bus, const char *url, int *port);
 MSGBUS_DECL int msgbus_connect(msgbus_bus *bus, const char *url);
 MSGBUS_DECL int msgbus_link_stats_get(msgbus_bus *bus, msgbus_link_stats *stats);
 
+/* Make every call blocked on bus (and every later one, but msgbus_close
+ * and the releases) return MSGBUS_ECLOSED. Async-signal-safe. */
+MSGBUS_DECL int msgbus_shutdown(msgbus_bus *bus);
+
 #ifdef __cplusplus
 }
 #endif
