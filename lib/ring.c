@@ -140,6 +140,8 @@ int mb_ring_claim(msgbus_bus *b, uint32_t t, uint64_t deadline, uint64_t *pos)
 				return MSGBUS_EAGAIN;
 			if (now >= deadline)
 				return MSGBUS_ETIMEDOUT;
+			if (mb_closing(b))
+				return MSGBUS_ECLOSED;
 			mb_nap_us(50);
 			continue;
 		}

@@ -15,9 +15,12 @@
 #include "test_util.h"
 
 /* The issue asks for 10 ms; the bound asserted leaves room for a machine
- * shared with other jobs (the measured worst case is printed). */
+ * shared with other jobs (the measured worst case is printed, and each
+ * call over the goal). A lost wake-up would show as a full re-check
+ * period of the waits, which the rig makes long (crash_bound_ms / 4). */
 #define SHUTDOWN_GOAL_MS 10.0
-#define SHUTDOWN_BOUND_MS 250.0
+#define SHUTDOWN_BOUND_MS 1000.0
+#define RIG_CRASH_BOUND_MS 20000
 #define SETTLE_MS 50 /* blocked threads get past their spin into a sleep */
 
 enum kind { K_RECV, K_SVC_RECV, K_REQUEST, K_CALL_WAIT, K_PUBLISH, K_LOAN, K_COUNT };
@@ -102,6 +105,7 @@ static void rig_open(struct rig *r, const char *scheme)
 	msgbus_options o = MSGBUS_OPTIONS_INIT;
 	o.inbox_size = 4096;
 	o.large_buffers = 4;
+	o.crash_bound_ms = RIG_CRASH_BOUND_MS;
 	memset(r, 0, sizeof(*r));
 	tu_unique_url(r->url, sizeof(r->url), scheme);
 	r->bus = tu_open(r->url, &o);
@@ -152,6 +156,8 @@ static double rig_join(struct rig *r, double t0, const char *how)
 		double lat = w->ended_ms - t0;
 		if (lat > worst)
 			worst = lat;
+		if (lat > SHUTDOWN_GOAL_MS)
+			printf("shutdown (%s): %s took %.3f ms\n", how, kind_name[k], lat);
 		ck_assert_msg(lat < SHUTDOWN_BOUND_MS, "%s took %.2f ms (%s)", kind_name[k], lat, how);
 	}
 	printf("shutdown (%s): worst wake-up %.3f ms over %d blocked calls (goal %.0f ms)\n", how,
