@@ -339,6 +339,50 @@ START_TEST(test_other_handle_unaffected)
 }
 END_TEST
 
+static void on_msg(const msgbus_msg *m, void *arg)
+{
+	(void)m;
+	atomic_fetch_add((_Atomic int *)arg, 1);
+}
+
+static void on_req(msgbus_req *rq, void *arg)
+{
+	atomic_fetch_add((_Atomic int *)arg, 1);
+	msgbus_respond(rq, "ok", 2);
+}
+
+/* Callback subscriptions and workers stop at the shutdown; close joins
+ * their threads at once. */
+START_TEST(test_shutdown_callbacks)
+{
+	char url[96];
+	_Atomic int msgs = 0, reqs = 0;
+	msgbus_sub *sub;
+	msgbus_service *svc;
+	msgbus_msg *m;
+	tu_unique_url(url, sizeof(url), tu_scheme(_i));
+	msgbus_bus *bus = tu_open(url, NULL);
+	TU_ASSERT_OK(msgbus_subscribe_cb(bus, "cb.x", 0, on_msg, &msgs, &sub));
+	TU_ASSERT_OK(msgbus_serve(bus, "cb.svc", on_req, &reqs, &svc));
+	TU_ASSERT_OK(msgbus_publish(bus, "cb.x", "a", 1, -1));
+	TU_ASSERT_OK(msgbus_request(bus, "cb.svc", "q", 1, &m, TU_WAIT_MS));
+	msgbus_msg_release(m);
+	double end = tu_now_ms() + TU_WAIT_MS;
+	while (atomic_load(&msgs) < 1 && tu_now_ms() < end)
+		tu_sleep_ms(1);
+	ck_assert_int_eq(atomic_load(&msgs), 1);
+	ck_assert_int_eq(atomic_load(&reqs), 1);
+	TU_ASSERT_OK(msgbus_shutdown(bus));
+	TU_ASSERT_OK(msgbus_shutdown(bus)); /* twice is fine */
+	double t0 = tu_now_ms();
+	TU_ASSERT_OK(msgbus_close(bus));
+	double took = tu_now_ms() - t0;
+	printf("shutdown (callbacks, %s): close took %.3f ms\n", tu_scheme(_i), took);
+	ck_assert_msg(took < SHUTDOWN_BOUND_MS, "close took %.2f ms", took);
+	TU_ASSERT_NO_SEGMENT(url);
+}
+END_TEST
+
 START_TEST(test_shutdown_args)
 {
 	TU_ASSERT_RC(msgbus_shutdown(NULL), MSGBUS_EINVAL);
@@ -353,6 +397,7 @@ Suite *suite_shutdown(void)
 	tcase_add_loop_test(tc, test_shutdown_from_thread, 0, TU_NSCHEMES);
 	tcase_add_loop_test(tc, test_shutdown_from_signal, 0, 2);
 	tcase_add_test(tc, test_signal_does_not_end_wait);
+	tcase_add_loop_test(tc, test_shutdown_callbacks, 0, TU_NSCHEMES);
 	tcase_add_test(tc, test_other_handle_unaffected);
 	suite_add_tcase(s, tc);
 	return s;
