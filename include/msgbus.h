@@ -241,6 +241,10 @@ MSGBUS_DECL int msgbus_services(msgbus_bus *bus, msgbus_service_info *arr, size_
 MSGBUS_DECL int msgbus_wait_subscribers(msgbus_bus *bus, const char *subject, unsigned n,
                                         int timeout_ms);
 
+/* Make every call blocked on bus (and every later one, but msgbus_close
+ * and the releases) return MSGBUS_ECLOSED. Async-signal-safe. */
+MSGBUS_DECL int msgbus_shutdown(msgbus_bus *bus);
+
 #ifdef __cplusplus
 }
 #endif

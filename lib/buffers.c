@@ -129,6 +129,8 @@ static void reap_dead_readers(msgbus_bus *b)
 int mb_buf_alloc(msgbus_bus *b, uint64_t deadline, uint32_t *idx, uint32_t *gen)
 {
 	for (unsigned round = 0;; round++) {
+		if (mb_closing(b))
+			return MSGBUS_ECLOSED; /* naps are short: no wake needed */
 		/* Liveness checks cost system calls: the first slow round
 		 * and then every 16th. */
 		if (round % 16 == 1)
@@ -240,6 +242,8 @@ int msgbus_commit(msgbus_buf *loan, const char *subject, size_t len, int timeout
 		return MSGBUS_EINVAL;
 	if (len > loan->len)
 		return MSGBUS_EMSGSIZE;
+	if (mb_closing(loan->bus))
+		return MSGBUS_ECLOSED;
 	uint64_t deadline = mb_publish_deadline(timeout_ms);
 	int rc = mb_route_publish(loan->bus, subject, NULL, len, loan->idx, loan->gen, deadline);
 	if (!rc) {

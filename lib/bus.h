@@ -85,7 +85,18 @@ struct msgbus_bus {
 	_Atomic uint32_t corr;     /* next correlation id */
 	struct msgbus_bus *next_open; /* registry of open handles, for fork */
 	bool forked;               /* inherited through fork(): not ours to use */
+	/* Set once by msgbus_shutdown (possibly from a signal handler): every
+	 * wait of this handle returns MSGBUS_ECLOSED. seq_cst: the store pairs
+	 * with the seq_cst re-check a waiter makes after mb_ec_prepare
+	 * (Dekker with the wakes that follow the store). */
+	_Atomic int closing;
 };
+
+/* Has msgbus_shutdown been called on b? seq_cst: see closing. */
+static inline bool mb_closing(const msgbus_bus *b)
+{
+	return atomic_load_explicit(&b->closing, memory_order_seq_cst) != 0;
+}
 
 /* Addresses of shared structures; indexes must already be in range. */
 static inline struct mb_part *mb_part_at(msgbus_bus *b, uint32_t i)

@@ -71,6 +71,8 @@ int msgbus_call_start(msgbus_bus *bus, const char *service, const void *data, si
 {
 	if (!bus || !out || (!data && len) || timeout_ms == 0 || timeout_ms < -1)
 		return MSGBUS_EINVAL;
+	if (mb_closing(bus))
+		return MSGBUS_ECLOSED;
 	if (len > bus->cfg.max_msg_size - sizeof(struct mb_req_hdr) ||
 	    bus->cfg.max_msg_size < sizeof(struct mb_req_hdr))
 		return MSGBUS_EMSGSIZE;
@@ -234,6 +236,10 @@ int msgbus_call_wait(msgbus_call *call, msgbus_msg **reply, int timeout_ms)
 	struct mb_spin spin = { 0, 0 };
 	int result;
 	for (;;) {
+		if (mb_closing(b)) {
+			result = MSGBUS_ECLOSED; /* checked after each wake */
+			break;
+		}
 		if (check(call, e, false, &result, reply) == 0)
 			break;
 		if (until != 0 && mb_spinning(&spin, b->spin_ns))
@@ -249,6 +255,12 @@ int msgbus_call_wait(msgbus_call *call, msgbus_msg **reply, int timeout_ms)
 		uint32_t v = mb_ec_prepare(&e->ec);
 		if (check(call, e, false, &result, reply) == 0)
 			break;
+		/* seq_cst (mb_closing): after mb_ec_prepare, the Dekker pair
+		 * with msgbus_shutdown's store and wakes. */
+		if (mb_closing(b)) {
+			result = MSGBUS_ECLOSED;
+			break;
+		}
 		uint64_t wake = call->next_check;
 		if (call->deadline < wake)
 			wake = call->deadline;

@@ -65,6 +65,8 @@ int mb_ctl_lock(msgbus_bus *b, uint64_t deadline)
 		deadline = mb_ctl_deadline(b);
 	uint64_t next_check = 0;
 	for (unsigned i = 0;; i++) {
+		if (mb_closing(b))
+			return MSGBUS_ECLOSED; /* each nap is short: no wake needed */
 		/* The clock is read only here: the lock is rare, and a timeout
 		 * of 0 must still look whether a holder died. */
 		uint64_t now = mb_now_ns();

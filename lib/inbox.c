@@ -294,6 +294,15 @@ void mb_inbox_prod_init(struct mb_inbox_prod *p, const struct mb_inbox *ib, uint
 	p->spin_ns = spin_ns;
 	p->owner_dead = owner_dead;
 	p->owner_ctx = owner_ctx;
+	p->stop = NULL;
+}
+
+/* Has the waiter's handle been shut down? seq_cst: pairs with the seq_cst
+ * store of the flag, which is followed by a wake of every eventcount
+ * (Dekker with our mb_ec_prepare: we see the flag or it sees WAITERS). */
+static bool stopped(const _Atomic int *stop)
+{
+	return stop && atomic_load_explicit(stop, memory_order_seq_cst);
 }
 
 enum { ROOM_OK, ROOM_FULL, ROOM_BAD };
@@ -331,12 +340,16 @@ static int wait_room(struct mb_inbox_prod *p, struct prod_wait *w, uint64_t r, u
 
 	if (w->deadline == MB_NO_WAIT)
 		return MSGBUS_EAGAIN;
+	if (stopped(p->stop))
+		return MSGBUS_ECLOSED;
 	if (mb_spinning(&w->spin, p->spin_ns))
 		return 0;
 	now = mb_now_ns();
 	if (now >= w->deadline)
 		return MSGBUS_ETIMEDOUT;
 	v = mb_ec_prepare(&ctl->space_ec);
+	if (stopped(p->stop))
+		return MSGBUS_ECLOSED;
 	/* seq_cst: pairs with the seq_cst store of release in mb_inbox_flush
 	 * (Dekker with its mb_ec_signal): we see the room or it sees WAITERS.
 	 * Includes the acquire of room(). */
@@ -365,6 +378,8 @@ static int wait_lock(struct mb_inbox_prod *p, struct prod_wait *w, uint64_t lw)
 	}
 	if (w->deadline == MB_NO_WAIT)
 		return MSGBUS_EAGAIN;
+	if (stopped(p->stop))
+		return MSGBUS_ECLOSED;
 	now = mb_now_ns();
 	if (now >= w->deadline)
 		return MSGBUS_ETIMEDOUT;
@@ -752,8 +767,8 @@ static void wait_data(struct mb_inbox_cons *c, uint64_t now, uint64_t deadline)
 	v = mb_ec_prepare(&ctl->data_ec);
 	/* seq_cst: the second half of the Dekker pair with the seq_cst
 	 * unlock() or commit CAS, each followed by mb_ec_signal: we see the
-	 * change or the signal sees WAITERS. */
-	if (atomic_load_explicit(watch, memory_order_seq_cst) != seen)
+	 * change or the signal sees WAITERS. The same for a shutdown. */
+	if (atomic_load_explicit(watch, memory_order_seq_cst) != seen || stopped(c->stop))
 		return;
 	if (c->check_ns && now + c->check_ns < until)
 		until = now + c->check_ns;
@@ -770,6 +785,8 @@ int mb_inbox_peek_wait(struct mb_inbox_cons *c, struct mb_inbox_msg *m, uint64_t
 
 		if (rc != MSGBUS_EAGAIN || deadline == MB_NO_WAIT)
 			return rc;
+		if (stopped(c->stop))
+			return MSGBUS_ECLOSED; /* checked after each wake */
 		if (mb_spinning(&spin, c->spin_ns))
 			continue;
 		now = mb_now_ns();

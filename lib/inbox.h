@@ -86,6 +86,9 @@ struct mb_inbox_prod {
 	uint64_t spin_ns;       /* spin this long before sleeping for room */
 	mb_owner_dead_fn owner_dead; /* may be NULL: never repair a lock */
 	void *owner_ctx;
+	/* May be NULL. Once *stop is non-zero, a wait for room or for the
+	 * lock returns MSGBUS_ECLOSED (the handle's msgbus_shutdown). */
+	const _Atomic int *stop;
 };
 
 /* A reservation: write subject and payload, then commit or abort it. */
@@ -138,6 +141,7 @@ struct mb_inbox_cons {
 	mb_owner_dead_fn owner_dead; /* may be NULL: never abort */
 	void *owner_ctx;
 	uint64_t spin_ns, check_ns;
+	const _Atomic int *stop; /* as in mb_inbox_prod: ends a peek_wait */
 };
 
 struct mb_inbox_msg {

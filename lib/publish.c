@@ -78,6 +78,8 @@ int msgbus_publish(msgbus_bus *bus, const char *subject, const void *data, size_
 {
 	if (!data && len)
 		return MSGBUS_EINVAL;
+	if (bus && mb_closing(bus))
+		return MSGBUS_ECLOSED;
 	/* The clock is read only if the publish has to wait. */
 	uint64_t deadline = timeout_ms < 0 ? UINT64_MAX
 	                  : timeout_ms == 0 ? MB_NO_WAIT

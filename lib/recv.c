@@ -100,7 +100,12 @@ static void consume(msgbus_sub *sub)
 static int wait_rec(msgbus_sub *sub, struct mb_inbox_msg *m, uint64_t deadline)
 {
 	struct mb_spin spin = { 0, 0 };
+	/* The inbox's waits end with MSGBUS_ECLOSED once the handle is shut
+	 * down: it checks the flag after each wake. */
+	sub->cons.stop = &sub->bus->closing;
 	while (mb_spinning(&spin, sub->bus->spin_ns)) {
+		if (mb_closing(sub->bus))
+			return MSGBUS_ECLOSED;
 		if (spin.rounds % SPIN_YIELD_ROUNDS == 0)
 			mb_yield_cpu();
 		int rc = mb_inbox_peek(&sub->cons, m);
@@ -255,6 +260,8 @@ int msgbus_recv(msgbus_sub *sub, msgbus_msg **msg, int timeout_ms)
 		return MSGBUS_EINVAL;
 	if (sub->held)
 		return MSGBUS_EBUSY;
+	if (mb_closing(sub->bus))
+		return MSGBUS_ECLOSED;
 	uint64_t deadline = timeout_ms == 0 ? MB_NO_WAIT : mb_deadline(timeout_ms);
 	int rc = take(sub, deadline);
 	if (!rc)

@@ -77,6 +77,8 @@ static int wait_space(msgbus_bus *b, uint32_t t, uint64_t tail, struct waiter *w
 	uint64_t n = b->cfg.ring_slots;
 	if (w->deadline == MB_NO_WAIT)
 		return MSGBUS_EAGAIN;
+	if (mb_closing(b))
+		return MSGBUS_ECLOSED;
 	if (mb_spinning(&w->spin, b->spin_ns))
 		return 0;
 	uint64_t now = mb_now_ns();
@@ -89,6 +91,10 @@ static int wait_space(msgbus_bus *b, uint32_t t, uint64_t tail, struct waiter *w
 	uint32_t v = mb_ec_prepare(&tp->space_ec);
 	if (tail - mb_ring_gate(b, t) < n || atomic_load(&tp->tail) != tail)
 		return 0;
+	/* seq_cst (mb_closing): after mb_ec_prepare, the Dekker pair with
+	 * msgbus_shutdown's store and wakes. */
+	if (mb_closing(b))
+		return MSGBUS_ECLOSED;
 	uint64_t until = w->next_check < w->deadline ? w->next_check : w->deadline;
 	mb_ec_sleep(&tp->space_ec, v, now, until);
 	return 0;
@@ -134,6 +140,8 @@ int mb_ring_claim(msgbus_bus *b, uint32_t t, uint64_t deadline, uint64_t *pos)
 				return MSGBUS_EAGAIN;
 			if (now >= deadline)
 				return MSGBUS_ETIMEDOUT;
+			if (mb_closing(b))
+				return MSGBUS_ECLOSED;
 			mb_nap_us(50);
 			continue;
 		}

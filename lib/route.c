@@ -243,7 +243,10 @@ static int wait_room(msgbus_bus *b, struct dest *d, const struct rec *rc, uint64
 		(void)mb_ec_prepare(ec);
 		return MSGBUS_EAGAIN;
 	}
+	d->p.stop = &b->closing; /* msgbus_shutdown ends the wait: ECLOSED */
 	for (;;) {
+		if (mb_closing(b))
+			return MSGBUS_ECLOSED;
 		uint64_t now = mb_now_ns();
 		if (now >= deadline)
 			return MSGBUS_ETIMEDOUT;

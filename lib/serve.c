@@ -292,7 +292,7 @@ static int service_take(msgbus_service *svc, msgbus_req **req, uint64_t deadline
 			return MSGBUS_EAGAIN;
 		if (mb_spinning(&spin, b->spin_ns))
 			continue;
-		if (atomic_load(&svc->stop))
+		if (atomic_load(&svc->stop) || mb_closing(b))
 			return MSGBUS_ECLOSED;
 		uint64_t now = mb_now_ns();
 		if (now >= deadline)
@@ -304,7 +304,9 @@ static int service_take(msgbus_service *svc, msgbus_req **req, uint64_t deadline
 		rc = try_take(svc, req, &owner);
 		if (rc != MSGBUS_EAGAIN)
 			return rc;
-		if (atomic_load(&svc->stop))
+		/* seq_cst (mb_closing): after mb_ec_prepare, the Dekker pair
+		 * with msgbus_shutdown's store and wakes. */
+		if (atomic_load(&svc->stop) || mb_closing(b))
 			return MSGBUS_ECLOSED;
 		mb_ec_sleep(ec, v, now, until);
 	}
@@ -314,6 +316,8 @@ int msgbus_service_recv(msgbus_service *svc, msgbus_req **req, int timeout_ms)
 {
 	if (!svc || !req || svc->cb)
 		return MSGBUS_EINVAL;
+	if (mb_closing(svc->bus))
+		return MSGBUS_ECLOSED;
 	return service_take(svc, req, timeout_ms == 0 ? MB_NO_WAIT : mb_deadline(timeout_ms));
 }
 
@@ -325,6 +329,8 @@ static void *serve_thread(void *arg)
 		int rc = service_take(svc, &req, UINT64_MAX);
 		if (rc == 0)
 			svc->cb(req, svc->cb_arg);
+		else if (rc == MSGBUS_ECLOSED && mb_closing(svc->bus))
+			break; /* shut down: msgbus_unserve or close joins us */
 		else if (rc != MSGBUS_ECLOSED)
 			mb_nap_us(10000); /* corrupt segment: do not spin on it */
 	}

@@ -159,6 +159,8 @@ static void *cb_thread(void *arg)
 		if (rc == 0) {
 			sub->cb(&sub->msg, sub->cb_arg);
 			msgbus_msg_release(&sub->msg);
+		} else if (rc == MSGBUS_ECLOSED) {
+			break; /* msgbus_shutdown: close or unsubscribe joins us */
 		} else if (rc != MSGBUS_ETIMEDOUT) {
 			mb_nap_us(10000); /* corrupt segment: do not spin on it */
 		}

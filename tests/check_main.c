@@ -61,6 +61,7 @@ int main(void)
 	srunner_add_suite(sr, suite_nats());
 	srunner_add_suite(sr, suite_v2());
 	srunner_add_suite(sr, suite_introspect());
+	srunner_add_suite(sr, suite_shutdown());
 #if defined(__has_feature)
 #if __has_feature(thread_sanitizer)
 #define CHECK_TSAN 1
