@@ -174,12 +174,12 @@ natsd_stop() {
 # natsd_start: tries a few random ports; sets natsd_port once the server
 # says it is ready (bounded, 5 s a try), or returns 1.
 natsd_start() {
-	local try i
-	for try in 1 2 3 4 5; do
+	# (the loop variables are unused: plain counts)
+	for _ in 1 2 3 4 5; do
 		natsd_port=$((20000 + RANDOM % 30000))
 		"$NATS_SERVER" -a 127.0.0.1 -p "$natsd_port" >"$work/natsd.log" 2>&1 &
 		natsd_pid=$!
-		for i in $(seq 100); do
+		for _ in $(seq 100); do
 			# Gone: the port was taken (or the server failed); next.
 			kill -0 "$natsd_pid" 2>/dev/null || break
 			if grep -q 'Server is ready' "$work/natsd.log"; then

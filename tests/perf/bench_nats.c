@@ -46,7 +46,6 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdatomic.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 
@@ -322,7 +321,6 @@ struct counter {
 	uint64_t last_ns;
 	struct raw *raw;  /* raw mode */
 	msgbus_sub *sub;  /* library mode */
-	atomic_int ready;
 };
 
 static void *raw_count(void *arg)
@@ -645,6 +643,11 @@ static void run_pub(void)
 		lost_raw += g_count - x.got;
 		lost_lib += g_count - y.got;
 		undel += y.undelivered;
+		if (x.got == 0 || y.got == 0) {
+			fprintf(stderr, "pub run %d: nothing arrived (raw %ld, msgbus %ld)\n", r + 1,
+			        x.got, y.got);
+			g_failures++;
+		}
 		if (g_verbose)
 			printf("  run %d: raw %.0f msgs/s (%ld got), msgbus %.0f msgs/s (%ld got, "
 			       "%ld undelivered)\n",
