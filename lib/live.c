@@ -29,8 +29,8 @@ static void drop_dead_publisher_ref(msgbus_bus *b, uint32_t i, uint32_t idx)
 	for (;;) {
 		if (r < MB_BUF_PUB_BIAS / 2)
 			return; /* the publisher dropped it */
-		/* Acquire: pairs with the release store of SHARED in route.c's
-		 * deliver_large, after pub_put was written. */
+		/* Acquire: pairs with the release store of SHARED in route.c (note_ref,
+		 * before the first record; pub_put is final: the publisher is dead). */
 		if (atomic_load_explicit(&bc->state, memory_order_acquire) != MB_BUF_SHARED(idx))
 			return;
 		uint32_t put = atomic_load_explicit(&bc->pub_put, memory_order_relaxed);

@@ -197,7 +197,34 @@ struct rec {
 	uint32_t head_len;
 	const void *payload;
 	uint32_t len;
+	struct mb_bufctl *bc; /* a large message's buffer, else NULL */
+	uint32_t noted;       /* records noted in bc->pub_put */
+	bool shared;          /* bc marked SHARED by us */
 };
+
+/* A large message's record is about to be committed (or put): the buffer
+ * is SHARED from before the first one, and pub_put counts it first. The
+ * relaxed stores are read by our reaper only once we are dead (live.c),
+ * when every store we made is done; the SHARED store's release also
+ * publishes pub_put to whoever acquires the state. See deliver_large. */
+static void note_ref(msgbus_bus *b, struct rec *rc)
+{
+	if (!rc->bc)
+		return;
+	if (!rc->shared) {
+		atomic_store_explicit(&rc->bc->pub_put, 0, memory_order_relaxed);
+		atomic_store_explicit(&rc->bc->state, MB_BUF_SHARED(b->self), memory_order_release);
+		rc->shared = true;
+	}
+	atomic_store_explicit(&rc->bc->pub_put, ++rc->noted, memory_order_relaxed);
+}
+
+/* The noted record was not put after all (a full lossy inbox). */
+static void unnote_ref(struct rec *rc)
+{
+	if (rc->bc)
+		atomic_store_explicit(&rc->bc->pub_put, --rc->noted, memory_order_relaxed);
+}
 
 static void rec_gen(struct rec *rc, uint32_t gen)
 {
@@ -259,11 +286,12 @@ static int wait_room(msgbus_bus *b, struct dest *d, const struct rec *rc, uint64
 	}
 }
 
-static int commit_one(struct dest *d, struct rec *rc)
+static int commit_one(msgbus_bus *b, struct dest *d, struct rec *rc)
 {
 	mb_crash_point("after_claim");
 	fill(rc, &d->res);
 	mb_crash_point("before_commit");
+	note_ref(b, rc);
 	(void)mb_inbox_commit(&d->p, &d->res); /* a reader that took us for dead
 	                                        * dropped it: as if it had read it */
 	return 0;
@@ -278,11 +306,13 @@ static int put_one(msgbus_bus *b, struct dest *d, struct rec *rc, uint64_t deadl
 	if (__builtin_expect(atomic_load_explicit(&mb_crash_at, memory_order_relaxed) != 0, 0)) {
 		e = mb_inbox_reserve(&d->p, rc->head_len, rc->len, MB_NO_WAIT, &d->res);
 		if (!e)
-			return commit_one(d, rc);
+			return commit_one(b, d, rc);
 	} else {
+		note_ref(b, rc);
 		e = mb_inbox_put(&d->p, rc->head, rc->head_len, rc->payload, rc->len, MB_NO_WAIT);
 		if (!e)
 			return 0;
+		unnote_ref(rc);
 	}
 	if (e != MSGBUS_EAGAIN)
 		return e;
@@ -291,7 +321,7 @@ static int put_one(msgbus_bus *b, struct dest *d, struct rec *rc, uint64_t deadl
 		d->gone = true;
 		return 0; /* nobody to deliver to */
 	}
-	return e ? e : commit_one(d, rc);
+	return e ? e : commit_one(b, d, rc);
 }
 
 static bool in_set(const struct dest *d)
@@ -322,10 +352,13 @@ static int put_all(msgbus_bus *b, struct dest *d, uint32_t n, struct rec *rc, ui
 				fill(rc, &d[i].res);
 			}
 			mb_crash_point("before_commit");
-			for (i = 0; i < n; i++)
-				if (in_set(&d[i]))
-					(void)mb_inbox_commit(&d[i].p, &d[i].res); /* as in
-					        commit_one */
+			for (i = 0; i < n; i++) {
+				if (!in_set(&d[i]))
+					continue;
+				note_ref(b, rc);
+				(void)mb_inbox_commit(&d[i].p, &d[i].res); /* as in
+				                                            * commit_one */
+			}
 			return 0;
 		}
 		uint32_t full = i - 1;
@@ -373,10 +406,14 @@ static int deliver(msgbus_bus *b, struct dest *d, uint32_t n, struct rec *rc, ui
 		if (!d[i].t.lossy)
 			continue;
 		rec_gen(rc, d[i].t.gen);
-		if (mb_inbox_put(&d[i].p, rc->head, rc->head_len, rc->payload, rc->len, MB_NO_WAIT))
+		note_ref(b, rc);
+		if (mb_inbox_put(&d[i].p, rc->head, rc->head_len, rc->payload, rc->len,
+		                 MB_NO_WAIT)) {
+			unnote_ref(rc);
 			count_drop(b, d[i].t.slot);
-		else
+		} else {
 			++*put;
+		}
 	}
 	return 0;
 }
@@ -395,7 +432,21 @@ void mb_route_buf_unref(msgbus_bus *b, const struct mb_rec_large *d)
 		mb_buf_free(b, d->buf);
 }
 
-/* Publish through large buffer idx: every record references it. */
+/* Publish through large buffer idx: every record references it.
+ *
+ * Invariant: refs is MB_BUF_PUB_BIAS (ours, set when the buffer was
+ * taken) less the references readers dropped, until we drop the bias less
+ * the records put; and the buffer is SHARED, with pub_put >= the records
+ * committed, from before the first one is (note_ref). pub_put exceeds
+ * them by one at most, and only while that record is being committed or
+ * put. So the reaper of a dead publisher (live.c) drops MB_BUF_PUB_BIAS
+ * less pub_put, once (it holds the dead slot; a dropped bias is seen),
+ * and never frees a buffer a committed record points to: each committed
+ * record's reference is dropped by its reader or by the drain of its
+ * inbox, once. A record that dies being committed (aborted by the reaper
+ * or its reader) keeps one reference: the buffer leaks rather than is
+ * freed twice. A death before any record leaves a LOANED buffer, freed
+ * by the reaper as an unused loan. */
 static int deliver_large(msgbus_bus *b, struct dest *d, uint32_t n, const struct rec *rc,
                          uint32_t idx, uint32_t gen, uint64_t deadline)
 {
@@ -407,21 +458,29 @@ static int deliver_large(msgbus_bus *b, struct dest *d, uint32_t n, const struct
 	memcpy(lr.head, &pfx, sizeof(pfx));
 	lr.payload = &desc;
 	lr.len = sizeof(desc);
+	lr.bc = mb_bufctl_at(b, idx);
+	lr.noted = 0;
+	lr.shared = false;
 	uint32_t put;
 	int e = deliver(b, d, n, &lr, deadline, &put);
-	struct mb_bufctl *bc = mb_bufctl_at(b, idx);
 	if (e) {
 		/* Nothing was put for a lossless target; lossy ones got nothing
-		 * either (they come after). The buffer stays ours. */
+		 * either (they come after). The buffer is our loan again;
+		 * release: as the SHARED store. */
+		if (lr.shared)
+			atomic_store_explicit(&lr.bc->state, MB_BUF_LOANED(b->self),
+			                      memory_order_release);
 		return e;
 	}
-	/* Relaxed: published by the SHARED store; read by our reaper (live.c). */
-	atomic_store_explicit(&bc->pub_put, put, memory_order_relaxed);
-	atomic_store_explicit(&bc->state, MB_BUF_SHARED(b->self), memory_order_release);
+	mb_crash_point("large_committed");
+	if (!lr.shared) { /* no record: SHARED with none, freed just below */
+		note_ref(b, &lr);
+		unnote_ref(&lr);
+	}
 	mb_crash_point("buf_shared");
 	/* acq_rel: as in mb_route_buf_unref. */
-	uint32_t bias = MB_BUF_PUB_BIAS - put;
-	if (atomic_fetch_sub_explicit(&bc->refs, bias, memory_order_acq_rel) == bias)
+	uint32_t bias = MB_BUF_PUB_BIAS - lr.noted;
+	if (atomic_fetch_sub_explicit(&lr.bc->refs, bias, memory_order_acq_rel) == bias)
 		mb_buf_free(b, idx);
 	return 0;
 }
@@ -479,6 +538,9 @@ int mb_route_publish(msgbus_bus *b, const char *subject, const void *data, size_
 		rc.head_len = (uint32_t)(sizeof(pfx) + slen);
 		rc.payload = data ? data : ""; /* never NULL, even for 0 bytes, to memcpy */
 		rc.len = (uint32_t)len;
+		rc.bc = NULL; /* deliver_large sets the rest */
+		rc.noted = 0;
+		rc.shared = false;
 		e = publish_to(b, d, n, &rc, loan_idx, loan_gen, deadline);
 	}
 	if (d != local)

@@ -953,6 +953,50 @@ START_TEST(test_v2_publisher_dies)
 }
 END_TEST
 
+/* A publisher matched by two lossless subscribers dies after committing a
+ * large message's records, before dropping its own reference: 0 at
+ * large_committed (before v2 marked the buffer SHARED), 1 before the
+ * lossy records (before_lossy, a lossy third subscriber). Its reaper must
+ * not free the buffer the committed records point to: while nobody read
+ * them, only the other buffer is free; then both subscribers get the
+ * message, intact, and every buffer comes back. */
+START_TEST(test_v2_publisher_dies_after_large_commit)
+{
+	static const char *const points[] = { "large_committed", "before_lossy" };
+	char url[96];
+	msgbus_options o = MSGBUS_OPTIONS_INIT;
+	msgbus_sub *s1 = NULL, *s2 = NULL, *lossy = NULL;
+	struct v2_child c = { 0 };
+
+	tu_unique_url(url, sizeof(url), "shm");
+	v2_options(&o);
+	msgbus_bus *bus = tu_open(url, &o);
+	TU_ASSERT_OK(msgbus_subscribe(bus, "cp.x", 0, &s1));
+	TU_ASSERT_OK(msgbus_subscribe(bus, "cp.*", 0, &s2));
+	if (_i == 1)
+		TU_ASSERT_OK(msgbus_subscribe(bus, "cp.>", MSGBUS_SUB_LOSSY, &lossy));
+	c.len = V2_BIG;
+	pid_t pid = v2_spawn(&c, url, points[_i], V2_PUB);
+	assert_killed(pid);
+	for (uint32_t p = 0; p < bus->cfg.max_participants; p++)
+		(void)mb_part_alive(bus, p); /* reaps the dead publisher */
+	ck_assert_uint_eq(mb_buf_free_count(bus), V2_BUFS - 1);
+	v2_publish_big(bus, 1); /* takes the other buffer, not that one */
+	msgbus_sub *subs[2] = { s1, s2 };
+	for (int k = 0; k < 2; k++) {
+		TU_RECV_SEQ(subs[k], "cp.x", 1000);
+		TU_RECV_SEQ(subs[k], "cp.x", 1);
+		TU_ASSERT_EMPTY(subs[k]);
+	}
+	if (lossy) {
+		TU_RECV_SEQ(lossy, "cp.x", 1);
+		TU_ASSERT_EMPTY(lossy);
+	}
+	v2_assert_buffers_free(bus);
+	v2_close(&c, bus, url);
+}
+END_TEST
+
 /* A publisher dies between a message's lossless and lossy records (v2 puts
  * the lossless ones first, all or nothing): the lossless subscriber has
  * it, the lossy one never does and counts no drop; both go on. */
@@ -1085,6 +1129,7 @@ Suite *suite_crash(void)
 	tc = tu_tcase("v2 crash points", TU_CASE_TIMEOUT);
 	tcase_add_loop_test(tc, test_v2_publisher_dies, 0, 3);
 	tcase_add_test(tc, test_v2_publisher_dies_before_lossy);
+	tcase_add_loop_test(tc, test_v2_publisher_dies_after_large_commit, 0, 2);
 	tcase_add_test(tc, test_v2_reader_dies_in_unref);
 	tcase_add_loop_test(tc, test_v2_subscriber_dies, 0, 2);
 	suite_add_tcase(s, tc);
