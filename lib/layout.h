@@ -79,6 +79,9 @@ struct mb_part {
 enum { MB_SUB_FREE = 0, MB_SUB_RESERVED = 1, MB_SUB_ACTIVE = 2 };
 #define MB_SUBF_LOSSY 0x1u
 #define MB_SUBF_QUEUE 0x2u   /* a service's workers share one cursor */
+/* A further pattern of a link's subscription: it has no inbox; a publisher
+ * matching it writes to slot inbox_slot's inbox (route.c checks it). */
+#define MB_SUBF_ALIAS 0x4u
 #define MB_OWNER_SHARED 0xffffu /* queue slots: members[] says who */
 static inline uint64_t mb_subw(uint32_t gen, uint32_t owner, uint32_t flags, uint32_t st)
 {
@@ -94,7 +97,9 @@ struct mb_subslot {
 	_Atomic uint64_t word;
 	uint32_t pattern_len;
 	char pattern[MB_SUBJECT_MAX + 1];
-	uint8_t pad[4];
+	/* Alias slots: the slot whose inbox takes their messages. Written
+	 * before the release store of ACTIVE, read after the acquire load. */
+	uint32_t inbox_slot;
 	/* Queue slots: one bit per participant that works for the service. */
 	_Atomic uint64_t members[MB_MAX_PARTICIPANTS / 64];
 	/* Messages lossy publishers could not put in this slot's inbox; reset

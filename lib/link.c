@@ -62,6 +62,7 @@ static void conn_free(struct mb_conn *c)
 		free(pc);
 	}
 	mb_names_clear(&c->rsubs);
+	free(c->aliases); /* their slots go with c->lb */
 	if (c->lb)
 		msgbus_close(c->lb);
 	pthread_mutex_destroy(&c->lock);

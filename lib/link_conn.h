@@ -169,6 +169,14 @@ struct mb_conn {
 	pthread_mutex_t lock; /* remote interest, proxy creation, pending, calls */
 	uint32_t max_patterns; /* rsubs.n + nrsvcs, at most */
 	struct names rsubs;
+	/* The proxy's slot takes the peer's first pattern (kept until the
+	 * link closes); each further one an alias slot of it (subscribe.c). */
+	char proxy_pattern[MB_SUBJECT_MAX + 1];
+	struct link_alias {
+		uint32_t slot, gen;
+		char pattern[MB_SUBJECT_MAX + 1];
+	} *aliases; /* max_patterns of them */
+	uint32_t naliases;
 	_Atomic uint32_t rgen; /* changes with rsubs (never 0) */
 	struct rsvc **rsvcs;
 	uint32_t nrsvcs;

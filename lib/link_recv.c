@@ -9,6 +9,9 @@
 #include "wait.h"
 
 #include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 /* Publish a MSG from the peer on our bus; its name was validated, or is
  * the one in r->mname (f->name_len 0). Waiting here is the backpressure:
@@ -59,29 +62,77 @@ static bool too_many(struct mb_conn *c)
 	return false;
 }
 
+/* A peer pattern we cannot get a subscription slot for: a protocol error
+ * as for max_patterns (the bus's max_subs bounds what a peer may want). */
+static bool no_slot(struct mb_conn *c)
+{
+	mb_link_log(c, "closing on a bad frame", "no free subscription slot for a SUB pattern");
+	atomic_fetch_add(&c->ls->bad_frames, 1);
+	return false;
+}
+
+/* Follow the bus for one more peer pattern: the proxy's own slot for the
+ * first, an alias slot of it for each further one. Before the interest
+ * shows (in the statistics, to the peer's messages), so whatever is
+ * published from then on is seen. Caller holds c->lock. */
+static bool follow(struct mb_conn *c, const char *pattern)
+{
+	msgbus_sub *p = atomic_load(&c->proxy);
+	if (!p) {
+		if (msgbus_subscribe(c->lb, pattern, 0, &p))
+			return false;
+		snprintf(c->proxy_pattern, sizeof(c->proxy_pattern), "%s", pattern);
+		atomic_store(&c->proxy, p);
+		return true;
+	}
+	if (!strcmp(c->proxy_pattern, pattern))
+		return true; /* its slot stayed after an UNSUB */
+	if (!c->aliases && !(c->aliases = calloc(c->max_patterns, sizeof(*c->aliases))))
+		return false;
+	if (c->naliases >= c->max_patterns)
+		return false;
+	struct link_alias *a = &c->aliases[c->naliases];
+	if (mb_sub_alias_add(p, pattern, &a->slot, &a->gen))
+		return false;
+	snprintf(a->pattern, sizeof(a->pattern), "%s", pattern);
+	c->naliases++;
+	return true;
+}
+
+/* The peer dropped a pattern: its alias slot goes. The proxy's slot stays
+ * (the tx thread takes from it); link_send.c's filter drops what only it
+ * still matches. Caller holds c->lock. */
+static void unfollow(struct mb_conn *c, const char *pattern)
+{
+	for (uint32_t i = 0; i < c->naliases; i++) {
+		if (strcmp(c->aliases[i].pattern, pattern))
+			continue;
+		mb_sub_alias_del(c->lb, c->aliases[i].slot, c->aliases[i].gen);
+		c->aliases[i] = c->aliases[--c->naliases];
+		return;
+	}
+}
+
 /* SUB or UNSUB; false closes the connection. */
 static bool on_interest(struct mb_conn *c, const struct mb_frame *f)
 {
 	pthread_mutex_lock(&c->lock);
 	bool sub = f->type == MB_F_SUB;
-	if (sub && !mb_names_has(&c->rsubs, f->name) &&
-	    c->rsubs.n + c->nrsvcs >= c->max_patterns) {
+	bool known = mb_names_has(&c->rsubs, f->name);
+	if (sub && !known && c->rsubs.n + c->nrsvcs >= c->max_patterns) {
 		pthread_mutex_unlock(&c->lock);
 		return too_many(c);
 	}
-	/* Follow the bus before the interest shows (in the statistics, to
-	 * the peer's messages): whatever is published from then on is seen. */
-	if (sub && !atomic_load(&c->proxy)) {
-		msgbus_sub *p;
-		if (msgbus_subscribe(c->lb, ">", 0, &p))
-			mb_link_log(c, "cannot follow the bus", "no free subscription slot");
-		else
-			atomic_store(&c->proxy, p);
+	if (sub && !known && !follow(c, f->name)) {
+		pthread_mutex_unlock(&c->lock);
+		return no_slot(c);
 	}
-	if (sub)
+	if (sub) {
 		mb_names_add(&c->rsubs, f->name);
-	else
+	} else if (known) {
+		unfollow(c, f->name);
 		mb_names_del(&c->rsubs, f->name);
+	}
 	uint32_t g = atomic_load_explicit(&c->rgen, memory_order_relaxed) + 1;
 	atomic_store_explicit(&c->rgen, g ? g : 1, memory_order_release);
 	pthread_mutex_unlock(&c->lock);

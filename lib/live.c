@@ -77,7 +77,8 @@ static void reap(msgbus_bus *b, uint32_t idx)
 			/* Its inbox's records give their buffer references
 			 * back, and waiting publishers get room, before the
 			 * slot can have a new consumer. */
-			if (MB_SUBW_STATE(w) == MB_SUB_ACTIVE && !(MB_SUBW_FLAGS(w) & MB_SUBF_QUEUE))
+			if (MB_SUBW_STATE(w) == MB_SUB_ACTIVE &&
+			    !(MB_SUBW_FLAGS(w) & (MB_SUBF_QUEUE | MB_SUBF_ALIAS)))
 				mb_inbox_drain_dead(b, s);
 			atomic_compare_exchange_strong(&ss->word, &w,
 			        mb_subw(MB_SUBW_GEN(w), 0, 0, MB_SUB_FREE));

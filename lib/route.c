@@ -119,7 +119,34 @@ static bool attach(msgbus_bus *b, struct mb_route *r, uint32_t s, uint32_t gen)
 	return true;
 }
 
-/* Recompute entry e for subject at interest generation igen. */
+/* The slot an alias slot s (word w) delivers to, in *t and *tw, or false
+ * if it names no inbox of the same owner: corrupt shared memory never
+ * routes into a foreign inbox. */
+static bool alias_target(msgbus_bus *b, uint64_t w, uint32_t s, uint32_t *t, uint64_t *tw)
+{
+	uint32_t i = mb_subslot_at(b, s)->inbox_slot;
+	if (i >= b->cfg.max_subs || i == s)
+		return false;
+	/* Acquire: pairs with the release store of ACTIVE in subscribe. */
+	uint64_t iw = atomic_load_explicit(&mb_subslot_at(b, i)->word, memory_order_acquire);
+	if (MB_SUBW_STATE(iw) != MB_SUB_ACTIVE || MB_SUBW_OWNER(iw) != MB_SUBW_OWNER(w) ||
+	    (MB_SUBW_FLAGS(iw) & (MB_SUBF_ALIAS | MB_SUBF_QUEUE)))
+		return false;
+	*t = i;
+	*tw = iw;
+	return true;
+}
+
+static bool has_target(const struct route_entry *e, uint32_t s)
+{
+	for (uint32_t i = 0; i < e->n; i++)
+		if (e->t[i].slot == s)
+			return true;
+	return false;
+}
+
+/* Recompute entry e for subject at interest generation igen. A message
+ * goes once to each inbox, however many of its slots' patterns match. */
 static int recompute(msgbus_bus *b, struct mb_route *r, struct route_entry *e,
                      const char *subject, size_t slen, uint32_t igen)
 {
@@ -131,9 +158,14 @@ static int recompute(msgbus_bus *b, struct mb_route *r, struct route_entry *e,
 		/* Acquire: pairs with the release store of ACTIVE in subscribe,
 		 * after the inbox was formatted and the pattern written. */
 		uint64_t w = atomic_load_explicit(&mb_subslot_at(b, s)->word, memory_order_acquire);
-		if (!slot_matches(b, s, w, subject, slen) || !attach(b, r, s, MB_SUBW_GEN(w)))
+		uint32_t t = s;
+		if (!slot_matches(b, s, w, subject, slen))
 			continue;
-		e->t[e->n].slot = s;
+		if ((MB_SUBW_FLAGS(w) & MB_SUBF_ALIAS) && !alias_target(b, w, s, &t, &w))
+			continue;
+		if (has_target(e, t) || !attach(b, r, t, MB_SUBW_GEN(w)))
+			continue;
+		e->t[e->n].slot = t;
 		e->t[e->n].gen = MB_SUBW_GEN(w);
 		e->t[e->n].lossy = MB_SUBW_FLAGS(w) & MB_SUBF_LOSSY;
 		e->n++;

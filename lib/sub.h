@@ -41,6 +41,10 @@ int mb_sub_take(msgbus_sub *sub, uint64_t deadline);
 void mb_sub_wake(msgbus_sub *sub);
 /* Consume every record left in sub's inbox, dropping buffer references. */
 void mb_sub_drain(msgbus_sub *sub);
+/* subscribe.c: further patterns of one subscription (links), slot and
+ * generation out. */
+int mb_sub_alias_add(msgbus_sub *sub, const char *pattern, uint32_t *slot, uint32_t *gen);
+void mb_sub_alias_del(msgbus_bus *b, uint32_t slot, uint32_t gen);
 /* The same for an inbox whose consumer is gone (live.c, reaping). */
 void mb_inbox_drain_dead(msgbus_bus *b, uint32_t slot);
 

@@ -227,3 +227,43 @@ int msgbus_unsubscribe(msgbus_sub *sub)
 	mb_sub_destroy(sub);
 	return 0;
 }
+
+/* A further pattern for sub: a slot marked alias whose matches publishers
+ * write to sub's inbox (route.c). A link follows its peer's patterns so. */
+int mb_sub_alias_add(msgbus_sub *sub, const char *pattern, uint32_t *slot, uint32_t *gen)
+{
+	msgbus_bus *b = sub->bus;
+	size_t plen;
+	bool wild;
+	if (mb_subject_check(pattern, &plen, true, &wild) || mb_subject_internal(pattern, plen))
+		return MSGBUS_EINVAL;
+	unsigned sflags = MB_SUBF_ALIAS | (sub->lossy ? MB_SUBF_LOSSY : 0);
+	int rc = mb_ctl_lock(b, mb_ctl_deadline(b));
+	if (rc)
+		return rc;
+	rc = mb_slot_reserve(b, pattern, plen, b->self, sflags, slot, gen);
+	if (!rc) {
+		mb_subslot_at(b, *slot)->inbox_slot = sub->slot;
+		/* Release: pairs with the acquire load of the word in route.c,
+		 * which reads inbox_slot and the pattern after it. */
+		atomic_store_explicit(&mb_subslot_at(b, *slot)->word,
+		                      mb_subw(*gen, b->self, sflags, MB_SUB_ACTIVE),
+		                      memory_order_release);
+		/* Release: pairs with the acquire in route.c's lookup. */
+		atomic_fetch_add_explicit(&b->hdr->interest_gen, 1, memory_order_release);
+	}
+	mb_ctl_unlock(b);
+	return rc;
+}
+
+/* Free an alias slot taken by mb_sub_alias_add (its owner's close frees
+ * it too: it is the handle's slot). */
+void mb_sub_alias_del(msgbus_bus *b, uint32_t slot, uint32_t gen)
+{
+	struct mb_subslot *ss = mb_subslot_at(b, slot);
+	uint64_t w = atomic_load(&ss->word);
+	if (MB_SUBW_GEN(w) == gen && MB_SUBW_STATE(w) != MB_SUB_FREE)
+		atomic_compare_exchange_strong(&ss->word, &w, mb_subw(gen, 0, 0, MB_SUB_FREE));
+	/* Release: pairs with the acquire in route.c's lookup. */
+	atomic_fetch_add_explicit(&b->hdr->interest_gen, 1, memory_order_release);
+}
