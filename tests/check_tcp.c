@@ -1109,6 +1109,94 @@ START_TEST(test_backpressure)
 }
 END_TEST
 
+/* ---- the link follows the peer's patterns ------------------------------- */
+
+static int has_pattern(const msgbus_sub_info *si, size_t n, const char *pattern)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(si[i].pattern, pattern))
+			return 1;
+	return 0;
+}
+
+/* B wants a.* and *.x: A's link subscribes exactly those (no ">"), and a
+ * message on a.x, matching both, crosses once. */
+START_TEST(test_patterns_cross_once)
+{
+	char ua[96], ub[96];
+	msgbus_sub *s1, *s2;
+	const char *scheme = tu_scheme(_i);
+	tu_unique_url(ua, sizeof(ua), scheme);
+	tu_unique_url(ub, sizeof(ub), scheme);
+	msgbus_bus *a = tu_open(ua, NULL);
+	msgbus_bus *b = tu_open(ub, NULL);
+	TU_ASSERT_OK(msgbus_subscribe(b, "a.*", 0, &s1));
+	TU_ASSERT_OK(msgbus_subscribe(b, "*.x", 0, &s2));
+	connect_lo(b, listen_lo(a));
+	WAIT_LINK(a, "linked", st.links_up == 1 && st.remote_subs == 2);
+
+	msgbus_sub_info si[16];
+	size_t n = 0;
+	TU_ASSERT_OK(msgbus_subscriptions(a, si, 16, &n));
+	ck_assert_msg(n == 2 && has_pattern(si, n, "a.*") && has_pattern(si, n, "*.x"),
+	              "A's subscriptions: %zu, want exactly a.* and *.x", n);
+
+	TU_ASSERT_OK(pub_msg(a, "a.x", 1, 0, 16, 0));
+	TU_ASSERT_OK(pub_msg(a, "a.y", 1, 1, 16, 0));
+	RECV_MSG(s1, "a.x", 1, 0, 16);
+	RECV_MSG(s1, "a.y", 1, 1, 16);
+	RECV_MSG(s2, "a.x", 1, 0, 16);
+	TU_ASSERT_EMPTY(s1);
+	TU_ASSERT_EMPTY(s2);
+	msgbus_link_stats sb = link_stats(b), sa = link_stats(a);
+	ck_assert_msg(sb.received == 2 && sa.sent == 2, "B: " STATS_FMT, STATS_ARGS(sb));
+	close_bus(b, ub);
+	close_bus(a, ua);
+}
+END_TEST
+
+#define SEL_N 500
+
+/* A wants slow.> and never reads, B wants fast.>: on L, publishers of
+ * slow.* are held back once A's side is full, publishers of fast.* are not. */
+START_TEST(test_backpressure_selective)
+{
+	char ul[96], ua[96], ub[96];
+	msgbus_sub *slow, *fast;
+	const char *scheme = tu_scheme(_i);
+	tu_unique_url(ul, sizeof(ul), scheme);
+	tu_unique_url(ua, sizeof(ua), scheme);
+	tu_unique_url(ub, sizeof(ub), scheme);
+	msgbus_bus *l = tu_open(ul, NULL);
+	msgbus_bus *a = tu_open(ua, NULL);
+	msgbus_bus *b = tu_open(ub, NULL);
+	TU_ASSERT_OK(msgbus_subscribe(a, "slow.>", 0, &slow));
+	TU_ASSERT_OK(msgbus_subscribe(b, "fast.>", 0, &fast));
+	int port = listen_lo(l);
+	connect_lo(a, port);
+	connect_lo(b, port);
+	WAIT_LINK(l, "linked", st.links_up == 2 && st.remote_subs == 2);
+
+	uint32_t n = 0;
+	int rc = MSGBUS_OK;
+	while (n < BP_LIMIT && (rc = pub_msg(l, "slow.z", 1, n, BP_LEN, 300)) == MSGBUS_OK)
+		n++;
+	ck_assert_msg(rc == MSGBUS_ETIMEDOUT || rc == MSGBUS_EAGAIN,
+	              "slow.z: %u accepted with nobody receiving (%s)", n, msgbus_strerror(rc));
+	for (uint32_t i = 0; i < SEL_N; i++) {
+		rc = pub_msg(l, "fast.y", 2, i, BP_LEN, TU_WAIT_MS);
+		ck_assert_msg(rc == MSGBUS_OK, "fast.y %u held back: %s", i, msgbus_strerror(rc));
+		RECV_MSG(fast, "fast.y", 2, i, BP_LEN);
+	}
+	TU_ASSERT_EMPTY(fast);
+	WAIT_LINK(b, "B received all", st.received == SEL_N);
+	TU_ASSERT_RC(pub_msg(l, "slow.z", 1, n, BP_LEN, 100), MSGBUS_ETIMEDOUT);
+	close_bus(b, ub);
+	close_bus(a, ua);
+	close_bus(l, ul);
+}
+END_TEST
+
 /* Runs in a child (a hang must not hang the suite): B's linking handle is
  * closed while its link waits to publish into a full lossless subscription
  * that another handle on B holds. Reports how long close took. */
@@ -2276,6 +2364,8 @@ Suite *suite_tcp(void)
 
 	tc = tu_tcase("tcp flow", TCP_CASE_TIMEOUT);
 	tcase_add_loop_test(tc, test_backpressure, 0, TU_NSCHEMES);
+	tcase_add_loop_test(tc, test_patterns_cross_once, 0, TU_NSCHEMES);
+	tcase_add_loop_test(tc, test_backpressure_selective, 0, TU_NSCHEMES);
 	if (!tu_valgrind())
 		tcase_add_test(tc, test_close_while_link_blocked);
 	suite_add_tcase(s, tc);
