@@ -203,6 +203,8 @@ static void sub_info_fill(msgbus_bus *b, uint32_t s, const struct slot_snap *sn,
 	si->owner = MB_SUBW_OWNER(sn->w);
 	si->flags = MB_SUBW_FLAGS(sn->w) & MB_SUBF_LOSSY ? MSGBUS_SUB_LOSSY : 0;
 	si->dropped = sn->dropped;
+	if (MB_SUBW_FLAGS(sn->w) & MB_SUBF_ALIAS)
+		return; /* no inbox: its slot of inbox_slot counts for it */
 	struct mb_inbox ib;
 	if (mb_inbox_attach(&ib, b->seg.base, b->seg.size, mb_inbox_ctl_off(b, s),
 	                    mb_inbox_data_off(b, s), b->cfg.inbox_size))
