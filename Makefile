@@ -80,7 +80,10 @@ endif
 
 # ---- sources and outputs ---------------------------------------------------
 
-LIB_SRCS := $(sort $(wildcard lib/*.c))
+LIB_SRCS := $(sort $(wildcard lib/*.c lib/*/*.c))
+# Tiers, lowest first (DESIGN.md section 2); each calls only those before it.
+LIB_TIERS := platform shm ring pubsub reqrep link
+LIB_INC := -Ilib $(LIB_TIERS:%=-Ilib/%)
 LIB_OBJS := $(LIB_SRCS:lib/%.c=$(B)/lib/%.o)
 EXAMPLE_SRCS := $(sort $(wildcard examples/*.c))
 EXAMPLES := $(EXAMPLE_SRCS:examples/%.c=$(B)/examples/%)
@@ -121,7 +124,7 @@ $(STAMP): FORCE
 $(B)/lib/%.o: lib/%.c $(STAMP)
 	@mkdir -p $(@D)
 	$(call msg,CC,$@)
-	$(Q)$(CC) $(CPPFLAGS) -Iinclude -Ilib $(CFLAGS) $(LIB_CFLAGS) $(DEPFLAGS) -c -o $@ $<
+	$(Q)$(CC) $(CPPFLAGS) -Iinclude $(LIB_INC) $(CFLAGS) $(LIB_CFLAGS) $(DEPFLAGS) -c -o $@ $<
 
 $(STATIC): $(LIB_OBJS)
 	$(call msg,AR,$@)
@@ -183,7 +186,7 @@ deps:
 $(B)/tests/%.o: tests/%.c $(STAMP) | deps
 	@mkdir -p $(@D)
 	$(call msg,CC,$@)
-	$(Q)$(CC) $(CPPFLAGS) -Ilib -Iinclude $(CHECK_CFLAGS) $(CFLAGS) $(DEPFLAGS) -c -o $@ $<
+	$(Q)$(CC) $(CPPFLAGS) $(LIB_INC) -Iinclude $(CHECK_CFLAGS) $(CFLAGS) $(DEPFLAGS) -c -o $@ $<
 
 $(TEST_BIN): $(TEST_OBJS) $(STATIC)
 	$(if $(TEST_SRCS),,$(error no tests/check_*.c to build))
@@ -246,7 +249,7 @@ chaos: $(CHAOS_BIN)
 $(B)/perf/%.o: tests/perf/%.c $(STAMP)
 	@mkdir -p $(@D)
 	$(call msg,CC,$@)
-	$(Q)$(CC) $(CPPFLAGS) -Ilib -Iinclude $(CFLAGS) $(DEPFLAGS) -c -o $@ $<
+	$(Q)$(CC) $(CPPFLAGS) $(LIB_INC) -Iinclude $(CFLAGS) $(DEPFLAGS) -c -o $@ $<
 
 $(B)/perf/%: $(B)/perf/%.o $(STATIC)
 	$(call msg,LD,$@)
@@ -278,7 +281,7 @@ CPPCHECK ?= cppcheck
 CLANG_TIDY ?= clang-tidy
 CPPCHECK_FLAGS := -q --std=c11 --enable=warning,portability,performance --library=posix \
 	--inline-suppr --error-exitcode=1 --suppress=missingIncludeSystem \
-	-D_GNU_SOURCE -Iinclude -Ilib
+	-D_GNU_SOURCE -Iinclude $(LIB_INC)
 TIDY_CHECKS := -* bugprone-* clang-analyzer-* misc-redundant-expression performance-* \
 	-bugprone-easily-swappable-parameters -bugprone-reserved-identifier \
 	-clang-analyzer-security.insecureAPI.DeprecatedOrUnsafeBufferHandling \
@@ -287,7 +290,7 @@ TIDY_FLAGS := -quiet -warnings-as-errors='*' -header-filter='^(lib|include)/' \
 	-config='{CheckOptions: [{key: bugprone-suspicious-string-compare.WarnOnImplicitComparison, value: false}]}'
 empty :=
 space := $(empty) $(empty)
-LINT_TIDY := $(LIB_SRCS:lib/%.c=lint-tidy-%)
+LINT_TIDY := $(subst /,__,$(LIB_SRCS:lib/%.c=lint-tidy-%))
 
 .PHONY: lint lint-cppcheck $(LINT_TIDY)
 
@@ -298,11 +301,11 @@ lint-cppcheck:
 	$(call msg,CPPCHECK,lib/*.c)
 	$(Q)$(CPPCHECK) $(CPPCHECK_FLAGS) $(LIB_SRCS)
 
-$(LINT_TIDY): lint-tidy-%: lib/%.c
-	$(call msg,TIDY,$<)
+$(LINT_TIDY): lint-tidy-%:
+	$(call msg,TIDY,lib/$(subst __,/,$*).c)
 	$(Q)out=$$($(CLANG_TIDY) $(TIDY_FLAGS) \
 		-checks='$(subst $(space),$(comma),$(strip $(TIDY_CHECKS)))' \
-		$< -- -std=c11 -D_GNU_SOURCE -pthread -Iinclude -Ilib 2>&1); rc=$$?; \
+		lib/$(subst __,/,$*).c -- -std=c11 -D_GNU_SOURCE -pthread -Iinclude $(LIB_INC) 2>&1); rc=$$?; \
 	printf '%s\n' "$$out" | grep -v -x -e '' -e '[0-9]* warnings\{0,1\} generated\.' || :; \
 	exit $$rc
 
@@ -323,20 +326,20 @@ FUZZ_CC ?= clang
 FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
 	-std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror
 FUZZ_TARGETS := wire segment subject nats
-FUZZ_LIB_wire := lib/wire.c lib/subject.c
-FUZZ_LIB_segment := lib/segment.c
-FUZZ_LIB_subject := lib/subject.c
-FUZZ_LIB_nats := lib/nats_proto.c
+FUZZ_LIB_wire := lib/link/wire.c lib/pubsub/subject.c
+FUZZ_LIB_segment := lib/shm/segment.c
+FUZZ_LIB_subject := lib/pubsub/subject.c
+FUZZ_LIB_nats := lib/link/nats_proto.c
 FUZZ_BINS := $(FUZZ_TARGETS:%=$(B)/fuzz/fuzz_%)
 FUZZ_RUNS := $(FUZZ_TARGETS:%=fuzz-%)
 
 .PHONY: fuzz $(FUZZ_RUNS)
 
-$(FUZZ_BINS): $(B)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h lib/wire.c lib/subject.c lib/segment.c lib/nats_proto.c \
-		$(wildcard lib/*.h) include/msgbus.h
+$(FUZZ_BINS): $(B)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(FUZZ_LIB_wire) $(FUZZ_LIB_segment) $(FUZZ_LIB_nats) \
+		$(wildcard lib/*.h lib/*/*.h) include/msgbus.h
 	@mkdir -p $(@D)
 	$(call msg,FUZZCC,$@)
-	$(Q)$(FUZZ_CC) $(FUZZ_FLAGS) -Iinclude -Ilib -o $@ $< $(FUZZ_LIB_$*)
+	$(Q)$(FUZZ_CC) $(FUZZ_FLAGS) -Iinclude $(LIB_INC) -o $@ $< $(FUZZ_LIB_$*)
 
 fuzz: $(FUZZ_RUNS)
 
@@ -398,4 +401,4 @@ FORCE:
 # Keep the objects of examples and benchmarks between runs.
 .SECONDARY:
 
--include $(wildcard $(B)/*/*.d)
+-include $(wildcard $(B)/*/*.d $(B)/*/*/*.d)

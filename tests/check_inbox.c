@@ -1,6 +1,6 @@
 /*
  * check_inbox.c - suite "inbox": the multi-producer record ring of
- * lib/inbox.c on its own, in an anonymous MAP_SHARED mapping (threads and
+ * lib/ring/inbox.c on its own, in an anonymous MAP_SHARED mapping (threads and
  * forked processes alike): contents and order, wrap with padding, full ring,
  * abort, many producers, dead owners, and a corrupted ring.
  */
@@ -45,7 +45,7 @@ static uint64_t deadline_in(uint64_t ns)
 	return mb_now_ns() + ns;
 }
 
-/* The reserve word as lib/inbox.c lays it out (pos/8:48 | owner:15 |
+/* The reserve word as lib/ring/inbox.c lays it out (pos/8:48 | owner:15 |
  * locked:1), to simulate a holder that dies with the lock. */
 static uint64_t rw_word(uint64_t pos, uint32_t owner, bool locked)
 {
@@ -625,7 +625,7 @@ START_TEST(test_dead_in_lock_killed)
 END_TEST
 
 /*
- * The crash points of lib/inbox.c: a forked producer kills itself
+ * The crash points of lib/ring/inbox.c: a forked producer kills itself
  * (SIGKILL) at exactly that point of its first record, which wraps (so a
  * PAD is written first). The live producer and the consumer go on; the
  * dead producer's record is never delivered.

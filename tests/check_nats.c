@@ -1,6 +1,6 @@
 /*
  * check_nats.c - nats:// links: the client protocol codec
- * (lib/nats_proto.c) and links through a real nats-server.
+ * (lib/link/nats_proto.c) and links through a real nats-server.
  *
  *  codec     INFO fields, MSG and HMSG (the 503 status), PING/PONG/+OK/-ERR,
  *            items split anywhere, the limits (a line over 4096 bytes, a

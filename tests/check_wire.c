@@ -1,5 +1,5 @@
 /*
- * check_wire.c - the TCP frame codec (lib/wire.c) against msgbus-wire(7):
+ * check_wire.c - the TCP frame codec (lib/link/wire.c) against msgbus-wire(7):
  * every frame type survives encode, header check and decode; golden bytes
  * pin the byte order; the link's MSG encoder and decoding shortcut agree
  * with the codec; every violation the spec lists is MSGBUS_EPROTO with

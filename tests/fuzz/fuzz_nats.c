@@ -1,6 +1,6 @@
 /*
  * fuzz_nats.c - libFuzzer target for the NATS client protocol codec
- * (lib/nats_proto.c).
+ * (lib/link/nats_proto.c).
  *
  * The input is read as a link reads a server: items parsed one after the
  * other from a buffer that grows a byte range at a time, stopping at the

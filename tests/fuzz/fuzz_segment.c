@@ -1,6 +1,6 @@
 /*
  * fuzz_segment.c - libFuzzer target for the segment header validator
- * (lib/segment.c), as attach_locked() in lib/seg_shm.c uses it on a
+ * (lib/shm/segment.c), as attach_locked() in lib/shm/seg_shm.c uses it on a
  * segment another process created: mb_header_check() on the mapping, which
  * runs mb_config_check(), mb_layout_hash() and mb_geometry() on the
  * configuration it finds there.

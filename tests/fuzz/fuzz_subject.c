@@ -1,6 +1,6 @@
 /*
  * fuzz_subject.c - libFuzzer target for subject syntax and matching
- * (lib/subject.c): mb_subject_check() as subject and as pattern,
+ * (lib/pubsub/subject.c): mb_subject_check() as subject and as pattern,
  * mb_subject_match(), mb_subject_internal() and mb_hash().
  *
  * The input is split at its first two NUL bytes into A and B (a subject

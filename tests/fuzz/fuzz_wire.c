@@ -1,5 +1,5 @@
 /*
- * fuzz_wire.c - libFuzzer target for the TCP frame codec (lib/wire.c).
+ * fuzz_wire.c - libFuzzer target for the TCP frame codec (lib/link/wire.c).
  *
  * The input is read as a connection would be: a stream of frames, each a
  * header checked against a 1 MiB limit and then its body, stopping at the

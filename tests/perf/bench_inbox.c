@@ -1,5 +1,5 @@
 /*
- * bench_inbox.c - the bare inbox ring (lib/inbox.c) against the raw baseline
+ * bench_inbox.c - the bare inbox ring (lib/ring/inbox.c) against the raw baseline
  * ring (baseline_ring.h), between processes, in one run.
  *
  * Usage: bench_inbox [-r REPS] [-n SCALE] [-s SIZE] [-S SPIN_US] [-p] [-v]
