@@ -4,6 +4,7 @@
  */
 #include "bus.h"
 #include "crash.h"
+#include "fence.h"
 #include "buffers.h"
 #include "link.h"
 #include "route.h"
@@ -119,6 +120,8 @@ static int open_bus(msgbus_bus **out, const struct mb_seg_ops *ops, const char *
                     const struct mb_config *want, const struct mb_access *acc)
 {
 	mb_crash_arm();
+	/* Before our first publish: inbox puts use the light fence after it. */
+	mb_fence_register();
 	msgbus_bus *b = calloc(1, sizeof(*b));
 	if (!b)
 		return MSGBUS_ENOMEM;

@@ -6,6 +6,7 @@
 #ifndef MB_WAIT_H
 #define MB_WAIT_H
 
+#include "fence.h"
 #include "platform.h"
 
 #include <stdbool.h>
@@ -30,6 +31,23 @@
 static inline void mb_ec_signal(_Atomic uint32_t *ec)
 {
 	if (atomic_load_explicit(ec, memory_order_seq_cst) & MB_EC_WAITERS) {
+		atomic_fetch_and_explicit(ec, ~MB_EC_WAITERS, memory_order_relaxed);
+		atomic_fetch_add_explicit(ec, 1, memory_order_release);
+		mb_futex_wake_all(ec);
+	}
+}
+
+/*
+ * The same after a release store that a sleeper re-checks once it has
+ * called mb_ec_prepare and mb_fence_heavy: the asymmetric version of the
+ * Dekker pair above (fence.h), for the per-message path.
+ */
+static inline void mb_ec_signal_light(_Atomic uint32_t *ec)
+{
+	mb_fence_light();
+	/* Relaxed: ordered after the caller's store by the fence (or by the
+	 * sleeper's membarrier). */
+	if (atomic_load_explicit(ec, memory_order_relaxed) & MB_EC_WAITERS) {
 		atomic_fetch_and_explicit(ec, ~MB_EC_WAITERS, memory_order_relaxed);
 		atomic_fetch_add_explicit(ec, 1, memory_order_release);
 		mb_futex_wake_all(ec);
