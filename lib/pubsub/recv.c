@@ -246,9 +246,7 @@ void mb_inbox_drain_dead(msgbus_bus *b, uint32_t slot)
 		struct mb_inbox_msg m;
 		if (mb_inbox_peek(&c, &m) != MSGBUS_EAGAIN)
 			break;
-		/* Relaxed: a hint; bit 0 of the reserve word is its lock. */
-		bool locked = atomic_load_explicit(&ib.ctl->reserve, memory_order_relaxed) & 1u;
-		if (c.cursor == c.end && !locked)
+		if (mb_inbox_drained(&c))
 			break; /* nothing held: all is read */
 	}
 	mb_inbox_flush(&c);

@@ -14,11 +14,12 @@
  * CAS only: commit (with release) or abort.
  *
  * Reserving takes the reserve word for a few stores: a CAS from (r, free)
- * to (r, locked by owner), the record's header, then a release store of
- * (r + size, free). So every header below the reserve position is written,
- * and the consumer reads only below it: stale bytes of an earlier lap are
- * never taken for a header, and nothing has to be cleaned behind the
- * consumer (which would cost a cache-line transfer per 64 bytes). Because
+ * to (r, locked by owner), a zero in the word after the record, the
+ * record's header (release), then a release store of (r + size, free). So
+ * the word at the consumer's cursor is 0 or a header of this lap: stale
+ * bytes of an earlier lap are never taken for a header, the consumer polls
+ * only the line it is about to read, and nothing has to be cleaned behind
+ * it (the zero lands in the line the next record writes anyway). Because
  * the lock word names its holder, a holder that dies is detected exactly and
  * its claim finished or undone by whoever waits (see inbox.c).
  *
@@ -133,7 +134,6 @@ void mb_inbox_abort(struct mb_inbox_prod *p, const struct mb_inbox_res *res);
 struct mb_inbox_cons {
 	struct mb_inbox ib;
 	uint64_t cursor;   /* the record peek returns */
-	uint64_t end;      /* reserve position last read: headers below are written */
 	uint64_t released; /* what we last stored to ctl->release */
 	uint64_t cur_size; /* size of the record peek returned, 0 if none */
 	uint64_t flush_bytes;
@@ -170,6 +170,8 @@ int mb_inbox_peek(struct mb_inbox_cons *c, struct mb_inbox_msg *m);
  * sleep on the eventcount; a record (or the reserve lock) held by a dead
  * owner is aborted (or repaired). */
 int mb_inbox_peek_wait(struct mb_inbox_cons *c, struct mb_inbox_msg *m, uint64_t deadline);
+/* Is everything reserved so far read (the reserve word free at our cursor)? */
+bool mb_inbox_drained(const struct mb_inbox_cons *c);
 /* Done with the record peek returned; its space is given back in batches. */
 void mb_inbox_consume(struct mb_inbox_cons *c);
 /* Give back every consumed byte now and wake producers waiting for room. */
