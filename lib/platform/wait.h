@@ -28,13 +28,15 @@
  * waiter sees our change. On x86 that is one xchg and a plain load, where a
  * separate fence would cost an mfence.
  */
-static inline void mb_ec_signal(_Atomic uint32_t *ec)
+static inline bool mb_ec_signal(_Atomic uint32_t *ec)
 {
 	if (atomic_load_explicit(ec, memory_order_seq_cst) & MB_EC_WAITERS) {
 		atomic_fetch_and_explicit(ec, ~MB_EC_WAITERS, memory_order_relaxed);
 		atomic_fetch_add_explicit(ec, 1, memory_order_release);
 		mb_futex_wake_all(ec);
+		return true; /* someone was waiting */
 	}
+	return false;
 }
 
 /*

@@ -623,14 +623,19 @@ void mb_inbox_flush(struct mb_inbox_cons *c)
 	 * producers' writes (pairs with the acquire in room()), and the first
 	 * half of the Dekker pair with mb_ec_prepare in wait_room. */
 	atomic_store_explicit(&ctl->release, c->released, memory_order_seq_cst);
-	mb_ec_signal(&ctl->space_ec);
+	/* A producer waited for room: give back each record from now on
+	 * until we run dry. One record may not be room enough for it, and
+	 * after this wake it may sleep again before the caller's relaxed
+	 * look at WAITERS (recv.c: consume) would see it. */
+	if (mb_ec_signal(&ctl->space_ec))
+		c->eager = true;
 }
 
 void mb_inbox_consume(struct mb_inbox_cons *c)
 {
 	c->cursor += c->cur_size;
 	c->cur_size = 0;
-	if (c->cursor - c->released >= c->flush_bytes)
+	if (c->eager || c->cursor - c->released >= c->flush_bytes)
 		mb_inbox_flush(c);
 }
 
@@ -641,8 +646,9 @@ void mb_inbox_consume(struct mb_inbox_cons *c)
  * polls calls mb_inbox_flush itself before it stops. */
 static void idle_flush(struct mb_inbox_cons *c)
 {
-	if (c->cursor - c->released >= c->flush_bytes / 16)
+	if (c->eager || c->cursor - c->released >= c->flush_bytes / 16)
 		mb_inbox_flush(c);
+	c->eager = false;
 }
 
 /* The owner of the CLAIMED head h at our cursor may be dead. true when the

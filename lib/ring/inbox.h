@@ -138,6 +138,7 @@ struct mb_inbox_cons {
 	uint64_t cur_size; /* size of the record peek returned, 0 if none */
 	uint64_t flush_bytes;
 	uint64_t stuck_pos, stuck_polls;
+	bool eager; /* a producer waited: flush each record until we run dry */
 	mb_owner_dead_fn owner_dead; /* may be NULL: never abort */
 	void *owner_ctx;
 	uint64_t spin_ns, check_ns;
