@@ -31,6 +31,6 @@ void mb_fence_register(void)
 bool mb_fence_heavy(void)
 {
 	/* Our own side first: a full fence covers publishers that fence too. */
-	atomic_thread_fence(memory_order_seq_cst);
+	mb_fence_full();
 	return membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) == 0;
 }

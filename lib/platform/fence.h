@@ -20,7 +20,28 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
+#if defined(__SANITIZE_THREAD__)
+#define MB_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define MB_TSAN 1
+#endif
+#endif
+
 extern _Atomic bool mb_fence_registered;
+
+/* A full fence. On x86 a locked exchange on the stack: cheaper than mfence.
+ * Under ThreadSanitizer too (gcc refuses atomic_thread_fence there). */
+static inline void mb_fence_full(void)
+{
+#if defined(__x86_64__) || defined(__i386__) || defined(MB_TSAN)
+	_Atomic unsigned char local = 0;
+
+	(void)atomic_exchange_explicit(&local, 1, memory_order_seq_cst);
+#else
+	atomic_thread_fence(memory_order_seq_cst);
+#endif
+}
 
 /* Register this process (idempotent; at every open, so a forked child that
  * opens a bus registers too). */
@@ -34,7 +55,7 @@ static inline void mb_fence_light(void)
 	if (atomic_load_explicit(&mb_fence_registered, memory_order_acquire))
 		atomic_signal_fence(memory_order_seq_cst);
 	else
-		atomic_thread_fence(memory_order_seq_cst);
+		mb_fence_full();
 }
 
 /* The slow side, between its store and its load. false when membarrier is

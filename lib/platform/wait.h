@@ -13,13 +13,6 @@
 
 #define MB_EC_WAITERS 0x80000000u
 
-#if defined(__SANITIZE_THREAD__)
-#define MB_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define MB_TSAN 1
-#endif
-#endif
 
 /*
  * Wake every sleeper. The caller made its state change (a commit, a
