@@ -677,14 +677,16 @@ static bool unstick_empty(struct mb_inbox_cons *c)
 	/* Acquire: pairs with the release in unlock(): a position past the
 	 * cursor means the header at the cursor is written. */
 	uint64_t w = atomic_load_explicit(&c->ib.ctl->reserve, memory_order_acquire);
-	uint64_t pos = rw_pos(w, c->released);
+	/* Its distance from the cursor, sign-extended from 51 bits: it may
+	 * be below us (and below what we released since). */
+	int64_t d = (int64_t)((rw_pos(w, c->cursor) - c->cursor) << (64 - 51)) >> (64 - 51);
 
-	if (pos - c->released > c->ib.size)
+	if (d > (int64_t)c->ib.size || d < -(int64_t)c->ib.size)
 		return false; /* corrupt: producers report it; no spin here */
-	if (pos > c->cursor)
+	if (d > 0)
 		return true;
 	return (w & RW_LOCKED) && c->owner_dead && c->owner_dead(c->owner_ctx, rw_owner(w)) &&
-	       repair(&c->ib, w, c->released);
+	       repair(&c->ib, w, c->cursor + (uint64_t)d);
 }
 
 bool mb_inbox_drained(const struct mb_inbox_cons *c)
