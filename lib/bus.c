@@ -3,12 +3,12 @@
  * backend by scheme, registering as a participant.
  */
 #include "bus.h"
-#include "crash.h"
-#include "buffers.h"
-#include "link.h"
-#include "route.h"
-#include "rr.h"
-#include "sub.h"
+#include "platform/crash.h"
+#include "pubsub/buffers.h"
+#include "link/link.h"
+#include "pubsub/route.h"
+#include "reqrep/rr.h"
+#include "pubsub/sub.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -190,8 +190,6 @@ int mb_bus_reopen(msgbus_bus *b, msgbus_bus **out)
 {
 	return open_bus(out, b->seg.ops, b->seg.name, &b->cfg, &b->acc);
 }
-
-void mb_sub_destroy(msgbus_sub *sub);
 
 /* A handle inherited through fork(): its threads stayed in the parent and
  * its segment is the parent's (fork.c let go of it), so free only the

@@ -4,9 +4,9 @@
 #ifndef MB_BUS_H
 #define MB_BUS_H
 
-#include "layout.h"
+#include "shm/layout.h"
 #include "msgbus.h"
-#include "platform.h"
+#include "platform/platform.h"
 
 #include <pthread.h>
 #include <stdbool.h>

@@ -9,9 +9,9 @@
  * either it sees the flag or our mb_ec_signal sees its WAITERS bit.
  */
 #include "bus.h"
-#include "inbox.h"
-#include "route.h"
-#include "wait.h"
+#include "ring/inbox.h"
+#include "pubsub/route.h"
+#include "platform/wait.h"
 
 #include <errno.h>
 

@@ -1,10 +1,10 @@
 /* link.c - one TCP connection between two buses (msgbus-wire(7)): its
  * threads, its end, and the list of a handle's connections; see
  * link_conn.h. */
-#include "link_conn.h"
-#include "rr.h"
-#include "sub.h"
-#include "wait.h"
+#include "link/link_conn.h"
+#include "reqrep/rr.h"
+#include "pubsub/sub.h"
+#include "platform/wait.h"
 
 #include <stdarg.h>
 

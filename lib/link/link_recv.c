@@ -1,12 +1,12 @@
 /* link_recv.c - a link's receiving side: the handshake, then frames from
  * the peer (the rx thread and inline readers); see link_conn.h. */
-#include "link_conn.h"
+#include "link/link_conn.h"
 #include "bus.h"
-#include "buffers.h"
-#include "ring.h"
-#include "route.h"
-#include "sub.h"
-#include "wait.h"
+#include "pubsub/buffers.h"
+#include "ring/ring.h"
+#include "pubsub/route.h"
+#include "pubsub/sub.h"
+#include "platform/wait.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -1,10 +1,10 @@
 /* link_send.c - a link's sending side: control frames, interest, and
  * messages of the local bus to the peer (the tx thread and inline senders);
  * see link_conn.h. */
-#include "link_conn.h"
-#include "ring.h"
-#include "sub.h"
-#include "wait.h"
+#include "link/link_conn.h"
+#include "ring/ring.h"
+#include "pubsub/sub.h"
+#include "platform/wait.h"
 
 #include <errno.h>
 

@@ -3,11 +3,11 @@
  * through the server list with backoff, handshake, read); see
  * nats_link.h. nats_tx.c writes.
  */
-#include "link_conn.h"
-#include "nats.h"
-#include "nats_link.h"
-#include "sub.h"
-#include "wait.h"
+#include "link/link_conn.h"
+#include "link/nats.h"
+#include "link/nats_link.h"
+#include "pubsub/sub.h"
+#include "platform/wait.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -21,8 +21,8 @@
 #ifndef MB_NATS_LINK_H
 #define MB_NATS_LINK_H
 
-#include "link.h"
-#include "nats_proto.h"
+#include "link/link.h"
+#include "link/nats_proto.h"
 
 #define NATS_SERVERS_MAX 32u
 #define NATS_CRED_MAX 256u

@@ -13,10 +13,10 @@
  * request from NATS is called on a local worker from the bridge handle
  * and its reply is PUB to the requester's reply subject by the rr thread.
  */
-#include "link_conn.h"
-#include "nats_link.h"
-#include "rr.h"
-#include "wait.h"
+#include "link/link_conn.h"
+#include "link/nats_link.h"
+#include "reqrep/rr.h"
+#include "platform/wait.h"
 
 #include <stdio.h>
 #include <stdlib.h>

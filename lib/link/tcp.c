@@ -3,9 +3,9 @@
  * connecting again with backoff after a link drops. Each connection runs in
  * link.c; this file only decides when connections start and stop.
  */
-#include "link.h"
-#include "nats.h"
-#include "sub.h"
+#include "link/link.h"
+#include "link/nats.h"
+#include "pubsub/sub.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -10,7 +10,7 @@
  * anything is read or copied, always as "n > len - off" with off <= len,
  * so no sum can wrap.
  */
-#include "wire.h"
+#include "link/wire.h"
 #include "bus.h"
 
 #include <assert.h>

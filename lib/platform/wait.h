@@ -6,7 +6,7 @@
 #ifndef MB_WAIT_H
 #define MB_WAIT_H
 
-#include "platform.h"
+#include "platform/platform.h"
 
 #include <stdbool.h>
 

@@ -1,10 +1,10 @@
 /* publish.c - msgbus_publish (into the inboxes of the subscriptions that
  * match, route.c), and writing into a service's ring (requests, call.c). */
-#include "buffers.h"
-#include "crash.h"
-#include "link.h"
-#include "ring.h"
-#include "route.h"
+#include "pubsub/buffers.h"
+#include "platform/crash.h"
+#include "link/link.h"
+#include "ring/ring.h"
+#include "pubsub/route.h"
 
 #include <string.h>
 

@@ -5,10 +5,10 @@
  * request is queued, the service's workers (none alive: no responders);
  * once taken, the worker that took it (dead: peer died).
  */
-#include "buffers.h"
-#include "rr.h"
-#include "sub.h"
-#include "wait.h"
+#include "pubsub/buffers.h"
+#include "reqrep/rr.h"
+#include "pubsub/sub.h"
+#include "platform/wait.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -6,11 +6,11 @@
  * copy precedes the CAS, the cursor is also the release that gates
  * requesters, and a dead worker holds nothing back.
  */
-#include "buffers.h"
-#include "crash.h"
-#include "ring.h"
-#include "rr.h"
-#include "wait.h"
+#include "pubsub/buffers.h"
+#include "platform/crash.h"
+#include "ring/ring.h"
+#include "reqrep/rr.h"
+#include "platform/wait.h"
 
 #include <stdlib.h>
 #include <string.h>

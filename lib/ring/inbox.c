@@ -35,11 +35,11 @@
  * Waiting: eventcounts (wait.h). data_ec for the consumer, space_ec for
  * producers that wait for room; each side wakes the other only if it sleeps.
  */
-#include "inbox.h"
-#include "crash.h"
+#include "ring/inbox.h"
+#include "platform/crash.h"
 #include "msgbus.h"
-#include "platform.h"
-#include "wait.h"
+#include "platform/platform.h"
+#include "platform/wait.h"
 
 #include <string.h>
 

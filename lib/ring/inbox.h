@@ -29,7 +29,7 @@
 #ifndef MB_INBOX_H
 #define MB_INBOX_H
 
-#include "layout.h"
+#include "shm/layout.h"
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -7,8 +7,8 @@
  * tell a dead owner (steal) from a slow or stopped one (wait, bounded).
  */
 #include "bus.h"
-#include "crash.h"
-#include "wait.h"
+#include "platform/crash.h"
+#include "platform/wait.h"
 
 #include <sched.h>
 #include <string.h>

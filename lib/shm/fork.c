@@ -14,7 +14,7 @@
  * write-locked, glibc ties it to the thread id.)
  */
 #include "bus.h"
-#include "platform.h"
+#include "platform/platform.h"
 
 #include <pthread.h>
 

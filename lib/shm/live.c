@@ -8,10 +8,10 @@
  * the next one repeats.
  */
 #include "bus.h"
-#include "crash.h"
-#include "route.h"
-#include "sub.h"
-#include "wait.h"
+#include "platform/crash.h"
+#include "pubsub/route.h"
+#include "pubsub/sub.h"
+#include "platform/wait.h"
 
 #include <unistd.h>
 

@@ -5,7 +5,7 @@
  * exactly while its flag here is set.
  */
 #include "bus.h"
-#include "platform.h"
+#include "platform/platform.h"
 
 #include <pthread.h>
 #include <stdio.h>

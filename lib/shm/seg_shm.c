@@ -17,8 +17,8 @@
  * no map, no truncation, no unlink.
  */
 #include "bus.h"
-#include "crash.h"
-#include "platform.h"
+#include "platform/crash.h"
+#include "platform/platform.h"
 
 #include <errno.h>
 #include <string.h>
