@@ -2,10 +2,13 @@
  * bus.c - opening and closing a bus: URL parsing, options, choosing the
  * backend by scheme, registering as a participant.
  */
+#include "shm/fork.h"
+#include "shm/live.h"
 #include "bus.h"
 #include "platform/crash.h"
 #include "pubsub/buffers.h"
 #include "link/link.h"
+#include "pubsub/reap.h"
 #include "pubsub/route.h"
 #include "reqrep/rr.h"
 #include "pubsub/sub.h"
@@ -30,24 +33,6 @@ static const struct mb_config defaults = {
 	.crash_bound_ms = 1000,
 	.inbox_size = 1u << 20,
 };
-
-int mb_seg_back(msgbus_bus *b, uint64_t off, uint64_t len)
-{
-	if (b->seg.fd < 0)
-		return 0;
-	int rc = mb_fd_back(b->seg.fd, off, len);
-	return rc ? mb_syserr(rc) : 0;
-}
-
-int mb_syserr(int neg_errno)
-{
-	int e = -neg_errno;
-	if (e == EACCES || e == EPERM)
-		return MSGBUS_EPERM;
-	if (e == ENOMEM)
-		return MSGBUS_ENOMEM;
-	return MSGBUS_ESYSERR | e;
-}
 
 static int name_check(const char *name)
 {
@@ -115,6 +100,12 @@ static int config_from(const msgbus_options *o, struct mb_config *c, struct mb_a
 	return mb_config_check(c);
 }
 
+/* For the link tier, which opens handles of its own (shm/handle.h). */
+static const struct mb_bus_hooks bus_hooks = {
+	.reopen = mb_bus_reopen,
+	.close = msgbus_close,
+};
+
 static int open_bus(msgbus_bus **out, const struct mb_seg_ops *ops, const char *name,
                     const struct mb_config *want, const struct mb_access *acc)
 {
@@ -124,6 +115,8 @@ static int open_bus(msgbus_bus **out, const struct mb_seg_ops *ops, const char *
 		return MSGBUS_ENOMEM;
 	b->seg.ops = ops;
 	b->seg.fd = -1;
+	b->bus_hooks = &bus_hooks;
+	b->reap_hooks = &mb_pubsub_reap_hooks;
 	snprintf(b->seg.name, sizeof(b->seg.name), "%s", name);
 	pthread_mutex_init(&b->lock, NULL);
 	pthread_mutex_init(&b->reap_lock, NULL);

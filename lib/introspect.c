@@ -9,6 +9,9 @@
  * bounded and strings checked for an inner NUL before anything is copied
  * out; indices come from local loops bounded by the validated config.
  */
+#include "shm/control.h"
+#include "shm/live.h"
+#include "shm/subject.h"
 #include "pubsub/route.h"
 #include "pubsub/sub.h"
 

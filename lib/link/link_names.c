@@ -5,6 +5,7 @@
  * names, in no order, and an open-addressing index of it (linear probing,
  * deletion by backward shift, so no tombstones pile up).
  */
+#include "shm/subject.h"
 #include "link/link_conn.h"
 
 /* The index holds positions + 1 in v; 0 is an empty cell. */

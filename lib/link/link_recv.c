@@ -1,8 +1,11 @@
 /* link_recv.c - a link's receiving side: the handshake, then frames from
  * the peer (the rx thread and inline readers); see link_conn.h. */
 #include "link/link_conn.h"
-#include "bus.h"
+#include "shm/control.h"
+#include "shm/handle.h"
+#include "shm/subject.h"
 #include "pubsub/buffers.h"
+#include "pubsub/publish.h"
 #include "ring/ring.h"
 #include "pubsub/route.h"
 #include "pubsub/sub.h"

@@ -1,6 +1,7 @@
 /* link_send.c - a link's sending side: control frames, interest, and
  * messages of the local bus to the peer (the tx thread and inline senders);
  * see link_conn.h. */
+#include "shm/subject.h"
 #include "link/link_conn.h"
 #include "ring/ring.h"
 #include "pubsub/sub.h"

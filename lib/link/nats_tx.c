@@ -3,6 +3,7 @@
  * UNSUB (one SUB per distinct pattern, however many subscribers share it),
  * what local participants publish becomes PUB; see nats_link.h.
  */
+#include "shm/subject.h"
 #include "link/link_conn.h"
 #include "link/nats_link.h"
 #include "pubsub/sub.h"

@@ -11,7 +11,9 @@
  * so no sum can wrap.
  */
 #include "link/wire.h"
-#include "bus.h"
+#include "msgbus.h"
+#include "shm/layout.h"
+#include "shm/subject.h"
 
 #include <assert.h>
 #include <string.h>

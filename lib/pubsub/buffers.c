@@ -1,5 +1,7 @@
 /* buffers.c - allocation and publication of large buffers; see buffers.h. */
+#include "shm/live.h"
 #include "pubsub/buffers.h"
+#include "pubsub/publish.h"
 #include "platform/crash.h"
 #include "ring/ring.h"
 #include "pubsub/route.h"

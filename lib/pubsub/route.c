@@ -10,6 +10,8 @@
  * publisher that raced an unsubscribe leaves a record the next owner of
  * the slot skips.
  */
+#include "shm/live.h"
+#include "shm/subject.h"
 #include "pubsub/route.h"
 #include "pubsub/buffers.h"
 #include "platform/crash.h"

@@ -7,7 +7,7 @@
 #ifndef MB_ROUTE_H
 #define MB_ROUTE_H
 
-#include "bus.h"
+#include "shm/handle.h"
 #include "ring/inbox.h"
 
 /* Where subscription slot s keeps its inbox. */

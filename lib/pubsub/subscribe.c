@@ -4,6 +4,8 @@
  * pattern write (route.c). Service slots (queue) take a cursor in every
  * matching service ring instead (serve.c, control.c).
  */
+#include "shm/control.h"
+#include "shm/subject.h"
 #include "platform/crash.h"
 #include "ring/ring.h"
 #include "pubsub/route.h"

@@ -6,7 +6,11 @@
  * copy precedes the CAS, the cursor is also the release that gates
  * requesters, and a dead worker holds nothing back.
  */
+#include "shm/control.h"
+#include "shm/live.h"
+#include "shm/subject.h"
 #include "pubsub/buffers.h"
+#include "pubsub/sub.h"
 #include "platform/crash.h"
 #include "ring/ring.h"
 #include "reqrep/rr.h"

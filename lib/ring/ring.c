@@ -7,6 +7,7 @@
  * t helps tail along, so a publisher that dies after its claim never blocks
  * the others; its slot is aborted by whoever finds its owner dead.
  */
+#include "shm/live.h"
 #include "ring/ring.h"
 #include "platform/wait.h"
 

@@ -16,7 +16,8 @@
  * else is MSGBUS_EPERM, and the file is left exactly as it was: no lock,
  * no map, no truncation, no unlink.
  */
-#include "bus.h"
+#include "platform/error.h"
+#include "shm/handle.h"
 #include "platform/crash.h"
 #include "platform/platform.h"
 

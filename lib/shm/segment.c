@@ -3,7 +3,6 @@
  * A header read from shared memory is untrusted: every field is copied
  * once into a local and checked before anything is computed from it.
  */
-#include "ring/inbox.h"
 #include "shm/layout.h"
 #include "msgbus.h"
 

@@ -2,7 +2,7 @@
  * gen_corpus.c - writes the seed corpora of the fuzz targets into
  * DIR/corpus_wire, DIR/corpus_segment and DIR/corpus_subject. Run by hand
  * when a format changes:
- *   cc -Iinclude -Ilib tests/fuzz/gen_corpus.c lib/link/wire.c lib/pubsub/subject.c \
+ *   cc -Iinclude -Ilib tests/fuzz/gen_corpus.c lib/link/wire.c lib/shm/subject.c \
  *      lib/shm/segment.c -o /tmp/gen && /tmp/gen tests/fuzz
  *
  * fuzz_wire: one valid frame of each type, a stream of all of them, and a
