@@ -82,7 +82,8 @@ endif
 # ---- sources and outputs ---------------------------------------------------
 
 LIB_SRCS := $(sort $(wildcard lib/*.c lib/*/*.c))
-# Tiers, lowest first (DESIGN.md section 2); each calls only those before it.
+# Tiers, lowest first (DESIGN.md section 2); each calls only those before it
+# (make check runs tests/check_tiers.sh).
 LIB_TIERS := platform shm ring pubsub reqrep link
 # lib/ includes its own headers by tier path: #include "ring/inbox.h".
 LIB_INC := -Ilib
@@ -204,6 +205,8 @@ check: deps all $(TEST_BIN)
 	$(Q)if [ -f tests/check_examples.sh ]; then \
 		printf '  %-8s %s\n' RUN tests/check_examples.sh; \
 		EXAMPLES_DIR=$(B)/examples MSGBUS_BUILD_DIR=$(B) bash tests/check_examples.sh; fi
+	$(call msg,RUN,tests/check_tiers.sh)
+	$(Q)LIB_TIERS='$(LIB_TIERS)' MSGBUS_BUILD_DIR=$(B) bash tests/check_tiers.sh
 	$(call msg,RUN,tests/check_tool.sh)
 	$(Q)MSGBUS=$(TOOL) bash tests/check_tool.sh
 	$(call msg,HEADER,include/msgbus.h as C++ and as C99)
@@ -328,9 +331,9 @@ FUZZ_CC ?= clang
 FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
 	-std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror
 FUZZ_TARGETS := wire segment subject nats
-FUZZ_LIB_wire := lib/link/wire.c lib/pubsub/subject.c
+FUZZ_LIB_wire := lib/link/wire.c lib/shm/subject.c
 FUZZ_LIB_segment := lib/shm/segment.c
-FUZZ_LIB_subject := lib/pubsub/subject.c
+FUZZ_LIB_subject := lib/shm/subject.c
 FUZZ_LIB_nats := lib/link/nats_proto.c
 FUZZ_BINS := $(FUZZ_TARGETS:%=$(B)/fuzz/fuzz_%)
 FUZZ_RUNS := $(FUZZ_TARGETS:%=fuzz-%)
