@@ -137,6 +137,8 @@ static bool on_interest(struct mb_conn *c, const struct mb_frame *f)
 		mb_names_del(&c->rsubs, f->name);
 	}
 	uint32_t g = atomic_load_explicit(&c->rgen, memory_order_relaxed) + 1;
+	/* Pairs with the acquire in link_send.c:wants_subject(): the names
+	 * changed above are seen with the new generation. */
 	atomic_store_explicit(&c->rgen, g ? g : 1, memory_order_release);
 	pthread_mutex_unlock(&c->lock);
 	return true;

@@ -97,6 +97,7 @@ static bool proxy_locked(struct mb_nats *n, const char *name)
  * made the link, not a bridge: one hop) that no local worker serves. */
 bool mb_nats_no_worker(msgbus_bus *bus, const char *service)
 {
+	/* Pairs with the release in tcp.c:links_of(). */
 	struct mb_links *ls = __atomic_load_n(&bus->links, __ATOMIC_ACQUIRE);
 	bool routed = false;
 	if (!ls || mb_link_is_bridge(bus, bus->self))

@@ -151,7 +151,9 @@ static struct mb_links *links_of(msgbus_bus *b)
 			/* Tells a link to itself apart from one to a peer. */
 			ls->node_id = mb_now_ns() ^ (uint64_t)(uintptr_t)ls << 20;
 		}
-		/* Read without the lock by publishers (mb_links_published). */
+		/* Read without the lock by publishers (mb_links_published).
+		 * Pairs with the acquires of b->links below and in
+		 * nats_rr.c:mb_nats_no_worker(): *ls is initialized first. */
 		__atomic_store_n(&b->links, ls, __ATOMIC_RELEASE);
 		/* Pairs with the acquires in pubsub/publish.c:msgbus_publish()
 		 * and reqrep/call.c:msgbus_call_start(): they see the table. */
@@ -170,6 +172,7 @@ static struct mb_links *links_of(msgbus_bus *b)
  */
 void mb_links_published(msgbus_bus *b)
 {
+	/* Pairs with the release in links_of(). */
 	struct mb_links *ls = __atomic_load_n(&b->links, __ATOMIC_ACQUIRE);
 	if (!ls || !atomic_load_explicit(&ls->up, memory_order_relaxed) ||
 	    pthread_mutex_trylock(&ls->lock))
@@ -186,6 +189,7 @@ void mb_links_published(msgbus_bus *b)
  */
 void mb_links_spin(msgbus_bus *b)
 {
+	/* Pairs with the release in links_of(). */
 	struct mb_links *ls = __atomic_load_n(&b->links, __ATOMIC_ACQUIRE);
 	if (!ls || !atomic_load_explicit(&ls->up, memory_order_relaxed) ||
 	    pthread_mutex_trylock(&ls->lock))
@@ -198,6 +202,7 @@ void mb_links_spin(msgbus_bus *b)
 
 void mb_links_unspin(msgbus_bus *b)
 {
+	/* Pairs with the release in links_of(). */
 	struct mb_links *ls = __atomic_load_n(&b->links, __ATOMIC_ACQUIRE);
 	if (!ls)
 		return;
