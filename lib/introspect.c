@@ -9,8 +9,11 @@
  * bounded and strings checked for an inner NUL before anything is copied
  * out; indices come from local loops bounded by the validated config.
  */
-#include "route.h"
-#include "sub.h"
+#include "shm/control.h"
+#include "shm/live.h"
+#include "shm/subject.h"
+#include "pubsub/route.h"
+#include "pubsub/sub.h"
 
 #include <string.h>
 

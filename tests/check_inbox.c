@@ -8,9 +8,9 @@
 #include <stdatomic.h>
 #include <sys/mman.h>
 
-#include "crash.h"
-#include "inbox.h"
-#include "platform.h"
+#include "platform/crash.h"
+#include "ring/inbox.h"
+#include "platform/platform.h"
 #include "test_util.h"
 
 #define CTL_OFF 0u

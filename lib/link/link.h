@@ -2,7 +2,7 @@
 #ifndef MB_LINK_H
 #define MB_LINK_H
 
-#include "bus.h"
+#include "shm/handle.h"
 
 struct mb_conn;
 struct mb_nats;

@@ -1,8 +1,8 @@
 /* link_rr.c - requests across a link, both ways: the peer's services as
  * local workers, the peer's requests as local calls; see link_conn.h. */
-#include "link_conn.h"
-#include "rr.h"
-#include "wait.h"
+#include "link/link_conn.h"
+#include "reqrep/rr.h"
+#include "platform/wait.h"
 
 /* A local requester's call, taken by the link as a worker of a service the
  * peer has: forward it. */

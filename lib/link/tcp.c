@@ -3,9 +3,12 @@
  * connecting again with backoff after a link drops. Each connection runs in
  * link.c; this file only decides when connections start and stop.
  */
-#include "link.h"
-#include "nats.h"
-#include "sub.h"
+#include "link/nats_link.h"
+#include "platform/error.h"
+#include "shm/subject.h"
+#include "link/link.h"
+#include "link/nats.h"
+#include "pubsub/sub.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -131,6 +134,12 @@ static int parse_tcp_url(const char *url, bool listening, char *host, size_t hsi
 	return parse_query(q ? q + 1 : NULL, listening, lim);
 }
 
+/* How publish and call reach the links of a handle (shm/handle.h). */
+static const struct mb_link_hooks link_hooks = {
+	.published = mb_links_published,
+	.no_worker = mb_nats_no_worker,
+};
+
 static struct mb_links *links_of(msgbus_bus *b)
 {
 	pthread_mutex_lock(&b->lock);
@@ -142,8 +151,15 @@ static struct mb_links *links_of(msgbus_bus *b)
 			/* Tells a link to itself apart from one to a peer. */
 			ls->node_id = mb_now_ns() ^ (uint64_t)(uintptr_t)ls << 20;
 		}
-		/* Read without the lock by publishers (mb_links_published). */
+		/* Read without the lock by publishers (mb_links_published).
+		 * Pairs with the acquires of b->links below and in
+		 * nats_rr.c:mb_nats_no_worker(): *ls is initialized first. */
 		__atomic_store_n(&b->links, ls, __ATOMIC_RELEASE);
+		/* Pairs with the acquires in pubsub/publish.c:msgbus_publish()
+		 * and reqrep/call.c:msgbus_call_start(): they see the table. */
+		if (ls)
+			atomic_store_explicit(&b->link_hooks, &link_hooks,
+			                      memory_order_release);
 	}
 	pthread_mutex_unlock(&b->lock);
 	return b->links;
@@ -156,6 +172,7 @@ static struct mb_links *links_of(msgbus_bus *b)
  */
 void mb_links_published(msgbus_bus *b)
 {
+	/* Pairs with the release in links_of(). */
 	struct mb_links *ls = __atomic_load_n(&b->links, __ATOMIC_ACQUIRE);
 	if (!ls || !atomic_load_explicit(&ls->up, memory_order_relaxed) ||
 	    pthread_mutex_trylock(&ls->lock))
@@ -172,6 +189,7 @@ void mb_links_published(msgbus_bus *b)
  */
 void mb_links_spin(msgbus_bus *b)
 {
+	/* Pairs with the release in links_of(). */
 	struct mb_links *ls = __atomic_load_n(&b->links, __ATOMIC_ACQUIRE);
 	if (!ls || !atomic_load_explicit(&ls->up, memory_order_relaxed) ||
 	    pthread_mutex_trylock(&ls->lock))
@@ -184,6 +202,7 @@ void mb_links_spin(msgbus_bus *b)
 
 void mb_links_unspin(msgbus_bus *b)
 {
+	/* Pairs with the release in links_of(). */
 	struct mb_links *ls = __atomic_load_n(&b->links, __ATOMIC_ACQUIRE);
 	if (!ls)
 		return;
@@ -379,7 +398,7 @@ static void *connector_main(void *arg)
 	/* The watch lives on a bridge handle of our own, so it is never
 	 * advertised to other links as local interest. */
 	struct mb_watch watch = { NULL, NULL, NULL, 0, 0, NULL };
-	if (mb_bus_reopen(ls->bus, &watch.bus) == 0)
+	if (ls->bus->bus_hooks->reopen(ls->bus, &watch.bus) == 0)
 		atomic_fetch_or(&mb_part_at(watch.bus, watch.bus->self)->flags, MB_PARTF_BRIDGE);
 	else
 		watch.bus = NULL;
@@ -406,7 +425,7 @@ static void *connector_main(void *arg)
 	if (watch.sub)
 		mb_watch_settle(ls, &watch);
 	if (watch.bus)
-		msgbus_close(watch.bus);
+		watch.bus->bus_hooks->close(watch.bus);
 	return NULL;
 }
 

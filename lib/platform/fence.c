@@ -1,5 +1,5 @@
 /* fence.c - membarrier(2) for fence.h. */
-#include "fence.h"
+#include "platform/fence.h"
 
 #include <linux/membarrier.h>
 #include <sys/syscall.h>

@@ -6,8 +6,8 @@
 #ifndef MB_WAIT_H
 #define MB_WAIT_H
 
-#include "fence.h"
-#include "platform.h"
+#include "platform/fence.h"
+#include "platform/platform.h"
 
 #include <stdbool.h>
 

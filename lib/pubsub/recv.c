@@ -6,9 +6,9 @@
  * Order is per publisher: a publisher writes its records into each inbox
  * in the order it publishes them, whatever their subjects.
  */
-#include "route.h"
-#include "sub.h"
-#include "wait.h"
+#include "pubsub/route.h"
+#include "pubsub/sub.h"
+#include "platform/wait.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -10,10 +10,12 @@
  * publisher that raced an unsubscribe leaves a record the next owner of
  * the slot skips.
  */
-#include "route.h"
-#include "buffers.h"
-#include "crash.h"
-#include "wait.h"
+#include "shm/live.h"
+#include "shm/subject.h"
+#include "pubsub/route.h"
+#include "pubsub/buffers.h"
+#include "platform/crash.h"
+#include "platform/wait.h"
 
 #include <stdlib.h>
 #include <string.h>

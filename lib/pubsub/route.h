@@ -7,8 +7,8 @@
 #ifndef MB_ROUTE_H
 #define MB_ROUTE_H
 
-#include "bus.h"
-#include "inbox.h"
+#include "shm/handle.h"
+#include "ring/inbox.h"
 
 /* Where subscription slot s keeps its inbox. */
 static inline uint64_t mb_inbox_ctl_off(const msgbus_bus *b, uint32_t s)

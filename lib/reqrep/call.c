@@ -5,10 +5,12 @@
  * request is queued, the service's workers (none alive: no responders);
  * once taken, the worker that took it (dead: peer died).
  */
-#include "buffers.h"
-#include "rr.h"
-#include "sub.h"
-#include "wait.h"
+#include "shm/live.h"
+#include "pubsub/buffers.h"
+#include "pubsub/publish.h"
+#include "reqrep/rr.h"
+#include "pubsub/sub.h"
+#include "platform/wait.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,8 +53,6 @@ static void call_free(msgbus_call *call)
 	free(call);
 }
 
-bool (*_Atomic mb_call_no_worker)(msgbus_bus *bus, const char *service);
-
 /* The service's topic and queue slot, if a worker is registered: say
  * "no responders" now rather than at the deadline. */
 static int find_workers(msgbus_bus *bus, const char *service, uint32_t *t, uint32_t *slot,
@@ -79,9 +79,10 @@ int msgbus_call_start(msgbus_bus *bus, const char *service, const void *data, si
 	uint32_t t, slot;
 	char subject[MB_SUBJECT_MAX + 1];
 	int rc = find_workers(bus, service, &t, &slot, subject);
-	bool (*route)(msgbus_bus *, const char *) =
-		atomic_load_explicit(&mb_call_no_worker, memory_order_acquire);
-	if (rc == MSGBUS_ENORESPONDERS && route && route(bus, service))
+	/* Pairs with the release in link/tcp.c:links_of(). */
+	const struct mb_link_hooks *lh =
+		atomic_load_explicit(&bus->link_hooks, memory_order_acquire);
+	if (rc == MSGBUS_ENORESPONDERS && lh && lh->no_worker(bus, service))
 		rc = find_workers(bus, service, &t, &slot, subject);
 	if (rc)
 		return rc;

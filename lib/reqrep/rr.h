@@ -2,7 +2,7 @@
 #ifndef MB_RR_H
 #define MB_RR_H
 
-#include "bus.h"
+#include "shm/handle.h"
 
 /* Topic of a service: "_svc." + name. Validates the name. create: make
  * the topic if it does not exist, waiting for the control lock until
@@ -23,10 +23,5 @@ int mb_respond_error(msgbus_req *req, int err);
 uint64_t mb_req_deadline(const msgbus_req *req);
 struct msgbus_call;
 void mb_call_free(struct msgbus_call *call);
-/* Set once by the link tier when a link can carry requests (nats.c):
- * msgbus_call_start asks it when no live worker serves service; true if a
- * link serves the name now (as a bridge worker), so the call looks again.
- * A function pointer because lower tiers never call link code by name. */
-extern bool (*_Atomic mb_call_no_worker)(msgbus_bus *bus, const char *service);
 
 #endif

@@ -6,11 +6,15 @@
  * copy precedes the CAS, the cursor is also the release that gates
  * requesters, and a dead worker holds nothing back.
  */
-#include "buffers.h"
-#include "crash.h"
-#include "ring.h"
-#include "rr.h"
-#include "wait.h"
+#include "shm/control.h"
+#include "shm/live.h"
+#include "shm/subject.h"
+#include "pubsub/buffers.h"
+#include "pubsub/sub.h"
+#include "platform/crash.h"
+#include "ring/ring.h"
+#include "reqrep/rr.h"
+#include "platform/wait.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -42,12 +42,12 @@
  * mb_inbox_put signals with the light fence of fence.h, so the consumer
  * calls mb_fence_heavy before its last look.
  */
-#include "inbox.h"
-#include "crash.h"
+#include "ring/inbox.h"
+#include "platform/crash.h"
 #include "msgbus.h"
-#include "fence.h"
-#include "platform.h"
-#include "wait.h"
+#include "platform/fence.h"
+#include "platform/platform.h"
+#include "platform/wait.h"
 
 #include <string.h>
 

@@ -30,7 +30,7 @@
 #ifndef MB_INBOX_H
 #define MB_INBOX_H
 
-#include "layout.h"
+#include "shm/layout.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -44,17 +44,7 @@
 #define MB_INBOX_MAX_SIZE (1ull << 30)
 #define MB_INBOX_REC_HDR 16u /* header word + info word */
 
-/* Shared. Each hot word on its own line; key and size never change after
- * mb_inbox_format and are read once by mb_inbox_attach. */
-struct mb_inbox_ctl {
-	_Alignas(MB_LINE) _Atomic uint64_t reserve; /* next free position, lock bit, holder */
-	_Alignas(MB_LINE) _Atomic uint64_t release; /* consumer: all below it is consumed */
-	_Alignas(MB_LINE) _Atomic uint32_t data_ec;  /* the consumer sleeps here */
-	_Alignas(MB_LINE) _Atomic uint32_t space_ec; /* producers waiting for room sleep here */
-	_Alignas(MB_LINE) uint64_t key;  /* scrambles header check bits (see inbox.c) */
-	uint64_t size;                   /* bytes of the data area */
-};
-_Static_assert(sizeof(struct mb_inbox_ctl) == (size_t)5 * MB_LINE, "mb_inbox_ctl is five lines");
+/* The control block, struct mb_inbox_ctl, is in shm/layout.h. */
 
 /* A process-local view of one inbox: pointers checked against the segment. */
 struct mb_inbox {
