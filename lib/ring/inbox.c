@@ -508,20 +508,32 @@ static void write_info(unsigned char *rec, uint32_t subject_len, uint32_t payloa
 	memcpy(rec + 8, &info, sizeof(info));
 }
 
-int mb_inbox_reserve(struct mb_inbox_prod *p, uint32_t subject_len, uint32_t payload_len,
-                     uint64_t deadline, struct mb_inbox_res *res)
+/* Lock the reserve word with room for a record of size bytes and place
+ * it (after a PAD if it would cross the end): *at, lock held. */
+static int claim(struct mb_inbox_prod *p, uint64_t size, uint64_t deadline, uint64_t *at)
 {
-	const struct mb_inbox *ib = &p->ib;
-	uint64_t size = rec_size(subject_len, payload_len), r, at, h;
-	unsigned char *rec;
+	uint64_t r;
 	int rc;
 
-	if (size > ib->size / 2)
+	if (size > p->ib.size / 2)
 		return MSGBUS_EMSGSIZE;
 	rc = lock_room(p, size, deadline, &r);
 	if (rc)
 		return rc;
-	at = place(p, r, size);
+	*at = place(p, r, size);
+	return 0;
+}
+
+int mb_inbox_reserve(struct mb_inbox_prod *p, uint32_t subject_len, uint32_t payload_len,
+                     uint64_t deadline, struct mb_inbox_res *res)
+{
+	const struct mb_inbox *ib = &p->ib;
+	uint64_t size = rec_size(subject_len, payload_len), at, h;
+	unsigned char *rec;
+	int rc = claim(p, size, deadline, &at);
+
+	if (rc)
+		return rc;
 	h = make_hdr(ib, at, IB_CLAIMED, p->owner, size);
 	zero_next(ib, at + size);
 	publish_hdr(ib, at, h);
@@ -540,16 +552,12 @@ int mb_inbox_put(struct mb_inbox_prod *p, const void *subject, uint32_t subject_
                  const void *payload, uint32_t payload_len, uint64_t deadline)
 {
 	const struct mb_inbox *ib = &p->ib;
-	uint64_t size = rec_size(subject_len, payload_len), r, at;
+	uint64_t size = rec_size(subject_len, payload_len), at;
 	unsigned char *rec;
-	int rc;
+	int rc = claim(p, size, deadline, &at);
 
-	if (size > ib->size / 2)
-		return MSGBUS_EMSGSIZE;
-	rc = lock_room(p, size, deadline, &r);
 	if (rc)
 		return rc;
-	at = place(p, r, size);
 	rec = ib->data + (at & ib->mask);
 	write_info(rec, subject_len, payload_len);
 	memcpy(rec + MB_INBOX_REC_HDR, subject, subject_len);
