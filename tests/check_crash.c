@@ -954,6 +954,48 @@ START_TEST(test_v2_publisher_dies)
 }
 END_TEST
 
+/* A publisher matched by lossless subscribers ("cp.x", "cp.*", and in case
+ * 3 "cp.>") dies committing its records: 0 small and 1 large message,
+ * between the first commit and the second (its commit mark is set: its
+ * reaper commits the rest); 2 just before the first commit (no mark: all
+ * aborted); 3 as 0 with three subscribers. Every subscriber gets the dead
+ * one's message, or none does; nobody stalls; every buffer comes back. */
+START_TEST(test_v2_publisher_dies_between_commits)
+{
+	static const char *const points[] = { "between_commits", "between_commits",
+		                              "before_commit", "between_commits" };
+	char url[96];
+	msgbus_options o = MSGBUS_OPTIONS_INIT;
+	msgbus_sub *subs[3] = { NULL };
+	struct v2_child c = { 0 };
+	int n = _i == 3 ? 3 : 2;
+
+	tu_unique_url(url, sizeof(url), "shm");
+	v2_options(&o);
+	msgbus_bus *bus = tu_open(url, &o);
+	TU_ASSERT_OK(msgbus_subscribe(bus, "cp.x", 0, &subs[0]));
+	TU_ASSERT_OK(msgbus_subscribe(bus, "cp.*", 0, &subs[1]));
+	if (n == 3)
+		TU_ASSERT_OK(msgbus_subscribe(bus, "cp.>", 0, &subs[2]));
+	c.len = _i == 1 ? V2_BIG : 8;
+	pid_t pid = v2_spawn(&c, url, points[_i], V2_PUB);
+	assert_killed(pid);
+
+	double t0 = tu_now_ms();
+	v2_publish_big(bus, 1);
+	for (int k = 0; k < n; k++) {
+		if (_i != 2)
+			TU_RECV_SEQ(subs[k], "cp.x", 1000); /* to each, the uncommitted too */
+		TU_RECV_SEQ(subs[k], "cp.x", 1);
+		TU_ASSERT_EMPTY(subs[k]);
+	}
+	ck_assert_msg(tu_now_ms() - t0 < 1500, "stalled %.0f ms behind a dead writer",
+	              tu_now_ms() - t0);
+	v2_assert_buffers_free(bus);
+	v2_close(&c, bus, url);
+}
+END_TEST
+
 /* A publisher matched by two lossless subscribers dies after committing a
  * large message's records, before dropping its own reference: 0 at
  * large_committed (before v2 marked the buffer SHARED), 1 before the
@@ -1130,6 +1172,7 @@ Suite *suite_crash(void)
 	tc = tu_tcase("v2 crash points", TU_CASE_TIMEOUT);
 	tcase_add_loop_test(tc, test_v2_publisher_dies, 0, 3);
 	tcase_add_test(tc, test_v2_publisher_dies_before_lossy);
+	tcase_add_loop_test(tc, test_v2_publisher_dies_between_commits, 0, 4);
 	tcase_add_loop_test(tc, test_v2_publisher_dies_after_large_commit, 0, 2);
 	tcase_add_test(tc, test_v2_reader_dies_in_unref);
 	tcase_add_loop_test(tc, test_v2_subscriber_dies, 0, 2);

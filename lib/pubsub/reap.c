@@ -4,6 +4,7 @@
  * without calling up into pubsub or ring by name.
  */
 #include "pubsub/reap.h"
+#include "pubsub/mark.h"
 #include "pubsub/route.h"
 #include "pubsub/sub.h"
 #include "ring/inbox.h"
@@ -13,7 +14,7 @@ static void inbox_owner_dead(msgbus_bus *b, uint32_t s, uint32_t idx)
 	struct mb_inbox ib;
 	if (mb_inbox_attach(&ib, b->seg.base, b->seg.size, mb_inbox_ctl_off(b, s),
 	                    mb_inbox_data_off(b, s), b->cfg.inbox_size) == 0)
-		mb_inbox_reap_owner(&ib, idx);
+		mb_inbox_reap_owner(&ib, idx, mb_mark_keep, b);
 }
 
 const struct mb_reap_hooks mb_pubsub_reap_hooks = {

@@ -14,6 +14,7 @@
 #include "shm/subject.h"
 #include "pubsub/route.h"
 #include "pubsub/buffers.h"
+#include "pubsub/mark.h"
 #include "platform/crash.h"
 #include "platform/wait.h"
 
@@ -250,6 +251,7 @@ static int lookup(msgbus_bus *b, const char *subject, size_t slen, struct dest *
 struct rec {
 	unsigned char head[sizeof(struct mb_rec_pfx) + MB_SUBJECT_MAX];
 	uint32_t head_len;
+	uint64_t seq; /* the prefix's: names the publish in a commit mark */
 	const void *payload;
 	uint32_t len;
 	struct mb_bufctl *bc; /* a large message's buffer, else NULL */
@@ -384,6 +386,33 @@ static bool in_set(const struct dest *d)
 	return !d->t.lossy && !d->gone;
 }
 
+/* Commit the filled records of every target in the set, all or none even
+ * if we die in between: the large buffer is noted for each first, then a
+ * commit mark says that every record is written, so our reaper commits
+ * the ones we did not (mark.h). A death before the mark aborts them all;
+ * with a large buffer it then keeps its noted references (a leak, never a
+ * buffer freed under a reader; see deliver_large). */
+static void commit_all(msgbus_bus *b, struct dest *d, uint32_t n, struct rec *rc)
+{
+	bool first = true;
+	unsigned mark;
+	uint32_t i;
+
+	for (i = 0; i < n; i++)
+		if (in_set(&d[i]))
+			note_ref(b, rc);
+	mark = mb_mark_set(b, rc->seq);
+	for (i = 0; i < n; i++) {
+		if (!in_set(&d[i]))
+			continue;
+		if (!first)
+			mb_crash_point("between_commits");
+		first = false;
+		(void)mb_inbox_commit(&d[i].p, &d[i].res); /* as in commit_one */
+	}
+	mb_mark_clear(b, mark);
+}
+
 /* Several lossless targets, all or nothing: reserve in each without
  * waiting; when one is full, give the others back, wait for room in that
  * one (keeping that reservation), and reserve the others again. A target
@@ -407,13 +436,7 @@ static int put_all(msgbus_bus *b, struct dest *d, uint32_t n, struct rec *rc, ui
 				fill(rc, &d[i].res);
 			}
 			mb_crash_point("before_commit");
-			for (i = 0; i < n; i++) {
-				if (!in_set(&d[i]))
-					continue;
-				note_ref(b, rc);
-				(void)mb_inbox_commit(&d[i].p, &d[i].res); /* as in
-				                                            * commit_one */
-			}
+			commit_all(b, d, n, rc);
 			return 0;
 		}
 		uint32_t full = i - 1;
@@ -493,14 +516,16 @@ void mb_route_buf_unref(msgbus_bus *b, const struct mb_rec_large *d)
  * taken) less the references readers dropped, until we drop the bias less
  * the records put; and the buffer is SHARED, with pub_put >= the records
  * committed, from before the first one is (note_ref). pub_put exceeds
- * them by one at most, and only while that record is being committed or
- * put. So the reaper of a dead publisher (live.c) drops MB_BUF_PUB_BIAS
+ * them only while records are being committed or put: by one, or by the
+ * records of a commit loop (commit_all notes them all, then marks them
+ * for commit by our reaper, mark.h). So the reaper of a dead publisher (live.c) drops MB_BUF_PUB_BIAS
  * less pub_put, once (it holds the dead slot; a dropped bias is seen),
  * and never frees a buffer a committed record points to: each committed
  * record's reference is dropped by its reader or by the drain of its
  * inbox, once. A record that dies being committed (aborted by the reaper
- * or its reader) keeps one reference: the buffer leaks rather than is
- * freed twice. A death before any record leaves a LOANED buffer, freed
+ * or its reader) keeps one reference, and records of a commit loop that
+ * dies before its mark keep theirs: the buffer leaks rather than is freed
+ * twice. A death before any record leaves a LOANED buffer, freed
  * by the reaper as an unused loan. */
 static int deliver_large(msgbus_bus *b, struct dest *d, uint32_t n, const struct rec *rc,
                          uint32_t idx, uint32_t gen, uint64_t deadline)
@@ -589,6 +614,7 @@ int mb_route_publish(msgbus_bus *b, const char *subject, const void *data, size_
 		                          atomic_fetch_add_explicit(&b->pub_seq, 1,
 		                                                    memory_order_relaxed) };
 		memcpy(rc.head, &pfx, sizeof(pfx));
+		rc.seq = pfx.seq;
 		memcpy(rc.head + sizeof(pfx), subject, slen);
 		rc.head_len = (uint32_t)(sizeof(pfx) + slen);
 		rc.payload = data ? data : ""; /* never NULL, even for 0 bytes, to memcpy */

@@ -8,6 +8,7 @@
 #include "shm/subject.h"
 #include "platform/crash.h"
 #include "ring/ring.h"
+#include "pubsub/mark.h"
 #include "pubsub/route.h"
 #include "pubsub/sub.h"
 #include "platform/wait.h"
@@ -125,6 +126,7 @@ static int sub_create(msgbus_bus *b, const char *pattern, unsigned flags, msgbus
 	}
 	/* No spin in the inbox's wait: recv.c spins first, yielding. */
 	mb_inbox_cons_init(&sub->cons, &ib, mb_route_owner_dead, b, 0, b->check_ns);
+	mb_inbox_cons_keep(&sub->cons, mb_mark_keep, b); /* a dead publisher's marked records */
 	atomic_store(&sub->cursor, sub->cons.cursor);
 	/* Release: pairs with the acquire load of the word in route.c; the
 	 * inbox and pattern are written before. */

@@ -235,6 +235,42 @@ int mb_inbox_attach(struct mb_inbox *ib, void *base, uint64_t seg_size, uint64_t
 	return 0;
 }
 
+/* ---- records ---------------------------------------------------------------- */
+
+/* The record at pos with header h, size bytes (hdr_size checked), in m:
+ * false when its lengths do not fit it. */
+static bool view(const struct mb_inbox *ib, uint64_t pos, uint64_t h, uint64_t size,
+                 struct mb_inbox_msg *m)
+{
+	const unsigned char *rec = ib->data + (pos & ib->mask);
+	uint64_t info;
+	uint32_t sl, pl;
+
+	memcpy(&info, rec + 8, sizeof(info)); /* once: validated below */
+	sl = (uint32_t)info;
+	pl = (uint32_t)(info >> 32);
+	if (MB_INBOX_REC_HDR + align8(sl) + (uint64_t)pl > size)
+		return false;
+	m->subject = (const char *)rec + MB_INBOX_REC_HDR;
+	m->subject_len = sl;
+	m->owner = hdr_owner(h);
+	m->payload = rec + MB_INBOX_REC_HDR + align8(sl);
+	m->payload_len = pl;
+	return true;
+}
+
+/* What a dead owner's CLAIMED record h at pos (size bytes) becomes:
+ * COMMITTED when keep says its owner had written it and begun committing
+ * (a commit loop over several inboxes, pubsub/mark.c), else ABORTED. */
+static unsigned settle(const struct mb_inbox *ib, uint64_t pos, uint64_t h, uint64_t size,
+                       mb_rec_keep_fn keep, void *ctx)
+{
+	struct mb_inbox_msg m;
+
+	return keep && view(ib, pos, h, size, &m) && keep(ctx, hdr_owner(h), &m) ? IB_COMMITTED
+	                                                                        : IB_ABORTED;
+}
+
 /* ---- a dead lock holder --------------------------------------------------- */
 
 /* Is the header at pos one that the holder of a reserve lock wrote, in
@@ -620,6 +656,12 @@ void mb_inbox_cons_init(struct mb_inbox_cons *c, const struct mb_inbox *ib,
 	c->check_ns = check_ns;
 }
 
+void mb_inbox_cons_keep(struct mb_inbox_cons *c, mb_rec_keep_fn keep, void *ctx)
+{
+	c->keep = keep;
+	c->keep_ctx = ctx;
+}
+
 void mb_inbox_flush(struct mb_inbox_cons *c)
 {
 	struct mb_inbox_ctl *ctl = c->ib.ctl;
@@ -659,20 +701,24 @@ static void idle_flush(struct mb_inbox_cons *c)
 	c->eager = false;
 }
 
-/* The owner of the CLAIMED head h at our cursor may be dead. true when the
- * word changed (read it again): so a liveness test that says "dead" of a
- * word we cannot change never makes us loop. */
+/* The owner of the CLAIMED head h at our cursor may be dead: then commit
+ * or abort the record (settle). true when the word changed (read it
+ * again): so a liveness test that says "dead" of a word we cannot change
+ * never makes us loop. */
 static bool unstick(struct mb_inbox_cons *c, uint64_t h)
 {
-	uint64_t seen = h;
+	uint64_t seen = h, size = hdr_size(&c->ib, c->cursor, h);
+	unsigned st;
 
-	if (!c->owner_dead || !c->owner_dead(c->owner_ctx, hdr_owner(h)))
+	if (!size || !c->owner_dead || !c->owner_dead(c->owner_ctx, hdr_owner(h)))
 		return false;
+	st = settle(&c->ib, c->cursor, h, size, c->keep, c->keep_ctx);
 	/* Acquire on success: orders our reads after whatever the dead owner
-	 * wrote. A failure (it committed after all) is read again. */
+	 * wrote. A failure (it committed after all, or its reaper settled
+	 * it) is read again. */
 	return atomic_compare_exchange_strong_explicit(word_at(&c->ib, c->cursor), &seen,
-	                                               with_state(h, IB_ABORTED),
-	                                               memory_order_acquire, memory_order_relaxed) ||
+	                                               with_state(h, st), memory_order_acquire,
+	                                               memory_order_relaxed) ||
 	       seen != h;
 }
 
@@ -719,20 +765,8 @@ static bool stuck_due(struct mb_inbox_cons *c, uint64_t what)
 static int deliver(struct mb_inbox_cons *c, uint64_t pos, uint64_t h, uint64_t size,
                    struct mb_inbox_msg *m)
 {
-	const unsigned char *rec = c->ib.data + (pos & c->ib.mask);
-	uint64_t info;
-	uint32_t sl, pl;
-
-	memcpy(&info, rec + 8, sizeof(info)); /* once: validated below */
-	sl = (uint32_t)info;
-	pl = (uint32_t)(info >> 32);
-	if (MB_INBOX_REC_HDR + align8(sl) + (uint64_t)pl > size)
+	if (!view(&c->ib, pos, h, size, m))
 		return MSGBUS_EPROTO;
-	m->subject = (const char *)rec + MB_INBOX_REC_HDR;
-	m->subject_len = sl;
-	m->owner = hdr_owner(h);
-	m->payload = rec + MB_INBOX_REC_HDR + align8(sl);
-	m->payload_len = pl;
 	c->cur_size = size;
 	return 0;
 }
@@ -855,7 +889,8 @@ uint64_t mb_inbox_count(const struct mb_inbox *ib, uint64_t from)
 	return n;
 }
 
-void mb_inbox_reap_owner(const struct mb_inbox *ib, uint32_t owner)
+void mb_inbox_reap_owner(const struct mb_inbox *ib, uint32_t owner, mb_rec_keep_fn keep,
+                         void *ctx)
 {
 	struct mb_inbox_ctl *ctl = ib->ctl;
 	/* Acquire: pairs with the consumer's seq_cst flush; a fresh release
@@ -881,8 +916,8 @@ void mb_inbox_reap_owner(const struct mb_inbox *ib, uint32_t owner)
 		 * bits), so a record of a later lap is never touched. */
 		if (hdr_state(h) == IB_CLAIMED && hdr_owner(h) == (owner & MB_OWNER_MAX))
 			(void)atomic_compare_exchange_strong_explicit(
-			        word_at(ib, pos), &h, with_state(h, IB_ABORTED), memory_order_seq_cst,
-			        memory_order_relaxed);
+			        word_at(ib, pos), &h, with_state(h, settle(ib, pos, h, size, keep, ctx)),
+			        memory_order_seq_cst, memory_order_relaxed);
 		pos += size;
 	}
 	mb_ec_signal(&ctl->data_ec);

@@ -68,6 +68,12 @@ uint32_t mb_inbox_max_payload(const struct mb_inbox *ib, uint32_t subject_len);
  * Never a timeout: a dead owner's claim is undone, a live one's never. */
 typedef bool (*mb_owner_dead_fn)(void *ctx, uint32_t owner);
 
+struct mb_inbox_msg;
+/* A CLAIMED record m of dead participant owner: true to commit it (its
+ * owner had finished writing it and begun committing, e.g. a commit mark),
+ * false to abort it. May be NULL: always abort. */
+typedef bool (*mb_rec_keep_fn)(void *ctx, uint32_t owner, const struct mb_inbox_msg *m);
+
 /* ---- producers ---------------------------------------------------------- */
 
 struct mb_inbox_prod {
@@ -131,6 +137,8 @@ struct mb_inbox_cons {
 	bool eager; /* a producer waited: flush each record until we run dry */
 	mb_owner_dead_fn owner_dead; /* may be NULL: never abort */
 	void *owner_ctx;
+	mb_rec_keep_fn keep; /* may be NULL (mb_inbox_cons_keep) */
+	void *keep_ctx;
 	uint64_t spin_ns, check_ns;
 	const _Atomic int *stop; /* as in mb_inbox_prod: ends a peek_wait */
 };
@@ -147,6 +155,9 @@ struct mb_inbox_msg {
 void mb_inbox_cons_init(struct mb_inbox_cons *c, const struct mb_inbox *ib,
                         mb_owner_dead_fn owner_dead, void *owner_ctx, uint64_t spin_ns,
                         uint64_t check_ns);
+/* A dead owner's CLAIMED record at the cursor is committed when keep says
+ * so, else aborted (the default). */
+void mb_inbox_cons_keep(struct mb_inbox_cons *c, mb_rec_keep_fn keep, void *ctx);
 /*
  * The next committed record, in place (aborted and padding records are
  * skipped). It stays valid until mb_inbox_consume. 0, MSGBUS_EAGAIN when
@@ -174,7 +185,9 @@ uint64_t mb_inbox_count(const struct mb_inbox *ib, uint64_t from);
 /* A dead participant's claims, for whoever reaps it before its index is
  * used again (after that, owner names a live one and waiters would never
  * give up): its reserve lock is repaired and its CLAIMED records from the
- * consumer's release on are aborted; the consumer is woken. */
-void mb_inbox_reap_owner(const struct mb_inbox *ib, uint32_t owner);
+ * consumer's release on are committed where keep (may be NULL) says so,
+ * else aborted; the consumer is woken. */
+void mb_inbox_reap_owner(const struct mb_inbox *ib, uint32_t owner, mb_rec_keep_fn keep,
+                         void *ctx);
 
 #endif

@@ -69,6 +69,7 @@ struct msgbus_bus {
 	uint32_t ring_inline_max;  /* largest payload written into an inbox */
 	struct mb_route *route;    /* publishing: subject to subscriptions (route.c) */
 	_Atomic uint64_t pub_seq;  /* numbers our messages; starts at the clock */
+	_Atomic uint32_t marks_used; /* our commit marks in use, a bit each (pubsub/mark.c) */
 	uint64_t spin_ns, check_ns;
 	pthread_mutex_t lock;      /* guards the topic cache refresh and subs list */
 	pthread_mutex_t reap_lock; /* one reaper per handle (OFD locks are per handle) */

@@ -67,14 +67,22 @@ struct mb_header {
 /* A participant is an open bus handle. Its liveness is the OFD lock on
  * byte 1 + index of the segment file (shm) or its state (inproc). */
 enum { MB_PART_FREE = 0, MB_PART_ACTIVE = 1 };
-#define MB_PARTF_BRIDGE 0x1u /* a link to another bus: its messages stay one hop */
+#define MB_PARTF_BRIDGE 0x1u
+#define MB_COMMIT_MARKS 4u /* a link to another bus: its messages stay one hop */
 struct mb_part {
 	_Atomic uint32_t state;
 	_Atomic uint32_t pid; /* informational only: liveness never uses it */
 	_Atomic uint32_t flags;
 	_Atomic uint32_t reply_ec; /* any reply to this participant's calls */
-	uint8_t pad[MB_LINE - 16];
+	/* Commit marks (pubsub/mark.c): seq + 1 of a publish whose records
+	 * are all written and whose commits have begun, 0 when free. The
+	 * reaper of a dead participant commits its CLAIMED records of such a
+	 * publish and aborts the others. One per thread of the handle that
+	 * is committing at the same moment. */
+	_Atomic uint64_t commit_mark[MB_COMMIT_MARKS];
+	uint8_t pad[MB_LINE - 16 - 8 * MB_COMMIT_MARKS];
 };
+_Static_assert(sizeof(struct mb_part) == MB_LINE, "a participant is one line");
 
 /* Subscription slot word: gen:32 | owner:16 | flags:8 | state:8. */
 enum { MB_SUB_FREE = 0, MB_SUB_RESERVED = 1, MB_SUB_ACTIVE = 2 };

@@ -148,6 +148,10 @@ int mb_part_register(msgbus_bus *b)
 			reap(b, i); /* a previous owner died without closing */
 		atomic_store(&p->pid, (uint32_t)getpid());
 		atomic_store(&p->flags, 0);
+		/* Relaxed: a dead predecessor's marks, read only by reapers
+		 * of this index, which come after our death (exit orders it). */
+		for (uint32_t m = 0; m < MB_COMMIT_MARKS; m++)
+			atomic_store_explicit(&p->commit_mark[m], 0, memory_order_relaxed);
 		atomic_store(&p->state, MB_PART_ACTIVE);
 		b->self = i;
 		pthread_mutex_unlock(&b->reap_lock);
