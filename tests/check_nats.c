@@ -190,6 +190,16 @@ START_TEST(test_codec_encode)
 	ck_assert_uint_eq(mb_nats_pong(b, sizeof(b)), 6);
 	ck_assert_str_eq(b, "PONG\r\n");
 	ck_assert_uint_eq(mb_nats_pub(b, 8, "a.b", NULL, 5), 0);
+	/* the hand-written encoder: exact fits, NUL included, and every digit */
+	ck_assert_uint_eq(mb_nats_pub(b, 12, "a.b", NULL, 5), 11);
+	ck_assert_str_eq(b, "PUB a.b 5\r\n");
+	ck_assert_uint_eq(mb_nats_pub(b, 11, "a.b", NULL, 5), 0);
+	ck_assert_uint_eq(mb_nats_pub(b, 0, "a.b", NULL, 5), 0);
+	ck_assert_uint_eq(mb_nats_pub(b, 25, "a.b", "r.1", 1234567890), 24);
+	ck_assert_str_eq(b, "PUB a.b r.1 1234567890\r\n");
+	ck_assert_uint_eq(mb_nats_pub(b, 24, "a.b", "r.1", 1234567890), 0);
+	mb_nats_pub(b, sizeof(b), "x", NULL, 10);
+	ck_assert_str_eq(b, "PUB x 10\r\n");
 }
 END_TEST
 
