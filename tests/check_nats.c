@@ -768,6 +768,111 @@ static int raw_client(const struct natsd *d)
 	return fd;
 }
 
+/* Read MSGs on fd until n have come: their payloads must be "%06d" of
+ * 0..n-1 in order (from one publisher), or of each publisher's own
+ * sequence when two interleave (tag: the first byte). */
+static void raw_expect(int fd, int n, int publishers)
+{
+	static char buf[1 << 16];
+	size_t len = 0;
+	int got = 0, next[2] = { 0, 0 };
+	double end = tu_now_ms() + 4 * TU_WAIT_MS;
+	while (got < n) {
+		ck_assert_msg(tu_now_ms() < end, "only %d of %d", got, n);
+		struct pollfd p = { fd, POLLIN, 0 };
+		if (poll(&p, 1, 100) != 1)
+			continue;
+		ssize_t k = read(fd, buf + len, sizeof(buf) - len);
+		ck_assert_int_gt(k, 0);
+		len += (size_t)k;
+		size_t off = 0;
+		for (;;) {
+			char *eol = memmem(buf + off, len - off, "\r\n", 2);
+			if (!eol)
+				break;
+			size_t ll = (size_t)(eol - (buf + off));
+			if (ll < 4 || memcmp(buf + off, "MSG ", 4)) {
+				off += ll + 2; /* PING, +OK: not asked for, never sent */
+				continue;
+			}
+			const char *sp = memrchr(buf + off, ' ', ll);
+			size_t plen = (size_t)strtoul(sp + 1, NULL, 10);
+			if (len - off < ll + 2 + plen + 2)
+				break;
+			const char *pl = eol + 2;
+			ck_assert_uint_eq(plen, 7);
+			int who = publishers > 1 ? pl[0] - 'a' : 0;
+			ck_assert(who >= 0 && who < publishers);
+			ck_assert_int_eq(atoi(pl + 1), next[who]);
+			next[who]++;
+			got++;
+			off += ll + 2 + plen + 2;
+		}
+		memmove(buf, buf + off, len - off);
+		len -= off;
+	}
+}
+
+/* ?lossless=1: the link's follower holds local publishers back rather
+ * than drop, so a stream far larger than the bus's inboxes reaches NATS
+ * whole and in order, whether the linking handle's publisher sends it
+ * inline or another handle's is sent by the tx thread; nothing is counted
+ * undelivered. The receiver is a raw client: only a's side is measured. */
+START_TEST(test_server_lossless)
+{
+	if (skip_without_server())
+		return;
+	struct natsd d = { 0 };
+	natsd_start(&d, NULL);
+	msgbus_options o = MSGBUS_OPTIONS_INIT;
+	o.inbox_size = 4096; /* 128 records: the follower fills at once */
+	char url[128], nurl[160];
+	tu_unique_url(url, sizeof(url), "inproc");
+	msgbus_bus *a = tu_open(url, &o), *other = tu_open(url, &o);
+	nats_url(nurl, sizeof(nurl), NULL, &d, "?export=l.>&lossless=1");
+	TU_ASSERT_OK(msgbus_connect(a, nurl));
+	WAIT_FOR(link_stats(a).links_up == 1);
+	int fd = raw_client(&d);
+	char buf[256];
+	const char *sub = "SUB l.> 1\r\nPING\r\n";
+	ck_assert_int_eq(tu_send_all(fd, sub, strlen(sub)), 0);
+	ck_assert(read_until(fd, buf, sizeof(buf), "PONG\r\n", TU_WAIT_MS));
+	enum { N = 20000 };
+	for (int round = 0; round < 2; round++) {
+		msgbus_bus *from = round ? other : a;
+		for (int i = 0; i < N; i++) {
+			char data[8];
+			snprintf(data, sizeof(data), "a%06d", i);
+			TU_ASSERT_OK(msgbus_publish(from, "l.x", data, 7, -1));
+		}
+		raw_expect(fd, N, 1);
+	}
+	/* both at once: each one's order holds */
+	msgbus_bus *both[2] = { a, other };
+	for (int i = 0; i < N; i++)
+		for (int w = 0; w < 2; w++) {
+			char data[8];
+			snprintf(data, sizeof(data), "%c%06d", 'a' + w, i);
+			TU_ASSERT_OK(msgbus_publish(both[w], "l.x", data, 7, -1));
+		}
+	raw_expect(fd, 2 * N, 2);
+	msgbus_link_stats st = link_stats(a);
+	ck_assert_uint_eq(st.undelivered, 0);
+	ck_assert_uint_eq(st.sent, 4 * N);
+	/* the query's other spellings */
+	const char *badq[] = { "?lossless=2", "?lossless=", "?lossless=1&", "?export=a&export=b",
+		               "?lossless=1&other=1" };
+	for (size_t i = 0; i < sizeof(badq) / sizeof(badq[0]); i++) {
+		nats_url(nurl, sizeof(nurl), NULL, &d, badq[i]);
+		TU_ASSERT_RC(msgbus_connect(a, nurl), MSGBUS_EINVAL);
+	}
+	close(fd);
+	msgbus_close(other);
+	msgbus_close(a);
+	natsd_stop(&d);
+}
+END_TEST
+
 /* A bus that has no room drops what NATS sends and counts it; the link
  * keeps reading (no stall, no reconnection) and still delivers after.
  * The flood comes from a raw client, so only b's side is measured. */
@@ -1153,6 +1258,7 @@ static TCase *nats_server_tcase(void)
 	tcase_add_test(tc, test_server_reconnect);
 	tcase_add_test(tc, test_server_export);
 	tcase_add_test(tc, test_server_local_drops);
+	tcase_add_test(tc, test_server_lossless);
 	tcase_add_test(tc, test_server_cluster);
 	tcase_add_test(tc, test_server_reqrep);
 	tcase_add_test(tc, test_server_queue_balance);

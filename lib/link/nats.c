@@ -94,13 +94,13 @@ static bool parse_creds(struct mb_nats *n, const char *s, size_t len)
 	return colon > s;
 }
 
-/* ?export=PATTERN[,PATTERN...] */
-static bool parse_query(struct mb_nats *n, const char *q)
+/* export=PATTERN[,PATTERN...], up to the next '&' */
+static bool parse_exports(struct mb_nats *n, const char *q, size_t qlen)
 {
-	if (strncmp(q, "export=", 7) || !q[7])
-		return false;
-	for (q += 7; *q;) {
-		size_t len = strcspn(q, ","), checked;
+	if (!qlen || n->nexports)
+		return false; /* empty, or given twice */
+	for (const char *end = q + qlen; q < end;) {
+		size_t len = strcspn(q, ",&"), checked;
 		if (n->nexports == NATS_EXPORTS_MAX || len == 0 || len > MB_SUBJECT_MAX)
 			return false;
 		char *p = strndup(q, len);
@@ -110,8 +110,28 @@ static bool parse_query(struct mb_nats *n, const char *q)
 		if (mb_subject_check(p, &checked, true, NULL) || checked != len)
 			return false;
 		q += len;
-		if (*q == ',' && !*++q)
+		if (*q == ',' && ++q == end)
 			return false; /* a trailing ',' */
+	}
+	return true;
+}
+
+/* ?KEY=VALUE[&KEY=VALUE...]: export=PATTERNS, lossless=0|1 */
+static bool parse_query(struct mb_nats *n, const char *q)
+{
+	while (*q) {
+		size_t len = strcspn(q, "&");
+		if (len > 7 && !strncmp(q, "export=", 7)) {
+			if (!parse_exports(n, q + 7, len - 7))
+				return false;
+		} else if (len == 10 && !strncmp(q, "lossless=", 9) && (q[9] == '0' || q[9] == '1')) {
+			n->lossless = q[9] == '1';
+		} else {
+			return false;
+		}
+		q += len;
+		if (*q == '&' && !*++q)
+			return false; /* a trailing '&' */
 	}
 	return true;
 }
@@ -163,12 +183,17 @@ struct rx {
 	uint64_t last_rx_ns, ping_sent_ns; /* ping_sent_ns 0: none outstanding */
 };
 
+/* A control line on fd: after what txbuf holds once the link is up. */
 static bool send_simple(struct mb_nats *n, int fd, const char *line)
 {
+	bool ok;
 	pthread_mutex_lock(&n->wlock);
-	int rc = mb_sock_write2(fd, line, strlen(line), NULL, 0, (int)NATS_DEAD_AFTER_MS);
+	if (n->up && n->fd == fd)
+		ok = mb_nats_write_locked(n, line, strlen(line), NULL, 0);
+	else
+		ok = mb_sock_write2(fd, line, strlen(line), NULL, 0, (int)NATS_DEAD_AFTER_MS) == 0;
 	pthread_mutex_unlock(&n->wlock);
-	return rc == 0;
+	return ok;
 }
 
 /* Read more into r; false at the end of the stream or an error. A read
@@ -360,6 +385,8 @@ static void set_up(struct mb_nats *n, int fd, uint64_t max_payload, bool up)
 	n->max_payload = max_payload;
 	if (up)
 		n->epoch++;
+	else
+		mb_nats_tx_abandon_locked(n); /* what was not written is lost */
 	pthread_mutex_unlock(&n->wlock);
 	if (up)
 		atomic_fetch_add(&n->ls->up, 1);
@@ -462,6 +489,10 @@ static void *rx_main(void *arg)
 static void nats_free(struct mb_nats *n)
 {
 	mb_nats_rr_end(n); /* before the handle its workers use */
+	if (n->held) {
+		atomic_fetch_add(&n->ls->undelivered, 1);
+		msgbus_msg_release(n->held);
+	}
 	if (n->follow)
 		msgbus_unsubscribe(n->follow);
 	if (n->lb)
@@ -486,7 +517,7 @@ static int nats_open(struct mb_nats *n)
 	}
 	atomic_fetch_or(&mb_part_at(n->lb, n->lb->self)->flags, MB_PARTF_BRIDGE);
 	n->lb->spin_ns = 0; /* link threads sleep at once */
-	rc = msgbus_subscribe(n->lb, ">", MSGBUS_SUB_LOSSY, &n->follow);
+	rc = msgbus_subscribe(n->lb, ">", n->lossless ? 0 : MSGBUS_SUB_LOSSY, &n->follow);
 	if (rc)
 		n->follow = NULL;
 	n->txbuf = malloc(NATS_TXBUF);
@@ -550,6 +581,8 @@ void mb_nats_stop(struct mb_links *ls)
 		struct mb_nats *n = list;
 		list = n->next;
 		pthread_join(n->rx, NULL);
+		mb_ec_kick(&n->tx_ec);
+		mb_ec_kick(mb_sub_wait_word(n->follow));
 		pthread_join(n->tx, NULL);
 		mb_ec_kick(&mb_part_at(n->lb, n->lb->self)->reply_ec);
 		pthread_join(n->rr, NULL);

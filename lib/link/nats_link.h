@@ -108,12 +108,22 @@ struct mb_nats {
 	struct nats_in_call *queued, **queued_tail; /* to call, in order */
 	uint32_t nqueued;
 
-	/* tx only (told: changed under wlock too, read by rx under it) */
+	/* told: changed by tx under wlock, read by rx under it */
 	struct nats_told *told;
 	uint32_t ntold, told_cap;
 	uint64_t next_sid;
+	/* PUBs of local messages, under wlock: taken from follow by tx or
+	 * inline by a publisher of the linking handle (mb_nats_published).
+	 * txbuf[txoff..txlen) is still to write; held: taken, waits for room. */
 	char *txbuf;
-	size_t txlen;
+	size_t txlen, txoff;
+	msgbus_msg *held;
+	uint64_t last_write_ns;
+	bool lossless; /* ?lossless=1: follow holds local publishers back */
+	/* Inline senders signal tx_ec when they leave work for tx, and count
+	 * their passes so a napping tx knows the stream goes on. */
+	_Atomic uint32_t tx_ec;
+	_Atomic uint64_t inline_passes;
 
 	struct mb_nats *next;
 };
@@ -125,10 +135,18 @@ static inline bool mb_nats_stopping(struct mb_nats *n)
 
 /* nats_tx.c */
 void *mb_nats_tx_main(void *arg);
-/* Write under wlock on the current connection; false: it is down (the
- * connection is shut down so rx sees it). Caller holds wlock. */
+/* Write under wlock on the current connection, after what txbuf holds;
+ * false: it is down (the connection is shut down so rx sees it). Caller
+ * holds wlock. */
 bool mb_nats_write_locked(struct mb_nats *n, const void *a, size_t alen, const void *b,
                           size_t blen);
+/* The connection is gone: what txbuf still holds is undelivered. Caller
+ * holds wlock. */
+void mb_nats_tx_abandon_locked(struct mb_nats *n);
+/* After a publish on the linking handle (the published link hook, via
+ * tcp.c:mb_links_published): its links send inline; never waits. Caller
+ * holds ls->lock. */
+void mb_nats_published(struct mb_links *ls);
 void mb_nats_logf(struct mb_nats *n, const char *what, const char *why);
 /* The service name the SUB sid stands for, copied to name; false: sid is
  * not a service's. Caller holds wlock. */
