@@ -7,6 +7,7 @@
 #include "link/link_conn.h"
 #include "link/nats.h"
 #include "link/nats_link.h"
+#include "pubsub/route.h"
 #include "pubsub/sub.h"
 #include "platform/wait.h"
 
@@ -22,6 +23,11 @@
 #define IDLE_PING_MS 2000u    /* a PING after this long without input */
 #define NATS_DEAD_AFTER_MS 6000u   /* no input at all for this long: gone */
 #define DEFAULT_MAX_PAYLOAD (1u << 20)
+/* What one read brings may wait this long in all for room on the bus
+ * (a subscriber descheduled for a moment), then is dropped and counted:
+ * far below what makes the server cut a slow consumer off (10 s, or
+ * 64 MiB pending), and the socket is read again after it. */
+#define RX_ROOM_NS 2000000ull
 
 /* ---- URL ------------------------------------------------------------------- */
 
@@ -200,7 +206,6 @@ static bool send_simple(struct mb_nats *n, int fd, const char *line)
  * that times out is true with nothing added. */
 static bool rx_read(struct mb_nats *n, int fd, struct rx *r)
 {
-	(void)n;
 	if (r->off && r->off == r->len)
 		r->off = r->len = 0;
 	if (r->off && r->cap - r->len < MB_NATS_LINE_MAX) {
@@ -217,21 +222,33 @@ static bool rx_read(struct mb_nats *n, int fd, struct rx *r)
 		return false;
 	r->len += (size_t)got;
 	r->last_rx_ns = mb_now_ns();
+	n->rx_room_until = r->last_rx_ns + RX_ROOM_NS;
 	return true;
 }
 
-/* A MSG from NATS, published on the bus without waiting: a full bus drops
- * it (counted) rather than stall the connection. */
+/* A MSG from NATS, published on the bus: a full bus drops it (counted)
+ * once this read's RX_ROOM_NS are spent, rather than stall the connection.
+ * The bridge handle has no links: nothing for msgbus_publish's hook. */
 static void on_msg(struct mb_nats *n, const struct mb_nats_in *in)
 {
 	char subject[MB_SUBJECT_MAX + 1];
 	int rc = MSGBUS_EINVAL;
-	if (in->subject_len <= MB_SUBJECT_MAX) {
-		memcpy(subject, in->subject, in->subject_len);
-		subject[in->subject_len] = '\0';
-		rc = mb_link_may_create(n->lb, subject, in->subject_len)
-		             ? msgbus_publish(n->lb, subject, in->payload, in->payload_len, 0)
-		             : MSGBUS_ELIMIT;
+	size_t len = in->subject_len;
+	if (len <= MB_SUBJECT_MAX) {
+		memcpy(subject, in->subject, len);
+		subject[len] = '\0';
+		/* The check scans the subject table: once per run of a subject */
+		bool same = len == n->rx_subject_len && !memcmp(n->rx_subject, subject, len);
+		if (!same && mb_link_may_create(n->lb, subject, len)) {
+			memcpy(n->rx_subject, subject, len + 1);
+			n->rx_subject_len = len;
+			same = true;
+		}
+		rc = !same ? MSGBUS_ELIMIT
+		     : mb_closing(n->lb)
+		             ? MSGBUS_ECLOSED
+		             : mb_route_publish(n->lb, subject, in->payload, in->payload_len,
+		                                UINT32_MAX, 0, n->rx_room_until);
 	}
 	atomic_fetch_add(rc ? &n->ls->undelivered : &n->ls->received, 1);
 }
@@ -242,6 +259,10 @@ static void dispatch_msg(struct mb_nats *n, const struct mb_nats_in *in)
 	char service[MB_SUBJECT_MAX + 1];
 	if (in->sid == NATS_INBOX_SID) {
 		mb_nats_on_reply(n, in);
+		return;
+	}
+	if (!NATS_SID_IS_SVC(in->sid)) {
+		on_msg(n, in);
 		return;
 	}
 	pthread_mutex_lock(&n->wlock);
@@ -546,7 +567,7 @@ int mb_nats_connect_url(struct mb_links *ls, const char *url)
 		return MSGBUS_ENOMEM;
 	n->ls = ls;
 	n->fd = n->conn_fd = -1;
-	n->next_sid = NATS_INBOX_SID + 1;
+	n->next_sid = 1;
 	pthread_mutex_init(&n->wlock, NULL);
 	mb_nats_rr_init(n);
 	int rc = parse_url(n, url);

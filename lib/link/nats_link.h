@@ -32,6 +32,8 @@
 #define NATS_PENDING 1024u  /* local requests awaiting a reply from NATS */
 #define NATS_PROXIED_MAX 64u /* service names the link serves for NATS */
 #define NATS_INBOX_SID 1u    /* the sid of the reply inbox's SUB */
+/* Other sids: 2k for a subscription's SUB, 2k + 1 for a service's (k >= 1). */
+#define NATS_SID_IS_SVC(sid) (((sid) & 1u) != 0)
 /* A request from NATS waits this long for a local worker's reply. */
 #define NATS_REMOTE_REQ_MS 5000
 
@@ -124,6 +126,12 @@ struct mb_nats {
 	 * their passes so a napping tx knows the stream goes on. */
 	_Atomic uint32_t tx_ec;
 	_Atomic uint64_t inline_passes;
+
+	/* rx only: the last subject mb_link_may_create let through; until
+	 * when MSGs of the last read may wait for room on the bus */
+	char rx_subject[MB_SUBJECT_MAX + 1];
+	size_t rx_subject_len;
+	uint64_t rx_room_until;
 
 	struct mb_nats *next;
 };

@@ -158,7 +158,9 @@ static bool told_add_locked(struct mb_nats *n, const char *pattern, bool svc)
 		n->told_cap = cap;
 	}
 	char *p = strdup(pattern);
-	uint64_t sid = n->next_sid++;
+	/* odd for a service, even for a subscription: rx tells a MSG for
+	 * subscribers (the stream) from a request without a lookup */
+	uint64_t sid = (n->next_sid++ << 1) | (svc ? 1u : 0u);
 	size_t len = mb_nats_sub(line, sizeof(line), pattern, svc ? pattern : NULL, sid);
 	if (!p || !len || !mb_nats_write_locked(n, line, len, NULL, 0)) {
 		free(p);
@@ -266,7 +268,7 @@ static bool queue_locked(struct mb_nats *n, msgbus_msg *m, bool nowait)
 				memcpy(p + hl, m->data, m->len);
 			memcpy(p + hl + m->len, "\r\n", 2);
 			n->txlen += need;
-			atomic_fetch_add_explicit(&n->ls->sent, 1, memory_order_relaxed);
+			atomic_fetch_add(&n->ls->sent, 1);
 		}
 	}
 	msgbus_msg_release(m);
