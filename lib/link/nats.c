@@ -27,7 +27,7 @@
  * (a subscriber descheduled for a moment), then is dropped and counted:
  * far below what makes the server cut a slow consumer off (10 s, or
  * 64 MiB pending), and the socket is read again after it. */
-#define RX_ROOM_NS 2000000ull
+#define RX_ROOM_NS 5000000ull
 
 /* ---- URL ------------------------------------------------------------------- */
 

@@ -323,7 +323,9 @@ void mb_nats_published(struct mb_links *ls)
 			if (queued >= WRITE_AT ||
 			    (queued && was_empty && mb_now_ns() - n->last_write_ns >= LONE_NS))
 				flush_nowait_locked(n);
-			left = n->held || n->txlen > n->txoff;
+			/* A partial txbuf needs no wake-up: tx's nap ends
+			 * within NAP_NS, or a commit wakes it from follow's. */
+			left = n->held != NULL;
 		}
 		pthread_mutex_unlock(&n->wlock);
 		if (left)
