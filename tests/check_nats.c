@@ -72,6 +72,13 @@ START_TEST(test_codec_info)
 	ck_assert_str_eq(info.urls[1], "10.0.0.6:4223");
 	ck_assert_int_eq(parse_str(s + n, 1024, &in, NULL), 6);
 	ck_assert_int_eq(in.op, MB_NATS_PING);
+	ck_assert(!info.ldm);
+	/* lame-duck mode, as 2.9.10 sends it */
+	ck_assert_int_gt(parse_str("INFO {\"server_id\":\"N\",\"ldm\":true}\r\n", 1024, &in, &info), 0);
+	ck_assert(info.ldm);
+	ck_assert_int_gt(parse_str("INFO {\"ldm\":false}\r\n", 1024, &in, &info), 0);
+	ck_assert(!info.ldm);
+	ck_assert_int_eq(parse_str("INFO {\"ldm\":1}\r\n", 1024, &in, &info), MB_NATS_BAD);
 	/* malformed JSON, or JSON nested without end */
 	ck_assert_int_eq(parse_str("INFO {\"a\":}\r\n", 1024, &in, &info), MB_NATS_BAD);
 	ck_assert_int_eq(parse_str("INFO {\"a\":1\r\n", 1024, &in, &info), MB_NATS_BAD);
@@ -987,6 +994,71 @@ START_TEST(test_server_cluster)
 }
 END_TEST
 
+/* Lame-duck mode (SIGUSR2): the server sends INFO "ldm":true and serves on
+ * for its grace period (10 s). The link moves to another server of its
+ * list at once, while the lame duck still runs, and traffic goes on. */
+START_TEST(test_server_lame_duck)
+{
+	if (skip_without_server())
+		return;
+	struct natsd n[2] = { { 0 }, { 0 } };
+	int cport[2];
+	char cluster[2][64];
+	for (int i = 0; i < 2; i++) {
+		cport[i] = free_port();
+		snprintf(cluster[i], sizeof(cluster[i]), "nats://127.0.0.1:%d", cport[i]);
+	}
+	for (int i = 0; i < 2; i++) {
+		const char *args[] = { "--cluster_name", "L", "--cluster", cluster[i], "--routes",
+			               cluster[1 - i], NULL };
+		natsd_start(&n[i], args);
+	}
+	WAIT_FOR(natsd_routes(&n[0]) == 1 && natsd_routes(&n[1]) == 1);
+	char url[128], nurl[160];
+	tu_unique_url(url, sizeof(url), "inproc");
+	msgbus_bus *a = tu_open(url, NULL), *b = linked_bus(&n[1], NULL);
+	snprintf(nurl, sizeof(nurl), "nats://127.0.0.1:%d,127.0.0.1:%d", n[0].port, n[1].port);
+	TU_ASSERT_OK(msgbus_connect(a, nurl));
+	WAIT_FOR(link_stats(a).links_up == 1);
+	msgbus_sub *sa, *sb;
+	TU_ASSERT_OK(msgbus_subscribe(a, "ld.back", 0, &sa));
+	TU_ASSERT_OK(msgbus_subscribe(b, "ld", 0, &sb));
+	WAIT_FOR(natsd_subs(&n[0], "ld.back") == 1 && natsd_subs(&n[1], "ld") == 1);
+	double end = tu_now_ms() + TU_WAIT_MS;
+	msgbus_msg *m = NULL;
+	while (!m && tu_now_ms() < end) {
+		TU_ASSERT_OK(msgbus_publish(a, "ld", "probe", 5, 1000));
+		if (msgbus_recv(sb, &m, 50) != MSGBUS_OK)
+			m = NULL;
+	}
+	ck_assert_ptr_nonnull(m);
+	msgbus_msg_release(m);
+	while (msgbus_recv(sb, &m, 200) == MSGBUS_OK)
+		msgbus_msg_release(m); /* probes still on their way */
+	struct captured c;
+	capture_start(&c);
+	double t0 = tu_now_ms();
+	ck_assert_int_eq(kill(n[0].pid, SIGUSR2), 0);
+	WAIT_FOR(link_stats(a).reconnects >= 1 && link_stats(a).links_up == 1);
+	double took = tu_now_ms() - t0;
+	char log[4096];
+	ck_assert(read_until(c.rd, log, sizeof(log), "lame-duck mode: moving", TU_WAIT_MS));
+	capture_stop(&c);
+	/* moved well inside the grace period: the lame duck still runs */
+	ck_assert_msg(took < (tu_valgrind() ? 8000 : 3000), "moved after %.0f ms", took);
+	ck_assert_int_eq(waitpid(n[0].pid, NULL, WNOHANG), 0);
+	WAIT_FOR(natsd_subs(&n[1], "ld.back") == 1);
+	stream(a, "ld", sb, 20);
+	stream(b, "ld.back", sa, 20);
+	msgbus_unsubscribe(sa);
+	msgbus_unsubscribe(sb);
+	msgbus_close(a);
+	msgbus_close(b);
+	for (int i = 0; i < 2; i++)
+		natsd_stop(&n[i]);
+}
+END_TEST
+
 /* ---- request/reply --------------------------------------------------------- */
 
 static void echo_worker(msgbus_req *req, void *arg)
@@ -1260,6 +1332,7 @@ static TCase *nats_server_tcase(void)
 	tcase_add_test(tc, test_server_local_drops);
 	tcase_add_test(tc, test_server_lossless);
 	tcase_add_test(tc, test_server_cluster);
+	tcase_add_test(tc, test_server_lame_duck);
 	tcase_add_test(tc, test_server_reqrep);
 	tcase_add_test(tc, test_server_queue_balance);
 	tcase_add_test(tc, test_server_leaf);

@@ -28,6 +28,9 @@
  * far below what makes the server cut a slow consumer off (10 s, or
  * 64 MiB pending), and the socket is read again after it. */
 #define RX_ROOM_NS 5000000ull
+/* In lame-duck mode, replies to requests in flight are awaited this long
+ * before the move (the server serves for 10 s by default). */
+#define NATS_LDM_WAIT_MS 1000u
 
 /* ---- URL ------------------------------------------------------------------- */
 
@@ -274,7 +277,7 @@ static void dispatch_msg(struct mb_nats *n, const struct mb_nats_in *in)
 		on_msg(n, in);
 }
 
-enum item_rc { ITEM_OK, ITEM_PONG, ITEM_ERR, ITEM_BAD };
+enum item_rc { ITEM_OK, ITEM_PONG, ITEM_ERR, ITEM_BAD, ITEM_LDM };
 
 static enum item_rc on_item(struct mb_nats *n, int fd, const struct mb_nats_in *in,
                             const struct mb_nats_info *info)
@@ -283,7 +286,7 @@ static enum item_rc on_item(struct mb_nats *n, int fd, const struct mb_nats_in *
 	case MB_NATS_INFO:
 		for (uint32_t i = 0; i < info->nurls; i++)
 			add_server(n, info->urls[i]);
-		return ITEM_OK;
+		return info->ldm ? ITEM_LDM : ITEM_OK;
 	case MB_NATS_PING:
 		return send_simple(n, fd, "PONG\r\n") ? ITEM_OK : ITEM_BAD;
 	case MB_NATS_PONG: return ITEM_PONG;
@@ -415,15 +418,41 @@ static void set_up(struct mb_nats *n, int fd, uint64_t max_payload, bool up)
 		atomic_fetch_sub(&n->ls->up, 1);
 }
 
-/* Read until the connection drops; answer PINGs, send ours when idle. */
-static void run_up(struct mb_nats *n, int fd, struct rx *r)
+/*
+ * The server is in lame-duck mode: it will close its clients soon (after
+ * a grace period, 10 s by default). Move while it still serves: true if
+ * another server is known (rx_main connects to it at once, no backoff:
+ * next_srv is past this one), false to stay until it closes.
+ */
+static bool lame_duck(struct mb_nats *n, const struct nats_server *srv)
 {
+	bool other = false;
+	for (uint32_t i = 0; i < n->nsrv && !other; i++)
+		other = strcmp(n->srv[i].host, srv->host) || strcmp(n->srv[i].port, srv->port);
+	mb_nats_logf(n, other ? "the server is in lame-duck mode: moving to another"
+	                      : "the server is in lame-duck mode, and no other is known",
+	             srv->host);
+	if (other)
+		n->lame_duck = true;
+	return other;
+}
+
+/* Read until the connection drops; answer PINGs, send ours when idle. */
+static void run_up(struct mb_nats *n, int fd, struct rx *r, const struct nats_server *srv)
+{
+	uint64_t ldm_until = 0; /* moving: once no request awaits a reply, or then */
 	while (!mb_nats_stopping(n)) {
 		unsigned seen = 0;
 		if (!rx_items(n, fd, r, &seen))
 			return;
 		if (seen & 1u << ITEM_PONG)
 			r->ping_sent_ns = 0;
+		if ((seen & 1u << ITEM_LDM) && !ldm_until && lame_duck(n, srv))
+			ldm_until = mb_now_ns() + NATS_LDM_WAIT_MS * 1000000ull;
+		if (ldm_until && (!mb_nats_requests_out(n) || mb_now_ns() > ldm_until)) {
+			mb_nats_flush(n); /* what is queued goes to this server */
+			return;
+		}
 		if (!rx_read(n, fd, r))
 			return;
 		uint64_t now = mb_now_ns(), idle = now - r->last_rx_ns;
@@ -461,7 +490,7 @@ static bool run_connection(struct mb_nats *n, const struct nats_server *srv, boo
 		if (again)
 			atomic_fetch_add(&n->ls->reconnects, 1);
 		set_up(n, fd, r.max_payload, true);
-		run_up(n, fd, &r);
+		run_up(n, fd, &r, srv);
 		set_up(n, fd, 0, false);
 		mb_nats_fail_pending(n, MSGBUS_EPEERDIED);
 	}
@@ -493,6 +522,12 @@ static void *rx_main(void *arg)
 		if (run_connection(n, &s, ever_up)) {
 			ever_up = round_ok = true;
 			delay = NATS_BACKOFF_MIN_MS;
+		}
+		if (n->lame_duck) {
+			/* the next server at once, with no backoff; the lame
+			 * duck's turn comes last */
+			n->lame_duck = false;
+			round_ok = true;
 		}
 		if (n->next_srv == 0) {
 			if (!round_ok) {

@@ -89,6 +89,7 @@ struct mb_nats {
 	/* Servers: the URL's, then connect_urls from INFO. rx only. */
 	struct nats_server srv[NATS_SERVERS_MAX];
 	uint32_t nsrv, next_srv;
+	bool lame_duck; /* the last server asked us to move (ldm) */
 
 	/* The writing side. fd >= 0 and up while a connection is usable;
 	 * epoch changes at each new connection, so tx re-sends its SUBs. */
@@ -151,6 +152,8 @@ bool mb_nats_write_locked(struct mb_nats *n, const void *a, size_t alen, const v
 /* The connection is gone: what txbuf still holds is undelivered. Caller
  * holds wlock. */
 void mb_nats_tx_abandon_locked(struct mb_nats *n);
+/* Write what txbuf holds, blocking. */
+void mb_nats_flush(struct mb_nats *n);
 /* After a publish on the linking handle (the published link hook, via
  * tcp.c:mb_links_published): its links send inline; never waits. Caller
  * holds ls->lock. */
@@ -167,6 +170,8 @@ void *mb_nats_rr_main(void *arg);
 void mb_nats_on_reply(struct mb_nats *n, const struct mb_nats_in *in);
 /* A MSG for a local service: call a local worker, reply later. */
 void mb_nats_on_request(struct mb_nats *n, const char *service, const struct mb_nats_in *in);
+/* Whether a request sent to NATS awaits its reply. */
+bool mb_nats_requests_out(struct mb_nats *n);
 /* The connection dropped: requests in flight fail with err. */
 void mb_nats_fail_pending(struct mb_nats *n, int err);
 /* At the end: stop serving, fail and cancel what is left. */

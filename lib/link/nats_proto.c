@@ -176,6 +176,9 @@ static bool info_field(struct json *j, const char *key, struct mb_nats_info *inf
 	if (!strcmp(key, "headers"))
 		return json_word(j, "true", &info->headers, true) ||
 		       json_word(j, "false", &info->headers, false);
+	if (!strcmp(key, "ldm"))
+		return json_word(j, "true", &info->ldm, true) ||
+		       json_word(j, "false", &info->ldm, false);
 	if (!strcmp(key, "connect_urls"))
 		return json_urls(j, info);
 	return json_value(j, 1);

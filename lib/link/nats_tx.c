@@ -103,6 +103,13 @@ static void flush_nowait_locked(struct mb_nats *n)
 	n->last_write_ns = mb_now_ns();
 }
 
+void mb_nats_flush(struct mb_nats *n)
+{
+	pthread_mutex_lock(&n->wlock);
+	flush_locked(n);
+	pthread_mutex_unlock(&n->wlock);
+}
+
 bool mb_nats_write_locked(struct mb_nats *n, const void *a, size_t alen, const void *b,
                           size_t blen)
 {
