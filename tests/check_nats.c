@@ -72,6 +72,13 @@ START_TEST(test_codec_info)
 	ck_assert_str_eq(info.urls[1], "10.0.0.6:4223");
 	ck_assert_int_eq(parse_str(s + n, 1024, &in, NULL), 6);
 	ck_assert_int_eq(in.op, MB_NATS_PING);
+	ck_assert(!info.ldm);
+	/* lame-duck mode, as 2.9.10 sends it */
+	ck_assert_int_gt(parse_str("INFO {\"server_id\":\"N\",\"ldm\":true}\r\n", 1024, &in, &info), 0);
+	ck_assert(info.ldm);
+	ck_assert_int_gt(parse_str("INFO {\"ldm\":false}\r\n", 1024, &in, &info), 0);
+	ck_assert(!info.ldm);
+	ck_assert_int_eq(parse_str("INFO {\"ldm\":1}\r\n", 1024, &in, &info), MB_NATS_BAD);
 	/* malformed JSON, or JSON nested without end */
 	ck_assert_int_eq(parse_str("INFO {\"a\":}\r\n", 1024, &in, &info), MB_NATS_BAD);
 	ck_assert_int_eq(parse_str("INFO {\"a\":1\r\n", 1024, &in, &info), MB_NATS_BAD);
@@ -190,6 +197,16 @@ START_TEST(test_codec_encode)
 	ck_assert_uint_eq(mb_nats_pong(b, sizeof(b)), 6);
 	ck_assert_str_eq(b, "PONG\r\n");
 	ck_assert_uint_eq(mb_nats_pub(b, 8, "a.b", NULL, 5), 0);
+	/* the hand-written encoder: exact fits, NUL included, and every digit */
+	ck_assert_uint_eq(mb_nats_pub(b, 12, "a.b", NULL, 5), 11);
+	ck_assert_str_eq(b, "PUB a.b 5\r\n");
+	ck_assert_uint_eq(mb_nats_pub(b, 11, "a.b", NULL, 5), 0);
+	ck_assert_uint_eq(mb_nats_pub(b, 0, "a.b", NULL, 5), 0);
+	ck_assert_uint_eq(mb_nats_pub(b, 25, "a.b", "r.1", 1234567890), 24);
+	ck_assert_str_eq(b, "PUB a.b r.1 1234567890\r\n");
+	ck_assert_uint_eq(mb_nats_pub(b, 24, "a.b", "r.1", 1234567890), 0);
+	mb_nats_pub(b, sizeof(b), "x", NULL, 10);
+	ck_assert_str_eq(b, "PUB x 10\r\n");
 }
 END_TEST
 
@@ -758,6 +775,111 @@ static int raw_client(const struct natsd *d)
 	return fd;
 }
 
+/* Read MSGs on fd until n have come: their payloads must be "%06d" of
+ * 0..n-1 in order (from one publisher), or of each publisher's own
+ * sequence when two interleave (tag: the first byte). */
+static void raw_expect(int fd, int n, int publishers)
+{
+	static char buf[1 << 16];
+	size_t len = 0;
+	int got = 0, next[2] = { 0, 0 };
+	double end = tu_now_ms() + 4 * TU_WAIT_MS;
+	while (got < n) {
+		ck_assert_msg(tu_now_ms() < end, "only %d of %d", got, n);
+		struct pollfd p = { fd, POLLIN, 0 };
+		if (poll(&p, 1, 100) != 1)
+			continue;
+		ssize_t k = read(fd, buf + len, sizeof(buf) - len);
+		ck_assert_int_gt(k, 0);
+		len += (size_t)k;
+		size_t off = 0;
+		for (;;) {
+			char *eol = memmem(buf + off, len - off, "\r\n", 2);
+			if (!eol)
+				break;
+			size_t ll = (size_t)(eol - (buf + off));
+			if (ll < 4 || memcmp(buf + off, "MSG ", 4)) {
+				off += ll + 2; /* PING, +OK: not asked for, never sent */
+				continue;
+			}
+			const char *sp = memrchr(buf + off, ' ', ll);
+			size_t plen = (size_t)strtoul(sp + 1, NULL, 10);
+			if (len - off < ll + 2 + plen + 2)
+				break;
+			const char *pl = eol + 2;
+			ck_assert_uint_eq(plen, 7);
+			int who = publishers > 1 ? pl[0] - 'a' : 0;
+			ck_assert(who >= 0 && who < publishers);
+			ck_assert_int_eq(atoi(pl + 1), next[who]);
+			next[who]++;
+			got++;
+			off += ll + 2 + plen + 2;
+		}
+		memmove(buf, buf + off, len - off);
+		len -= off;
+	}
+}
+
+/* ?lossless=1: the link's follower holds local publishers back rather
+ * than drop, so a stream far larger than the bus's inboxes reaches NATS
+ * whole and in order, whether the linking handle's publisher sends it
+ * inline or another handle's is sent by the tx thread; nothing is counted
+ * undelivered. The receiver is a raw client: only a's side is measured. */
+START_TEST(test_server_lossless)
+{
+	if (skip_without_server())
+		return;
+	struct natsd d = { 0 };
+	natsd_start(&d, NULL);
+	msgbus_options o = MSGBUS_OPTIONS_INIT;
+	o.inbox_size = 4096; /* 128 records: the follower fills at once */
+	char url[128], nurl[160];
+	tu_unique_url(url, sizeof(url), "inproc");
+	msgbus_bus *a = tu_open(url, &o), *other = tu_open(url, &o);
+	nats_url(nurl, sizeof(nurl), NULL, &d, "?export=l.>&lossless=1");
+	TU_ASSERT_OK(msgbus_connect(a, nurl));
+	WAIT_FOR(link_stats(a).links_up == 1);
+	int fd = raw_client(&d);
+	char buf[256];
+	const char *sub = "SUB l.> 1\r\nPING\r\n";
+	ck_assert_int_eq(tu_send_all(fd, sub, strlen(sub)), 0);
+	ck_assert(read_until(fd, buf, sizeof(buf), "PONG\r\n", TU_WAIT_MS));
+	enum { N = 20000 };
+	for (int round = 0; round < 2; round++) {
+		msgbus_bus *from = round ? other : a;
+		for (int i = 0; i < N; i++) {
+			char data[8];
+			snprintf(data, sizeof(data), "a%06d", i);
+			TU_ASSERT_OK(msgbus_publish(from, "l.x", data, 7, -1));
+		}
+		raw_expect(fd, N, 1);
+	}
+	/* both at once: each one's order holds */
+	msgbus_bus *both[2] = { a, other };
+	for (int i = 0; i < N; i++)
+		for (int w = 0; w < 2; w++) {
+			char data[8];
+			snprintf(data, sizeof(data), "%c%06d", 'a' + w, i);
+			TU_ASSERT_OK(msgbus_publish(both[w], "l.x", data, 7, -1));
+		}
+	raw_expect(fd, 2 * N, 2);
+	msgbus_link_stats st = link_stats(a);
+	ck_assert_uint_eq(st.undelivered, 0);
+	ck_assert_uint_eq(st.sent, 4 * N);
+	/* the query's other spellings */
+	const char *badq[] = { "?lossless=2", "?lossless=", "?lossless=1&", "?export=a&export=b",
+		               "?lossless=1&other=1" };
+	for (size_t i = 0; i < sizeof(badq) / sizeof(badq[0]); i++) {
+		nats_url(nurl, sizeof(nurl), NULL, &d, badq[i]);
+		TU_ASSERT_RC(msgbus_connect(a, nurl), MSGBUS_EINVAL);
+	}
+	close(fd);
+	msgbus_close(other);
+	msgbus_close(a);
+	natsd_stop(&d);
+}
+END_TEST
+
 /* A bus that has no room drops what NATS sends and counts it; the link
  * keeps reading (no stall, no reconnection) and still delivers after.
  * The flood comes from a raw client, so only b's side is measured. */
@@ -868,6 +990,71 @@ START_TEST(test_server_cluster)
 	msgbus_close(a);
 	msgbus_close(b);
 	for (int i = 0; i < 3; i++)
+		natsd_stop(&n[i]);
+}
+END_TEST
+
+/* Lame-duck mode (SIGUSR2): the server sends INFO "ldm":true and serves on
+ * for its grace period (10 s). The link moves to another server of its
+ * list at once, while the lame duck still runs, and traffic goes on. */
+START_TEST(test_server_lame_duck)
+{
+	if (skip_without_server())
+		return;
+	struct natsd n[2] = { { 0 }, { 0 } };
+	int cport[2];
+	char cluster[2][64];
+	for (int i = 0; i < 2; i++) {
+		cport[i] = free_port();
+		snprintf(cluster[i], sizeof(cluster[i]), "nats://127.0.0.1:%d", cport[i]);
+	}
+	for (int i = 0; i < 2; i++) {
+		const char *args[] = { "--cluster_name", "L", "--cluster", cluster[i], "--routes",
+			               cluster[1 - i], NULL };
+		natsd_start(&n[i], args);
+	}
+	WAIT_FOR(natsd_routes(&n[0]) == 1 && natsd_routes(&n[1]) == 1);
+	char url[128], nurl[160];
+	tu_unique_url(url, sizeof(url), "inproc");
+	msgbus_bus *a = tu_open(url, NULL), *b = linked_bus(&n[1], NULL);
+	snprintf(nurl, sizeof(nurl), "nats://127.0.0.1:%d,127.0.0.1:%d", n[0].port, n[1].port);
+	TU_ASSERT_OK(msgbus_connect(a, nurl));
+	WAIT_FOR(link_stats(a).links_up == 1);
+	msgbus_sub *sa, *sb;
+	TU_ASSERT_OK(msgbus_subscribe(a, "ld.back", 0, &sa));
+	TU_ASSERT_OK(msgbus_subscribe(b, "ld", 0, &sb));
+	WAIT_FOR(natsd_subs(&n[0], "ld.back") == 1 && natsd_subs(&n[1], "ld") == 1);
+	double end = tu_now_ms() + TU_WAIT_MS;
+	msgbus_msg *m = NULL;
+	while (!m && tu_now_ms() < end) {
+		TU_ASSERT_OK(msgbus_publish(a, "ld", "probe", 5, 1000));
+		if (msgbus_recv(sb, &m, 50) != MSGBUS_OK)
+			m = NULL;
+	}
+	ck_assert_ptr_nonnull(m);
+	msgbus_msg_release(m);
+	while (msgbus_recv(sb, &m, 200) == MSGBUS_OK)
+		msgbus_msg_release(m); /* probes still on their way */
+	struct captured c;
+	capture_start(&c);
+	double t0 = tu_now_ms();
+	ck_assert_int_eq(kill(n[0].pid, SIGUSR2), 0);
+	WAIT_FOR(link_stats(a).reconnects >= 1 && link_stats(a).links_up == 1);
+	double took = tu_now_ms() - t0;
+	char log[4096];
+	ck_assert(read_until(c.rd, log, sizeof(log), "lame-duck mode: moving", TU_WAIT_MS));
+	capture_stop(&c);
+	/* moved well inside the grace period: the lame duck still runs */
+	ck_assert_msg(took < (tu_valgrind() ? 8000 : 3000), "moved after %.0f ms", took);
+	ck_assert_int_eq(waitpid(n[0].pid, NULL, WNOHANG), 0);
+	WAIT_FOR(natsd_subs(&n[1], "ld.back") == 1);
+	stream(a, "ld", sb, 20);
+	stream(b, "ld.back", sa, 20);
+	msgbus_unsubscribe(sa);
+	msgbus_unsubscribe(sb);
+	msgbus_close(a);
+	msgbus_close(b);
+	for (int i = 0; i < 2; i++)
 		natsd_stop(&n[i]);
 }
 END_TEST
@@ -1143,7 +1330,9 @@ static TCase *nats_server_tcase(void)
 	tcase_add_test(tc, test_server_reconnect);
 	tcase_add_test(tc, test_server_export);
 	tcase_add_test(tc, test_server_local_drops);
+	tcase_add_test(tc, test_server_lossless);
 	tcase_add_test(tc, test_server_cluster);
+	tcase_add_test(tc, test_server_lame_duck);
 	tcase_add_test(tc, test_server_reqrep);
 	tcase_add_test(tc, test_server_queue_balance);
 	tcase_add_test(tc, test_server_leaf);

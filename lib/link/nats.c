@@ -7,6 +7,7 @@
 #include "link/link_conn.h"
 #include "link/nats.h"
 #include "link/nats_link.h"
+#include "pubsub/route.h"
 #include "pubsub/sub.h"
 #include "platform/wait.h"
 
@@ -22,6 +23,14 @@
 #define IDLE_PING_MS 2000u    /* a PING after this long without input */
 #define NATS_DEAD_AFTER_MS 6000u   /* no input at all for this long: gone */
 #define DEFAULT_MAX_PAYLOAD (1u << 20)
+/* What one read brings may wait this long in all for room on the bus
+ * (a subscriber descheduled for a moment), then is dropped and counted:
+ * far below what makes the server cut a slow consumer off (10 s, or
+ * 64 MiB pending), and the socket is read again after it. */
+#define RX_ROOM_NS 5000000ull
+/* In lame-duck mode, replies to requests in flight are awaited this long
+ * before the move (the server serves for 10 s by default). */
+#define NATS_LDM_WAIT_MS 1000u
 
 /* ---- URL ------------------------------------------------------------------- */
 
@@ -94,13 +103,13 @@ static bool parse_creds(struct mb_nats *n, const char *s, size_t len)
 	return colon > s;
 }
 
-/* ?export=PATTERN[,PATTERN...] */
-static bool parse_query(struct mb_nats *n, const char *q)
+/* export=PATTERN[,PATTERN...], up to the next '&' */
+static bool parse_exports(struct mb_nats *n, const char *q, size_t qlen)
 {
-	if (strncmp(q, "export=", 7) || !q[7])
-		return false;
-	for (q += 7; *q;) {
-		size_t len = strcspn(q, ","), checked;
+	if (!qlen || n->nexports)
+		return false; /* empty, or given twice */
+	for (const char *end = q + qlen; q < end;) {
+		size_t len = strcspn(q, ",&"), checked;
 		if (n->nexports == NATS_EXPORTS_MAX || len == 0 || len > MB_SUBJECT_MAX)
 			return false;
 		char *p = strndup(q, len);
@@ -110,8 +119,28 @@ static bool parse_query(struct mb_nats *n, const char *q)
 		if (mb_subject_check(p, &checked, true, NULL) || checked != len)
 			return false;
 		q += len;
-		if (*q == ',' && !*++q)
+		if (*q == ',' && ++q == end)
 			return false; /* a trailing ',' */
+	}
+	return true;
+}
+
+/* ?KEY=VALUE[&KEY=VALUE...]: export=PATTERNS, lossless=0|1 */
+static bool parse_query(struct mb_nats *n, const char *q)
+{
+	while (*q) {
+		size_t len = strcspn(q, "&");
+		if (len > 7 && !strncmp(q, "export=", 7)) {
+			if (!parse_exports(n, q + 7, len - 7))
+				return false;
+		} else if (len == 10 && !strncmp(q, "lossless=", 9) && (q[9] == '0' || q[9] == '1')) {
+			n->lossless = q[9] == '1';
+		} else {
+			return false;
+		}
+		q += len;
+		if (*q == '&' && !*++q)
+			return false; /* a trailing '&' */
 	}
 	return true;
 }
@@ -163,19 +192,23 @@ struct rx {
 	uint64_t last_rx_ns, ping_sent_ns; /* ping_sent_ns 0: none outstanding */
 };
 
+/* A control line on fd: after what txbuf holds once the link is up. */
 static bool send_simple(struct mb_nats *n, int fd, const char *line)
 {
+	bool ok;
 	pthread_mutex_lock(&n->wlock);
-	int rc = mb_sock_write2(fd, line, strlen(line), NULL, 0, (int)NATS_DEAD_AFTER_MS);
+	if (n->up && n->fd == fd)
+		ok = mb_nats_write_locked(n, line, strlen(line), NULL, 0);
+	else
+		ok = mb_sock_write2(fd, line, strlen(line), NULL, 0, (int)NATS_DEAD_AFTER_MS) == 0;
 	pthread_mutex_unlock(&n->wlock);
-	return rc == 0;
+	return ok;
 }
 
 /* Read more into r; false at the end of the stream or an error. A read
  * that times out is true with nothing added. */
 static bool rx_read(struct mb_nats *n, int fd, struct rx *r)
 {
-	(void)n;
 	if (r->off && r->off == r->len)
 		r->off = r->len = 0;
 	if (r->off && r->cap - r->len < MB_NATS_LINE_MAX) {
@@ -192,21 +225,33 @@ static bool rx_read(struct mb_nats *n, int fd, struct rx *r)
 		return false;
 	r->len += (size_t)got;
 	r->last_rx_ns = mb_now_ns();
+	n->rx_room_until = r->last_rx_ns + RX_ROOM_NS;
 	return true;
 }
 
-/* A MSG from NATS, published on the bus without waiting: a full bus drops
- * it (counted) rather than stall the connection. */
+/* A MSG from NATS, published on the bus: a full bus drops it (counted)
+ * once this read's RX_ROOM_NS are spent, rather than stall the connection.
+ * The bridge handle has no links: nothing for msgbus_publish's hook. */
 static void on_msg(struct mb_nats *n, const struct mb_nats_in *in)
 {
 	char subject[MB_SUBJECT_MAX + 1];
 	int rc = MSGBUS_EINVAL;
-	if (in->subject_len <= MB_SUBJECT_MAX) {
-		memcpy(subject, in->subject, in->subject_len);
-		subject[in->subject_len] = '\0';
-		rc = mb_link_may_create(n->lb, subject, in->subject_len)
-		             ? msgbus_publish(n->lb, subject, in->payload, in->payload_len, 0)
-		             : MSGBUS_ELIMIT;
+	size_t len = in->subject_len;
+	if (len <= MB_SUBJECT_MAX) {
+		memcpy(subject, in->subject, len);
+		subject[len] = '\0';
+		/* The check scans the subject table: once per run of a subject */
+		bool same = len == n->rx_subject_len && !memcmp(n->rx_subject, subject, len);
+		if (!same && mb_link_may_create(n->lb, subject, len)) {
+			memcpy(n->rx_subject, subject, len + 1);
+			n->rx_subject_len = len;
+			same = true;
+		}
+		rc = !same ? MSGBUS_ELIMIT
+		     : mb_closing(n->lb)
+		             ? MSGBUS_ECLOSED
+		             : mb_route_publish(n->lb, subject, in->payload, in->payload_len,
+		                                UINT32_MAX, 0, n->rx_room_until);
 	}
 	atomic_fetch_add(rc ? &n->ls->undelivered : &n->ls->received, 1);
 }
@@ -219,6 +264,10 @@ static void dispatch_msg(struct mb_nats *n, const struct mb_nats_in *in)
 		mb_nats_on_reply(n, in);
 		return;
 	}
+	if (!NATS_SID_IS_SVC(in->sid)) {
+		on_msg(n, in);
+		return;
+	}
 	pthread_mutex_lock(&n->wlock);
 	bool svc = mb_nats_sid_service_locked(n, in->sid, service, sizeof(service));
 	pthread_mutex_unlock(&n->wlock);
@@ -228,7 +277,7 @@ static void dispatch_msg(struct mb_nats *n, const struct mb_nats_in *in)
 		on_msg(n, in);
 }
 
-enum item_rc { ITEM_OK, ITEM_PONG, ITEM_ERR, ITEM_BAD };
+enum item_rc { ITEM_OK, ITEM_PONG, ITEM_ERR, ITEM_BAD, ITEM_LDM };
 
 static enum item_rc on_item(struct mb_nats *n, int fd, const struct mb_nats_in *in,
                             const struct mb_nats_info *info)
@@ -237,7 +286,7 @@ static enum item_rc on_item(struct mb_nats *n, int fd, const struct mb_nats_in *
 	case MB_NATS_INFO:
 		for (uint32_t i = 0; i < info->nurls; i++)
 			add_server(n, info->urls[i]);
-		return ITEM_OK;
+		return info->ldm ? ITEM_LDM : ITEM_OK;
 	case MB_NATS_PING:
 		return send_simple(n, fd, "PONG\r\n") ? ITEM_OK : ITEM_BAD;
 	case MB_NATS_PONG: return ITEM_PONG;
@@ -360,6 +409,8 @@ static void set_up(struct mb_nats *n, int fd, uint64_t max_payload, bool up)
 	n->max_payload = max_payload;
 	if (up)
 		n->epoch++;
+	else
+		mb_nats_tx_abandon_locked(n); /* what was not written is lost */
 	pthread_mutex_unlock(&n->wlock);
 	if (up)
 		atomic_fetch_add(&n->ls->up, 1);
@@ -367,15 +418,41 @@ static void set_up(struct mb_nats *n, int fd, uint64_t max_payload, bool up)
 		atomic_fetch_sub(&n->ls->up, 1);
 }
 
-/* Read until the connection drops; answer PINGs, send ours when idle. */
-static void run_up(struct mb_nats *n, int fd, struct rx *r)
+/*
+ * The server is in lame-duck mode: it will close its clients soon (after
+ * a grace period, 10 s by default). Move while it still serves: true if
+ * another server is known (rx_main connects to it at once, no backoff:
+ * next_srv is past this one), false to stay until it closes.
+ */
+static bool lame_duck(struct mb_nats *n, const struct nats_server *srv)
 {
+	bool other = false;
+	for (uint32_t i = 0; i < n->nsrv && !other; i++)
+		other = strcmp(n->srv[i].host, srv->host) || strcmp(n->srv[i].port, srv->port);
+	mb_nats_logf(n, other ? "the server is in lame-duck mode: moving to another"
+	                      : "the server is in lame-duck mode, and no other is known",
+	             srv->host);
+	if (other)
+		n->lame_duck = true;
+	return other;
+}
+
+/* Read until the connection drops; answer PINGs, send ours when idle. */
+static void run_up(struct mb_nats *n, int fd, struct rx *r, const struct nats_server *srv)
+{
+	uint64_t ldm_until = 0; /* moving: once no request awaits a reply, or then */
 	while (!mb_nats_stopping(n)) {
 		unsigned seen = 0;
 		if (!rx_items(n, fd, r, &seen))
 			return;
 		if (seen & 1u << ITEM_PONG)
 			r->ping_sent_ns = 0;
+		if ((seen & 1u << ITEM_LDM) && !ldm_until && lame_duck(n, srv))
+			ldm_until = mb_now_ns() + NATS_LDM_WAIT_MS * 1000000ull;
+		if (ldm_until && (!mb_nats_requests_out(n) || mb_now_ns() > ldm_until)) {
+			mb_nats_flush(n); /* what is queued goes to this server */
+			return;
+		}
 		if (!rx_read(n, fd, r))
 			return;
 		uint64_t now = mb_now_ns(), idle = now - r->last_rx_ns;
@@ -413,7 +490,7 @@ static bool run_connection(struct mb_nats *n, const struct nats_server *srv, boo
 		if (again)
 			atomic_fetch_add(&n->ls->reconnects, 1);
 		set_up(n, fd, r.max_payload, true);
-		run_up(n, fd, &r);
+		run_up(n, fd, &r, srv);
 		set_up(n, fd, 0, false);
 		mb_nats_fail_pending(n, MSGBUS_EPEERDIED);
 	}
@@ -446,6 +523,12 @@ static void *rx_main(void *arg)
 			ever_up = round_ok = true;
 			delay = NATS_BACKOFF_MIN_MS;
 		}
+		if (n->lame_duck) {
+			/* the next server at once, with no backoff; the lame
+			 * duck's turn comes last */
+			n->lame_duck = false;
+			round_ok = true;
+		}
 		if (n->next_srv == 0) {
 			if (!round_ok) {
 				backoff_sleep(n, delay);
@@ -462,6 +545,10 @@ static void *rx_main(void *arg)
 static void nats_free(struct mb_nats *n)
 {
 	mb_nats_rr_end(n); /* before the handle its workers use */
+	if (n->held) {
+		atomic_fetch_add(&n->ls->undelivered, 1);
+		msgbus_msg_release(n->held);
+	}
 	if (n->follow)
 		msgbus_unsubscribe(n->follow);
 	if (n->lb)
@@ -486,7 +573,7 @@ static int nats_open(struct mb_nats *n)
 	}
 	atomic_fetch_or(&mb_part_at(n->lb, n->lb->self)->flags, MB_PARTF_BRIDGE);
 	n->lb->spin_ns = 0; /* link threads sleep at once */
-	rc = msgbus_subscribe(n->lb, ">", MSGBUS_SUB_LOSSY, &n->follow);
+	rc = msgbus_subscribe(n->lb, ">", n->lossless ? 0 : MSGBUS_SUB_LOSSY, &n->follow);
 	if (rc)
 		n->follow = NULL;
 	n->txbuf = malloc(NATS_TXBUF);
@@ -515,7 +602,7 @@ int mb_nats_connect_url(struct mb_links *ls, const char *url)
 		return MSGBUS_ENOMEM;
 	n->ls = ls;
 	n->fd = n->conn_fd = -1;
-	n->next_sid = NATS_INBOX_SID + 1;
+	n->next_sid = 1;
 	pthread_mutex_init(&n->wlock, NULL);
 	mb_nats_rr_init(n);
 	int rc = parse_url(n, url);
@@ -550,6 +637,8 @@ void mb_nats_stop(struct mb_links *ls)
 		struct mb_nats *n = list;
 		list = n->next;
 		pthread_join(n->rx, NULL);
+		mb_ec_kick(&n->tx_ec);
+		mb_ec_kick(mb_sub_wait_word(n->follow));
 		pthread_join(n->tx, NULL);
 		mb_ec_kick(&mb_part_at(n->lb, n->lb->self)->reply_ec);
 		pthread_join(n->rr, NULL);

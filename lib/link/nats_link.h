@@ -32,6 +32,8 @@
 #define NATS_PENDING 1024u  /* local requests awaiting a reply from NATS */
 #define NATS_PROXIED_MAX 64u /* service names the link serves for NATS */
 #define NATS_INBOX_SID 1u    /* the sid of the reply inbox's SUB */
+/* Other sids: 2k for a subscription's SUB, 2k + 1 for a service's (k >= 1). */
+#define NATS_SID_IS_SVC(sid) (((sid) & 1u) != 0)
 /* A request from NATS waits this long for a local worker's reply. */
 #define NATS_REMOTE_REQ_MS 5000
 
@@ -87,6 +89,7 @@ struct mb_nats {
 	/* Servers: the URL's, then connect_urls from INFO. rx only. */
 	struct nats_server srv[NATS_SERVERS_MAX];
 	uint32_t nsrv, next_srv;
+	bool lame_duck; /* the last server asked us to move (ldm) */
 
 	/* The writing side. fd >= 0 and up while a connection is usable;
 	 * epoch changes at each new connection, so tx re-sends its SUBs. */
@@ -108,12 +111,28 @@ struct mb_nats {
 	struct nats_in_call *queued, **queued_tail; /* to call, in order */
 	uint32_t nqueued;
 
-	/* tx only (told: changed under wlock too, read by rx under it) */
+	/* told: changed by tx under wlock, read by rx under it */
 	struct nats_told *told;
 	uint32_t ntold, told_cap;
 	uint64_t next_sid;
+	/* PUBs of local messages, under wlock: taken from follow by tx or
+	 * inline by a publisher of the linking handle (mb_nats_published).
+	 * txbuf[txoff..txlen) is still to write; held: taken, waits for room. */
 	char *txbuf;
-	size_t txlen;
+	size_t txlen, txoff;
+	msgbus_msg *held;
+	uint64_t last_write_ns;
+	bool lossless; /* ?lossless=1: follow holds local publishers back */
+	/* Inline senders signal tx_ec when they leave work for tx, and count
+	 * their passes so a napping tx knows the stream goes on. */
+	_Atomic uint32_t tx_ec;
+	_Atomic uint64_t inline_passes;
+
+	/* rx only: the last subject mb_link_may_create let through; until
+	 * when MSGs of the last read may wait for room on the bus */
+	char rx_subject[MB_SUBJECT_MAX + 1];
+	size_t rx_subject_len;
+	uint64_t rx_room_until;
 
 	struct mb_nats *next;
 };
@@ -125,10 +144,20 @@ static inline bool mb_nats_stopping(struct mb_nats *n)
 
 /* nats_tx.c */
 void *mb_nats_tx_main(void *arg);
-/* Write under wlock on the current connection; false: it is down (the
- * connection is shut down so rx sees it). Caller holds wlock. */
+/* Write under wlock on the current connection, after what txbuf holds;
+ * false: it is down (the connection is shut down so rx sees it). Caller
+ * holds wlock. */
 bool mb_nats_write_locked(struct mb_nats *n, const void *a, size_t alen, const void *b,
                           size_t blen);
+/* The connection is gone: what txbuf still holds is undelivered. Caller
+ * holds wlock. */
+void mb_nats_tx_abandon_locked(struct mb_nats *n);
+/* Write what txbuf holds, blocking. */
+void mb_nats_flush(struct mb_nats *n);
+/* After a publish on the linking handle (the published link hook, via
+ * tcp.c:mb_links_published): its links send inline; never waits. Caller
+ * holds ls->lock. */
+void mb_nats_published(struct mb_links *ls);
 void mb_nats_logf(struct mb_nats *n, const char *what, const char *why);
 /* The service name the SUB sid stands for, copied to name; false: sid is
  * not a service's. Caller holds wlock. */
@@ -141,6 +170,8 @@ void *mb_nats_rr_main(void *arg);
 void mb_nats_on_reply(struct mb_nats *n, const struct mb_nats_in *in);
 /* A MSG for a local service: call a local worker, reply later. */
 void mb_nats_on_request(struct mb_nats *n, const char *service, const struct mb_nats_in *in);
+/* Whether a request sent to NATS awaits its reply. */
+bool mb_nats_requests_out(struct mb_nats *n);
 /* The connection dropped: requests in flight fail with err. */
 void mb_nats_fail_pending(struct mb_nats *n, int err);
 /* At the end: stop serving, fail and cancel what is left. */

@@ -176,6 +176,9 @@ static bool info_field(struct json *j, const char *key, struct mb_nats_info *inf
 	if (!strcmp(key, "headers"))
 		return json_word(j, "true", &info->headers, true) ||
 		       json_word(j, "false", &info->headers, false);
+	if (!strcmp(key, "ldm"))
+		return json_word(j, "true", &info->ldm, true) ||
+		       json_word(j, "false", &info->ldm, false);
 	if (!strcmp(key, "connect_urls"))
 		return json_urls(j, info);
 	return json_value(j, 1);
@@ -481,11 +484,34 @@ static size_t fmt(size_t cap, int k)
 	return k > 0 && (size_t)k < cap ? (size_t)k : 0;
 }
 
+/* Append s (slen bytes) at *n; false: it does not fit. */
+static bool put_n(char *buf, size_t cap, size_t *n, const char *s, size_t slen)
+{
+	if (slen >= cap - *n)
+		return false;
+	memcpy(buf + *n, s, slen);
+	*n += slen;
+	return true;
+}
+
+/* Every message goes through this one: no snprintf. */
 size_t mb_nats_pub(char *buf, size_t cap, const char *subject, const char *reply, size_t len)
 {
-	return fmt(cap,
-	           snprintf(buf, cap, "PUB %s%s%s %zu\r\n", subject, reply ? " " : "",
-	                    reply ? reply : "", len));
+	char num[24];
+	size_t k = sizeof(num), n = 0;
+	do
+		num[--k] = (char)('0' + len % 10);
+	while ((len /= 10) != 0);
+	bool ok = cap > 0 && put_n(buf, cap, &n, "PUB ", 4) &&
+	          put_n(buf, cap, &n, subject, strlen(subject)) &&
+	          (!reply || (put_n(buf, cap, &n, " ", 1) &&
+	                      put_n(buf, cap, &n, reply, strlen(reply)))) &&
+	          put_n(buf, cap, &n, " ", 1) && put_n(buf, cap, &n, num + k, sizeof(num) - k) &&
+	          put_n(buf, cap, &n, "\r\n", 2);
+	if (!ok)
+		return 0;
+	buf[n] = '\0';
+	return n;
 }
 
 size_t mb_nats_hpub(char *buf, size_t cap, const char *subject, const char *reply,

@@ -30,6 +30,7 @@ struct mb_nats_info {
 	uint64_t max_payload; /* 0: not given */
 	int proto;
 	bool headers;
+	bool ldm; /* lame-duck mode: the server is going away */
 	char urls[MB_NATS_URLS_MAX][MB_NATS_HOSTPORT_MAX]; /* host:port */
 	uint32_t nurls;
 };

@@ -175,6 +175,16 @@ static void fail_out(struct mb_nats *n, int err, bool expired_only)
 	}
 }
 
+bool mb_nats_requests_out(struct mb_nats *n)
+{
+	bool any = false;
+	pthread_mutex_lock(&n->rrlock);
+	for (uint32_t i = 0; i < NATS_PENDING && !any; i++)
+		any = n->out[i].req != NULL;
+	pthread_mutex_unlock(&n->rrlock);
+	return any;
+}
+
 void mb_nats_fail_pending(struct mb_nats *n, int err)
 {
 	fail_out(n, err, false);

@@ -179,6 +179,7 @@ void mb_links_published(msgbus_bus *b)
 		return;
 	for (struct mb_conn_ref *cr = ls->conns; cr; cr = cr->next)
 		mb_conn_tx_inline(cr->conn);
+	mb_nats_published(ls); /* nats_tx.c */
 	pthread_mutex_unlock(&ls->lock);
 }
 
