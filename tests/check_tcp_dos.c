@@ -569,6 +569,12 @@ START_TEST(test_sub_flood_capped)
 	send_subs(fd, FLOOD);
 	ck_assert_msg(raw_wait_closed(fd, TU_WAIT_MS) == 0, "a flood of SUBs did not close the link");
 	WAIT_LINK(a, "closed and counted", st.links_up == 0 && st.bad_frames == 1);
+	/* A link counted down has given its peer's patterns back: linking
+	 * again at once finds every slot free. */
+	size_t n = 1;
+	msgbus_sub_info si[4];
+	TU_ASSERT_OK(msgbus_subscriptions(a, si, 4, &n));
+	ck_assert_msg(n == 0, "%zu subscription slots kept by a link counted down", n);
 	close(fd);
 	/* SERVE names count too */
 	port = listen_lo(a, "?max_patterns=3");

@@ -169,7 +169,6 @@ static bool conn_threads(struct mb_conn *c, const struct mb_conn_opts *o)
 		mb_link_rx_loop(c);
 		if (o->watch)
 			watch_start(c, o->watch);
-		atomic_fetch_sub(&ls->up, 1);
 	}
 	atomic_store(&c->down, true);
 	mb_sock_shutdown(c->fd);
@@ -255,6 +254,11 @@ bool mb_conn_run(struct mb_links *ls, int fd, const struct mb_conn_opts *o)
 	mb_sock_shutdown(fd);
 	mb_close_fd(fd);
 	conn_free(c);
+	/* Only now, with the peer's patterns and services given back (they
+	 * go with c->lb): a user who sees the link down may link again at
+	 * once and find every slot free. */
+	if (threads)
+		atomic_fetch_sub(&ls->up, 1);
 	return threads;
 }
 
