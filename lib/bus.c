@@ -7,12 +7,13 @@
 #include "bus.h"
 #include "platform/fence.h"
 #include "platform/crash.h"
-#include "pubsub/buffers.h"
+#include "pubsub/loan.h"
 #include "link/link.h"
 #include "pubsub/reap.h"
 #include "pubsub/route.h"
-#include "reqrep/rr.h"
-#include "pubsub/sub.h"
+#include "reqrep/call.h"
+#include "reqrep/serve.h"
+#include "pubsub/subscribe.h"
 
 #include <errno.h>
 #include <stdio.h>

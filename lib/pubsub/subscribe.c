@@ -9,8 +9,10 @@
 #include "platform/crash.h"
 #include "ring/ring.h"
 #include "pubsub/mark.h"
+#include "pubsub/inboxes.h"
+#include "pubsub/recv.h"
 #include "pubsub/route.h"
-#include "pubsub/sub.h"
+#include "pubsub/subscribe.h"
 #include "platform/wait.h"
 
 #include <stdlib.h>

@@ -8,7 +8,8 @@
 #include "shm/live.h"
 #include "pubsub/buffers.h"
 #include "pubsub/publish.h"
-#include "reqrep/rr.h"
+#include "reqrep/call.h"
+#include "reqrep/serve.h"
 #include "pubsub/sub.h"
 #include "platform/wait.h"
 

@@ -10,10 +10,10 @@
 #include "shm/live.h"
 #include "shm/subject.h"
 #include "pubsub/buffers.h"
-#include "pubsub/sub.h"
+#include "pubsub/subscribe.h"
 #include "platform/crash.h"
 #include "ring/ring.h"
-#include "reqrep/rr.h"
+#include "reqrep/serve.h"
 #include "platform/wait.h"
 
 #include <stdlib.h>
