@@ -66,11 +66,18 @@ static bool try_take(msgbus_bus *b, bool refresh, bool liveness, uint32_t *idx,
 	for (uint32_t k = 0; k < n; k++) {
 		uint32_t i = (start + k) % n;
 		struct mb_bufctl *bc = mb_bufctl_at(b, i);
+		/* Acquire: pairs with the release that freed it
+		 * (bufpool.c:mb_buf_free, the frees in call.c and live.c): its
+		 * last users are done. The CAS (seq_cst by default) is the race
+		 * with other takers; acquire is what it needs. */
 		uint64_t w = atomic_load_explicit(&bc->state, memory_order_acquire);
 		if (!reusable(b, w, refresh, liveness))
 			continue;
 		if (!atomic_compare_exchange_strong(&bc->state, &w, MB_BUF_LOANED(b->self)))
 			continue;
+		/* seq_cst by default; readers compare gen relaxed, and the
+		 * record or reply that names it is published by its own
+		 * release: pairs with nothing (relaxed would do). */
 		*gen = atomic_fetch_add(&bc->gen, 1) + 1;
 		*idx = i;
 		atomic_store_explicit(&b->hdr->buf_next, (i + 1) % n, memory_order_relaxed);
@@ -92,6 +99,8 @@ static int taken(msgbus_bus *b, uint32_t idx)
 			mb_buf_free(b, idx);
 			return rc;
 		}
+		/* Release: pairs with the acquire above: the pages are in
+		 * place. */
 		atomic_store_explicit(&bc->backed, 1, memory_order_release);
 	}
 	/* Relaxed: published with the buffer by the SHARED state store. */
@@ -115,6 +124,9 @@ static void reap_dead_readers(msgbus_bus *b)
 		/* A free slot's inbox may still hold records (a publisher
 		 * that raced the unsubscribe, a walk a live writer stopped):
 		 * take the slot for the walk, so no subscriber does meanwhile. */
+		/* The CAS: seq_cst by default, the race with mb_slot_reserve's
+		 * CAS; the store back after the walk (seq_cst, a release)
+		 * orders our drain before the slot's next reservation. */
 		if (MB_SUBW_STATE(w) != MB_SUB_FREE ||
 		    !atomic_compare_exchange_strong(&ss->word, &w,
 		                                    mb_subw(MB_SUBW_GEN(w), b->self, 0,

@@ -4,6 +4,8 @@
 
 void mb_buf_free(msgbus_bus *b, uint32_t idx)
 {
+	/* Release: our use of the buffer happens before the next taker's; pairs
+	 * with the acquire load in buffers.c:try_take. */
 	atomic_store_explicit(&mb_bufctl_at(b, idx)->state, MB_BUF_FREE, memory_order_release);
 }
 

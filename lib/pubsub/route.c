@@ -272,6 +272,8 @@ static void note_ref(msgbus_bus *b, struct rec *rc)
 		return;
 	if (!rc->shared) {
 		atomic_store_explicit(&rc->bc->pub_put, 0, memory_order_relaxed);
+		/* Release: pairs with the acquire of the state in
+		 * live.c:drop_dead_publisher_ref, which then reads pub_put. */
 		atomic_store_explicit(&rc->bc->state, MB_BUF_SHARED(b->self), memory_order_release);
 		rc->shared = true;
 	}
