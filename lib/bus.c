@@ -7,12 +7,13 @@
 #include "bus.h"
 #include "platform/fence.h"
 #include "platform/crash.h"
-#include "pubsub/buffers.h"
+#include "pubsub/loan.h"
 #include "link/link.h"
 #include "pubsub/reap.h"
 #include "pubsub/route.h"
-#include "reqrep/rr.h"
-#include "pubsub/sub.h"
+#include "reqrep/call.h"
+#include "reqrep/serve.h"
+#include "pubsub/subscribe.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -142,6 +143,8 @@ static int open_bus(msgbus_bus **out, const struct mb_seg_ops *ops, const char *
 	                                                                   : b->cfg.max_msg_size;
 	/* Sequence numbers of a later handle on the same participant index
 	 * start above an earlier one's (links compare them, link.c). */
+	/* Process-local, before the handle is shared: seq_cst by default, pairs
+	 * with nothing (relaxed would do). */
 	atomic_store(&b->pub_seq, mb_now_ns());
 	b->spin_ns = (uint64_t)b->cfg.spin_us * 1000u;
 	/* Check a few times within the bound: detection takes at most a
@@ -149,6 +152,7 @@ static int open_bus(msgbus_bus **out, const struct mb_seg_ops *ops, const char *
 	b->check_ns = (uint64_t)b->cfg.crash_bound_ms * 1000000u / 4;
 	/* Correlation ids start at random-ish values, so a reply meant for a
 	 * previous owner of our participant slot cannot match our calls. */
+	/* As pub_seq above. */
 	atomic_store(&b->corr, (uint32_t)(mb_now_ns() ^ ((uint64_t)getpid() << 16)));
 	b->topics = calloc(b->cfg.max_subjects, sizeof(*b->topics));
 	rc = b->topics ? mb_route_init(b) : MSGBUS_ENOMEM;

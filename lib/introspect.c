@@ -12,6 +12,7 @@
 #include "shm/control.h"
 #include "shm/live.h"
 #include "shm/subject.h"
+#include "pubsub/inboxes.h"
 #include "pubsub/route.h"
 #include "pubsub/sub.h"
 

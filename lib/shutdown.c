@@ -10,7 +10,7 @@
  */
 #include "shm/handle.h"
 #include "ring/inbox.h"
-#include "pubsub/route.h"
+#include "pubsub/inboxes.h"
 #include "platform/wait.h"
 
 #include <errno.h>

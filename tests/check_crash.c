@@ -10,7 +10,7 @@
  */
 #include <pthread.h>
 
-#include "pubsub/buffers.h"
+#include "pubsub/bufpool.h"
 #include "shm/live.h"
 #include "test_util.h"
 

@@ -11,11 +11,16 @@ _Atomic(const char *) mb_crash_at;
 
 void mb_crash_arm(void)
 {
+	/* Process-local test hook: seq_cst by default, pairs with nothing
+	 * (relaxed would do, as mb_crash_point's load). */
 	atomic_store(&mb_crash_at, getenv("MSGBUS_CRASH_AT"));
 }
 
 void mb_crash_now(const char *point)
 {
+	/* seq_cst by default, as the CASes below (one thread takes a stop: or
+	 * pause: point): they pair with nothing but each other (relaxed would
+	 * do). */
 	const char *want = atomic_load(&mb_crash_at);
 	if (!want)
 		return;

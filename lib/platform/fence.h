@@ -37,6 +37,9 @@ static inline void mb_fence_full(void)
 #if defined(__x86_64__) || defined(__i386__) || defined(MB_TSAN)
 	_Atomic unsigned char local = 0;
 
+	/* seq_cst: a locked instruction, the fence itself; the word is ours
+	 * alone, so the exchange pairs with nothing, the fence with the other
+	 * side's (see the Dekker pairs of wait.h). */
 	(void)atomic_exchange_explicit(&local, 1, memory_order_seq_cst);
 #else
 	atomic_thread_fence(memory_order_seq_cst);

@@ -25,6 +25,9 @@ static inline bool mb_ec_signal(_Atomic uint32_t *ec)
 {
 	if (atomic_load_explicit(ec, memory_order_seq_cst) & MB_EC_WAITERS) {
 		atomic_fetch_and_explicit(ec, ~MB_EC_WAITERS, memory_order_relaxed);
+		/* Release: pairs with the seq_cst fetch_or of a waiter's next
+		 * mb_ec_prepare; the count itself carries no data (a waiter
+		 * re-checks its state with its own ordering). */
 		atomic_fetch_add_explicit(ec, 1, memory_order_release);
 		mb_futex_wake_all(ec);
 		return true; /* someone was waiting */
@@ -44,6 +47,7 @@ static inline void mb_ec_signal_light(_Atomic uint32_t *ec)
 	 * sleeper's membarrier). */
 	if (atomic_load_explicit(ec, memory_order_relaxed) & MB_EC_WAITERS) {
 		atomic_fetch_and_explicit(ec, ~MB_EC_WAITERS, memory_order_relaxed);
+		/* Release: as in mb_ec_signal. */
 		atomic_fetch_add_explicit(ec, 1, memory_order_release);
 		mb_futex_wake_all(ec);
 	}
@@ -81,6 +85,9 @@ static inline bool mb_spinning(struct mb_spin *s, uint64_t spin_ns)
 /* Wake unconditionally (a closing handle, a reclaimed peer). */
 static inline void mb_ec_kick(_Atomic uint32_t *ec)
 {
+	/* seq_cst: after the caller's state change (a shutdown flag, a reaped
+	 * peer), as mb_ec_signal's load: pairs with mb_ec_prepare's fetch_or; a
+	 * sleeper woken by the futex re-checks. */
 	atomic_fetch_add_explicit(ec, 1, memory_order_seq_cst);
 	mb_futex_wake_all(ec);
 }
@@ -91,6 +98,10 @@ static inline void mb_ec_kick(_Atomic uint32_t *ec)
  */
 static inline uint32_t mb_ec_prepare(_Atomic uint32_t *ec)
 {
+	/* seq_cst: the waiter's half of the Dekker pair with the seq_cst load
+	 * in mb_ec_signal (or the light fence plus mb_fence_heavy, fence.h):
+	 * the caller's re-check sees the state change, or the signaller sees
+	 * WAITERS. */
 	return atomic_fetch_or_explicit(ec, MB_EC_WAITERS, memory_order_seq_cst) |
 	       MB_EC_WAITERS;
 }

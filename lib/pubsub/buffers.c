@@ -1,11 +1,10 @@
 /* buffers.c - allocation and publication of large buffers; see buffers.h. */
 #include "shm/live.h"
 #include "pubsub/buffers.h"
-#include "pubsub/publish.h"
 #include "platform/crash.h"
 #include "ring/ring.h"
-#include "pubsub/route.h"
-#include "pubsub/sub.h"
+#include "pubsub/bufpool.h"
+#include "pubsub/drain.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -67,11 +66,18 @@ static bool try_take(msgbus_bus *b, bool refresh, bool liveness, uint32_t *idx,
 	for (uint32_t k = 0; k < n; k++) {
 		uint32_t i = (start + k) % n;
 		struct mb_bufctl *bc = mb_bufctl_at(b, i);
+		/* Acquire: pairs with the release that freed it
+		 * (bufpool.c:mb_buf_free, the frees in call.c and live.c): its
+		 * last users are done. The CAS (seq_cst by default) is the race
+		 * with other takers; acquire is what it needs. */
 		uint64_t w = atomic_load_explicit(&bc->state, memory_order_acquire);
 		if (!reusable(b, w, refresh, liveness))
 			continue;
 		if (!atomic_compare_exchange_strong(&bc->state, &w, MB_BUF_LOANED(b->self)))
 			continue;
+		/* seq_cst by default; readers compare gen relaxed, and the
+		 * record or reply that names it is published by its own
+		 * release: pairs with nothing (relaxed would do). */
 		*gen = atomic_fetch_add(&bc->gen, 1) + 1;
 		*idx = i;
 		atomic_store_explicit(&b->hdr->buf_next, (i + 1) % n, memory_order_relaxed);
@@ -93,6 +99,8 @@ static int taken(msgbus_bus *b, uint32_t idx)
 			mb_buf_free(b, idx);
 			return rc;
 		}
+		/* Release: pairs with the acquire above: the pages are in
+		 * place. */
 		atomic_store_explicit(&bc->backed, 1, memory_order_release);
 	}
 	/* Relaxed: published with the buffer by the SHARED state store. */
@@ -116,6 +124,9 @@ static void reap_dead_readers(msgbus_bus *b)
 		/* A free slot's inbox may still hold records (a publisher
 		 * that raced the unsubscribe, a walk a live writer stopped):
 		 * take the slot for the walk, so no subscriber does meanwhile. */
+		/* The CAS: seq_cst by default, the race with mb_slot_reserve's
+		 * CAS; the store back after the walk (seq_cst, a release)
+		 * orders our drain before the slot's next reservation. */
 		if (MB_SUBW_STATE(w) != MB_SUB_FREE ||
 		    !atomic_compare_exchange_strong(&ss->word, &w,
 		                                    mb_subw(MB_SUBW_GEN(w), b->self, 0,
@@ -151,11 +162,6 @@ int mb_buf_alloc(msgbus_bus *b, uint64_t deadline, uint32_t *idx, uint32_t *gen)
 	}
 }
 
-void mb_buf_free(msgbus_bus *b, uint32_t idx)
-{
-	atomic_store_explicit(&mb_bufctl_at(b, idx)->state, MB_BUF_FREE, memory_order_release);
-}
-
 int mb_buf_publish(msgbus_bus *b, uint32_t t, uint32_t idx, uint32_t gen, uint32_t len,
                    uint64_t deadline)
 {
@@ -174,102 +180,4 @@ int mb_buf_publish(msgbus_bus *b, uint32_t t, uint32_t idx, uint32_t gen, uint32
 	                      memory_order_release);
 	mb_ring_commit(b, t, pos);
 	return 0;
-}
-
-/* The public loan interface. */
-struct msgbus_buf {
-	msgbus_bus *bus;
-	uint32_t idx, gen;
-	size_t len;
-	msgbus_buf *prev, *next; /* the handle's open loans, freed by close */
-};
-
-static void loan_unlink(msgbus_buf *l)
-{
-	msgbus_bus *b = l->bus;
-	pthread_mutex_lock(&b->lock);
-	if (l->prev)
-		l->prev->next = l->next;
-	else
-		b->loans = l->next;
-	if (l->next)
-		l->next->prev = l->prev;
-	pthread_mutex_unlock(&b->lock);
-}
-
-void mb_loans_free(msgbus_bus *b)
-{
-	while (b->loans) {
-		msgbus_buf *l = b->loans;
-		b->loans = l->next;
-		free(l); /* its buffer returns with our participant slot */
-	}
-}
-
-int msgbus_loan(msgbus_bus *bus, size_t len, int timeout_ms, msgbus_buf **loan)
-{
-	if (!bus || !loan)
-		return MSGBUS_EINVAL;
-	if (len > bus->cfg.max_msg_size)
-		return MSGBUS_EMSGSIZE;
-	struct msgbus_buf *l = malloc(sizeof(*l));
-	if (!l)
-		return MSGBUS_ENOMEM;
-	int rc = mb_buf_alloc(bus, mb_publish_deadline(timeout_ms), &l->idx, &l->gen);
-	if (rc) {
-		free(l);
-		return rc;
-	}
-	l->bus = bus;
-	l->len = len;
-	l->prev = NULL;
-	pthread_mutex_lock(&bus->lock);
-	l->next = bus->loans;
-	if (l->next)
-		l->next->prev = l;
-	bus->loans = l;
-	pthread_mutex_unlock(&bus->lock);
-	*loan = l;
-	return 0;
-}
-
-void *msgbus_loan_data(msgbus_buf *loan)
-{
-	return loan ? mb_bufdata_at(loan->bus, loan->idx) : NULL;
-}
-
-int msgbus_commit(msgbus_buf *loan, const char *subject, size_t len, int timeout_ms)
-{
-	if (!loan)
-		return MSGBUS_EINVAL;
-	if (len > loan->len)
-		return MSGBUS_EMSGSIZE;
-	if (mb_closing(loan->bus))
-		return MSGBUS_ECLOSED;
-	uint64_t deadline = mb_publish_deadline(timeout_ms);
-	int rc = mb_route_publish(loan->bus, subject, NULL, len, loan->idx, loan->gen, deadline);
-	if (!rc) {
-		loan_unlink(loan);
-		free(loan);
-	}
-	return rc;
-}
-
-void msgbus_loan_abort(msgbus_buf *loan)
-{
-	if (!loan)
-		return;
-	mb_buf_free(loan->bus, loan->idx);
-	loan_unlink(loan);
-	free(loan);
-}
-
-uint32_t mb_buf_free_count(msgbus_bus *b)
-{
-	uint32_t n = 0;
-	for (uint32_t i = 0; i < b->cfg.large_buffers; i++)
-		/* Relaxed: a count for tests and stats, no data read after. */
-		n += atomic_load_explicit(&mb_bufctl_at(b, i)->state, memory_order_relaxed) ==
-		     MB_BUF_FREE;
-	return n;
 }

@@ -10,16 +10,11 @@
 
 #include "shm/handle.h"
 
+/* Take a FREE buffer (LOANED to us), waiting until deadline; reaps the
+ * dead readers that may hold the pool. Give it back with bufpool.h. */
 int mb_buf_alloc(msgbus_bus *b, uint64_t deadline, uint32_t *idx, uint32_t *gen);
-void mb_buf_free(msgbus_bus *b, uint32_t idx);
 /* Claim a slot on topic t and publish buffer idx through it. */
 int mb_buf_publish(msgbus_bus *b, uint32_t t, uint32_t idx, uint32_t gen, uint32_t len,
                    uint64_t deadline);
-
-/* How many large buffers are FREE now (tests: none leaked). */
-uint32_t mb_buf_free_count(msgbus_bus *b);
-
-/* Free the loan handles still open on b (at close). */
-void mb_loans_free(msgbus_bus *b);
 
 #endif

@@ -4,6 +4,7 @@
 #include "shm/control.h"
 #include "shm/subject.h"
 #include "pubsub/buffers.h"
+#include "pubsub/bufpool.h"
 #include "platform/crash.h"
 #include "ring/ring.h"
 #include "pubsub/route.h"

@@ -5,8 +5,8 @@
  */
 #include "pubsub/reap.h"
 #include "pubsub/mark.h"
-#include "pubsub/route.h"
-#include "pubsub/sub.h"
+#include "pubsub/drain.h"
+#include "pubsub/inboxes.h"
 #include "ring/inbox.h"
 
 static void inbox_owner_dead(msgbus_bus *b, uint32_t s, uint32_t idx)

@@ -6,7 +6,9 @@
  * Order is per publisher: a publisher writes its records into each inbox
  * in the order it publishes them, whatever their subjects.
  */
-#include "pubsub/route.h"
+#include "pubsub/recv.h"
+#include "pubsub/bufpool.h"
+#include "pubsub/drain.h"
 #include "pubsub/sub.h"
 #include "platform/wait.h"
 
@@ -131,7 +133,7 @@ static int take(msgbus_sub *sub, uint64_t deadline)
 		consume(sub); /* skipped, or corrupt: step over it */
 		if (rc == TAKE_SKIP_REF) {
 			mb_inbox_flush(&sub->cons); /* see msgbus_msg_release */
-			mb_route_buf_unref(sub->bus, &sub->msg.desc);
+			mb_buf_unref(sub->bus, &sub->msg.desc);
 		} else if (rc != TAKE_SKIP) {
 			return rc;
 		}
@@ -174,82 +176,11 @@ void mb_sub_flush(msgbus_sub *sub)
 	mb_inbox_flush(&sub->cons);
 }
 
-/* A record's large-buffer reference, whatever subscription it was for. */
-static bool rec_ref(const struct mb_inbox_msg *m, struct mb_rec_large *d)
-{
-	struct mb_rec_pfx pfx;
-	if (m->subject_len < sizeof(pfx) || m->payload_len != sizeof(*d))
-		return false;
-	memcpy(&pfx, m->subject, sizeof(pfx));
-	memcpy(d, m->payload, sizeof(*d));
-	return pfx.kind == MB_REC_LARGE;
-}
-
-/* Consume what c can read now; a lap at most. */
-static void drain(msgbus_bus *b, struct mb_inbox_cons *c)
-{
-	struct mb_inbox_msg m;
-	for (uint64_t n = 0; n <= c->ib.size / MB_INBOX_REC_HDR && mb_inbox_peek(c, &m) == 0; n++) {
-		struct mb_rec_large d;
-		bool large = rec_ref(&m, &d);
-		mb_inbox_consume(c);
-		if (large) {
-			mb_inbox_flush(c); /* see msgbus_msg_release */
-			mb_route_buf_unref(b, &d);
-		}
-	}
-	mb_inbox_flush(c);
-}
-
 void mb_sub_drain(msgbus_sub *sub)
 {
 	if (sub->held)
 		release_held(sub);
-	drain(sub->bus, &sub->cons);
-}
-
-/* Liveness for a drain under the reap lock, which cannot reap again: a
- * participant whose slot we can take is dead (we let go of it at once;
- * whoever reaps it later does). */
-static bool dead_now(void *bus, uint32_t owner)
-{
-	msgbus_bus *b = bus;
-	if (owner == b->self)
-		return false;
-	if (owner >= b->cfg.max_participants)
-		return true;
-	if (b->seg.ops->slot_try(&b->seg, owner))
-		return false;
-	b->seg.ops->slot_drop(&b->seg, owner);
-	return true;
-}
-
-/* Polls of a record held by a writer before it is asked about (inbox.c
- * asks every 1024). */
-#define DRAIN_STUCK_POLLS 2050u
-
-void mb_inbox_drain_dead(msgbus_bus *b, uint32_t slot)
-{
-	struct mb_inbox ib;
-	struct mb_inbox_cons c;
-	if (mb_inbox_attach(&ib, b->seg.base, b->seg.size, mb_inbox_ctl_off(b, slot),
-	                    mb_inbox_data_off(b, slot), b->cfg.inbox_size))
-		return;
-	mb_inbox_cons_init(&c, &ib, dead_now, b, 0, 0);
-	/* A dead writer's claim in the way is aborted after enough polls; a
-	 * live one's ends the walk (its record is the next consumer's). */
-	for (unsigned k = 0; k < DRAIN_STUCK_POLLS; k++) {
-		uint64_t before = c.cursor;
-		drain(b, &c);
-		if (c.cursor != before)
-			k = 0;
-		struct mb_inbox_msg m;
-		if (mb_inbox_peek(&c, &m) != MSGBUS_EAGAIN)
-			break;
-		if (mb_inbox_drained(&c))
-			break; /* nothing held: all is read */
-	}
-	mb_inbox_flush(&c);
+	mb_drain_cons(sub->bus, &sub->cons);
 }
 
 int msgbus_recv(msgbus_sub *sub, msgbus_msg **msg, int timeout_ms)
@@ -293,7 +224,7 @@ static void release_held(msgbus_sub *sub)
 		 * two leaks one reference rather than freeing a buffer twice.
 		 */
 		mb_inbox_flush(&sub->cons);
-		mb_route_buf_unref(sub->bus, &msg->desc);
+		mb_buf_unref(sub->bus, &msg->desc);
 	}
 }
 

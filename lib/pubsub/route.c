@@ -14,6 +14,8 @@
 #include "shm/subject.h"
 #include "pubsub/route.h"
 #include "pubsub/buffers.h"
+#include "pubsub/bufpool.h"
+#include "pubsub/inboxes.h"
 #include "pubsub/mark.h"
 #include "platform/crash.h"
 #include "platform/wait.h"
@@ -270,6 +272,8 @@ static void note_ref(msgbus_bus *b, struct rec *rc)
 		return;
 	if (!rc->shared) {
 		atomic_store_explicit(&rc->bc->pub_put, 0, memory_order_relaxed);
+		/* Release: pairs with the acquire of the state in
+		 * live.c:drop_dead_publisher_ref, which then reads pub_put. */
 		atomic_store_explicit(&rc->bc->state, MB_BUF_SHARED(b->self), memory_order_release);
 		rc->shared = true;
 	}
@@ -496,20 +500,6 @@ static int deliver(msgbus_bus *b, struct dest *d, uint32_t n, struct rec *rc, ui
 	return 0;
 }
 
-void mb_route_buf_unref(msgbus_bus *b, const struct mb_rec_large *d)
-{
-	if (d->buf >= b->cfg.large_buffers)
-		return;
-	struct mb_bufctl *bc = mb_bufctl_at(b, d->buf);
-	if (atomic_load_explicit(&bc->gen, memory_order_relaxed) != d->buf_gen)
-		return; /* freed by a dead publisher's reaper and reused */
-	mb_crash_point("buf_unref");
-	/* acq_rel: our reads of the data happen before whoever frees it;
-	 * pairs with the other references' decrements. */
-	if (atomic_fetch_sub_explicit(&bc->refs, 1, memory_order_acq_rel) == 1)
-		mb_buf_free(b, d->buf);
-}
-
 /* Publish through large buffer idx: every record references it.
  *
  * Invariant: refs is MB_BUF_PUB_BIAS (ours, set when the buffer was
@@ -558,7 +548,7 @@ static int deliver_large(msgbus_bus *b, struct dest *d, uint32_t n, const struct
 		unnote_ref(&lr);
 	}
 	mb_crash_point("buf_shared");
-	/* acq_rel: as in mb_route_buf_unref. */
+	/* acq_rel: as in bufpool.c:mb_buf_unref. */
 	uint32_t bias = MB_BUF_PUB_BIAS - lr.noted;
 	if (atomic_fetch_sub_explicit(&lr.bc->refs, bias, memory_order_acq_rel) == bias)
 		mb_buf_free(b, idx);

@@ -10,16 +10,6 @@
 #include "shm/handle.h"
 #include "ring/inbox.h"
 
-/* Where subscription slot s keeps its inbox. */
-static inline uint64_t mb_inbox_ctl_off(const msgbus_bus *b, uint32_t s)
-{
-	return b->geo.inbox_ctl + (uint64_t)s * sizeof(struct mb_inbox_ctl);
-}
-static inline uint64_t mb_inbox_data_off(const msgbus_bus *b, uint32_t s)
-{
-	return b->geo.inbox_data + (uint64_t)s * b->cfg.inbox_size;
-}
-
 /* Allocate and release the per-handle cache (at open and close). */
 int mb_route_init(msgbus_bus *b);
 void mb_route_free(msgbus_bus *b);
@@ -32,10 +22,6 @@ void mb_route_free(msgbus_bus *b);
  */
 int mb_route_publish(msgbus_bus *b, const char *subject, const void *data, size_t len,
                      uint32_t loan_idx, uint32_t loan_gen, uint64_t deadline);
-
-/* Drop one inbox record's reference to large buffer d (a reader done
- * with it, or a reaper walking a dead reader's inbox). */
-void mb_route_buf_unref(msgbus_bus *b, const struct mb_rec_large *d);
 
 /* Exact liveness for the inbox code: true when participant owner is dead
  * (it is then reaped). */

@@ -9,8 +9,10 @@
 #include "platform/crash.h"
 #include "ring/ring.h"
 #include "pubsub/mark.h"
+#include "pubsub/inboxes.h"
+#include "pubsub/recv.h"
 #include "pubsub/route.h"
-#include "pubsub/sub.h"
+#include "pubsub/subscribe.h"
 #include "platform/wait.h"
 
 #include <stdlib.h>
@@ -24,6 +26,8 @@ void mb_join_topics(msgbus_bus *b, uint32_t slot, uint32_t gen, bool queue,
 {
 	for (uint32_t t = 0; t < b->cfg.max_subjects; t++) {
 		struct mb_topic *tp = mb_topic_at(b, t);
+		/* seq_cst by default; under the control lock, which every
+		 * topic_create holds: pairs with nothing (relaxed would do). */
 		if (atomic_load(&tp->state) != MB_TOPIC_READY)
 			continue;
 		uint32_t nlen = tp->name_len;
@@ -31,6 +35,11 @@ void mb_join_topics(msgbus_bus *b, uint32_t slot, uint32_t gen, bool queue,
 		    mb_subject_internal(tp->name, nlen) != queue)
 			continue;
 		struct mb_cursor *c = mb_cursor_at(b, t, slot);
+		/* The cursor's words: seq_cst by default, which keeps the mask
+		 * bit before the tail loads that the comment below relies on
+		 * (a gate scan, ring.c:mb_ring_gate, that misses the bit used
+		 * a tail at most the one we read). The stores' release pairs
+		 * with that scan's acquire loads of gen and release. */
 		atomic_store(&c->release, atomic_load(&tp->tail));
 		atomic_store(&c->gen, gen);
 		atomic_fetch_or(&tp->cursor_mask[slot / 64], 1ull << (slot % 64));
@@ -70,6 +79,8 @@ int mb_slot_reserve(msgbus_bus *b, const char *pattern, size_t plen, uint32_t ow
 {
 	for (uint32_t s = 0; s < b->cfg.max_subs; s++) {
 		struct mb_subslot *ss = mb_subslot_at(b, s);
+		/* seq_cst by default; only the CAS below takes the slot: pairs
+		 * with nothing (relaxed would do). */
 		uint64_t w = atomic_load(&ss->word);
 		if (MB_SUBW_STATE(w) != MB_SUB_FREE)
 			continue;
@@ -79,8 +90,14 @@ int mb_slot_reserve(msgbus_bus *b, const char *pattern, size_t plen, uint32_t ow
 		memcpy(ss->pattern, pattern, plen);
 		ss->pattern[plen] = '\0';
 		ss->pattern_len = (uint32_t)plen;
+		/* seq_cst by default; published by the store of ACTIVE: pairs
+		 * with nothing (relaxed would do). */
 		for (uint32_t i = 0; i < MB_MAX_PARTICIPANTS / 64; i++)
 			atomic_store(&ss->members[i], 0);
+		/* seq_cst by default: the race with other reservers (and
+		 * buffers.c:reap_dead_readers); the slot's contents are
+		 * published later by the release store of ACTIVE, so relaxed
+		 * would do. */
 		if (!atomic_compare_exchange_strong(&ss->word, &w,
 		                                    mb_subw(gen, owner, flags, MB_SUB_RESERVED)))
 			continue;
@@ -115,6 +132,8 @@ static int sub_create(msgbus_bus *b, const char *pattern, unsigned flags, msgbus
 	struct mb_inbox ib;
 	if (!rc) {
 		rc = inbox_prepare(b, sub->slot, &ib);
+		/* seq_cst by default; the slot was never ACTIVE: pairs with
+		 * nothing (relaxed would do). */
 		if (rc)
 			atomic_store(&mb_subslot_at(b, sub->slot)->word,
 			             mb_subw(sub->gen, 0, 0, MB_SUB_FREE));
@@ -127,6 +146,8 @@ static int sub_create(msgbus_bus *b, const char *pattern, unsigned flags, msgbus
 	/* No spin in the inbox's wait: recv.c spins first, yielding. */
 	mb_inbox_cons_init(&sub->cons, &ib, mb_route_owner_dead, b, 0, b->check_ns);
 	mb_inbox_cons_keep(&sub->cons, mb_mark_keep, b); /* a dead publisher's marked records */
+	/* Process-local stats word: seq_cst by default, published with sub;
+	 * pairs with nothing (relaxed would do). */
 	atomic_store(&sub->cursor, sub->cons.cursor);
 	/* Release: pairs with the acquire load of the word in route.c; the
 	 * inbox and pattern are written before. */
@@ -158,6 +179,9 @@ int msgbus_subscribe(msgbus_bus *bus, const char *pattern, unsigned flags, msgbu
 static void *cb_thread(void *arg)
 {
 	msgbus_sub *sub = arg;
+	/* Process-local: seq_cst by default; pairs with the store in
+	 * mb_sub_destroy, which then wakes us (relaxed would do: the wake
+	 * re-checks). */
 	while (!atomic_load(&sub->stop)) {
 		int rc = mb_sub_take(sub, mb_deadline(CB_WAIT_MS));
 		if (rc == 0) {
@@ -198,12 +222,17 @@ void mb_sub_destroy(msgbus_sub *sub)
 {
 	msgbus_bus *b = sub->bus;
 	if (sub->cb) {
+		/* seq_cst by default (relaxed would do): pairs with the load in
+		 * cb_thread; the wake follows. */
 		atomic_store(&sub->stop, true);
 		mb_sub_wake(sub);
 		pthread_join(sub->thread, NULL);
 	}
 	mb_sub_drain(sub);
 	struct mb_subslot *ss = mb_subslot_at(b, sub->slot);
+	/* seq_cst by default; the CAS below decides: pairs with nothing
+	 * (relaxed would do). The CAS: seq_cst, a release that orders our drain
+	 * before the slot's reuse; pairs with the CAS in mb_slot_reserve. */
 	uint64_t w = atomic_load(&ss->word);
 	if (MB_SUBW_GEN(w) == sub->gen && MB_SUBW_STATE(w) != MB_SUB_FREE)
 		atomic_compare_exchange_strong(&ss->word, &w, mb_subw(sub->gen, 0, 0, MB_SUB_FREE));
@@ -265,6 +294,7 @@ int mb_sub_alias_add(msgbus_sub *sub, const char *pattern, uint32_t *slot, uint3
 void mb_sub_alias_del(msgbus_bus *b, uint32_t slot, uint32_t gen)
 {
 	struct mb_subslot *ss = mb_subslot_at(b, slot);
+	/* As in mb_sub_destroy. */
 	uint64_t w = atomic_load(&ss->word);
 	if (MB_SUBW_GEN(w) == gen && MB_SUBW_STATE(w) != MB_SUB_FREE)
 		atomic_compare_exchange_strong(&ss->word, &w, mb_subw(gen, 0, 0, MB_SUB_FREE));

@@ -8,7 +8,8 @@
 #include "shm/live.h"
 #include "pubsub/buffers.h"
 #include "pubsub/publish.h"
-#include "reqrep/rr.h"
+#include "reqrep/call.h"
+#include "reqrep/serve.h"
 #include "pubsub/sub.h"
 #include "platform/wait.h"
 
@@ -27,9 +28,14 @@ struct msgbus_call {
 
 static int entry_alloc(msgbus_bus *b, uint32_t *entry)
 {
+	/* Process-local. seq_cst by default; only the CAS below decides, so
+	 * this load pairs with nothing (relaxed would do). */
 	uint64_t used = atomic_load(&b->calls_used);
 	while (~used) {
 		uint32_t i = (uint32_t)__builtin_ctzll(~used);
+		/* seq_cst (acquire would do): pairs with the fetch_and in
+		 * call_free, so the entry's last call is done before we reuse
+		 * it. */
 		if (atomic_compare_exchange_weak(&b->calls_used, &used, used | 1ull << i)) {
 			*entry = i;
 			return 0;
@@ -41,6 +47,7 @@ static int entry_alloc(msgbus_bus *b, uint32_t *entry)
 static void call_free(msgbus_call *call)
 {
 	msgbus_bus *b = call->bus;
+	/* seq_cst (release would do): pairs with the CAS in entry_alloc. */
 	atomic_fetch_and(&b->calls_used, ~(1ull << call->entry));
 	pthread_mutex_lock(&b->lock);
 	for (msgbus_call **pp = &b->calls; *pp; pp = &(*pp)->next) {
@@ -95,6 +102,8 @@ int msgbus_call_start(msgbus_bus *bus, const char *service, const void *data, si
 	}
 	call->bus = bus;
 	call->slot = slot;
+	/* Process-local counter. seq_cst by default; pairs with nothing
+	 * (relaxed would do). */
 	call->corr = atomic_fetch_add(&bus->corr, 1);
 	call->deadline = mb_deadline(timeout_ms);
 	call->next_check = mb_now_ns() + bus->check_ns;
@@ -105,6 +114,9 @@ int msgbus_call_start(msgbus_bus *bus, const char *service, const void *data, si
 	pthread_mutex_unlock(&bus->lock);
 
 	struct mb_call *e = mb_call_at(bus, bus->self, call->entry);
+	/* Release: our reads of the entry's last reply happen before a worker
+	 * writes there; pairs with the worker's CAS in serve.c:try_take (and
+	 * respond). */
 	atomic_store_explicit(&e->word, mb_callw(call->corr, 0, MB_CALL_PENDING),
 	                      memory_order_release);
 	struct mb_req_hdr hdr = {
@@ -115,6 +127,8 @@ int msgbus_call_start(msgbus_bus *bus, const char *service, const void *data, si
 	};
 	rc = mb_publish_parts(bus, t, &hdr, sizeof(hdr), data, len, call->deadline);
 	if (rc) {
+		/* seq_cst by default: no worker saw the request (it was not
+		 * published), so this pairs with nothing (relaxed would do). */
 		atomic_store(&e->word, 0);
 		call_free(call);
 		return rc;
@@ -148,6 +162,9 @@ static int take_reply(msgbus_call *call, struct mb_call *e, msgbus_msg **reply)
 	}
 	if (buf != MB_CALL_INLINE_BUF && buf < b->cfg.large_buffers) {
 		uint64_t st = MB_BUF_LOANED(b->self);
+		/* seq_cst (release would do): our copy of the reply happens
+		 * before the buffer's next use; pairs with the acquire load in
+		 * buffers.c:try_take. */
 		atomic_compare_exchange_strong(&mb_bufctl_at(b, buf)->state, &st, MB_BUF_FREE);
 	}
 	return rc;
@@ -163,6 +180,8 @@ static void abandon(msgbus_call *call)
 	 * corrupt entry forever: after that the entry is simply taken back. */
 	uint64_t give_up = mb_now_ns() + b->check_ns;
 	for (;;) {
+		/* Acquire: pairs with the release CAS to REPLIED in
+		 * serve.c:respond: the reply is in place. */
 		uint64_t w = atomic_load_explicit(&e->word, memory_order_acquire);
 		uint32_t st = MB_CALLW_STATE(w);
 		if (MB_CALLW_CORR(w) != call->corr || st == MB_CALL_FREE)
@@ -178,11 +197,15 @@ static void abandon(msgbus_call *call)
 			mb_nap_us(10);
 			continue;
 		}
+		/* seq_cst (the default): the race with the worker's CAS in
+		 * serve.c:respond; one of the two wins. */
 		if (st != MB_CALL_WRITING &&
 		    !atomic_compare_exchange_strong(&e->word, &w, 0))
 			continue;
 		break;
 	}
+	/* Release: our reads of the reply happen before the entry is reused;
+	 * pairs with the CAS in serve.c:respond (a late worker fails it). */
 	atomic_store_explicit(&e->word, 0, memory_order_release);
 	call_free(call);
 }
@@ -192,6 +215,7 @@ static int check(msgbus_call *call, struct mb_call *e, bool watch, int *result,
                  msgbus_msg **reply)
 {
 	msgbus_bus *b = call->bus;
+	/* Acquire: pairs with the release CAS to REPLIED in serve.c:respond. */
 	uint64_t w = atomic_load_explicit(&e->word, memory_order_acquire);
 	uint32_t st = MB_CALLW_STATE(w);
 	if (MB_CALLW_CORR(w) != call->corr || st == MB_CALL_FREE) {
@@ -270,6 +294,7 @@ int msgbus_call_wait(msgbus_call *call, msgbus_msg **reply, int timeout_ms)
 		mb_ec_sleep(&e->ec, v, now, wake);
 	}
 	if (result == MSGBUS_OK) {
+		/* Release: as in abandon(). */
 		atomic_store_explicit(&e->word, 0, memory_order_release);
 		call_free(call);
 	} else {

@@ -10,10 +10,10 @@
 #include "shm/live.h"
 #include "shm/subject.h"
 #include "pubsub/buffers.h"
-#include "pubsub/sub.h"
+#include "pubsub/subscribe.h"
 #include "platform/crash.h"
 #include "ring/ring.h"
-#include "reqrep/rr.h"
+#include "reqrep/serve.h"
 #include "platform/wait.h"
 
 #include <stdlib.h>
@@ -57,6 +57,11 @@ int mb_service_topic(msgbus_bus *b, const char *service, bool create, uint64_t d
 int mb_service_slot(msgbus_bus *b, uint32_t t, uint32_t *slot)
 {
 	for (uint32_t s = 0; s < b->cfg.max_subs; s++) {
+		/* Acquire: pairs with the store of ACTIVE in msgbus_serve
+		 * (seq_cst, a release): the slot's cursors are set. The
+		 * cursor's gen below: seq_cst by default, only compared;
+		 * ordered by this acquire, it pairs with nothing (relaxed would
+		 * do). */
 		uint64_t w = atomic_load_explicit(&mb_subslot_at(b, s)->word, memory_order_acquire);
 		if (MB_SUBW_STATE(w) == MB_SUB_ACTIVE && (MB_SUBW_FLAGS(w) & MB_SUBF_QUEUE) &&
 		    atomic_load(&mb_cursor_at(b, t, s)->gen) == MB_SUBW_GEN(w)) {
@@ -69,6 +74,8 @@ int mb_service_slot(msgbus_bus *b, uint32_t t, uint32_t *slot)
 
 static bool is_bridge(msgbus_bus *b, uint32_t idx)
 {
+	/* seq_cst by default; set at open, before the participant publishes
+	 * anything: pairs with nothing (relaxed would do). */
 	return idx < b->cfg.max_participants &&
 	       (atomic_load(&mb_part_at(b, idx)->flags) & MB_PARTF_BRIDGE);
 }
@@ -80,6 +87,8 @@ bool mb_service_has_workers(msgbus_bus *b, uint32_t slot, bool check)
 	struct mb_subslot *ss = mb_subslot_at(b, slot);
 	uint32_t n = b->cfg.max_participants;
 	for (uint32_t i = 0; i < (n + 63) / 64; i++) {
+		/* seq_cst by default; the bits are a hint checked with the
+		 * liveness test: pairs with nothing (relaxed would do). */
 		uint64_t m = atomic_load(&ss->members[i]);
 		while (m) {
 			uint32_t idx = i * 64 + (uint32_t)__builtin_ctzll(m);
@@ -99,6 +108,8 @@ static void set_member(msgbus_bus *b, uint32_t slot, bool on)
 {
 	_Atomic uint64_t *word = &mb_subslot_at(b, slot)->members[b->self / 64];
 	uint64_t bit = 1ull << (b->self % 64);
+	/* seq_cst by default; the interest_gen bump that follows publishes the
+	 * change: pairs with nothing (relaxed would do). */
 	if (on)
 		atomic_fetch_or(word, bit);
 	else
@@ -127,6 +138,8 @@ int msgbus_serve(msgbus_bus *bus, const char *service, msgbus_serve_cb cb, void 
 	svc->bus = bus;
 	rc = mb_service_slot(bus, svc->t, &svc->slot);
 	if (rc == 0) {
+		/* seq_cst by default; under the control lock, which orders it:
+		 * pairs with nothing (relaxed would do). */
 		svc->gen = MB_SUBW_GEN(atomic_load(&mb_subslot_at(bus, svc->slot)->word));
 	} else {
 		/* First worker: the slot belongs to no participant, so a
@@ -136,12 +149,17 @@ int msgbus_serve(msgbus_bus *bus, const char *service, msgbus_serve_cb cb, void 
 		                     &svc->slot, &svc->gen);
 		if (!rc) {
 			mb_join_topics(bus, svc->slot, svc->gen, true, svc->subject, len);
+			/* seq_cst (release would do): the pattern and cursors
+			 * are set; pairs with the acquire in mb_service_slot
+			 * and route.c:recompute. */
 			atomic_store(&mb_subslot_at(bus, svc->slot)->word,
 			             mb_subw(svc->gen, MB_OWNER_SHARED, MB_SUBF_QUEUE, MB_SUB_ACTIVE));
 		}
 	}
 	if (!rc) {
 		set_member(bus, svc->slot, true);
+		/* seq_cst (release would do): pairs with the acquire in
+		 * route.c:lookup. */
 		atomic_fetch_add(&bus->hdr->interest_gen, 1);
 	}
 	mb_ctl_unlock(bus);
@@ -172,11 +190,19 @@ static void advance_release(msgbus_service *svc)
 	struct mb_cursor *c = mb_cursor_at(b, svc->t, svc->slot);
 	bool moved = false;
 	for (uint64_t i = 0; i < b->cfg.ring_slots; i++) {
+		/* Acquire: pairs with the CAS below by another worker. The
+		 * stamp's acquire pairs with the release store of ABORTED in
+		 * try_take: that worker's reads of the slot are done. */
 		uint64_t r = atomic_load_explicit(&c->release, memory_order_acquire);
 		uint64_t s = atomic_load_explicit(&mb_slot_at(b, svc->t, r)->stamp,
 		                                  memory_order_acquire);
 		if (s != mb_stamp(r, MB_STAMP_OWNER(s), MB_ST_ABORTED))
 			break;
+		/* seq_cst: a release that pairs with the acquire of release in
+		 * ring.c:mb_ring_gate (the slot's reads happen before a
+		 * requester overwrites it), and the first half of the Dekker
+		 * pair with wait_space's mb_ec_prepare before mb_ec_signal
+		 * below. */
 		moved |= atomic_compare_exchange_strong(&c->release, &r, r + 1);
 	}
 	if (moved)
@@ -218,19 +244,26 @@ static int try_take(msgbus_service *svc, msgbus_req **req, int64_t *claimed_owne
 	struct mb_cursor *c = mb_cursor_at(b, svc->t, svc->slot);
 	uint64_t n = b->cfg.ring_slots;
 	*claimed_owner = -1;
+	/* seq_cst by default; only compared: pairs with nothing (relaxed would
+	 * do). */
 	if (atomic_load(&c->gen) != svc->gen)
 		return MSGBUS_EPROTO; /* our slot was taken from us */
 	advance_release(svc);
+	/* Acquire: pairs with the CAS in advance_release. */
 	uint64_t r = atomic_load_explicit(&c->release, memory_order_acquire);
 	for (uint64_t pos = r; pos < r + n; pos++) {
 		struct mb_slot *sl = mb_slot_at(b, svc->t, pos);
+		/* Acquire: pairs with the seq_cst store in
+		 * ring.c:mb_ring_commit: the request is written. */
 		uint64_t s = atomic_load_explicit(&sl->stamp, memory_order_acquire);
 		if (MB_STAMP_SEQ(s) != (pos & MB_SEQ_MASK))
 			return MSGBUS_EAGAIN; /* not yet written, or the cursor moved on */
 		uint32_t st = MB_STAMP_STATE(s);
 		if (st == MB_ST_CLAIMED || st == MB_ST_TAKEN) {
 			if (MB_STAMP_OWNER(s) >= b->cfg.max_participants) {
-				/* No participant can own it (corrupt): drop it. */
+				/* No participant can own it (corrupt): drop it.
+				 * seq_cst by default (release would do): pairs
+				 * with the acquire loads in advance_release. */
 				atomic_compare_exchange_strong(&sl->stamp, &s,
 				        mb_stamp(pos, 0, MB_ST_ABORTED));
 				continue;
@@ -239,6 +272,9 @@ static int try_take(msgbus_service *svc, msgbus_req **req, int64_t *claimed_owne
 				*claimed_owner = MB_STAMP_OWNER(s);
 			continue;
 		}
+		/* seq_cst by default: the race with other workers' CAS here and
+		 * with a reaper's TAKEN -> COMMITTED (live.c); acquire is what
+		 * we need (the request's contents). */
 		if (st != MB_ST_COMMITTED ||
 		    !atomic_compare_exchange_strong(&sl->stamp, &s,
 		                                    mb_stamp(pos, b->self, MB_ST_TAKEN)))
@@ -246,7 +282,10 @@ static int try_take(msgbus_service *svc, msgbus_req **req, int64_t *claimed_owne
 		msgbus_req *rq = copy_out(b, sl);
 		if (rq && is_bridge(b, b->self) && is_bridge(b, rq->hdr.from)) {
 			/* A link never forwards what another link brought in:
-			 * put it back for a local worker (one hop, no bouncing). */
+			 * put it back for a local worker (one hop, no bouncing).
+			 * seq_cst (release would do): our reads are done; pairs
+			 * with the acquire load of the stamp above in the next
+			 * taker. */
 			atomic_store(&sl->stamp, s);
 			free(rq);
 			continue;
@@ -263,6 +302,9 @@ static int try_take(msgbus_service *svc, msgbus_req **req, int64_t *claimed_owne
 			                               ? mb_call_at(b, rq->hdr.from, rq->hdr.entry)
 			                               : NULL;
 			uint64_t w = mb_callw(rq->hdr.corr, 0, MB_CALL_PENDING);
+			/* The CAS: seq_cst by default, the race with the
+			 * requester's CAS in call.c:abandon; acquire pairs with
+			 * its release store of PENDING. */
 			ours = call && mb_now_ns() <= rq->hdr.deadline_ns &&
 			       atomic_compare_exchange_strong(&call->word, &w,
 			               mb_callw(rq->hdr.corr, b->self, MB_CALL_TAKEN));
@@ -296,6 +338,8 @@ static int service_take(msgbus_service *svc, msgbus_req **req, uint64_t deadline
 			return MSGBUS_EAGAIN;
 		if (mb_spinning(&spin, b->spin_ns))
 			continue;
+		/* Process-local stop: seq_cst by default, here no wait follows:
+		 * pairs with nothing (relaxed would do). */
 		if (atomic_load(&svc->stop) || mb_closing(b))
 			return MSGBUS_ECLOSED;
 		uint64_t now = mb_now_ns();
@@ -310,6 +354,8 @@ static int service_take(msgbus_service *svc, msgbus_req **req, uint64_t deadline
 			return rc;
 		/* seq_cst (mb_closing): after mb_ec_prepare, the Dekker pair
 		 * with msgbus_shutdown's store and wakes. */
+		/* seq_cst (svc->stop too): the Dekker pair with
+		 * mb_service_destroy's store and its kick. */
 		if (atomic_load(&svc->stop) || mb_closing(b))
 			return MSGBUS_ECLOSED;
 		mb_ec_sleep(ec, v, now, until);
@@ -328,6 +374,8 @@ int msgbus_service_recv(msgbus_service *svc, msgbus_req **req, int timeout_ms)
 static void *serve_thread(void *arg)
 {
 	msgbus_service *svc = arg;
+	/* seq_cst by default; service_take re-checks after mb_ec_prepare: pairs
+	 * with nothing (relaxed would do). */
 	while (!atomic_load(&svc->stop)) {
 		msgbus_req *req;
 		int rc = service_take(svc, &req, UINT64_MAX);
@@ -387,6 +435,9 @@ static int respond(msgbus_req *req, const void *data, size_t len, int err)
 	if (len > b->cfg.max_msg_size)
 		return MSGBUS_EMSGSIZE;
 	uint64_t w = mb_callw(corr, b->self, MB_CALL_TAKEN);
+	/* seq_cst by default: the race with the requester's CAS in
+	 * call.c:abandon; acquire pairs with its release store of PENDING, so
+	 * our writes come after its reads of the entry. */
 	if (!atomic_compare_exchange_strong(&call->word, &w,
 	                                    mb_callw(corr, b->self, MB_CALL_WRITING)))
 		return MSGBUS_ETIMEDOUT; /* the requester gave up or died */
@@ -408,6 +459,8 @@ static int respond(msgbus_req *req, const void *data, size_t len, int err)
 			rc = MSGBUS_ELIMIT; /* and the requester gets the same */
 		} else {
 			memcpy(mb_bufdata_at(b, buf), data, len);
+			/* seq_cst by default; the REPLIED CAS below publishes
+			 * the data: pairs with nothing (relaxed would do). */
 			atomic_store(&mb_bufctl_at(b, buf)->state, MB_BUF_LOANED(from));
 		}
 	}
@@ -420,6 +473,7 @@ static int respond(msgbus_req *req, const void *data, size_t len, int err)
 	                                             mb_callw(corr, b->self, MB_CALL_REPLIED),
 	                                             memory_order_release, memory_order_relaxed)) {
 		uint64_t st = MB_BUF_LOANED(from);
+		/* seq_cst (release would do): as the free in call.c:take_reply. */
 		if (buf < b->cfg.large_buffers)
 			atomic_compare_exchange_strong(&mb_bufctl_at(b, buf)->state, &st, MB_BUF_FREE);
 		return MSGBUS_ETIMEDOUT;
@@ -437,11 +491,14 @@ void mb_service_destroy(msgbus_service *svc)
 {
 	msgbus_bus *b = svc->bus;
 	if (svc->cb) {
+		/* seq_cst: the Dekker pair with the re-check in service_take
+		 * after mb_ec_prepare; the kick follows. */
 		atomic_store(&svc->stop, true);
 		mb_ec_kick(&mb_topic_at(b, svc->t)->data_ec);
 		pthread_join(svc->thread, NULL);
 	}
 	set_member(b, svc->slot, false);
+	/* seq_cst (release would do): pairs with the acquire in route.c:lookup. */
 	atomic_fetch_add(&b->hdr->interest_gen, 1);
 	free(svc);
 }

@@ -14,6 +14,8 @@
 uint64_t mb_ring_gate(msgbus_bus *b, uint32_t t)
 {
 	struct mb_topic *tp = mb_topic_at(b, t);
+	/* seq_cst by default (acquire would do): a hint; pairs with the CAS
+	 * that moves tail in mb_ring_claim. */
 	uint64_t tail = atomic_load(&tp->tail);
 	uint64_t g = tail;
 	for (uint32_t s = 0; s < b->cfg.max_subs; s++) {
@@ -29,6 +31,9 @@ uint64_t mb_ring_gate(msgbus_bus *b, uint32_t t)
 		      (s % 64) & 1))
 			continue;
 		struct mb_cursor *c = mb_cursor_at(b, t, s);
+		/* Acquire, gen and the slot word: pairs with the stores of the
+		 * cursor in pubsub/subscribe.c:mb_join_topics and of the slot
+		 * word (ACTIVE) in reqrep/serve.c:msgbus_serve. */
 		uint64_t cg = atomic_load_explicit(&c->gen, memory_order_acquire);
 		if (!cg)
 			continue;
@@ -43,6 +48,10 @@ uint64_t mb_ring_gate(msgbus_bus *b, uint32_t t)
 			g = r;
 	}
 	/* The gate only moves forward, except to repair a value past tail. */
+	/* seq_cst by default; the CAS decides: pairs with nothing (relaxed
+	 * would do). The CAS's release pairs with the acquire load of gate in
+	 * mb_ring_claim: the gate it publishes was computed from readers'
+	 * releases acquired above. */
 	uint64_t old = atomic_load(&tp->gate);
 	while ((old < g || old > tail) &&
 	       !atomic_compare_exchange_weak_explicit(&tp->gate, &old, g, memory_order_release,
@@ -57,6 +66,8 @@ void mb_ring_check_laggards(msgbus_bus *b, uint32_t t, uint64_t gate)
 {
 	for (uint32_t s = 0; s < b->cfg.max_subs; s++) {
 		struct mb_cursor *c = mb_cursor_at(b, t, s);
+		/* seq_cst by default; only an owner to ask about (mb_part_alive
+		 * re-reads): these loads pair with nothing (relaxed would do). */
 		uint64_t cg = atomic_load(&c->gen);
 		uint64_t w = atomic_load(&mb_subslot_at(b, s)->word);
 		if (!cg || MB_SUBW_STATE(w) == MB_SUB_FREE || MB_SUBW_GEN(w) != cg)
@@ -86,10 +97,17 @@ static int wait_space(msgbus_bus *b, uint32_t t, uint64_t tail, struct waiter *w
 	if (now >= w->deadline)
 		return MSGBUS_ETIMEDOUT;
 	if (now >= w->next_check) {
+		/* seq_cst by default; a hint: pairs with nothing (relaxed would
+		 * do). */
 		mb_ring_check_laggards(b, t, atomic_load(&tp->gate));
 		w->next_check = now + b->check_ns;
 	}
 	uint32_t v = mb_ec_prepare(&tp->space_ec);
+	/* After mb_ec_prepare: the Dekker pair with the worker's seq_cst
+	 * release CAS and mb_ec_signal in reqrep/serve.c:advance_release
+	 * (mb_ring_gate's loads of release are acquire only; the periodic
+	 * re-check bounds a missed wake). The tail load: seq_cst by default,
+	 * only compared. */
 	if (tail - mb_ring_gate(b, t) < n || atomic_load(&tp->tail) != tail)
 		return 0;
 	/* seq_cst (mb_closing): after mb_ec_prepare, the Dekker pair with
@@ -107,6 +125,8 @@ int mb_ring_claim(msgbus_bus *b, uint32_t t, uint64_t deadline, uint64_t *pos)
 	uint64_t n = b->cfg.ring_slots;
 	struct waiter w = { deadline, 0, { 0, 0 } };
 	for (;;) {
+		/* Acquire, tail and gate: pair with the CAS that moves tail
+		 * below and the release CAS of gate in mb_ring_gate. */
 		uint64_t tail = atomic_load_explicit(&tp->tail, memory_order_acquire);
 		uint64_t gate = atomic_load_explicit(&tp->gate, memory_order_acquire);
 		if (tail - gate >= n && tail - mb_ring_gate(b, t) >= n) {
@@ -116,14 +136,21 @@ int mb_ring_claim(msgbus_bus *b, uint32_t t, uint64_t deadline, uint64_t *pos)
 			continue;
 		}
 		struct mb_slot *sl = mb_slot_at(b, t, tail);
+		/* Acquire: pairs with the stores of the slot's last lap
+		 * (commit, the taker's ABORTED in reqrep/serve.c): its readers
+		 * are done. */
 		uint64_t s = atomic_load_explicit(&sl->stamp, memory_order_acquire);
 		uint64_t seq = MB_STAMP_SEQ(s);
 		if (seq == (tail & MB_SEQ_MASK)) {
 			/* Claimed by someone whose tail update we overtook. */
+			/* seq_cst by default (release would do): helping tail
+			 * along; pairs with the acquire load of tail above. */
 			atomic_compare_exchange_strong(&tp->tail, &tail, tail + 1);
 			continue;
 		}
 		if (seq != ((tail - n) & MB_SEQ_MASK)) {
+			/* seq_cst by default; only compared: pairs with nothing
+			 * (relaxed would do). */
 			if (atomic_load(&tp->tail) == tail)
 				return MSGBUS_EPROTO; /* stamp and tail disagree */
 			continue;
@@ -132,6 +159,8 @@ int mb_ring_claim(msgbus_bus *b, uint32_t t, uint64_t deadline, uint64_t *pos)
 			/* Last lap's writer has not committed: only possible
 			 * with no lossless reader, which would have waited. */
 			if (!mb_part_alive(b, MB_STAMP_OWNER(s))) {
+				/* seq_cst by default (release would do): as
+				 * live.c's abort of a dead writer's slot. */
 				atomic_compare_exchange_strong(&sl->stamp, &s,
 				        mb_stamp(seq, MB_STAMP_OWNER(s), MB_ST_ABORTED));
 				continue;
@@ -146,6 +175,9 @@ int mb_ring_claim(msgbus_bus *b, uint32_t t, uint64_t deadline, uint64_t *pos)
 			mb_nap_us(50);
 			continue;
 		}
+		/* Claiming: seq_cst by default, the race with other publishers;
+		 * acquire is what it needs (the last lap's readers are done,
+		 * via the acquire above). Then tail, as above. */
 		if (atomic_compare_exchange_strong(&sl->stamp, &s,
 		                                   mb_stamp(tail, b->self, MB_ST_CLAIMED))) {
 			*pos = tail;

@@ -45,6 +45,9 @@ static int ctl_try(msgbus_bus *b, bool check)
 {
 	uint32_t me = b->self + 1;
 	uint32_t owner = 0;
+	/* Taking the lock: seq_cst by default (acquire would do), here and
+	 * below; pairs with the release in mb_ctl_unlock (and live.c's CAS that
+	 * frees a dead holder's lock). */
 	if (atomic_compare_exchange_strong(&b->hdr->ctl_owner, &owner, me))
 		return ctl_taken();
 	if (owner - 1 >= b->cfg.max_participants) /* also 0: freed since */
@@ -91,6 +94,8 @@ int mb_ctl_lock(msgbus_bus *b, uint64_t deadline)
 
 void mb_ctl_unlock(msgbus_bus *b)
 {
+	/* Release: what we did under the lock happens before the next holder's;
+	 * pairs with the CAS in ctl_try. */
 	atomic_store_explicit(&b->hdr->ctl_owner, 0, memory_order_release);
 }
 
@@ -99,9 +104,13 @@ void mb_ctl_unlock(msgbus_bus *b)
 bool mb_topic_refresh(msgbus_bus *b, uint32_t t)
 {
 	struct mb_topic_cache *tc = &b->topics[t];
+	/* Acquire: pairs with the release store of known below (process-local
+	 * cache, filled under b->lock). */
 	if (atomic_load_explicit(&tc->known, memory_order_acquire))
 		return true;
 	struct mb_topic *tp = mb_topic_at(b, t);
+	/* Acquire: pairs with the release store of READY in topic_create: the
+	 * name is written. */
 	if (atomic_load_explicit(&tp->state, memory_order_acquire) != MB_TOPIC_READY)
 		return false;
 	uint32_t len = tp->name_len;
@@ -113,6 +122,8 @@ bool mb_topic_refresh(msgbus_bus *b, uint32_t t)
 	if (mb_subject_check(tc->name, &checked, false, NULL) || checked != len)
 		return false;
 	tc->hash = mb_hash(tc->name, len);
+	/* Release: the cached name and hash are written; pairs with the acquire
+	 * loads of known here and in cached_is. */
 	atomic_store_explicit(&tc->known, 1, memory_order_release);
 	return true;
 }
@@ -120,6 +131,7 @@ bool mb_topic_refresh(msgbus_bus *b, uint32_t t)
 static bool cached_is(msgbus_bus *b, uint32_t t, const char *s, size_t len, uint64_t hash)
 {
 	struct mb_topic_cache *tc = &b->topics[t];
+	/* Acquire: as in mb_topic_refresh. */
 	return atomic_load_explicit(&tc->known, memory_order_acquire) && tc->hash == hash &&
 	       memcmp(tc->name, s, len) == 0 && tc->name[len] == '\0';
 }
@@ -154,6 +166,10 @@ static void add_matching_cursors(msgbus_bus *b, uint32_t t, const char *s, size_
 	for (uint32_t i = 0; i < b->cfg.max_subs; i++) {
 		struct mb_subslot *ss = mb_subslot_at(b, i);
 		struct mb_cursor *c = mb_cursor_at(b, t, i);
+		/* Under the control lock, which orders every subscription's
+		 * join: the cursor words below are published by the release
+		 * store of READY in topic_create. seq_cst by default here and
+		 * for the stores: they pair with nothing (relaxed would do). */
 		uint64_t w = atomic_load(&ss->word);
 		uint32_t plen = ss->pattern_len;
 		atomic_store(&c->gen, 0);
@@ -173,6 +189,9 @@ static void add_matching_cursors(msgbus_bus *b, uint32_t t, const char *s, size_
 static void topic_create(msgbus_bus *b, uint32_t t, const char *s, size_t len, uint64_t hash)
 {
 	struct mb_topic *tp = mb_topic_at(b, t);
+	/* Under the control lock; the topic's words below are published by the
+	 * release store of READY. seq_cst by default: these stores pair with
+	 * nothing (relaxed would do). */
 	atomic_store(&tp->state, MB_TOPIC_INIT);
 	memcpy(tp->name, s, len);
 	tp->name[len] = '\0';
@@ -186,7 +205,11 @@ static void topic_create(msgbus_bus *b, uint32_t t, const char *s, size_t len, u
 	for (uint64_t p = 0; p < n; p++)
 		atomic_store(&mb_slot_at(b, t, p)->stamp, mb_stamp(p - n, 0, MB_ST_ABORTED));
 	add_matching_cursors(b, t, s, len);
+	/* Release: the name, ring and cursors are set; pairs with the acquire
+	 * loads of state in mb_topic_refresh and readers of the topic. */
 	atomic_store_explicit(&tp->state, MB_TOPIC_READY, memory_order_release);
+	/* seq_cst by default; nothing in lib/ reads topics_gen any more (v1's
+	 * subject table watchers): it pairs with nothing (relaxed would do). */
 	atomic_fetch_add(&b->hdr->topics_gen, 1);
 	mb_ec_kick(&b->hdr->any_ec); /* wildcard subscribers pick it up */
 }
@@ -208,6 +231,8 @@ int mb_topic_get(msgbus_bus *b, const char *s, size_t len, uint64_t hash, uint64
 	/* Start at the hash so mb_topic_find's first probe usually hits. */
 	for (uint32_t k = 0; k < b->cfg.max_subjects; k++) {
 		uint32_t t = (uint32_t)((hash + k) % b->cfg.max_subjects);
+		/* seq_cst by default; under the control lock, which orders
+		 * every state change: pairs with nothing (relaxed would do). */
 		uint32_t st = atomic_load(&mb_topic_at(b, t)->state);
 		if (st == MB_TOPIC_FREE || st == MB_TOPIC_INIT) {
 			/* A ring gets its pages when its first name is given. */

@@ -55,6 +55,9 @@ static void release_held(msgbus_bus *b, uint32_t idx)
 {
 	for (uint32_t i = 0; i < b->cfg.large_buffers; i++) {
 		struct mb_bufctl *bc = mb_bufctl_at(b, i);
+		/* seq_cst by default; the CAS decides: pairs with nothing
+		 * (relaxed would do). The CAS: seq_cst (release would do),
+		 * pairs with the acquire in pubsub/buffers.c:try_take. */
 		uint64_t w = atomic_load(&bc->state);
 		if (MB_BUF_KIND(w) == 1 && MB_BUF_OWNER(w) == idx)
 			atomic_compare_exchange_strong(&bc->state, &w, MB_BUF_FREE);
@@ -62,6 +65,8 @@ static void release_held(msgbus_bus *b, uint32_t idx)
 			drop_dead_publisher_ref(b, i, idx);
 	}
 	uint32_t owner = idx + 1;
+	/* seq_cst (release would do): frees a dead holder's lock, as
+	 * control.c:mb_ctl_unlock; pairs with the CAS in ctl_try. */
 	atomic_compare_exchange_strong(&b->hdr->ctl_owner, &owner, 0);
 }
 
@@ -71,6 +76,8 @@ static void reap(msgbus_bus *b, uint32_t idx)
 {
 	for (uint32_t s = 0; s < b->cfg.max_subs; s++) {
 		struct mb_subslot *ss = mb_subslot_at(b, s);
+		/* seq_cst by default; the CAS decides: pairs with nothing
+		 * (relaxed would do). */
 		uint64_t w = atomic_load(&ss->word);
 		if (MB_SUBW_STATE(w) != MB_SUB_FREE && MB_SUBW_OWNER(w) == idx) {
 			/* Its inbox's records give their buffer references
@@ -79,10 +86,15 @@ static void reap(msgbus_bus *b, uint32_t idx)
 			if (MB_SUBW_STATE(w) == MB_SUB_ACTIVE &&
 			    !(MB_SUBW_FLAGS(w) & (MB_SUBF_QUEUE | MB_SUBF_ALIAS)))
 				b->reap_hooks->inbox_drain(b, s); /* pubsub/reap.c */
+			/* seq_cst (release would do): the drain is done before
+			 * the slot's next reservation; pairs with the CAS in
+			 * pubsub/subscribe.c:mb_slot_reserve. */
 			atomic_compare_exchange_strong(&ss->word, &w,
 			        mb_subw(MB_SUBW_GEN(w), 0, 0, MB_SUB_FREE));
 		}
-		/* A service slot outlives its workers: the next one reuses it. */
+		/* A service slot outlives its workers: the next one reuses it.
+		 * seq_cst by default; the interest_gen bump below publishes
+		 * it: pairs with nothing (relaxed would do). */
 		if (MB_SUBW_FLAGS(w) & MB_SUBF_QUEUE)
 			atomic_fetch_and(&ss->members[idx / 64], ~(1ull << (idx % 64)));
 	}
@@ -90,7 +102,9 @@ static void reap(msgbus_bus *b, uint32_t idx)
 	 * now: once its index is reused, waiters would take it for alive. */
 	for (uint32_t s = 0; s < b->cfg.max_subs; s++)
 		b->reap_hooks->inbox_owner_dead(b, s, idx); /* pubsub/reap.c */
-	/* Its calls end: a worker's reply to them finds the entry free. */
+	/* Its calls end: a worker's reply to them finds the entry free.
+	 * seq_cst by default (release would do): a late worker's CAS in
+	 * reqrep/serve.c:respond fails on it. */
 	for (uint32_t i = 0; i < MB_CALLS; i++)
 		atomic_store(&mb_call_at(b, idx, i)->word, 0);
 	/* Calls it was answering fail now: a new owner of its slot would look
@@ -98,6 +112,11 @@ static void reap(msgbus_bus *b, uint32_t idx)
 	for (uint32_t p = 0; p < b->cfg.max_participants; p++) {
 		for (uint32_t i = 0; i < MB_CALLS; i++) {
 			struct mb_call *e = mb_call_at(b, p, i);
+			/* seq_cst by default; the CAS decides: pairs with
+			 * nothing (relaxed would do). The CAS: seq_cst, the
+			 * race with the requester's CAS in
+			 * reqrep/call.c:abandon; its kick wakes the requester,
+			 * which re-reads with acquire. */
 			uint64_t w = atomic_load(&e->word);
 			uint32_t st = MB_CALLW_STATE(w);
 			if ((st == MB_CALL_TAKEN || st == MB_CALL_WRITING) && MB_CALLW_WORKER(w) == idx &&
@@ -109,10 +128,17 @@ static void reap(msgbus_bus *b, uint32_t idx)
 	mb_crash_point("mid_cleanup");
 	for (uint32_t t = 0; t < b->cfg.max_subjects; t++) {
 		struct mb_topic *tp = mb_topic_at(b, t);
+		/* seq_cst by default (acquire would do): pairs with the release
+		 * store of READY in control.c:topic_create. */
 		if (atomic_load(&tp->state) != MB_TOPIC_READY)
 			continue;
 		for (uint64_t i = 0; i < b->cfg.ring_slots; i++) {
 			struct mb_slot *sl = mb_slot_at(b, t, i);
+			/* seq_cst by default; the CASes decide: pairs with
+			 * nothing (relaxed would do). ABORTED: seq_cst (release
+			 * would do), pairs with the acquire loads of stamps in
+			 * ring.c and reqrep/serve.c; COMMITTED: as
+			 * ring.c:mb_ring_commit, for the next taker. */
 			uint64_t st = atomic_load(&sl->stamp);
 			uint32_t state = MB_STAMP_STATE(st);
 			if (MB_STAMP_OWNER(st) != idx)
@@ -144,6 +170,14 @@ int mb_part_register(msgbus_bus *b)
 		if (b->seg.ops->slot_try(&b->seg, i))
 			continue;
 		struct mb_part *p = mb_part_at(b, i);
+		/* The participant's state: seq_cst by default, here, in
+		 * mb_part_unregister and mb_part_alive. The store of ACTIVE
+		 * (a release) pairs with the acquire in introspect.c, which
+		 * then reads pid and flags. The loads, and the stores of
+		 * FREE, are made by the holder of the slot's lock (an OFD
+		 * lock, or inproc's owned flag), which orders them: they pair
+		 * with nothing (relaxed would do), nor do the stores of pid
+		 * and flags (release would do for ACTIVE). */
 		if (atomic_load(&p->state) != MB_PART_FREE)
 			reap(b, i); /* a previous owner died without closing */
 		atomic_store(&p->pid, (uint32_t)getpid());

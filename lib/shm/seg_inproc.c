@@ -91,12 +91,16 @@ static int inproc_slot_try(struct mb_seg *seg, uint32_t idx)
 {
 	struct inproc *ip = seg->priv;
 	uint8_t free_flag = 0;
+	/* seq_cst by default (acquire would do): pairs with the store in
+	 * inproc_slot_drop, so the last owner's (or reaper's) work is seen. */
 	return atomic_compare_exchange_strong(&ip->owned[idx], &free_flag, 1) ? 0 : MSGBUS_EAGAIN;
 }
 
 static void inproc_slot_drop(struct mb_seg *seg, uint32_t idx)
 {
 	struct inproc *ip = seg->priv;
+	/* seq_cst by default (release would do): pairs with the CAS in
+	 * inproc_slot_try. */
 	atomic_store(&ip->owned[idx], 0);
 }
 

@@ -102,7 +102,8 @@ void mb_header_init(void *base, const struct mb_config *cfg, uint64_t size)
 	h->segment_size = size;
 	h->layout_hash = mb_layout_hash();
 	h->cfg = *cfg;
-	/* Attachers read nothing until they see READY. */
+	/* Release: attachers read nothing until they see READY; pairs with
+	 * the acquire in mb_header_check. */
 	atomic_store_explicit(&h->state, MB_SEG_READY, memory_order_release);
 }
 
@@ -111,6 +112,8 @@ int mb_header_check(const void *base, uint64_t size, struct mb_config *cfg)
 	const struct mb_header *h = base;
 	if (size < MB_PAGE)
 		return MSGBUS_EPROTO;
+	/* Acquire: pairs with the release store of READY in
+	 * mb_header_init: the header is written. */
 	if (atomic_load_explicit(&((struct mb_header *)base)->state, memory_order_acquire) !=
 	    MB_SEG_READY)
 		return MSGBUS_EPROTO;
