@@ -770,7 +770,7 @@ static int raw_client(const struct natsd *d)
 	int fd = tcp_to(d->port);
 	ck_assert_int_ge(fd, 0);
 	ck_assert(read_until(fd, buf, sizeof(buf), "\r\n", TU_WAIT_MS));
-	const char *hello = "CONNECT {\"verbose\":false,\"pedantic\":false}\r\n";
+	const char *hello = "CONNECT {\"verbose\":false,\"pedantic\":false,\"headers\":true}\r\n";
 	ck_assert_int_eq(tu_send_all(fd, hello, strlen(hello)), 0);
 	return fd;
 }
@@ -1118,6 +1118,58 @@ START_TEST(test_server_reqrep)
 }
 END_TEST
 
+/* Headers are not carried onto the bus (a bus message has none): an
+ * HMSG's payload is published and a request's payload reaches the worker;
+ * an HMSG with a status (JetStream's idle heartbeat) is the server's, not
+ * a message, and is not published. The HPUBs come from a raw client. */
+START_TEST(test_server_headers)
+{
+	if (skip_without_server())
+		return;
+	struct natsd d = { 0 };
+	natsd_start(&d, NULL);
+	msgbus_bus *b = linked_bus(&d, NULL);
+	msgbus_sub *sb;
+	msgbus_service *svc;
+	TU_ASSERT_OK(msgbus_subscribe(b, "h.>", 0, &sb));
+	TU_ASSERT_OK(msgbus_serve(b, "hsvc", echo_worker, "w", &svc));
+	WAIT_FOR(natsd_subs(&d, "h.>") == 1 && natsd_subs(&d, "hsvc") == 1);
+	int fd = raw_client(&d);
+	const char *hb = "NATS/1.0 100 Idle Heartbeat\r\n\r\n", *hd = "NATS/1.0\r\nX-Trace: 1\r\n\r\n";
+	static char out[1024];
+	size_t hbl = strlen(hb), hdl = strlen(hd);
+	int len = snprintf(out, sizeof(out),
+	                   "HPUB h.a %zu %zu\r\n%s\r\n"
+	                   "HPUB h.b %zu %zu\r\n%shello\r\n"
+	                   "PUB h.c 2\r\nok\r\n"
+	                   "SUB _INBOX.t.* 9\r\n"
+	                   "HPUB hsvc _INBOX.t.1 %zu %zu\r\n%sping\r\n",
+	                   hbl, hbl, hb, hdl, hdl + 5, hd, hdl, hdl + 4, hd);
+	ck_assert_int_eq(tu_send_all(fd, out, (size_t)len), 0);
+	const char *want[] = { "h.b", "hello", "h.c", "ok" };
+	for (int i = 0; i < 2; i++) {
+		msgbus_msg *m;
+		TU_ASSERT_OK(msgbus_recv(sb, &m, TU_WAIT_MS));
+		ck_assert_str_eq(msgbus_msg_subject(m), want[2 * i]);
+		ck_assert_uint_eq(msgbus_msg_len(m), strlen(want[2 * i + 1]));
+		ck_assert(!memcmp(msgbus_msg_data(m), want[2 * i + 1], strlen(want[2 * i + 1])));
+		msgbus_msg_release(m);
+	}
+	char buf[4096];
+	ck_assert(read_until(fd, buf, sizeof(buf), "w:ping", TU_WAIT_MS));
+	ck_assert_ptr_null(strstr(buf, "HMSG")); /* the reply: a plain MSG */
+	msgbus_msg *m;
+	TU_ASSERT_RC(msgbus_recv(sb, &m, 100), MSGBUS_ETIMEDOUT);
+	WAIT_FOR(link_stats(b).received == 3); /* h.b, h.c, the request */
+	ck_assert_uint_eq(link_stats(b).undelivered, 0);
+	close(fd);
+	msgbus_unserve(svc);
+	msgbus_unsubscribe(sb);
+	msgbus_close(b);
+	natsd_stop(&d);
+}
+END_TEST
+
 /* A service with workers on two buses is one queue group: NATS spreads a
  * third bus's requests over both. */
 START_TEST(test_server_queue_balance)
@@ -1334,6 +1386,7 @@ static TCase *nats_server_tcase(void)
 	tcase_add_test(tc, test_server_cluster);
 	tcase_add_test(tc, test_server_lame_duck);
 	tcase_add_test(tc, test_server_reqrep);
+	tcase_add_test(tc, test_server_headers);
 	tcase_add_test(tc, test_server_queue_balance);
 	tcase_add_test(tc, test_server_leaf);
 	tcase_add_test(tc, test_server_req_drop);

@@ -256,7 +256,14 @@ static void on_msg(struct mb_nats *n, const struct mb_nats_in *in)
 	atomic_fetch_add(rc ? &n->ls->undelivered : &n->ls->received, 1);
 }
 
-/* A MSG for the inbox, for a local service, or for subscribers. */
+/*
+ * A MSG for the inbox, for a local service, or for subscribers. Headers
+ * are not carried onto the bus (a bus message has none): an HMSG's
+ * payload is, and its status, on the inbox, answers the request (503: no
+ * responders). Elsewhere an HMSG with a status ("NATS/1.0 100 Idle
+ * Heartbeat", JetStream's flow control) is the server's, not a message:
+ * it is dropped, and counted neither received nor undelivered.
+ */
 static void dispatch_msg(struct mb_nats *n, const struct mb_nats_in *in)
 {
 	char service[MB_SUBJECT_MAX + 1];
@@ -264,6 +271,8 @@ static void dispatch_msg(struct mb_nats *n, const struct mb_nats_in *in)
 		mb_nats_on_reply(n, in);
 		return;
 	}
+	if (in->op == MB_NATS_HMSG && in->status)
+		return;
 	if (!NATS_SID_IS_SVC(in->sid)) {
 		on_msg(n, in);
 		return;

@@ -273,7 +273,8 @@ static bool queue_locked(struct mb_nats *n, msgbus_msg *m, bool nowait)
 			memcpy(p, head, hl);
 			if (m->len)
 				memcpy(p + hl, m->data, m->len);
-			memcpy(p + hl + m->len, "\r\n", 2);
+			p[hl + m->len] = '\r';
+			p[hl + m->len + 1] = '\n';
 			n->txlen += need;
 			atomic_fetch_add(&n->ls->sent, 1);
 		}

@@ -26,7 +26,12 @@
  *       Figure: messages delivered / (last receipt - first publish), in
  *       msgs/s; a receiver stops at COUNT or after 500 ms of silence. NATS
  *       core is at-most-once: what did not arrive is printed, with the
- *       links' `undelivered` counters for the library.
+ *       links' `undelivered` counters for the library. Two rows: the
+ *       links with ?lossless=1 (A's publisher is held back by the
+ *       connection, as the raw writer is by TCP: the row the target is
+ *       for), then with the default URL (a lossy follower: the publisher is
+ *       never held back, what the link cannot take is lost and counted),
+ *       each against its own raw runs.
  * rtt   library: msgbus_request on bus B to a callback worker on bus A
  *       (a queue SUB through the server), 64 B, reply echoes the request.
  *       raw: a requester with a SUB on "_INBOX.bench.*" writes
@@ -46,6 +51,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 
@@ -403,7 +409,8 @@ static struct pub_result pub_raw(void)
 
 /* ---- the library side ------------------------------------------------------ */
 
-static msgbus_bus *open_linked(const char *role, int n)
+/* query: appended to the nats:// URL ("?lossless=1", or "") */
+static msgbus_bus *open_linked(const char *role, int n, const char *query)
 {
 	char url[96], nurl[64];
 	msgbus_options o = MSGBUS_OPTIONS_INIT;
@@ -412,7 +419,7 @@ static msgbus_bus *open_linked(const char *role, int n)
 	o.slot_size = 128;
 	o.max_msg_size = 4096;
 	snprintf(url, sizeof url, "inproc://bench_nats.%ld.%s.%d", (long)getpid(), role, n);
-	snprintf(nurl, sizeof nurl, "nats://127.0.0.1:%d", g_port);
+	snprintf(nurl, sizeof nurl, "nats://127.0.0.1:%d%s", g_port, query);
 	int err = msgbus_open(&bus, url, &o);
 	if (err == MSGBUS_OK && (err = msgbus_connect(bus, nurl)) != MSGBUS_OK)
 		msgbus_close(bus);
@@ -455,11 +462,11 @@ static int lib_pub_sync(msgbus_bus *a, msgbus_sub *sync)
 	return -1;
 }
 
-static struct pub_result pub_lib(int rep)
+static struct pub_result pub_lib(int rep, const char *query)
 {
 	struct pub_result res = { 0 };
 	struct counter c = { .want = g_count };
-	msgbus_bus *a = open_linked("a", rep), *b = open_linked("b", rep);
+	msgbus_bus *a = open_linked("a", rep, query), *b = open_linked("b", rep, query);
 	msgbus_sub *sync = NULL;
 	unsigned char payload[SIZE];
 	pthread_t t;
@@ -580,7 +587,7 @@ static void echo(msgbus_req *req, void *arg)
 static struct rtt_result rtt_lib(int rep, uint64_t *lat)
 {
 	struct rtt_result res = { 0, 0 };
-	msgbus_bus *a = open_linked("ra", rep), *b = open_linked("rb", rep);
+	msgbus_bus *a = open_linked("ra", rep, ""), *b = open_linked("rb", rep, "");
 	msgbus_service *svc = NULL;
 	unsigned char payload[SIZE];
 	long n = 0;
@@ -628,14 +635,16 @@ out:
 
 /* ---- driver ---------------------------------------------------------------- */
 
-static void run_pub(void)
+/* The figure with the links' URLs ending in query; target: whether the
+ * 0.7 target applies to this row. */
+static void run_pub(const char *query, bool target)
 {
 	double raw[MAX_REPS], lib[MAX_REPS], raw_off[MAX_REPS], lib_off[MAX_REPS];
 	long lost_raw = 0, lost_lib = 0, undel = 0;
 	struct load_mark m0, m1;
 	load_sample(&m0);
 	for (int r = 0; r < g_reps; r++) {
-		struct pub_result x = pub_raw(), y = pub_lib(r);
+		struct pub_result x = pub_raw(), y = pub_lib(r, query);
 		raw[r] = x.rate;
 		lib[r] = y.rate;
 		raw_off[r] = x.offered;
@@ -656,8 +665,9 @@ static void run_pub(void)
 	load_sample(&m1);
 	double mr = median_dbl(raw, g_reps), ml = median_dbl(lib, g_reps);
 	double ratio = mr > 0 ? ml / mr : 0;
-	printf("pub 64 B   raw %10.0f msgs/s   msgbus %10.0f msgs/s   ratio %.2f  %s (>= 0.70)\n",
-	       mr, ml, ratio, ratio >= 0.7 ? "PASS" : "MISS");
+	printf("pub 64 B%s\n", *query ? query : " (default URL: lossy follower)");
+	printf("           raw %10.0f msgs/s   msgbus %10.0f msgs/s   ratio %.2f  %s\n", mr, ml,
+	       ratio, !target ? "(no target)" : ratio >= 0.7 ? "PASS (>= 0.70)" : "MISS (>= 0.70)");
 	printf("           offered (publish calls/s): raw %.0f, msgbus %.0f\n",
 	       median_dbl(raw_off, g_reps), median_dbl(lib_off, g_reps));
 	printf("           not received of %ld x %d: raw %ld, msgbus %ld (links' undelivered %ld)\n",
@@ -740,8 +750,11 @@ int main(int argc, char **argv)
 	printf("bench_nats: nats-server on 127.0.0.1:%d, %d runs each, medians\n", g_port,
 	       g_reps);
 	fflush(stdout);
-	if (strstr(g_tests, "pub"))
-		run_pub();
+	if (strstr(g_tests, "pub")) {
+		run_pub("?lossless=1", true);
+		fflush(stdout);
+		run_pub("", false);
+	}
 	fflush(stdout);
 	if (strstr(g_tests, "rtt"))
 		run_rtt();
