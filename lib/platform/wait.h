@@ -37,7 +37,7 @@ static inline bool mb_ec_signal(_Atomic uint32_t *ec)
  * called mb_ec_prepare and mb_fence_heavy: the asymmetric version of the
  * Dekker pair above (fence.h), for the per-message path.
  */
-static inline void mb_ec_signal_light(_Atomic uint32_t *ec)
+static inline bool mb_ec_signal_light(_Atomic uint32_t *ec)
 {
 	mb_fence_light();
 	/* Relaxed: ordered after the caller's store by the fence (or by the
@@ -46,7 +46,9 @@ static inline void mb_ec_signal_light(_Atomic uint32_t *ec)
 		atomic_fetch_and_explicit(ec, ~MB_EC_WAITERS, memory_order_relaxed);
 		atomic_fetch_add_explicit(ec, 1, memory_order_release);
 		mb_futex_wake_all(ec);
+		return true;
 	}
+	return false;
 }
 
 static inline void mb_ec_signal2(_Atomic uint32_t *a, _Atomic uint32_t *b)

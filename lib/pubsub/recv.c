@@ -264,6 +264,8 @@ int msgbus_recv(msgbus_sub *sub, msgbus_msg **msg, int timeout_ms)
 	int rc = take(sub, deadline);
 	if (!rc)
 		*msg = &sub->msg;
+	else if (sub->bell_on && (rc == MSGBUS_EAGAIN || rc == MSGBUS_ETIMEDOUT))
+		mb_sub_fd_rearm(sub); /* drained: the descriptor reads "empty" */
 	return rc;
 }
 

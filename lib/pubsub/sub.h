@@ -4,6 +4,7 @@
 
 #include "shm/handle.h"
 #include "ring/inbox.h"
+#include "platform/platform_dgram.h"
 
 struct msgbus_msg {
 	msgbus_sub *sub;
@@ -31,6 +32,8 @@ struct msgbus_sub {
 	pthread_t thread;
 	_Atomic bool stop;
 	msgbus_sub *next;
+	bool bell_on;          /* msgbus_sub_fd was called: db is open */
+	struct mb_doorbell db;
 };
 
 /* recv.c: taking under the caller's own lock, waiting outside it. */
@@ -39,6 +42,10 @@ _Atomic uint32_t *mb_sub_wait_word(msgbus_sub *sub);
 void mb_sub_flush(msgbus_sub *sub);
 int mb_sub_take(msgbus_sub *sub, uint64_t deadline);
 void mb_sub_wake(msgbus_sub *sub);
+/* sub_fd.c: after a receive that found nothing, arm the descriptor again
+ * (only if it was rung since); at unsubscribe, let it go. */
+void mb_sub_fd_rearm(msgbus_sub *sub);
+void mb_sub_fd_close(msgbus_sub *sub);
 /* Consume every record left in sub's inbox, dropping buffer references. */
 void mb_sub_drain(msgbus_sub *sub);
 /* subscribe.c: slots and cursors, shared with services. Callers hold the

@@ -3,6 +3,32 @@
 #define MB_RR_H
 
 #include "shm/handle.h"
+#include "platform/platform_dgram.h"
+
+struct msgbus_service {
+	msgbus_bus *bus;
+	uint32_t t, slot, gen;
+	char subject[MB_SUBJECT_MAX + 1];
+	msgbus_serve_cb cb;
+	void *cb_arg;
+	pthread_t thread;
+	_Atomic bool stop;
+	msgbus_service *next;
+	bool bell_on;          /* msgbus_service_fd was called: db is open */
+	uint32_t bell;         /* our bell of the topic's MB_TOPIC_BELLS */
+	struct mb_doorbell db;
+};
+
+struct msgbus_call {
+	msgbus_bus *bus;
+	uint32_t entry, corr, slot;
+	uint64_t deadline;
+	uint64_t next_check; /* kept across waits, so polling callers watch too */
+	msgbus_call *next;
+	char service[MB_SUBJECT_MAX + 1];
+	bool bell_on;          /* msgbus_call_fd was called: tb is open */
+	struct mb_timed_bell tb;
+};
 
 /* Topic of a service: "_svc." + name. Validates the name. create: make
  * the topic if it does not exist, waiting for the control lock until
@@ -15,7 +41,14 @@ int mb_service_slot(msgbus_bus *b, uint32_t t, uint32_t *slot);
  * with the liveness test (reaping the dead), not just the member bits. */
 bool mb_service_has_workers(msgbus_bus *b, uint32_t slot, bool check);
 
-struct msgbus_service;
+/* Is a request ready to take (seq_cst loads: after mb_ec_prepare, the
+ * second half of the Dekker pair with mb_ring_commit's signal)? */
+bool mb_service_ready(struct msgbus_service *svc);
+/* service_fd.c, call_fd.c: re-arm after a receive found nothing; let go. */
+void mb_service_fd_rearm(struct msgbus_service *svc);
+void mb_service_fd_close(struct msgbus_service *svc);
+void mb_call_fd_rearm(struct msgbus_call *call);
+void mb_call_fd_close(struct msgbus_call *call);
 void mb_service_destroy(struct msgbus_service *svc);
 struct msgbus_service *mb_service_next(struct msgbus_service *svc);
 /* Fail a taken request: its requester's call returns err. Frees req. */

@@ -10,6 +10,7 @@
 #include "shm/handle.h"
 #include "shm/live.h"
 #include "platform/crash.h"
+#include "platform/doorbell.h"
 #include "platform/wait.h"
 
 #include <unistd.h>
@@ -102,8 +103,10 @@ static void reap(msgbus_bus *b, uint32_t idx)
 			uint32_t st = MB_CALLW_STATE(w);
 			if ((st == MB_CALL_TAKEN || st == MB_CALL_WRITING) && MB_CALLW_WORKER(w) == idx &&
 			    atomic_compare_exchange_strong(&e->word, &w,
-			            mb_callw(MB_CALLW_CORR(w), idx, MB_CALL_WORKER_DIED)))
+			            mb_callw(MB_CALLW_CORR(w), idx, MB_CALL_WORKER_DIED))) {
 				mb_ec_kick(&e->ec);
+				mb_bells_ring(&e->ec, &e->bell, 1); /* msgbus_call_fd */
+			}
 		}
 	}
 	mb_crash_point("mid_cleanup");
