@@ -99,10 +99,11 @@ static void reg_del(int fd)
 static socklen_t bell_addr(uint64_t id, struct sockaddr_un *sa)
 {
 	static const char hex[] = "0123456789abcdef";
-	char *p = sa->sun_path;
+	char *p;
 
 	memset(sa, 0, sizeof(*sa));
 	sa->sun_family = AF_UNIX;
+	p = sa->sun_path;
 	*p++ = '\0';
 	memcpy(p, BELL_PREFIX, BELL_PREFIX_LEN);
 	p += BELL_PREFIX_LEN;
@@ -144,7 +145,7 @@ void mb_dgram_init(void)
 
 int mb_doorbell_open(struct mb_doorbell *db)
 {
-	struct sockaddr_un sa;
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	int fd, err = EADDRINUSE;
 
 	db->fd = -1;
@@ -188,7 +189,7 @@ void mb_doorbell_drain(const struct mb_doorbell *db)
 
 void mb_doorbell_ring(uint64_t id)
 {
-	struct sockaddr_un sa;
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	socklen_t len = bell_addr(id, &sa);
 	static const char one = 1;
 	int fd = atomic_load_explicit(&sender, memory_order_relaxed);
