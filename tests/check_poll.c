@@ -469,7 +469,9 @@ END_TEST
 struct fork_arg {
 	char url[96];
 	msgbus_sub *sub, *plain;
-	int fd;
+	msgbus_service *svc;
+	msgbus_call *call;
+	int fd, sfd, cfd;
 };
 
 static int fork_child(void *arg)
@@ -482,6 +484,10 @@ static int fork_child(void *arg)
 		return TU_CHILD_FAIL(2, "inherited fd %d, want %d", fd, f->fd);
 	if (readable(fd, 0))
 		return TU_CHILD_FAIL(3, "inherited descriptor readable");
+	if (msgbus_service_fd(f->svc, &fd) || fd != f->sfd || readable(fd, 0))
+		return TU_CHILD_FAIL(3, "inherited service descriptor %d (%d)", fd, f->sfd);
+	if (msgbus_call_fd(f->call, &fd) || fd != f->cfd || readable(fd, 0))
+		return TU_CHILD_FAIL(3, "inherited call descriptor %d (%d)", fd, f->cfd);
 	/* One asked for in the child, of an inherited subscription. */
 	if (msgbus_sub_fd(f->plain, &fd) || readable(fd, 0))
 		return TU_CHILD_FAIL(4, "new descriptor of an inherited sub");
@@ -511,6 +517,19 @@ START_TEST(test_poll_fork)
 	TU_ASSERT_OK(msgbus_sub_fd(f.sub, &f.fd));
 	TU_ASSERT_OK(msgbus_publish(bus, "fk.x", "p", 1, -1));
 	ck_assert(readable(f.fd, TU_WAIT_MS));
+	/* A pending request, and a call answered before the fork. */
+	msgbus_req *rq;
+	msgbus_call *pending;
+	TU_ASSERT_OK(msgbus_serve(bus, "fk.svc", NULL, NULL, &f.svc));
+	TU_ASSERT_OK(msgbus_service_fd(f.svc, &f.sfd));
+	TU_ASSERT_OK(msgbus_call_start(bus, "fk.svc", "a", 1, 60000, &f.call));
+	TU_ASSERT_OK(msgbus_call_fd(f.call, &f.cfd));
+	ck_assert(readable(f.sfd, TU_WAIT_MS));
+	TU_ASSERT_OK(msgbus_service_recv(f.svc, &rq, 0));
+	TU_ASSERT_OK(msgbus_respond(rq, "r", 1));
+	ck_assert(readable(f.cfd, TU_WAIT_MS));
+	TU_ASSERT_OK(msgbus_call_start(bus, "fk.svc", "b", 1, 60000, &pending));
+	ck_assert(readable(f.sfd, TU_WAIT_MS));
 	pid_t pid = tu_spawn(fork_child, &f);
 	TU_ASSERT_CHILD_OK(pid, TU_WAIT_MS);
 	/* The parent's is still readable, its message still there. */
@@ -521,6 +540,15 @@ START_TEST(test_poll_fork)
 	ck_assert(!readable(f.fd, 0));
 	TU_ASSERT_OK(msgbus_publish(bus, "fk.x", "q", 1, -1));
 	ck_assert(readable(f.fd, TU_WAIT_MS));
+	/* The parent's service and call descriptors kept their events. */
+	ck_assert(readable(f.sfd, 0));
+	ck_assert(readable(f.cfd, 0));
+	TU_ASSERT_OK(msgbus_call_wait(f.call, &m, 0));
+	msgbus_msg_release(m);
+	TU_ASSERT_OK(msgbus_service_recv(f.svc, &rq, 0));
+	TU_ASSERT_OK(msgbus_respond(rq, "r", 1));
+	TU_ASSERT_OK(msgbus_call_wait(pending, &m, TU_WAIT_MS));
+	msgbus_msg_release(m);
 	TU_ASSERT_OK(msgbus_close(bus));
 	TU_ASSERT_NO_SEGMENT(f.url);
 }
@@ -549,6 +577,121 @@ START_TEST(test_poll_service_limit)
 	for (int k = 0; k < 17; k++)
 		TU_ASSERT_OK(msgbus_close(h[k]));
 	TU_ASSERT_OK(msgbus_close(bus));
+}
+END_TEST
+
+/* ---- peers that die -------------------------------------------------------- */
+
+#define DIE_CRASH_BOUND_MS 200
+
+/* Child: a worker that takes one request and never answers (killed). */
+static int mute_worker(void *arg)
+{
+	const char *url = arg;
+	msgbus_bus *bus;
+	msgbus_service *svc;
+	msgbus_req *rq;
+	if (msgbus_open(&bus, url, NULL) || msgbus_serve(bus, "pd.svc", NULL, NULL, &svc))
+		return TU_CHILD_FAIL(2, "serve");
+	if (msgbus_publish(bus, "pd.up", "", 0, 5000))
+		return TU_CHILD_FAIL(3, "up");
+	if (msgbus_service_recv(svc, &rq, 10000))
+		return TU_CHILD_FAIL(4, "no request");
+	if (msgbus_publish(bus, "pd.taken", "", 0, 5000))
+		return TU_CHILD_FAIL(5, "taken");
+	for (;;)
+		pause(); /* until the parent kills us */
+}
+
+static void wait_msg(msgbus_sub *sub)
+{
+	msgbus_msg *m;
+	TU_ASSERT_OK(msgbus_recv(sub, &m, TU_WAIT_MS));
+	msgbus_msg_release(m);
+}
+
+/* The worker holding a call's request dies: the call's descriptor becomes
+ * readable and msgbus_call_wait says MSGBUS_EPEERDIED. */
+START_TEST(test_poll_call_peer_died)
+{
+	char url[96];
+	tu_unique_url(url, sizeof(url), "shm");
+	msgbus_options o = MSGBUS_OPTIONS_INIT;
+	o.crash_bound_ms = DIE_CRASH_BOUND_MS;
+	msgbus_bus *bus = tu_open(url, &o);
+	msgbus_sub *up, *taken;
+	msgbus_call *call;
+	msgbus_msg *m;
+	int cfd, rc;
+	TU_ASSERT_OK(msgbus_subscribe(bus, "pd.up", 0, &up));
+	TU_ASSERT_OK(msgbus_subscribe(bus, "pd.taken", 0, &taken));
+	pid_t pid = tu_spawn(mute_worker, url);
+	wait_msg(up);
+	TU_ASSERT_OK(msgbus_call_start(bus, "pd.svc", "q", 1, 60000, &call));
+	TU_ASSERT_OK(msgbus_call_fd(call, &cfd));
+	wait_msg(taken);
+	ck_assert(!readable(cfd, 0));
+	tu_kill_child(pid);
+	double end = tu_now_ms() + TU_WAIT_MS;
+	do {
+		ck_assert_msg(readable(cfd, TU_WAIT_MS), "call descriptor not readable");
+		rc = msgbus_call_wait(call, &m, 0);
+	} while (rc == MSGBUS_EAGAIN && tu_now_ms() < end);
+	TU_ASSERT_RC(rc, MSGBUS_EPEERDIED);
+	TU_ASSERT_OK(msgbus_close(bus));
+	TU_ASSERT_NO_SEGMENT(url);
+}
+END_TEST
+
+/* Child: a worker holding a descriptor, until killed. */
+static int fd_worker(void *arg)
+{
+	const char *url = arg;
+	msgbus_bus *bus;
+	msgbus_service *svc;
+	int fd;
+	if (msgbus_open(&bus, url, NULL) || msgbus_serve(bus, "dl.svc", NULL, NULL, &svc) ||
+	    msgbus_service_fd(svc, &fd))
+		return TU_CHILD_FAIL(2, "serve");
+	if (msgbus_publish(bus, "dl.up", "", 0, 5000))
+		return TU_CHILD_FAIL(3, "up");
+	for (;;)
+		pause(); /* until the parent kills us */
+}
+
+/* A dead worker's bell is taken over. */
+START_TEST(test_poll_service_dead_bell)
+{
+	char url[96];
+	tu_unique_url(url, sizeof(url), "shm");
+	msgbus_options o = MSGBUS_OPTIONS_INIT;
+	o.max_participants = 32;
+	msgbus_bus *bus = tu_open(url, &o);
+	msgbus_bus *h[16];
+	msgbus_service *svc[16];
+	msgbus_sub *up;
+	int fd;
+	TU_ASSERT_OK(msgbus_subscribe(bus, "dl.up", 0, &up));
+	pid_t pid = tu_spawn(fd_worker, url);
+	wait_msg(up);
+	for (int k = 0; k < 16; k++) {
+		TU_ASSERT_OK(msgbus_open(&h[k], url, NULL));
+		TU_ASSERT_OK(msgbus_serve(h[k], "dl.svc", NULL, NULL, &svc[k]));
+		if (k < 15)
+			TU_ASSERT_OK(msgbus_service_fd(svc[k], &fd));
+	}
+	TU_ASSERT_RC(msgbus_service_fd(svc[15], &fd), MSGBUS_ELIMIT);
+	tu_kill_child(pid);
+	TU_ASSERT_OK(msgbus_service_fd(svc[15], &fd));
+	/* And it works: a request makes it readable. */
+	msgbus_call *call;
+	TU_ASSERT_OK(msgbus_call_start(bus, "dl.svc", "q", 1, 10000, &call));
+	ck_assert(readable(fd, TU_WAIT_MS));
+	msgbus_call_cancel(call);
+	for (int k = 0; k < 16; k++)
+		TU_ASSERT_OK(msgbus_close(h[k]));
+	TU_ASSERT_OK(msgbus_close(bus));
+	TU_ASSERT_NO_SEGMENT(url);
 }
 END_TEST
 
@@ -603,6 +746,8 @@ Suite *suite_poll(void)
 	tcase_add_test(tc, test_poll_fork);
 	tcase_add_test(tc, test_poll_service_limit);
 	tcase_add_test(tc, test_poll_hostile_bell);
+	tcase_add_test(tc, test_poll_call_peer_died);
+	tcase_add_test(tc, test_poll_service_dead_bell);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -13,9 +13,13 @@ void mb_sub_fd_rearm(msgbus_sub *sub)
 {
 	struct mb_inbox_ctl *ctl = sub->cons.ib.ctl;
 
-	if (sub->bus->forked || mb_bell_armed(&ctl->bell))
-		return; /* not rung since the last arming: it stands */
+	if (sub->bus->forked)
+		return;
+	/* A datagram of an earlier ring can land after the drain that
+	 * preceded our arming: drain it, unless a ring came since. */
 	mb_doorbell_drain(&sub->db);
+	if (mb_bell_armed(&ctl->bell))
+		return; /* not rung since the last arming: it stands */
 	/* As wait_data before a sleep: publishers waiting for room get it. */
 	mb_inbox_flush(&sub->cons);
 	mb_bell_arm(&ctl->bell, &ctl->data_ec, sub->db.id);

@@ -35,9 +35,10 @@ void mb_call_fd_rearm(msgbus_call *call)
 	if (when <= mb_now_ns())
 		when = call->deadline + b->check_ns;
 	mb_timed_bell_set(&call->tb, when);
+	/* A late datagram of an earlier ring: as in pubsub/sub_fd.c. */
+	mb_doorbell_drain(&call->tb.db);
 	if (mb_bell_armed(&e->bell))
 		return; /* not rung since the last arming: it stands */
-	mb_doorbell_drain(&call->tb.db);
 	mb_bell_arm(&e->bell, &e->ec, call->tb.db.id);
 	if (call_final(call, e) || mb_closing(b))
 		mb_bell_ring(&e->bell);

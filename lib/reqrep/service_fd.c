@@ -23,15 +23,20 @@ static int bell_take(msgbus_service *svc)
 		 * else (the bell's state and id are written after it, by us). */
 		uint32_t o = atomic_load_explicit(&bells[i].owner, memory_order_relaxed);
 
-		if (o != 0 && (o - 1 == b->self ||
-		               (o - 1 < b->cfg.max_participants && mb_part_alive(b, o - 1))))
-			continue; /* held by a live participant (or by us) */
-		if (atomic_compare_exchange_strong_explicit(&bells[i].owner, &o, b->self + 1,
-		                                            memory_order_relaxed,
-		                                            memory_order_relaxed)) {
-			mb_bell_off(&bells[i]);
-			svc->bell = i;
-			return 0;
+		/* Twice: asking about a dead holder reaps it, which frees the
+		 * bell under our CAS (shm/live.c). */
+		for (int round = 0; round < 2; round++) {
+			if (o != 0 && (o - 1 == b->self || (o - 1 < b->cfg.max_participants &&
+			                                    mb_part_alive(b, o - 1))))
+				break; /* held by a live participant (or by us) */
+			if (atomic_compare_exchange_strong_explicit(&bells[i].owner, &o,
+			                                            b->self + 1,
+			                                            memory_order_relaxed,
+			                                            memory_order_relaxed)) {
+				mb_bell_off(&bells[i]);
+				svc->bell = i;
+				return 0;
+			}
 		}
 	}
 	return MSGBUS_ELIMIT;
@@ -42,9 +47,12 @@ void mb_service_fd_rearm(msgbus_service *svc)
 	struct mb_topic *tp = mb_topic_at(svc->bus, svc->t);
 	struct mb_bell *bell = &tp->bells[svc->bell];
 
-	if (svc->bus->forked || mb_bell_armed(bell))
-		return; /* not rung since the last arming: it stands */
+	if (svc->bus->forked)
+		return;
+	/* A late datagram of an earlier ring: as in pubsub/sub_fd.c. */
 	mb_doorbell_drain(&svc->db);
+	if (mb_bell_armed(bell))
+		return; /* not rung since the last arming: it stands */
 	mb_bell_arm(bell, &tp->data_ec, svc->db.id);
 	/* mb_ring_commit signals with seq_cst; mb_service_ready loads so. */
 	if (mb_service_ready(svc) || mb_closing(svc->bus) || atomic_load(&svc->stop))

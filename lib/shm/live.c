@@ -129,6 +129,15 @@ static void reap(msgbus_bus *b, uint32_t idx)
 				atomic_compare_exchange_strong(&sl->stamp, &st,
 				        mb_stamp(MB_STAMP_SEQ(st), idx, MB_ST_COMMITTED));
 		}
+		/* Its workers' bells (reqrep/service_fd.c) are free again. Only
+		 * the owner: the state is the next holder's, which sets it
+		 * after its own CAS of the owner. Relaxed: as there. */
+		for (uint32_t k = 0; k < MB_TOPIC_BELLS; k++) {
+			uint32_t o = idx + 1;
+			(void)atomic_compare_exchange_strong_explicit(&tp->bells[k].owner, &o, 0,
+			                                              memory_order_relaxed,
+			                                              memory_order_relaxed);
+		}
 		/* Publishers gated by a dead reader and readers stuck behind
 		 * a dead writer re-check now. */
 		mb_ec_kick(&tp->space_ec);
