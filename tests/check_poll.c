@@ -13,6 +13,7 @@
 #include <sys/epoll.h>
 
 #include "platform/doorbell.h"
+#include "pubsub/sub.h"
 #include "test_util.h"
 
 /* Is fd readable within ms (0: now)? */
@@ -120,6 +121,32 @@ START_TEST(test_poll_sub_level)
 	ck_assert_int_eq(fcntl(fd, F_GETFD), -1);
 	TU_ASSERT_OK(msgbus_close(bus));
 	TU_ASSERT_NO_SEGMENT(url);
+}
+END_TEST
+
+/* A ring's datagram that lands after the drain before an arming (its
+ * sender was preempted between its CAS and its sendto): the next empty
+ * receive takes it, and the arming stands. */
+START_TEST(test_poll_late_datagram)
+{
+	char url[96];
+	tu_unique_url(url, sizeof(url), "inproc");
+	msgbus_bus *bus = tu_open(url, NULL);
+	msgbus_sub *sub;
+	msgbus_msg *m;
+	int fd;
+	TU_ASSERT_OK(msgbus_subscribe(bus, "late.x", 0, &sub));
+	TU_ASSERT_OK(msgbus_sub_fd(sub, &fd));
+	ck_assert(!readable(fd, 0));
+	mb_doorbell_ring(sub->db.id);
+	ck_assert(readable(fd, TU_WAIT_MS));
+	TU_ASSERT_RC(msgbus_recv(sub, &m, 0), MSGBUS_EAGAIN);
+	ck_assert(!readable(fd, 0));
+	TU_ASSERT_OK(msgbus_publish(bus, "late.x", "y", 1, -1));
+	ck_assert(readable(fd, TU_WAIT_MS));
+	TU_ASSERT_OK(msgbus_recv(sub, &m, 0));
+	msgbus_msg_release(m);
+	TU_ASSERT_OK(msgbus_close(bus));
 }
 END_TEST
 
@@ -738,6 +765,7 @@ Suite *suite_poll(void)
 	TCase *tc = tu_tcase("poll", TU_CASE_TIMEOUT);
 	tcase_add_test(tc, test_poll_args);
 	tcase_add_loop_test(tc, test_poll_sub_level, 0, TU_NSCHEMES);
+	tcase_add_test(tc, test_poll_late_datagram);
 	tcase_add_test(tc, test_poll_epoll_loop);
 	tcase_add_loop_test(tc, test_poll_request_reply, 0, TU_NSCHEMES);
 	tcase_add_test(tc, test_poll_call_deadline);
