@@ -241,6 +241,13 @@ MSGBUS_DECL int msgbus_services(msgbus_bus *bus, msgbus_service_info *arr, size_
 MSGBUS_DECL int msgbus_wait_subscribers(msgbus_bus *bus, const char *subject, unsigned n,
                                         int timeout_ms);
 
+/* Pollable descriptors, level-triggered: readable while a receive on the
+ * object would return without waiting. The object owns the descriptor and
+ * closes it with itself. See msgbus_sub_fd(3). */
+MSGBUS_DECL int msgbus_sub_fd(msgbus_sub *sub, int *fd);
+MSGBUS_DECL int msgbus_service_fd(msgbus_service *svc, int *fd);
+MSGBUS_DECL int msgbus_call_fd(msgbus_call *call, int *fd);
+
 /* Make every call blocked on bus (and every later one, but msgbus_close
  * and the releases) return MSGBUS_ECLOSED. Async-signal-safe. */
 MSGBUS_DECL int msgbus_shutdown(msgbus_bus *bus);

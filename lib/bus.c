@@ -6,6 +6,7 @@
 #include "shm/live.h"
 #include "bus.h"
 #include "platform/fence.h"
+#include "platform/platform_dgram.h"
 #include "platform/crash.h"
 #include "pubsub/loan.h"
 #include "link/link.h"
@@ -114,6 +115,9 @@ static int open_bus(msgbus_bus **out, const struct mb_seg_ops *ops, const char *
 	mb_crash_arm();
 	/* Before our first publish: inbox puts use the light fence after it. */
 	mb_fence_register();
+	/* The socket that rings doorbells, so msgbus_shutdown can ring from
+	 * a signal handler without making one. */
+	mb_dgram_init();
 	msgbus_bus *b = calloc(1, sizeof(*b));
 	if (!b)
 		return MSGBUS_ENOMEM;

@@ -3,7 +3,8 @@
  * thread or from a signal handler.
  *
  * Async-signal-safe by construction: one atomic store, then futex wakes on
- * eventcounts at fixed places of the segment (no lock, no allocation, no
+ * eventcounts at fixed places of the segment (and a sendto(2) for each armed
+ * bell beside them: doorbell.h; the sending socket exists since open) (no lock, no allocation, no
  * walk of a list another thread may be changing). Each wait loop of the
  * handle re-checks the flag after mb_ec_prepare and after every wake, so
  * either it sees the flag or our mb_ec_signal sees its WAITERS bit.
@@ -11,6 +12,7 @@
 #include "shm/handle.h"
 #include "ring/inbox.h"
 #include "pubsub/inboxes.h"
+#include "platform/doorbell.h"
 #include "platform/wait.h"
 
 #include <errno.h>
@@ -31,7 +33,8 @@ static void wake_all_waits(msgbus_bus *b)
 		/* Inboxes: our receivers (data), our publishers (space). */
 		struct mb_inbox_ctl *ctl =
 			(struct mb_inbox_ctl *)((char *)b->seg.base + mb_inbox_ctl_off(b, s));
-		mb_ec_signal2(&ctl->data_ec, &ctl->space_ec);
+		mb_ec_signal_bell(&ctl->data_ec, &ctl->bell);
+		mb_ec_signal(&ctl->space_ec);
 	}
 	for (uint32_t t = 0; t < b->cfg.max_subjects; t++) {
 		/* Service rings: workers (data), requesters (space); only those
@@ -41,10 +44,12 @@ static void wake_all_waits(msgbus_bus *b)
 		if (!atomic_load_explicit(&b->topics[t].known, memory_order_acquire))
 			continue;
 		struct mb_topic *tp = mb_topic_at(b, t);
-		mb_ec_signal2(&tp->data_ec, &tp->space_ec);
+		if (mb_ec_signal(&tp->data_ec))
+			mb_bells_ring(&tp->data_ec, tp->bells, MB_TOPIC_BELLS);
+		mb_ec_signal(&tp->space_ec);
 	}
 	for (uint32_t i = 0; i < MB_CALLS; i++)
-		mb_ec_signal(&mb_call_at(b, b->self, i)->ec);
+		mb_ec_signal_bell(&mb_call_at(b, b->self, i)->ec, &mb_call_at(b, b->self, i)->bell);
 	mb_ec_signal2(&mb_part_at(b, b->self)->reply_ec, &b->hdr->any_ec);
 }
 

@@ -134,6 +134,19 @@ run_example auth \
 	'token slow-dave: rejected (auth timed out)' \
 	'gateway: 3 accepted, 3 rejected'
 
+# One poll loop: the lines of each stream come in order, but the three
+# streams interleave as the processes run; check them one by one.
+run_example evloop \
+	'orders.new: order 1: widget' \
+	'orders.new: order 2: gizmo' \
+	'orders.new: order 3: gadget' \
+	'stock.update: widget +10' \
+	'stock.update: gizmo +20' \
+	'client: quote for widget -> 250 cents' \
+	'client: quote for gizmo -> 1200 cents' \
+	'client: quote for gadget -> 75 cents' \
+	'evloop: 3 orders, 2 stock updates, 3 quotes from one poll loop'
+
 # The notification example over a TCP link between two buses: the same
 # worker lines, then the service's summary.
 run_example bridge \

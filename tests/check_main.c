@@ -62,6 +62,7 @@ int main(void)
 	srunner_add_suite(sr, suite_v2());
 	srunner_add_suite(sr, suite_introspect());
 	srunner_add_suite(sr, suite_shutdown());
+	srunner_add_suite(sr, suite_poll());
 #if defined(__has_feature)
 #if __has_feature(thread_sanitizer)
 #define CHECK_TSAN 1

@@ -49,6 +49,7 @@ Suite *suite_nats(void);
 Suite *suite_v2(void);
 Suite *suite_introspect(void);
 Suite *suite_shutdown(void);
+Suite *suite_poll(void);
 
 /* Defined in check_main.c. */
 extern pid_t tu_run_pid;    /* pid of the runner, prefix of every bus name */

@@ -40,7 +40,7 @@ static inline bool mb_ec_signal(_Atomic uint32_t *ec)
  * called mb_ec_prepare and mb_fence_heavy: the asymmetric version of the
  * Dekker pair above (fence.h), for the per-message path.
  */
-static inline void mb_ec_signal_light(_Atomic uint32_t *ec)
+static inline bool mb_ec_signal_light(_Atomic uint32_t *ec)
 {
 	mb_fence_light();
 	/* Relaxed: ordered after the caller's store by the fence (or by the
@@ -50,7 +50,9 @@ static inline void mb_ec_signal_light(_Atomic uint32_t *ec)
 		/* Release: as in mb_ec_signal. */
 		atomic_fetch_add_explicit(ec, 1, memory_order_release);
 		mb_futex_wake_all(ec);
+		return true;
 	}
+	return false;
 }
 
 static inline void mb_ec_signal2(_Atomic uint32_t *a, _Atomic uint32_t *b)

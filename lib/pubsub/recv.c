@@ -10,6 +10,7 @@
 #include "pubsub/bufpool.h"
 #include "pubsub/drain.h"
 #include "pubsub/sub.h"
+#include "pubsub/sub_fd.h"
 #include "platform/wait.h"
 
 #include <stdlib.h>
@@ -195,6 +196,8 @@ int msgbus_recv(msgbus_sub *sub, msgbus_msg **msg, int timeout_ms)
 	int rc = take(sub, deadline);
 	if (!rc)
 		*msg = &sub->msg;
+	else if (sub->bell_on && (rc == MSGBUS_EAGAIN || rc == MSGBUS_ETIMEDOUT))
+		mb_sub_fd_rearm(sub); /* drained: the descriptor reads "empty" */
 	return rc;
 }
 

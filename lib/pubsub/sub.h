@@ -8,6 +8,7 @@
 
 #include "shm/handle.h"
 #include "ring/inbox.h"
+#include "platform/platform_dgram.h"
 
 struct msgbus_msg {
 	msgbus_sub *sub;
@@ -35,6 +36,8 @@ struct msgbus_sub {
 	pthread_t thread;
 	_Atomic bool stop;
 	msgbus_sub *next;
+	bool bell_on;          /* msgbus_sub_fd was called: db is open */
+	struct mb_doorbell db;
 };
 
 /* Transitional: lib/link still reaches recv.c's and subscribe.c's

@@ -13,6 +13,7 @@
 #include "pubsub/recv.h"
 #include "pubsub/route.h"
 #include "pubsub/subscribe.h"
+#include "pubsub/sub_fd.h"
 #include "platform/wait.h"
 
 #include <stdlib.h>
@@ -237,6 +238,7 @@ void mb_sub_destroy(msgbus_sub *sub)
 	if (MB_SUBW_GEN(w) == sub->gen && MB_SUBW_STATE(w) != MB_SUB_FREE)
 		atomic_compare_exchange_strong(&ss->word, &w, mb_subw(sub->gen, 0, 0, MB_SUB_FREE));
 	mb_crash_point("unsub_freed");
+	mb_sub_fd_close(sub);
 	/* Release: pairs with the acquire in route.c's lookup. */
 	atomic_fetch_add_explicit(&b->hdr->interest_gen, 1, memory_order_release);
 	/* What publishers that had not seen us leave put meanwhile. */

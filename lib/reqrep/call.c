@@ -9,6 +9,7 @@
 #include "pubsub/buffers.h"
 #include "pubsub/publish.h"
 #include "reqrep/call.h"
+#include "reqrep/call_fd.h"
 #include "reqrep/serve.h"
 #include "pubsub/sub.h"
 #include "platform/wait.h"
@@ -16,15 +17,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-struct msgbus_call {
-	msgbus_bus *bus;
-	uint32_t entry, corr, slot;
-	uint64_t deadline;
-	uint64_t next_check; /* kept across waits, so polling callers watch too */
-	msgbus_call *next;
-	char service[MB_SUBJECT_MAX + 1];
-};
 
 static int entry_alloc(msgbus_bus *b, uint32_t *entry)
 {
@@ -48,6 +40,7 @@ static void call_free(msgbus_call *call)
 {
 	msgbus_bus *b = call->bus;
 	/* seq_cst (release would do): pairs with the CAS in entry_alloc. */
+	mb_call_fd_close(call);
 	atomic_fetch_and(&b->calls_used, ~(1ull << call->entry));
 	pthread_mutex_lock(&b->lock);
 	for (msgbus_call **pp = &b->calls; *pp; pp = &(*pp)->next) {
@@ -275,8 +268,11 @@ int msgbus_call_wait(msgbus_call *call, msgbus_msg **reply, int timeout_ms)
 			if (check(call, e, true, &result, reply) == 0)
 				break;
 		}
-		if (now >= until)
+		if (now >= until) {
+			if (call->bell_on)
+				mb_call_fd_rearm(call); /* the descriptor reads "not yet" */
 			return MSGBUS_EAGAIN; /* still in flight; the call stays valid */
+		}
 		uint32_t v = mb_ec_prepare(&e->ec);
 		if (check(call, e, false, &result, reply) == 0)
 			break;

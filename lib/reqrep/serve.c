@@ -14,21 +14,12 @@
 #include "platform/crash.h"
 #include "ring/ring.h"
 #include "reqrep/serve.h"
+#include "reqrep/service_fd.h"
+#include "platform/doorbell.h"
 #include "platform/wait.h"
 
 #include <stdlib.h>
 #include <string.h>
-
-struct msgbus_service {
-	msgbus_bus *bus;
-	uint32_t t, slot, gen;
-	char subject[MB_SUBJECT_MAX + 1];
-	msgbus_serve_cb cb;
-	void *cb_arg;
-	pthread_t thread;
-	_Atomic bool stop;
-	msgbus_service *next;
-};
 
 struct msgbus_req {
 	msgbus_bus *bus;
@@ -323,6 +314,24 @@ static int try_take(msgbus_service *svc, msgbus_req **req, int64_t *claimed_owne
 	return MSGBUS_EAGAIN;
 }
 
+bool mb_service_ready(msgbus_service *svc)
+{
+	msgbus_bus *b = svc->bus;
+	struct mb_cursor *c = mb_cursor_at(b, svc->t, svc->slot);
+	uint64_t n = b->cfg.ring_slots;
+	/* seq_cst, as each stamp load below: see rr.h. */
+	uint64_t r = atomic_load_explicit(&c->release, memory_order_seq_cst);
+	for (uint64_t pos = r; pos < r + n; pos++) {
+		uint64_t s = atomic_load_explicit(&mb_slot_at(b, svc->t, pos)->stamp,
+		                                  memory_order_seq_cst);
+		if (MB_STAMP_SEQ(s) != (pos & MB_SEQ_MASK))
+			return false;
+		if (MB_STAMP_STATE(s) == MB_ST_COMMITTED)
+			return true;
+	}
+	return false;
+}
+
 static int service_take(msgbus_service *svc, msgbus_req **req, uint64_t deadline)
 {
 	msgbus_bus *b = svc->bus;
@@ -368,7 +377,10 @@ int msgbus_service_recv(msgbus_service *svc, msgbus_req **req, int timeout_ms)
 		return MSGBUS_EINVAL;
 	if (mb_closing(svc->bus))
 		return MSGBUS_ECLOSED;
-	return service_take(svc, req, timeout_ms == 0 ? MB_NO_WAIT : mb_deadline(timeout_ms));
+	int rc = service_take(svc, req, timeout_ms == 0 ? MB_NO_WAIT : mb_deadline(timeout_ms));
+	if (svc->bell_on && (rc == MSGBUS_EAGAIN || rc == MSGBUS_ETIMEDOUT))
+		mb_service_fd_rearm(svc); /* drained: the descriptor reads "empty" */
+	return rc;
 }
 
 static void *serve_thread(void *arg)
@@ -478,7 +490,8 @@ static int respond(msgbus_req *req, const void *data, size_t len, int err)
 			atomic_compare_exchange_strong(&mb_bufctl_at(b, buf)->state, &st, MB_BUF_FREE);
 		return MSGBUS_ETIMEDOUT;
 	}
-	mb_ec_signal2(&call->ec, &mb_part_at(b, from)->reply_ec);
+	mb_ec_signal_bell(&call->ec, &call->bell);
+	mb_ec_signal(&mb_part_at(b, from)->reply_ec);
 	return rc;
 }
 
@@ -497,6 +510,7 @@ void mb_service_destroy(msgbus_service *svc)
 		mb_ec_kick(&mb_topic_at(b, svc->t)->data_ec);
 		pthread_join(svc->thread, NULL);
 	}
+	mb_service_fd_close(svc);
 	set_member(b, svc->slot, false);
 	/* seq_cst (release would do): pairs with the acquire in route.c:lookup. */
 	atomic_fetch_add(&b->hdr->interest_gen, 1);

@@ -3,6 +3,23 @@
 #define MB_SERVE_H
 
 #include "shm/handle.h"
+#include "platform/platform_dgram.h"
+
+/* A worker of a service: its queue slot and thread (serve.c), and its
+ * descriptor (service_fd.c). */
+struct msgbus_service {
+	msgbus_bus *bus;
+	uint32_t t, slot, gen;
+	char subject[MB_SUBJECT_MAX + 1];
+	msgbus_serve_cb cb;
+	void *cb_arg;
+	pthread_t thread;
+	_Atomic bool stop;
+	msgbus_service *next;
+	bool bell_on;          /* msgbus_service_fd was called: db is open */
+	uint32_t bell;         /* our bell of the topic's MB_TOPIC_BELLS */
+	struct mb_doorbell db;
+};
 
 /* Topic of a service: "_svc." + name. Validates the name. create: make
  * the topic if it does not exist, waiting for the control lock until
@@ -15,7 +32,9 @@ int mb_service_slot(msgbus_bus *b, uint32_t t, uint32_t *slot);
  * with the liveness test (reaping the dead), not just the member bits. */
 bool mb_service_has_workers(msgbus_bus *b, uint32_t slot, bool check);
 
-struct msgbus_service;
+/* Is a request ready to take (seq_cst loads: after mb_ec_prepare, the
+ * second half of the Dekker pair with mb_ring_commit's signal)? */
+bool mb_service_ready(struct msgbus_service *svc);
 void mb_service_destroy(struct msgbus_service *svc);
 struct msgbus_service *mb_service_next(struct msgbus_service *svc);
 /* Fail a taken request: its requester's call returns err. Frees req. */

@@ -44,6 +44,7 @@
  */
 #include "ring/inbox.h"
 #include "platform/crash.h"
+#include "platform/doorbell.h"
 #include "msgbus.h"
 #include "platform/fence.h"
 #include "platform/platform.h"
@@ -602,9 +603,10 @@ int mb_inbox_put(struct mb_inbox_prod *p, const void *subject, uint32_t subject_
 	publish_hdr(ib, at, make_hdr(ib, at, IB_COMMITTED, p->owner, size));
 	mb_crash_point("inbox_put_written");
 	unlock(ib, at + size, p->owner);
-	/* The second half of the Dekker pair with wait_data, whose
-	 * mb_fence_heavy stands in for our fence. */
-	mb_ec_signal_light(&ib->ctl->data_ec);
+	/* The second half of the Dekker pair with wait_data (and an arming
+	 * owner of the bell), whose mb_fence_heavy stands in for our fence. */
+	if (mb_ec_signal_light(&ib->ctl->data_ec))
+		mb_bells_ring(&ib->ctl->data_ec, &ib->ctl->bell, 1);
 	return 0;
 }
 
@@ -621,7 +623,7 @@ static int finish(struct mb_inbox_prod *p, const struct mb_inbox_res *res, unsig
 	                                             memory_order_seq_cst,
 	                                             memory_order_relaxed))
 		return seen == with_state(res->hdr, IB_ABORTED) ? MSGBUS_EPEERDIED : MSGBUS_EPROTO;
-	mb_ec_signal(&p->ib.ctl->data_ec);
+	mb_ec_signal_bell(&p->ib.ctl->data_ec, &p->ib.ctl->bell);
 	return 0;
 }
 
@@ -741,6 +743,15 @@ static bool unstick_empty(struct mb_inbox_cons *c)
 		return true;
 	return (w & RW_LOCKED) && c->owner_dead && c->owner_dead(c->owner_ctx, rw_owner(w)) &&
 	       repair(&c->ib, w, c->cursor + (uint64_t)d);
+}
+
+bool mb_inbox_ready(const struct mb_inbox_cons *c)
+{
+	/* seq_cst: see inbox.h; pairs with the seq_cst CAS in finish() and
+	 * (with mb_fence_heavy) the release in publish_hdr(). */
+	uint64_t h = atomic_load_explicit(word_at(&c->ib, c->cursor), memory_order_seq_cst);
+
+	return h && hdr_state(h) != IB_CLAIMED;
 }
 
 bool mb_inbox_drained(const struct mb_inbox_cons *c)
@@ -920,5 +931,5 @@ void mb_inbox_reap_owner(const struct mb_inbox *ib, uint32_t owner, mb_rec_keep_
 			        memory_order_seq_cst, memory_order_relaxed);
 		pos += size;
 	}
-	mb_ec_signal(&ctl->data_ec);
+	mb_ec_signal_bell(&ctl->data_ec, &ctl->bell);
 }

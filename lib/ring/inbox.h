@@ -172,6 +172,12 @@ int mb_inbox_peek(struct mb_inbox_cons *c, struct mb_inbox_msg *m);
  * sleep on the eventcount; a record (or the reserve lock) held by a dead
  * owner is aborted (or repaired). */
 int mb_inbox_peek_wait(struct mb_inbox_cons *c, struct mb_inbox_msg *m, uint64_t deadline);
+/* After mb_ec_prepare (and mb_fence_heavy) on data_ec, as a sleeper: is
+ * there something peek would take or step over at the cursor? false means
+ * whatever comes next signals data_ec (a CLAIMED head signals at its
+ * commit). seq_cst: the second half of the Dekker pair with put's and
+ * commit's signal, as in wait_data. */
+bool mb_inbox_ready(const struct mb_inbox_cons *c);
 /* Is everything reserved so far read (the reserve word free at our cursor)? */
 bool mb_inbox_drained(const struct mb_inbox_cons *c);
 /* Done with the record peek returned; its space is given back in batches. */

@@ -9,6 +9,7 @@
  */
 #include "shm/live.h"
 #include "ring/ring.h"
+#include "platform/doorbell.h"
 #include "platform/wait.h"
 
 uint64_t mb_ring_gate(msgbus_bus *b, uint32_t t)
@@ -196,5 +197,7 @@ void mb_ring_commit(msgbus_bus *b, uint32_t t, uint64_t pos)
 	 * stamp, and the store is ordered before the eventcount loads. */
 	atomic_store_explicit(&sl->stamp, mb_stamp(pos, b->self, MB_ST_COMMITTED),
 	                      memory_order_seq_cst);
-	mb_ec_signal2(&tp->data_ec, &b->hdr->any_ec);
+	if (mb_ec_signal(&tp->data_ec))
+		mb_bells_ring(&tp->data_ec, tp->bells, MB_TOPIC_BELLS);
+	mb_ec_signal(&b->hdr->any_ec);
 }

@@ -7,6 +7,8 @@
 #ifndef MB_LAYOUT_H
 #define MB_LAYOUT_H
 
+#include "platform/doorbell.h"
+
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -126,6 +128,7 @@ struct mb_cursor {
 	uint8_t pad[MB_LINE - 16];
 };
 
+#define MB_TOPIC_BELLS 16u /* workers of one service with a descriptor */
 enum { MB_TOPIC_FREE = 0, MB_TOPIC_INIT = 1, MB_TOPIC_READY = 2 };
 struct mb_topic {
 	_Atomic uint32_t state;
@@ -136,6 +139,9 @@ struct mb_topic {
 	_Alignas(MB_LINE) _Atomic uint64_t gate;  /* cached minimum release */
 	_Alignas(MB_LINE) _Atomic uint32_t data_ec;  /* readers park here */
 	_Alignas(MB_LINE) _Atomic uint32_t space_ec; /* publishers park here */
+	/* Service queues: bells of the workers that asked for a descriptor
+	 * (msgbus_service_fd), rung when data_ec is signalled. */
+	_Alignas(MB_LINE) struct mb_bell bells[MB_TOPIC_BELLS];
 	/* Subscription slots that ever had a cursor here: the gate scans
 	 * only these. */
 	_Alignas(MB_LINE) _Atomic uint64_t cursor_mask[MB_MAX_SUBS / 64];
@@ -218,9 +224,11 @@ struct mb_call {
 	uint32_t len;
 	uint32_t buf; /* a large buffer, or MB_CALL_INLINE_BUF */
 	uint32_t pad;
-	uint8_t data[MB_CALL_SIZE - 24];
+	struct mb_bell bell; /* the call's descriptor (msgbus_call_fd), beside ec */
+	uint8_t data[MB_CALL_SIZE - 40];
 };
-#define MB_CALL_INLINE (MB_CALL_SIZE - 24u)
+#define MB_CALL_INLINE (MB_CALL_SIZE - 40u)
+_Static_assert(sizeof(struct mb_call) == MB_CALL_SIZE, "mb_call is MB_CALL_SIZE bytes");
 
 /* What precedes a request's payload in the service ring. */
 struct mb_req_hdr {
@@ -244,6 +252,7 @@ struct mb_inbox_ctl {
 	_Alignas(MB_LINE) _Atomic uint64_t reserve; /* next free position, lock bit, holder */
 	_Alignas(MB_LINE) _Atomic uint64_t release; /* consumer: all below it is consumed */
 	_Alignas(MB_LINE) _Atomic uint32_t data_ec;  /* the consumer sleeps here */
+	struct mb_bell bell; /* the subscription's descriptor (msgbus_sub_fd) */
 	_Alignas(MB_LINE) _Atomic uint32_t space_ec; /* producers waiting for room sleep here */
 	_Alignas(MB_LINE) uint64_t key;  /* scrambles header check bits (see inbox.c) */
 	uint64_t size;                   /* bytes of the data area */

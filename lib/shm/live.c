@@ -10,6 +10,7 @@
 #include "shm/handle.h"
 #include "shm/live.h"
 #include "platform/crash.h"
+#include "platform/doorbell.h"
 #include "platform/wait.h"
 
 #include <unistd.h>
@@ -121,8 +122,10 @@ static void reap(msgbus_bus *b, uint32_t idx)
 			uint32_t st = MB_CALLW_STATE(w);
 			if ((st == MB_CALL_TAKEN || st == MB_CALL_WRITING) && MB_CALLW_WORKER(w) == idx &&
 			    atomic_compare_exchange_strong(&e->word, &w,
-			            mb_callw(MB_CALLW_CORR(w), idx, MB_CALL_WORKER_DIED)))
+			            mb_callw(MB_CALLW_CORR(w), idx, MB_CALL_WORKER_DIED))) {
 				mb_ec_kick(&e->ec);
+				mb_bells_ring(&e->ec, &e->bell, 1); /* msgbus_call_fd */
+			}
 		}
 	}
 	mb_crash_point("mid_cleanup");
@@ -151,6 +154,15 @@ static void reap(msgbus_bus *b, uint32_t idx)
 			else if (state == MB_ST_TAKEN)
 				atomic_compare_exchange_strong(&sl->stamp, &st,
 				        mb_stamp(MB_STAMP_SEQ(st), idx, MB_ST_COMMITTED));
+		}
+		/* Its workers' bells (reqrep/service_fd.c) are free again. Only
+		 * the owner: the state is the next holder's, which sets it
+		 * after its own CAS of the owner. Relaxed: as there. */
+		for (uint32_t k = 0; k < MB_TOPIC_BELLS; k++) {
+			uint32_t o = idx + 1;
+			(void)atomic_compare_exchange_strong_explicit(&tp->bells[k].owner, &o, 0,
+			                                              memory_order_relaxed,
+			                                              memory_order_relaxed);
 		}
 		/* Publishers gated by a dead reader and readers stuck behind
 		 * a dead writer re-check now. */

@@ -57,6 +57,9 @@ uint64_t mb_layout_hash(void)
 		offsetof(struct mb_header, interest_gen), offsetof(struct mb_header, buf_next),
 		offsetof(struct mb_subslot, dropped), offsetof(struct mb_bufctl, refs),
 		sizeof(struct mb_inbox_ctl), sizeof(struct mb_rec_pfx), sizeof(struct mb_rec_large),
+		sizeof(struct mb_bell), offsetof(struct mb_inbox_ctl, bell),
+		offsetof(struct mb_topic, bells), offsetof(struct mb_call, bell),
+		offsetof(struct mb_call, data),
 	};
 	uint64_t h = 1469598103934665603ull;
 	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
