@@ -88,6 +88,8 @@ int msgbus_service_fd(msgbus_service *svc, int *fd)
 			return rc;
 		rc = mb_doorbell_open(&svc->db);
 		if (rc) {
+			/* Relaxed: gives back the bell we took, as in
+			 * mb_service_fd_close. */
 			if (!svc->bus->forked)
 				atomic_store_explicit(&mb_topic_at(svc->bus, svc->t)->bells[svc->bell].owner,
 				                      0, memory_order_relaxed);
