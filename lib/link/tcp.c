@@ -4,6 +4,7 @@
  * link.c; this file only decides when connections start and stop.
  */
 #include "link.h"
+#include "rr.h"
 #include "nats.h"
 #include "sub.h"
 
@@ -131,6 +132,38 @@ static int parse_tcp_url(const char *url, bool listening, char *host, size_t hsi
 	return parse_query(q ? q + 1 : NULL, listening, lim);
 }
 
+/* mb_call_direct (call.c): a call of b that a link of b serves goes out
+ * from the caller's thread. The list stays locked while it is sent, so
+ * the connection stays (and its pending requests are failed at its end). */
+static int links_call_direct(msgbus_bus *b, const char *service, const struct mb_req_hdr *hdr,
+                             const void *data, size_t len)
+{
+	struct mb_links *ls = __atomic_load_n(&b->links, __ATOMIC_ACQUIRE);
+	if (!ls || !atomic_load_explicit(&ls->up, memory_order_relaxed))
+		return MSGBUS_ENOENT;
+	int rc = MSGBUS_ENOENT;
+	pthread_mutex_lock(&ls->lock);
+	for (struct mb_conn_ref *cr = ls->conns; cr && rc == MSGBUS_ENOENT; cr = cr->next)
+		rc = mb_conn_call_direct(cr->conn, service, hdr, data, len);
+	pthread_mutex_unlock(&ls->lock);
+	return rc;
+}
+
+/* mb_reply_hook (serve.c): a worker of b answered a link of b's call. */
+static bool links_reply_hook(msgbus_bus *b, uint32_t to, uint32_t entry)
+{
+	struct mb_links *ls = __atomic_load_n(&b->links, __ATOMIC_ACQUIRE);
+	if (!ls || !atomic_load_explicit(&ls->up, memory_order_relaxed) ||
+	    pthread_mutex_trylock(&ls->lock))
+		return false;
+	bool done = false;
+	for (struct mb_conn_ref *cr = ls->conns; cr && !done; cr = cr->next) {
+		done = mb_conn_reply_inline(cr->conn, to, entry);
+	}
+	pthread_mutex_unlock(&ls->lock);
+	return done;
+}
+
 static struct mb_links *links_of(msgbus_bus *b)
 {
 	pthread_mutex_lock(&b->lock);
@@ -141,6 +174,10 @@ static struct mb_links *links_of(msgbus_bus *b)
 			pthread_mutex_init(&ls->lock, NULL);
 			/* Tells a link to itself apart from one to a peer. */
 			ls->node_id = mb_now_ns() ^ (uint64_t)(uintptr_t)ls << 20;
+			atomic_store_explicit(&mb_call_direct, links_call_direct,
+			                      memory_order_release);
+			atomic_store_explicit(&mb_reply_hook, links_reply_hook,
+			                      memory_order_release);
 		}
 		/* Read without the lock by publishers (mb_links_published). */
 		__atomic_store_n(&b->links, ls, __ATOMIC_RELEASE);

@@ -52,6 +52,14 @@ static void call_free(msgbus_call *call)
 }
 
 bool (*_Atomic mb_call_no_worker)(msgbus_bus *bus, const char *service);
+int (*_Atomic mb_call_direct)(msgbus_bus *bus, const char *service,
+                              const struct mb_req_hdr *hdr, const void *data, size_t len);
+bool (*_Atomic mb_reply_hook)(msgbus_bus *b, uint32_t to, uint32_t entry);
+
+uint32_t mb_call_entry(const msgbus_call *call)
+{
+	return call->entry;
+}
 
 /* The service's topic and queue slot, if a worker is registered: say
  * "no responders" now rather than at the deadline. */
@@ -68,6 +76,13 @@ static int find_workers(msgbus_bus *bus, const char *service, uint32_t *t, uint3
 
 int msgbus_call_start(msgbus_bus *bus, const char *service, const void *data, size_t len,
                       int timeout_ms, msgbus_call **out)
+{
+	return mb_call_start_listed(bus, service, data, len, timeout_ms, out, NULL, NULL);
+}
+
+int mb_call_start_listed(msgbus_bus *bus, const char *service, const void *data, size_t len,
+                         int timeout_ms, msgbus_call **out,
+                         void (*listed)(msgbus_call *call, void *arg), void *arg)
 {
 	if (!bus || !out || (!data && len) || timeout_ms == 0 || timeout_ms < -1)
 		return MSGBUS_EINVAL;
@@ -112,7 +127,26 @@ int msgbus_call_start(msgbus_bus *bus, const char *service, const void *data, si
 		.entry = (uint16_t)call->entry,
 		.deadline_ns = call->deadline,
 	};
-	rc = mb_publish_parts(bus, t, &hdr, sizeof(hdr), data, len, call->deadline);
+	if (listed)
+		listed(call, arg);
+	/* Nobody here serves it but links: a link sends it from this thread,
+	 * with no hand-off to its worker thread. */
+	int (*direct)(msgbus_bus *, const char *, const struct mb_req_hdr *, const void *,
+	              size_t) = atomic_load_explicit(&mb_call_direct, memory_order_acquire);
+	rc = MSGBUS_ENOENT;
+	if (direct && !mb_service_has_local_workers(bus, slot))
+		rc = direct(bus, service, &hdr, data, len);
+	if (rc == MSGBUS_ENOENT)
+		rc = mb_publish_parts(bus, t, &hdr, sizeof(hdr), data, len, call->deadline);
+	if (rc && listed) {
+		/* The caller holds the call already: its result is rc. */
+		e->len = (uint32_t)rc;
+		e->buf = MB_CALL_ERROR;
+		/* Release: len and buf before the state (check() acquires). */
+		atomic_store_explicit(&e->word, mb_callw(call->corr, bus->self, MB_CALL_REPLIED),
+		                      memory_order_release);
+		rc = 0;
+	}
 	if (rc) {
 		atomic_store(&e->word, 0);
 		call_free(call);
@@ -242,8 +276,14 @@ int msgbus_call_wait(msgbus_call *call, msgbus_msg **reply, int timeout_ms)
 		}
 		if (check(call, e, false, &result, reply) == 0)
 			break;
-		if (until != 0 && mb_spinning(&spin, b->spin_ns))
+		if (until != 0 && mb_spinning(&spin, b->spin_ns)) {
+			/* As a spinning receiver does (recv.c): with fewer
+			 * cores than runnable threads, the thread that brings
+			 * the reply (a link's reader) needs this CPU. */
+			if (spin.rounds % MB_SPIN_YIELD_ROUNDS == 0)
+				mb_yield_cpu();
 			continue;
+		}
 		uint64_t now = mb_now_ns();
 		if (now >= call->next_check) {
 			call->next_check = now + b->check_ns;

@@ -91,6 +91,24 @@ bool mb_service_has_workers(msgbus_bus *b, uint32_t slot, bool check)
 	return false;
 }
 
+bool mb_service_has_local_workers(msgbus_bus *b, uint32_t slot)
+{
+	struct mb_subslot *ss = mb_subslot_at(b, slot);
+	uint32_t n = b->cfg.max_participants;
+	for (uint32_t i = 0; i < (n + 63) / 64; i++) {
+		uint64_t m = atomic_load(&ss->members[i]);
+		while (m) {
+			uint32_t idx = i * 64 + (uint32_t)__builtin_ctzll(m);
+			m &= m - 1;
+			if (idx >= n)
+				break;
+			if (!is_bridge(b, idx))
+				return true;
+		}
+	}
+	return false;
+}
+
 static void set_member(msgbus_bus *b, uint32_t slot, bool on)
 {
 	_Atomic uint64_t *word = &mb_subslot_at(b, slot)->members[b->self / 64];
@@ -290,8 +308,11 @@ static int service_take(msgbus_service *svc, msgbus_req **req, uint64_t deadline
 			return rc;
 		if (deadline == MB_NO_WAIT)
 			return MSGBUS_EAGAIN;
-		if (mb_spinning(&spin, b->spin_ns))
+		if (mb_spinning(&spin, b->spin_ns)) {
+			if (spin.rounds % MB_SPIN_YIELD_ROUNDS == 0)
+				mb_yield_cpu(); /* as in recv.c and call.c */
 			continue;
+		}
 		if (atomic_load(&svc->stop) || mb_closing(b))
 			return MSGBUS_ECLOSED;
 		uint64_t now = mb_now_ns();
@@ -354,6 +375,17 @@ int mb_respond_error(msgbus_req *req, int err)
 	int rc = respond(req, NULL, 0, err);
 	free(req);
 	return rc;
+}
+
+msgbus_req *mb_req_new(msgbus_bus *b, const struct mb_req_hdr *hdr)
+{
+	msgbus_req *r = malloc(sizeof(*r));
+	if (r) {
+		r->bus = b;
+		r->hdr = *hdr;
+		r->len = 0;
+	}
+	return r;
 }
 
 uint64_t mb_req_deadline(const msgbus_req *req)
@@ -420,7 +452,10 @@ static int respond(msgbus_req *req, const void *data, size_t len, int err)
 			atomic_compare_exchange_strong(&mb_bufctl_at(b, buf)->state, &st, MB_BUF_FREE);
 		return MSGBUS_ETIMEDOUT;
 	}
-	mb_ec_signal2(&call->ec, &mb_part_at(b, from)->reply_ec);
+	bool (*hook)(msgbus_bus *, uint32_t, uint32_t) =
+		atomic_load_explicit(&mb_reply_hook, memory_order_acquire);
+	if (!hook || !hook(b, from, req->hdr.entry))
+		mb_ec_signal2(&call->ec, &mb_part_at(b, from)->reply_ec);
 	return rc;
 }
 
