@@ -127,6 +127,9 @@ int mb_call_start_listed(msgbus_bus *bus, const char *service, const void *data,
 		.entry = (uint16_t)call->entry,
 		.deadline_ns = call->deadline,
 	};
+	uint64_t deadline = call->deadline;
+	/* Once listed, the call is its caller's: a worker may answer it and
+	 * the caller free it at once. Only locals from here on. */
 	if (listed)
 		listed(call, arg);
 	/* Nobody here serves it but links: a link sends it from this thread,
@@ -137,15 +140,22 @@ int mb_call_start_listed(msgbus_bus *bus, const char *service, const void *data,
 	if (direct && !mb_service_has_local_workers(bus, slot))
 		rc = direct(bus, service, &hdr, data, len);
 	if (rc == MSGBUS_ENOENT)
-		rc = mb_publish_parts(bus, t, &hdr, sizeof(hdr), data, len, call->deadline);
+		rc = mb_publish_parts(bus, t, &hdr, sizeof(hdr), data, len, deadline);
 	if (rc && listed) {
-		/* The caller holds the call already: its result is rc. */
-		e->len = (uint32_t)rc;
-		e->buf = MB_CALL_ERROR;
-		/* Release: len and buf before the state (check() acquires). */
-		atomic_store_explicit(&e->word, mb_callw(call->corr, bus->self, MB_CALL_REPLIED),
-		                      memory_order_release);
-		rc = 0;
+		/* The caller holds the call already: its result is rc, written
+		 * as a worker writes a reply (serve.c:respond), unless the
+		 * caller gave the call up meanwhile. */
+		uint64_t w = mb_callw(hdr.corr, 0, MB_CALL_PENDING);
+		if (atomic_compare_exchange_strong(&e->word, &w,
+		                                   mb_callw(hdr.corr, bus->self, MB_CALL_WRITING))) {
+			e->len = (uint32_t)rc;
+			e->buf = MB_CALL_ERROR;
+			/* Release: len and buf before the state (check() acquires). */
+			atomic_store_explicit(&e->word, mb_callw(hdr.corr, bus->self, MB_CALL_REPLIED),
+			                      memory_order_release);
+		}
+		*out = call;
+		return 0;
 	}
 	if (rc) {
 		atomic_store(&e->word, 0);
