@@ -78,6 +78,7 @@
 #define RX_NAP_NS 200000u
 #define RX_SPIN_GONE_NS (2ull * RX_NAP_NS)
 #define RX_INLINE_READS 4 /* reads per inline pass, at most */
+#define RX_RUN 256u /* MSG frames published as one run, at most */
 
 /* A set of names (link_names.c): v[0..n) in no order, indexed by hash. */
 struct names {

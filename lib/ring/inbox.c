@@ -529,6 +529,54 @@ int mb_inbox_put(struct mb_inbox_prod *p, const void *subject, uint32_t subject_
 	return 0;
 }
 
+int mb_inbox_put_many(struct mb_inbox_prod *p, const void *subject, uint32_t subject_len,
+                      uint32_t seq_off, uint64_t seq0, const struct mb_inbox_part *parts,
+                      uint32_t n, uint32_t *done)
+{
+	const struct mb_inbox *ib = &p->ib;
+	uint64_t size = rec_size(subject_len, parts[0].len), r, pos, bytes = 0;
+	uint32_t k;
+	int rc;
+
+	*done = 0;
+	if (size > ib->size / 2 || (uint64_t)seq_off + 8 > subject_len)
+		return MSGBUS_EMSGSIZE;
+	rc = lock_room(p, size, MB_NO_WAIT, &r);
+	if (rc)
+		return rc;
+	pos = r;
+	for (k = 0; k < n; k++) {
+		size = rec_size(subject_len, parts[k].len);
+		if (k) {
+			/* room() as try_lock checked it for the first */
+			uint64_t contig = ib->size - (pos & ib->mask);
+			uint64_t need = contig < size ? contig + size : size;
+			if (size > ib->size / 2 || bytes + size > MB_INBOX_PUT_MANY_BYTES ||
+			    room(p, pos, need) != ROOM_OK)
+				break;
+		}
+		uint64_t at = place(p, pos, size), seq = seq0 + k;
+		unsigned char *rec = ib->data + (at & ib->mask);
+		write_info(rec, subject_len, parts[k].len);
+		memcpy(rec + MB_INBOX_REC_HDR, subject, subject_len);
+		memcpy(rec + MB_INBOX_REC_HDR + seq_off, &seq, sizeof(seq));
+		if (parts[k].len)
+			memcpy(rec + MB_INBOX_REC_HDR + align8(subject_len), parts[k].data,
+			       parts[k].len);
+		/* Relaxed: the records are published by the unlock. */
+		atomic_store_explicit(word_at(ib, at),
+		                      make_hdr(ib, at, IB_COMMITTED, p->owner, size),
+		                      memory_order_relaxed);
+		bytes += at + size - pos;
+		pos = at + size;
+	}
+	mb_crash_point("inbox_put_written");
+	unlock(ib, pos, p->owner);
+	mb_ec_signal(&ib->ctl->data_ec);
+	*done = k;
+	return 0;
+}
+
 /* CLAIMED -> st. seq_cst: a release that publishes the record (pairs with
  * the acquire load in mb_inbox_peek), and the first half of the Dekker pair
  * with mb_ec_prepare in wait_data: the consumer sees the new state or
