@@ -595,7 +595,7 @@ int mb_route_publish_many(msgbus_bus *b, const char *subject, const struct mb_in
 	for (uint32_t i = 0; i < n; i++)
 		if (parts[i].len > b->ring_inline_max)
 			return MSGBUS_EINVAL;
-	struct dest d[1];
+	struct dest d[1] = { 0 };
 	uint32_t got = 0, total = 0;
 	int e = lookup(b, subject, slen, d, 1, &got, &total);
 	if (e)
@@ -604,7 +604,7 @@ int mb_route_publish_many(msgbus_bus *b, const char *subject, const struct mb_in
 		*done = n; /* nobody wants them */
 		return 0;
 	}
-	if (total > 1 || d[0].t.lossy)
+	if (total > 1 || got != 1 || d[0].t.lossy)
 		return MSGBUS_ENOTSUP;
 	struct rec rc;
 	uint64_t seq0 = atomic_fetch_add_explicit(&b->pub_seq, n, memory_order_relaxed);
