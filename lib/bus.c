@@ -2,13 +2,17 @@
  * bus.c - opening and closing a bus: URL parsing, options, choosing the
  * backend by scheme, registering as a participant.
  */
+#include "shm/fork.h"
+#include "shm/live.h"
 #include "bus.h"
-#include "crash.h"
-#include "buffers.h"
-#include "link.h"
-#include "route.h"
-#include "rr.h"
-#include "sub.h"
+#include "platform/fence.h"
+#include "platform/crash.h"
+#include "pubsub/buffers.h"
+#include "link/link.h"
+#include "pubsub/reap.h"
+#include "pubsub/route.h"
+#include "reqrep/rr.h"
+#include "pubsub/sub.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -30,24 +34,6 @@ static const struct mb_config defaults = {
 	.crash_bound_ms = 1000,
 	.inbox_size = 1u << 20,
 };
-
-int mb_seg_back(msgbus_bus *b, uint64_t off, uint64_t len)
-{
-	if (b->seg.fd < 0)
-		return 0;
-	int rc = mb_fd_back(b->seg.fd, off, len);
-	return rc ? mb_syserr(rc) : 0;
-}
-
-int mb_syserr(int neg_errno)
-{
-	int e = -neg_errno;
-	if (e == EACCES || e == EPERM)
-		return MSGBUS_EPERM;
-	if (e == ENOMEM)
-		return MSGBUS_ENOMEM;
-	return MSGBUS_ESYSERR | e;
-}
 
 static int name_check(const char *name)
 {
@@ -115,15 +101,25 @@ static int config_from(const msgbus_options *o, struct mb_config *c, struct mb_a
 	return mb_config_check(c);
 }
 
+/* For the link tier, which opens handles of its own (shm/handle.h). */
+static const struct mb_bus_hooks bus_hooks = {
+	.reopen = mb_bus_reopen,
+	.close = msgbus_close,
+};
+
 static int open_bus(msgbus_bus **out, const struct mb_seg_ops *ops, const char *name,
                     const struct mb_config *want, const struct mb_access *acc)
 {
 	mb_crash_arm();
+	/* Before our first publish: inbox puts use the light fence after it. */
+	mb_fence_register();
 	msgbus_bus *b = calloc(1, sizeof(*b));
 	if (!b)
 		return MSGBUS_ENOMEM;
 	b->seg.ops = ops;
 	b->seg.fd = -1;
+	b->bus_hooks = &bus_hooks;
+	b->reap_hooks = &mb_pubsub_reap_hooks;
 	snprintf(b->seg.name, sizeof(b->seg.name), "%s", name);
 	pthread_mutex_init(&b->lock, NULL);
 	pthread_mutex_init(&b->reap_lock, NULL);
@@ -190,8 +186,6 @@ int mb_bus_reopen(msgbus_bus *b, msgbus_bus **out)
 {
 	return open_bus(out, b->seg.ops, b->seg.name, &b->cfg, &b->acc);
 }
-
-void mb_sub_destroy(msgbus_sub *sub);
 
 /* A handle inherited through fork(): its threads stayed in the parent and
  * its segment is the parent's (fork.c let go of it), so free only the

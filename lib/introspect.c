@@ -9,8 +9,11 @@
  * bounded and strings checked for an inner NUL before anything is copied
  * out; indices come from local loops bounded by the validated config.
  */
-#include "route.h"
-#include "sub.h"
+#include "shm/control.h"
+#include "shm/live.h"
+#include "shm/subject.h"
+#include "pubsub/route.h"
+#include "pubsub/sub.h"
 
 #include <string.h>
 
@@ -25,28 +28,6 @@ struct slot_snap {
 	uint64_t members[MB_MAX_PARTICIPANTS / 64];
 };
 
-/*
- * The racy half of the seqlock read: the pattern and its length, which a
- * reserver may rewrite while we copy once the slot was freed and taken
- * again; the re-read of the word then throws the copy away. The copy is
- * byte by byte through a volatile pointer, so it is never a memcpy call,
- * and is not instrumented by ThreadSanitizer: the race is by design.
- * False when the length is out of bounds.
- */
-__attribute__((no_sanitize("thread"))) static bool
-pattern_copy(const struct mb_subslot *ss, char *out, uint32_t *plen)
-{
-	const volatile struct mb_subslot *v = ss;
-	uint32_t len = v->pattern_len;
-	if (len == 0 || len > MB_SUBJECT_MAX)
-		return false;
-	for (uint32_t i = 0; i < len; i++)
-		out[i] = v->pattern[i];
-	out[len] = '\0';
-	*plen = len;
-	return true;
-}
-
 static bool slot_read(msgbus_bus *b, uint32_t s, struct slot_snap *o)
 {
 	struct mb_subslot *ss = mb_subslot_at(b, s);
@@ -58,7 +39,7 @@ static bool slot_read(msgbus_bus *b, uint32_t s, struct slot_snap *o)
 		if (MB_SUBW_STATE(w) != MB_SUB_ACTIVE)
 			return false;
 		uint32_t plen;
-		if (!pattern_copy(ss, o->pat, &plen)) {
+		if (!mb_subslot_pattern(ss, o->pat, &plen)) {
 			/* Relaxed: as the re-read below (after the fence). */
 			atomic_thread_fence(memory_order_acquire);
 			if (atomic_load_explicit(&ss->word, memory_order_relaxed) != w)

@@ -8,10 +8,10 @@
  * handle re-checks the flag after mb_ec_prepare and after every wake, so
  * either it sees the flag or our mb_ec_signal sees its WAITERS bit.
  */
-#include "bus.h"
-#include "inbox.h"
-#include "route.h"
-#include "wait.h"
+#include "shm/handle.h"
+#include "ring/inbox.h"
+#include "pubsub/route.h"
+#include "platform/wait.h"
 
 #include <errno.h>
 

@@ -13,7 +13,7 @@
 
 #include <sys/mman.h>
 
-#include "layout.h"
+#include "shm/layout.h"
 #include "test_util.h"
 
 Suite *suite_chaos(void);

@@ -10,7 +10,8 @@
  */
 #include <pthread.h>
 
-#include "buffers.h"
+#include "pubsub/buffers.h"
+#include "shm/live.h"
 #include "test_util.h"
 
 /* v2: a "ring of N slots" is the smallest inbox (4 KiB, or 8 KiB for 16),

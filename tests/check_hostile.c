@@ -24,8 +24,8 @@
 #include <stddef.h>
 #include <sys/mman.h>
 
-#include "inbox.h"
-#include "layout.h"
+#include "ring/inbox.h"
+#include "shm/layout.h"
 #include "test_util.h"
 
 Suite *suite_hostile(void);

@@ -35,7 +35,7 @@
 #include <sys/wait.h>
 
 #include "test_util.h"
-#include "nats_proto.h"
+#include "link/nats_proto.h"
 
 Suite *suite_nats(void);
 

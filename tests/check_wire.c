@@ -12,7 +12,7 @@
 #include <stdbool.h>
 
 #include "test_util.h"
-#include "wire.h"
+#include "link/wire.h"
 
 Suite *suite_wire(void);
 

@@ -1,10 +1,10 @@
 /* link.c - one TCP connection between two buses (msgbus-wire(7)): its
  * threads, its end, and the list of a handle's connections; see
  * link_conn.h. */
-#include "link_conn.h"
-#include "rr.h"
-#include "sub.h"
-#include "wait.h"
+#include "link/link_conn.h"
+#include "reqrep/rr.h"
+#include "pubsub/sub.h"
+#include "platform/wait.h"
 
 #include <stdarg.h>
 
@@ -64,7 +64,7 @@ static void conn_free(struct mb_conn *c)
 	mb_names_clear(&c->rsubs);
 	free(c->aliases); /* their slots go with c->lb */
 	if (c->lb)
-		msgbus_close(c->lb);
+		c->lb->bus_hooks->close(c->lb);
 	pthread_mutex_destroy(&c->lock);
 	pthread_mutex_destroy(&c->wlock);
 	pthread_mutex_destroy(&c->rlock);
@@ -112,7 +112,7 @@ static struct mb_conn *conn_new(struct mb_links *ls, int fd, const struct mb_con
  * of a running link. 0 or an error (logged). */
 static int conn_open(struct mb_conn *c)
 {
-	int rc = mb_bus_reopen(c->ls->bus, &c->lb);
+	int rc = c->ls->bus->bus_hooks->reopen(c->ls->bus, &c->lb);
 	if (rc == 0) {
 		uint32_t np = c->lb->cfg.max_participants;
 		uint8_t *rb = realloc(c->rd.buf, RXBUF);

@@ -2,7 +2,7 @@
 #ifndef MB_LINK_H
 #define MB_LINK_H
 
-#include "bus.h"
+#include "shm/handle.h"
 
 struct mb_conn;
 struct mb_nats;
@@ -101,7 +101,7 @@ void mb_links_unspin(msgbus_bus *b);
 void mb_conn_rx_inline(struct mb_conn *c, uint64_t now);
 void mb_conn_rx_unspin(struct mb_conn *c);
 /* Requests across a link without the rr and worker threads (link_rr.c;
- * tcp.c installs them as mb_call_direct and mb_reply_hook). */
+ * tcp.c installs them as the call_direct and replied link hooks). */
 struct mb_req_hdr;
 int mb_conn_call_direct(struct mb_conn *c, const char *service, const struct mb_req_hdr *hdr,
                         const void *data, size_t len);

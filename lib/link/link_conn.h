@@ -34,8 +34,8 @@
 #ifndef MB_LINK_CONN_H
 #define MB_LINK_CONN_H
 
-#include "link.h"
-#include "wire.h"
+#include "link/link.h"
+#include "link/wire.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -5,7 +5,8 @@
  * names, in no order, and an open-addressing index of it (linear probing,
  * deletion by backward shift, so no tombstones pile up).
  */
-#include "link_conn.h"
+#include "shm/subject.h"
+#include "link/link_conn.h"
 
 /* The index holds positions + 1 in v; 0 is an empty cell. */
 static uint32_t home_of(const struct names *s, const char *x)

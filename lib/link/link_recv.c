@@ -1,12 +1,15 @@
 /* link_recv.c - a link's receiving side: the handshake, then frames from
  * the peer (the rx thread and inline readers); see link_conn.h. */
-#include "link_conn.h"
-#include "bus.h"
-#include "buffers.h"
-#include "ring.h"
-#include "route.h"
-#include "sub.h"
-#include "wait.h"
+#include "link/link_conn.h"
+#include "shm/control.h"
+#include "shm/handle.h"
+#include "shm/subject.h"
+#include "pubsub/buffers.h"
+#include "pubsub/publish.h"
+#include "ring/ring.h"
+#include "pubsub/route.h"
+#include "pubsub/sub.h"
+#include "platform/wait.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -184,6 +187,8 @@ static bool on_interest(struct mb_conn *c, const struct mb_frame *f)
 		mb_names_del(&c->rsubs, f->name);
 	}
 	uint32_t g = atomic_load_explicit(&c->rgen, memory_order_relaxed) + 1;
+	/* Pairs with the acquire in link_send.c:wants_subject(): the names
+	 * changed above are seen with the new generation. */
 	atomic_store_explicit(&c->rgen, g ? g : 1, memory_order_release);
 	pthread_mutex_unlock(&c->lock);
 	return true;

@@ -1,8 +1,8 @@
 /* link_rr.c - requests across a link, both ways: the peer's services as
  * local workers, the peer's requests as local calls; see link_conn.h. */
-#include "link_conn.h"
-#include "rr.h"
-#include "wait.h"
+#include "link/link_conn.h"
+#include "reqrep/rr.h"
+#include "platform/wait.h"
 
 /* Send req, taken by the link, to the peer as a REQ for name: pending
  * first, so the reply finds it. A failure answers req at once. */
@@ -54,8 +54,8 @@ static void forward_request(msgbus_req *req, void *arg)
 
 /*
  * A call of the linking handle to a service only the peer serves
- * (mb_call_direct, call.c): take it and send it from the requester's
- * thread, instead of queueing it for the link's worker thread. The reply
+ * (the call_direct link hook, call.c): take it and send it from the
+ * requester's thread, instead of queueing it for the link's worker thread. The reply
  * is written straight into the call's entry by whoever reads it
  * (mb_link_on_rep). MSGBUS_ENOENT: the peer does not serve it.
  */
@@ -162,8 +162,9 @@ static void send_done(struct mb_conn *c, struct peer_call *pc)
 
 /*
  * A local worker has just answered call entry `entry` of participant
- * `to`, if that is the link's handle (mb_reply_hook, serve.c), in the worker's thread: take the reply
- * and send it to the peer here, so the rr thread need not be woken.
+ * `to`, if that is the link's handle (the replied link hook, serve.c), in
+ * the worker's thread: take the reply and send it to the peer here, so the
+ * rr thread need not be woken.
  * false: not one of ours (yet: on_req lists a call after starting it),
  * the rr thread takes it when signalled.
  */

@@ -1,10 +1,11 @@
 /* link_send.c - a link's sending side: control frames, interest, and
  * messages of the local bus to the peer (the tx thread and inline senders);
  * see link_conn.h. */
-#include "link_conn.h"
-#include "ring.h"
-#include "sub.h"
-#include "wait.h"
+#include "shm/subject.h"
+#include "link/link_conn.h"
+#include "ring/ring.h"
+#include "pubsub/sub.h"
+#include "platform/wait.h"
 
 #include <errno.h>
 
@@ -196,6 +197,8 @@ int mb_link_local_interest(msgbus_bus *b, struct names *subs, struct names *svcs
 	int rc = 0;
 	for (uint32_t s = 0; s < b->cfg.max_subs && !rc; s++) {
 		struct mb_subslot *ss = mb_subslot_at(b, s);
+		/* Pairs with the releases that make a slot ACTIVE in
+		 * pubsub/subscribe.c: the pattern is written before. */
 		uint64_t w = atomic_load_explicit(&ss->word, memory_order_acquire);
 		if (MB_SUBW_STATE(w) != MB_SUB_ACTIVE)
 			continue; /* a slot being reserved is still being written */
@@ -267,6 +270,7 @@ bool mb_link_peer_wants(struct mb_conn *c, const char *subject)
  * changes. */
 static bool wants_subject(struct mb_conn *c, const char *subject)
 {
+	/* Pairs with the release in link_recv.c:on_interest(). */
 	uint32_t g = atomic_load_explicit(&c->rgen, memory_order_acquire);
 	if (c->want_gen != g || strcmp(c->want_subject, subject) != 0) {
 		c->want = mb_link_peer_wants(c, subject);

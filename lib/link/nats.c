@@ -3,11 +3,12 @@
  * through the server list with backoff, handshake, read); see
  * nats_link.h. nats_tx.c writes.
  */
-#include "link_conn.h"
-#include "nats.h"
-#include "nats_link.h"
-#include "sub.h"
-#include "wait.h"
+#include "shm/subject.h"
+#include "link/link_conn.h"
+#include "link/nats.h"
+#include "link/nats_link.h"
+#include "pubsub/sub.h"
+#include "platform/wait.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -464,7 +465,7 @@ static void nats_free(struct mb_nats *n)
 	if (n->follow)
 		msgbus_unsubscribe(n->follow);
 	if (n->lb)
-		msgbus_close(n->lb);
+		n->lb->bus_hooks->close(n->lb);
 	for (uint32_t i = 0; i < n->nexports; i++)
 		free(n->exports[i]);
 	for (uint32_t i = 0; i < n->ntold; i++)
@@ -478,7 +479,7 @@ static void nats_free(struct mb_nats *n)
 /* The bridge handle and its follower; 0 or an error. */
 static int nats_open(struct mb_nats *n)
 {
-	int rc = mb_bus_reopen(n->ls->bus, &n->lb);
+	int rc = n->ls->bus->bus_hooks->reopen(n->ls->bus, &n->lb);
 	if (rc) {
 		n->lb = NULL;
 		return rc;

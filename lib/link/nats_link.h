@@ -21,8 +21,8 @@
 #ifndef MB_NATS_LINK_H
 #define MB_NATS_LINK_H
 
-#include "link.h"
-#include "nats_proto.h"
+#include "link/link.h"
+#include "link/nats_proto.h"
 
 #define NATS_SERVERS_MAX 32u
 #define NATS_CRED_MAX 256u
@@ -145,5 +145,8 @@ void mb_nats_on_request(struct mb_nats *n, const char *service, const struct mb_
 void mb_nats_fail_pending(struct mb_nats *n, int err);
 /* At the end: stop serving, fail and cancel what is left. */
 void mb_nats_rr_end(struct mb_nats *n);
+/* The no_worker link hook of a handle (tcp.c installs it): true if one of
+ * bus's nats:// links serves service now. */
+bool mb_nats_no_worker(msgbus_bus *bus, const char *service);
 
 #endif

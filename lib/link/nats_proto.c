@@ -1,5 +1,5 @@
 /* nats_proto.c - the NATS client protocol codec; see nats_proto.h. */
-#include "nats_proto.h"
+#include "link/nats_proto.h"
 
 #include <stdio.h>
 #include <string.h>

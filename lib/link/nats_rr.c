@@ -2,7 +2,7 @@
  * nats_rr.c - request/reply over a nats:// link.
  *
  * Out: a local request for a service no local worker serves asks the link
- * (mb_call_no_worker, set here); the link then serves that name itself on
+ * (the no_worker link hook, mb_nats_no_worker); the link then serves that name itself on
  * its bridge handle, and each request it takes goes to NATS as a PUB with
  * a reply subject under the link's inbox (one wildcard SUB per
  * connection). The reply, or the server's 503 (no responders, at once),
@@ -13,10 +13,10 @@
  * request from NATS is called on a local worker from the bridge handle
  * and its reply is PUB to the requester's reply subject by the rr thread.
  */
-#include "link_conn.h"
-#include "nats_link.h"
-#include "rr.h"
-#include "wait.h"
+#include "link/link_conn.h"
+#include "link/nats_link.h"
+#include "reqrep/rr.h"
+#include "platform/wait.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -93,10 +93,11 @@ static bool proxy_locked(struct mb_nats *n, const char *name)
 	return true;
 }
 
-/* mb_call_no_worker: a request from bus (the handle that made the link,
- * not a bridge: one hop) that no local worker serves. */
-static bool route_request(msgbus_bus *bus, const char *service)
+/* The no_worker link hook (tcp.c): a request from bus (the handle that
+ * made the link, not a bridge: one hop) that no local worker serves. */
+bool mb_nats_no_worker(msgbus_bus *bus, const char *service)
 {
+	/* Pairs with the release in tcp.c:links_of(). */
 	struct mb_links *ls = __atomic_load_n(&bus->links, __ATOMIC_ACQUIRE);
 	bool routed = false;
 	if (!ls || mb_link_is_bridge(bus, bus->self))
@@ -299,7 +300,6 @@ void mb_nats_rr_init(struct mb_nats *n)
 	/* Unique enough across buses and restarts: time and address. */
 	snprintf(n->inbox, sizeof(n->inbox), "_INBOX.mb%llx%llx.",
 	         (unsigned long long)mb_now_ns(), (unsigned long long)(uintptr_t)n);
-	atomic_store_explicit(&mb_call_no_worker, route_request, memory_order_release);
 }
 
 void mb_nats_rr_end(struct mb_nats *n)

@@ -3,9 +3,10 @@
  * UNSUB (one SUB per distinct pattern, however many subscribers share it),
  * what local participants publish becomes PUB; see nats_link.h.
  */
-#include "link_conn.h"
-#include "nats_link.h"
-#include "sub.h"
+#include "shm/subject.h"
+#include "link/link_conn.h"
+#include "link/nats_link.h"
+#include "pubsub/sub.h"
 
 #define BATCH_MAX 1024u /* messages per write, at most */
 #define FOLLOW_WAIT_MS 50 /* how often tx looks at interest and closing */

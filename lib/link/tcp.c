@@ -3,10 +3,13 @@
  * connecting again with backoff after a link drops. Each connection runs in
  * link.c; this file only decides when connections start and stop.
  */
-#include "link.h"
-#include "rr.h"
-#include "nats.h"
-#include "sub.h"
+#include "link/nats_link.h"
+#include "platform/error.h"
+#include "shm/subject.h"
+#include "link/link.h"
+#include "reqrep/rr.h"
+#include "link/nats.h"
+#include "pubsub/sub.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -132,12 +135,13 @@ static int parse_tcp_url(const char *url, bool listening, char *host, size_t hsi
 	return parse_query(q ? q + 1 : NULL, listening, lim);
 }
 
-/* mb_call_direct (call.c): a call of b that a link of b serves goes out
+/* call_direct (reqrep/call.c): a call of b that a link of b serves goes out
  * from the caller's thread. The list stays locked while it is sent, so
  * the connection stays (and its pending requests are failed at its end). */
 static int links_call_direct(msgbus_bus *b, const char *service, const struct mb_req_hdr *hdr,
                              const void *data, size_t len)
 {
+	/* Pairs with the release in links_of(). */
 	struct mb_links *ls = __atomic_load_n(&b->links, __ATOMIC_ACQUIRE);
 	if (!ls || !atomic_load_explicit(&ls->up, memory_order_relaxed))
 		return MSGBUS_ENOENT;
@@ -149,9 +153,10 @@ static int links_call_direct(msgbus_bus *b, const char *service, const struct mb
 	return rc;
 }
 
-/* mb_reply_hook (serve.c): a worker of b answered a link of b's call. */
-static bool links_reply_hook(msgbus_bus *b, uint32_t to, uint32_t entry)
+/* replied (reqrep/serve.c): a worker of b answered a link of b's call. */
+static bool links_replied(msgbus_bus *b, uint32_t to, uint32_t entry)
 {
+	/* Pairs with the release in links_of(). */
 	struct mb_links *ls = __atomic_load_n(&b->links, __ATOMIC_ACQUIRE);
 	if (!ls || !atomic_load_explicit(&ls->up, memory_order_relaxed) ||
 	    pthread_mutex_trylock(&ls->lock))
@@ -164,6 +169,14 @@ static bool links_reply_hook(msgbus_bus *b, uint32_t to, uint32_t entry)
 	return done;
 }
 
+/* How publish and call reach the links of a handle (shm/handle.h). */
+static const struct mb_link_hooks link_hooks = {
+	.published = mb_links_published,
+	.no_worker = mb_nats_no_worker,
+	.call_direct = links_call_direct,
+	.replied = links_replied,
+};
+
 static struct mb_links *links_of(msgbus_bus *b)
 {
 	pthread_mutex_lock(&b->lock);
@@ -174,13 +187,17 @@ static struct mb_links *links_of(msgbus_bus *b)
 			pthread_mutex_init(&ls->lock, NULL);
 			/* Tells a link to itself apart from one to a peer. */
 			ls->node_id = mb_now_ns() ^ (uint64_t)(uintptr_t)ls << 20;
-			atomic_store_explicit(&mb_call_direct, links_call_direct,
-			                      memory_order_release);
-			atomic_store_explicit(&mb_reply_hook, links_reply_hook,
-			                      memory_order_release);
 		}
-		/* Read without the lock by publishers (mb_links_published). */
+		/* Read without the lock by publishers (mb_links_published).
+		 * Pairs with the acquires of b->links below and in
+		 * nats_rr.c:mb_nats_no_worker(): *ls is initialized first. */
 		__atomic_store_n(&b->links, ls, __ATOMIC_RELEASE);
+		/* Pairs with the acquires in pubsub/publish.c:msgbus_publish(),
+		 * reqrep/call.c:mb_call_start_listed() and
+		 * reqrep/serve.c:respond(): they see the table. */
+		if (ls)
+			atomic_store_explicit(&b->link_hooks, &link_hooks,
+			                      memory_order_release);
 	}
 	pthread_mutex_unlock(&b->lock);
 	return b->links;
@@ -193,6 +210,7 @@ static struct mb_links *links_of(msgbus_bus *b)
  */
 void mb_links_published(msgbus_bus *b)
 {
+	/* Pairs with the release in links_of(). */
 	struct mb_links *ls = __atomic_load_n(&b->links, __ATOMIC_ACQUIRE);
 	if (!ls || !atomic_load_explicit(&ls->up, memory_order_relaxed) ||
 	    pthread_mutex_trylock(&ls->lock))
@@ -209,6 +227,7 @@ void mb_links_published(msgbus_bus *b)
  */
 void mb_links_spin(msgbus_bus *b)
 {
+	/* Pairs with the release in links_of(). */
 	struct mb_links *ls = __atomic_load_n(&b->links, __ATOMIC_ACQUIRE);
 	if (!ls || !atomic_load_explicit(&ls->up, memory_order_relaxed) ||
 	    pthread_mutex_trylock(&ls->lock))
@@ -221,6 +240,7 @@ void mb_links_spin(msgbus_bus *b)
 
 void mb_links_unspin(msgbus_bus *b)
 {
+	/* Pairs with the release in links_of(). */
 	struct mb_links *ls = __atomic_load_n(&b->links, __ATOMIC_ACQUIRE);
 	if (!ls)
 		return;
@@ -416,7 +436,7 @@ static void *connector_main(void *arg)
 	/* The watch lives on a bridge handle of our own, so it is never
 	 * advertised to other links as local interest. */
 	struct mb_watch watch = { NULL, NULL, NULL, 0, 0, NULL };
-	if (mb_bus_reopen(ls->bus, &watch.bus) == 0)
+	if (ls->bus->bus_hooks->reopen(ls->bus, &watch.bus) == 0)
 		atomic_fetch_or(&mb_part_at(watch.bus, watch.bus->self)->flags, MB_PARTF_BRIDGE);
 	else
 		watch.bus = NULL;
@@ -443,7 +463,7 @@ static void *connector_main(void *arg)
 	if (watch.sub)
 		mb_watch_settle(ls, &watch);
 	if (watch.bus)
-		msgbus_close(watch.bus);
+		watch.bus->bus_hooks->close(watch.bus);
 	return NULL;
 }
 

@@ -10,8 +10,10 @@
  * anything is read or copied, always as "n > len - off" with off <= len,
  * so no sum can wrap.
  */
-#include "wire.h"
-#include "bus.h"
+#include "link/wire.h"
+#include "msgbus.h"
+#include "shm/layout.h"
+#include "shm/subject.h"
 
 #include <assert.h>
 #include <string.h>

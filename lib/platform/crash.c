@@ -1,6 +1,6 @@
 /* crash.c - test crash points; see crash.h. */
-#include "crash.h"
-#include "platform.h"
+#include "platform/crash.h"
+#include "platform/platform.h"
 
 #include <signal.h>
 #include <stdlib.h>

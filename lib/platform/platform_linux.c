@@ -1,5 +1,5 @@
 /* platform_linux.c - Linux implementation of platform.h. */
-#include "platform.h"
+#include "platform/platform.h"
 
 #include <errno.h>
 #include <sched.h>

@@ -6,19 +6,13 @@
 #ifndef MB_WAIT_H
 #define MB_WAIT_H
 
-#include "platform.h"
+#include "platform/fence.h"
+#include "platform/platform.h"
 
 #include <stdbool.h>
 
 #define MB_EC_WAITERS 0x80000000u
 
-#if defined(__SANITIZE_THREAD__)
-#define MB_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define MB_TSAN 1
-#endif
-#endif
 
 /*
  * Wake every sleeper. The caller made its state change (a commit, a
@@ -27,9 +21,28 @@
  * waiter sees our change. On x86 that is one xchg and a plain load, where a
  * separate fence would cost an mfence.
  */
-static inline void mb_ec_signal(_Atomic uint32_t *ec)
+static inline bool mb_ec_signal(_Atomic uint32_t *ec)
 {
 	if (atomic_load_explicit(ec, memory_order_seq_cst) & MB_EC_WAITERS) {
+		atomic_fetch_and_explicit(ec, ~MB_EC_WAITERS, memory_order_relaxed);
+		atomic_fetch_add_explicit(ec, 1, memory_order_release);
+		mb_futex_wake_all(ec);
+		return true; /* someone was waiting */
+	}
+	return false;
+}
+
+/*
+ * The same after a release store that a sleeper re-checks once it has
+ * called mb_ec_prepare and mb_fence_heavy: the asymmetric version of the
+ * Dekker pair above (fence.h), for the per-message path.
+ */
+static inline void mb_ec_signal_light(_Atomic uint32_t *ec)
+{
+	mb_fence_light();
+	/* Relaxed: ordered after the caller's store by the fence (or by the
+	 * sleeper's membarrier). */
+	if (atomic_load_explicit(ec, memory_order_relaxed) & MB_EC_WAITERS) {
 		atomic_fetch_and_explicit(ec, ~MB_EC_WAITERS, memory_order_relaxed);
 		atomic_fetch_add_explicit(ec, 1, memory_order_release);
 		mb_futex_wake_all(ec);

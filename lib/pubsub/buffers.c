@@ -1,9 +1,11 @@
 /* buffers.c - allocation and publication of large buffers; see buffers.h. */
-#include "buffers.h"
-#include "crash.h"
-#include "ring.h"
-#include "route.h"
-#include "sub.h"
+#include "shm/live.h"
+#include "pubsub/buffers.h"
+#include "pubsub/publish.h"
+#include "platform/crash.h"
+#include "ring/ring.h"
+#include "pubsub/route.h"
+#include "pubsub/sub.h"
 
 #include <stdlib.h>
 #include <string.h>

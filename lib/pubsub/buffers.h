@@ -8,7 +8,7 @@
 #ifndef MB_BUFFERS_H
 #define MB_BUFFERS_H
 
-#include "bus.h"
+#include "shm/handle.h"
 
 int mb_buf_alloc(msgbus_bus *b, uint64_t deadline, uint32_t *idx, uint32_t *gen);
 void mb_buf_free(msgbus_bus *b, uint32_t idx);
@@ -21,14 +21,5 @@ uint32_t mb_buf_free_count(msgbus_bus *b);
 
 /* Free the loan handles still open on b (at close). */
 void mb_loans_free(msgbus_bus *b);
-
-/* publish.c: shared by msgbus_publish and msgbus_commit. */
-int mb_publish_checks_by(msgbus_bus *b, const char *subject, size_t len, uint64_t deadline,
-                         uint32_t *topic);
-/* The same with the bound of calls without a timeout (mb_ctl_deadline). */
-int mb_publish_checks(msgbus_bus *b, const char *subject, size_t len, uint32_t *topic);
-uint64_t mb_publish_deadline(int timeout_ms);
-int mb_publish_parts(msgbus_bus *b, uint32_t t, const void *head, size_t hlen,
-                     const void *data, size_t len, uint64_t deadline);
 
 #endif

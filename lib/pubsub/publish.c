@@ -1,10 +1,12 @@
 /* publish.c - msgbus_publish (into the inboxes of the subscriptions that
  * match, route.c), and writing into a service's ring (requests, call.c). */
-#include "buffers.h"
-#include "crash.h"
-#include "link.h"
-#include "ring.h"
-#include "route.h"
+#include "pubsub/publish.h"
+#include "shm/control.h"
+#include "shm/subject.h"
+#include "pubsub/buffers.h"
+#include "platform/crash.h"
+#include "ring/ring.h"
+#include "pubsub/route.h"
 
 #include <string.h>
 
@@ -85,7 +87,12 @@ int msgbus_publish(msgbus_bus *bus, const char *subject, const void *data, size_
 	                  : timeout_ms == 0 ? MB_NO_WAIT
 	                                    : mb_deadline(timeout_ms);
 	int rc = mb_route_publish(bus, subject, data, len, UINT32_MAX, 0, deadline);
-	if (!rc)
-		mb_links_published(bus); /* tcp.c: links of this handle send inline */
+	if (!rc) {
+		/* Pairs with the release in link/tcp.c:links_of(). */
+		const struct mb_link_hooks *lh =
+			atomic_load_explicit(&bus->link_hooks, memory_order_acquire);
+		if (lh)
+			lh->published(bus); /* links of this handle send inline */
+	}
 	return rc;
 }

@@ -6,9 +6,9 @@
  * Order is per publisher: a publisher writes its records into each inbox
  * in the order it publishes them, whatever their subjects.
  */
-#include "route.h"
-#include "sub.h"
-#include "wait.h"
+#include "pubsub/route.h"
+#include "pubsub/sub.h"
+#include "platform/wait.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -246,9 +246,7 @@ void mb_inbox_drain_dead(msgbus_bus *b, uint32_t slot)
 		struct mb_inbox_msg m;
 		if (mb_inbox_peek(&c, &m) != MSGBUS_EAGAIN)
 			break;
-		/* Relaxed: a hint; bit 0 of the reserve word is its lock. */
-		bool locked = atomic_load_explicit(&ib.ctl->reserve, memory_order_relaxed) & 1u;
-		if (c.cursor == c.end && !locked)
+		if (mb_inbox_drained(&c))
 			break; /* nothing held: all is read */
 	}
 	mb_inbox_flush(&c);

@@ -10,10 +10,12 @@
  * publisher that raced an unsubscribe leaves a record the next owner of
  * the slot skips.
  */
-#include "route.h"
-#include "buffers.h"
-#include "crash.h"
-#include "wait.h"
+#include "shm/live.h"
+#include "shm/subject.h"
+#include "pubsub/route.h"
+#include "pubsub/buffers.h"
+#include "platform/crash.h"
+#include "platform/wait.h"
 
 #include <stddef.h>
 #include <stdlib.h>
@@ -93,18 +95,39 @@ bool mb_route_owner_dead(void *bus, uint32_t owner)
 
 /* Does live subscription slot s want subject? Its pattern is read once
  * into a local copy and bounded: the slot is shared memory. */
+/*
+ * A slot's pattern and its length, which a reserver may rewrite while we
+ * copy once the slot was freed and taken again: readers throw such a copy
+ * away (introspection re-reads the word; routing is recomputed when the
+ * interest generation moves). The copy is byte by byte through a volatile
+ * pointer, so it is never a memcpy call, and is not instrumented by
+ * ThreadSanitizer: the race is by design. False when the length is out of
+ * bounds.
+ */
+__attribute__((no_sanitize("thread"))) bool
+mb_subslot_pattern(const struct mb_subslot *ss, char *out, uint32_t *plen)
+{
+	const volatile struct mb_subslot *v = ss;
+	uint32_t len = v->pattern_len;
+	if (len == 0 || len > MB_SUBJECT_MAX)
+		return false;
+	for (uint32_t i = 0; i < len; i++)
+		out[i] = v->pattern[i];
+	out[len] = '\0';
+	*plen = len;
+	return true;
+}
+
 static bool slot_matches(msgbus_bus *b, uint32_t s, uint64_t w, const char *subject,
                          size_t slen)
 {
-	struct mb_subslot *ss = mb_subslot_at(b, s);
+	char pat[MB_SUBJECT_MAX + 1];
+	uint32_t plen;
+
 	if (MB_SUBW_STATE(w) != MB_SUB_ACTIVE || (MB_SUBW_FLAGS(w) & MB_SUBF_QUEUE))
 		return false;
-	uint32_t plen = ss->pattern_len;
-	if (plen == 0 || plen > MB_SUBJECT_MAX)
-		return false;
-	char pat[MB_SUBJECT_MAX + 1];
-	memcpy(pat, ss->pattern, plen);
-	return mb_subject_match(pat, plen, subject, slen);
+	return mb_subslot_pattern(mb_subslot_at(b, s), pat, &plen) &&
+	       mb_subject_match(pat, plen, subject, slen);
 }
 
 /* Slot s's inbox attached for generation gen: false if it is corrupt. */

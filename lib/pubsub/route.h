@@ -7,8 +7,8 @@
 #ifndef MB_ROUTE_H
 #define MB_ROUTE_H
 
-#include "bus.h"
-#include "inbox.h"
+#include "shm/handle.h"
+#include "ring/inbox.h"
 
 /* Where subscription slot s keeps its inbox. */
 static inline uint64_t mb_inbox_ctl_off(const msgbus_bus *b, uint32_t s)
@@ -53,5 +53,8 @@ void mb_route_buf_unref(msgbus_bus *b, const struct mb_rec_large *d);
 /* Exact liveness for the inbox code: true when participant owner is dead
  * (it is then reaped). */
 bool mb_route_owner_dead(void *bus, uint32_t owner);
+/* Copy slot ss's pattern (NUL-terminated, MB_SUBJECT_MAX + 1 bytes) racily:
+ * the caller checks afterwards that the slot did not change. */
+bool mb_subslot_pattern(const struct mb_subslot *ss, char *out, uint32_t *plen);
 
 #endif

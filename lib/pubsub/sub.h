@@ -2,8 +2,8 @@
 #ifndef MB_SUB_H
 #define MB_SUB_H
 
-#include "bus.h"
-#include "inbox.h"
+#include "shm/handle.h"
+#include "ring/inbox.h"
 
 struct msgbus_msg {
 	msgbus_sub *sub;
@@ -41,6 +41,15 @@ int mb_sub_take(msgbus_sub *sub, uint64_t deadline);
 void mb_sub_wake(msgbus_sub *sub);
 /* Consume every record left in sub's inbox, dropping buffer references. */
 void mb_sub_drain(msgbus_sub *sub);
+/* subscribe.c: slots and cursors, shared with services. Callers hold the
+ * control lock. */
+int mb_slot_reserve(msgbus_bus *b, const char *pattern, size_t plen, uint32_t owner,
+                    unsigned flags, uint32_t *slot, uint32_t *gen);
+void mb_join_topics(msgbus_bus *b, uint32_t slot, uint32_t gen, bool queue,
+                    const char *pattern, size_t plen);
+/* subscribe.c: leave (at unsubscribe and close): free the slot, give back
+ * what the inbox holds. */
+void mb_sub_destroy(msgbus_sub *sub);
 /* subscribe.c: further patterns of one subscription (links), slot and
  * generation out. */
 int mb_sub_alias_add(msgbus_sub *sub, const char *pattern, uint32_t *slot, uint32_t *gen);

@@ -4,11 +4,13 @@
  * pattern write (route.c). Service slots (queue) take a cursor in every
  * matching service ring instead (serve.c, control.c).
  */
-#include "crash.h"
-#include "ring.h"
-#include "route.h"
-#include "sub.h"
-#include "wait.h"
+#include "shm/control.h"
+#include "shm/subject.h"
+#include "platform/crash.h"
+#include "ring/ring.h"
+#include "pubsub/route.h"
+#include "pubsub/sub.h"
+#include "platform/wait.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -5,10 +5,12 @@
  * request is queued, the service's workers (none alive: no responders);
  * once taken, the worker that took it (dead: peer died).
  */
-#include "buffers.h"
-#include "rr.h"
-#include "sub.h"
-#include "wait.h"
+#include "shm/live.h"
+#include "pubsub/buffers.h"
+#include "pubsub/publish.h"
+#include "reqrep/rr.h"
+#include "pubsub/sub.h"
+#include "platform/wait.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,11 +53,6 @@ static void call_free(msgbus_call *call)
 	free(call);
 }
 
-bool (*_Atomic mb_call_no_worker)(msgbus_bus *bus, const char *service);
-int (*_Atomic mb_call_direct)(msgbus_bus *bus, const char *service,
-                              const struct mb_req_hdr *hdr, const void *data, size_t len);
-bool (*_Atomic mb_reply_hook)(msgbus_bus *b, uint32_t to, uint32_t entry);
-
 uint32_t mb_call_entry(const msgbus_call *call)
 {
 	return call->entry;
@@ -94,9 +91,10 @@ int mb_call_start_listed(msgbus_bus *bus, const char *service, const void *data,
 	uint32_t t, slot;
 	char subject[MB_SUBJECT_MAX + 1];
 	int rc = find_workers(bus, service, &t, &slot, subject);
-	bool (*route)(msgbus_bus *, const char *) =
-		atomic_load_explicit(&mb_call_no_worker, memory_order_acquire);
-	if (rc == MSGBUS_ENORESPONDERS && route && route(bus, service))
+	/* Pairs with the release in link/tcp.c:links_of(). */
+	const struct mb_link_hooks *lh =
+		atomic_load_explicit(&bus->link_hooks, memory_order_acquire);
+	if (rc == MSGBUS_ENORESPONDERS && lh && lh->no_worker(bus, service))
 		rc = find_workers(bus, service, &t, &slot, subject);
 	if (rc)
 		return rc;
@@ -134,11 +132,9 @@ int mb_call_start_listed(msgbus_bus *bus, const char *service, const void *data,
 		listed(call, arg);
 	/* Nobody here serves it but links: a link sends it from this thread,
 	 * with no hand-off to its worker thread. */
-	int (*direct)(msgbus_bus *, const char *, const struct mb_req_hdr *, const void *,
-	              size_t) = atomic_load_explicit(&mb_call_direct, memory_order_acquire);
 	rc = MSGBUS_ENOENT;
-	if (direct && !mb_service_has_local_workers(bus, slot))
-		rc = direct(bus, service, &hdr, data, len);
+	if (lh && !mb_service_has_local_workers(bus, slot))
+		rc = lh->call_direct(bus, service, &hdr, data, len);
 	if (rc == MSGBUS_ENOENT)
 		rc = mb_publish_parts(bus, t, &hdr, sizeof(hdr), data, len, deadline);
 	if (rc && listed) {

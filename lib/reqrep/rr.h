@@ -2,7 +2,7 @@
 #ifndef MB_RR_H
 #define MB_RR_H
 
-#include "bus.h"
+#include "shm/handle.h"
 
 /* Topic of a service: "_svc." + name. Validates the name. create: make
  * the topic if it does not exist, waiting for the control lock until
@@ -23,27 +23,7 @@ int mb_respond_error(msgbus_req *req, int err);
 uint64_t mb_req_deadline(const msgbus_req *req);
 struct msgbus_call;
 void mb_call_free(struct msgbus_call *call);
-/* Set once by the link tier when a link can carry requests (nats.c):
- * msgbus_call_start asks it when no live worker serves service; true if a
- * link serves the name now (as a bridge worker), so the call looks again.
- * A function pointer because lower tiers never call link code by name. */
-extern bool (*_Atomic mb_call_no_worker)(msgbus_bus *bus, const char *service);
 
-/* Set once by the tcp link tier (tcp.c); function pointers for the same
- * reason. mb_call_direct: a call of bus to service, which no local
- * (non-bridge) participant serves, whose entry is PENDING: if a link of
- * bus serves the name, the link takes the call (the entry becomes TAKEN
- * by the link's participant) and sends it from this thread; 0 then, and
- * the reply (or an error) comes into the entry. MSGBUS_ENOENT: no such
- * link, the caller queues the request as usual. */
-extern int (*_Atomic mb_call_direct)(msgbus_bus *bus, const char *service,
-                                     const struct mb_req_hdr *hdr, const void *data,
-                                     size_t len);
-/* mb_reply_hook: a worker of b has just written the reply of call entry
- * `entry` of participant `to`, before it signals: if `to` is a link of b
- * that forwards the reply to its peer, the link takes and sends it from
- * this thread and returns true (nobody needs a wake-up then). */
-extern bool (*_Atomic mb_reply_hook)(msgbus_bus *b, uint32_t to, uint32_t entry);
 /* A taken request for the worker handle b with hdr and no payload (the
  * link's calls sent directly): answered through msgbus_respond or
  * mb_respond_error. NULL: out of memory. */

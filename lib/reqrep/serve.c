@@ -6,11 +6,15 @@
  * copy precedes the CAS, the cursor is also the release that gates
  * requesters, and a dead worker holds nothing back.
  */
-#include "buffers.h"
-#include "crash.h"
-#include "ring.h"
-#include "rr.h"
-#include "wait.h"
+#include "shm/control.h"
+#include "shm/live.h"
+#include "shm/subject.h"
+#include "pubsub/buffers.h"
+#include "pubsub/sub.h"
+#include "platform/crash.h"
+#include "ring/ring.h"
+#include "reqrep/rr.h"
+#include "platform/wait.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -452,9 +456,10 @@ static int respond(msgbus_req *req, const void *data, size_t len, int err)
 			atomic_compare_exchange_strong(&mb_bufctl_at(b, buf)->state, &st, MB_BUF_FREE);
 		return MSGBUS_ETIMEDOUT;
 	}
-	bool (*hook)(msgbus_bus *, uint32_t, uint32_t) =
-		atomic_load_explicit(&mb_reply_hook, memory_order_acquire);
-	if (!hook || !hook(b, from, req->hdr.entry))
+	/* Pairs with the release in link/tcp.c:links_of(). */
+	const struct mb_link_hooks *lh =
+		atomic_load_explicit(&b->link_hooks, memory_order_acquire);
+	if (!lh || !lh->replied(b, from, req->hdr.entry))
 		mb_ec_signal2(&call->ec, &mb_part_at(b, from)->reply_ec);
 	return rc;
 }

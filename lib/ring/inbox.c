@@ -14,7 +14,12 @@
  * (mb_inbox_reserve: the record is written and committed after the unlock)
  * or the whole record with a COMMITTED header (mb_inbox_put), and stores
  * (end, free). Claiming and naming the owner are one step, so no reserved
- * space is ever without an owner. A producer that finds the word locked
+ * space is ever without an owner. Before it publishes a header (with
+ * release), a producer zeroes the word after its record: the next
+ * record's header. So the word at the consumer's cursor is always 0 or a
+ * header of this lap, never a stale one, and the consumer polls it alone:
+ * it never reads the producers' busy reserve line, except to look for a
+ * dead lock holder. A producer that finds the word locked
  * spins, then naps; if it stays locked and the caller's exact liveness test
  * says the holder is dead, the waiter repairs it: the header the holder
  * wrote (if any) says how far to move the position, else the position
@@ -27,19 +32,22 @@
  * CLAIMED -> ABORTED by the consumer once the owner is dead; the owner's
  * commit then fails.
  *
- * Read. The consumer reads headers only below the reserve position (loaded
- * with acquire, cached until the cursor reaches it): each of them was
- * written in this lap before the position passed it. It releases consumed
- * space in batches (and always before it reports "empty" or sleeps).
+ * Read. The consumer reads the header at its cursor (acquire): 0 means
+ * nothing yet. It releases consumed space in batches (and always before it
+ * reports "empty" or sleeps). A record ends at most a lap (less the
+ * zeroed word) past the release, which bounds every walk.
  *
  * Waiting: eventcounts (wait.h). data_ec for the consumer, space_ec for
  * producers that wait for room; each side wakes the other only if it sleeps.
+ * mb_inbox_put signals with the light fence of fence.h, so the consumer
+ * calls mb_fence_heavy before its last look.
  */
-#include "inbox.h"
-#include "crash.h"
+#include "ring/inbox.h"
+#include "platform/crash.h"
 #include "msgbus.h"
-#include "platform.h"
-#include "wait.h"
+#include "platform/fence.h"
+#include "platform/platform.h"
+#include "platform/wait.h"
 
 #include <string.h>
 
@@ -59,10 +67,14 @@ enum { IB_CLAIMED = 1, IB_COMMITTED = 2, IB_ABORTED = 3, IB_PAD = 4 };
 
 /* Claims in a row that make no progress before the ring is called corrupt. */
 #define IB_BAD_LIMIT 64u
-/* Polls of the same CLAIMED head or held lock between two liveness asks. */
+/* Polls of the same CLAIMED or empty head between two liveness asks. */
 #define IB_STUCK_POLLS 1024u
 /* A producer waiting for room re-checks at least this often. */
 #define IB_ROOM_RECHECK_NS 10000000ull
+/* A consumer that could not run membarrier re-checks this often. */
+#define IB_NO_FENCE_RECHECK_NS 1000000ull
+/* The word after each record, zeroed before the record is published. */
+#define IB_NEXT 8u
 
 _Static_assert(MB_OWNER_MAX <= RW_OWNER_MASK, "owner fits the reserve word");
 _Static_assert(MB_OWNER_MAX < (1u << (IB_UNITS_SHIFT - IB_OWNER_SHIFT)), "owner fits");
@@ -197,6 +209,10 @@ int mb_inbox_format(void *base, uint64_t seg_size, uint64_t ctl_off, uint64_t da
 	memset(ctl, 0, sizeof(*ctl)); /* reserve (0, free), release 0 */
 	ctl->key = new_key(ctl);
 	ctl->size = data_size;
+	/* Relaxed: the inbox is published to others later. The first header
+	 * word reads "nothing yet" (a reused area holds an old lap). */
+	atomic_store_explicit((_Atomic uint64_t *)(void *)((unsigned char *)base + data_off), 0,
+	                      memory_order_relaxed);
 	return 0;
 }
 
@@ -221,42 +237,48 @@ int mb_inbox_attach(struct mb_inbox *ib, void *base, uint64_t seg_size, uint64_t
 
 /* ---- a dead lock holder --------------------------------------------------- */
 
-/* Is h at pos a header that the holder of a reserve lock wrote? */
-static uint64_t holder_hdr(const struct mb_inbox *ib, uint64_t pos, uint32_t owner, unsigned st)
+/* Is the header at pos one that the holder of a reserve lock wrote, in
+ * one of the states of mask (bit 1 << state)? Its size, or 0. */
+static uint64_t holder_hdr(const struct mb_inbox *ib, uint64_t pos, uint32_t owner,
+                           unsigned mask)
 {
-	/* Acquire: the holder's relaxed header store, if it made it (the
-	 * holder is dead, so nothing races with this). */
+	/* Acquire: pairs with the release in publish_hdr(), if the dead
+	 * holder got that far. */
 	uint64_t h = atomic_load_explicit(word_at(ib, pos), memory_order_acquire);
 	uint64_t size = hdr_size(ib, pos, h);
 
-	return size && hdr_state(h) == st && hdr_owner(h) == owner ? size : 0;
+	return size && (mask >> hdr_state(h) & 1) && hdr_owner(h) == owner ? size : 0;
 }
+
+/* A record in any state: the consumer may have read or aborted it already. */
+#define HOLDER_REC (1u << IB_CLAIMED | 1u << IB_COMMITTED | 1u << IB_ABORTED)
 
 /*
  * The holder of lock word w died (the caller asked). Its claim: either it
- * wrote its header(s) (a PAD, then a CLAIMED record; or only the CLAIMED
- * record), and the position moves past them (the consumer aborts the
- * CLAIMED record of a dead owner), or it did not, and the position stays.
- * A stale byte pattern that happens to look like a CLAIMED or PAD header of
- * this holder at this place moves the position over free space that the
- * consumer then skips: harmless. near: a position at most a lap below w's.
- * true when the word is no longer w (read it again).
+ * wrote its header(s) (a PAD, then a record; or only the record), and the
+ * position moves past them (the consumer may have read them already: it
+ * reads headers as they appear; it aborts the CLAIMED record of a dead
+ * owner), or it did not, and the position stays. The words it wrote are
+ * 0 when it took the lock (each is the zeroed word after the record before,
+ * or the start of a lap zeroed before its PAD), so a header there is its
+ * own. near: a position at most a lap below w's. true when the word is no
+ * longer w (read it again).
  */
 static bool repair(const struct mb_inbox *ib, uint64_t w, uint64_t near)
 {
 	uint64_t r = rw_pos(w, near), adv;
 	uint32_t owner = rw_owner(w);
 
-	adv = holder_hdr(ib, r, owner, IB_CLAIMED);
+	adv = holder_hdr(ib, r, owner, HOLDER_REC);
 	if (!adv) {
-		adv = holder_hdr(ib, r, owner, IB_PAD);
+		adv = holder_hdr(ib, r, owner, 1u << IB_PAD);
 		if (adv)
-			adv += holder_hdr(ib, r + adv, owner, IB_CLAIMED);
+			adv += holder_hdr(ib, r + adv, owner, HOLDER_REC);
 	}
 	if (r + adv - near > ib->size)
 		adv = 0;
-	/* seq_cst, as unlock() (it is one). A failure: someone else
-	 * repaired it first, or the word is not what we were told. */
+	/* seq_cst: a release, as unlock() (it is one). A failure: someone
+	 * else repaired it first, or the word is not what we were told. */
 	uint64_t seen = w;
 	return atomic_compare_exchange_strong_explicit(&ib->ctl->reserve, &seen,
 	                                               rw_make(r + adv, owner, false),
@@ -387,14 +409,27 @@ static int wait_lock(struct mb_inbox_prod *p, struct prod_wait *w, uint64_t lw)
 	return 0;
 }
 
-/* Give the reserve word back at position end. seq_cst: a release that
- * publishes the headers below end (pairs with the acquire in reload_end),
- * and the first half of the Dekker pair with wait_data's re-check of the
- * reserve word (mb_inbox_put's record is complete here, and a PAD header
- * is not at the word whose commit signals). */
+/* Give the reserve word back at position end. Release: publishes the
+ * headers below end to the next holder (pairs with the acquire of its CAS
+ * in try_lock) and to the walks below it (mb_inbox_count, reap, and the
+ * consumer's look for a dead holder in unstick_empty). */
 static void unlock(const struct mb_inbox *ib, uint64_t end, uint32_t owner)
 {
-	atomic_store_explicit(&ib->ctl->reserve, rw_make(end, owner, false), memory_order_seq_cst);
+	atomic_store_explicit(&ib->ctl->reserve, rw_make(end, owner, false), memory_order_release);
+}
+
+/* Zero the word after a record: the next header reads "nothing yet".
+ * Relaxed: published by the release store of the record's header. */
+static void zero_next(const struct mb_inbox *ib, uint64_t pos)
+{
+	atomic_store_explicit(word_at(ib, pos), 0, memory_order_relaxed);
+}
+
+/* Publish header h at pos. Release: the record's contents and the zeroed
+ * word after it are written; pairs with the acquire in mb_inbox_peek. */
+static void publish_hdr(const struct mb_inbox *ib, uint64_t pos, uint64_t h)
+{
+	atomic_store_explicit(word_at(ib, pos), h, memory_order_release);
 }
 
 /* We hold the lock at r: write a PAD header first if the record would
@@ -406,9 +441,8 @@ static uint64_t place(struct mb_inbox_prod *p, uint64_t r, uint64_t size)
 
 	if (contig >= size)
 		return r;
-	/* Relaxed: published by the unlock. */
-	atomic_store_explicit(word_at(ib, r), make_hdr(ib, r, IB_PAD, p->owner, contig),
-	                      memory_order_relaxed);
+	zero_next(ib, r + contig); /* the start of the next lap */
+	publish_hdr(ib, r, make_hdr(ib, r, IB_PAD, p->owner, contig));
 	mb_crash_point("inbox_pad");
 	return r + contig;
 }
@@ -421,7 +455,7 @@ static int try_lock(struct mb_inbox_prod *p, struct prod_wait *pw, uint64_t w, u
 	const struct mb_inbox *ib = &p->ib;
 	uint64_t pos = rw_pos(w, p->release_cache);
 	uint64_t contig = ib->size - (pos & ib->mask);
-	uint64_t need = contig < size ? contig + size : size;
+	uint64_t need = (contig < size ? contig + size : size) + IB_NEXT;
 	int rc = room(p, pos, need);
 
 	if (rc == ROOM_FULL) {
@@ -474,23 +508,35 @@ static void write_info(unsigned char *rec, uint32_t subject_len, uint32_t payloa
 	memcpy(rec + 8, &info, sizeof(info));
 }
 
-int mb_inbox_reserve(struct mb_inbox_prod *p, uint32_t subject_len, uint32_t payload_len,
-                     uint64_t deadline, struct mb_inbox_res *res)
+/* Lock the reserve word with room for a record of size bytes and place
+ * it (after a PAD if it would cross the end): *at, lock held. */
+static int claim(struct mb_inbox_prod *p, uint64_t size, uint64_t deadline, uint64_t *at)
 {
-	const struct mb_inbox *ib = &p->ib;
-	uint64_t size = rec_size(subject_len, payload_len), r, at, h;
-	unsigned char *rec;
+	uint64_t r;
 	int rc;
 
-	if (size > ib->size / 2)
+	if (size > p->ib.size / 2)
 		return MSGBUS_EMSGSIZE;
 	rc = lock_room(p, size, deadline, &r);
 	if (rc)
 		return rc;
-	at = place(p, r, size);
+	*at = place(p, r, size);
+	return 0;
+}
+
+int mb_inbox_reserve(struct mb_inbox_prod *p, uint32_t subject_len, uint32_t payload_len,
+                     uint64_t deadline, struct mb_inbox_res *res)
+{
+	const struct mb_inbox *ib = &p->ib;
+	uint64_t size = rec_size(subject_len, payload_len), at, h;
+	unsigned char *rec;
+	int rc = claim(p, size, deadline, &at);
+
+	if (rc)
+		return rc;
 	h = make_hdr(ib, at, IB_CLAIMED, p->owner, size);
-	/* Relaxed: published by the unlock. */
-	atomic_store_explicit(word_at(ib, at), h, memory_order_relaxed);
+	zero_next(ib, at + size);
+	publish_hdr(ib, at, h);
 	unlock(ib, at + size, p->owner);
 	mb_crash_point("inbox_reserved");
 	rec = ib->data + (at & ib->mask);
@@ -506,26 +552,23 @@ int mb_inbox_put(struct mb_inbox_prod *p, const void *subject, uint32_t subject_
                  const void *payload, uint32_t payload_len, uint64_t deadline)
 {
 	const struct mb_inbox *ib = &p->ib;
-	uint64_t size = rec_size(subject_len, payload_len), r, at;
+	uint64_t size = rec_size(subject_len, payload_len), at;
 	unsigned char *rec;
-	int rc;
+	int rc = claim(p, size, deadline, &at);
 
-	if (size > ib->size / 2)
-		return MSGBUS_EMSGSIZE;
-	rc = lock_room(p, size, deadline, &r);
 	if (rc)
 		return rc;
-	at = place(p, r, size);
 	rec = ib->data + (at & ib->mask);
 	write_info(rec, subject_len, payload_len);
 	memcpy(rec + MB_INBOX_REC_HDR, subject, subject_len);
 	memcpy(rec + MB_INBOX_REC_HDR + align8(subject_len), payload, payload_len);
-	/* Relaxed: the record is published by the unlock. */
-	atomic_store_explicit(word_at(ib, at), make_hdr(ib, at, IB_COMMITTED, p->owner, size),
-	                      memory_order_relaxed);
+	zero_next(ib, at + size);
+	publish_hdr(ib, at, make_hdr(ib, at, IB_COMMITTED, p->owner, size));
 	mb_crash_point("inbox_put_written");
 	unlock(ib, at + size, p->owner);
-	mb_ec_signal(&ib->ctl->data_ec);
+	/* The second half of the Dekker pair with wait_data, whose
+	 * mb_fence_heavy stands in for our fence. */
+	mb_ec_signal_light(&ib->ctl->data_ec);
 	return 0;
 }
 
@@ -616,7 +659,7 @@ void mb_inbox_cons_init(struct mb_inbox_cons *c, const struct mb_inbox *ib,
 	 * mb_inbox_flush. Rounded to a word: a corrupt value then only makes
 	 * peek report EPROTO. */
 	c->cursor = atomic_load_explicit(&ib->ctl->release, memory_order_acquire) & ~7ull;
-	c->released = c->end = c->cursor;
+	c->released = c->cursor;
 	c->flush_bytes = ib->size / 4;
 	c->stuck_pos = UINT64_MAX;
 	c->owner_dead = owner_dead;
@@ -636,14 +679,19 @@ void mb_inbox_flush(struct mb_inbox_cons *c)
 	 * producers' writes (pairs with the acquire in room()), and the first
 	 * half of the Dekker pair with mb_ec_prepare in wait_room. */
 	atomic_store_explicit(&ctl->release, c->released, memory_order_seq_cst);
-	mb_ec_signal(&ctl->space_ec);
+	/* A producer waited for room: give back each record from now on
+	 * until we run dry. One record may not be room enough for it, and
+	 * after this wake it may sleep again before the caller's relaxed
+	 * look at WAITERS (recv.c: consume) would see it. */
+	if (mb_ec_signal(&ctl->space_ec))
+		c->eager = true;
 }
 
 void mb_inbox_consume(struct mb_inbox_cons *c)
 {
 	c->cursor += c->cur_size;
 	c->cur_size = 0;
-	if (c->cursor - c->released >= c->flush_bytes)
+	if (c->eager || c->cursor - c->released >= c->flush_bytes)
 		mb_inbox_flush(c);
 }
 
@@ -654,40 +702,55 @@ void mb_inbox_consume(struct mb_inbox_cons *c)
  * polls calls mb_inbox_flush itself before it stops. */
 static void idle_flush(struct mb_inbox_cons *c)
 {
-	if (c->cursor - c->released >= c->flush_bytes / 16)
+	if (c->eager || c->cursor - c->released >= c->flush_bytes / 16)
 		mb_inbox_flush(c);
+	c->eager = false;
 }
 
-/* Widen and check a reserve word read by the consumer: the new end, or 0
- * and EPROTO when it is more than a lap from what we released. */
-static int set_end(struct mb_inbox_cons *c, uint64_t w)
+/* The owner of the CLAIMED head h at our cursor may be dead. true when the
+ * word changed (read it again): so a liveness test that says "dead" of a
+ * word we cannot change never makes us loop. */
+static bool unstick(struct mb_inbox_cons *c, uint64_t h)
 {
-	uint64_t end = rw_pos(w, c->cursor);
-
-	if (end - c->released > c->ib.size)
-		return MSGBUS_EPROTO;
-	c->end = end;
-	return 0;
-}
-
-/* The owner of a CLAIMED head (h) or of a held lock at our cursor (w, h 0)
- * may be dead. true when the word changed (read it again): so a liveness
- * test that says "dead" of a word we cannot change never makes us loop. */
-static bool unstick(struct mb_inbox_cons *c, uint64_t w, uint64_t h)
-{
-	uint32_t owner = h ? hdr_owner(h) : rw_owner(w);
 	uint64_t seen = h;
 
-	if (!c->owner_dead || !c->owner_dead(c->owner_ctx, owner))
+	if (!c->owner_dead || !c->owner_dead(c->owner_ctx, hdr_owner(h)))
 		return false;
-	if (!h)
-		return repair(&c->ib, w, c->released);
 	/* Acquire on success: orders our reads after whatever the dead owner
 	 * wrote. A failure (it committed after all) is read again. */
 	return atomic_compare_exchange_strong_explicit(word_at(&c->ib, c->cursor), &seen,
 	                                               with_state(h, IB_ABORTED),
 	                                               memory_order_acquire, memory_order_relaxed) ||
 	       seen != h;
+}
+
+/* Nothing at our cursor yet. Is the reserve lock held by a dead owner, at
+ * the cursor or below it (we read what it wrote)? Then repair it. true when
+ * the caller should look again: repaired, or the position has moved past
+ * the cursor (the header at the cursor is written). */
+static bool unstick_empty(struct mb_inbox_cons *c)
+{
+	/* Acquire: pairs with the release in unlock(): a position past the
+	 * cursor means the header at the cursor is written. */
+	uint64_t w = atomic_load_explicit(&c->ib.ctl->reserve, memory_order_acquire);
+	/* Its distance from the cursor, sign-extended from 51 bits: it may
+	 * be below us (and below what we released since). */
+	int64_t d = (int64_t)((rw_pos(w, c->cursor) - c->cursor) << (64 - 51)) >> (64 - 51);
+
+	if (d > (int64_t)c->ib.size || d < -(int64_t)c->ib.size)
+		return false; /* corrupt: producers report it; no spin here */
+	if (d > 0)
+		return true;
+	return (w & RW_LOCKED) && c->owner_dead && c->owner_dead(c->owner_ctx, rw_owner(w)) &&
+	       repair(&c->ib, w, c->cursor + (uint64_t)d);
+}
+
+bool mb_inbox_drained(const struct mb_inbox_cons *c)
+{
+	/* Acquire: as in unstick_empty. */
+	uint64_t w = atomic_load_explicit(&c->ib.ctl->reserve, memory_order_acquire);
+
+	return !(w & RW_LOCKED) && rw_pos(w, c->cursor) == c->cursor;
 }
 
 /* Count polls of one stuck state; true every IB_STUCK_POLLS. */
@@ -722,25 +785,6 @@ static int deliver(struct mb_inbox_cons *c, uint64_t pos, uint64_t h, uint64_t s
 	return 0;
 }
 
-/* The cursor reached the end we knew: read the reserve word again.
- * 0: there is more; IB_RETRY: a dead holder was repaired; EAGAIN; EPROTO. */
-static int reload_end(struct mb_inbox_cons *c)
-{
-	/* Acquire: pairs with the seq_cst unlock() (and repair): every
-	 * header below the position is written. */
-	uint64_t w = atomic_load_explicit(&c->ib.ctl->reserve, memory_order_acquire);
-	int rc = set_end(c, w);
-
-	if (rc)
-		return rc;
-	if (c->end != c->cursor)
-		return 0;
-	if ((w & RW_LOCKED) && stuck_due(c, w) && unstick(c, w, 0))
-		return IB_RETRY;
-	idle_flush(c);
-	return MSGBUS_EAGAIN;
-}
-
 int mb_inbox_peek(struct mb_inbox_cons *c, struct mb_inbox_msg *m)
 {
 	const struct mb_inbox *ib = &c->ib;
@@ -748,27 +792,25 @@ int mb_inbox_peek(struct mb_inbox_cons *c, struct mb_inbox_msg *m)
 	for (;;) {
 		uint64_t pos = c->cursor, h, size;
 
-		if (pos == c->end) {
-			int rc = reload_end(c);
-			if (rc == IB_RETRY)
-				continue;
-			if (rc)
-				return rc;
-		}
-		/* Acquire: pairs with the seq_cst CAS in finish() (commit or
-		 * abort), so the record's contents are visible. A record of
-		 * mb_inbox_put was published by its unlock, which reload_end
-		 * acquired before this end was set. */
+		/* Acquire: pairs with the release in publish_hdr() (put, PAD,
+		 * CLAIMED) and the seq_cst CAS in finish() (commit or abort):
+		 * the record's contents, and the zeroed word after it. */
 		h = atomic_load_explicit(word_at(ib, pos), memory_order_acquire);
+		if (!h) {
+			if (stuck_due(c, pos) && unstick_empty(c))
+				continue;
+			idle_flush(c);
+			return MSGBUS_EAGAIN;
+		}
 		size = hdr_size(ib, pos, h);
-		/* Below the end we read: bounds every loop to a lap. */
-		if (!size || size > c->end - pos)
+		/* Within a lap of what we released: bounds every loop. */
+		if (!size || pos + size - c->released > ib->size - IB_NEXT)
 			return MSGBUS_EPROTO;
 		switch (hdr_state(h)) {
 		case IB_COMMITTED:
 			return deliver(c, pos, h, size, m);
 		case IB_CLAIMED:
-			if (stuck_due(c, pos) && unstick(c, 0, h))
+			if (stuck_due(c, pos) && unstick(c, h))
 				continue;
 			idle_flush(c);
 			return MSGBUS_EAGAIN;
@@ -782,40 +824,35 @@ int mb_inbox_peek(struct mb_inbox_cons *c, struct mb_inbox_msg *m)
 }
 
 /*
- * One sleep of the consumer, after peek found nothing. If the cursor is at
- * the end, what we wait for is an unlock() (seq_cst) that moves the end:
- * mb_inbox_put's record is then complete, and a reserved one signals again
- * at its commit. If the cursor is at a CLAIMED record, it is the commit CAS
- * on that header (seq_cst). Either is followed by mb_ec_signal, so we
- * announce the sleep, then read the word again (seq_cst): unchanged means
- * the change comes after our announcement and will wake us.
+ * One sleep of the consumer, after peek found nothing. What we wait for is
+ * a change of the header word at the cursor: 0 to a header (a put, whose
+ * record is then complete, or a reserve, which signals again at its
+ * commit), or CLAIMED to its commit or abort. Each is followed by a signal
+ * of data_ec, so we announce the sleep, then read the word again:
+ * unchanged means the change comes after our announcement and will wake
+ * us. A put signals with the light fence, so our side runs the heavy one.
  */
 static void wait_data(struct mb_inbox_cons *c, uint64_t now, uint64_t deadline)
 {
 	struct mb_inbox_ctl *ctl = c->ib.ctl;
-	_Atomic uint64_t *watch = &ctl->reserve;
+	_Atomic uint64_t *watch = word_at(&c->ib, c->cursor);
 	uint64_t until = deadline, seen;
 	uint32_t v;
 
 	mb_inbox_flush(c); /* before sleeping, always */
-	if (c->end != c->cursor) {
-		watch = word_at(&c->ib, c->cursor);
-		/* Relaxed: only compared below (peek read it with acquire). */
-		seen = atomic_load_explicit(watch, memory_order_relaxed);
-		if (hdr_state(seen) != IB_CLAIMED || hdr_size(&c->ib, c->cursor, seen) == 0 ||
-		    unstick(c, 0, seen))
-			return; /* peek again */
-	} else {
-		/* Relaxed: only compared below. */
-		seen = atomic_load_explicit(watch, memory_order_relaxed);
-		if (rw_pos(seen, c->cursor) != c->cursor ||
-		    ((seen & RW_LOCKED) && unstick(c, seen, 0)))
-			return; /* moved since peek, or repaired: peek again */
-	}
+	/* Relaxed: only compared below (peek read it with acquire). */
+	seen = atomic_load_explicit(watch, memory_order_relaxed);
+	if (seen ? hdr_state(seen) != IB_CLAIMED || hdr_size(&c->ib, c->cursor, seen) == 0 ||
+	                   unstick(c, seen)
+	         : unstick_empty(c))
+		return; /* changed since peek, or repaired: peek again */
 	v = mb_ec_prepare(&ctl->data_ec);
-	/* seq_cst: the second half of the Dekker pair with the seq_cst
-	 * unlock() or commit CAS, each followed by mb_ec_signal: we see the
-	 * change or the signal sees WAITERS. The same for a shutdown. */
+	if (!mb_fence_heavy() && now + IB_NO_FENCE_RECHECK_NS < until)
+		until = now + IB_NO_FENCE_RECHECK_NS;
+	/* seq_cst: the second half of the Dekker pair with the commit CAS
+	 * and its mb_ec_signal, and (with mb_fence_heavy) with put's
+	 * publish_hdr and its mb_ec_signal_light: we see the change or the
+	 * signal sees WAITERS. The same for a shutdown. */
 	if (atomic_load_explicit(watch, memory_order_seq_cst) != seen || stopped(c->stop))
 		return;
 	if (c->check_ns && now + c->check_ns < until)

@@ -14,11 +14,12 @@
  * CAS only: commit (with release) or abort.
  *
  * Reserving takes the reserve word for a few stores: a CAS from (r, free)
- * to (r, locked by owner), the record's header, then a release store of
- * (r + size, free). So every header below the reserve position is written,
- * and the consumer reads only below it: stale bytes of an earlier lap are
- * never taken for a header, and nothing has to be cleaned behind the
- * consumer (which would cost a cache-line transfer per 64 bytes). Because
+ * to (r, locked by owner), a zero in the word after the record, the
+ * record's header (release), then a release store of (r + size, free). So
+ * the word at the consumer's cursor is 0 or a header of this lap: stale
+ * bytes of an earlier lap are never taken for a header, the consumer polls
+ * only the line it is about to read, and nothing has to be cleaned behind
+ * it (the zero lands in the line the next record writes anyway). Because
  * the lock word names its holder, a holder that dies is detected exactly and
  * its claim finished or undone by whoever waits (see inbox.c).
  *
@@ -29,7 +30,7 @@
 #ifndef MB_INBOX_H
 #define MB_INBOX_H
 
-#include "layout.h"
+#include "shm/layout.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -43,17 +44,7 @@
 #define MB_INBOX_MAX_SIZE (1ull << 30)
 #define MB_INBOX_REC_HDR 16u /* header word + info word */
 
-/* Shared. Each hot word on its own line; key and size never change after
- * mb_inbox_format and are read once by mb_inbox_attach. */
-struct mb_inbox_ctl {
-	_Alignas(MB_LINE) _Atomic uint64_t reserve; /* next free position, lock bit, holder */
-	_Alignas(MB_LINE) _Atomic uint64_t release; /* consumer: all below it is consumed */
-	_Alignas(MB_LINE) _Atomic uint32_t data_ec;  /* the consumer sleeps here */
-	_Alignas(MB_LINE) _Atomic uint32_t space_ec; /* producers waiting for room sleep here */
-	_Alignas(MB_LINE) uint64_t key;  /* scrambles header check bits (see inbox.c) */
-	uint64_t size;                   /* bytes of the data area */
-};
-_Static_assert(sizeof(struct mb_inbox_ctl) == (size_t)5 * MB_LINE, "mb_inbox_ctl is five lines");
+/* The control block, struct mb_inbox_ctl, is in shm/layout.h. */
 
 /* A process-local view of one inbox: pointers checked against the segment. */
 struct mb_inbox {
@@ -152,11 +143,11 @@ void mb_inbox_abort(struct mb_inbox_prod *p, const struct mb_inbox_res *res);
 struct mb_inbox_cons {
 	struct mb_inbox ib;
 	uint64_t cursor;   /* the record peek returns */
-	uint64_t end;      /* reserve position last read: headers below are written */
 	uint64_t released; /* what we last stored to ctl->release */
 	uint64_t cur_size; /* size of the record peek returned, 0 if none */
 	uint64_t flush_bytes;
 	uint64_t stuck_pos, stuck_polls;
+	bool eager; /* a producer waited: flush each record until we run dry */
 	mb_owner_dead_fn owner_dead; /* may be NULL: never abort */
 	void *owner_ctx;
 	uint64_t spin_ns, check_ns;
@@ -189,6 +180,8 @@ int mb_inbox_peek(struct mb_inbox_cons *c, struct mb_inbox_msg *m);
  * sleep on the eventcount; a record (or the reserve lock) held by a dead
  * owner is aborted (or repaired). */
 int mb_inbox_peek_wait(struct mb_inbox_cons *c, struct mb_inbox_msg *m, uint64_t deadline);
+/* Is everything reserved so far read (the reserve word free at our cursor)? */
+bool mb_inbox_drained(const struct mb_inbox_cons *c);
 /* Done with the record peek returned; its space is given back in batches. */
 void mb_inbox_consume(struct mb_inbox_cons *c);
 /* Give back every consumed byte now and wake producers waiting for room. */

@@ -7,8 +7,9 @@
  * t helps tail along, so a publisher that dies after its claim never blocks
  * the others; its slot is aborted by whoever finds its owner dead.
  */
-#include "ring.h"
-#include "wait.h"
+#include "shm/live.h"
+#include "ring/ring.h"
+#include "platform/wait.h"
 
 uint64_t mb_ring_gate(msgbus_bus *b, uint32_t t)
 {

@@ -6,7 +6,8 @@
 #ifndef MB_RING_H
 #define MB_RING_H
 
-#include "bus.h"
+#include "shm/handle.h"
+#include "shm/live.h"
 
 /* Claim the next position of topic t for us; the slot is ours to fill. */
 int mb_ring_claim(msgbus_bus *b, uint32_t t, uint64_t deadline, uint64_t *pos);

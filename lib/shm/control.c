@@ -6,9 +6,12 @@
  * The lock word holds its owner's participant index + 1, so a waiter can
  * tell a dead owner (steal) from a slow or stopped one (wait, bounded).
  */
-#include "bus.h"
-#include "crash.h"
-#include "wait.h"
+#include "shm/control.h"
+#include "shm/handle.h"
+#include "shm/live.h"
+#include "shm/subject.h"
+#include "platform/crash.h"
+#include "platform/wait.h"
 
 #include <sched.h>
 #include <string.h>

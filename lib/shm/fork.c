@@ -13,8 +13,9 @@
  * rather than a rwlock: a child cannot unlock a rwlock its parent's thread
  * write-locked, glibc ties it to the thread id.)
  */
-#include "bus.h"
-#include "platform.h"
+#include "shm/fork.h"
+#include "shm/handle.h"
+#include "platform/platform.h"
 
 #include <pthread.h>
 

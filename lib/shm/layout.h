@@ -8,6 +8,7 @@
 #define MB_LAYOUT_H
 
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #define MB_MAGIC 0x3153554247534d4dull /* "MMSGBUS1" little-endian */
@@ -227,6 +228,19 @@ struct mb_geometry {
 	uint64_t buf_stride, inbox_ctl, inbox_data, size;
 	uint64_t eager; /* bytes from 0 allocated at creation; the rest on use */
 };
+
+/* The control block of a subscription's inbox (ring/inbox.h). Each hot word
+ * on its own line; key and size never change after mb_inbox_format and are
+ * read once by mb_inbox_attach. */
+struct mb_inbox_ctl {
+	_Alignas(MB_LINE) _Atomic uint64_t reserve; /* next free position, lock bit, holder */
+	_Alignas(MB_LINE) _Atomic uint64_t release; /* consumer: all below it is consumed */
+	_Alignas(MB_LINE) _Atomic uint32_t data_ec;  /* the consumer sleeps here */
+	_Alignas(MB_LINE) _Atomic uint32_t space_ec; /* producers waiting for room sleep here */
+	_Alignas(MB_LINE) uint64_t key;  /* scrambles header check bits (see inbox.c) */
+	uint64_t size;                   /* bytes of the data area */
+};
+_Static_assert(sizeof(struct mb_inbox_ctl) == (size_t)5 * MB_LINE, "mb_inbox_ctl is five lines");
 
 /* What precedes the subject in an inbox record (it is written as part of
  * the record's subject): which subscription it is for, what it carries,

@@ -7,11 +7,10 @@
  * it; every step is idempotent, so a reclaimer that dies midway leaves work
  * the next one repeats.
  */
-#include "bus.h"
-#include "crash.h"
-#include "route.h"
-#include "sub.h"
-#include "wait.h"
+#include "shm/handle.h"
+#include "shm/live.h"
+#include "platform/crash.h"
+#include "platform/wait.h"
 
 #include <unistd.h>
 
@@ -79,7 +78,7 @@ static void reap(msgbus_bus *b, uint32_t idx)
 			 * slot can have a new consumer. */
 			if (MB_SUBW_STATE(w) == MB_SUB_ACTIVE &&
 			    !(MB_SUBW_FLAGS(w) & (MB_SUBF_QUEUE | MB_SUBF_ALIAS)))
-				mb_inbox_drain_dead(b, s);
+				b->reap_hooks->inbox_drain(b, s); /* pubsub/reap.c */
 			atomic_compare_exchange_strong(&ss->word, &w,
 			        mb_subw(MB_SUBW_GEN(w), 0, 0, MB_SUB_FREE));
 		}
@@ -89,12 +88,8 @@ static void reap(msgbus_bus *b, uint32_t idx)
 	}
 	/* Its half-written records and a reserve lock it held in any inbox go
 	 * now: once its index is reused, waiters would take it for alive. */
-	for (uint32_t s = 0; s < b->cfg.max_subs; s++) {
-		struct mb_inbox ib;
-		if (mb_inbox_attach(&ib, b->seg.base, b->seg.size, mb_inbox_ctl_off(b, s),
-		                    mb_inbox_data_off(b, s), b->cfg.inbox_size) == 0)
-			mb_inbox_reap_owner(&ib, idx);
-	}
+	for (uint32_t s = 0; s < b->cfg.max_subs; s++)
+		b->reap_hooks->inbox_owner_dead(b, s, idx); /* pubsub/reap.c */
 	/* Its calls end: a worker's reply to them finds the entry free. */
 	for (uint32_t i = 0; i < MB_CALLS; i++)
 		atomic_store(&mb_call_at(b, idx, i)->word, 0);

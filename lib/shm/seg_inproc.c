@@ -4,8 +4,8 @@
  * Handles of one process cannot die apart, so a participant slot is owned
  * exactly while its flag here is set.
  */
-#include "bus.h"
-#include "platform.h"
+#include "shm/handle.h"
+#include "platform/platform.h"
 
 #include <pthread.h>
 #include <stdio.h>

@@ -16,9 +16,10 @@
  * else is MSGBUS_EPERM, and the file is left exactly as it was: no lock,
  * no map, no truncation, no unlink.
  */
-#include "bus.h"
-#include "crash.h"
-#include "platform.h"
+#include "platform/error.h"
+#include "shm/handle.h"
+#include "platform/crash.h"
+#include "platform/platform.h"
 
 #include <errno.h>
 #include <string.h>

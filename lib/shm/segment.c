@@ -3,8 +3,7 @@
  * A header read from shared memory is untrusted: every field is copied
  * once into a local and checked before anything is computed from it.
  */
-#include "inbox.h"
-#include "layout.h"
+#include "shm/layout.h"
 #include "msgbus.h"
 
 #include <stddef.h>

@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "nats_proto.h"
+#include "link/nats_proto.h"
 #include "fuzz.h"
 
 #define FUZZ_MAX_PAYLOAD 65536u

@@ -1,6 +1,6 @@
 /*
  * fuzz_subject.c - libFuzzer target for subject syntax and matching
- * (lib/pubsub/subject.c): mb_subject_check() as subject and as pattern,
+ * (lib/shm/subject.c): mb_subject_check() as subject and as pattern,
  * mb_subject_match(), mb_subject_internal() and mb_hash().
  *
  * The input is split at its first two NUL bytes into A and B (a subject
@@ -25,7 +25,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bus.h"
+#include "msgbus.h"
+#include "shm/layout.h"
+#include "shm/subject.h"
 #include "fuzz.h"
 
 /* A heap copy of exactly n bytes, plus a NUL if nul. */

@@ -19,7 +19,7 @@
 #include <string.h>
 
 #include "msgbus.h"
-#include "wire.h"
+#include "link/wire.h"
 #include "fuzz.h"
 
 #define FUZZ_MAX_FRAME (1u << 20)

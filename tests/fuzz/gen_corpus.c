@@ -2,7 +2,7 @@
  * gen_corpus.c - writes the seed corpora of the fuzz targets into
  * DIR/corpus_wire, DIR/corpus_segment and DIR/corpus_subject. Run by hand
  * when a format changes:
- *   cc -Iinclude -Ilib -Ilib/platform -Ilib/shm -Ilib/pubsub -Ilib/link tests/fuzz/gen_corpus.c lib/link/wire.c lib/pubsub/subject.c \
+ *   cc -Iinclude -Ilib tests/fuzz/gen_corpus.c lib/link/wire.c lib/shm/subject.c \
  *      lib/shm/segment.c -o /tmp/gen && /tmp/gen tests/fuzz
  *
  * fuzz_wire: one valid frame of each type, a stream of all of them, and a
@@ -22,9 +22,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "layout.h"
+#include "shm/layout.h"
 #include "msgbus.h"
-#include "wire.h"
+#include "link/wire.h"
 
 static char dir[512];
 static unsigned char all[4096];

@@ -1316,12 +1316,24 @@ static void print_targets(void)
 		snprintf(l, sizeof(l), "%-6s 64B throughput >= 10 M msgs/s",
 		         tname[t]);
 		target_line(l, K_TPUT64, t, 0, 10.0, 0);
+		snprintf(l, sizeof(l), "%-6s 64B throughput >= 0.4x baseline",
+		         tname[t]);
+		target_line(l, K_TPUT64, t, 1, 0.4, 0);
+		snprintf(l, sizeof(l), "%-6s 4KiB throughput >= 0.5x baseline",
+		         tname[t]);
+		target_line(l, K_TPUT4K, t, 1, 0.5, 0);
 		snprintf(l, sizeof(l), "%-6s fan-out 1:3 >= 5 M msgs/s per sub",
 		         tname[t]);
 		target_line(l, K_FAN64, t, 0, 5.0, 0);
 		snprintf(l, sizeof(l), "%-6s 64KiB throughput >= 0.5x baseline",
 		         tname[t]);
 		target_line(l, K_TPUT64K, t, 1, 0.5, 0);
+	}
+	if (st[K_IDLE][T_SHM].ran && st[K_IDLE][T_SHM].n > 0) {
+		double v = st[K_IDLE][T_SHM].ma;
+		printf("  %-46s  %8.3f%% of a core  %s\n",
+		       "shm    idle blocked receiver < 1% of a core", v,
+		       v < 1.0 ? "PASS" : "MISS");
 	}
 }
 

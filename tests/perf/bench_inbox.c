@@ -47,7 +47,7 @@
 #include <unistd.h>
 
 #include "msgbus.h"
-#include "inbox.h"
+#include "ring/inbox.h"
 #include "baseline_ring.h"
 
 #define MAX_REPS 99

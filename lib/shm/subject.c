@@ -4,7 +4,9 @@
  * spaces. In patterns, "*" as a whole token matches one token and ">" as the
  * last whole token matches one or more tokens.
  */
-#include "bus.h"
+#include "shm/subject.h"
+#include "msgbus.h"
+#include "shm/layout.h"
 
 #include <string.h>
 

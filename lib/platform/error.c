@@ -1,6 +1,8 @@
-/* error.c - error strings and the version. */
+/* error.c - error strings, system errors mapped to codes, the version. */
+#include "platform/error.h"
 #include "msgbus.h"
 
+#include <errno.h>
 #include <string.h>
 
 static const char *const messages[] = {
@@ -21,6 +23,16 @@ static const char *const messages[] = {
 	[MSGBUS_ENOTSUP] = "not supported",
 	[MSGBUS_ENOENT] = "no such entry",
 };
+
+int mb_syserr(int neg_errno)
+{
+	int e = -neg_errno;
+	if (e == EACCES || e == EPERM)
+		return MSGBUS_EPERM;
+	if (e == ENOMEM)
+		return MSGBUS_ENOMEM;
+	return MSGBUS_ESYSERR | e;
+}
 
 const char *msgbus_strerror(int err)
 {
