@@ -123,9 +123,13 @@ struct mb_inbox_part {
  * and payloads parts[0..n): as many as fit now, in order, at most
  * MB_INBOX_PUT_MANY_BYTES of them, under one hold of the reserve lock, with
  * one release of the reserve word and one wake-up for all. Never waits.
- * 0 with *done >= 1, MSGBUS_EAGAIN (no room for the first), or a code of
- * mb_inbox_reserve. A producer that dies holding the lock loses the run,
- * as mb_inbox_put loses its record.
+ * Each record is published as mb_inbox_put publishes its one (the word
+ * after it zeroed, then its header with release), so the consumer reads
+ * the first while the next is written. 0 with *done >= 1, MSGBUS_EINVAL
+ * (n is 0, or seq_off + 8 over subject_len), MSGBUS_EAGAIN (no room for
+ * the first), or a code of mb_inbox_reserve. A producer that dies holding
+ * the lock keeps the records it published; the position is moved past
+ * them by whoever repairs the lock.
  */
 #define MB_INBOX_PUT_MANY_BYTES (64u << 10)
 int mb_inbox_put_many(struct mb_inbox_prod *p, const void *subject, uint32_t subject_len,
