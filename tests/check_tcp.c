@@ -564,6 +564,119 @@ START_TEST(test_reqrep_across)
 }
 END_TEST
 
+/*
+ * The ways a request crosses a link: from the linking handle, sent at once
+ * by the requester's thread, or from another handle on the same bus,
+ * through the link's worker; answered by a worker on the linking handle
+ * (which sends the reply itself) or on another handle (the link's rr
+ * thread sends it). Every pairing, interleaved, with calls in flight.
+ */
+START_TEST(test_reqrep_paths)
+{
+	static const char *const tag_b[] = { "B" };
+	char ua[96], ub[96];
+	struct echo eb = { .tag = "B" };
+	msgbus_service *svb;
+
+	tu_unique_url(ua, sizeof(ua), "shm");
+	tu_unique_url(ub, sizeof(ub), "shm");
+	msgbus_bus *a = tu_open(ua, NULL), *a2 = tu_open(ua, NULL);
+	msgbus_bus *b = tu_open(ub, NULL), *b2 = tu_open(ub, NULL);
+	int port = listen_lo(a);
+	connect_lo(b, port);
+	WAIT_LINK(a, "link at A", st.links_up == 1);
+	for (int round = 0; round < 2; round++) {
+		/* round 0: the worker is on the linking handle b; 1: on b2 */
+		TU_ASSERT_OK(msgbus_serve(round ? b2 : b, "rr.echo", echo_cb, &eb, &svb));
+		WAIT_LINK(a, "A learns B's service", st.remote_services == 1);
+		atomic_store(&eb.served, 0);
+		for (int i = 0; i < 100; i++) {
+			ck_assert_int_eq(request_echo(a, i, tag_b, 1), 0);
+			ck_assert_int_eq(request_echo(a2, 1000 + i, tag_b, 1), 0);
+		}
+		msgbus_call *calls[2][16];
+		for (int i = 0; i < 16; i++)
+			for (int h = 0; h < 2; h++) {
+				char q[16];
+				int n = snprintf(q, sizeof(q), "c%d.%d", h, i);
+				TU_ASSERT_OK(msgbus_call_start(h ? a2 : a, "rr.echo", q, (size_t)n,
+				                               TU_WAIT_MS, &calls[h][i]));
+			}
+		for (int i = 0; i < 16; i++)
+			for (int h = 0; h < 2; h++) {
+				char want[24];
+				msgbus_msg *rep = NULL;
+				int n = snprintf(want, sizeof(want), "B:c%d.%d", h, i);
+				TU_ASSERT_OK(msgbus_call_wait(calls[h][i], &rep, TU_WAIT_MS));
+				ck_assert_msg(msgbus_msg_len(rep) == (size_t)n &&
+				                      memcmp(msgbus_msg_data(rep), want, n) == 0,
+				              "round %d call %d.%d: reply \"%.*s\"", round, h, i,
+				              (int)msgbus_msg_len(rep), (const char *)msgbus_msg_data(rep));
+				msgbus_msg_release(rep);
+			}
+		ck_assert_int_eq(atomic_load(&eb.served), 232);
+		TU_ASSERT_OK(msgbus_unserve(svb));
+		WAIT_LINK(a, "B's unserve reaches A", st.remote_services == 0);
+		assert_no_responders(a, "rr.echo", "A, worker gone");
+	}
+	TU_ASSERT_OK(msgbus_close(b2));
+	close_bus(b, ub);
+	WAIT_LINK(a, "B closed", st.links_up == 0);
+	TU_ASSERT_OK(msgbus_close(a2));
+	close_bus(a, ua);
+}
+END_TEST
+
+/* A worker that answers only once the test lets it (5 s at most). */
+struct gate {
+	atomic_int open, taken;
+};
+
+static void gated_cb(msgbus_req *req, void *arg)
+{
+	struct gate *g = arg;
+	atomic_fetch_add(&g->taken, 1);
+	for (int i = 0; i < 5000 && !atomic_load(&g->open); i++)
+		tu_sleep_ms(1);
+	msgbus_respond(req, msgbus_req_data(req), msgbus_req_len(req));
+}
+
+/* A request across a link that times out returns ETIMEDOUT at its
+ * deadline; the late reply is dropped, and the next request gets its own
+ * reply, not that one. */
+START_TEST(test_reqrep_timeout_across)
+{
+	char ua[96], ub[96];
+	struct gate g = { 0 };
+	msgbus_service *svb;
+	msgbus_msg *rep = NULL;
+
+	tu_unique_url(ua, sizeof(ua), tu_scheme(_i));
+	tu_unique_url(ub, sizeof(ub), tu_scheme(_i));
+	msgbus_bus *a = tu_open(ua, NULL), *b = tu_open(ub, NULL);
+	int port = listen_lo(a);
+	connect_lo(b, port);
+	TU_ASSERT_OK(msgbus_serve(b, "rr.gate", gated_cb, &g, &svb));
+	WAIT_LINK(a, "A learns B's service", st.links_up == 1 && st.remote_services == 1);
+	double t0 = tu_now_ms();
+	int rc = msgbus_request(a, "rr.gate", "late", 4, &rep, 200);
+	double dt = tu_now_ms() - t0;
+	ck_assert_msg(rc == MSGBUS_ETIMEDOUT, "request: %s, want ETIMEDOUT", msgbus_strerror(rc));
+	ck_assert_msg(dt >= 190.0 && dt < 1500.0, "ETIMEDOUT after %.0f ms", dt);
+	ck_assert_int_eq(atomic_load(&g.taken), 1);
+	atomic_store(&g.open, 1);
+	TU_ASSERT_OK(msgbus_request(a, "rr.gate", "next", 4, &rep, TU_WAIT_MS));
+	ck_assert_msg(msgbus_msg_len(rep) == 4 && memcmp(msgbus_msg_data(rep), "next", 4) == 0,
+	              "reply \"%.*s\", want \"next\"", (int)msgbus_msg_len(rep),
+	              (const char *)msgbus_msg_data(rep));
+	msgbus_msg_release(rep);
+	TU_ASSERT_OK(msgbus_unserve(svb));
+	close_bus(b, ub);
+	WAIT_LINK(a, "B closed", st.links_up == 0);
+	close_bus(a, ua);
+}
+END_TEST
+
 /* ---- three processes: a hub and two spokes --------------------------------- */
 
 #define N_TRI 100
@@ -2367,6 +2480,8 @@ Suite *suite_tcp(void)
 
 	tc = tu_tcase("tcp reqrep", TCP_CASE_TIMEOUT);
 	tcase_add_loop_test(tc, test_reqrep_across, 0, TU_NSCHEMES);
+	tcase_add_test(tc, test_reqrep_paths);
+	tcase_add_loop_test(tc, test_reqrep_timeout_across, 0, TU_NSCHEMES);
 	suite_add_tcase(s, tc);
 
 	tc = tu_tcase("tcp cycle", TCP_CASE_TIMEOUT);

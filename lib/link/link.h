@@ -100,5 +100,11 @@ void mb_links_spin(msgbus_bus *b);
 void mb_links_unspin(msgbus_bus *b);
 void mb_conn_rx_inline(struct mb_conn *c, uint64_t now);
 void mb_conn_rx_unspin(struct mb_conn *c);
+/* Requests across a link without the rr and worker threads (link_rr.c;
+ * tcp.c installs them as the call_direct and replied link hooks). */
+struct mb_req_hdr;
+int mb_conn_call_direct(struct mb_conn *c, const char *service, const struct mb_req_hdr *hdr,
+                        const void *data, size_t len);
+bool mb_conn_reply_inline(struct mb_conn *c, uint32_t to, uint32_t entry);
 
 #endif

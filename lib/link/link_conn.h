@@ -55,6 +55,9 @@
 #define TXBUF (256u << 10)
 #define RXBUF (256u << 10) /* one read takes up to this much */
 #define PENDING 4096u /* requests forwarded to the peer, awaiting replies */
+/* The rr thread watches the workers and deadlines of the peer's calls in
+ * flight this often. */
+#define RR_WATCH_NS 50000000ull
 /* Inline sending: write at once when the queue was empty and nothing was
  * written for TX_LONE_NS (a lone message: ping-pong, request/reply); in a
  * stream, write once TX_WRITE_AT is queued and leave the rest to the tx
@@ -75,6 +78,7 @@
 #define RX_NAP_NS 200000u
 #define RX_SPIN_GONE_NS (2ull * RX_NAP_NS)
 #define RX_INLINE_READS 4 /* reads per inline pass, at most */
+#define RX_RUN 256u /* MSG frames published as one run, at most */
 
 /* A set of names (link_names.c): v[0..n) in no order, indexed by hash. */
 struct names {
@@ -91,6 +95,7 @@ struct rsvc {
 };
 
 struct peer_call {
+	struct mb_conn *conn;
 	uint32_t id;
 	int rc;
 	msgbus_call *call; /* NULL: refused at once, rc says why */
@@ -184,6 +189,10 @@ struct mb_conn {
 	uint32_t pending_id[PENDING];
 	uint32_t next_id;
 	struct peer_call *calls;
+	/* When the rr thread wakes at the latest: a peer's request kicks it
+	 * only if that is later than RR_WATCH_NS from now. Relaxed: a late
+	 * look costs at most RR_WATCH_NS of watching. */
+	_Atomic uint64_t rr_until;
 };
 
 /* link_names.c */

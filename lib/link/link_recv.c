@@ -43,6 +43,56 @@ static int publish_msg(struct mb_conn *c, struct reader *r, const struct mb_fram
 	return rc;
 }
 
+/*
+ * A MSG frame f (size bytes from r->off) and the MSG frames after it in rd
+ * on the same subject: published as one run (mb_route_publish_many) when
+ * each fits inline, without waiting. Returns the frames published, r->off
+ * moved past them; 0: publish f alone (publish_msg), which waits.
+ */
+static uint32_t publish_run(struct mb_conn *c, struct reader *r, const struct mb_frame *f,
+                            size_t size)
+{
+	msgbus_bus *b = c->lb;
+	struct mb_inbox_part parts[RX_RUN];
+	size_t ends[RX_RUN];
+	uint32_t n = 0, done = 0;
+	if (f->payload_len > b->ring_inline_max)
+		return 0;
+	if (f->name_len) {
+		if (f->name_len > MB_SUBJECT_MAX)
+			return 0;
+		memcpy(r->mname, f->name, f->name_len);
+		r->mname[f->name_len] = '\0';
+		r->mlen = f->name_len;
+	}
+	parts[n].data = f->payload;
+	parts[n].len = f->payload_len;
+	size_t off = r->off + size;
+	ends[n++] = off;
+	while (n < RX_RUN && r->len - off >= MB_WIRE_HDR) {
+		uint8_t type;
+		uint32_t body;
+		const char *why;
+		if (mb_wire_header(r->buf + off, c->max_frame, &type, &body, &why) ||
+		    type != MB_F_MSG || r->len - off - MB_WIRE_HDR < body)
+			break; /* the frame loop looks at it */
+		const uint8_t *p = r->buf + off + MB_WIRE_HDR;
+		if (!mb_wire_msg_named(p, body, r->mname, r->mlen))
+			break;
+		uint32_t len = body - 2u - r->mlen;
+		if (len > b->ring_inline_max)
+			break;
+		parts[n].data = p + 2 + r->mlen;
+		parts[n].len = len;
+		off += MB_WIRE_HDR + (size_t)body;
+		ends[n++] = off;
+	}
+	if (n < 2 || mb_route_publish_many(b, r->mname, parts, n, &done) || !done)
+		return 0;
+	r->off = ends[done - 1];
+	return done;
+}
+
 bool mb_link_may_create(msgbus_bus *b, const char *subject, size_t len)
 {
 	uint32_t t, used = 0, n = b->cfg.max_subjects;
@@ -307,6 +357,11 @@ static enum rx_stop rx_frames(struct mb_conn *c, bool inl, size_t *need, uint64_
 			goto bad;
 		}
 		if (type == MB_F_MSG) {
+			uint32_t ran = publish_run(c, r, &f, *need);
+			if (ran) {
+				*received += ran;
+				continue; /* r->off moved past them */
+			}
 			int rc = publish_msg(c, r, &f, inl);
 			if (rc == MSGBUS_EAGAIN && inl)
 				return RX_LEAVE;

@@ -2,14 +2,14 @@
  * local workers, the peer's requests as local calls; see link_conn.h. */
 #include "link/link_conn.h"
 #include "reqrep/rr.h"
+#include "reqrep/call.h"
 #include "platform/wait.h"
 
-/* A local requester's call, taken by the link as a worker of a service the
- * peer has: forward it. */
-static void forward_request(msgbus_req *req, void *arg)
+/* Send req, taken by the link, to the peer as a REQ for name: pending
+ * first, so the reply finds it. A failure answers req at once. */
+static void send_req(struct mb_conn *c, const char *name, msgbus_req *req, const void *data,
+                     size_t len)
 {
-	struct rsvc *rs = arg;
-	struct mb_conn *c = rs->conn;
 	uint64_t now = mb_now_ns(), deadline = mb_req_deadline(req);
 	uint32_t id, slot;
 	pthread_mutex_lock(&c->lock);
@@ -28,10 +28,10 @@ static void forward_request(msgbus_req *req, void *arg)
 	struct mb_frame f = { .type = MB_F_REQ, .id = id };
 	uint64_t left = deadline > now ? (deadline - now) / 1000000u + 1 : 1;
 	f.arg = deadline == UINT64_MAX || left > UINT32_MAX ? 0 : (uint32_t)left;
-	f.name_len = (uint16_t)strlen(rs->name);
-	memcpy(f.name, rs->name, f.name_len + 1u);
-	f.payload = msgbus_req_data(req);
-	f.payload_len = (uint32_t)msgbus_req_len(req);
+	f.name_len = (uint16_t)strlen(name);
+	memcpy(f.name, name, f.name_len + 1u);
+	f.payload = data;
+	f.payload_len = (uint32_t)len;
 	int rc = mb_link_send_frame(c, &f, true);
 	if (rc == 0)
 		return;
@@ -43,6 +43,50 @@ static void forward_request(msgbus_req *req, void *arg)
 	pthread_mutex_unlock(&c->lock);
 	if (req)
 		mb_respond_error(req, rc == MSGBUS_EMSGSIZE ? MSGBUS_EMSGSIZE : MSGBUS_EPEERDIED);
+}
+
+/* A local requester's call, taken by the link as a worker of a service the
+ * peer has: forward it. */
+static void forward_request(msgbus_req *req, void *arg)
+{
+	struct rsvc *rs = arg;
+	send_req(rs->conn, rs->name, req, msgbus_req_data(req), msgbus_req_len(req));
+}
+
+/*
+ * A call of the linking handle to a service only the peer serves
+ * (the call_direct link hook, call.c): take it and send it from the
+ * requester's thread, instead of queueing it for the link's worker thread. The reply
+ * is written straight into the call's entry by whoever reads it
+ * (mb_link_on_rep). MSGBUS_ENOENT: the peer does not serve it.
+ */
+int mb_conn_call_direct(struct mb_conn *c, const char *service, const struct mb_req_hdr *hdr,
+                        const void *data, size_t len)
+{
+	if (atomic_load(&c->down))
+		return MSGBUS_ENOENT;
+	bool served = false;
+	pthread_mutex_lock(&c->lock);
+	for (uint32_t i = 0; i < c->nrsvcs && !served; i++)
+		served = !strcmp(c->rsvcs[i]->name, service);
+	pthread_mutex_unlock(&c->lock);
+	/* served: the rx thread listed the service after it set c->lb */
+	if (!served || hdr->from >= c->lb->cfg.max_participants || hdr->entry >= MB_CALLS)
+		return MSGBUS_ENOENT;
+	msgbus_req *req = mb_req_new(c->lb, hdr);
+	if (!req)
+		return MSGBUS_ENOENT;
+	/* As a worker takes a request (serve.c:try_take): the requester
+	 * watches the link's participant from now on. */
+	struct mb_call *e = mb_call_at(c->lb, hdr->from, hdr->entry);
+	uint64_t w = mb_callw(hdr->corr, 0, MB_CALL_PENDING);
+	if (!atomic_compare_exchange_strong(&e->word, &w,
+	                                    mb_callw(hdr->corr, c->lb->self, MB_CALL_TAKEN))) {
+		free(req);
+		return MSGBUS_ENOENT;
+	}
+	send_req(c, service, req, data, len);
+	return 0;
 }
 
 void mb_link_on_rep(struct mb_conn *c, const struct mb_frame *f)
@@ -63,30 +107,94 @@ void mb_link_on_rep(struct mb_conn *c, const struct mb_frame *f)
 		msgbus_respond(req, f->payload, f->payload_len);
 }
 
-/* The peer's requester asks a service of ours: call it locally. The rx
- * thread comes here, and never writes: a refusal is answered by the rr
- * thread, like any reply. */
-void mb_link_on_req(struct mb_conn *c, const struct mb_frame *f)
+/* The call of a peer's request exists: list it before a worker can
+ * answer it (mb_conn_reply_inline looks for it then). */
+static void list_call(msgbus_call *call, void *arg)
 {
-	msgbus_call *call = NULL;
-	int rc = msgbus_call_start(c->lb, f->name, f->payload, f->payload_len,
-	                           f->arg ? (int)(f->arg > INT32_MAX ? INT32_MAX : f->arg) : -1,
-	                           &call);
-	struct peer_call *pc = malloc(sizeof(*pc));
-	if (!pc) {
-		if (call)
-			msgbus_call_cancel(call);
-		mb_link_log(c, "dropping a request", "out of memory");
-		return; /* the remote requester times out */
-	}
-	pc->id = f->id;
-	pc->call = rc ? NULL : call;
-	pc->rc = rc;
+	struct peer_call *pc = arg;
+	struct mb_conn *c = pc->conn;
+	pc->call = call;
 	pthread_mutex_lock(&c->lock);
 	pc->next = c->calls;
 	c->calls = pc;
 	pthread_mutex_unlock(&c->lock);
+}
+
+/* The peer's requester asks a service of ours: call it locally. The rx
+ * thread comes here, and never writes: the reply is sent by the worker
+ * that answers (mb_conn_reply_inline) or by the rr thread, and so is a
+ * refusal. */
+void mb_link_on_req(struct mb_conn *c, const struct mb_frame *f)
+{
+	struct peer_call *pc = calloc(1, sizeof(*pc));
+	if (!pc) {
+		mb_link_log(c, "dropping a request", "out of memory");
+		return; /* the remote requester times out */
+	}
+	pc->id = f->id;
+	pc->conn = c;
+	msgbus_call *call = NULL;
+	int rc = mb_call_start_listed(c->lb, f->name, f->payload, f->payload_len,
+	                              f->arg ? (int)(f->arg > INT32_MAX ? INT32_MAX : f->arg) : -1,
+	                              &call, list_call, pc);
+	uint64_t now = mb_now_ns();
+	if (rc) { /* refused at once: not listed */
+		pc->rc = rc;
+		list_call(NULL, pc);
+	} else if (atomic_load_explicit(&c->rr_until, memory_order_relaxed) <= now + RR_WATCH_NS) {
+		return; /* the rr thread looks within RR_WATCH_NS anyway */
+	}
+	/* The rr thread sends the refusal, or watches the call's worker and
+	 * deadline: soon rather than at the end of a long sleep. */
 	mb_ec_kick(&mb_part_at(c->lb, c->lb->self)->reply_ec);
+}
+
+/* Send the answer of a finished call back to the peer; frees pc. */
+static void send_done(struct mb_conn *c, struct peer_call *pc)
+{
+	if (pc->rc == MSGBUS_OK) {
+		mb_link_send_rep(c, pc->id, 0, msgbus_msg_data(pc->reply), msgbus_msg_len(pc->reply));
+		msgbus_msg_release(pc->reply);
+	} else {
+		mb_link_send_rep(c, pc->id, pc->rc, NULL, 0);
+	}
+	free(pc);
+}
+
+/*
+ * A local worker has just answered call entry `entry` of participant
+ * `to`, if that is the link's handle (the replied link hook, serve.c), in
+ * the worker's thread: take the reply and send it to the peer here, so the
+ * rr thread need not be woken.
+ * false: not one of ours (yet: on_req lists a call after starting it),
+ * the rr thread takes it when signalled.
+ */
+bool mb_conn_reply_inline(struct mb_conn *c, uint32_t to, uint32_t entry)
+{
+	struct peer_call *pc = NULL;
+	if (atomic_load(&c->down))
+		return false;
+	pthread_mutex_lock(&c->lock);
+	/* A listed call: the rx thread set c->lb before it listed any. */
+	for (struct peer_call **pp = &c->calls; *pp; pp = &(*pp)->next) {
+		if (c->lb->self != to)
+			break;
+		if (!(*pp)->call || mb_call_entry((*pp)->call) != entry)
+			continue;
+		pc = *pp;
+		pc->rc = msgbus_call_wait(pc->call, &pc->reply, 0);
+		if (pc->rc == MSGBUS_EAGAIN) {
+			pc = NULL; /* not this one's reply after all */
+			break;
+		}
+		*pp = pc->next; /* the call is freed by its final result */
+		break;
+	}
+	pthread_mutex_unlock(&c->lock);
+	if (!pc)
+		return false;
+	send_done(c, pc);
+	return true;
 }
 
 void *mb_link_rr_main(void *arg)
@@ -115,21 +223,16 @@ void *mb_link_rr_main(void *arg)
 			while (done) {
 				struct peer_call *pc = done;
 				done = pc->next;
-				if (pc->rc == MSGBUS_OK) {
-					mb_link_send_rep(c, pc->id, 0, msgbus_msg_data(pc->reply),
-					         msgbus_msg_len(pc->reply));
-					msgbus_msg_release(pc->reply);
-				} else {
-					mb_link_send_rep(c, pc->id, pc->rc, NULL, 0);
-				}
-				free(pc);
+				send_done(c, pc);
 			}
 			continue;
 		}
 		/* Woken by any reply to the link's calls; the timeout also
-		 * lets pending calls watch their workers and deadlines. */
-		uint64_t now = mb_now_ns();
-		mb_ec_sleep(ec, v, now, now + (pending ? 50 : 500) * 1000000ull);
+		 * lets pending calls watch their workers and deadlines. A
+		 * request that comes during a long sleep kicks it. */
+		uint64_t now = mb_now_ns(), until = now + (pending ? RR_WATCH_NS : 500000000ull);
+		atomic_store_explicit(&c->rr_until, until, memory_order_relaxed);
+		mb_ec_sleep(ec, v, now, until);
 	}
 	return NULL;
 }

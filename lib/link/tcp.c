@@ -7,6 +7,7 @@
 #include "platform/error.h"
 #include "shm/subject.h"
 #include "link/link.h"
+#include "reqrep/rr.h"
 #include "link/nats.h"
 #include "pubsub/sub.h"
 
@@ -134,10 +135,46 @@ static int parse_tcp_url(const char *url, bool listening, char *host, size_t hsi
 	return parse_query(q ? q + 1 : NULL, listening, lim);
 }
 
+/* call_direct (reqrep/call.c): a call of b that a link of b serves goes out
+ * from the caller's thread. The list stays locked while it is sent, so
+ * the connection stays (and its pending requests are failed at its end). */
+static int links_call_direct(msgbus_bus *b, const char *service, const struct mb_req_hdr *hdr,
+                             const void *data, size_t len)
+{
+	/* Pairs with the release in links_of(). */
+	struct mb_links *ls = __atomic_load_n(&b->links, __ATOMIC_ACQUIRE);
+	if (!ls || !atomic_load_explicit(&ls->up, memory_order_relaxed))
+		return MSGBUS_ENOENT;
+	int rc = MSGBUS_ENOENT;
+	pthread_mutex_lock(&ls->lock);
+	for (struct mb_conn_ref *cr = ls->conns; cr && rc == MSGBUS_ENOENT; cr = cr->next)
+		rc = mb_conn_call_direct(cr->conn, service, hdr, data, len);
+	pthread_mutex_unlock(&ls->lock);
+	return rc;
+}
+
+/* replied (reqrep/serve.c): a worker of b answered a link of b's call. */
+static bool links_replied(msgbus_bus *b, uint32_t to, uint32_t entry)
+{
+	/* Pairs with the release in links_of(). */
+	struct mb_links *ls = __atomic_load_n(&b->links, __ATOMIC_ACQUIRE);
+	if (!ls || !atomic_load_explicit(&ls->up, memory_order_relaxed) ||
+	    pthread_mutex_trylock(&ls->lock))
+		return false;
+	bool done = false;
+	for (struct mb_conn_ref *cr = ls->conns; cr && !done; cr = cr->next) {
+		done = mb_conn_reply_inline(cr->conn, to, entry);
+	}
+	pthread_mutex_unlock(&ls->lock);
+	return done;
+}
+
 /* How publish and call reach the links of a handle (shm/handle.h). */
 static const struct mb_link_hooks link_hooks = {
 	.published = mb_links_published,
 	.no_worker = mb_nats_no_worker,
+	.call_direct = links_call_direct,
+	.replied = links_replied,
 };
 
 static struct mb_links *links_of(msgbus_bus *b)
@@ -155,8 +192,9 @@ static struct mb_links *links_of(msgbus_bus *b)
 		 * Pairs with the acquires of b->links below and in
 		 * nats_rr.c:mb_nats_no_worker(): *ls is initialized first. */
 		__atomic_store_n(&b->links, ls, __ATOMIC_RELEASE);
-		/* Pairs with the acquires in pubsub/publish.c:msgbus_publish()
-		 * and reqrep/call.c:msgbus_call_start(): they see the table. */
+		/* Pairs with the acquires in pubsub/publish.c:msgbus_publish(),
+		 * reqrep/call.c:mb_call_start_listed() and
+		 * reqrep/serve.c:respond(): they see the table. */
 		if (ls)
 			atomic_store_explicit(&b->link_hooks, &link_hooks,
 			                      memory_order_release);

@@ -69,6 +69,9 @@ struct mb_spin {
 	unsigned rounds;
 };
 
+/* Spin rounds between two yields of the CPU while a waiter spins. */
+#define MB_SPIN_YIELD_ROUNDS 128u
+
 static inline bool mb_spinning(struct mb_spin *s, uint64_t spin_ns)
 {
 	if (!spin_ns)

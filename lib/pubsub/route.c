@@ -20,6 +20,7 @@
 #include "platform/crash.h"
 #include "platform/wait.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -616,5 +617,43 @@ int mb_route_publish(msgbus_bus *b, const char *subject, const void *data, size_
 	}
 	if (d != local)
 		free(d);
+	return e;
+}
+
+int mb_route_publish_many(msgbus_bus *b, const char *subject, const struct mb_inbox_part *parts,
+                          uint32_t n, uint32_t *done)
+{
+	*done = 0;
+	if (!b || !subject || !n)
+		return MSGBUS_EINVAL;
+	if (__builtin_expect(atomic_load_explicit(&mb_crash_at, memory_order_relaxed) != 0, 0))
+		return MSGBUS_ENOTSUP; /* crash tests die between reserve and commit */
+	size_t slen = strnlen(subject, MB_SUBJECT_MAX + 1);
+	if (slen == 0 || slen > MB_SUBJECT_MAX)
+		return MSGBUS_EINVAL;
+	for (uint32_t i = 0; i < n; i++)
+		if (parts[i].len > b->ring_inline_max)
+			return MSGBUS_EINVAL;
+	struct dest d[1] = { 0 };
+	uint32_t got = 0, total = 0;
+	int e = lookup(b, subject, slen, d, 1, &got, &total);
+	if (e)
+		return e;
+	if (total == 0) {
+		*done = n; /* nobody wants them */
+		return 0;
+	}
+	if (total > 1 || got != 1 || d[0].t.lossy)
+		return MSGBUS_ENOTSUP;
+	struct rec rc;
+	uint64_t seq0 = atomic_fetch_add_explicit(&b->pub_seq, n, memory_order_relaxed);
+	struct mb_rec_pfx pfx = { d[0].t.gen, MB_REC_INLINE, 0, seq0 };
+	memcpy(rc.head, &pfx, sizeof(pfx));
+	memcpy(rc.head + sizeof(pfx), subject, slen);
+	rc.head_len = (uint32_t)(sizeof(pfx) + slen);
+	e = mb_inbox_put_many(&d[0].p, rc.head, rc.head_len, offsetof(struct mb_rec_pfx, seq), seq0,
+	                      parts, n, done);
+	if (e == MSGBUS_EAGAIN)
+		(void)mb_ec_prepare(&d[0].p.ib.ctl->space_ec); /* as wait_room: flush soon */
 	return e;
 }

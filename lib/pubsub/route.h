@@ -23,6 +23,19 @@ void mb_route_free(msgbus_bus *b);
 int mb_route_publish(msgbus_bus *b, const char *subject, const void *data, size_t len,
                      uint32_t loan_idx, uint32_t loan_gen, uint64_t deadline);
 
+/*
+ * Publish a run of n messages on one subject, parts[0..n), each at most
+ * b->ring_inline_max bytes, in order, without waiting: as many as go now
+ * (*done of them; the caller publishes the rest itself). The fast case
+ * only: every matching subscription is reached with one hold of its
+ * inbox's reserve lock for the whole run when there is one lossless
+ * target; otherwise (several targets, a lossy one, a crash point armed)
+ * MSGBUS_ENOTSUP with *done 0. No target: all done. Else 0, or a code of
+ * mb_route_publish with *done 0.
+ */
+int mb_route_publish_many(msgbus_bus *b, const char *subject, const struct mb_inbox_part *parts,
+                          uint32_t n, uint32_t *done);
+
 /* Exact liveness for the inbox code: true when participant owner is dead
  * (it is then reaped). */
 bool mb_route_owner_dead(void *bus, uint32_t owner);

@@ -53,6 +53,11 @@ static void call_free(msgbus_call *call)
 	free(call);
 }
 
+uint32_t mb_call_entry(const msgbus_call *call)
+{
+	return call->entry;
+}
+
 /* The service's topic and queue slot, if a worker is registered: say
  * "no responders" now rather than at the deadline. */
 static int find_workers(msgbus_bus *bus, const char *service, uint32_t *t, uint32_t *slot,
@@ -68,6 +73,13 @@ static int find_workers(msgbus_bus *bus, const char *service, uint32_t *t, uint3
 
 int msgbus_call_start(msgbus_bus *bus, const char *service, const void *data, size_t len,
                       int timeout_ms, msgbus_call **out)
+{
+	return mb_call_start_listed(bus, service, data, len, timeout_ms, out, NULL, NULL);
+}
+
+int mb_call_start_listed(msgbus_bus *bus, const char *service, const void *data, size_t len,
+                         int timeout_ms, msgbus_call **out,
+                         void (*listed)(msgbus_call *call, void *arg), void *arg)
 {
 	if (!bus || !out || (!data && len) || timeout_ms == 0 || timeout_ms < -1)
 		return MSGBUS_EINVAL;
@@ -118,7 +130,34 @@ int msgbus_call_start(msgbus_bus *bus, const char *service, const void *data, si
 		.entry = (uint16_t)call->entry,
 		.deadline_ns = call->deadline,
 	};
-	rc = mb_publish_parts(bus, t, &hdr, sizeof(hdr), data, len, call->deadline);
+	uint64_t deadline = call->deadline;
+	/* Once listed, the call is its caller's: a worker may answer it and
+	 * the caller free it at once. Only locals from here on. */
+	if (listed)
+		listed(call, arg);
+	/* Nobody here serves it but links: a link sends it from this thread,
+	 * with no hand-off to its worker thread. */
+	rc = MSGBUS_ENOENT;
+	if (lh && !mb_service_has_local_workers(bus, slot))
+		rc = lh->call_direct(bus, service, &hdr, data, len);
+	if (rc == MSGBUS_ENOENT)
+		rc = mb_publish_parts(bus, t, &hdr, sizeof(hdr), data, len, deadline);
+	if (rc && listed) {
+		/* The caller holds the call already: its result is rc, written
+		 * as a worker writes a reply (serve.c:respond), unless the
+		 * caller gave the call up meanwhile. */
+		uint64_t w = mb_callw(hdr.corr, 0, MB_CALL_PENDING);
+		if (atomic_compare_exchange_strong(&e->word, &w,
+		                                   mb_callw(hdr.corr, bus->self, MB_CALL_WRITING))) {
+			e->len = (uint32_t)rc;
+			e->buf = MB_CALL_ERROR;
+			/* Release: len and buf before the state (check() acquires). */
+			atomic_store_explicit(&e->word, mb_callw(hdr.corr, bus->self, MB_CALL_REPLIED),
+			                      memory_order_release);
+		}
+		*out = call;
+		return 0;
+	}
 	if (rc) {
 		/* seq_cst by default: no worker saw the request (it was not
 		 * published), so this pairs with nothing (relaxed would do). */
@@ -260,8 +299,14 @@ int msgbus_call_wait(msgbus_call *call, msgbus_msg **reply, int timeout_ms)
 		}
 		if (check(call, e, false, &result, reply) == 0)
 			break;
-		if (until != 0 && mb_spinning(&spin, b->spin_ns))
+		if (until != 0 && mb_spinning(&spin, b->spin_ns)) {
+			/* As a spinning receiver does (recv.c): with fewer
+			 * cores than runnable threads, the thread that brings
+			 * the reply (a link's reader) needs this CPU. */
+			if (spin.rounds % MB_SPIN_YIELD_ROUNDS == 0)
+				mb_yield_cpu();
 			continue;
+		}
 		uint64_t now = mb_now_ns();
 		if (now >= call->next_check) {
 			call->next_check = now + b->check_ns;

@@ -19,5 +19,13 @@ struct msgbus_call {
 
 /* Free a handle's call entries (at close). */
 void mb_call_free(struct msgbus_call *call);
+/* msgbus_call_start, telling listed(call, arg) about the call once it
+ * exists, before the request can reach a worker. Once listed was called
+ * it returns 0: a failure to queue the request is the call's result. */
+int mb_call_start_listed(msgbus_bus *bus, const char *service, const void *data, size_t len,
+                         int timeout_ms, msgbus_call **out,
+                         void (*listed)(msgbus_call *call, void *arg), void *arg);
+/* The call entry a call uses. */
+uint32_t mb_call_entry(const struct msgbus_call *call);
 
 #endif

@@ -95,6 +95,24 @@ bool mb_service_has_workers(msgbus_bus *b, uint32_t slot, bool check)
 	return false;
 }
 
+bool mb_service_has_local_workers(msgbus_bus *b, uint32_t slot)
+{
+	struct mb_subslot *ss = mb_subslot_at(b, slot);
+	uint32_t n = b->cfg.max_participants;
+	for (uint32_t i = 0; i < (n + 63) / 64; i++) {
+		uint64_t m = atomic_load(&ss->members[i]);
+		while (m) {
+			uint32_t idx = i * 64 + (uint32_t)__builtin_ctzll(m);
+			m &= m - 1;
+			if (idx >= n)
+				break;
+			if (!is_bridge(b, idx))
+				return true;
+		}
+	}
+	return false;
+}
+
 static void set_member(msgbus_bus *b, uint32_t slot, bool on)
 {
 	_Atomic uint64_t *word = &mb_subslot_at(b, slot)->members[b->self / 64];
@@ -345,8 +363,11 @@ static int service_take(msgbus_service *svc, msgbus_req **req, uint64_t deadline
 			return rc;
 		if (deadline == MB_NO_WAIT)
 			return MSGBUS_EAGAIN;
-		if (mb_spinning(&spin, b->spin_ns))
+		if (mb_spinning(&spin, b->spin_ns)) {
+			if (spin.rounds % MB_SPIN_YIELD_ROUNDS == 0)
+				mb_yield_cpu(); /* as in recv.c and call.c */
 			continue;
+		}
 		/* Process-local stop: seq_cst by default, here no wait follows:
 		 * pairs with nothing (relaxed would do). */
 		if (atomic_load(&svc->stop) || mb_closing(b))
@@ -420,6 +441,17 @@ int mb_respond_error(msgbus_req *req, int err)
 	return rc;
 }
 
+msgbus_req *mb_req_new(msgbus_bus *b, const struct mb_req_hdr *hdr)
+{
+	msgbus_req *r = malloc(sizeof(*r));
+	if (r) {
+		r->bus = b;
+		r->hdr = *hdr;
+		r->len = 0;
+	}
+	return r;
+}
+
 uint64_t mb_req_deadline(const msgbus_req *req)
 {
 	return req->hdr.deadline_ns;
@@ -490,8 +522,13 @@ static int respond(msgbus_req *req, const void *data, size_t len, int err)
 			atomic_compare_exchange_strong(&mb_bufctl_at(b, buf)->state, &st, MB_BUF_FREE);
 		return MSGBUS_ETIMEDOUT;
 	}
-	mb_ec_signal_bell(&call->ec, &call->bell);
-	mb_ec_signal(&mb_part_at(b, from)->reply_ec);
+	/* Pairs with the release in link/tcp.c:links_of(). */
+	const struct mb_link_hooks *lh =
+		atomic_load_explicit(&b->link_hooks, memory_order_acquire);
+	if (!lh || !lh->replied(b, from, req->hdr.entry)) {
+		mb_ec_signal_bell(&call->ec, &call->bell);
+		mb_ec_signal(&mb_part_at(b, from)->reply_ec);
+	}
 	return rc;
 }
 

@@ -40,5 +40,11 @@ struct msgbus_service *mb_service_next(struct msgbus_service *svc);
 /* Fail a taken request: its requester's call returns err. Frees req. */
 int mb_respond_error(msgbus_req *req, int err);
 uint64_t mb_req_deadline(const msgbus_req *req);
+/* A taken request for the worker handle b with hdr and no payload (the
+ * link's calls sent directly): answered through msgbus_respond or
+ * mb_respond_error. NULL: out of memory. */
+msgbus_req *mb_req_new(msgbus_bus *b, const struct mb_req_hdr *hdr);
+/* Whether any participant but a bridge serves slot (member bits only). */
+bool mb_service_has_local_workers(msgbus_bus *b, uint32_t slot);
 
 #endif

@@ -291,27 +291,26 @@ static uint64_t holder_hdr(const struct mb_inbox *ib, uint64_t pos, uint32_t own
 #define HOLDER_REC (1u << IB_CLAIMED | 1u << IB_COMMITTED | 1u << IB_ABORTED)
 
 /*
- * The holder of lock word w died (the caller asked). Its claim: either it
- * wrote its header(s) (a PAD, then a record; or only the record), and the
- * position moves past them (the consumer may have read them already: it
- * reads headers as they appear; it aborts the CLAIMED record of a dead
- * owner), or it did not, and the position stays. The words it wrote are
- * 0 when it took the lock (each is the zeroed word after the record before,
- * or the start of a lap zeroed before its PAD), so a header there is its
- * own. near: a position at most a lap below w's. true when the word is no
- * longer w (read it again).
+ * The holder of lock word w died (the caller asked). Its claim: the headers
+ * it wrote from the locked position on (a PAD, records; mb_inbox_put_many
+ * writes a run of them under one hold), and the position moves past them
+ * all (the consumer may have read them already: it reads headers as they
+ * appear; it aborts the CLAIMED record of a dead owner), or none, and the
+ * position stays. Each word it wrote was 0 when it wrote it (the zeroed
+ * word after the record before, or the start of a lap zeroed before its
+ * PAD), and it zeroed the word after each header before publishing it, so
+ * the walk meets only its own headers and stops at a 0. near: a position
+ * at most a lap below w's. true when the word is no longer w (read it
+ * again).
  */
 static bool repair(const struct mb_inbox *ib, uint64_t w, uint64_t near)
 {
-	uint64_t r = rw_pos(w, near), adv;
+	uint64_t r = rw_pos(w, near), adv = 0, size;
 	uint32_t owner = rw_owner(w);
 
-	adv = holder_hdr(ib, r, owner, HOLDER_REC);
-	if (!adv) {
-		adv = holder_hdr(ib, r, owner, 1u << IB_PAD);
-		if (adv)
-			adv += holder_hdr(ib, r + adv, owner, HOLDER_REC);
-	}
+	while (adv < ib->size &&
+	       (size = holder_hdr(ib, r + adv, owner, HOLDER_REC | 1u << IB_PAD)) != 0)
+		adv += size;
 	if (r + adv - near > ib->size)
 		adv = 0;
 	/* seq_cst: a release, as unlock() (it is one). A failure: someone
@@ -484,6 +483,15 @@ static uint64_t place(struct mb_inbox_prod *p, uint64_t r, uint64_t size)
 	return r + contig;
 }
 
+/* The bytes a record of size bytes takes at pos: a PAD to the end of the
+ * area first if it would cross it, and the word zeroed after it. */
+static uint64_t span(const struct mb_inbox *ib, uint64_t pos, uint64_t size)
+{
+	uint64_t contig = ib->size - (pos & ib->mask);
+
+	return (contig < size ? contig + size : size) + IB_NEXT;
+}
+
 /* One attempt at the free word w: 0 with the lock held at *r, IB_RETRY,
  * or an error. */
 static int try_lock(struct mb_inbox_prod *p, struct prod_wait *pw, uint64_t w, uint64_t size,
@@ -491,8 +499,7 @@ static int try_lock(struct mb_inbox_prod *p, struct prod_wait *pw, uint64_t w, u
 {
 	const struct mb_inbox *ib = &p->ib;
 	uint64_t pos = rw_pos(w, p->release_cache);
-	uint64_t contig = ib->size - (pos & ib->mask);
-	uint64_t need = (contig < size ? contig + size : size) + IB_NEXT;
+	uint64_t need = span(ib, pos, size);
 	int rc = room(p, pos, need);
 
 	if (rc == ROOM_FULL) {
@@ -561,6 +568,16 @@ static int claim(struct mb_inbox_prod *p, uint64_t size, uint64_t deadline, uint
 	return 0;
 }
 
+/* We hold the lock at pos: place one more record of size bytes there, as
+ * claim() does, if there is room now (never waits). */
+static bool claim_more(struct mb_inbox_prod *p, uint64_t pos, uint64_t size, uint64_t *at)
+{
+	if (size > p->ib.size / 2 || room(p, pos, span(&p->ib, pos, size)) != ROOM_OK)
+		return false;
+	*at = place(p, pos, size);
+	return true;
+}
+
 int mb_inbox_reserve(struct mb_inbox_prod *p, uint32_t subject_len, uint32_t payload_len,
                      uint64_t deadline, struct mb_inbox_res *res)
 {
@@ -585,28 +602,89 @@ int mb_inbox_reserve(struct mb_inbox_prod *p, uint32_t subject_len, uint32_t pay
 	return 0;
 }
 
+/* Write a whole record at at, claimed with the lock held. Its header is
+ * published by put_publish(). Returns the record. */
+static unsigned char *put_write(const struct mb_inbox *ib, uint64_t at, const void *subject,
+                                uint32_t subject_len, const void *payload, uint32_t payload_len)
+{
+	unsigned char *rec = ib->data + (at & ib->mask);
+
+	write_info(rec, subject_len, payload_len);
+	memcpy(rec + MB_INBOX_REC_HDR, subject, subject_len);
+	if (payload_len)
+		memcpy(rec + MB_INBOX_REC_HDR + align8(subject_len), payload, payload_len);
+	return rec;
+}
+
+/* Publish the record written at at COMMITTED: the word after it is zeroed
+ * first (it is the next header), then the header with release. */
+static void put_publish(struct mb_inbox_prod *p, uint64_t at, uint64_t size)
+{
+	zero_next(&p->ib, at + size);
+	publish_hdr(&p->ib, at, make_hdr(&p->ib, at, IB_COMMITTED, p->owner, size));
+}
+
+/* Give the lock back at end and wake the consumer: the second half of the
+ * Dekker pair with wait_data, whose mb_fence_heavy stands in for our fence. */
+static void put_done(struct mb_inbox_prod *p, uint64_t end)
+{
+	unlock(&p->ib, end, p->owner);
+	/* The second half of the Dekker pair with wait_data (and an arming
+	 * owner of the bell), whose mb_fence_heavy stands in for our fence. */
+	if (mb_ec_signal_light(&p->ib.ctl->data_ec))
+		mb_bells_ring(&p->ib.ctl->data_ec, &p->ib.ctl->bell, 1);
+}
+
 int mb_inbox_put(struct mb_inbox_prod *p, const void *subject, uint32_t subject_len,
                  const void *payload, uint32_t payload_len, uint64_t deadline)
 {
-	const struct mb_inbox *ib = &p->ib;
 	uint64_t size = rec_size(subject_len, payload_len), at;
-	unsigned char *rec;
 	int rc = claim(p, size, deadline, &at);
 
 	if (rc)
 		return rc;
-	rec = ib->data + (at & ib->mask);
-	write_info(rec, subject_len, payload_len);
-	memcpy(rec + MB_INBOX_REC_HDR, subject, subject_len);
-	memcpy(rec + MB_INBOX_REC_HDR + align8(subject_len), payload, payload_len);
-	zero_next(ib, at + size);
-	publish_hdr(ib, at, make_hdr(ib, at, IB_COMMITTED, p->owner, size));
+	put_write(&p->ib, at, subject, subject_len, payload, payload_len);
+	put_publish(p, at, size);
 	mb_crash_point("inbox_put_written");
-	unlock(ib, at + size, p->owner);
-	/* The second half of the Dekker pair with wait_data (and an arming
-	 * owner of the bell), whose mb_fence_heavy stands in for our fence. */
-	if (mb_ec_signal_light(&ib->ctl->data_ec))
-		mb_bells_ring(&ib->ctl->data_ec, &ib->ctl->bell, 1);
+	put_done(p, at + size);
+	return 0;
+}
+
+int mb_inbox_put_many(struct mb_inbox_prod *p, const void *subject, uint32_t subject_len,
+                      uint32_t seq_off, uint64_t seq0, const struct mb_inbox_part *parts,
+                      uint32_t n, uint32_t *done)
+{
+	uint64_t size, at, pos, first;
+	uint32_t k;
+	int rc;
+
+	*done = 0;
+	if (!n || (uint64_t)seq_off + 8 > subject_len)
+		return MSGBUS_EINVAL;
+	size = rec_size(subject_len, parts[0].len);
+	rc = claim(p, size, MB_NO_WAIT, &at);
+	if (rc)
+		return rc;
+	first = at;
+	for (k = 0;;) {
+		uint64_t seq = seq0 + k;
+		unsigned char *rec = put_write(&p->ib, at, subject, subject_len, parts[k].data,
+		                               parts[k].len);
+
+		memcpy(rec + MB_INBOX_REC_HDR + seq_off, &seq, sizeof(seq));
+		/* Each record is published as mb_inbox_put publishes its one:
+		 * the consumer may read it while we write the next. */
+		put_publish(p, at, size);
+		pos = at + size;
+		if (++k == n)
+			break;
+		size = rec_size(subject_len, parts[k].len);
+		if (pos + size - first > MB_INBOX_PUT_MANY_BYTES || !claim_more(p, pos, size, &at))
+			break;
+	}
+	mb_crash_point("inbox_put_written");
+	put_done(p, pos);
+	*done = k;
 	return 0;
 }
 

@@ -118,6 +118,29 @@ int mb_inbox_reserve(struct mb_inbox_prod *p, uint32_t subject_len, uint32_t pay
  */
 int mb_inbox_put(struct mb_inbox_prod *p, const void *subject, uint32_t subject_len,
                  const void *payload, uint32_t payload_len, uint64_t deadline);
+/* One payload of mb_inbox_put_many. */
+struct mb_inbox_part {
+	const void *data;
+	uint32_t len;
+};
+/*
+ * mb_inbox_put for a run of n records with the same subject bytes (but for
+ * a counter: the 8 bytes at seq_off of record i's subject hold seq0 + i)
+ * and payloads parts[0..n): as many as fit now, in order, at most
+ * MB_INBOX_PUT_MANY_BYTES of them, under one hold of the reserve lock, with
+ * one release of the reserve word and one wake-up for all. Never waits.
+ * Each record is published as mb_inbox_put publishes its one (the word
+ * after it zeroed, then its header with release), so the consumer reads
+ * the first while the next is written. 0 with *done >= 1, MSGBUS_EINVAL
+ * (n is 0, or seq_off + 8 over subject_len), MSGBUS_EAGAIN (no room for
+ * the first), or a code of mb_inbox_reserve. A producer that dies holding
+ * the lock keeps the records it published; the position is moved past
+ * them by whoever repairs the lock.
+ */
+#define MB_INBOX_PUT_MANY_BYTES (64u << 10)
+int mb_inbox_put_many(struct mb_inbox_prod *p, const void *subject, uint32_t subject_len,
+                      uint32_t seq_off, uint64_t seq0, const struct mb_inbox_part *parts,
+                      uint32_t n, uint32_t *done);
 /* Publish the record and wake the consumer if it sleeps. 0, or
  * MSGBUS_EPEERDIED when a reader took us for dead and aborted it, or
  * MSGBUS_EPROTO when the header was overwritten. */

@@ -55,6 +55,20 @@ struct mb_link_hooks {
 	/* A call on b found no live worker for service (call.c): true if a
 	 * link serves the name now (as a bridge worker), so look again. */
 	bool (*no_worker)(msgbus_bus *b, const char *service);
+	/* A call of b to service (call.c), which no local participant but
+	 * a bridge serves, whose entry is PENDING: if a link of b serves the
+	 * name, the link takes the call (the entry becomes TAKEN by the
+	 * link's participant) and sends it from this thread; 0 then, and the
+	 * reply (or an error) comes into the entry. MSGBUS_ENOENT: no such
+	 * link, the caller queues the request as usual. */
+	int (*call_direct)(msgbus_bus *b, const char *service, const struct mb_req_hdr *hdr,
+	                   const void *data, size_t len);
+	/* A worker of b (serve.c) has just written the reply of call entry
+	 * `entry` of participant `to`, before it signals: if `to` is a link
+	 * of b that forwards the reply to its peer, the link takes and sends
+	 * it from this thread and returns true (nobody needs a wake-up then).
+	 * Never blocks: a busy link returns false. */
+	bool (*replied)(msgbus_bus *b, uint32_t to, uint32_t entry);
 };
 
 struct msgbus_bus {

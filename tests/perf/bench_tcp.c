@@ -9,7 +9,7 @@
  *              runs send 100x COUNT messages of 64 B, 10x COUNT of 4 KiB
  *   -r REPS    repeat each measurement REPS times and report the median of
  *              the repeats (default 5; raw and library runs alternate)
- *   -t TESTS   comma list of rtt, tput (default both)
+ *   -t TESTS   comma list of rtt, rr, rrback, tput (default all)
  *   -m MODES   comma list of raw, rawspin, msgbus (default all; ratios need raw)
  *   -s SIZE    only the runs with this payload size, 64 or 4096
  *   -S SPIN_US spin_us option of the buses (default 100)
@@ -28,7 +28,7 @@
  *   raw      the same two processes with a plain TCP socket (TCP_NODELAY):
  *            rtt:  a length-prefixed record written, echoed, read back.
  *            tput: a stream of length-prefixed records, written in batches
- *                  of up to 128 KiB (as the link batches), parsed by the
+ *                  of up to 256 KiB, parsed by the
  *                  reader from 256 KiB reads.
  *   raw spin rtt only: raw with both readers polling (MSG_DONTWAIT) rather
  *            than blocking, like for like with msgbus_recv, which spins
@@ -71,6 +71,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -84,9 +85,9 @@
 
 #include "msgbus.h"
 
-enum { K_RTT64, K_RTT4K, K_TPUT64, K_TPUT4K, K_COUNT };
+enum { K_RTT64, K_RTT4K, K_RR64, K_RRBACK64, K_TPUT64, K_TPUT4K, K_COUNT };
 enum { M_RAW, M_RAWSPIN, M_LIB, M_COUNT };
-enum { TEST_RTT, TEST_TPUT, TEST_COUNT };
+enum { TEST_RTT, TEST_RR, TEST_RRBACK, TEST_TPUT, TEST_COUNT };
 
 static const struct {
 	int test;
@@ -95,12 +96,14 @@ static const struct {
 } keys[K_COUNT] = {
 	{ TEST_RTT, 64, "64B" },
 	{ TEST_RTT, 4096, "4KiB" },
+	{ TEST_RR, 64, "64B" },
+	{ TEST_RRBACK, 64, "64B" },
 	{ TEST_TPUT, 64, "64B" },
 	{ TEST_TPUT, 4096, "4KiB" },
 };
 static const char *const mname[M_COUNT] = { "raw tcp", "raw spin", "msgbus" };
 static const char *const mopt[M_COUNT] = { "raw", "rawspin", "msgbus" }; /* -m */
-static const char *const testname[TEST_COUNT] = { "rtt", "tput" };
+static const char *const testname[TEST_COUNT] = { "rtt", "rr", "rrback", "tput" };
 
 #define MAX_REPS 99
 #include "bench_util.h"
@@ -111,7 +114,7 @@ static const char *const testname[TEST_COUNT] = { "rtt", "tput" };
 #define END_MAGIC 0x52454b52414d444eull  /* "NDMARKER" */
 #define SYNC_MAGIC 0x434e5953434e5953ull /* "SYNCSYNC" */
 #define GO_MAGIC 0x4f474f474f474f47ull   /* "GOGOGOGO" */
-#define TXBATCH (128u << 10)
+#define TXBATCH (256u << 10)
 #define RXCHUNK (256u << 10)
 
 static long g_n = 20000;
@@ -130,10 +133,12 @@ static unsigned g_busno;
 struct shared {
 	uint64_t t_end;
 	uint64_t count;
+	double lat_med, lat_p99; /* rrback: the child's figures */
 	int failed;
 	char err[240];
 };
 static struct shared *g_sh;
+static double *g_lat; /* latencies of one run (us) */
 
 static volatile pid_t g_child;
 static char g_paths[2][128];
@@ -386,20 +391,66 @@ static void lib_opts(msgbus_options *o)
 	o->spin_us = g_spin_us;
 }
 
-static int wait_link(msgbus_bus *bus, uint32_t subs, int timeout_ms)
+static int wait_link(msgbus_bus *bus, uint32_t subs, uint32_t svcs, int timeout_ms)
 {
 	uint64_t end = now_ns() + (uint64_t)timeout_ms * 1000000ull;
 	for (;;) {
 		msgbus_link_stats st;
 		if (msgbus_link_stats_get(bus, &st) != MSGBUS_OK)
 			return -1;
-		if (st.links_up >= 1 && st.remote_subs >= subs)
+		if (st.links_up >= 1 && st.remote_subs >= subs && st.remote_services >= svcs)
 			return 0;
 		if (now_ns() > end)
 			return -1;
 		struct timespec ts = { 0, 1000000 };
 		nanosleep(&ts, NULL);
 	}
+}
+
+/* The service of the rr runs: the request back as the reply. */
+static void echo_cb(msgbus_req *req, void *arg)
+{
+	(void)arg;
+	msgbus_respond(req, msgbus_req_data(req), msgbus_req_len(req));
+}
+
+/* Timed requests to "echo" (RTT_WARMUP first): 0 and median/p99 in us. */
+static int rr_loop(msgbus_bus *bus, size_t size, double *med, double *p99, int *capped,
+                   char *err, size_t errsize)
+{
+	unsigned char p[4096];
+	long n = 0;
+	uint64_t t_start = 0;
+	payload_init(p, size);
+	for (long i = 0; i < (long)RTT_WARMUP + g_n; i++) {
+		msgbus_msg *r;
+		uint64_t t0 = now_ns();
+		if (i == RTT_WARMUP)
+			t_start = t0;
+		payload_mark(p, size, (uint64_t)i, 0);
+		int rc = msgbus_request(bus, "echo", p, size, &r, 10000);
+		if (rc != MSGBUS_OK) {
+			snprintf(err, errsize, "request %ld: %s", i, msgbus_strerror(rc));
+			return -1;
+		}
+		int bad = msgbus_msg_len(r) != size || get_u64(msgbus_msg_data(r)) != (uint64_t)i;
+		msgbus_msg_release(r);
+		if (bad) {
+			snprintf(err, errsize, "reply %ld wrong", i);
+			return -1;
+		}
+		if (i >= (long)RTT_WARMUP) {
+			g_lat[n++] = (double)(now_ns() - t0) / 1e3;
+			if (now_ns() - t_start > RUN_CAP_NS) {
+				*capped = 1;
+				break;
+			}
+		}
+	}
+	qsort(g_lat, (size_t)n, sizeof(*g_lat), cmp_dbl);
+	*med = g_lat[n / 2];
+	*p99 = g_lat[(size_t)((double)n * 0.99)];
+	return 0;
 }
 
 /* Child of a library run: B. Echoes pings as pongs through the sync
@@ -409,6 +460,7 @@ static int lib_child(const char *url, int port, int test, size_t size, int ack_f
 	msgbus_options o;
 	msgbus_bus *bus = NULL;
 	msgbus_sub *ping = NULL, *data = NULL;
+	msgbus_service *svc = NULL;
 	char tcp[64];
 	int rc;
 
@@ -423,12 +475,16 @@ static int lib_child(const char *url, int port, int test, size_t size, int ack_f
 		fail("child: msgbus_subscribe: %s", msgbus_strerror(rc));
 		goto out;
 	}
+	if (test == TEST_RR && (rc = msgbus_serve(bus, "echo", echo_cb, NULL, &svc)) != MSGBUS_OK) {
+		fail("child: msgbus_serve: %s", msgbus_strerror(rc));
+		goto out;
+	}
 	snprintf(tcp, sizeof(tcp), "tcp://127.0.0.1:%d", port);
 	if ((rc = msgbus_connect(bus, tcp)) != MSGBUS_OK) {
 		fail("child: msgbus_connect: %s", msgbus_strerror(rc));
 		goto out;
 	}
-	if (wait_link(bus, 1, 5000)) {
+	if (wait_link(bus, 1, test == TEST_RRBACK, 5000)) {
 		fail("child: link to the parent not up in 5 s");
 		goto out;
 	}
@@ -451,7 +507,26 @@ static int lib_child(const char *url, int port, int test, size_t size, int ack_f
 			fail("child: publish pong: %s", msgbus_strerror(rc));
 			goto out;
 		}
-		if (flag == END_MAGIC || (flag == GO_MAGIC && test == TEST_TPUT))
+		if (flag == END_MAGIC || (flag == GO_MAGIC && test != TEST_RTT))
+			break;
+	}
+	if (test == TEST_RRBACK) {
+		char err[160];
+		int capped = 0;
+		if (rr_loop(bus, size, &g_sh->lat_med, &g_sh->lat_p99, &capped, err, sizeof(err)))
+			fail("child: %s", err);
+		g_sh->count = (uint64_t)capped;
+	}
+	while (test == TEST_RR) { /* serve until the END ping */
+		msgbus_msg *m;
+		rc = msgbus_recv(ping, &m, 20000);
+		if (rc != MSGBUS_OK) {
+			fail("child: recv END: %s", msgbus_strerror(rc));
+			goto out;
+		}
+		uint64_t flag = msgbus_msg_len(m) >= 16 ? get_u64(msgbus_msg_data(m) + 8) : 0;
+		msgbus_msg_release(m);
+		if (flag == END_MAGIC)
 			break;
 	}
 	if (test == TEST_TPUT) {
@@ -473,6 +548,8 @@ static int lib_child(const char *url, int port, int test, size_t size, int ack_f
 		g_sh->count = expect;
 	}
 out:
+	if (svc)
+		msgbus_unserve(svc);
 	rc = msgbus_close(bus);
 	if (rc != MSGBUS_OK)
 		fail("child: msgbus_close: %s", msgbus_strerror(rc));
@@ -486,8 +563,6 @@ struct meas {
 	int ok, capped;
 	double a, b; /* rtt: median, p99 (us); tput: msgs/s, MB/s */
 };
-
-static double *g_lat;
 
 static void rtt_stats(struct meas *m, long n)
 {
@@ -693,6 +768,7 @@ static struct meas run_lib(int key)
 	msgbus_options o;
 	msgbus_bus *bus = NULL;
 	msgbus_sub *pong = NULL;
+	msgbus_service *svc = NULL;
 	unsigned char *p = NULL;
 	pid_t pid = 0;
 
@@ -730,6 +806,8 @@ static struct meas run_lib(int key)
 		bus = NULL;
 	if (rc == MSGBUS_OK)
 		rc = msgbus_subscribe(bus, "pong", 0, &pong);
+	if (rc == MSGBUS_OK && test == TEST_RRBACK)
+		rc = msgbus_serve(bus, "echo", echo_cb, NULL, &svc);
 	if (rc == MSGBUS_OK)
 		rc = msgbus_listen(bus, "tcp://127.0.0.1:0", &port);
 	if (rc != MSGBUS_OK) {
@@ -741,8 +819,8 @@ static struct meas run_lib(int key)
 		fprintf(stderr, "bench_tcp: %s: child not ready\n", what);
 		goto out;
 	}
-	if (wait_link(bus, test == TEST_TPUT ? 2 : 1, 5000) ||
-	    lib_sync(bus, pong, size, test == TEST_TPUT)) {
+	if (wait_link(bus, test == TEST_TPUT ? 2 : 1, test == TEST_RR, 5000) ||
+	    lib_sync(bus, pong, size, test != TEST_RTT)) {
 		fprintf(stderr, "bench_tcp: %s: the link did not carry a ping and its pong\n",
 		        what);
 		goto out;
@@ -751,7 +829,28 @@ static struct meas run_lib(int key)
 	if (!p)
 		goto out;
 	payload_init(p, size);
-	if (test == TEST_RTT) {
+	if (test == TEST_RR) {
+		char err[160];
+		if (rr_loop(bus, size, &m.a, &m.b, &m.capped, err, sizeof(err))) {
+			fprintf(stderr, "bench_tcp: %s: %s\n", what, err);
+			goto out;
+		}
+		payload_mark(p, size, 0, END_MAGIC);
+		if (msgbus_publish(bus, "ping", p, size, -1) != MSGBUS_OK)
+			goto out;
+		if (!child_ok(pid, what))
+			goto out;
+		pid = 0;
+		m.ok = 1;
+	} else if (test == TEST_RRBACK) {
+		if (!child_ok(pid, what))
+			goto out;
+		pid = 0;
+		m.a = g_sh->lat_med;
+		m.b = g_sh->lat_p99;
+		m.capped = g_sh->count != 0;
+		m.ok = 1;
+	} else if (test == TEST_RTT) {
 		long n = 0;
 		uint64_t t_start = 0;
 		for (long i = 0; i < (long)RTT_WARMUP + g_n; i++) {
@@ -826,6 +925,8 @@ static struct meas run_lib(int key)
 	}
 out:
 	free(p);
+	if (svc)
+		msgbus_unserve(svc);
 	if (pid > 0) {
 		kill(pid, SIGKILL);
 		child_ok(pid, what);
@@ -892,7 +993,11 @@ static void print_key(int key)
 			}
 			snprintf(spread, sizeof(spread), "  (runs %.4g..%.4g)", lo, hi);
 		}
-		if (keys[key].test == TEST_RTT)
+		if (keys[key].test == TEST_RR || keys[key].test == TEST_RRBACK)
+			printf("%-8s %-6s %-4s median %8.2f us  p99 %8.2f us%s", mname[t],
+			       keys[key].test == TEST_RR ? "rr" : "rrback", keys[key].label, x->ma,
+			       x->mb, spread);
+		else if (keys[key].test == TEST_RTT)
 			printf("%-8s rtt  %-4s  median %8.2f us  p99 %8.2f us%s%s", mname[t],
 			       keys[key].label, x->ma, x->mb, ratio, spread);
 		else
@@ -915,9 +1020,13 @@ static void run_all(void)
 		if (!(g_tests & (1u << test)) || (g_size && keys[key].size != g_size))
 			continue;
 		if (test != last) {
-			printf("\n== %s ==\n", test == TEST_RTT
-			                           ? "ping-pong round trip over 127.0.0.1"
-			                           : "1:1 throughput over 127.0.0.1, lossless");
+			printf("\n== %s ==\n",
+			       test == TEST_RTT      ? "ping-pong round trip over 127.0.0.1"
+			       : test == TEST_RR     ? "msgbus_request across the link: the connecting "
+			                               "side serves, the listening side asks"
+			       : test == TEST_RRBACK ? "msgbus_request across the link: the listening "
+			                               "side serves, the connecting side asks"
+			                             : "1:1 throughput over 127.0.0.1, lossless");
 			last = test;
 		}
 		struct load_mark l0, l1;
@@ -925,8 +1034,9 @@ static void run_all(void)
 		for (int rep = 0; rep < g_reps; rep++) {
 			for (int t = 0; t < M_COUNT; t++) {
 				struct meas m;
-				if (!(g_modes & (1u << t)) || (t == M_RAWSPIN && test != TEST_RTT))
-					continue;
+				if (!(g_modes & (1u << t)) || (t == M_RAWSPIN && test != TEST_RTT) ||
+				    (t != M_LIB && (test == TEST_RR || test == TEST_RRBACK)))
+					continue; /* rr's baseline: the rtt rows */
 				st[key][t].ran = 1;
 				alarm(WATCHDOG_S);
 				g_raw_spin = t == M_RAWSPIN;
@@ -956,36 +1066,59 @@ static void run_all(void)
 	}
 }
 
+/* One row of the target table: figure, libmsgbus, baseline, ratio,
+ * target. lib/base: the stats (NULL: not run); b: use the p99 (mb). */
+static void target_row(const char *figure, const struct stat_ *lib, const struct stat_ *base,
+                       bool p99, const char *unit, double scale, const char *basename,
+                       double limit, bool at_most)
+{
+	if (!lib || !base || !lib->ran || !base->ran) {
+		printf("  %-34s  %12s  %12s  %7s  not run\n", figure, "-", "-", "-");
+		return;
+	}
+	if (lib->n == 0 || base->n == 0) {
+		printf("  %-34s  %12s  %12s  %7s  MISS (failed runs)\n", figure, "-", "-", "-");
+		return;
+	}
+	double l = p99 ? lib->mb : lib->ma, r = p99 ? base->mb : base->ma, x = l / r;
+	char lv[32], rv[32];
+	snprintf(lv, sizeof(lv), "%.2f %s", l / scale, unit);
+	snprintf(rv, sizeof(rv), "%.2f %s", r / scale, unit);
+	bool pass = at_most ? x <= limit : x >= limit;
+	printf("  %-34s  %12s  %12s  %6.2fx  %s %s %.2fx %s\n", figure, lv, rv, x,
+	       pass ? "PASS" : "MISS", at_most ? "<=" : ">=", limit, basename);
+}
+
 static void print_targets(void)
 {
-	struct stat_ *l, *r;
-	printf("\n== targets (median of %d runs) ==\n", g_reps);
+	struct stat_ *l, *raw_rtt = &st[K_RTT64][M_RAW];
+	printf("\n== targets (median of %d runs; baselines from the same run) ==\n", g_reps);
+	printf("  %-34s  %12s  %12s  %7s  %s\n", "figure", "libmsgbus", "baseline", "ratio",
+	       "target");
 	l = &st[K_TPUT64][M_LIB];
-	r = &st[K_TPUT64][M_RAW];
-	if (!l->ran)
-		printf("  %-44s  not run\n", "64B throughput >= 10 M msgs/s");
-	else if (l->n == 0)
-		printf("  %-44s  FAILED runs  MISS\n", "64B throughput >= 10 M msgs/s");
-	else
-		printf("  %-44s  %8.2f M msgs/s  %s  (raw stream %.2f M msgs/s, %.2fx, same runs)\n",
-		       "64B throughput >= 10 M msgs/s", l->ma / 1e6,
-		       l->ma >= 10e6 ? "PASS" : "MISS", r->ma / 1e6, r->n ? l->ma / r->ma : 0);
+	if (l->ran && l->n > 0)
+		printf("  %-34s  %12s  %12s  %7s  %s (>= 10 M msgs/s)\n", "64B stream, absolute",
+		       "", "", "", l->ma >= 10e6 ? "PASS" : "MISS");
+	target_row("64B stream msgs/s", l, &st[K_TPUT64][M_RAW], false, "M", 1e6, "raw",
+	           0.3, false);
+	target_row("4KiB stream msgs/s", &st[K_TPUT4K][M_LIB], &st[K_TPUT4K][M_RAW], false,
+	           "M", 1e6, "raw", 0.6, false);
+	target_row("64B rr median (vs pub/sub)", &st[K_RR64][M_LIB], &st[K_RTT64][M_LIB],
+	           false, "us", 1, "pub/sub", 1.3, true);
+	target_row("64B rr back median (vs pub/sub)", &st[K_RRBACK64][M_LIB],
+	           &st[K_RTT64][M_LIB], false, "us", 1, "pub/sub", 1.3, true);
+	target_row("64B pub/sub p99", &st[K_RTT64][M_LIB], raw_rtt, true, "us", 1, "raw",
+	           3, true);
+	target_row("64B rr p99", &st[K_RR64][M_LIB], raw_rtt, true, "us", 1, "raw", 3, true);
+	target_row("64B rr back p99", &st[K_RRBACK64][M_LIB], raw_rtt, true, "us", 1, "raw",
+	           3, true);
 	/* Against the faster raw round trip: blocking reads, or polling ones
 	 * (like for like with the library's spinning receive). */
-	l = &st[K_RTT64][M_LIB];
-	r = &st[K_RTT64][M_RAW];
-	if (st[K_RTT64][M_RAWSPIN].n > 0 &&
-	    (r->n == 0 || st[K_RTT64][M_RAWSPIN].ma < r->ma))
+	struct stat_ *r = raw_rtt;
+	if (st[K_RTT64][M_RAWSPIN].n > 0 && (r->n == 0 || st[K_RTT64][M_RAWSPIN].ma < r->ma))
 		r = &st[K_RTT64][M_RAWSPIN];
-	if (!l->ran || !r->ran)
-		printf("  %-44s  not run\n", "64B round trip median <= 1.3x raw socket");
-	else if (l->n == 0 || r->n == 0)
-		printf("  %-44s  FAILED runs  MISS\n", "64B round trip median <= 1.3x raw socket");
-	else
-		printf("  %-44s  %8.2fx raw      %s  (%.2f us vs %.2f us, %s)\n",
-		       "64B round trip median <= 1.3x raw socket", l->ma / r->ma,
-		       l->ma / r->ma <= 1.3 ? "PASS" : "MISS", l->ma, r->ma,
-		       mname[r - st[K_RTT64]]);
+	target_row("64B pub/sub median", &st[K_RTT64][M_LIB], r, false, "us", 1, mname[r - st[K_RTT64]],
+	           1.3, true);
 }
 
 /* Remove (and count) any segment of ours still in /dev/shm. */
@@ -1032,12 +1165,12 @@ static unsigned parse_list(const char *arg, const char *const *names, int count)
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: bench_tcp [-n COUNT] [-r REPS] [-t rtt,tput] [-m raw,rawspin,msgbus] "
+	fprintf(f, "usage: bench_tcp [-n COUNT] [-r REPS] [-t rtt,rr,rrback,tput] [-m raw,rawspin,msgbus] "
 	           "[-s SIZE] [-S SPIN_US] [-P] [-v]\n"
 	           "  -n COUNT   round trips per ping-pong run (default 20000); throughput\n"
 	           "             runs send 100x (64 B) / 10x (4 KiB) COUNT messages\n"
 	           "  -r REPS    runs per figure, median reported (default 5, max %d)\n"
-	           "  -t TESTS   comma list of rtt,tput (default both)\n"
+	           "  -t TESTS   comma list of rtt,rr,rrback,tput (default all)\n"
 	           "  -m MODES   comma list of raw,rawspin,msgbus (default all)\n"
 	           "  -s SIZE    only the runs with this payload size (64 or 4096)\n"
 	           "  -S SPIN_US spin_us bus option (default 100)\n"
