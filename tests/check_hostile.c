@@ -591,6 +591,9 @@ static struct hz_field hz_pick(struct hz_mutator *m)
 		const struct hz_field f[] = {
 			HZ_F(p, struct mb_part, state),   HZ_F(p, struct mb_part, pid),
 			HZ_F(p, struct mb_part, flags),   HZ_F(p, struct mb_part, reply_ec),
+			HZ_F(p, struct mb_part, commit_mark[0]),
+			{ p + offsetof(struct mb_part, commit_mark) +
+			          8 * hz_rand(m, MB_COMMIT_MARKS), 8, "mb_part.commit_mark[]" },
 			HZ_F(e, struct mb_call, word),    HZ_F(e, struct mb_call, word),
 			HZ_F(e, struct mb_call, word),    HZ_F(e, struct mb_call, ec),
 			HZ_F(e, struct mb_call, len),     HZ_F(e, struct mb_call, buf),

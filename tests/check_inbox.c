@@ -533,6 +533,74 @@ END_TEST
 /* A producer dies holding the reserve lock: before it wrote its header
  * (the position stays), or after (the position moves past its record,
  * which the consumer then aborts). Producers and the consumer repair it. */
+/* keep callback: commit a dead owner's record whose subject starts with
+ * 'k' (as pubsub/mark.c does for a marked publish). */
+static bool keep_k(void *ctx, uint32_t owner, const struct mb_inbox_msg *m)
+{
+	unsigned *asked = ctx;
+
+	++*asked;
+	return owner == 6 && m->subject_len >= 1 && m->subject[0] == 'k';
+}
+
+/* Reserve and fill a record of owner p, left CLAIMED (its owner "dies"). */
+static void reserve_filled(struct mb_inbox_prod *p, const char *subject, const char *data)
+{
+	struct mb_inbox_res r;
+	uint32_t sl = (uint32_t)strlen(subject), len = (uint32_t)strlen(data);
+
+	TU_ASSERT_OK(mb_inbox_reserve(p, sl, len, MB_NO_WAIT, &r));
+	memcpy(r.subject, subject, sl);
+	memcpy(r.payload, data, len);
+}
+
+/* A dead owner's CLAIMED records are committed where the keep callback
+ * says so and aborted otherwise: by mb_inbox_reap_owner (with a keep,
+ * and without one: all aborted), and by a consumer that finds one at its
+ * cursor (mb_inbox_cons_keep). */
+START_TEST(test_dead_owner_keep)
+{
+	struct tib t;
+	struct owners o = { { 0 }, 0, 0 };
+	struct mb_inbox_prod dead, live;
+	struct mb_inbox_cons c;
+	unsigned asked = 0;
+
+	tib_open(&t, 4096);
+	mb_inbox_prod_init(&dead, &t.ib, 6, 0, NULL, NULL);
+	mb_inbox_prod_init(&live, &t.ib, 1, 0, NULL, NULL);
+	mb_inbox_cons_init(&c, &t.ib, owner_dead, &o, SPIN_NS, CHECK_NS);
+	mb_inbox_cons_keep(&c, keep_k, &asked);
+	/* The reaper, with a keep. */
+	reserve_filled(&dead, "k", "one");
+	reserve_filled(&dead, "a", "two");
+	reserve_filled(&dead, "k", "three");
+	TU_ASSERT_OK(put(&live, "z", "live", 4, MB_NO_WAIT));
+	o.dead_mask = 1u << 6;
+	mb_inbox_reap_owner(&t.ib, 6, keep_k, &asked);
+	ck_assert_uint_eq(asked, 3);
+	expect_msg_raw(&c, "one");
+	expect_msg_raw(&c, "three");
+	expect_msg_raw(&c, "live");
+	/* The reaper without one: all aborted. */
+	o.dead_mask = 0;
+	reserve_filled(&dead, "k", "four");
+	TU_ASSERT_OK(put(&live, "z", "live2", 5, MB_NO_WAIT));
+	mb_inbox_reap_owner(&t.ib, 6, NULL, NULL);
+	expect_msg_raw(&c, "live2");
+	/* The consumer, at its cursor: kept, then aborted. */
+	reserve_filled(&dead, "k", "five");
+	reserve_filled(&dead, "a", "six");
+	TU_ASSERT_OK(put(&live, "z", "live3", 5, MB_NO_WAIT));
+	o.dead_mask = 1u << 6;
+	asked = 0;
+	expect_msg_raw(&c, "five");
+	expect_msg_raw(&c, "live3");
+	ck_assert_uint_eq(asked, 2);
+	tib_close(&t);
+}
+END_TEST
+
 START_TEST(test_dead_lock_holder)
 {
 	struct tib t;
@@ -1287,6 +1355,7 @@ Suite *suite_inbox(void)
 
 	tc = tu_tcase("crash", TU_CASE_TIMEOUT);
 	tcase_add_test(tc, test_dead_owner_simulated);
+	tcase_add_test(tc, test_dead_owner_keep);
 	tcase_add_test(tc, test_dead_lock_holder);
 	tcase_add_test(tc, test_put_many_dead_holder);
 	if (!tu_valgrind()) {
