@@ -152,6 +152,11 @@ bool mb_nats_write_locked(struct mb_nats *n, const void *a, size_t alen, const v
 /* The connection is gone: what txbuf still holds is undelivered. Caller
  * holds wlock. */
 void mb_nats_tx_abandon_locked(struct mb_nats *n);
+/* A request or a reply: PUB subject [reply] with data, after what txbuf
+ * holds, written now (one write when small); false: the link is down, or
+ * the line does not fit. Caller holds wlock. */
+bool mb_nats_pub_locked(struct mb_nats *n, const char *subject, const char *reply,
+                        const void *data, size_t len);
 /* Write what txbuf holds, blocking. */
 void mb_nats_flush(struct mb_nats *n);
 /* After a publish on the linking handle (the published link hook, via

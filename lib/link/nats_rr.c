@@ -30,16 +30,14 @@
 static int send_request(struct mb_nats *n, const char *service, uint64_t id,
                         const msgbus_req *req)
 {
-	char reply[96], head[MB_SUBJECT_MAX + 128];
+	char reply[96];
 	size_t len = msgbus_req_len(req);
 	int rc = MSGBUS_ENORESPONDERS;
 	snprintf(reply, sizeof(reply), "%s%llu", n->inbox, (unsigned long long)id);
 	pthread_mutex_lock(&n->wlock);
-	size_t hl = mb_nats_pub(head, sizeof(head), service, reply, len);
 	if (n->up && len > n->max_payload)
 		rc = MSGBUS_EMSGSIZE;
-	else if (hl && mb_nats_write_locked(n, head, hl, msgbus_req_data(req), len) &&
-	         mb_nats_write_locked(n, "\r\n", 2, NULL, 0))
+	else if (mb_nats_pub_locked(n, service, reply, msgbus_req_data(req), len))
 		rc = 0;
 	pthread_mutex_unlock(&n->wlock);
 	return rc;
@@ -268,13 +266,10 @@ static void poll_calls(struct mb_nats *n)
 			continue;
 		}
 		if (rc == 0) {
-			char head[MB_NATS_LINE_MAX];
 			size_t len = msgbus_msg_len(reply);
 			pthread_mutex_lock(&n->wlock);
-			size_t hl = mb_nats_pub(head, sizeof(head), c->reply, NULL, len);
-			bool ok = hl && len <= n->max_payload &&
-			          mb_nats_write_locked(n, head, hl, msgbus_msg_data(reply), len) &&
-			          mb_nats_write_locked(n, "\r\n", 2, NULL, 0);
+			bool ok = len <= n->max_payload &&
+			          mb_nats_pub_locked(n, c->reply, NULL, msgbus_msg_data(reply), len);
 			pthread_mutex_unlock(&n->wlock);
 			atomic_fetch_add(ok ? &n->ls->sent : &n->ls->undelivered, 1);
 			msgbus_msg_release(reply);

@@ -20,6 +20,7 @@
 #define WRITE_AT (32u << 10) /* an inline pass writes once this much is queued */
 #define LONE_NS 5000u    /* ... or a first message after this long without a write */
 #define NAP_NS 200000u   /* tx naps this long while publishers send inline */
+#define PUB_ONE_WRITE 4094u /* requests and replies up to this size: one write */
 
 /* ---- writing --------------------------------------------------------------- */
 
@@ -101,6 +102,24 @@ static void flush_nowait_locked(struct mb_nats *n)
 	if (n->txoff == n->txlen)
 		n->txlen = n->txoff = 0;
 	n->last_write_ns = mb_now_ns();
+}
+
+bool mb_nats_pub_locked(struct mb_nats *n, const char *subject, const char *reply,
+                        const void *data, size_t len)
+{
+	char buf[MB_NATS_LINE_MAX + PUB_ONE_WRITE];
+	size_t hl = mb_nats_pub(buf, MB_NATS_LINE_MAX, subject, reply, len);
+	if (!hl)
+		return false;
+	if (len > PUB_ONE_WRITE)
+		return mb_nats_write_locked(n, buf, hl, data, len) &&
+		       mb_nats_write_locked(n, "\r\n", 2, NULL, 0);
+	/* one write, one segment: the server need not wait for the rest */
+	if (len)
+		memcpy(buf + hl, data, len);
+	buf[hl + len] = '\r';
+	buf[hl + len + 1] = '\n';
+	return mb_nats_write_locked(n, buf, hl + len + 2, NULL, 0);
 }
 
 void mb_nats_flush(struct mb_nats *n)
