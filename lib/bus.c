@@ -8,7 +8,7 @@
 #include "platform/fence.h"
 #include "platform/crash.h"
 #include "pubsub/buffers.h"
-#include "link/link.h"
+#include "link/links.h"
 #include "pubsub/reap.h"
 #include "pubsub/route.h"
 #include "reqrep/rr.h"
@@ -141,7 +141,7 @@ static int open_bus(msgbus_bus **out, const struct mb_seg_ops *ops, const char *
 	b->ring_inline_max = b->cfg.inbox_size / 4 < b->cfg.max_msg_size ? b->cfg.inbox_size / 4
 	                                                                   : b->cfg.max_msg_size;
 	/* Sequence numbers of a later handle on the same participant index
-	 * start above an earlier one's (links compare them, link.c). */
+	 * start above an earlier one's (links compare them, link/link_send.c:mb_link_taken). */
 	atomic_store(&b->pub_seq, mb_now_ns());
 	b->spin_ns = (uint64_t)b->cfg.spin_us * 1000u;
 	/* Check a few times within the bound: detection takes at most a

@@ -1,6 +1,9 @@
 /* link_recv.c - a link's receiving side: the handshake, then frames from
- * the peer (the rx thread and inline readers); see link_conn.h. */
-#include "link/link_conn.h"
+ * the peer (the rx thread and inline readers); see conn_state.h. */
+#include "link/link_recv.h"
+#include "link/link_log.h"
+#include "link/link_rr.h"
+#include "link/link_send.h"
 #include "shm/control.h"
 #include "shm/handle.h"
 #include "shm/subject.h"
@@ -91,20 +94,6 @@ static uint32_t publish_run(struct mb_conn *c, struct reader *r, const struct mb
 		return 0;
 	r->off = ends[done - 1];
 	return done;
-}
-
-bool mb_link_may_create(msgbus_bus *b, const char *subject, size_t len)
-{
-	uint32_t t, used = 0, n = b->cfg.max_subjects;
-	if (mb_topic_find(b, subject, len, mb_hash(subject, len), &t) == 0)
-		return true;
-	/* Rare: the first message of a subject. Two links creating at once
-	 * may both pass; the share is exceeded by at most one per link.
-	 * Relaxed: a count, nothing is read through the states. */
-	for (t = 0; t < n; t++)
-		used += atomic_load_explicit(&mb_topic_at(b, t)->state, memory_order_relaxed) !=
-		        MB_TOPIC_FREE;
-	return used + 1 + MB_LINK_SUBJECTS_KEPT(n) <= n;
 }
 
 /* More interest than max_patterns is a protocol error. */

@@ -1,6 +1,8 @@
 /* link_rr.c - requests across a link, both ways: the peer's services as
- * local workers, the peer's requests as local calls; see link_conn.h. */
-#include "link/link_conn.h"
+ * local workers, the peer's requests as local calls; see conn_state.h. */
+#include "link/link_rr.h"
+#include "link/link_log.h"
+#include "link/link_send.h"
 #include "reqrep/rr.h"
 #include "platform/wait.h"
 

@@ -1,8 +1,9 @@
 /* link_send.c - a link's sending side: control frames, interest, and
  * messages of the local bus to the peer (the tx thread and inline senders);
- * see link_conn.h. */
+ * see conn_state.h. */
 #include "shm/subject.h"
-#include "link/link_conn.h"
+#include "link/link_send.h"
+#include "link/link_log.h"
 #include "ring/ring.h"
 #include "pubsub/sub.h"
 #include "platform/wait.h"
@@ -343,7 +344,7 @@ static uint32_t drain_locked(struct mb_conn *c, msgbus_sub *proxy, bool nowait, 
 {
 	uint32_t n = 0;
 	*owner = -1;
-	/* Down: what is left on the proxy is counted at the drop (link.c),
+	/* Down: what is left on the proxy is counted at the drop (conn.c),
 	 * not written one blocking write after another. */
 	while (n < max && !atomic_load_explicit(&c->down, memory_order_relaxed)) {
 		msgbus_msg *m = c->held;

@@ -1,46 +1,17 @@
-/* link.c - one TCP connection between two buses (msgbus-wire(7)): its
- * threads, its end, and the list of a handle's connections; see
- * link_conn.h. */
-#include "link/link_conn.h"
+/* conn.c - run one TCP connection between two buses (msgbus-wire(7)):
+ * set it up, run its threads until it drops, and account at the drop for
+ * what the peer wanted and did not get; and the connecting side's watch
+ * while the link is down. See conn_state.h. */
+#include "link/conn.h"
+#include "link/conn_state.h"
+#include "link/link_log.h"
+#include "link/link_recv.h"
+#include "link/link_rr.h"
+#include "link/link_send.h"
 #include "reqrep/rr.h"
+#include "shm/subject.h"
 #include "pubsub/sub.h"
 #include "platform/wait.h"
-
-#include <stdarg.h>
-
-/* The rate limit of mb_link_logf: LOG_BURST lines per LOG_WINDOW_NS. */
-#define LOG_BURST 10u
-#define LOG_WINDOW_NS 1000000000ull
-
-static _Atomic uint64_t log_window; /* when the current window started */
-static _Atomic uint32_t log_lines, log_dropped; /* in it; dropped since */
-
-void mb_link_logf(const char *fmt, ...)
-{
-	/* Relaxed: a line more or less at a window's edge does not matter. */
-	uint64_t now = mb_now_ns(), w = atomic_load_explicit(&log_window, memory_order_relaxed);
-	if (now - w > LOG_WINDOW_NS &&
-	    atomic_compare_exchange_strong_explicit(&log_window, &w, now, memory_order_relaxed,
-	                                            memory_order_relaxed)) {
-		atomic_store_explicit(&log_lines, 0, memory_order_relaxed);
-		uint32_t d = atomic_exchange_explicit(&log_dropped, 0, memory_order_relaxed);
-		if (d)
-			fprintf(stderr, "msgbus: %u link log lines suppressed\n", d);
-	}
-	if (atomic_fetch_add_explicit(&log_lines, 1, memory_order_relaxed) >= LOG_BURST) {
-		atomic_fetch_add_explicit(&log_dropped, 1, memory_order_relaxed);
-		return;
-	}
-	va_list ap;
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-}
-
-void mb_link_log(struct mb_conn *c, const char *what, const char *why)
-{
-	mb_link_logf("msgbus: link %s: %s: %s\n", c->peer, what, why);
-}
 
 static void conn_free(struct mb_conn *c)
 {
@@ -258,55 +229,46 @@ bool mb_conn_run(struct mb_links *ls, int fd, const struct mb_conn_opts *o)
 	return threads;
 }
 
-void mb_conns_count(struct mb_links *ls, uint32_t *subs, uint32_t *svcs)
+/*
+ * While a link is down, count the messages the peer last said it wanted:
+ * they cannot reach it (no silent loss). A lossy subscription never holds
+ * local publishers back; what it misses is counted as well.
+ */
+void mb_watch_count(struct mb_links *ls, struct mb_watch *w)
 {
-	*subs = *svcs = 0;
-	pthread_mutex_lock(&ls->lock);
-	for (struct mb_conn_ref *cr = ls->conns; cr; cr = cr->next) {
-		pthread_mutex_lock(&cr->conn->lock);
-		*subs += cr->conn->rsubs.n;
-		*svcs += cr->conn->nrsvcs;
-		pthread_mutex_unlock(&cr->conn->lock);
-	}
-	pthread_mutex_unlock(&ls->lock);
-}
-
-void mb_conn_register(struct mb_links *ls, struct mb_conn *c, int fd)
-{
-	struct mb_conn_ref *cr = malloc(sizeof(*cr));
-	pthread_mutex_lock(&ls->lock);
-	if (cr) {
-		cr->conn = c;
-		cr->fd = fd;
-		cr->next = ls->conns;
-		ls->conns = cr;
-	}
-	if (atomic_load(&ls->closing) || !cr)
-		atomic_store(&c->down, true); /* closing raced with connecting */
-	pthread_mutex_unlock(&ls->lock);
-}
-
-void mb_conn_unregister(struct mb_links *ls, struct mb_conn *c)
-{
-	pthread_mutex_lock(&ls->lock);
-	for (struct mb_conn_ref **pp = &ls->conns; *pp; pp = &(*pp)->next) {
-		if ((*pp)->conn == c) {
-			struct mb_conn_ref *cr = *pp;
-			*pp = cr->next;
-			free(cr);
-			break;
+	msgbus_msg *m;
+	while (msgbus_recv(w->sub, &m, 0) == 0) {
+		if (m->origin < w->bus->cfg.max_participants && m->seq < w->skip[m->origin]) {
+			msgbus_msg_release(m); /* counted by the link at the drop */
+			continue;
 		}
+		size_t slen = strlen(msgbus_msg_subject(m));
+		for (uint32_t i = 0; i < w->nwanted; i++) {
+			if (mb_subject_match(w->wanted[i], strlen(w->wanted[i]),
+			                     msgbus_msg_subject(m), slen)) {
+				atomic_fetch_add(&ls->undelivered, 1);
+				break;
+			}
+		}
+		msgbus_msg_release(m);
 	}
-	pthread_mutex_unlock(&ls->lock);
+	msgbus_sub_stats st;
+	if (msgbus_sub_stats_get(w->sub, &st) == 0) {
+		atomic_fetch_add(&ls->undelivered, st.dropped - w->dropped_seen);
+		w->dropped_seen = st.dropped;
+	}
 }
 
-void mb_conn_shutdown_all(struct mb_links *ls)
+void mb_watch_settle(struct mb_links *ls, struct mb_watch *w)
 {
-	pthread_mutex_lock(&ls->lock);
-	for (struct mb_conn_ref *cr = ls->conns; cr; cr = cr->next) {
-		atomic_store(&cr->conn->down, true);
-		mb_sock_shutdown(cr->fd);
-		mb_ec_kick(&cr->conn->rx_ec); /* a napping rx thread */
-	}
-	pthread_mutex_unlock(&ls->lock);
+	mb_watch_count(ls, w);
+	msgbus_unsubscribe(w->sub);
+	w->sub = NULL;
+	for (uint32_t i = 0; i < w->nwanted; i++)
+		free(w->wanted[i]);
+	free(w->wanted);
+	w->wanted = NULL;
+	w->nwanted = 0;
+	free(w->skip);
+	w->skip = NULL;
 }

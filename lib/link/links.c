@@ -1,13 +1,21 @@
 /*
- * tcp.c - msgbus_listen and msgbus_connect: URL parsing, accepting, and
- * connecting again with backoff after a link drops. Each connection runs in
- * link.c; this file only decides when connections start and stop.
+ * links.c - the links of a bus handle: msgbus_listen and msgbus_connect
+ * (tcp:// URL parsing, accepting, connecting again with backoff after a
+ * link drops; other schemes in their own files), the link hooks through
+ * which the handle's publishers, requesters and workers use its links
+ * inline, statistics, and stopping them at close. Each connection runs in
+ * conn.c; this file only decides when connections start and stop.
  */
 #include "link/nats_link.h"
 #include "platform/error.h"
 #include "shm/subject.h"
-#include "link/link.h"
-#include "reqrep/rr.h"
+#include "link/links.h"
+#include "link/conn.h"
+#include "link/conn_state.h"
+#include "link/link_log.h"
+#include "link/link_recv.h"
+#include "link/link_rr.h"
+#include "link/link_send.h"
 #include "link/nats.h"
 #include "pubsub/sub.h"
 
@@ -381,50 +389,6 @@ static void backoff_sleep(struct mb_links *ls, unsigned ms)
 {
 	for (unsigned t = 0; t < ms && !atomic_load(&ls->closing); t += 20)
 		mb_nap_us(20000);
-}
-
-/*
- * While a link is down, count the messages the peer last said it wanted:
- * they cannot reach it (no silent loss). A lossy subscription never holds
- * local publishers back; what it misses is counted as well.
- */
-void mb_watch_count(struct mb_links *ls, struct mb_watch *w)
-{
-	msgbus_msg *m;
-	while (msgbus_recv(w->sub, &m, 0) == 0) {
-		if (m->origin < m->sub->bus->cfg.max_participants && m->seq < w->skip[m->origin]) {
-			msgbus_msg_release(m); /* counted by the link at the drop */
-			continue;
-		}
-		size_t slen = strlen(msgbus_msg_subject(m));
-		for (uint32_t i = 0; i < w->nwanted; i++) {
-			if (mb_subject_match(w->wanted[i], strlen(w->wanted[i]),
-			                     msgbus_msg_subject(m), slen)) {
-				atomic_fetch_add(&ls->undelivered, 1);
-				break;
-			}
-		}
-		msgbus_msg_release(m);
-	}
-	msgbus_sub_stats st;
-	if (msgbus_sub_stats_get(w->sub, &st) == 0) {
-		atomic_fetch_add(&ls->undelivered, st.dropped - w->dropped_seen);
-		w->dropped_seen = st.dropped;
-	}
-}
-
-void mb_watch_settle(struct mb_links *ls, struct mb_watch *w)
-{
-	mb_watch_count(ls, w);
-	msgbus_unsubscribe(w->sub);
-	w->sub = NULL;
-	for (uint32_t i = 0; i < w->nwanted; i++)
-		free(w->wanted[i]);
-	free(w->wanted);
-	w->wanted = NULL;
-	w->nwanted = 0;
-	free(w->skip);
-	w->skip = NULL;
 }
 
 static void *connector_main(void *arg)
