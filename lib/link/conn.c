@@ -100,7 +100,9 @@ static int conn_open(struct mb_conn *c)
 		return rc;
 	}
 	mb_sock_set_read_timeout(c->fd, HEARTBEAT_MS);
-	atomic_fetch_or(&mb_part_at(c->lb, c->lb->self)->flags, MB_PARTF_BRIDGE);
+	/* Relaxed: see conn_state.h:mb_link_is_bridge(). */
+	atomic_fetch_or_explicit(&mb_part_at(c->lb, c->lb->self)->flags, MB_PARTF_BRIDGE,
+	                         memory_order_relaxed);
 	/* Three link threads per connection would steal the cores from the
 	 * processes they serve if they spun: they sleep at once. */
 	c->lb->spin_ns = 0;
@@ -124,9 +126,9 @@ static void watch_start(struct mb_conn *c, struct mb_watch *watch)
 	pthread_mutex_unlock(&c->lock);
 }
 
-/* The link runs: tx and rr threads, rx in this one, until it drops. Caller
+/* Run: tx and rr threads, rx in this one, until the link drops. Caller
  * holds rlock. true if the threads ran. */
-static bool conn_threads(struct mb_conn *c, const struct mb_conn_opts *o)
+static bool conn_run(struct mb_conn *c, const struct mb_conn_opts *o)
 {
 	struct mb_links *ls = c->ls;
 	bool threads = false;
@@ -134,15 +136,15 @@ static bool conn_threads(struct mb_conn *c, const struct mb_conn_opts *o)
 		return false;
 	if (pthread_create(&c->rr, NULL, mb_link_rr_main, c) == 0) {
 		threads = true;
-		atomic_fetch_add(&ls->up, 1);
+		atomic_fetch_add_explicit(&ls->up, 1, memory_order_relaxed);
 		if (o->again)
-			atomic_fetch_add(&ls->reconnects, 1);
+			atomic_fetch_add_explicit(&ls->reconnects, 1, memory_order_relaxed);
 		mb_link_rx_loop(c);
 		if (o->watch)
 			watch_start(c, o->watch);
-		atomic_fetch_sub(&ls->up, 1);
+		atomic_fetch_sub_explicit(&ls->up, 1, memory_order_relaxed);
 	}
-	atomic_store(&c->down, true);
+	mb_conn_set_down(c);
 	mb_sock_shutdown(c->fd);
 	/* Wake the threads now rather than at their timeouts. */
 	mb_ec_kick(&mb_part_at(c->lb, c->lb->self)->reply_ec);
@@ -154,17 +156,19 @@ static bool conn_threads(struct mb_conn *c, const struct mb_conn_opts *o)
 	return threads;
 }
 
-/* After the threads: what the peer wanted and we had not sent is lost with
- * the link; count it, whether queued, held or still on the bus. From here
+/* The accounting at a drop, after the threads: what the peer wanted and we
+ * had not sent is lost with the link; count it, whether queued, held or still on the bus. From here
  * on no publisher sends inline. */
 static void conn_drop(struct mb_conn *c, struct mb_watch *watch)
 {
 	struct mb_links *ls = c->ls;
 	pthread_mutex_lock(&c->wlock);
-	msgbus_sub *proxy = atomic_exchange(&c->proxy, NULL);
+	/* Acquire: pairs with the release in link_recv.c:follow() (this
+	 * thread's own store; inline senders see NULL from here on). */
+	msgbus_sub *proxy = atomic_exchange_explicit(&c->proxy, NULL, memory_order_acquire);
 	mb_link_tx_abandon_locked(c);
 	if (c->held && proxy) {
-		atomic_fetch_add(&ls->undelivered, 1); /* only a wanted one is held */
+		atomic_fetch_add_explicit(&ls->undelivered, 1, memory_order_relaxed); /* only a wanted one is held */
 		mb_link_taken(c->lb, c->taken, c->held);
 		msgbus_msg_release(c->held);
 	}
@@ -179,7 +183,7 @@ static void conn_drop(struct mb_conn *c, struct mb_watch *watch)
 		msgbus_msg *m;
 		while (msgbus_recv(proxy, &m, 0) == 0) {
 			if (!mb_link_is_bridge(c->lb, m->origin) && mb_link_peer_wants(c, m->subject))
-				atomic_fetch_add(&ls->undelivered, 1);
+				atomic_fetch_add_explicit(&ls->undelivered, 1, memory_order_relaxed);
 			if (watch && watch->skip)
 				mb_link_taken(c->lb, watch->skip, m);
 			msgbus_msg_release(m);
@@ -194,13 +198,40 @@ static void conn_drop(struct mb_conn *c, struct mb_watch *watch)
 	}
 }
 
+/* Set-up, with rlock held: the handshake (the pending count of a listener
+ * drops once it ends, either way), then the link's handle; a reconnection
+ * settles the watch it kept while the link was down. true: run it. */
+static bool conn_setup(struct mb_conn *c, const struct mb_conn_opts *o)
+{
+	c->max_frame = c->ls->bus->cfg.max_msg_size + 1024u;
+	bool shook = mb_link_handshake(c, c->max_frame);
+	if (o->pending)
+		atomic_fetch_sub_explicit(o->pending, 1, memory_order_relaxed); /* a count */
+	if (!shook || conn_open(c))
+		return false;
+	if (o->watch && o->watch->sub)
+		mb_watch_settle(c->ls, o->watch);
+	return true;
+}
+
+/* The end: nobody reaches c any more; close fd and free it. */
+static void conn_end(struct mb_conn *c)
+{
+	int fd = c->fd;
+	mb_conn_unregister(c->ls, c);
+	mb_conn_set_down(c);
+	mb_sock_shutdown(fd);
+	mb_close_fd(fd);
+	conn_free(c);
+}
+
 bool mb_conn_run(struct mb_links *ls, int fd, const struct mb_conn_opts *o)
 {
 	struct mb_conn *c = conn_new(ls, fd, o);
-	bool threads = false;
+	bool ran = false;
 	if (!c) {
-		if (o->pending)
-			atomic_fetch_sub(o->pending, 1);
+		if (o->pending) /* relaxed: a count */
+			atomic_fetch_sub_explicit(o->pending, 1, memory_order_relaxed);
 		mb_sock_shutdown(fd);
 		mb_close_fd(fd);
 		return false;
@@ -209,24 +240,13 @@ bool mb_conn_run(struct mb_links *ls, int fd, const struct mb_conn_opts *o)
 	mb_conn_register(ls, c, fd);
 	/* The rx thread owns the link's reading side (rx_loop). */
 	pthread_mutex_lock(&c->rlock);
-	c->max_frame = ls->bus->cfg.max_msg_size + 1024u;
-	bool shook = mb_link_handshake(c, c->max_frame);
-	if (o->pending)
-		atomic_fetch_sub(o->pending, 1);
-	if (shook && conn_open(c) == 0) {
-		if (o->watch && o->watch->sub)
-			mb_watch_settle(ls, o->watch);
-		threads = conn_threads(c, o);
-	}
+	if (conn_setup(c, o))
+		ran = conn_run(c, o);
 	pthread_mutex_unlock(&c->rlock); /* no spinner reads any more */
 	if (c->lb)
 		conn_drop(c, o->watch);
-	mb_conn_unregister(ls, c);
-	atomic_store(&c->down, true);
-	mb_sock_shutdown(fd);
-	mb_close_fd(fd);
-	conn_free(c);
-	return threads;
+	conn_end(c);
+	return ran;
 }
 
 /*
@@ -246,7 +266,7 @@ void mb_watch_count(struct mb_links *ls, struct mb_watch *w)
 		for (uint32_t i = 0; i < w->nwanted; i++) {
 			if (mb_subject_match(w->wanted[i], strlen(w->wanted[i]),
 			                     msgbus_msg_subject(m), slen)) {
-				atomic_fetch_add(&ls->undelivered, 1);
+				atomic_fetch_add_explicit(&ls->undelivered, 1, memory_order_relaxed);
 				break;
 			}
 		}
@@ -254,7 +274,7 @@ void mb_watch_count(struct mb_links *ls, struct mb_watch *w)
 	}
 	msgbus_sub_stats st;
 	if (msgbus_sub_stats_get(w->sub, &st) == 0) {
-		atomic_fetch_add(&ls->undelivered, st.dropped - w->dropped_seen);
+		atomic_fetch_add_explicit(&ls->undelivered, st.dropped - w->dropped_seen, memory_order_relaxed);
 		w->dropped_seen = st.dropped;
 	}
 }

@@ -189,10 +189,30 @@ struct mb_conn {
 	_Atomic uint64_t rr_until;
 };
 
+/* Is participant idx of b a link's (bridge) handle? Relaxed: a link
+ * marks its handle (conn.c:conn_open, links.c:connector_main) before it
+ * publishes or subscribes anything, and we ask about the participant of a
+ * message or slot that we read with acquire, which orders the mark. */
 static inline bool mb_link_is_bridge(msgbus_bus *b, uint32_t idx)
 {
 	return idx < b->cfg.max_participants &&
-	       (atomic_load(&mb_part_at(b, idx)->flags) & MB_PARTF_BRIDGE);
+	       (atomic_load_explicit(&mb_part_at(b, idx)->flags, memory_order_relaxed) &
+	        MB_PARTF_BRIDGE);
+}
+
+/* c->down: set once, when the connection ends, by any of its threads, a
+ * failed write or the handle's close. seq_cst: each store is followed by a
+ * shutdown of the socket or a kick of the eventcounts its threads sleep on
+ * (conn.c:conn_run, link_set.c:mb_conn_shutdown_all), and a thread that
+ * sleeps loads it after mb_ec_prepare: Dekker, it sees down or the kick
+ * sees it. Nothing else is published through it. */
+static inline bool mb_conn_down(struct mb_conn *c)
+{
+	return atomic_load_explicit(&c->down, memory_order_seq_cst);
+}
+static inline void mb_conn_set_down(struct mb_conn *c)
+{
+	atomic_store_explicit(&c->down, true, memory_order_seq_cst);
 }
 
 #endif

@@ -30,8 +30,10 @@ void mb_conn_register(struct mb_links *ls, struct mb_conn *c, int fd)
 		cr->next = ls->conns;
 		ls->conns = cr;
 	}
-	if (atomic_load(&ls->closing) || !cr)
-		atomic_store(&c->down, true); /* closing raced with connecting */
+	/* Relaxed: under ls->lock, which mb_links_stop takes (in
+	 * mb_conn_shutdown_all) after it sets closing. */
+	if (atomic_load_explicit(&ls->closing, memory_order_relaxed) || !cr)
+		mb_conn_set_down(c); /* closing raced with connecting */
 	pthread_mutex_unlock(&ls->lock);
 }
 
@@ -53,7 +55,7 @@ void mb_conn_shutdown_all(struct mb_links *ls)
 {
 	pthread_mutex_lock(&ls->lock);
 	for (struct mb_conn_ref *cr = ls->conns; cr; cr = cr->next) {
-		atomic_store(&cr->conn->down, true);
+		mb_conn_set_down(cr->conn);
 		mb_sock_shutdown(cr->fd);
 		mb_ec_kick(&cr->conn->rx_ec); /* a napping rx thread */
 	}

@@ -29,6 +29,8 @@ struct mb_links {
 	struct mb_accepted *accepted;
 	struct mb_conn_ref *conns;
 	struct mb_nats *nats; /* nats:// links (nats.c) */
+	/* Counters: relaxed everywhere, statistics only (up is also a hint
+	 * for the inline paths, which re-check under ls->lock). */
 	_Atomic uint32_t up;
 	_Atomic uint64_t sent, received, undelivered, reconnects, bad_frames;
 };
