@@ -9,7 +9,7 @@
 #include "platform/platform_dgram.h"
 #include "platform/crash.h"
 #include "pubsub/loan.h"
-#include "link/link.h"
+#include "link/links.h"
 #include "pubsub/reap.h"
 #include "pubsub/route.h"
 #include "reqrep/call.h"
@@ -146,7 +146,7 @@ static int open_bus(msgbus_bus **out, const struct mb_seg_ops *ops, const char *
 	b->ring_inline_max = b->cfg.inbox_size / 4 < b->cfg.max_msg_size ? b->cfg.inbox_size / 4
 	                                                                   : b->cfg.max_msg_size;
 	/* Sequence numbers of a later handle on the same participant index
-	 * start above an earlier one's (links compare them, link.c). */
+	 * start above an earlier one's (links compare them, link/link_send.c:mb_link_taken). */
 	/* Process-local, before the handle is shared: seq_cst by default, pairs
 	 * with nothing (relaxed would do). */
 	atomic_store(&b->pub_seq, mb_now_ns());

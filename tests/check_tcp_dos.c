@@ -28,7 +28,7 @@
 Suite *suite_tcp_dos(void);
 
 #define DOS_CASE_TIMEOUT 30 /* seconds, per case */
-#define DEAD_AFTER_MS 5000  /* the library's heartbeat bound (link_conn.h) */
+#define DEAD_AFTER_MS 5000  /* the library's heartbeat bound (conn_state.h) */
 #define HANDSHAKE_MS 2000   /* the library's handshake deadline */
 #define PROMPT_MS 1000.0    /* "promptly": well before any deadline */
 

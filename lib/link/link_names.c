@@ -6,7 +6,11 @@
  * deletion by backward shift, so no tombstones pile up).
  */
 #include "shm/subject.h"
-#include "link/link_conn.h"
+#include "link/link_names.h"
+#include "msgbus.h"
+
+#include <stdlib.h>
+#include <string.h>
 
 /* The index holds positions + 1 in v; 0 is an empty cell. */
 static uint32_t home_of(const struct names *s, const char *x)

@@ -1,6 +1,9 @@
 /* link_recv.c - a link's receiving side: the handshake, then frames from
- * the peer (the rx thread and inline readers); see link_conn.h. */
-#include "link/link_conn.h"
+ * the peer (the rx thread and inline readers); see conn_state.h. */
+#include "link/link_recv.h"
+#include "link/link_log.h"
+#include "link/link_rr.h"
+#include "link/link_send.h"
 #include "shm/control.h"
 #include "shm/handle.h"
 #include "shm/subject.h"
@@ -37,7 +40,7 @@ static int publish_msg(struct mb_conn *c, struct reader *r, const struct mb_fram
 	int rc = mb_route_publish(b, r->mname, f->payload, f->payload_len, UINT32_MAX, 0,
 	                          MB_NO_WAIT);
 	while (!nowait &&
-	       (rc == MSGBUS_EAGAIN || (rc == MSGBUS_ETIMEDOUT && !atomic_load(&c->down))))
+	       (rc == MSGBUS_EAGAIN || (rc == MSGBUS_ETIMEDOUT && !mb_conn_down(c))))
 		rc = mb_route_publish(b, r->mname, f->payload, f->payload_len, UINT32_MAX, 0,
 		                      mb_publish_deadline(100));
 	return rc;
@@ -93,25 +96,11 @@ static uint32_t publish_run(struct mb_conn *c, struct reader *r, const struct mb
 	return done;
 }
 
-bool mb_link_may_create(msgbus_bus *b, const char *subject, size_t len)
-{
-	uint32_t t, used = 0, n = b->cfg.max_subjects;
-	if (mb_topic_find(b, subject, len, mb_hash(subject, len), &t) == 0)
-		return true;
-	/* Rare: the first message of a subject. Two links creating at once
-	 * may both pass; the share is exceeded by at most one per link.
-	 * Relaxed: a count, nothing is read through the states. */
-	for (t = 0; t < n; t++)
-		used += atomic_load_explicit(&mb_topic_at(b, t)->state, memory_order_relaxed) !=
-		        MB_TOPIC_FREE;
-	return used + 1 + MB_LINK_SUBJECTS_KEPT(n) <= n;
-}
-
 /* More interest than max_patterns is a protocol error. */
 static bool too_many(struct mb_conn *c)
 {
 	mb_link_log(c, "closing on a bad frame", "more SUB patterns and services than max_patterns");
-	atomic_fetch_add(&c->ls->bad_frames, 1);
+	atomic_fetch_add_explicit(&c->ls->bad_frames, 1, memory_order_relaxed);
 	return false;
 }
 
@@ -120,7 +109,7 @@ static bool too_many(struct mb_conn *c)
 static bool no_slot(struct mb_conn *c)
 {
 	mb_link_log(c, "closing on a bad frame", "no free subscription slot for a SUB pattern");
-	atomic_fetch_add(&c->ls->bad_frames, 1);
+	atomic_fetch_add_explicit(&c->ls->bad_frames, 1, memory_order_relaxed);
 	return false;
 }
 
@@ -130,12 +119,16 @@ static bool no_slot(struct mb_conn *c)
  * published from then on is seen. Caller holds c->lock. */
 static bool follow(struct mb_conn *c, const char *pattern)
 {
-	msgbus_sub *p = atomic_load(&c->proxy);
+	/* Relaxed: only this thread stores it non-NULL. */
+	msgbus_sub *p = atomic_load_explicit(&c->proxy, memory_order_relaxed);
 	if (!p) {
 		if (msgbus_subscribe(c->lb, pattern, 0, &p))
 			return false;
 		snprintf(c->proxy_pattern, sizeof(c->proxy_pattern), "%s", pattern);
-		atomic_store(&c->proxy, p);
+		/* Release: pairs with the acquires in link_send.c
+		 * (mb_conn_tx_inline, mb_link_tx_main) and conn.c:conn_drop():
+		 * the subscription is set up before they use it. */
+		atomic_store_explicit(&c->proxy, p, memory_order_release);
 		return true;
 	}
 	if (!strcmp(c->proxy_pattern, pattern))
@@ -214,16 +207,20 @@ static bool on_frame(struct mb_conn *c, const struct mb_frame *f)
 		mb_link_on_rep(c, f);
 		return true;
 	case MB_F_PING:
-		/* Pairs with the acquire exchange in link_send.c:send_pong(). */
+		/* Pairs with the acquire exchange in link_send.c:send_pong(),
+		 * which then reads the token. seq_cst, not just release: also
+		 * the first half of the Dekker pair with the tx thread's
+		 * mb_ec_prepare and load of pong_due (mb_link_tx_main), so the
+		 * signal below cannot miss a tx thread going to sleep. */
 		atomic_store_explicit(&c->pong_token, f->token, memory_order_relaxed);
-		atomic_store_explicit(&c->pong_due, true, memory_order_release);
+		atomic_store_explicit(&c->pong_due, true, memory_order_seq_cst);
 		mb_ec_signal(&c->tx_ec);
 		return true;
 	case MB_F_PONG:
 		return true;
 	default: /* a second HELLO (a MSG does not come here) */
 		mb_link_log(c, "closing on a bad frame", "a second HELLO");
-		atomic_fetch_add(&c->ls->bad_frames, 1);
+		atomic_fetch_add_explicit(&c->ls->bad_frames, 1, memory_order_relaxed);
 		return false;
 	}
 }
@@ -271,7 +268,7 @@ static bool fill(struct mb_conn *c, size_t need, uint64_t deadline)
 {
 	struct reader *r = &c->rd;
 	while (r->len - r->off < need) {
-		if (atomic_load(&c->down))
+		if (mb_conn_down(c))
 			return false;
 		if (mb_now_ns() > deadline) {
 			mb_link_log(c, "closing", "no HELLO from the peer in time");
@@ -288,7 +285,7 @@ static bool fill(struct mb_conn *c, size_t need, uint64_t deadline)
 static bool bad_hello(struct mb_conn *c, const char *why)
 {
 	mb_link_log(c, "closing on a bad frame", why);
-	atomic_fetch_add(&c->ls->bad_frames, 1);
+	atomic_fetch_add_explicit(&c->ls->bad_frames, 1, memory_order_relaxed);
 	return false;
 }
 
@@ -366,7 +363,7 @@ static enum rx_stop rx_frames(struct mb_conn *c, bool inl, size_t *need, uint64_
 			if (rc == MSGBUS_EAGAIN && inl)
 				return RX_LEAVE;
 			if (rc)
-				atomic_fetch_add(&c->ls->undelivered, 1);
+				atomic_fetch_add_explicit(&c->ls->undelivered, 1, memory_order_relaxed);
 			else
 				++*received;
 			r->off += *need;
@@ -376,7 +373,7 @@ static enum rx_stop rx_frames(struct mb_conn *c, bool inl, size_t *need, uint64_
 		/* Count the messages before it first: the answer to a PING
 		 * must not reach the peer before the stats say they arrived. */
 		if (*received) {
-			atomic_fetch_add(&c->ls->received, *received);
+			atomic_fetch_add_explicit(&c->ls->received, *received, memory_order_relaxed);
 			*received = 0;
 		}
 		if (!on_frame(c, &f))
@@ -386,7 +383,7 @@ static enum rx_stop rx_frames(struct mb_conn *c, bool inl, size_t *need, uint64_
 		if (inl)
 			return RX_LEAVE; /* the rx thread reports it */
 		mb_link_log(c, "closing on a bad frame", why);
-		atomic_fetch_add(&c->ls->bad_frames, 1);
+		atomic_fetch_add_explicit(&c->ls->bad_frames, 1, memory_order_relaxed);
 		return RX_CLOSE;
 	}
 }
@@ -428,7 +425,7 @@ void mb_conn_rx_inline(struct mb_conn *c, uint64_t now)
 	}
 	pthread_mutex_unlock(&c->rlock);
 	if (received)
-		atomic_fetch_add(&c->ls->received, received);
+		atomic_fetch_add_explicit(&c->ls->received, received, memory_order_relaxed);
 	if (leave)
 		mb_ec_signal(&c->rx_ec);
 }
@@ -436,7 +433,9 @@ void mb_conn_rx_inline(struct mb_conn *c, uint64_t now)
 /* The spinner goes to sleep: the rx thread watches the link again. */
 void mb_conn_rx_unspin(struct mb_conn *c)
 {
-	atomic_store(&c->rx_spin_ns, 0);
+	/* seq_cst: the first half of the pair with spinners_gone(), as an
+	 * eventcount's store before its signal. */
+	atomic_store_explicit(&c->rx_spin_ns, 0, memory_order_seq_cst);
 	mb_ec_signal(&c->rx_ec);
 }
 
@@ -444,7 +443,7 @@ void mb_conn_rx_unspin(struct mb_conn *c)
  * unspin (store, then signal) order as an eventcount's check and signal. */
 static bool spinners_gone(struct mb_conn *c, uint64_t now)
 {
-	uint64_t t = atomic_load(&c->rx_spin_ns);
+	uint64_t t = atomic_load_explicit(&c->rx_spin_ns, memory_order_seq_cst);
 	return !t || now - t > RX_SPIN_GONE_NS;
 }
 
@@ -465,13 +464,13 @@ static bool spinners_gone(struct mb_conn *c, uint64_t now)
 void mb_link_rx_loop(struct mb_conn *c)
 {
 	struct reader *r = &c->rd;
-	while (!atomic_load(&c->down)) {
+	while (!mb_conn_down(c)) {
 		size_t need;
 		/* Every frame there is (a spinner may have left some). */
 		if (rx_frames(c, false, &need, &r->received) == RX_CLOSE || c->rx_end)
 			break;
 		if (r->received) { /* before we may block */
-			atomic_fetch_add(&c->ls->received, r->received);
+			atomic_fetch_add_explicit(&c->ls->received, r->received, memory_order_relaxed);
 			r->received = 0;
 		}
 		uint64_t now = mb_now_ns();
@@ -503,7 +502,7 @@ void mb_link_rx_loop(struct mb_conn *c)
 		pthread_mutex_lock(&c->rlock);
 	}
 	c->rx_shared = false;
-	atomic_fetch_add(&c->ls->received, r->received);
+	atomic_fetch_add_explicit(&c->ls->received, r->received, memory_order_relaxed);
 	r->received = 0;
 }
 

@@ -1,6 +1,8 @@
 /* link_rr.c - requests across a link, both ways: the peer's services as
- * local workers, the peer's requests as local calls; see link_conn.h. */
-#include "link/link_conn.h"
+ * local workers, the peer's requests as local calls; see conn_state.h. */
+#include "link/link_rr.h"
+#include "link/link_log.h"
+#include "link/link_send.h"
 #include "reqrep/rr.h"
 #include "reqrep/call.h"
 #include "platform/wait.h"
@@ -63,7 +65,7 @@ static void forward_request(msgbus_req *req, void *arg)
 int mb_conn_call_direct(struct mb_conn *c, const char *service, const struct mb_req_hdr *hdr,
                         const void *data, size_t len)
 {
-	if (atomic_load(&c->down))
+	if (mb_conn_down(c))
 		return MSGBUS_ENOENT;
 	bool served = false;
 	pthread_mutex_lock(&c->lock);
@@ -80,6 +82,10 @@ int mb_conn_call_direct(struct mb_conn *c, const char *service, const struct mb_
 	 * watches the link's participant from now on. */
 	struct mb_call *e = mb_call_at(c->lb, hdr->from, hdr->entry);
 	uint64_t w = mb_callw(hdr->corr, 0, MB_CALL_PENDING);
+	/* seq_cst, as every change of a call's word: acquire pairs with
+	 * the release that made it PENDING (reqrep/call.c:
+	 * mb_call_start_listed), release with the requester's acquire of
+	 * TAKEN (call.c:check()). */
 	if (!atomic_compare_exchange_strong(&e->word, &w,
 	                                    mb_callw(hdr->corr, c->lb->self, MB_CALL_TAKEN))) {
 		free(req);
@@ -172,7 +178,7 @@ static void send_done(struct mb_conn *c, struct peer_call *pc)
 bool mb_conn_reply_inline(struct mb_conn *c, uint32_t to, uint32_t entry)
 {
 	struct peer_call *pc = NULL;
-	if (atomic_load(&c->down))
+	if (mb_conn_down(c))
 		return false;
 	pthread_mutex_lock(&c->lock);
 	/* A listed call: the rx thread set c->lb before it listed any. */
@@ -201,7 +207,7 @@ void *mb_link_rr_main(void *arg)
 {
 	struct mb_conn *c = arg;
 	_Atomic uint32_t *ec = &mb_part_at(c->lb, c->lb->self)->reply_ec;
-	while (!atomic_load(&c->down)) {
+	while (!mb_conn_down(c)) {
 		uint32_t v = mb_ec_prepare(ec);
 		struct peer_call *done = NULL;
 		bool pending = false;

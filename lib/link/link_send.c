@@ -1,8 +1,9 @@
 /* link_send.c - a link's sending side: control frames, interest, and
  * messages of the local bus to the peer (the tx thread and inline senders);
- * see link_conn.h. */
+ * see conn_state.h. */
 #include "shm/subject.h"
-#include "link/link_conn.h"
+#include "link/link_send.h"
+#include "link/link_log.h"
 #include "ring/ring.h"
 #include "pubsub/sub.h"
 #include "platform/wait.h"
@@ -16,7 +17,7 @@
 static void count_sent(struct mb_conn *c)
 {
 	if (c->uncounted) {
-		atomic_fetch_add(&c->ls->sent, c->uncounted);
+		atomic_fetch_add_explicit(&c->ls->sent, c->uncounted, memory_order_relaxed);
 		c->uncounted = 0;
 	}
 }
@@ -44,8 +45,8 @@ void mb_link_tx_abandon_locked(struct mb_conn *c)
 	count_sent(c);
 	uint32_t n = unwritten_msgs(c);
 	if (n) {
-		atomic_fetch_sub(&c->ls->sent, n);
-		atomic_fetch_add(&c->ls->undelivered, n);
+		atomic_fetch_sub_explicit(&c->ls->sent, n, memory_order_relaxed);
+		atomic_fetch_add_explicit(&c->ls->undelivered, n, memory_order_relaxed);
 	}
 	c->txlen = c->txoff = 0;
 }
@@ -61,9 +62,9 @@ static void wrote(struct mb_conn *c)
  * nothing for DEAD_AFTER_MS (SO_SNDTIMEO), it has stopped reading. */
 static void write_failed(struct mb_conn *c, int rc)
 {
-	if (rc == -EAGAIN && !atomic_load(&c->down))
+	if (rc == -EAGAIN && !mb_conn_down(c))
 		mb_link_log(c, "closing", "the peer takes no data");
-	atomic_store(&c->down, true);
+	mb_conn_set_down(c);
 	mb_sock_shutdown(c->fd); /* the rx thread returns from its read now */
 }
 
@@ -97,7 +98,7 @@ static void flush_nowait_locked(struct mb_conn *c)
 		return;
 	if (n < 0) {
 		mb_link_tx_abandon_locked(c);
-		atomic_store(&c->down, true);
+		mb_conn_set_down(c);
 		return;
 	}
 	c->txoff += (size_t)n;
@@ -111,14 +112,14 @@ static void flush_nowait_locked(struct mb_conn *c)
 int mb_link_send_frame(struct mb_conn *c, struct mb_frame *f, bool now)
 {
 	uint8_t head[MB_WIRE_HEAD_MAX];
-	if (atomic_load(&c->down))
+	if (mb_conn_down(c))
 		return MSGBUS_ECLOSED;
 	size_t hl = mb_wire_encode(head, f);
 	if (hl - MB_WIRE_HDR + f->payload_len > c->peer_max_frame)
 		return MSGBUS_EMSGSIZE;
 	int rc = 0;
 	pthread_mutex_lock(&c->wlock);
-	if (atomic_load(&c->down)) {
+	if (mb_conn_down(c)) {
 		rc = MSGBUS_ECLOSED;
 	} else if (c->txlen + hl + f->payload_len <= TXBUF) {
 		memcpy(c->txbuf + c->txlen, head, hl);
@@ -210,12 +211,18 @@ int mb_link_local_interest(msgbus_bus *b, struct names *subs, struct names *svcs
 		memcpy(pat, ss->pattern, plen);
 		pat[plen] = '\0';
 		if (mb_subject_check(pat, &checked, true, NULL) || checked != plen ||
-		    atomic_load(&ss->word) != w)
+		    /* Relaxed: only "is it the same word?" after the copy. */
+		    atomic_load_explicit(&ss->word, memory_order_relaxed) != w)
 			continue; /* invalid (untrusted), or changed while we read */
 		if (MB_SUBW_FLAGS(w) & MB_SUBF_QUEUE) {
 			bool local = false;
 			for (uint32_t i = 0; i < b->cfg.max_participants && !local; i++)
-				local = (atomic_load(&ss->members[i / 64]) >> (i % 64) & 1) &&
+				/* Relaxed: a snapshot; a change bumps interest_gen
+				 * and we look again. */
+				local = (atomic_load_explicit(&ss->members[i / 64],
+				                              memory_order_relaxed) >>
+				                 (i % 64) &
+				         1) &&
 				        !mb_link_is_bridge(b, i);
 			const char *name = pat + MB_SVC_PREFIX_LEN;
 			if (local && plen > MB_SVC_PREFIX_LEN && !mb_names_has(svcs, name))
@@ -309,7 +316,7 @@ static bool queue_msg_locked(struct mb_conn *c, msgbus_sub *proxy, msgbus_msg *m
 			fits = hl + m->len <= TXBUF / 2; /* larger: straight from the bus */
 		}
 		if (lost) {
-			atomic_fetch_add(&c->ls->undelivered, 1);
+			atomic_fetch_add_explicit(&c->ls->undelivered, 1, memory_order_relaxed);
 		} else if (fits) {
 			mb_wire_encode_msg(c->txbuf + c->txlen, m->subject, nl, (uint32_t)m->len);
 			if (m->len)
@@ -320,11 +327,11 @@ static bool queue_msg_locked(struct mb_conn *c, msgbus_sub *proxy, msgbus_msg *m
 			/* txbuf is empty: nothing to keep in order before it */
 			uint8_t head[MB_WIRE_HDR + 2 + MB_SUBJECT_MAX];
 			mb_wire_encode_msg(head, m->subject, nl, (uint32_t)m->len);
-			atomic_fetch_add(&c->ls->sent, 1);
+			atomic_fetch_add_explicit(&c->ls->sent, 1, memory_order_relaxed);
 			int rc = mb_sock_write2(c->fd, head, hl, m->data, m->len, DEAD_AFTER_MS);
 			if (rc) {
-				atomic_fetch_sub(&c->ls->sent, 1);
-				atomic_fetch_add(&c->ls->undelivered, 1);
+				atomic_fetch_sub_explicit(&c->ls->sent, 1, memory_order_relaxed);
+				atomic_fetch_add_explicit(&c->ls->undelivered, 1, memory_order_relaxed);
 				write_failed(c, rc);
 			} else {
 				wrote(c);
@@ -343,7 +350,7 @@ static uint32_t drain_locked(struct mb_conn *c, msgbus_sub *proxy, bool nowait, 
 {
 	uint32_t n = 0;
 	*owner = -1;
-	/* Down: what is left on the proxy is counted at the drop (link.c),
+	/* Down: what is left on the proxy is counted at the drop (conn.c),
 	 * not written one blocking write after another. */
 	while (n < max && !atomic_load_explicit(&c->down, memory_order_relaxed)) {
 		msgbus_msg *m = c->held;
@@ -404,9 +411,11 @@ void mb_conn_tx_inline(struct mb_conn *c)
 		mb_ec_signal(&c->tx_ec);
 		return;
 	}
-	msgbus_sub *proxy = atomic_load(&c->proxy);
+	/* Acquire: pairs with the release in link_recv.c:follow(): the
+	 * subscription is set up before we use it. */
+	msgbus_sub *proxy = atomic_load_explicit(&c->proxy, memory_order_acquire);
 	bool left = false;
-	if (proxy && !atomic_load(&c->down)) {
+	if (proxy && !mb_conn_down(c)) {
 		bool was_empty = c->txlen == c->txoff;
 		int64_t owner;
 		if (drain_locked(c, proxy, true, UINT32_MAX, &owner))
@@ -446,17 +455,20 @@ void *mb_link_tx_main(void *arg)
 {
 	struct mb_conn *c = arg;
 	struct names adv_subs = { 0 }, adv_svcs = { 0 };
-	uint32_t seen = atomic_load(&c->lb->hdr->interest_gen) - 1;
+	/* Acquire (both): pairs with the release increments in
+	 * pubsub/subscribe.c and reqrep/serve.c, made after a slot changes. */
+	uint32_t seen = atomic_load_explicit(&c->lb->hdr->interest_gen, memory_order_acquire) - 1;
 	uint64_t next_check = 0, inline_seen = 0;
 	int64_t owner = -1; /* a writer holding a head back, from the last pass */
 	bool napping = false, woken = false, streaming = false, lingered = false;
-	while (!atomic_load(&c->down)) {
-		uint32_t gen = atomic_load(&c->lb->hdr->interest_gen);
+	while (!mb_conn_down(c)) {
+		uint32_t gen = atomic_load_explicit(&c->lb->hdr->interest_gen, memory_order_acquire);
 		if (gen != seen) {
 			seen = gen;
 			advertise(c, &adv_subs, &adv_svcs);
 		}
-		msgbus_sub *proxy = atomic_load(&c->proxy);
+		/* Acquire: as in mb_conn_tx_inline. */
+		msgbus_sub *proxy = atomic_load_explicit(&c->proxy, memory_order_acquire);
 		struct tx_res r = { 0, false, false };
 		if (proxy && !napping)
 			r = tx_pass(c, proxy, false, &owner);
@@ -472,7 +484,11 @@ void *mb_link_tx_main(void *arg)
 			 * for a PONG or the drop (both signal tx_ec), so a
 			 * connection that ends is torn down without delay. */
 			uint32_t v = mb_ec_prepare(&c->tx_ec);
-			if (!atomic_load(&c->down) && !atomic_load(&c->pong_due))
+			/* seq_cst: after mb_ec_prepare, the second half of the
+			 * Dekker pair with link_recv.c:on_frame()'s store of
+			 * pong_due and its signal of tx_ec. */
+			if (!mb_conn_down(c) &&
+			    !atomic_load_explicit(&c->pong_due, memory_order_seq_cst))
 				mb_ec_sleep(&c->tx_ec, v, now, now + 50000000ull);
 			continue;
 		}
@@ -483,7 +499,9 @@ void *mb_link_tx_main(void *arg)
 		}
 		if (streaming && !lingered) {
 			lingered = true;
-			mb_ec_sleep(&c->tx_ec, atomic_load(&c->tx_ec), now, now + TX_LINGER_NS);
+			/* Relaxed: a timed linger; any change wakes it. */
+			mb_ec_sleep(&c->tx_ec, atomic_load_explicit(&c->tx_ec, memory_order_relaxed),
+			            now, now + TX_LINGER_NS);
 			continue;
 		}
 		streaming = lingered = false; /* a linger found nothing: it ended */
@@ -510,12 +528,13 @@ void *mb_link_tx_main(void *arg)
 		} else if (r.took || r.busy) {
 			continue;
 		}
-		if (atomic_load(&c->down))
+		if (mb_conn_down(c))
 			break;
 		atomic_store_explicit(&c->tx_active, false, memory_order_relaxed);
 		mb_ec_sleep(ec, v, now, until);
 		atomic_store_explicit(&c->tx_active, true, memory_order_relaxed);
-		woken = !napping && atomic_load(ec) != v; /* not a timeout */
+		/* Relaxed: only "did it change?" (not a timeout). */
+		woken = !napping && atomic_load_explicit(ec, memory_order_relaxed) != v;
 	}
 	mb_names_clear(&adv_subs);
 	mb_names_clear(&adv_svcs);

@@ -4,7 +4,8 @@
  * nats_link.h. nats_tx.c writes.
  */
 #include "shm/subject.h"
-#include "link/link_conn.h"
+#include "link/conn_state.h"
+#include "link/link_log.h"
 #include "link/nats.h"
 #include "link/nats_link.h"
 #include "pubsub/route.h"

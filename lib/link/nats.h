@@ -5,7 +5,7 @@
 #ifndef MB_NATS_H
 #define MB_NATS_H
 
-#include "link/link.h"
+#include "link/link_set.h"
 
 /* msgbus_connect for a nats:// URL: parse it, start the link. 0 or an
  * error; the link connects (and reconnects) in the background. */

@@ -4,7 +4,7 @@
  * thread: local interest as SUB/UNSUB, local messages as PUB).
  *
  * The link opens its own handle on the bus, marked as a bridge like the
- * tcp:// links' (link_conn.h): what it publishes from NATS is never sent
+ * tcp:// links' (conn_state.h): what it publishes from NATS is never sent
  * out again, by this link or any other, and its own subscription (">",
  * lossy, which follows what local participants publish) is never taken
  * for local interest. With echo:false the server does not send our own
@@ -21,7 +21,7 @@
 #ifndef MB_NATS_LINK_H
 #define MB_NATS_LINK_H
 
-#include "link/link.h"
+#include "link/link_set.h"
 #include "link/nats_proto.h"
 
 #define NATS_SERVERS_MAX 32u
@@ -181,7 +181,7 @@ bool mb_nats_requests_out(struct mb_nats *n);
 void mb_nats_fail_pending(struct mb_nats *n, int err);
 /* At the end: stop serving, fail and cancel what is left. */
 void mb_nats_rr_end(struct mb_nats *n);
-/* The no_worker link hook of a handle (tcp.c installs it): true if one of
+/* The no_worker link hook of a handle (links.c installs it): true if one of
  * bus's nats:// links serves service now. */
 bool mb_nats_no_worker(msgbus_bus *bus, const char *service);
 

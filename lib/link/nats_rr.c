@@ -13,7 +13,8 @@
  * request from NATS is called on a local worker from the bridge handle
  * and its reply is PUB to the requester's reply subject by the rr thread.
  */
-#include "link/link_conn.h"
+#include "link/conn_state.h"
+#include "link/link_log.h"
 #include "link/nats_link.h"
 #include "reqrep/rr.h"
 #include "platform/wait.h"
@@ -91,11 +92,11 @@ static bool proxy_locked(struct mb_nats *n, const char *name)
 	return true;
 }
 
-/* The no_worker link hook (tcp.c): a request from bus (the handle that
+/* The no_worker link hook (links.c): a request from bus (the handle that
  * made the link, not a bridge: one hop) that no local worker serves. */
 bool mb_nats_no_worker(msgbus_bus *bus, const char *service)
 {
-	/* Pairs with the release in tcp.c:links_of(). */
+	/* Pairs with the release in links.c:links_of(). */
 	struct mb_links *ls = __atomic_load_n(&bus->links, __ATOMIC_ACQUIRE);
 	bool routed = false;
 	if (!ls || mb_link_is_bridge(bus, bus->self))

@@ -4,7 +4,9 @@
  * what local participants publish becomes PUB; see nats_link.h.
  */
 #include "shm/subject.h"
-#include "link/link_conn.h"
+#include "link/conn_state.h"
+#include "link/link_log.h"
+#include "link/link_send.h"
 #include "link/nats_link.h"
 #include "pubsub/sub.h"
 #include "ring/ring.h"

@@ -89,7 +89,7 @@ int msgbus_publish(msgbus_bus *bus, const char *subject, const void *data, size_
 	                                    : mb_deadline(timeout_ms);
 	int rc = mb_route_publish(bus, subject, data, len, UINT32_MAX, 0, deadline);
 	if (!rc) {
-		/* Pairs with the release in link/tcp.c:links_of(). */
+		/* Pairs with the release in link/links.c:links_of(). */
 		const struct mb_link_hooks *lh =
 			atomic_load_explicit(&bus->link_hooks, memory_order_acquire);
 		if (lh)

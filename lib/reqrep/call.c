@@ -91,7 +91,7 @@ int mb_call_start_listed(msgbus_bus *bus, const char *service, const void *data,
 	uint32_t t, slot;
 	char subject[MB_SUBJECT_MAX + 1];
 	int rc = find_workers(bus, service, &t, &slot, subject);
-	/* Pairs with the release in link/tcp.c:links_of(). */
+	/* Pairs with the release in link/links.c:links_of(). */
 	const struct mb_link_hooks *lh =
 		atomic_load_explicit(&bus->link_hooks, memory_order_acquire);
 	if (rc == MSGBUS_ENORESPONDERS && lh && lh->no_worker(bus, service))

@@ -522,7 +522,7 @@ static int respond(msgbus_req *req, const void *data, size_t len, int err)
 			atomic_compare_exchange_strong(&mb_bufctl_at(b, buf)->state, &st, MB_BUF_FREE);
 		return MSGBUS_ETIMEDOUT;
 	}
-	/* Pairs with the release in link/tcp.c:links_of(). */
+	/* Pairs with the release in link/links.c:links_of(). */
 	const struct mb_link_hooks *lh =
 		atomic_load_explicit(&b->link_hooks, memory_order_acquire);
 	if (!lh || !lh->replied(b, from, req->hdr.entry)) {

@@ -47,7 +47,7 @@ struct mb_bus_hooks {
 	int (*close)(msgbus_bus *b);
 };
 
-/* Installed by the link tier (link/tcp.c) with a handle's first link; NULL
+/* Installed by the link tier (link/links.c) with a handle's first link; NULL
  * before. Called by application threads with no lock held; never wait. */
 struct mb_link_hooks {
 	/* After a publish on b (publish.c): b's links send inline. */
@@ -94,7 +94,7 @@ struct msgbus_bus {
 	struct mb_links *links;    /* tcp:// links, if any */
 	const struct mb_bus_hooks *bus_hooks;   /* bus.c, at open */
 	const struct mb_reap_hooks *reap_hooks; /* bus.c, at open */
-	_Atomic(const struct mb_link_hooks *) link_hooks; /* link/tcp.c */
+	_Atomic(const struct mb_link_hooks *) link_hooks; /* link/links.c */
 	struct msgbus_call *calls; /* calls in flight */
 	_Atomic uint64_t calls_used; /* one bit per call entry */
 	_Atomic uint32_t corr;     /* next correlation id */

@@ -1,9 +1,10 @@
 /*
- * link_conn.h - one TCP connection between two buses, private to the link
- * files: link.c runs a connection (its threads, its end), link_send.c
- * sends (the tx thread, inline senders, interest), link_recv.c receives
- * (the handshake, the rx thread, inline readers), link_rr.c carries
- * requests both ways.
+ * conn_state.h - the state of one TCP connection between two buses, shared
+ * by the files that work on it: conn.c runs a connection (its threads, its
+ * end), link_send.c sends (the tx thread, inline senders, interest),
+ * link_recv.c receives (the handshake, the rx thread, inline readers),
+ * link_rr.c carries requests both ways. Their functions are declared in
+ * their own headers.
  *
  * A link is a bridge participant: it opens its own handle on the local bus,
  * marked as a bridge, so what it republishes is recognisable and never
@@ -29,12 +30,13 @@
  * that stops reading holds the bus back for that long at most.
  *
  * Before the peer's HELLO, a connection holds nothing of the bus: no
- * handle, no participant slot, a HELLO-sized read buffer (link.c).
+ * handle, no participant slot, a HELLO-sized read buffer (conn.c).
  */
-#ifndef MB_LINK_CONN_H
-#define MB_LINK_CONN_H
+#ifndef MB_CONN_STATE_H
+#define MB_CONN_STATE_H
 
-#include "link/link.h"
+#include "link/link_names.h"
+#include "link/link_set.h"
 #include "link/wire.h"
 
 #include <stdio.h>
@@ -79,14 +81,6 @@
 #define RX_SPIN_GONE_NS (2ull * RX_NAP_NS)
 #define RX_INLINE_READS 4 /* reads per inline pass, at most */
 #define RX_RUN 256u /* MSG frames published as one run, at most */
-
-/* A set of names (link_names.c): v[0..n) in no order, indexed by hash. */
-struct names {
-	char **v;
-	uint32_t n, vcap;
-	uint32_t *idx; /* nidx cells (a power of two): a position in v + 1, or 0 */
-	uint32_t nidx;
-};
 
 struct rsvc {
 	char name[MB_SUBJECT_MAX + 1];
@@ -195,45 +189,30 @@ struct mb_conn {
 	_Atomic uint64_t rr_until;
 };
 
-/* link_names.c */
-bool mb_names_has(const struct names *s, const char *x);
-int mb_names_add(struct names *s, const char *x); /* present already: 0 */
-void mb_names_del(struct names *s, const char *x);
-void mb_names_clear(struct names *s);
-/* Hand over the array of names (*n of them) and empty s. */
-char **mb_names_release(struct names *s, uint32_t *n);
-
-/* link.c */
-void mb_link_log(struct mb_conn *c, const char *what, const char *why);
-
-/* Raise taken[m's publisher] past m's sequence number (link_send.c). */
-void mb_link_taken(msgbus_bus *lb, uint64_t *taken, const msgbus_msg *m);
-
+/* Is participant idx of b a link's (bridge) handle? Relaxed: a link
+ * marks its handle (conn.c:conn_open, links.c:connector_main) before it
+ * publishes or subscribes anything, and we ask about the participant of a
+ * message or slot that we read with acquire, which orders the mark. */
 static inline bool mb_link_is_bridge(msgbus_bus *b, uint32_t idx)
 {
 	return idx < b->cfg.max_participants &&
-	       (atomic_load(&mb_part_at(b, idx)->flags) & MB_PARTF_BRIDGE);
+	       (atomic_load_explicit(&mb_part_at(b, idx)->flags, memory_order_relaxed) &
+	        MB_PARTF_BRIDGE);
 }
 
-/* link_send.c */
-/* What local (non-bridge) participants of b subscribe to and serve, added
- * to subs and svcs (each pattern or name once). 0 or MSGBUS_ENOMEM. */
-int mb_link_local_interest(msgbus_bus *b, struct names *subs, struct names *svcs);
-int mb_link_send_frame(struct mb_conn *c, struct mb_frame *f, bool now);
-int mb_link_send_rep(struct mb_conn *c, uint32_t id, int status, const void *data, size_t len);
-bool mb_link_peer_wants(struct mb_conn *c, const char *subject);
-void mb_link_tx_abandon_locked(struct mb_conn *c); /* caller holds wlock */
-void *mb_link_tx_main(void *arg);
-/* link_recv.c */
-bool mb_link_handshake(struct mb_conn *c, uint32_t max_frame);
-/* Whether the link may publish on subject (len bytes): it exists, or the
- * table keeps MB_LINK_SUBJECTS_KEPT free after creating it. */
-bool mb_link_may_create(msgbus_bus *b, const char *subject, size_t len);
-void mb_link_rx_loop(struct mb_conn *c); /* caller holds rlock */
-/* link_rr.c */
-void mb_link_on_req(struct mb_conn *c, const struct mb_frame *f);
-void mb_link_on_rep(struct mb_conn *c, const struct mb_frame *f);
-bool mb_link_on_serve(struct mb_conn *c, const char *name, bool on); /* false: close */
-void *mb_link_rr_main(void *arg);
+/* c->down: set once, when the connection ends, by any of its threads, a
+ * failed write or the handle's close. seq_cst: each store is followed by a
+ * shutdown of the socket or a kick of the eventcounts its threads sleep on
+ * (conn.c:conn_run, link_set.c:mb_conn_shutdown_all), and a thread that
+ * sleeps loads it after mb_ec_prepare: Dekker, it sees down or the kick
+ * sees it. Nothing else is published through it. */
+static inline bool mb_conn_down(struct mb_conn *c)
+{
+	return atomic_load_explicit(&c->down, memory_order_seq_cst);
+}
+static inline void mb_conn_set_down(struct mb_conn *c)
+{
+	atomic_store_explicit(&c->down, true, memory_order_seq_cst);
+}
 
 #endif

@@ -1,13 +1,21 @@
 /*
- * tcp.c - msgbus_listen and msgbus_connect: URL parsing, accepting, and
- * connecting again with backoff after a link drops. Each connection runs in
- * link.c; this file only decides when connections start and stop.
+ * links.c - the links of a bus handle: msgbus_listen and msgbus_connect
+ * (tcp:// URL parsing, accepting, connecting again with backoff after a
+ * link drops; other schemes in their own files), the link hooks through
+ * which the handle's publishers, requesters and workers use its links
+ * inline, statistics, and stopping them at close. Each connection runs in
+ * conn.c; this file only decides when connections start and stop.
  */
 #include "link/nats_link.h"
 #include "platform/error.h"
 #include "shm/subject.h"
-#include "link/link.h"
-#include "reqrep/rr.h"
+#include "link/links.h"
+#include "link/conn.h"
+#include "link/conn_state.h"
+#include "link/link_log.h"
+#include "link/link_recv.h"
+#include "link/link_rr.h"
+#include "link/link_send.h"
 #include "link/nats.h"
 #include "pubsub/sub.h"
 
@@ -258,8 +266,10 @@ static void *accepted_main(void *arg)
 	struct mb_conn_opts o = { .peer = a->peer, .max_patterns = l->lim.max_patterns,
 	                          .pending = &l->pending };
 	mb_conn_run(l->ls, a->fd, &o);
-	atomic_fetch_sub(&l->conns, 1);
-	atomic_store(&a->done, true);
+	/* Relaxed: a count, and a flag whose reader joins this thread
+	 * (pthread_join orders the rest). */
+	atomic_fetch_sub_explicit(&l->conns, 1, memory_order_relaxed);
+	atomic_store_explicit(&a->done, true, memory_order_relaxed);
 	return NULL;
 }
 
@@ -268,7 +278,7 @@ static void reap_accepted(struct mb_links *ls)
 {
 	for (struct mb_accepted **pp = &ls->accepted; *pp;) {
 		struct mb_accepted *a = *pp;
-		if (!atomic_load(&a->done)) {
+		if (!atomic_load_explicit(&a->done, memory_order_relaxed)) { /* see accepted_main */
 			pp = &a->next;
 			continue;
 		}
@@ -282,9 +292,10 @@ static void reap_accepted(struct mb_links *ls)
 static bool admit(struct mb_listener *l, const char *from)
 {
 	const char *full = NULL;
-	if (atomic_load(&l->conns) >= l->lim.max_conns)
+	/* Relaxed: counts; only this thread adds to them. */
+	if (atomic_load_explicit(&l->conns, memory_order_relaxed) >= l->lim.max_conns)
 		full = "max_conns connections";
-	else if (atomic_load(&l->pending) >= l->lim.max_pending)
+	else if (atomic_load_explicit(&l->pending, memory_order_relaxed) >= l->lim.max_pending)
 		full = "max_pending handshakes";
 	if (full) {
 		mb_link_logf("msgbus: link accepted from %s: closing: the listener has %s\n", from,
@@ -292,8 +303,8 @@ static bool admit(struct mb_listener *l, const char *from)
 		return false;
 	}
 	/* Only this thread adds: the checks above cannot be overtaken. */
-	atomic_fetch_add(&l->conns, 1);
-	atomic_fetch_add(&l->pending, 1);
+	atomic_fetch_add_explicit(&l->conns, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&l->pending, 1, memory_order_relaxed);
 	return true;
 }
 
@@ -310,10 +321,11 @@ static void start_accepted(struct mb_listener *l, int fd, const char *from)
 	snprintf(a->peer, sizeof(a->peer), "accepted from %s", from);
 	pthread_mutex_lock(&ls->lock);
 	reap_accepted(ls);
-	if (atomic_load(&ls->closing) || pthread_create(&a->thread, NULL, accepted_main, a)) {
+	if (atomic_load_explicit(&ls->closing, memory_order_relaxed) || /* see mb_links_stop */
+	    pthread_create(&a->thread, NULL, accepted_main, a)) {
 		mb_close_fd(fd);
-		atomic_fetch_sub(&l->conns, 1);
-		atomic_fetch_sub(&l->pending, 1);
+		atomic_fetch_sub_explicit(&l->conns, 1, memory_order_relaxed);
+		atomic_fetch_sub_explicit(&l->pending, 1, memory_order_relaxed);
 		free(a);
 	} else {
 		a->next = ls->accepted;
@@ -326,7 +338,7 @@ static void *listener_main(void *arg)
 {
 	struct mb_listener *l = arg;
 	struct mb_links *ls = l->ls;
-	while (!atomic_load(&ls->closing)) {
+	while (!atomic_load_explicit(&ls->closing, memory_order_relaxed)) {
 		int fd;
 		char from[80];
 		int rc = mb_tcp_accept(l->fd, &fd, from, sizeof(from));
@@ -380,52 +392,9 @@ int msgbus_listen(msgbus_bus *bus, const char *url, int *port)
 /* Sleep ms in short steps, so closing the bus is not held up. */
 static void backoff_sleep(struct mb_links *ls, unsigned ms)
 {
-	for (unsigned t = 0; t < ms && !atomic_load(&ls->closing); t += 20)
+	for (unsigned t = 0; t < ms && !atomic_load_explicit(&ls->closing, memory_order_relaxed);
+	     t += 20)
 		mb_nap_us(20000);
-}
-
-/*
- * While a link is down, count the messages the peer last said it wanted:
- * they cannot reach it (no silent loss). A lossy subscription never holds
- * local publishers back; what it misses is counted as well.
- */
-void mb_watch_count(struct mb_links *ls, struct mb_watch *w)
-{
-	msgbus_msg *m;
-	while (msgbus_recv(w->sub, &m, 0) == 0) {
-		if (m->origin < m->sub->bus->cfg.max_participants && m->seq < w->skip[m->origin]) {
-			msgbus_msg_release(m); /* counted by the link at the drop */
-			continue;
-		}
-		size_t slen = strlen(msgbus_msg_subject(m));
-		for (uint32_t i = 0; i < w->nwanted; i++) {
-			if (mb_subject_match(w->wanted[i], strlen(w->wanted[i]),
-			                     msgbus_msg_subject(m), slen)) {
-				atomic_fetch_add(&ls->undelivered, 1);
-				break;
-			}
-		}
-		msgbus_msg_release(m);
-	}
-	msgbus_sub_stats st;
-	if (msgbus_sub_stats_get(w->sub, &st) == 0) {
-		atomic_fetch_add(&ls->undelivered, st.dropped - w->dropped_seen);
-		w->dropped_seen = st.dropped;
-	}
-}
-
-void mb_watch_settle(struct mb_links *ls, struct mb_watch *w)
-{
-	mb_watch_count(ls, w);
-	msgbus_unsubscribe(w->sub);
-	w->sub = NULL;
-	for (uint32_t i = 0; i < w->nwanted; i++)
-		free(w->wanted[i]);
-	free(w->wanted);
-	w->wanted = NULL;
-	w->nwanted = 0;
-	free(w->skip);
-	w->skip = NULL;
 }
 
 static void *connector_main(void *arg)
@@ -438,10 +407,12 @@ static void *connector_main(void *arg)
 	 * advertised to other links as local interest. */
 	struct mb_watch watch = { NULL, NULL, NULL, 0, 0, NULL };
 	if (ls->bus->bus_hooks->reopen(ls->bus, &watch.bus) == 0)
-		atomic_fetch_or(&mb_part_at(watch.bus, watch.bus->self)->flags, MB_PARTF_BRIDGE);
+		/* Relaxed: see conn_state.h:mb_link_is_bridge(). */
+		atomic_fetch_or_explicit(&mb_part_at(watch.bus, watch.bus->self)->flags,
+		                         MB_PARTF_BRIDGE, memory_order_relaxed);
 	else
 		watch.bus = NULL;
-	while (!atomic_load(&ls->closing)) {
+	while (!atomic_load_explicit(&ls->closing, memory_order_relaxed)) {
 		int fd;
 		uint64_t start = mb_now_ns();
 		struct mb_conn_opts o = { .peer = cn->peer, .again = was_up, .watch = &watch,
@@ -522,13 +493,15 @@ int msgbus_link_stats_get(msgbus_bus *bus, msgbus_link_stats *st)
 	struct mb_links *ls = bus->links;
 	if (!ls)
 		return 0;
-	st->links_up = atomic_load(&ls->up);
+	/* Acquire: pairs with the release decrement at the end of
+	 * mb_conn_run, so a link counted down has given its slots back. */
+	st->links_up = atomic_load_explicit(&ls->up, memory_order_acquire);
 	mb_conns_count(ls, &st->remote_subs, &st->remote_services);
-	st->sent = atomic_load(&ls->sent);
-	st->received = atomic_load(&ls->received);
-	st->undelivered = atomic_load(&ls->undelivered);
-	st->reconnects = atomic_load(&ls->reconnects);
-	st->bad_frames = atomic_load(&ls->bad_frames);
+	st->sent = atomic_load_explicit(&ls->sent, memory_order_relaxed);
+	st->received = atomic_load_explicit(&ls->received, memory_order_relaxed);
+	st->undelivered = atomic_load_explicit(&ls->undelivered, memory_order_relaxed);
+	st->reconnects = atomic_load_explicit(&ls->reconnects, memory_order_relaxed);
+	st->bad_frames = atomic_load_explicit(&ls->bad_frames, memory_order_relaxed);
 	return 0;
 }
 
@@ -538,7 +511,10 @@ void mb_links_stop(msgbus_bus *b)
 	struct mb_links *ls = b->links;
 	if (!ls)
 		return;
-	atomic_store(&ls->closing, true);
+	/* Relaxed: a stop flag that publishes nothing; the threads it stops
+	 * are joined below, and mb_conn_register reads it under ls->lock,
+	 * which mb_conn_shutdown_all takes after this store. */
+	atomic_store_explicit(&ls->closing, true, memory_order_relaxed);
 	pthread_mutex_lock(&ls->lock);
 	for (struct mb_listener *l = ls->listeners; l; l = l->next)
 		mb_sock_shutdown(l->fd);

@@ -1,46 +1,17 @@
-/* link.c - one TCP connection between two buses (msgbus-wire(7)): its
- * threads, its end, and the list of a handle's connections; see
- * link_conn.h. */
-#include "link/link_conn.h"
+/* conn.c - run one TCP connection between two buses (msgbus-wire(7)):
+ * set it up, run its threads until it drops, and account at the drop for
+ * what the peer wanted and did not get; and the connecting side's watch
+ * while the link is down. See conn_state.h. */
+#include "link/conn.h"
+#include "link/conn_state.h"
+#include "link/link_log.h"
+#include "link/link_recv.h"
+#include "link/link_rr.h"
+#include "link/link_send.h"
 #include "reqrep/rr.h"
+#include "shm/subject.h"
 #include "pubsub/sub.h"
 #include "platform/wait.h"
-
-#include <stdarg.h>
-
-/* The rate limit of mb_link_logf: LOG_BURST lines per LOG_WINDOW_NS. */
-#define LOG_BURST 10u
-#define LOG_WINDOW_NS 1000000000ull
-
-static _Atomic uint64_t log_window; /* when the current window started */
-static _Atomic uint32_t log_lines, log_dropped; /* in it; dropped since */
-
-void mb_link_logf(const char *fmt, ...)
-{
-	/* Relaxed: a line more or less at a window's edge does not matter. */
-	uint64_t now = mb_now_ns(), w = atomic_load_explicit(&log_window, memory_order_relaxed);
-	if (now - w > LOG_WINDOW_NS &&
-	    atomic_compare_exchange_strong_explicit(&log_window, &w, now, memory_order_relaxed,
-	                                            memory_order_relaxed)) {
-		atomic_store_explicit(&log_lines, 0, memory_order_relaxed);
-		uint32_t d = atomic_exchange_explicit(&log_dropped, 0, memory_order_relaxed);
-		if (d)
-			fprintf(stderr, "msgbus: %u link log lines suppressed\n", d);
-	}
-	if (atomic_fetch_add_explicit(&log_lines, 1, memory_order_relaxed) >= LOG_BURST) {
-		atomic_fetch_add_explicit(&log_dropped, 1, memory_order_relaxed);
-		return;
-	}
-	va_list ap;
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-}
-
-void mb_link_log(struct mb_conn *c, const char *what, const char *why)
-{
-	mb_link_logf("msgbus: link %s: %s: %s\n", c->peer, what, why);
-}
 
 static void conn_free(struct mb_conn *c)
 {
@@ -129,7 +100,9 @@ static int conn_open(struct mb_conn *c)
 		return rc;
 	}
 	mb_sock_set_read_timeout(c->fd, HEARTBEAT_MS);
-	atomic_fetch_or(&mb_part_at(c->lb, c->lb->self)->flags, MB_PARTF_BRIDGE);
+	/* Relaxed: see conn_state.h:mb_link_is_bridge(). */
+	atomic_fetch_or_explicit(&mb_part_at(c->lb, c->lb->self)->flags, MB_PARTF_BRIDGE,
+	                         memory_order_relaxed);
 	/* Three link threads per connection would steal the cores from the
 	 * processes they serve if they spun: they sleep at once. */
 	c->lb->spin_ns = 0;
@@ -153,9 +126,9 @@ static void watch_start(struct mb_conn *c, struct mb_watch *watch)
 	pthread_mutex_unlock(&c->lock);
 }
 
-/* The link runs: tx and rr threads, rx in this one, until it drops. Caller
+/* Run: tx and rr threads, rx in this one, until the link drops. Caller
  * holds rlock. true if the threads ran. */
-static bool conn_threads(struct mb_conn *c, const struct mb_conn_opts *o)
+static bool conn_run(struct mb_conn *c, const struct mb_conn_opts *o)
 {
 	struct mb_links *ls = c->ls;
 	bool threads = false;
@@ -163,14 +136,14 @@ static bool conn_threads(struct mb_conn *c, const struct mb_conn_opts *o)
 		return false;
 	if (pthread_create(&c->rr, NULL, mb_link_rr_main, c) == 0) {
 		threads = true;
-		atomic_fetch_add(&ls->up, 1);
+		atomic_fetch_add_explicit(&ls->up, 1, memory_order_relaxed);
 		if (o->again)
-			atomic_fetch_add(&ls->reconnects, 1);
+			atomic_fetch_add_explicit(&ls->reconnects, 1, memory_order_relaxed);
 		mb_link_rx_loop(c);
 		if (o->watch)
 			watch_start(c, o->watch);
 	}
-	atomic_store(&c->down, true);
+	mb_conn_set_down(c);
 	mb_sock_shutdown(c->fd);
 	/* Wake the threads now rather than at their timeouts. */
 	mb_ec_kick(&mb_part_at(c->lb, c->lb->self)->reply_ec);
@@ -182,17 +155,19 @@ static bool conn_threads(struct mb_conn *c, const struct mb_conn_opts *o)
 	return threads;
 }
 
-/* After the threads: what the peer wanted and we had not sent is lost with
- * the link; count it, whether queued, held or still on the bus. From here
+/* The accounting at a drop, after the threads: what the peer wanted and we
+ * had not sent is lost with the link; count it, whether queued, held or still on the bus. From here
  * on no publisher sends inline. */
 static void conn_drop(struct mb_conn *c, struct mb_watch *watch)
 {
 	struct mb_links *ls = c->ls;
 	pthread_mutex_lock(&c->wlock);
-	msgbus_sub *proxy = atomic_exchange(&c->proxy, NULL);
+	/* Acquire: pairs with the release in link_recv.c:follow() (this
+	 * thread's own store; inline senders see NULL from here on). */
+	msgbus_sub *proxy = atomic_exchange_explicit(&c->proxy, NULL, memory_order_acquire);
 	mb_link_tx_abandon_locked(c);
 	if (c->held && proxy) {
-		atomic_fetch_add(&ls->undelivered, 1); /* only a wanted one is held */
+		atomic_fetch_add_explicit(&ls->undelivered, 1, memory_order_relaxed); /* only a wanted one is held */
 		mb_link_taken(c->lb, c->taken, c->held);
 		msgbus_msg_release(c->held);
 	}
@@ -207,7 +182,7 @@ static void conn_drop(struct mb_conn *c, struct mb_watch *watch)
 		msgbus_msg *m;
 		while (msgbus_recv(proxy, &m, 0) == 0) {
 			if (!mb_link_is_bridge(c->lb, m->origin) && mb_link_peer_wants(c, m->subject))
-				atomic_fetch_add(&ls->undelivered, 1);
+				atomic_fetch_add_explicit(&ls->undelivered, 1, memory_order_relaxed);
 			if (watch && watch->skip)
 				mb_link_taken(c->lb, watch->skip, m);
 			msgbus_msg_release(m);
@@ -222,13 +197,40 @@ static void conn_drop(struct mb_conn *c, struct mb_watch *watch)
 	}
 }
 
+/* Set-up, with rlock held: the handshake (the pending count of a listener
+ * drops once it ends, either way), then the link's handle; a reconnection
+ * settles the watch it kept while the link was down. true: run it. */
+static bool conn_setup(struct mb_conn *c, const struct mb_conn_opts *o)
+{
+	c->max_frame = c->ls->bus->cfg.max_msg_size + 1024u;
+	bool shook = mb_link_handshake(c, c->max_frame);
+	if (o->pending)
+		atomic_fetch_sub_explicit(o->pending, 1, memory_order_relaxed); /* a count */
+	if (!shook || conn_open(c))
+		return false;
+	if (o->watch && o->watch->sub)
+		mb_watch_settle(c->ls, o->watch);
+	return true;
+}
+
+/* The end: nobody reaches c any more; close fd and free it. */
+static void conn_end(struct mb_conn *c)
+{
+	int fd = c->fd;
+	mb_conn_unregister(c->ls, c);
+	mb_conn_set_down(c);
+	mb_sock_shutdown(fd);
+	mb_close_fd(fd);
+	conn_free(c);
+}
+
 bool mb_conn_run(struct mb_links *ls, int fd, const struct mb_conn_opts *o)
 {
 	struct mb_conn *c = conn_new(ls, fd, o);
-	bool threads = false;
+	bool ran = false;
 	if (!c) {
-		if (o->pending)
-			atomic_fetch_sub(o->pending, 1);
+		if (o->pending) /* relaxed: a count */
+			atomic_fetch_sub_explicit(o->pending, 1, memory_order_relaxed);
 		mb_sock_shutdown(fd);
 		mb_close_fd(fd);
 		return false;
@@ -237,80 +239,61 @@ bool mb_conn_run(struct mb_links *ls, int fd, const struct mb_conn_opts *o)
 	mb_conn_register(ls, c, fd);
 	/* The rx thread owns the link's reading side (rx_loop). */
 	pthread_mutex_lock(&c->rlock);
-	c->max_frame = ls->bus->cfg.max_msg_size + 1024u;
-	bool shook = mb_link_handshake(c, c->max_frame);
-	if (o->pending)
-		atomic_fetch_sub(o->pending, 1);
-	if (shook && conn_open(c) == 0) {
-		if (o->watch && o->watch->sub)
-			mb_watch_settle(ls, o->watch);
-		threads = conn_threads(c, o);
-	}
+	if (conn_setup(c, o))
+		ran = conn_run(c, o);
 	pthread_mutex_unlock(&c->rlock); /* no spinner reads any more */
 	if (c->lb)
 		conn_drop(c, o->watch);
-	mb_conn_unregister(ls, c);
-	atomic_store(&c->down, true);
-	mb_sock_shutdown(fd);
-	mb_close_fd(fd);
-	conn_free(c);
+	conn_end(c);
 	/* Only now, with the peer's patterns and services given back (they
-	 * go with c->lb): a user who sees the link down may link again at
-	 * once and find every slot free. */
-	if (threads)
-		atomic_fetch_sub(&ls->up, 1);
-	return threads;
+	 * go with c->lb in conn_end): a user who sees the link down may link
+	 * again at once and find every slot free. Release: pairs with the
+	 * acquire in mb_links_stats. */
+	if (ran)
+		atomic_fetch_sub_explicit(&ls->up, 1, memory_order_release);
+	return ran;
 }
 
-void mb_conns_count(struct mb_links *ls, uint32_t *subs, uint32_t *svcs)
+/*
+ * While a link is down, count the messages the peer last said it wanted:
+ * they cannot reach it (no silent loss). A lossy subscription never holds
+ * local publishers back; what it misses is counted as well.
+ */
+void mb_watch_count(struct mb_links *ls, struct mb_watch *w)
 {
-	*subs = *svcs = 0;
-	pthread_mutex_lock(&ls->lock);
-	for (struct mb_conn_ref *cr = ls->conns; cr; cr = cr->next) {
-		pthread_mutex_lock(&cr->conn->lock);
-		*subs += cr->conn->rsubs.n;
-		*svcs += cr->conn->nrsvcs;
-		pthread_mutex_unlock(&cr->conn->lock);
-	}
-	pthread_mutex_unlock(&ls->lock);
-}
-
-void mb_conn_register(struct mb_links *ls, struct mb_conn *c, int fd)
-{
-	struct mb_conn_ref *cr = malloc(sizeof(*cr));
-	pthread_mutex_lock(&ls->lock);
-	if (cr) {
-		cr->conn = c;
-		cr->fd = fd;
-		cr->next = ls->conns;
-		ls->conns = cr;
-	}
-	if (atomic_load(&ls->closing) || !cr)
-		atomic_store(&c->down, true); /* closing raced with connecting */
-	pthread_mutex_unlock(&ls->lock);
-}
-
-void mb_conn_unregister(struct mb_links *ls, struct mb_conn *c)
-{
-	pthread_mutex_lock(&ls->lock);
-	for (struct mb_conn_ref **pp = &ls->conns; *pp; pp = &(*pp)->next) {
-		if ((*pp)->conn == c) {
-			struct mb_conn_ref *cr = *pp;
-			*pp = cr->next;
-			free(cr);
-			break;
+	msgbus_msg *m;
+	while (msgbus_recv(w->sub, &m, 0) == 0) {
+		if (m->origin < w->bus->cfg.max_participants && m->seq < w->skip[m->origin]) {
+			msgbus_msg_release(m); /* counted by the link at the drop */
+			continue;
 		}
+		size_t slen = strlen(msgbus_msg_subject(m));
+		for (uint32_t i = 0; i < w->nwanted; i++) {
+			if (mb_subject_match(w->wanted[i], strlen(w->wanted[i]),
+			                     msgbus_msg_subject(m), slen)) {
+				atomic_fetch_add_explicit(&ls->undelivered, 1, memory_order_relaxed);
+				break;
+			}
+		}
+		msgbus_msg_release(m);
 	}
-	pthread_mutex_unlock(&ls->lock);
+	msgbus_sub_stats st;
+	if (msgbus_sub_stats_get(w->sub, &st) == 0) {
+		atomic_fetch_add_explicit(&ls->undelivered, st.dropped - w->dropped_seen, memory_order_relaxed);
+		w->dropped_seen = st.dropped;
+	}
 }
 
-void mb_conn_shutdown_all(struct mb_links *ls)
+void mb_watch_settle(struct mb_links *ls, struct mb_watch *w)
 {
-	pthread_mutex_lock(&ls->lock);
-	for (struct mb_conn_ref *cr = ls->conns; cr; cr = cr->next) {
-		atomic_store(&cr->conn->down, true);
-		mb_sock_shutdown(cr->fd);
-		mb_ec_kick(&cr->conn->rx_ec); /* a napping rx thread */
-	}
-	pthread_mutex_unlock(&ls->lock);
+	mb_watch_count(ls, w);
+	msgbus_unsubscribe(w->sub);
+	w->sub = NULL;
+	for (uint32_t i = 0; i < w->nwanted; i++)
+		free(w->wanted[i]);
+	free(w->wanted);
+	w->wanted = NULL;
+	w->nwanted = 0;
+	free(w->skip);
+	w->skip = NULL;
 }

@@ -1,0 +1,22 @@
+/* link_send.h - the sending side of a connection (link_send.c): the tx
+ * thread, inline senders, frames, the interest we advertise. */
+#ifndef MB_LINK_SEND_H
+#define MB_LINK_SEND_H
+
+#include "link/conn_state.h"
+
+/* What local (non-bridge) participants of b subscribe to and serve, added
+ * to subs and svcs (each pattern or name once). 0 or MSGBUS_ENOMEM. */
+int mb_link_local_interest(msgbus_bus *b, struct names *subs, struct names *svcs);
+int mb_link_send_frame(struct mb_conn *c, struct mb_frame *f, bool now);
+int mb_link_send_rep(struct mb_conn *c, uint32_t id, int status, const void *data, size_t len);
+bool mb_link_peer_wants(struct mb_conn *c, const char *subject);
+/* Raise taken[m's publisher] past m's sequence number. */
+void mb_link_taken(msgbus_bus *lb, uint64_t *taken, const msgbus_msg *m);
+void mb_link_tx_abandon_locked(struct mb_conn *c); /* caller holds wlock */
+void *mb_link_tx_main(void *arg);
+/* After a publish on the linking handle: send what the proxy holds, in
+ * this thread, if it can be done at once (never waits). */
+void mb_conn_tx_inline(struct mb_conn *c);
+
+#endif

@@ -1,0 +1,73 @@
+/*
+ * link_set.h - the links of one bus handle as every link file sees them:
+ * their counters, the limits a peer is held to, and the list of live
+ * connections (link_set.c). links.c starts and stops them; conn.c runs one.
+ */
+#ifndef MB_LINK_SET_H
+#define MB_LINK_SET_H
+
+#include "shm/handle.h"
+
+struct mb_conn;
+struct mb_nats;
+
+/* Live connections, for shutdown at close and for statistics. */
+struct mb_conn_ref {
+	struct mb_conn *conn;
+	int fd;
+	struct mb_conn_ref *next;
+};
+
+/* The links of one bus handle. */
+struct mb_links {
+	msgbus_bus *bus;
+	pthread_mutex_t lock;
+	_Atomic bool closing;
+	uint64_t node_id;
+	struct mb_listener *listeners;
+	struct mb_connector *connectors;
+	struct mb_accepted *accepted;
+	struct mb_conn_ref *conns;
+	struct mb_nats *nats; /* nats:// links (nats.c) */
+	/* Counters: relaxed everywhere, statistics only (up is also a hint
+	 * for the inline paths, which re-check under ls->lock). */
+	_Atomic uint32_t up;
+	_Atomic uint64_t sent, received, undelivered, reconnects, bad_frames;
+};
+
+/*
+ * What a peer may take (msgbus_listen(3)): set per listener or connector
+ * by the URL's query, checked in links.c against these bounds.
+ *  max_conns    connections of one listener at once, handshakes included
+ *  max_pending  of which still in the handshake
+ *  max_patterns SUB patterns and SERVE names one peer may declare; more
+ *               is a protocol error. A peer bus advertises its own
+ *               subscriptions and services, which its max_subs bounds, so
+ *               the default is the largest max_subs.
+ */
+struct mb_link_limits {
+	uint32_t max_conns, max_pending, max_patterns;
+};
+#define MB_LINK_MAX_CONNS 16u
+#define MB_LINK_MAX_CONNS_MAX MB_MAX_PARTICIPANTS
+#define MB_LINK_MAX_PENDING 8u
+#define MB_LINK_MAX_PENDING_MAX MB_MAX_PARTICIPANTS
+#define MB_LINK_MAX_PATTERNS MB_MAX_SUBS
+#define MB_LINK_MAX_PATTERNS_MAX 65536u
+/* A link creates a subject only while this many entries of the subject
+ * table (of n) stay free after it: a quarter, rounded up. The rest is for
+ * local publishers, whatever the peers send. */
+#define MB_LINK_SUBJECTS_KEPT(n) (((n) + 3u) / 4u)
+
+/* The list of live connections (conn.c registers each for its life),
+ * for shutdown at close and for statistics. */
+void mb_conn_register(struct mb_links *ls, struct mb_conn *c, int fd);
+void mb_conn_unregister(struct mb_links *ls, struct mb_conn *c);
+void mb_conn_shutdown_all(struct mb_links *ls);
+/* The peers' patterns and services, summed over the live connections. */
+void mb_conns_count(struct mb_links *ls, uint32_t *subs, uint32_t *svcs);
+/* Whether a link may publish on subject (len bytes) on b: it exists, or
+ * the table keeps MB_LINK_SUBJECTS_KEPT free after creating it. */
+bool mb_link_may_create(msgbus_bus *b, const char *subject, size_t len);
+
+#endif
