@@ -5,7 +5,7 @@
 #include "link/link_send.h"
 #include "link/link_log.h"
 #include "ring/ring.h"
-#include "pubsub/sub.h"
+#include "pubsub/recv.h"
 #include "platform/wait.h"
 
 #include <errno.h>
