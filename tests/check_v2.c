@@ -288,6 +288,43 @@ START_TEST(test_wakes_only_for_matches)
 }
 END_TEST
 
+/* No clock read unless a wait begins: publishing with room and receiving
+ * what is there, with timeouts -1 and 0, read no clock; a receive that
+ * waits does (which shows the count works). Not yet so with a positive
+ * timeout: msgbus_publish and msgbus_recv then compute their deadline
+ * before they know whether they will wait, one clock read per call. */
+START_TEST(test_no_clock_without_wait)
+{
+	static const int timeouts[3] = { -1, 0, -1 };
+	char url[96];
+	msgbus_sub *sub = NULL;
+	msgbus_msg *m = NULL;
+
+	tu_unique_url(url, sizeof(url), tu_scheme(_i));
+	msgbus_bus *bus = tu_open(url, NULL);
+	TU_ASSERT_OK(msgbus_subscribe(bus, "c.>", 0, &sub));
+	unsigned long reads0 = tu_clock_reads;
+	uint32_t got = 0;
+	for (uint32_t i = 0; i < 10000; i++) {
+		struct tu_seqmsg v = { 0, i };
+		TU_ASSERT_OK(msgbus_publish(bus, i % 2 ? "c.x" : "c.y", &v, sizeof(v),
+		                            timeouts[i % 3]));
+		if (i % 100 == 99) {
+			while (msgbus_recv(sub, &m, 0) == MSGBUS_OK) {
+				got++;
+				msgbus_msg_release(m);
+			}
+		}
+	}
+	ck_assert_uint_eq(got, 10000);
+	ck_assert_msg(tu_clock_reads == reads0, "%lu clock reads without a wait",
+	              tu_clock_reads - reads0);
+	TU_ASSERT_RC(msgbus_recv(sub, &m, 5), MSGBUS_ETIMEDOUT);
+	ck_assert_uint_gt(tu_clock_reads, reads0);
+	close_bus(bus, url);
+}
+END_TEST
+
 /* ---- 3: total per-publisher order ------------------------------------------ */
 
 /* One thread publishing alternately on a.1 and b.2: a > subscriber sees
@@ -600,6 +637,7 @@ Suite *suite_v2(void)
 	tc = tu_tcase("flow", TU_CASE_TIMEOUT);
 	tcase_add_loop_test(tc, test_exact_backpressure, 0, TU_NSCHEMES);
 	tcase_add_loop_test(tc, test_wakes_only_for_matches, 0, TU_NSCHEMES);
+	tcase_add_loop_test(tc, test_no_clock_without_wait, 0, TU_NSCHEMES);
 	tcase_add_loop_test(tc, test_publisher_order, 0, TU_NSCHEMES);
 	tcase_add_loop_test(tc, test_lossy_exact_drops, 0, TU_NSCHEMES);
 	tcase_add_loop_test(tc, test_inline_60k, 0, TU_NSCHEMES);
