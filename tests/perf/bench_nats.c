@@ -633,6 +633,108 @@ out:
 	return res;
 }
 
+/* ---- rtt, half and half (-t mix): where the time goes ------------------------ */
+
+/* A library requester on bus B, the raw responder. */
+static struct rtt_result rtt_mix_req(int rep, uint64_t *lat)
+{
+	struct rtt_result res = { 0, 0 };
+	msgbus_bus *b = open_linked("mb", rep, "");
+	struct raw *svc = raw_open(SERVICE);
+	unsigned char payload[SIZE];
+	pthread_t t;
+	long n = 0;
+	int err = MSGBUS_OK;
+	memset(payload, 'x', sizeof payload);
+	if (!b || !svc) {
+		g_failures++;
+		raw_close(svc);
+		if (b)
+			msgbus_close(b);
+		return res;
+	}
+	pthread_create(&t, NULL, raw_responder, svc);
+	for (long i = 0; err == MSGBUS_OK && i < WARMUP + g_requests; i++) {
+		msgbus_msg *m;
+		uint64_t t0 = now_ns();
+		err = msgbus_request(b, SERVICE, payload, SIZE, &m, WAIT_MS);
+		if (err == MSGBUS_OK) {
+			msgbus_msg_release(m);
+			if (i >= WARMUP)
+				lat[n++] = now_ns() - t0;
+		}
+	}
+	if (err != MSGBUS_OK) {
+		fprintf(stderr, "mix request: %s\n", msgbus_strerror(err));
+		g_failures++;
+	}
+	shutdown(svc->fd, SHUT_RDWR);
+	pthread_join(t, NULL);
+	raw_close(svc);
+	msgbus_close(b);
+	return err == MSGBUS_OK ? rtt_stats(lat, n) : res;
+}
+
+/* The raw requester, a library worker on bus A. */
+static struct rtt_result rtt_mix_rsp(int rep, uint64_t *lat)
+{
+	struct rtt_result res = { 0, 0 };
+	msgbus_bus *a = open_linked("ma", rep, "");
+	struct raw *req = raw_open("_INBOX.bench.*");
+	msgbus_service *svc = NULL;
+	long n = 0;
+	bool ok = a && req && msgbus_serve(a, SERVICE, echo, NULL, &svc) == MSGBUS_OK;
+	for (long i = 0; ok && i < WARMUP + g_requests; i++) {
+		char out[256 + SIZE];
+		const char *d;
+		size_t l;
+		int hl = snprintf(out, sizeof out, "PUB %s _INBOX.bench.%ld %d\r\n", SERVICE, i, SIZE);
+		memset(out + hl, 'x', SIZE);
+		memcpy(out + hl + SIZE, "\r\n", 2);
+		uint64_t t0 = now_ns();
+		/* the first ones may find A's queue SUB not yet at the server */
+		int got = 0;
+		for (int tries = 0; got != 1 && tries < (i < WARMUP ? 100 : 1); tries++) {
+			ok = write_all(req->fd, out, (size_t)hl + SIZE + 2) == 0;
+			got = ok ? raw_next(req, i < WARMUP ? 50 : WAIT_MS, &d, &l) : -1;
+		}
+		ok = ok && got == 1 && l == SIZE;
+		if (ok && i >= WARMUP)
+			lat[n++] = now_ns() - t0;
+	}
+	if (!ok) {
+		fprintf(stderr, "mix: no reply from the library worker\n");
+		g_failures++;
+	}
+	if (svc)
+		msgbus_unserve(svc);
+	raw_close(req);
+	if (a)
+		msgbus_close(a);
+	return ok ? rtt_stats(lat, n) : res;
+}
+
+static void run_mix(void)
+{
+	double rm[MAX_REPS], qm[MAX_REPS], sm[MAX_REPS];
+	uint64_t *lat = calloc((size_t)g_requests + WARMUP, sizeof *lat);
+	if (!lat) {
+		g_failures++;
+		return;
+	}
+	for (int r = 0; r < g_reps; r++) {
+		rm[r] = rtt_raw(lat).median_us;
+		qm[r] = rtt_mix_req(r, lat).median_us;
+		sm[r] = rtt_mix_rsp(r, lat).median_us;
+	}
+	free(lat);
+	double mr = median_dbl(rm, g_reps);
+	printf("rtt mix    raw %6.1f us   library requester %6.1f us (%.2fx)   "
+	       "library worker %6.1f us (%.2fx)\n",
+	       mr, median_dbl(qm, g_reps), median_dbl(qm, g_reps) / mr, median_dbl(sm, g_reps),
+	       median_dbl(sm, g_reps) / mr);
+}
+
 /* ---- driver ---------------------------------------------------------------- */
 
 /* The figure with the links' URLs ending in query; target: whether the
@@ -758,6 +860,9 @@ int main(int argc, char **argv)
 	fflush(stdout);
 	if (strstr(g_tests, "rtt"))
 		run_rtt();
+	fflush(stdout);
+	if (strstr(g_tests, "mix"))
+		run_mix();
 	natsd_stop();
 	return g_failures ? 1 : 0;
 }
