@@ -164,6 +164,15 @@ static bool alias_target(msgbus_bus *b, uint64_t w, uint32_t s, uint32_t *t, uin
 	return true;
 }
 
+/* Participant idx (untrusted: bounds-checked) is a link's handle. Relaxed:
+ * the flag is set once, before that handle subscribes or publishes. */
+static bool is_bridge(msgbus_bus *b, uint32_t idx)
+{
+	return idx < b->cfg.max_participants &&
+	       (atomic_load_explicit(&mb_part_at(b, idx)->flags, memory_order_relaxed) &
+	        MB_PARTF_BRIDGE);
+}
+
 static bool has_target(const struct route_entry *e, uint32_t s)
 {
 	for (uint32_t i = 0; i < e->n; i++)
@@ -181,6 +190,10 @@ static int recompute(msgbus_bus *b, struct mb_route *r, struct route_entry *e,
 		return MSGBUS_ENOMEM;
 	e->valid = false;
 	e->n = 0;
+	/* A bridge's messages stay one hop: no link's subscription (a
+	 * follower, a proxy, a watch: all on bridge handles) takes them, so
+	 * a bridge does not write them there at all. */
+	bool bridge = is_bridge(b, b->self);
 	for (uint32_t s = 0; s < b->cfg.max_subs; s++) {
 		/* Acquire: pairs with the release store of ACTIVE in subscribe,
 		 * after the inbox was formatted and the pattern written. */
@@ -189,6 +202,8 @@ static int recompute(msgbus_bus *b, struct mb_route *r, struct route_entry *e,
 		if (!slot_matches(b, s, w, subject, slen))
 			continue;
 		if ((MB_SUBW_FLAGS(w) & MB_SUBF_ALIAS) && !alias_target(b, w, s, &t, &w))
+			continue;
+		if (bridge && is_bridge(b, MB_SUBW_OWNER(w)))
 			continue;
 		if (has_target(e, t) || !attach(b, r, t, MB_SUBW_GEN(w)))
 			continue;
