@@ -183,6 +183,8 @@ static const struct mb_link_hooks link_hooks = {
 	.no_worker = mb_nats_no_worker,
 	.call_direct = links_call_direct,
 	.replied = links_replied,
+	.spin = mb_links_spin,
+	.unspin = mb_links_unspin,
 };
 
 static struct mb_links *links_of(msgbus_bus *b)
