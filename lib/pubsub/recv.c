@@ -279,7 +279,8 @@ int msgbus_recv(msgbus_sub *sub, msgbus_msg **msg, int timeout_ms)
 	if (mb_closing(sub->bus))
 		return MSGBUS_ECLOSED;
 	/* The clock is read only when a wait begins: a stream finds a record
-	 * at once, and a clock read per message cost it a tenth. */
+	 * at once (a clock read per message was a tenth of the CPU samples of
+	 * a 64 B stream over a TCP link, perf). */
 	int rc = take(sub, MB_NO_WAIT);
 	if (rc == MSGBUS_EAGAIN && timeout_ms != 0)
 		rc = take(sub, mb_deadline(timeout_ms));
