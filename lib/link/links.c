@@ -491,7 +491,9 @@ int msgbus_link_stats_get(msgbus_bus *bus, msgbus_link_stats *st)
 	if (!bus || !st)
 		return MSGBUS_EINVAL;
 	memset(st, 0, sizeof(*st));
-	struct mb_links *ls = bus->links;
+	/* Pairs with the release in links_of(): another thread may be
+	 * making the handle's first link. */
+	struct mb_links *ls = __atomic_load_n(&bus->links, __ATOMIC_ACQUIRE);
 	if (!ls)
 		return 0;
 	st->links_up = atomic_load_explicit(&ls->up, memory_order_relaxed);
