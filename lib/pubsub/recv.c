@@ -93,8 +93,6 @@ static void consume(msgbus_sub *sub)
 
 /* Spin rounds between two yields of the CPU while a receiver spins. */
 #define SPIN_YIELD_ROUNDS 128u
-/* Spin rounds between two looks at the handle's links (the spin hook). */
-#define SPIN_LINK_ROUNDS 32u
 
 /* Nothing was there: spin (yielding the CPU now and then, so spinning
  * receivers do not starve a publisher on a machine with fewer cores than
@@ -114,7 +112,7 @@ static int wait_rec(msgbus_sub *sub, struct mb_inbox_msg *m, uint64_t deadline)
 		}
 		if (spin.rounds % SPIN_YIELD_ROUNDS == 0)
 			mb_yield_cpu();
-		if (spin.rounds % SPIN_LINK_ROUNDS == 1) {
+		if (spin.rounds % MB_SPIN_LINK_ROUNDS == 1) {
 			/* A handle with links reads them while it spins: a
 			 * message from a peer then wakes nobody. Pairs with the
 			 * release in link/links.c:links_of(). */
