@@ -209,6 +209,8 @@ check: deps all $(TEST_BIN)
 	$(Q)LIB_TIERS='$(LIB_TIERS)' MSGBUS_BUILD_DIR=$(B) bash tests/check_tiers.sh
 	$(call msg,RUN,tests/check_tool.sh)
 	$(Q)MSGBUS=$(TOOL) bash tests/check_tool.sh
+	$(call msg,RUN,tests/check_deps.sh)
+	$(Q)bash tests/check_deps.sh
 	$(call msg,HEADER,include/msgbus.h as C++ and as C99)
 	$(Q)printf '$(HEADER_TU)' | $(CXX) -x c++ -Wall -Wextra -Werror -pedantic \
 		-Iinclude -fsyntax-only -

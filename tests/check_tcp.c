@@ -1222,6 +1222,59 @@ START_TEST(test_backpressure)
 }
 END_TEST
 
+/* ---- links seen by introspection ------------------------------------------ */
+
+/* Participants of bus with every bit of flags set. */
+static size_t count_parts(msgbus_bus *bus, uint32_t flags)
+{
+	msgbus_participant_info pi[32];
+	size_t n = 0, k = 0;
+	TU_ASSERT_OK(msgbus_participants(bus, pi, 32, &n));
+	ck_assert_uint_le(n, 32);
+	for (size_t i = 0; i < n; i++)
+		if ((pi[i].flags & flags) == flags)
+			k++;
+	return k;
+}
+
+/* A link is listed among the bus's participants, flagged BRIDGE and alive,
+ * beside the handle asking (SELF); once the peer closes, it is gone. The
+ * accepting side has one handle for the connection; the connecting side
+ * has one more (its connector's, which counts what is lost while down). */
+START_TEST(test_link_listed_as_participant)
+{
+	char ua[96], ub[96];
+	const char *scheme = tu_scheme(_i);
+	tu_unique_url(ua, sizeof(ua), scheme);
+	tu_unique_url(ub, sizeof(ub), scheme);
+	msgbus_bus *a = tu_open(ua, NULL);
+	msgbus_bus *b = tu_open(ub, NULL);
+	ck_assert_uint_eq(count_parts(a, MSGBUS_PART_BRIDGE), 0);
+	connect_lo(b, listen_lo(a));
+	WAIT_LINK(a, "A linked", st.links_up == 1);
+	WAIT_LINK(b, "B linked", st.links_up == 1);
+	for (int k = 0; k < 2; k++) {
+		msgbus_bus *x = k ? b : a;
+		size_t want = k ? 2 : 1;
+		double end = tu_now_ms() + TU_WAIT_MS;
+		while (count_parts(x, MSGBUS_PART_BRIDGE) < want && tu_now_ms() < end)
+			tu_sleep_ms(1);
+		ck_assert_uint_eq(count_parts(x, MSGBUS_PART_BRIDGE | MSGBUS_PART_ALIVE), want);
+		ck_assert_uint_eq(count_parts(x, MSGBUS_PART_SELF | MSGBUS_PART_ALIVE), 1);
+		ck_assert_uint_eq(count_parts(x, MSGBUS_PART_SELF | MSGBUS_PART_BRIDGE), 0);
+		ck_assert_uint_eq(count_parts(x, 0), want + 1);
+	}
+	close_bus(b, ub);
+	WAIT_LINK(a, "A's link down", st.links_up == 0);
+	double end = tu_now_ms() + TU_WAIT_MS;
+	while (count_parts(a, MSGBUS_PART_BRIDGE) != 0 && tu_now_ms() < end)
+		tu_sleep_ms(1);
+	ck_assert_uint_eq(count_parts(a, MSGBUS_PART_BRIDGE), 0);
+	ck_assert_uint_eq(count_parts(a, 0), 1);
+	close_bus(a, ua);
+}
+END_TEST
+
 /* ---- the link follows the peer's patterns ------------------------------- */
 
 static int has_pattern(const msgbus_sub_info *si, size_t n, const char *pattern)
@@ -2541,6 +2594,7 @@ Suite *suite_tcp(void)
 	tc = tu_tcase("tcp flow", TCP_CASE_TIMEOUT);
 	tcase_add_loop_test(tc, test_backpressure, 0, TU_NSCHEMES);
 	tcase_add_loop_test(tc, test_patterns_cross_once, 0, TU_NSCHEMES);
+	tcase_add_loop_test(tc, test_link_listed_as_participant, 0, TU_NSCHEMES);
 	tcase_add_loop_test(tc, test_backpressure_selective, 0, TU_NSCHEMES);
 	if (!tu_valgrind())
 		tcase_add_test(tc, test_close_while_link_blocked);

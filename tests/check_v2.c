@@ -12,6 +12,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "test_util.h"
 
@@ -468,6 +469,59 @@ START_TEST(test_lossy_exact_drops)
 }
 END_TEST
 
+/* ---- memory grows with use (issue 9 item 5) -------------------------- */
+
+/* A /proc/self/status field in KiB ("RssAnon:"), or -1. */
+static long status_kib(const char *key)
+{
+	char line[256];
+	long v = -1;
+	FILE *f = fopen("/proc/self/status", "r");
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (strncmp(line, key, strlen(key)) == 0) {
+			v = strtol(line + strlen(key), NULL, 10);
+			break;
+		}
+	fclose(f);
+	return v;
+}
+
+/* A default shm bus costs at most 1 MiB when it is opened: what opening
+ * added to the creator's private resident memory (anonymous and file
+ * pages; its shared pages are the segment's) plus the segment's blocks in
+ * /dev/shm. Sanitizers and valgrind add their own memory: skipped there. */
+START_TEST(test_open_footprint)
+{
+	char url[96], path[128];
+	struct stat stt;
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+	return;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+	return;
+#endif
+#endif
+	if (tu_valgrind())
+		return;
+	tu_unique_url(url, sizeof(url), "shm");
+	long anon0 = status_kib("RssAnon:"), file0 = status_kib("RssFile:");
+	ck_assert(anon0 >= 0 && file0 >= 0);
+	msgbus_bus *bus = tu_open(url, NULL);
+	long anon1 = status_kib("RssAnon:"), file1 = status_kib("RssFile:");
+	ck_assert_int_eq(stat(tu_shm_path(path, sizeof(path), url), &stt), 0);
+	long shm_kib = (long)stt.st_blocks / 2; /* 512-byte blocks */
+	long total = (anon1 - anon0) + (file1 - file0) + shm_kib;
+	fprintf(stderr, "check_v2: default bus at open: %ld KiB private + %ld KiB in /dev/shm\n",
+	        (anon1 - anon0) + (file1 - file0), shm_kib);
+	ck_assert_msg(total <= 1024, "a default bus costs %ld KiB at open (> 1 MiB)", total);
+	close_bus(bus, url);
+}
+END_TEST
+
 Suite *suite_v2(void)
 {
 	Suite *s = suite_create("v2");
@@ -485,6 +539,7 @@ Suite *suite_v2(void)
 	tcase_add_loop_test(tc, test_publisher_order, 0, TU_NSCHEMES);
 	tcase_add_loop_test(tc, test_lossy_exact_drops, 0, TU_NSCHEMES);
 	tcase_add_loop_test(tc, test_inline_60k, 0, TU_NSCHEMES);
+	tcase_add_test(tc, test_open_footprint);
 	suite_add_tcase(s, tc);
 
 	if (!tu_valgrind()) {

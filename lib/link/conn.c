@@ -8,9 +8,9 @@
 #include "link/link_recv.h"
 #include "link/link_rr.h"
 #include "link/link_send.h"
-#include "reqrep/rr.h"
-#include "shm/subject.h"
+#include "reqrep/serve.h"
 #include "pubsub/sub.h"
+#include "shm/subject.h"
 #include "platform/wait.h"
 
 static void conn_free(struct mb_conn *c)

@@ -11,7 +11,7 @@
 #include "pubsub/publish.h"
 #include "ring/ring.h"
 #include "pubsub/route.h"
-#include "pubsub/sub.h"
+#include "pubsub/subscribe.h"
 #include "platform/wait.h"
 
 #include <errno.h>

@@ -3,7 +3,7 @@
 #include "link/link_rr.h"
 #include "link/link_log.h"
 #include "link/link_send.h"
-#include "reqrep/rr.h"
+#include "reqrep/serve.h"
 #include "reqrep/call.h"
 #include "platform/wait.h"
 

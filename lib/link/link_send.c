@@ -6,7 +6,7 @@
 #include "link/link_log.h"
 #include "ring/ring.h"
 #include "pubsub/route.h"
-#include "pubsub/sub.h"
+#include "pubsub/recv.h"
 #include "platform/wait.h"
 
 #include <errno.h>

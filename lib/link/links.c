@@ -17,7 +17,6 @@
 #include "link/link_rr.h"
 #include "link/link_send.h"
 #include "link/nats.h"
-#include "pubsub/sub.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -9,7 +9,7 @@
 #include "link/nats.h"
 #include "link/nats_link.h"
 #include "pubsub/route.h"
-#include "pubsub/sub.h"
+#include "pubsub/recv.h"
 #include "platform/wait.h"
 
 #include <errno.h>

@@ -16,7 +16,7 @@
 #include "link/conn_state.h"
 #include "link/link_log.h"
 #include "link/nats_link.h"
-#include "reqrep/rr.h"
+#include "reqrep/serve.h"
 #include "platform/wait.h"
 
 #include <stdio.h>

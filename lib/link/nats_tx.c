@@ -8,7 +8,7 @@
 #include "link/link_log.h"
 #include "link/link_send.h"
 #include "link/nats_link.h"
-#include "pubsub/sub.h"
+#include "pubsub/recv.h"
 #include "ring/ring.h"
 #include "platform/wait.h"
 

@@ -40,10 +40,4 @@ struct msgbus_sub {
 	struct mb_doorbell db;
 };
 
-/* Transitional: lib/link still reaches recv.c's and subscribe.c's
- * functions through this header. Drop these two lines once it includes
- * pubsub/recv.h and pubsub/subscribe.h itself. */
-#include "pubsub/recv.h"
-#include "pubsub/subscribe.h"
-
 #endif

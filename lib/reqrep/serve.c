@@ -332,24 +332,6 @@ static int try_take(msgbus_service *svc, msgbus_req **req, int64_t *claimed_owne
 	return MSGBUS_EAGAIN;
 }
 
-bool mb_service_ready(msgbus_service *svc)
-{
-	msgbus_bus *b = svc->bus;
-	struct mb_cursor *c = mb_cursor_at(b, svc->t, svc->slot);
-	uint64_t n = b->cfg.ring_slots;
-	/* seq_cst, as each stamp load below: see rr.h. */
-	uint64_t r = atomic_load_explicit(&c->release, memory_order_seq_cst);
-	for (uint64_t pos = r; pos < r + n; pos++) {
-		uint64_t s = atomic_load_explicit(&mb_slot_at(b, svc->t, pos)->stamp,
-		                                  memory_order_seq_cst);
-		if (MB_STAMP_SEQ(s) != (pos & MB_SEQ_MASK))
-			return false;
-		if (MB_STAMP_STATE(s) == MB_ST_COMMITTED)
-			return true;
-	}
-	return false;
-}
-
 static int service_take(msgbus_service *svc, msgbus_req **req, uint64_t deadline)
 {
 	msgbus_bus *b = svc->bus;

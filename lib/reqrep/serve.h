@@ -32,9 +32,6 @@ int mb_service_slot(msgbus_bus *b, uint32_t t, uint32_t *slot);
  * with the liveness test (reaping the dead), not just the member bits. */
 bool mb_service_has_workers(msgbus_bus *b, uint32_t slot, bool check);
 
-/* Is a request ready to take (seq_cst loads: after mb_ec_prepare, the
- * second half of the Dekker pair with mb_ring_commit's signal)? */
-bool mb_service_ready(struct msgbus_service *svc);
 void mb_service_destroy(struct msgbus_service *svc);
 struct msgbus_service *mb_service_next(struct msgbus_service *svc);
 /* Fail a taken request: its requester's call returns err. Frees req. */

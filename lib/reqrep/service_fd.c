@@ -42,6 +42,28 @@ static int bell_take(msgbus_service *svc)
 	return MSGBUS_ELIMIT;
 }
 
+/* Is a request ready to take? (Here, not in serve.c: only the descriptor
+ * asks, and serve.c calls this file.) */
+static bool service_ready(msgbus_service *svc)
+{
+	msgbus_bus *b = svc->bus;
+	struct mb_cursor *c = mb_cursor_at(b, svc->t, svc->slot);
+	uint64_t n = b->cfg.ring_slots;
+	/* seq_cst, as each stamp load below: after mb_bell_arm's seq_cst
+	 * fetch_or of WAITERS, the second half of the Dekker pair with
+	 * mb_ring_commit's seq_cst signal (platform/doorbell.h). */
+	uint64_t r = atomic_load_explicit(&c->release, memory_order_seq_cst);
+	for (uint64_t pos = r; pos < r + n; pos++) {
+		uint64_t s = atomic_load_explicit(&mb_slot_at(b, svc->t, pos)->stamp,
+		                                  memory_order_seq_cst);
+		if (MB_STAMP_SEQ(s) != (pos & MB_SEQ_MASK))
+			return false;
+		if (MB_STAMP_STATE(s) == MB_ST_COMMITTED)
+			return true;
+	}
+	return false;
+}
+
 void mb_service_fd_rearm(msgbus_service *svc)
 {
 	struct mb_topic *tp = mb_topic_at(svc->bus, svc->t);
@@ -54,8 +76,8 @@ void mb_service_fd_rearm(msgbus_service *svc)
 	if (mb_bell_armed(bell))
 		return; /* not rung since the last arming: it stands */
 	mb_bell_arm(bell, &tp->data_ec, svc->db.id);
-	/* mb_ring_commit signals with seq_cst; mb_service_ready loads so. */
-	if (mb_service_ready(svc) || mb_closing(svc->bus) || atomic_load(&svc->stop))
+	/* mb_ring_commit signals with seq_cst; service_ready loads so. */
+	if (service_ready(svc) || mb_closing(svc->bus) || atomic_load(&svc->stop))
 		mb_bell_ring(bell);
 }
 

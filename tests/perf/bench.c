@@ -10,7 +10,7 @@
  *              10x of 4 KiB, 1x of 64 KiB; fan-out 50x COUNT messages
  *   -r REPS    repeat each measurement REPS times and report the median of
  *              the repeats (default 5; the runs of the transports alternate)
- *   -t TESTS   comma list of rtt, tput, fanout, idle (default: all)
+ *   -t TESTS   comma list of rtt, tput, fanout, idle, subject (default: all)
  *   -T LIST    comma list of baseline, inproc, shm (default: all)
  *   -S SPIN_US spin_us option of the buses (default 100)
  *   -B BYTES   baseline ring size, a power of two (default 1 MiB for 64 B,
@@ -37,6 +37,13 @@
  *           publish at the end): user+sys CPU / wall time in % of one core
  *           (getrusage: RUSAGE_THREAD for inproc, RUSAGE_SELF of the child for
  *           shm). The baseline spins by design (100%) and is not measured.
+ *   subject publishing on a never-seen subject against a known one: one
+ *           thread publishes 64 B, 10x COUNT times, on one subject each time,
+ *           on 64 subjects in turn, or on a new subject each time, to a lossless
+ *           ">" subscriber it drains, outside the timed batches, every 1000
+ *           messages; inproc and shm; ns per publish, and never-seen over each
+ *           of the other two (target at most 2x). The subjects are written before the timing, so
+ *           both runs time msgbus_publish alone.
  * Each run stops publishing after 1 s (and says so) so a slow build still
  * finishes; a 60 s watchdog kills a hung run. Every libmsgbus figure is also
  * given as a ratio to the baseline figure of the same test, and the targets
@@ -48,6 +55,7 @@
  *   64 B 1:1 throughput >= 10 M msgs/s
  *   1:3 fan-out >= 5 M msgs/s per subscriber, lossless
  *   64 KiB 1:1 throughput >= 0.5x baseline
+ *   a never-seen subject's publish <= 2x a known subject's
  *
  * Bus options: the defaults (1 MiB inboxes: 64 B to 64 KiB go inline),
  * spin_us 100. Bus names are bench.PID.N; every
@@ -89,9 +97,9 @@
 enum { T_BASE, T_INPROC, T_SHM, T_COUNT };
 static const char *const tname[T_COUNT] = { "baseline", "inproc", "shm" };
 
-enum { TEST_RTT, TEST_TPUT, TEST_FANOUT, TEST_IDLE, TEST_COUNT };
+enum { TEST_RTT, TEST_TPUT, TEST_FANOUT, TEST_IDLE, TEST_SUBJECT, TEST_COUNT };
 static const char *const testname[TEST_COUNT] = { "rtt", "tput", "fanout",
-	                                          "idle" };
+	                                          "idle", "subject" };
 
 #define MAX_REPS 99
 #include "bench_util.h"
@@ -1277,6 +1285,119 @@ static void run_all(void)
 	}
 }
 
+/* ------------------------------------------------------------------ */
+/* subject: a never-seen subject against a known one                  */
+
+#define SUBJ_LEN 32
+#define SUBJ_BATCH 1000
+
+/* ns per publish over n publishes on subjects[i] (a SUBJ_LEN stride),
+ * timing each batch of SUBJ_BATCH and draining ">" between batches; 0 on
+ * a failure (reported). */
+static double subject_run(int transport, const char *subjects, long n)
+{
+	char url[96];
+	msgbus_options o;
+	msgbus_bus *bus = NULL;
+	msgbus_sub *sub = NULL;
+	msgbus_msg *m;
+	unsigned char payload[64] = { 0 };
+	uint64_t ns = 0;
+	long got = 0;
+	int rc;
+
+	snprintf(url, sizeof(url), "%s://bench.%ld.%u", transport == T_SHM ? "shm" : "inproc",
+	         (long)getpid(), ++g_busno);
+	lib_opts(&o, sizeof(payload));
+	rc = msgbus_open(&bus, url, &o);
+	if (rc == MSGBUS_OK)
+		rc = msgbus_subscribe(bus, ">", 0, &sub);
+	for (long i = 0; rc == MSGBUS_OK && i < n; i += SUBJ_BATCH) {
+		long end = i + SUBJ_BATCH < n ? i + SUBJ_BATCH : n;
+		uint64_t t0 = now_ns();
+
+		for (long k = i; rc == MSGBUS_OK && k < end; k++)
+			rc = msgbus_publish(bus, subjects + k * SUBJ_LEN, payload, sizeof(payload), 0);
+		ns += now_ns() - t0;
+		while (rc == MSGBUS_OK && msgbus_recv(sub, &m, 0) == MSGBUS_OK) {
+			if (strcmp(msgbus_msg_subject(m), subjects + got * SUBJ_LEN) != 0)
+				rc = MSGBUS_EPROTO;
+			got++;
+			msgbus_msg_release(m);
+		}
+	}
+	if (rc == MSGBUS_OK && got != n)
+		rc = MSGBUS_EPROTO;
+	if (rc != MSGBUS_OK)
+		fprintf(stderr, "bench: %s subject: %s (%ld of %ld received in order)\n",
+		        tname[transport], msgbus_strerror(rc), got, n);
+	if (bus)
+		msgbus_close(bus);
+	return rc == MSGBUS_OK ? (double)ns / (double)n : 0;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return (x > y) - (x < y);
+}
+
+static void run_subject(void)
+{
+	long n = 10 * g_n;
+	char *known = malloc((size_t)n * SUBJ_LEN), *fresh = malloc((size_t)n * SUBJ_LEN);
+	char *cycle = malloc((size_t)n * SUBJ_LEN);
+
+	printf("\n== publish on a never-seen subject vs a known one, 64 B, ns per publish ==\n");
+	if (!known || !fresh || !cycle) {
+		fprintf(stderr, "bench: subject: out of memory\n");
+		g_failures++;
+		free(known);
+		free(fresh);
+		free(cycle);
+		return;
+	}
+	for (long i = 0; i < n; i++) {
+		snprintf(known + i * SUBJ_LEN, SUBJ_LEN, "subj.known.x");
+		snprintf(fresh + i * SUBJ_LEN, SUBJ_LEN, "subj.%ld.x", i);
+		snprintf(cycle + i * SUBJ_LEN, SUBJ_LEN, "subj.k%ld.x", i % 64);
+	}
+	for (int t = T_INPROC; t <= T_SHM; t++) {
+		double kv[MAX_REPS], nv[MAX_REPS], cv[MAX_REPS];
+		int ok = 1;
+
+		if (!(g_transports & (1u << t)))
+			continue;
+		for (int rep = 0; rep < g_reps && ok; rep++) {
+			alarm(WATCHDOG_S);
+			kv[rep] = subject_run(t, known, n);
+			nv[rep] = subject_run(t, fresh, n);
+			cv[rep] = subject_run(t, cycle, n);
+			alarm(0);
+			ok = kv[rep] > 0 && nv[rep] > 0 && cv[rep] > 0;
+		}
+		if (!ok) {
+			g_failures++;
+			printf("  %-6s FAILED\n", tname[t]);
+			continue;
+		}
+		qsort(kv, (size_t)g_reps, sizeof(double), cmp_double);
+		qsort(nv, (size_t)g_reps, sizeof(double), cmp_double);
+		qsort(cv, (size_t)g_reps, sizeof(double), cmp_double);
+		double k = kv[g_reps / 2], v = nv[g_reps / 2], c = cv[g_reps / 2];
+		printf("  %-6s same subject %7.1f ns, 64 known in turn %7.1f ns, "
+		       "never-seen %7.1f ns\n",
+		       tname[t], k, c, v);
+		printf("  %-6s never-seen <= 2x same subject:    %5.2fx  %s\n", tname[t],
+		       v / k, v <= 2 * k ? "PASS" : "MISS");
+		printf("  %-6s never-seen <= 2x known in turn:   %5.2fx  %s\n", tname[t],
+		       v / c, v <= 2 * c ? "PASS" : "MISS");
+	}
+	free(known);
+	free(fresh);
+	free(cycle);
+}
+
 static int target_line(const char *label, int key, int t, int ratio,
                        double limit, int at_most)
 {
@@ -1392,7 +1513,7 @@ static void usage(FILE *f)
 	        "other tests scale with it\n"
 	        "  -r REPS    runs per measurement, median reported "
 	        "(default 5, max %d)\n"
-	        "  -t TESTS   comma list of rtt,tput,fanout,idle (default all)\n"
+	        "  -t TESTS   comma list of rtt,tput,fanout,idle,subject (default all)\n"
 	        "  -T LIST    comma list of baseline,inproc,shm (default all)\n"
 	        "  -S SPIN_US spin_us bus option (default 100)\n"
 	        "  -B BYTES   baseline ring size (default 1 MiB for 64 B, 256 KiB above)\n"
@@ -1495,6 +1616,8 @@ int main(int argc, char **argv)
 	       "MAP_SHARED memory, fork()ed processes\n");
 	load_sample(&lstart);
 	run_all();
+	if (g_tests & (1u << TEST_SUBJECT))
+		run_subject();
 	if (g_tests & ((1u << TEST_RTT) | (1u << TEST_TPUT) |
 	               (1u << TEST_FANOUT)))
 		print_targets();
