@@ -49,6 +49,12 @@ struct mb_route {
 	struct route_entry e[ROUTE_ENTRIES];
 	struct mb_inbox *ib; /* per slot: attached view */
 	uint32_t *ib_gen;    /* per slot: generation ib was attached for, 0 none */
+	/* The slots that were ACTIVE at interest generation act_igen (a
+	 * subscribe makes its slot ACTIVE before it bumps the generation), so
+	 * a subject never seen scans only them, not every slot. */
+	bool act_valid;
+	uint32_t act_igen, nact;
+	uint32_t *act; /* max_subs of them */
 };
 
 /* A target with the inbox view the publish uses, copied out of the cache. */
@@ -66,9 +72,11 @@ int mb_route_init(msgbus_bus *b)
 		return MSGBUS_ENOMEM;
 	r->ib = calloc(b->cfg.max_subs, sizeof(*r->ib));
 	r->ib_gen = calloc(b->cfg.max_subs, sizeof(*r->ib_gen));
-	if (!r->ib || !r->ib_gen) {
+	r->act = calloc(b->cfg.max_subs, sizeof(*r->act));
+	if (!r->ib || !r->ib_gen || !r->act) {
 		free(r->ib);
 		free(r->ib_gen);
+		free(r->act);
 		free(r);
 		return MSGBUS_ENOMEM;
 	}
@@ -87,6 +95,7 @@ void mb_route_free(msgbus_bus *b)
 	pthread_mutex_destroy(&r->lock);
 	free(r->ib);
 	free(r->ib_gen);
+	free(r->act);
 	free(r);
 	b->route = NULL;
 }
@@ -181,6 +190,26 @@ static bool has_target(const struct route_entry *e, uint32_t s)
 	return false;
 }
 
+/* The ACTIVE slots as of interest generation igen, loaded (acquire) before
+ * this: any slot that a subscribe made ACTIVE before its bump to igen is
+ * listed. One that turns ACTIVE later bumps the generation again, and
+ * every entry computed from this list is recomputed then. */
+static void list_active(msgbus_bus *b, struct mb_route *r, uint32_t igen)
+{
+	if (r->act_valid && r->act_igen == igen)
+		return;
+	r->nact = 0;
+	for (uint32_t s = 0; s < b->cfg.max_subs; s++) {
+		/* Relaxed: only a hint of which slots to look at; recompute
+		 * loads each listed word again with acquire. */
+		uint64_t w = atomic_load_explicit(&mb_subslot_at(b, s)->word, memory_order_relaxed);
+		if (MB_SUBW_STATE(w) == MB_SUB_ACTIVE)
+			r->act[r->nact++] = s;
+	}
+	r->act_igen = igen;
+	r->act_valid = true;
+}
+
 /* Recompute entry e for subject at interest generation igen. A message
  * goes once to each inbox, however many of its slots' patterns match. */
 static int recompute(msgbus_bus *b, struct mb_route *r, struct route_entry *e,
@@ -194,11 +223,12 @@ static int recompute(msgbus_bus *b, struct mb_route *r, struct route_entry *e,
 	 * follower, a proxy, a watch: all on bridge handles) takes them, so
 	 * a bridge does not write them there at all. */
 	bool bridge = is_bridge(b, b->self);
-	for (uint32_t s = 0; s < b->cfg.max_subs; s++) {
+	list_active(b, r, igen);
+	for (uint32_t i = 0; i < r->nact; i++) {
+		uint32_t s = r->act[i], t = s;
 		/* Acquire: pairs with the release store of ACTIVE in subscribe,
 		 * after the inbox was formatted and the pattern written. */
 		uint64_t w = atomic_load_explicit(&mb_subslot_at(b, s)->word, memory_order_acquire);
-		uint32_t t = s;
 		if (!slot_matches(b, s, w, subject, slen))
 			continue;
 		if ((MB_SUBW_FLAGS(w) & MB_SUBF_ALIAS) && !alias_target(b, w, s, &t, &w))
