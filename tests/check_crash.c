@@ -996,6 +996,49 @@ START_TEST(test_v2_publisher_dies_between_commits)
 }
 END_TEST
 
+/* A publisher of a large message matched by lossless subscribers ("cp.x",
+ * "cp.*", and in cases 1 and 3 "cp.>") dies after its records are filled,
+ * before any is committed: 0 and 1 before its commit mark (before_mark,
+ * the buffer already SHARED; before the fix its references were already
+ * noted there and leaked), 2 and 3 after the mark, before the store that
+ * counts the records' references (marked). Its reaper aborts every record
+ * (all or none: none), and no buffer leaks: once the dead one is reaped,
+ * every large buffer is free, as chaos checks after its run. */
+START_TEST(test_v2_publisher_dies_before_mark)
+{
+	static const char *const points[] = { "before_mark", "before_mark", "marked", "marked" };
+	char url[96];
+	msgbus_options o = MSGBUS_OPTIONS_INIT;
+	msgbus_sub *subs[3] = { NULL };
+	struct v2_child c = { 0 };
+	int n = _i % 2 ? 3 : 2;
+
+	tu_unique_url(url, sizeof(url), "shm");
+	v2_options(&o);
+	msgbus_bus *bus = tu_open(url, &o);
+	TU_ASSERT_OK(msgbus_subscribe(bus, "cp.x", 0, &subs[0]));
+	TU_ASSERT_OK(msgbus_subscribe(bus, "cp.*", 0, &subs[1]));
+	if (n == 3)
+		TU_ASSERT_OK(msgbus_subscribe(bus, "cp.>", 0, &subs[2]));
+	ck_assert_uint_eq(mb_buf_free_count(bus), V2_BUFS);
+	c.len = V2_BIG;
+	pid_t pid = v2_spawn(&c, url, points[_i], V2_PUB);
+	assert_killed(pid);
+	for (uint32_t p = 0; p < bus->cfg.max_participants; p++)
+		(void)mb_part_alive(bus, p); /* reaps the dead publisher */
+	ck_assert_msg(mb_buf_free_count(bus) == V2_BUFS, "%s: %u large buffers free, want %u",
+	              points[_i], mb_buf_free_count(bus), V2_BUFS);
+
+	v2_publish_big(bus, 1);
+	for (int k = 0; k < n; k++) {
+		TU_RECV_SEQ(subs[k], "cp.x", 1); /* not the dead one's: none got it */
+		TU_ASSERT_EMPTY(subs[k]);
+	}
+	v2_assert_buffers_free(bus);
+	v2_close(&c, bus, url);
+}
+END_TEST
+
 /* A publisher matched by two lossless subscribers dies after committing a
  * large message's records, before dropping its own reference: 0 at
  * large_committed (before v2 marked the buffer SHARED), 1 before the
@@ -1173,6 +1216,7 @@ Suite *suite_crash(void)
 	tcase_add_loop_test(tc, test_v2_publisher_dies, 0, 3);
 	tcase_add_test(tc, test_v2_publisher_dies_before_lossy);
 	tcase_add_loop_test(tc, test_v2_publisher_dies_between_commits, 0, 4);
+	tcase_add_loop_test(tc, test_v2_publisher_dies_before_mark, 0, 4);
 	tcase_add_loop_test(tc, test_v2_publisher_dies_after_large_commit, 0, 2);
 	tcase_add_test(tc, test_v2_reader_dies_in_unref);
 	tcase_add_loop_test(tc, test_v2_subscriber_dies, 0, 2);

@@ -277,22 +277,30 @@ struct rec {
 	bool shared;          /* bc marked SHARED by us */
 };
 
-/* A large message's record is about to be committed (or put): the buffer
- * is SHARED from before the first one, and pub_put counts it first. The
- * relaxed stores are read by our reaper only once we are dead (live.c),
- * when every store we made is done; the SHARED store's release also
- * publishes pub_put to whoever acquires the state. See deliver_large. */
+/* A large message's buffer becomes SHARED, once, from before its first
+ * record can be committed, with pub_put 0. The relaxed store of pub_put
+ * is read by our reaper only once we are dead (live.c), when every store
+ * we made is done; the SHARED store's release also publishes it to
+ * whoever acquires the state. See deliver_large. */
+static void share(msgbus_bus *b, struct rec *rc)
+{
+	if (rc->shared)
+		return;
+	atomic_store_explicit(&rc->bc->pub_put, 0, memory_order_relaxed);
+	/* Release: pairs with the acquire of the state in
+	 * live.c:drop_dead_publisher_ref and mark.c:large_counted, which
+	 * then read pub_put. */
+	atomic_store_explicit(&rc->bc->state, MB_BUF_SHARED(b->self), memory_order_release);
+	rc->shared = true;
+}
+
+/* A large message's record is about to be committed (or put): pub_put
+ * counts it first. Relaxed: as in share. */
 static void note_ref(msgbus_bus *b, struct rec *rc)
 {
 	if (!rc->bc)
 		return;
-	if (!rc->shared) {
-		atomic_store_explicit(&rc->bc->pub_put, 0, memory_order_relaxed);
-		/* Release: pairs with the acquire of the state in
-		 * live.c:drop_dead_publisher_ref, which then reads pub_put. */
-		atomic_store_explicit(&rc->bc->state, MB_BUF_SHARED(b->self), memory_order_release);
-		rc->shared = true;
-	}
+	share(b, rc);
 	atomic_store_explicit(&rc->bc->pub_put, ++rc->noted, memory_order_relaxed);
 }
 
@@ -407,21 +415,36 @@ static bool in_set(const struct dest *d)
 }
 
 /* Commit the filled records of every target in the set, all or none even
- * if we die in between: the large buffer is noted for each first, then a
- * commit mark says that every record is written, so our reaper commits
- * the ones we did not (mark.h). A death before the mark aborts them all;
- * with a large buffer it then keeps its noted references (a leak, never a
- * buffer freed under a reader; see deliver_large). */
+ * if we die in between: a commit mark says that every record is written,
+ * so our reaper commits the ones we did not (mark.h). With a large
+ * buffer, the mark also carries put, the value pub_put takes when the
+ * records' references are counted, and that count is one store after the
+ * mark: the reaper commits the records only if pub_put equals put. So a
+ * death before the mark, or between the mark and the store, aborts every
+ * record with pub_put not counting them (the reaper's drop frees the
+ * buffer); a death after the store commits every record with pub_put
+ * counting each. No window leaks a reference or frees one twice. */
 static void commit_all(msgbus_bus *b, struct dest *d, uint32_t n, struct rec *rc)
 {
 	bool first = true;
+	uint32_t k = 0, put;
 	unsigned mark;
 	uint32_t i;
 
 	for (i = 0; i < n; i++)
-		if (in_set(&d[i]))
-			note_ref(b, rc);
-	mark = mb_mark_set(b, rc->seq);
+		k += in_set(&d[i]);
+	put = rc->noted + k;
+	if (rc->bc)
+		share(b, rc);
+	mb_crash_point("before_mark");
+	mark = mb_mark_set(b, rc->seq, put);
+	if (rc->bc) {
+		mb_crash_point("marked");
+		/* Relaxed: as in share; one store, so the reaper sees every
+		 * record counted or none (mark.c:large_counted). */
+		atomic_store_explicit(&rc->bc->pub_put, put, memory_order_relaxed);
+		rc->noted = put;
+	}
 	for (i = 0; i < n; i++) {
 		if (!in_set(&d[i]))
 			continue;
@@ -521,18 +544,19 @@ static int deliver(msgbus_bus *b, struct dest *d, uint32_t n, struct rec *rc, ui
  * Invariant: refs is MB_BUF_PUB_BIAS (ours, set when the buffer was
  * taken) less the references readers dropped, until we drop the bias less
  * the records put; and the buffer is SHARED, with pub_put >= the records
- * committed, from before the first one is (note_ref). pub_put exceeds
- * them only while records are being committed or put: by one, or by the
- * records of a commit loop (commit_all notes them all, then marks them
- * for commit by our reaper, mark.h). So the reaper of a dead publisher (live.c) drops MB_BUF_PUB_BIAS
- * less pub_put, once (it holds the dead slot; a dropped bias is seen),
- * and never frees a buffer a committed record points to: each committed
+ * committed, from before the first one is (share, note_ref). pub_put
+ * exceeds them only while records are being committed or put: by one
+ * (note_ref), or by the records of a commit loop, which our reaper then
+ * commits (commit_all counts them with one store after their commit mark,
+ * and the reaper commits them only if that store was made, mark.h). So
+ * the reaper of a dead publisher (live.c) drops MB_BUF_PUB_BIAS less
+ * pub_put, once (it holds the dead slot; a dropped bias is seen), and
+ * never frees a buffer a committed record points to: each committed
  * record's reference is dropped by its reader or by the drain of its
- * inbox, once. A record that dies being committed (aborted by the reaper
- * or its reader) keeps one reference, and records of a commit loop that
- * dies before its mark keep theirs: the buffer leaks rather than is freed
- * twice. A death before any record leaves a LOANED buffer, freed
- * by the reaper as an unused loan. */
+ * inbox, once. A single record that dies being committed (put_one;
+ * aborted by the reaper or its reader) keeps one reference: the buffer
+ * leaks rather than is freed twice. A death before any record leaves a
+ * LOANED buffer, freed by the reaper as an unused loan. */
 static int deliver_large(msgbus_bus *b, struct dest *d, uint32_t n, const struct rec *rc,
                          uint32_t idx, uint32_t gen, uint64_t deadline)
 {
