@@ -407,10 +407,11 @@ static bool in_set(const struct dest *d)
  * records' references are counted, and that count is one store after the
  * mark: the reaper commits the records only if pub_put equals put. So a
  * death before the mark, or between the mark and the store, aborts every
- * record with pub_put not counting them (the reaper's drop frees the
- * buffer); a death after the store commits every record with pub_put
- * counting each. No window leaks a reference or frees one twice. Every
- * record of a large message is put this way, one or several. */
+ * record with pub_put not counting them (the reaper's drop of our
+ * reference covers them); a death after the store commits every record
+ * with pub_put counting each. No window leaks a reference or frees one
+ * twice. Every record of a large message is put this way, one or
+ * several. */
 static void commit_set(msgbus_bus *b, struct dest *d, uint32_t n, struct rec *rc)
 {
 	bool first = true;
