@@ -469,12 +469,17 @@ static int cx_open(struct cx *c, int r, msgbus_bus **bus)
  * so the reaper must not free it under them. between_commits lands inside
  * the commit loop of a message for both lossless readers: the commit mark
  * makes the reaper commit the rest (pubsub/mark.h), so both see it or
- * neither does. inbox_reserved: one inbox reserved, the other not yet;
- * before_lossy: lossless records committed, lossy ones not. */
+ * neither does. before_mark and marked land in the same loop (one record
+ * or several) before the first commit, before the mark or before the
+ * store that counts the records' references after it: the reaper aborts
+ * every record, and the buffer comes back; counted, after that store: it
+ * commits every one. inbox_reserved: one inbox reserved, the other not
+ * yet; before_lossy: lossless records committed, lossy ones not. */
 static const char *const cx_pub_points[] = { "after_claim", "before_commit", "mid_loan",
 	                                     "buf_shared", "large_committed",
 	                                     "between_commits", "inbox_reserved",
-	                                     "before_lossy" };
+	                                     "before_lossy", "before_mark", "marked",
+	                                     "counted" };
 #define CX_NPUB_POINTS (sizeof(cx_pub_points) / sizeof(cx_pub_points[0]))
 static const char *const cx_work_points[] = { "mid_take", "before_reply" };
 /* All but mid_cleanup are reached by subscribing and unsubscribing. Not

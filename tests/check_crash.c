@@ -996,6 +996,64 @@ START_TEST(test_v2_publisher_dies_between_commits)
 }
 END_TEST
 
+/* A publisher of a large message dies after its records are filled,
+ * before any is committed: before its commit mark (before_mark, the
+ * buffer already SHARED; before the fix its references were already
+ * noted there and leaked), or after the mark, before the store that
+ * counts the records' references (marked). Matched by lossless
+ * subscribers "cp.x", "cp.*" (0, 2), and "cp.>" (1, 3); by "cp.x" alone
+ * (4, 5: one record, no loop); by one lossy subscriber (6, 7: its record
+ * is counted the same way). Its reaper aborts every record (all or none:
+ * none), and no buffer leaks: once the dead one is reaped, every large
+ * buffer is free, as chaos checks after its run. 8-10: as 0, 4 and 6 but
+ * dying after the count (counted): the reaper commits every record (all),
+ * which holds its buffer until read; then every buffer comes back. */
+START_TEST(test_v2_publisher_dies_before_mark)
+{
+	static const struct {
+		const char *point;
+		int n, lossy;
+	} cases[] = { { "before_mark", 2, 0 }, { "before_mark", 3, 0 }, { "marked", 2, 0 },
+		      { "marked", 3, 0 },      { "before_mark", 1, 0 }, { "marked", 1, 0 },
+		      { "before_mark", 1, 1 }, { "marked", 1, 1 },      { "counted", 2, 0 },
+		      { "counted", 1, 0 },     { "counted", 1, 1 } };
+	static const char *const pats[] = { "cp.x", "cp.*", "cp.>" };
+	const char *point = cases[_i].point;
+	int n = cases[_i].n;
+	char url[96];
+	msgbus_options o = MSGBUS_OPTIONS_INIT;
+	msgbus_sub *subs[3] = { NULL };
+	struct v2_child c = { 0 };
+
+	tu_unique_url(url, sizeof(url), "shm");
+	v2_options(&o);
+	msgbus_bus *bus = tu_open(url, &o);
+	for (int k = 0; k < n; k++)
+		TU_ASSERT_OK(msgbus_subscribe(bus, pats[k], cases[_i].lossy ? MSGBUS_SUB_LOSSY : 0,
+		                              &subs[k]));
+	ck_assert_uint_eq(mb_buf_free_count(bus), V2_BUFS);
+	c.len = V2_BIG;
+	pid_t pid = v2_spawn(&c, url, point, V2_PUB);
+	assert_killed(pid);
+	for (uint32_t p = 0; p < bus->cfg.max_participants; p++)
+		(void)mb_part_alive(bus, p); /* reaps the dead publisher */
+	int all = _i >= 8; /* the dead one's message reaches every subscriber */
+	ck_assert_msg(mb_buf_free_count(bus) == V2_BUFS - (unsigned)all,
+	              "%s: %u large buffers free, want %u", point, mb_buf_free_count(bus),
+	              V2_BUFS - (unsigned)all);
+
+	v2_publish_big(bus, 1);
+	for (int k = 0; k < n; k++) {
+		if (all)
+			TU_RECV_SEQ(subs[k], "cp.x", 1000);
+		TU_RECV_SEQ(subs[k], "cp.x", 1); /* else not the dead one's: none got it */
+		TU_ASSERT_EMPTY(subs[k]);
+	}
+	v2_assert_buffers_free(bus);
+	v2_close(&c, bus, url);
+}
+END_TEST
+
 /* A publisher matched by two lossless subscribers dies after committing a
  * large message's records, before dropping its own reference: 0 at
  * large_committed (before v2 marked the buffer SHARED), 1 before the
@@ -1173,6 +1231,7 @@ Suite *suite_crash(void)
 	tcase_add_loop_test(tc, test_v2_publisher_dies, 0, 3);
 	tcase_add_test(tc, test_v2_publisher_dies_before_lossy);
 	tcase_add_loop_test(tc, test_v2_publisher_dies_between_commits, 0, 4);
+	tcase_add_loop_test(tc, test_v2_publisher_dies_before_mark, 0, 11);
 	tcase_add_loop_test(tc, test_v2_publisher_dies_after_large_commit, 0, 2);
 	tcase_add_test(tc, test_v2_reader_dies_in_unref);
 	tcase_add_loop_test(tc, test_v2_subscriber_dies, 0, 2);

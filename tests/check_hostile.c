@@ -24,6 +24,7 @@
 #include <stddef.h>
 #include <sys/mman.h>
 
+#include "pubsub/mark.h"
 #include "ring/inbox.h"
 #include "shm/layout.h"
 #include "test_util.h"
@@ -594,6 +595,8 @@ static struct hz_field hz_pick(struct hz_mutator *m)
 			HZ_F(p, struct mb_part, commit_mark[0]),
 			{ p + offsetof(struct mb_part, commit_mark) +
 			          8 * hz_rand(m, MB_COMMIT_MARKS), 8, "mb_part.commit_mark[]" },
+			{ p + offsetof(struct mb_part, commit_put) +
+			          4 * hz_rand(m, MB_COMMIT_MARKS), 4, "mb_part.commit_put[]" },
 			HZ_F(e, struct mb_call, word),    HZ_F(e, struct mb_call, word),
 			HZ_F(e, struct mb_call, word),    HZ_F(e, struct mb_call, ec),
 			HZ_F(e, struct mb_call, len),     HZ_F(e, struct mb_call, buf),
@@ -1047,6 +1050,119 @@ START_TEST(test_call_entry_writing)
 }
 END_TEST
 
+/* The reaper's question about a dead publisher's CLAIMED record
+ * (mb_mark_keep), with the values a hostile peer can write in the record,
+ * the commit mark and its commit_put word, and the buffer control block:
+ * a large record is kept only when its buffer is this publish's (index in
+ * range, SHARED by the owner, same generation) and pub_put equals the
+ * mark's put; nothing crashes or reads out of bounds on random values. */
+START_TEST(test_mark_keep_hostile)
+{
+	char url[96];
+	msgbus_options o = MSGBUS_OPTIONS_INIT;
+	unsigned char subj[sizeof(struct mb_rec_pfx) + 1];
+	struct mb_rec_pfx pfx = { 1, MB_REC_LARGE, 0, 41 };
+	struct mb_rec_large desc = { 1, 7, 3000, 0 };
+	uint64_t seed = 0x9e3779b97f4a7c15ull;
+
+	tu_unique_url(url, sizeof(url), "shm");
+	o.large_buffers = 2;
+	msgbus_bus *bus = tu_open(url, &o);
+	uint32_t owner = bus->cfg.max_participants - 1, nb = bus->cfg.large_buffers;
+	ck_assert_uint_ne(owner, bus->self);
+	struct mb_part *p = mb_part_at(bus, owner);
+	struct mb_bufctl *bc = mb_bufctl_at(bus, 1);
+	struct mb_inbox_msg m = { (const char *)subj, sizeof(subj), owner, &desc, sizeof(desc) };
+#define KEEP() mb_mark_keep(bus, m.owner, &m)
+#define SET_PFX() (memcpy(subj, &pfx, sizeof(pfx)), subj[sizeof(pfx)] = 'x')
+
+	SET_PFX();
+	atomic_store(&p->commit_mark[2], 42);
+	atomic_store(&p->commit_put[2], 3);
+	atomic_store(&bc->state, MB_BUF_SHARED(owner));
+	atomic_store(&bc->gen, 7);
+	atomic_store(&bc->pub_put, 3);
+	ck_assert(KEEP()); /* counted: commit */
+	atomic_store(&bc->pub_put, 0);
+	ck_assert(!KEEP()); /* marked, not yet counted */
+	atomic_store(&bc->pub_put, 2);
+	ck_assert(!KEEP());
+	atomic_store(&p->commit_put[2], 0);
+	ck_assert(!KEEP());
+	atomic_store(&bc->pub_put, 0);
+	ck_assert(!KEEP()); /* a put of 0 never counts */
+	atomic_store(&p->commit_put[2], 3);
+	atomic_store(&bc->pub_put, 3);
+	atomic_store(&bc->gen, 8);
+	ck_assert(!KEEP()); /* another use of the buffer */
+	atomic_store(&bc->gen, 7);
+	atomic_store(&bc->state, MB_BUF_LOANED(owner));
+	ck_assert(!KEEP());
+	atomic_store(&bc->state, MB_BUF_SHARED(owner - 1));
+	ck_assert(!KEEP());
+	atomic_store(&bc->state, MB_BUF_SHARED(owner));
+	ck_assert(KEEP());
+	desc.buf = nb;
+	ck_assert(!KEEP()); /* out of range */
+	desc.buf = UINT32_MAX;
+	ck_assert(!KEEP());
+	desc.buf = 1;
+	m.payload_len = sizeof(desc) - 1;
+	ck_assert(!KEEP()); /* too short for a descriptor */
+	m.payload_len = sizeof(desc);
+	m.owner = bus->cfg.max_participants;
+	ck_assert(!KEEP());
+	m.owner = owner;
+	atomic_store(&p->commit_mark[2], 0);
+	ck_assert(!KEEP()); /* not marked */
+	pfx.kind = MB_REC_INLINE;
+	SET_PFX();
+	ck_assert(!KEEP());
+	atomic_store(&p->commit_mark[3], 42);
+	ck_assert(KEEP()); /* marked, no buffer to count */
+	pfx.seq = UINT64_MAX;
+	SET_PFX();
+	atomic_store(&p->commit_mark[3], 0);
+	ck_assert(!KEEP()); /* seq + 1 would read as a free mark */
+
+	/* Random values: never a crash; a large record kept only with its
+	 * buffer in range and counted. */
+	for (int i = 0; i < 20000; i++) {
+		uint64_t r = tu_xorshift(&seed);
+		pfx.seq = r & 3;
+		pfx.kind = (uint16_t)(r >> 2 & 3);
+		SET_PFX();
+		m.subject_len = (uint32_t)(r >> 4 & 1) ? sizeof(subj) : (uint32_t)(r >> 5 & 15);
+		m.payload_len = (uint32_t)(r >> 9 & 1) ? sizeof(desc) : (uint32_t)(r >> 10 & 15);
+		desc.buf = (uint32_t)(r >> 14 & 1) ? (uint32_t)(r >> 15 & 3) : (uint32_t)(r >> 17);
+		desc.buf_gen = (uint32_t)(r >> 49 & 1) + 7;
+		uint64_t r2 = tu_xorshift(&seed);
+		for (unsigned k = 0; k < MB_COMMIT_MARKS; k++) {
+			atomic_store(&p->commit_mark[k], r2 >> (8 * k) & 3);
+			atomic_store(&p->commit_put[k], (uint32_t)(r2 >> (8 * k + 2) & 3));
+		}
+		atomic_store(&bc->pub_put, (uint32_t)(r2 >> 40 & 3));
+		atomic_store(&bc->gen, (uint32_t)(r2 >> 42 & 1) + 7);
+		atomic_store(&bc->state, (r2 >> 43 & 1) ? MB_BUF_SHARED(owner) : r2);
+		bool keep = KEEP();
+		if (keep && pfx.kind == MB_REC_LARGE && m.payload_len >= sizeof(desc))
+			ck_assert_msg(desc.buf < nb && atomic_load(&bc->pub_put) != 0,
+			              "round %d: kept a record of buffer %u", i, desc.buf);
+	}
+#undef KEEP
+#undef SET_PFX
+	for (unsigned k = 0; k < MB_COMMIT_MARKS; k++) {
+		atomic_store(&p->commit_mark[k], 0);
+		atomic_store(&p->commit_put[k], 0);
+	}
+	atomic_store(&bc->pub_put, 0);
+	atomic_store(&bc->state, MB_BUF_FREE);
+	msgbus_close(bus);
+	tu_unlink_url(url);
+	TU_ASSERT_NO_SEGMENT(url);
+}
+END_TEST
+
 Suite *suite_hostile(void)
 {
 	Suite *s = suite_create("hostile");
@@ -1063,6 +1179,7 @@ Suite *suite_hostile(void)
 	tc = tu_tcase("found", TU_CASE_TIMEOUT);
 	tcase_add_loop_test(tc, test_lossy_empty_first, 0, TU_NSCHEMES);
 	tcase_add_loop_test(tc, test_call_entry_writing, 0, 3);
+	tcase_add_test(tc, test_mark_keep_hostile);
 	suite_add_tcase(s, tc);
 	return s;
 }

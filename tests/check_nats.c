@@ -36,6 +36,7 @@
 
 #include "test_util.h"
 #include "link/nats_proto.h"
+#include "shm/handle.h"
 
 Suite *suite_nats(void);
 
@@ -874,9 +875,15 @@ START_TEST(test_server_lossless)
 		TU_ASSERT_RC(msgbus_connect(a, nurl), MSGBUS_EINVAL);
 	}
 	close(fd);
+	/* a dead link holds nobody back: what it takes is counted */
+	natsd_stop(&d);
+	WAIT_FOR(link_stats(a).links_up == 0);
+	uint64_t before = link_stats(a).undelivered;
+	for (int i = 0; i < N; i++)
+		TU_ASSERT_OK(msgbus_publish(i % 2 ? a : other, "l.x", "a000000", 7, 1000));
+	WAIT_FOR(link_stats(a).undelivered - before == N);
 	msgbus_close(other);
 	msgbus_close(a);
-	natsd_stop(&d);
 }
 END_TEST
 
@@ -1368,6 +1375,46 @@ START_TEST(test_fake_server)
 }
 END_TEST
 
+/* A bridge's messages stay one hop, so a bridge (a link's handle)
+ * publishing does not write into the inboxes of bridges' subscriptions
+ * (links' followers, proxies, watches), which would only skip them: a
+ * nats:// link receiving a stream used to copy each message into its own
+ * follower, and count the copies that follower dropped as undelivered. */
+START_TEST(test_bridge_route)
+{
+	char url[128];
+	tu_unique_url(url, sizeof(url), "inproc");
+	msgbus_bus *a = tu_open(url, NULL), *br[2];
+	for (int i = 0; i < 2; i++) {
+		TU_ASSERT_OK(a->bus_hooks->reopen(a, &br[i]));
+		atomic_fetch_or(&mb_part_at(br[i], br[i]->self)->flags, MB_PARTF_BRIDGE);
+	}
+	msgbus_sub *user, *link;
+	TU_ASSERT_OK(msgbus_subscribe(a, "r.>", 0, &user));
+	TU_ASSERT_OK(msgbus_subscribe(br[1], ">", 0, &link));
+	TU_ASSERT_OK(msgbus_publish(br[0], "r.from_bridge", "b", 1, 1000));
+	TU_ASSERT_OK(msgbus_publish(a, "r.local", "l", 1, 1000));
+	const char *want[] = { "r.from_bridge", "r.local" };
+	for (int i = 0; i < 2; i++) {
+		msgbus_msg *m;
+		TU_ASSERT_OK(msgbus_recv(user, &m, TU_WAIT_MS));
+		ck_assert_str_eq(msgbus_msg_subject(m), want[i]);
+		msgbus_msg_release(m);
+	}
+	/* the bridge's subscription: the local message only */
+	msgbus_msg *m;
+	TU_ASSERT_OK(msgbus_recv(link, &m, TU_WAIT_MS));
+	ck_assert_str_eq(msgbus_msg_subject(m), "r.local");
+	msgbus_msg_release(m);
+	TU_ASSERT_RC(msgbus_recv(link, &m, 50), MSGBUS_ETIMEDOUT);
+	msgbus_unsubscribe(link);
+	msgbus_unsubscribe(user);
+	for (int i = 0; i < 2; i++)
+		a->bus_hooks->close(br[i]);
+	msgbus_close(a);
+}
+END_TEST
+
 static TCase *nats_server_tcase(void)
 {
 	TCase *tc = tcase_create("server");
@@ -1403,6 +1450,7 @@ Suite *suite_nats(void)
 	tcase_add_test(tc, test_codec_control);
 	tcase_add_test(tc, test_codec_limits);
 	tcase_add_test(tc, test_codec_encode);
+	tcase_add_test(tc, test_bridge_route);
 	suite_add_tcase(s, tc);
 	if (!natsd_path())
 		printf("nats: nats-server not installed: the cases that need it pass without running\n");

@@ -2340,6 +2340,56 @@ START_TEST(test_spinning_pingpong)
 }
 END_TEST
 
+/* Echoes the request as it is. */
+static void raw_echo_cb(msgbus_req *req, void *arg)
+{
+	atomic_fetch_add((atomic_int *)arg, 1);
+	msgbus_respond(req, msgbus_req_data(req), msgbus_req_len(req));
+}
+
+/* A requester spinning in msgbus_call_wait reads its replies from the
+ * link itself: those that fit the call entry it writes there; larger ones
+ * it leaves to the link's rx thread. Sizes around the entry's and far
+ * over it, interleaved, both ways: every reply intact. */
+START_TEST(test_reqrep_spinning)
+{
+	static const size_t sizes[] = { 0, 1, 231, 232, 233, 4096, 65536, 8 };
+	const size_t nsizes = sizeof(sizes) / sizeof(sizes[0]);
+	uint32_t n = tu_valgrind() ? 40 : 800;
+	atomic_int served = 0;
+	char ua[96], ub[96];
+	msgbus_options o = MSGBUS_OPTIONS_INIT;
+	o.spin_us = PP_SPIN_US;
+	tu_unique_url(ua, sizeof(ua), tu_scheme(_i));
+	tu_unique_url(ub, sizeof(ub), tu_scheme(_i));
+	msgbus_bus *a = tu_open(ua, &o), *b = tu_open(ub, &o);
+	msgbus_service *sva, *svb;
+	TU_ASSERT_OK(msgbus_serve(a, "rr.raw.a", raw_echo_cb, &served, &sva));
+	TU_ASSERT_OK(msgbus_serve(b, "rr.raw.b", raw_echo_cb, &served, &svb));
+	connect_lo(b, listen_lo(a));
+	WAIT_LINK(a, "B's service", st.links_up == 1 && st.remote_services == 1);
+	WAIT_LINK(b, "A's service", st.links_up == 1 && st.remote_services == 1);
+	static unsigned char q[65536];
+	for (uint32_t i = 0; i < n; i++) {
+		size_t len = sizes[i % nsizes];
+		msgbus_bus *from = i % 2 ? b : a;
+		msgbus_msg *rep = NULL;
+		tu_fill(q, len, i);
+		TU_ASSERT_OK(msgbus_request(from, i % 2 ? "rr.raw.a" : "rr.raw.b", q, len, &rep,
+		                            TU_WAIT_MS));
+		ck_assert_msg(msgbus_msg_len(rep) == len, "request %u: %zu bytes back, want %zu", i,
+		              msgbus_msg_len(rep), len);
+		ck_assert_int_eq(tu_verify(msgbus_msg_data(rep), len, i), -1);
+		msgbus_msg_release(rep);
+	}
+	ck_assert_int_eq(atomic_load(&served), (int)n);
+	TU_ASSERT_OK(msgbus_unserve(sva));
+	TU_ASSERT_OK(msgbus_unserve(svb));
+	close_bus(b, ub);
+	close_bus(a, ua);
+}
+END_TEST
+
 /* Two handles of A stream at once: the linking one (inline) and another
  * (only the link's tx thread sends for it). Now and then a message larger
  * than half the link's write buffer (sent straight from the bus) and than
@@ -2552,6 +2602,7 @@ Suite *suite_tcp(void)
 
 	tc = tu_tcase("tcp inline", TCP_CASE_TIMEOUT);
 	tcase_add_loop_test(tc, test_spinning_pingpong, 0, TU_NSCHEMES);
+	tcase_add_loop_test(tc, test_reqrep_spinning, 0, TU_NSCHEMES);
 	tcase_add_loop_test(tc, test_mixed_stream, 0, TU_NSCHEMES);
 	if (!tu_valgrind())
 		tcase_add_test(tc, test_idle_after_traffic);

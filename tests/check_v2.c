@@ -128,6 +128,44 @@ START_TEST(test_orders_status)
 }
 END_TEST
 
+/* A publisher's routes follow interest for subjects it has never used:
+ * it lists a bus's active subscriptions once per interest generation
+ * (route.c), so a subscription made, added to or removed after its last
+ * publish is seen by its next publish on a new subject. */
+static void pub_seq(msgbus_bus *bus, const char *subject, uint32_t seq)
+{
+	struct tu_seqmsg v = { 0, seq };
+	TU_ASSERT_OK(msgbus_publish(bus, subject, &v, sizeof(v), 0));
+}
+
+START_TEST(test_new_subjects_follow_interest)
+{
+	char url[96];
+	msgbus_sub *wide = NULL, *narrow = NULL;
+
+	tu_unique_url(url, sizeof(url), tu_scheme(_i));
+	msgbus_bus *sb = tu_open(url, NULL);
+	msgbus_bus *pb = tu_open(url, NULL);
+	pub_seq(pb, "late.a", 0); /* nobody yet: routed nowhere */
+	TU_ASSERT_OK(msgbus_subscribe(sb, "late.*", 0, &wide));
+	pub_seq(pb, "late.b", 1);
+	recv_seq(wide, "late.b", 1);
+	TU_ASSERT_OK(msgbus_subscribe(sb, "late.c", 0, &narrow));
+	pub_seq(pb, "late.c", 2);
+	pub_seq(pb, "late.d", 3);
+	recv_seq(wide, "late.c", 2);
+	recv_seq(narrow, "late.c", 2);
+	recv_seq(wide, "late.d", 3);
+	TU_ASSERT_OK(msgbus_unsubscribe(wide));
+	pub_seq(pb, "late.e", 4);
+	pub_seq(pb, "late.c", 5);
+	recv_seq(narrow, "late.c", 5);
+	TU_ASSERT_EMPTY(narrow);
+	TU_ASSERT_OK(msgbus_close(pb));
+	close_bus(sb, url);
+}
+END_TEST
+
 /* Subscriptions come and go (slots freed and taken again with other
  * patterns) while a publisher recomputes its routes: every message reaches
  * the steady subscriber, in order, and the publisher's racy pattern copy
@@ -631,6 +669,7 @@ Suite *suite_v2(void)
 	tcase_add_loop_test(tc, test_million_subjects, 0, TU_NSCHEMES);
 	tcase_add_loop_test(tc, test_ten_thousand_pending, 0, TU_NSCHEMES);
 	tcase_add_loop_test(tc, test_orders_status, 0, TU_NSCHEMES);
+	tcase_add_loop_test(tc, test_new_subjects_follow_interest, 0, TU_NSCHEMES);
 	tcase_add_loop_test(tc, test_churn_while_routing, 0, TU_NSCHEMES);
 	suite_add_tcase(s, tc);
 

@@ -348,11 +348,16 @@ static enum rx_stop rx_frames(struct mb_conn *c, bool inl, size_t *need, uint64_
 			f.name_len = 0;
 			f.payload_len = body - 2u - r->mlen;
 			f.payload = f.payload_len ? p + 2 + r->mlen : NULL;
-		} else if (inl && type != MB_F_MSG) {
+		} else if (inl && type != MB_F_MSG && type != MB_F_REP) {
 			return RX_LEAVE;
 		} else if (mb_wire_decode(type, p, body, &f, &why)) {
 			goto bad;
 		}
+		/* A spinner also writes a reply into its call entry when that
+		 * cannot wait: an error or a payload the entry holds (a larger
+		 * one takes a shared buffer, which may have to be waited for). */
+		if (inl && type == MB_F_REP && !f.arg && f.payload_len > MB_CALL_INLINE)
+			return RX_LEAVE;
 		if (type == MB_F_MSG) {
 			uint32_t ran = publish_run(c, r, &f, *need);
 			if (ran) {

@@ -5,6 +5,7 @@
 #include "link/link_send.h"
 #include "link/link_log.h"
 #include "ring/ring.h"
+#include "pubsub/route.h"
 #include "pubsub/recv.h"
 #include "platform/wait.h"
 
@@ -203,13 +204,11 @@ int mb_link_local_interest(msgbus_bus *b, struct names *subs, struct names *svcs
 		uint64_t w = atomic_load_explicit(&ss->word, memory_order_acquire);
 		if (MB_SUBW_STATE(w) != MB_SUB_ACTIVE)
 			continue; /* a slot being reserved is still being written */
-		uint32_t plen = ss->pattern_len;
-		if (plen > MB_SUBJECT_MAX)
-			continue;
 		char pat[MB_SUBJECT_MAX + 1];
+		uint32_t plen;
 		size_t checked;
-		memcpy(pat, ss->pattern, plen);
-		pat[plen] = '\0';
+		if (!mb_subslot_pattern(ss, pat, &plen))
+			continue; /* the racy copy of pubsub/route.c, checked below */
 		if (mb_subject_check(pat, &checked, true, NULL) || checked != plen ||
 		    /* Relaxed: only "is it the same word?" after the copy. */
 		    atomic_load_explicit(&ss->word, memory_order_relaxed) != w)

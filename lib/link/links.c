@@ -182,6 +182,8 @@ static const struct mb_link_hooks link_hooks = {
 	.no_worker = mb_nats_no_worker,
 	.call_direct = links_call_direct,
 	.replied = links_replied,
+	.spin = mb_links_spin,
+	.unspin = mb_links_unspin,
 };
 
 static struct mb_links *links_of(msgbus_bus *b)
@@ -489,7 +491,9 @@ int msgbus_link_stats_get(msgbus_bus *bus, msgbus_link_stats *st)
 	if (!bus || !st)
 		return MSGBUS_EINVAL;
 	memset(st, 0, sizeof(*st));
-	struct mb_links *ls = bus->links;
+	/* Pairs with the release in links_of(): another thread may be
+	 * making the handle's first link. */
+	struct mb_links *ls = __atomic_load_n(&bus->links, __ATOMIC_ACQUIRE);
 	if (!ls)
 		return 0;
 	/* Acquire: pairs with the release decrement at the end of

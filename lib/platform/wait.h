@@ -71,6 +71,8 @@ struct mb_spin {
 
 /* Spin rounds between two yields of the CPU while a waiter spins. */
 #define MB_SPIN_YIELD_ROUNDS 128u
+/* Spin rounds between two looks at the handle's links (the spin hook). */
+#define MB_SPIN_LINK_ROUNDS 32u
 
 static inline bool mb_spinning(struct mb_spin *s, uint64_t spin_ns)
 {

@@ -49,12 +49,19 @@ struct mb_route {
 	struct route_entry e[ROUTE_ENTRIES];
 	struct mb_inbox *ib; /* per slot: attached view */
 	uint32_t *ib_gen;    /* per slot: generation ib was attached for, 0 none */
+	/* The slots that were ACTIVE at interest generation act_igen (a
+	 * subscribe makes its slot ACTIVE before it bumps the generation), so
+	 * a subject never seen scans only them, not every slot. */
+	bool act_valid;
+	uint32_t act_igen, nact;
+	uint32_t *act; /* max_subs of them */
 };
 
 /* A target with the inbox view the publish uses, copied out of the cache. */
 struct dest {
 	struct target t;
 	bool gone; /* left or died while we waited for room */
+	bool filled; /* reserved and filled: commit_set commits it */
 	struct mb_inbox_prod p;
 	struct mb_inbox_res res;
 };
@@ -66,9 +73,11 @@ int mb_route_init(msgbus_bus *b)
 		return MSGBUS_ENOMEM;
 	r->ib = calloc(b->cfg.max_subs, sizeof(*r->ib));
 	r->ib_gen = calloc(b->cfg.max_subs, sizeof(*r->ib_gen));
-	if (!r->ib || !r->ib_gen) {
+	r->act = calloc(b->cfg.max_subs, sizeof(*r->act));
+	if (!r->ib || !r->ib_gen || !r->act) {
 		free(r->ib);
 		free(r->ib_gen);
+		free(r->act);
 		free(r);
 		return MSGBUS_ENOMEM;
 	}
@@ -87,6 +96,7 @@ void mb_route_free(msgbus_bus *b)
 	pthread_mutex_destroy(&r->lock);
 	free(r->ib);
 	free(r->ib_gen);
+	free(r->act);
 	free(r);
 	b->route = NULL;
 }
@@ -164,12 +174,41 @@ static bool alias_target(msgbus_bus *b, uint64_t w, uint32_t s, uint32_t *t, uin
 	return true;
 }
 
+/* Participant idx (untrusted: bounds-checked) is a link's handle. Relaxed:
+ * the flag is set once, before that handle subscribes or publishes. */
+static bool is_bridge(msgbus_bus *b, uint32_t idx)
+{
+	return idx < b->cfg.max_participants &&
+	       (atomic_load_explicit(&mb_part_at(b, idx)->flags, memory_order_relaxed) &
+	        MB_PARTF_BRIDGE);
+}
+
 static bool has_target(const struct route_entry *e, uint32_t s)
 {
 	for (uint32_t i = 0; i < e->n; i++)
 		if (e->t[i].slot == s)
 			return true;
 	return false;
+}
+
+/* The ACTIVE slots as of interest generation igen, loaded (acquire) before
+ * this: any slot that a subscribe made ACTIVE before its bump to igen is
+ * listed. One that turns ACTIVE later bumps the generation again, and
+ * every entry computed from this list is recomputed then. */
+static void list_active(msgbus_bus *b, struct mb_route *r, uint32_t igen)
+{
+	if (r->act_valid && r->act_igen == igen)
+		return;
+	r->nact = 0;
+	for (uint32_t s = 0; s < b->cfg.max_subs; s++) {
+		/* Relaxed: only a hint of which slots to look at; recompute
+		 * loads each listed word again with acquire. */
+		uint64_t w = atomic_load_explicit(&mb_subslot_at(b, s)->word, memory_order_relaxed);
+		if (MB_SUBW_STATE(w) == MB_SUB_ACTIVE)
+			r->act[r->nact++] = s;
+	}
+	r->act_igen = igen;
+	r->act_valid = true;
 }
 
 /* Recompute entry e for subject at interest generation igen. A message
@@ -181,14 +220,21 @@ static int recompute(msgbus_bus *b, struct mb_route *r, struct route_entry *e,
 		return MSGBUS_ENOMEM;
 	e->valid = false;
 	e->n = 0;
-	for (uint32_t s = 0; s < b->cfg.max_subs; s++) {
+	/* A bridge's messages stay one hop: no link's subscription (a
+	 * follower, a proxy, a watch: all on bridge handles) takes them, so
+	 * a bridge does not write them there at all. */
+	bool bridge = is_bridge(b, b->self);
+	list_active(b, r, igen);
+	for (uint32_t i = 0; i < r->nact; i++) {
+		uint32_t s = r->act[i], t = s;
 		/* Acquire: pairs with the release store of ACTIVE in subscribe,
 		 * after the inbox was formatted and the pattern written. */
 		uint64_t w = atomic_load_explicit(&mb_subslot_at(b, s)->word, memory_order_acquire);
-		uint32_t t = s;
 		if (!slot_matches(b, s, w, subject, slen))
 			continue;
 		if ((MB_SUBW_FLAGS(w) & MB_SUBF_ALIAS) && !alias_target(b, w, s, &t, &w))
+			continue;
+		if (bridge && is_bridge(b, MB_SUBW_OWNER(w)))
 			continue;
 		if (has_target(e, t) || !attach(b, r, t, MB_SUBW_GEN(w)))
 			continue;
@@ -242,6 +288,7 @@ static int lookup(msgbus_bus *b, const char *subject, size_t slen, struct dest *
 		for (uint32_t i = 0; i < e->n && i < cap; i++, ++*n) {
 			d[i].t = e->t[i];
 			d[i].gone = false;
+			d[i].filled = false;
 			mb_inbox_prod_init(&d[i].p, &r->ib[e->t[i].slot], b->self, b->spin_ns,
 			                   mb_route_owner_dead, b);
 		}
@@ -262,30 +309,21 @@ struct rec {
 	bool shared;          /* bc marked SHARED by us */
 };
 
-/* A large message's record is about to be committed (or put): the buffer
- * is SHARED from before the first one, and pub_put counts it first. The
- * relaxed stores are read by our reaper only once we are dead (live.c),
- * when every store we made is done; the SHARED store's release also
- * publishes pub_put to whoever acquires the state. See deliver_large. */
-static void note_ref(msgbus_bus *b, struct rec *rc)
+/* A large message's buffer becomes SHARED, once, from before its first
+ * record can be committed, with pub_put 0. The relaxed store of pub_put
+ * is read by our reaper only once we are dead (live.c), when every store
+ * we made is done; the SHARED store's release also publishes it to
+ * whoever acquires the state. See deliver_large. */
+static void share(msgbus_bus *b, struct rec *rc)
 {
-	if (!rc->bc)
+	if (rc->shared)
 		return;
-	if (!rc->shared) {
-		atomic_store_explicit(&rc->bc->pub_put, 0, memory_order_relaxed);
-		/* Release: pairs with the acquire of the state in
-		 * live.c:drop_dead_publisher_ref, which then reads pub_put. */
-		atomic_store_explicit(&rc->bc->state, MB_BUF_SHARED(b->self), memory_order_release);
-		rc->shared = true;
-	}
-	atomic_store_explicit(&rc->bc->pub_put, ++rc->noted, memory_order_relaxed);
-}
-
-/* The noted record was not put after all (a full lossy inbox). */
-static void unnote_ref(struct rec *rc)
-{
-	if (rc->bc)
-		atomic_store_explicit(&rc->bc->pub_put, --rc->noted, memory_order_relaxed);
+	atomic_store_explicit(&rc->bc->pub_put, 0, memory_order_relaxed);
+	/* Release: pairs with the acquire of the state in
+	 * live.c:drop_dead_publisher_ref and mark.c:large_counted, which
+	 * then read pub_put. */
+	atomic_store_explicit(&rc->bc->state, MB_BUF_SHARED(b->self), memory_order_release);
+	rc->shared = true;
 }
 
 static void rec_gen(struct rec *rc, uint32_t gen)
@@ -348,33 +386,34 @@ static int wait_room(msgbus_bus *b, struct dest *d, const struct rec *rc, uint64
 	}
 }
 
+static void commit_set(msgbus_bus *b, struct dest *d, uint32_t n, struct rec *rc);
+
 static int commit_one(msgbus_bus *b, struct dest *d, struct rec *rc)
 {
 	mb_crash_point("after_claim");
 	fill(rc, &d->res);
 	mb_crash_point("before_commit");
-	note_ref(b, rc);
-	(void)mb_inbox_commit(&d->p, &d->res); /* a reader that took us for dead
-	                                        * dropped it: as if it had read it */
+	d->filled = true;
+	commit_set(b, d, 1, rc);
 	return 0;
 }
 
-/* One lossless target. With a crash point armed, reserve and commit
- * apart, so a test can die between. */
+/* One lossless target. A large message's record, or any with a crash
+ * point armed (so a test can die between), is reserved and committed
+ * apart (commit_set); a small one is put at once. */
 static int put_one(msgbus_bus *b, struct dest *d, struct rec *rc, uint64_t deadline)
 {
 	int e;
 	rec_gen(rc, d->t.gen);
-	if (__builtin_expect(atomic_load_explicit(&mb_crash_at, memory_order_relaxed) != 0, 0)) {
+	if (rc->bc ||
+	    __builtin_expect(atomic_load_explicit(&mb_crash_at, memory_order_relaxed) != 0, 0)) {
 		e = mb_inbox_reserve(&d->p, rc->head_len, rc->len, MB_NO_WAIT, &d->res);
 		if (!e)
 			return commit_one(b, d, rc);
 	} else {
-		note_ref(b, rc);
 		e = mb_inbox_put(&d->p, rc->head, rc->head_len, rc->payload, rc->len, MB_NO_WAIT);
 		if (!e)
 			return 0;
-		unnote_ref(rc);
 	}
 	if (e != MSGBUS_EAGAIN)
 		return e;
@@ -391,29 +430,52 @@ static bool in_set(const struct dest *d)
 	return !d->t.lossy && !d->gone;
 }
 
-/* Commit the filled records of every target in the set, all or none even
- * if we die in between: the large buffer is noted for each first, then a
- * commit mark says that every record is written, so our reaper commits
- * the ones we did not (mark.h). A death before the mark aborts them all;
- * with a large buffer it then keeps its noted references (a leak, never a
- * buffer freed under a reader; see deliver_large). */
-static void commit_all(msgbus_bus *b, struct dest *d, uint32_t n, struct rec *rc)
+/* Commit the filled records (d[i].filled) of a publish, all or none even
+ * if we die in between: a commit mark says that every record is written,
+ * so our reaper commits the ones we did not (mark.h). With a large
+ * buffer, the mark also carries put, the value pub_put takes when the
+ * records' references are counted, and that count is one store after the
+ * mark: the reaper commits the records only if pub_put equals put. So a
+ * death before the mark, or between the mark and the store, aborts every
+ * record with pub_put not counting them (the reaper's drop of our
+ * reference covers them); a death after the store commits every record
+ * with pub_put counting each. No window leaks a reference or frees one
+ * twice. Every record of a large message is put this way, one or
+ * several. */
+static void commit_set(msgbus_bus *b, struct dest *d, uint32_t n, struct rec *rc)
 {
 	bool first = true;
+	uint32_t k = 0, put;
 	unsigned mark;
 	uint32_t i;
 
 	for (i = 0; i < n; i++)
-		if (in_set(&d[i]))
-			note_ref(b, rc);
-	mark = mb_mark_set(b, rc->seq);
+		k += d[i].filled;
+	if (!k)
+		return;
+	put = rc->noted + k;
+	if (rc->bc)
+		share(b, rc);
+	mb_crash_point("before_mark");
+	mark = mb_mark_set(b, rc->seq, put);
+	if (rc->bc) {
+		mb_crash_point("marked");
+		/* Relaxed: as in share; one store, so the reaper sees every
+		 * record counted or none (mark.c:large_counted). */
+		atomic_store_explicit(&rc->bc->pub_put, put, memory_order_relaxed);
+		rc->noted = put;
+		mb_crash_point("counted");
+	}
 	for (i = 0; i < n; i++) {
-		if (!in_set(&d[i]))
+		if (!d[i].filled)
 			continue;
+		d[i].filled = false;
 		if (!first)
 			mb_crash_point("between_commits");
 		first = false;
-		(void)mb_inbox_commit(&d[i].p, &d[i].res); /* as in commit_one */
+		/* A reader that took us for dead dropped it: as if it had
+		 * read it. */
+		(void)mb_inbox_commit(&d[i].p, &d[i].res);
 	}
 	mb_mark_clear(b, mark);
 }
@@ -439,9 +501,10 @@ static int put_all(msgbus_bus *b, struct dest *d, uint32_t n, struct rec *rc, ui
 					continue;
 				rec_gen(rc, d[i].t.gen);
 				fill(rc, &d[i].res);
+				d[i].filled = true;
 			}
 			mb_crash_point("before_commit");
-			commit_all(b, d, n, rc);
+			commit_set(b, d, n, rc);
 			return 0;
 		}
 		uint32_t full = i - 1;
@@ -489,15 +552,23 @@ static int deliver(msgbus_bus *b, struct dest *d, uint32_t n, struct rec *rc, ui
 		if (!d[i].t.lossy)
 			continue;
 		rec_gen(rc, d[i].t.gen);
-		note_ref(b, rc);
-		if (mb_inbox_put(&d[i].p, rc->head, rc->head_len, rc->payload, rc->len,
-		                 MB_NO_WAIT)) {
-			unnote_ref(rc);
+		if (rc->bc) { /* reserve and fill; commit_set counts and commits */
+			if (mb_inbox_reserve(&d[i].p, rc->head_len, rc->len, MB_NO_WAIT,
+			                     &d[i].res)) {
+				count_drop(b, d[i].t.slot);
+				continue;
+			}
+			fill(rc, &d[i].res);
+			d[i].filled = true;
+			++*put;
+		} else if (mb_inbox_put(&d[i].p, rc->head, rc->head_len, rc->payload, rc->len,
+		                        MB_NO_WAIT)) {
 			count_drop(b, d[i].t.slot);
 		} else {
 			++*put;
 		}
 	}
+	commit_set(b, d, n, rc);
 	return 0;
 }
 
@@ -505,19 +576,18 @@ static int deliver(msgbus_bus *b, struct dest *d, uint32_t n, struct rec *rc, ui
  *
  * Invariant: refs is MB_BUF_PUB_BIAS (ours, set when the buffer was
  * taken) less the references readers dropped, until we drop the bias less
- * the records put; and the buffer is SHARED, with pub_put >= the records
- * committed, from before the first one is (note_ref). pub_put exceeds
- * them only while records are being committed or put: by one, or by the
- * records of a commit loop (commit_all notes them all, then marks them
- * for commit by our reaper, mark.h). So the reaper of a dead publisher (live.c) drops MB_BUF_PUB_BIAS
- * less pub_put, once (it holds the dead slot; a dropped bias is seen),
- * and never frees a buffer a committed record points to: each committed
- * record's reference is dropped by its reader or by the drain of its
- * inbox, once. A record that dies being committed (aborted by the reaper
- * or its reader) keeps one reference, and records of a commit loop that
- * dies before its mark keep theirs: the buffer leaks rather than is freed
- * twice. A death before any record leaves a LOANED buffer, freed
- * by the reaper as an unused loan. */
+ * the records put; and the buffer is SHARED from before the first record
+ * is committed (share), with pub_put counting the records committed or
+ * marked for commit by our reaper: each set of records (the lossless
+ * ones, then the lossy ones) is counted with one store after its commit
+ * mark, and the reaper commits a set's CLAIMED records only if that store
+ * was made (commit_set, mark.h). So the reaper of a dead publisher
+ * (live.c) drops MB_BUF_PUB_BIAS less pub_put, once (it holds the dead
+ * slot; a dropped bias is seen), and the count is exact whenever we die:
+ * each committed record's reference is dropped by its reader or by the
+ * drain of its inbox, once; an aborted record was never counted. A death
+ * before any record leaves a LOANED buffer, freed by the reaper as an
+ * unused loan. */
 static int deliver_large(msgbus_bus *b, struct dest *d, uint32_t n, const struct rec *rc,
                          uint32_t idx, uint32_t gen, uint64_t deadline)
 {
@@ -544,10 +614,8 @@ static int deliver_large(msgbus_bus *b, struct dest *d, uint32_t n, const struct
 		return e;
 	}
 	mb_crash_point("large_committed");
-	if (!lr.shared) { /* no record: SHARED with none, freed just below */
-		note_ref(b, &lr);
-		unnote_ref(&lr);
-	}
+	if (!lr.shared) /* no record: SHARED with none, freed just below */
+		share(b, &lr);
 	mb_crash_point("buf_shared");
 	/* acq_rel: as in bufpool.c:mb_buf_unref. */
 	uint32_t bias = MB_BUF_PUB_BIAS - lr.noted;

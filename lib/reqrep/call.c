@@ -291,6 +291,7 @@ int msgbus_call_wait(msgbus_call *call, msgbus_msg **reply, int timeout_ms)
 	struct mb_call *e = mb_call_at(b, b->self, call->entry);
 	uint64_t until = timeout_ms == 0 ? 0 : mb_deadline(timeout_ms);
 	struct mb_spin spin = { 0, 0 };
+	const struct mb_link_hooks *linked = NULL;
 	int result;
 	for (;;) {
 		if (mb_closing(b)) {
@@ -302,10 +303,22 @@ int msgbus_call_wait(msgbus_call *call, msgbus_msg **reply, int timeout_ms)
 		if (until != 0 && mb_spinning(&spin, b->spin_ns)) {
 			/* As a spinning receiver does (recv.c): with fewer
 			 * cores than runnable threads, the thread that brings
-			 * the reply (a link's reader) needs this CPU. */
+			 * the reply (a link's reader) needs this CPU; and it
+			 * reads the handle's links itself now and then, so a
+			 * reply from a peer wakes nobody. Pairs with the
+			 * release in link/links.c:links_of(). */
 			if (spin.rounds % MB_SPIN_YIELD_ROUNDS == 0)
 				mb_yield_cpu();
+			if (spin.rounds % MB_SPIN_LINK_ROUNDS == 1) {
+				linked = atomic_load_explicit(&b->link_hooks, memory_order_acquire);
+				if (linked)
+					linked->spin(b);
+			}
 			continue;
+		}
+		if (linked) {
+			linked->unspin(b); /* it sleeps: the links' rx threads read */
+			linked = NULL;
 		}
 		uint64_t now = mb_now_ns();
 		if (now >= call->next_check) {

@@ -69,6 +69,12 @@ struct mb_link_hooks {
 	 * it from this thread and returns true (nobody needs a wake-up then).
 	 * Never blocks: a busy link returns false. */
 	bool (*replied)(msgbus_bus *b, uint32_t to, uint32_t entry);
+	/* A thread spinning in msgbus_recv on b (pubsub/recv.c), now and
+	 * then: read b's links inline, so what a peer sends reaches it with
+	 * nobody woken (never waits). unspin: it stops spinning, the links'
+	 * own threads read them again (takes a lock, never waits for I/O). */
+	void (*spin)(msgbus_bus *b);
+	void (*unspin)(msgbus_bus *b);
 };
 
 struct msgbus_bus {

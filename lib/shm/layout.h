@@ -82,7 +82,13 @@ struct mb_part {
 	 * publish and aborts the others. One per thread of the handle that
 	 * is committing at the same moment. */
 	_Atomic uint64_t commit_mark[MB_COMMIT_MARKS];
-	uint8_t pad[MB_LINE - 16 - 8 * MB_COMMIT_MARKS];
+	/* Beside each mark, written before it: for a large message, the
+	 * value its buffer's pub_put takes once the publisher has counted
+	 * the records' references (after the mark). The reaper commits a
+	 * marked record of a large buffer only if pub_put already equals it
+	 * (mark.c). */
+	_Atomic uint32_t commit_put[MB_COMMIT_MARKS];
+	uint8_t pad[MB_LINE - 16 - 12 * MB_COMMIT_MARKS];
 };
 _Static_assert(sizeof(struct mb_part) == MB_LINE, "a participant is one line");
 

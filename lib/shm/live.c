@@ -29,7 +29,7 @@ static void drop_dead_publisher_ref(msgbus_bus *b, uint32_t i, uint32_t idx)
 	for (;;) {
 		if (r < MB_BUF_PUB_BIAS / 2)
 			return; /* the publisher dropped it */
-		/* Acquire: pairs with the release store of SHARED in route.c (note_ref,
+		/* Acquire: pairs with the release store of SHARED in route.c (share,
 		 * before the first record; pub_put is final: the publisher is dead). */
 		if (atomic_load_explicit(&bc->state, memory_order_acquire) != MB_BUF_SHARED(idx))
 			return;
@@ -196,8 +196,10 @@ int mb_part_register(msgbus_bus *b)
 		atomic_store(&p->flags, 0);
 		/* Relaxed: a dead predecessor's marks, read only by reapers
 		 * of this index, which come after our death (exit orders it). */
-		for (uint32_t m = 0; m < MB_COMMIT_MARKS; m++)
+		for (uint32_t m = 0; m < MB_COMMIT_MARKS; m++) {
 			atomic_store_explicit(&p->commit_mark[m], 0, memory_order_relaxed);
+			atomic_store_explicit(&p->commit_put[m], 0, memory_order_relaxed);
+		}
 		atomic_store(&p->state, MB_PART_ACTIVE);
 		b->self = i;
 		pthread_mutex_unlock(&b->reap_lock);

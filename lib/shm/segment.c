@@ -54,6 +54,7 @@ uint64_t mb_layout_hash(void)
 		sizeof(struct mb_call), MB_CALLS, sizeof(struct mb_req_hdr),
 		offsetof(struct mb_subslot, members), offsetof(struct mb_part, reply_ec),
 		offsetof(struct mb_part, commit_mark), MB_COMMIT_MARKS,
+		offsetof(struct mb_part, commit_put),
 		offsetof(struct mb_header, interest_gen), offsetof(struct mb_header, buf_next),
 		offsetof(struct mb_subslot, dropped), offsetof(struct mb_bufctl, refs),
 		sizeof(struct mb_inbox_ctl), sizeof(struct mb_rec_pfx), sizeof(struct mb_rec_large),

@@ -3,13 +3,13 @@
  * it prints figures and PASS/MISS against the targets of issue 10; it fails
  * only when the library returns an error or a run delivers nothing).
  *
- * Usage: bench_nats [-n COUNT] [-q REQUESTS] [-r REPS] [-t pub,rtt] [-v]
+ * Usage: bench_nats [-n COUNT] [-q REQUESTS] [-r REPS] [-t pub,rtt,alt,mix] [-v]
  *   -n COUNT     64 B messages per publish run (default 200000)
  *   -q REQUESTS  timed round trips per request run (default 2000, after
  *                200 warm-up round trips)
  *   -r REPS      runs of each figure, raw and library alternating; the
  *                median is printed (default 5)
- *   -t TESTS     pub, rtt or both (default)
+ *   -t TESTS     any of pub, rtt, alt, mix (default pub,rtt,alt)
  *   -v           also print every run
  *
  * The bench starts nats-server itself (-a 127.0.0.1 on a free port, tried
@@ -37,6 +37,11 @@
  *       raw: a requester with a SUB on "_INBOX.bench.*" writes
  *       "PUB svc _INBOX.bench.N 64", a responder with a SUB on svc
  *       answers with PUB to the reply subject. Median and p99 in us.
+ * alt   the two round trips of rtt alternating request by request, with
+ *       every connection open at once, so both meet the same machine at
+ *       the same moment; the median of the runs' ratios.
+ * mix   where the time goes: a library requester with the raw responder,
+ *       and the raw requester with a library worker, against raw.
  *
  * Targets: pub >= 0.7x raw; rtt median <= 1.3x raw.
  * Exit status: 0 ok (or SKIP), 1 a run failed, 2 usage.
@@ -70,7 +75,7 @@ static long g_count = 200000;
 static long g_requests = 2000;
 static int g_reps = 5;
 static int g_verbose;
-static const char *g_tests = "pub,rtt"; /* -t */
+static const char *g_tests = "pub,rtt,alt"; /* -t */
 static int g_port;
 static pid_t g_natsd;
 static int g_failures;
@@ -633,6 +638,210 @@ out:
 	return res;
 }
 
+/* ---- rtt, half and half (-t mix): where the time goes ------------------------ */
+
+/* A library requester on bus B, the raw responder. */
+static struct rtt_result rtt_mix_req(int rep, uint64_t *lat)
+{
+	struct rtt_result res = { 0, 0 };
+	msgbus_bus *b = open_linked("mb", rep, "");
+	struct raw *svc = raw_open(SERVICE);
+	unsigned char payload[SIZE];
+	pthread_t t;
+	long n = 0;
+	int err = MSGBUS_OK;
+	memset(payload, 'x', sizeof payload);
+	if (!b || !svc) {
+		g_failures++;
+		raw_close(svc);
+		if (b)
+			msgbus_close(b);
+		return res;
+	}
+	pthread_create(&t, NULL, raw_responder, svc);
+	for (long i = 0; err == MSGBUS_OK && i < WARMUP + g_requests; i++) {
+		msgbus_msg *m;
+		uint64_t t0 = now_ns();
+		err = msgbus_request(b, SERVICE, payload, SIZE, &m, WAIT_MS);
+		if (err == MSGBUS_OK) {
+			msgbus_msg_release(m);
+			if (i >= WARMUP)
+				lat[n++] = now_ns() - t0;
+		}
+	}
+	if (err != MSGBUS_OK) {
+		fprintf(stderr, "mix request: %s\n", msgbus_strerror(err));
+		g_failures++;
+	}
+	shutdown(svc->fd, SHUT_RDWR);
+	pthread_join(t, NULL);
+	raw_close(svc);
+	msgbus_close(b);
+	return err == MSGBUS_OK ? rtt_stats(lat, n) : res;
+}
+
+/* The raw requester, a library worker on bus A. */
+static struct rtt_result rtt_mix_rsp(int rep, uint64_t *lat)
+{
+	struct rtt_result res = { 0, 0 };
+	msgbus_bus *a = open_linked("ma", rep, "");
+	struct raw *req = raw_open("_INBOX.bench.*");
+	msgbus_service *svc = NULL;
+	long n = 0;
+	bool ok = a && req && msgbus_serve(a, SERVICE, echo, NULL, &svc) == MSGBUS_OK;
+	for (long i = 0; ok && i < WARMUP + g_requests; i++) {
+		char out[256 + SIZE];
+		const char *d;
+		size_t l;
+		int hl = snprintf(out, sizeof out, "PUB %s _INBOX.bench.%ld %d\r\n", SERVICE, i, SIZE);
+		memset(out + hl, 'x', SIZE);
+		memcpy(out + hl + SIZE, "\r\n", 2);
+		uint64_t t0 = now_ns();
+		/* the first ones may find A's queue SUB not yet at the server */
+		int got = 0;
+		for (int tries = 0; got != 1 && tries < (i < WARMUP ? 100 : 1); tries++) {
+			ok = write_all(req->fd, out, (size_t)hl + SIZE + 2) == 0;
+			got = ok ? raw_next(req, i < WARMUP ? 50 : WAIT_MS, &d, &l) : -1;
+		}
+		ok = ok && got == 1 && l == SIZE;
+		if (ok && i >= WARMUP)
+			lat[n++] = now_ns() - t0;
+	}
+	if (!ok) {
+		fprintf(stderr, "mix: no reply from the library worker\n");
+		g_failures++;
+	}
+	if (svc)
+		msgbus_unserve(svc);
+	raw_close(req);
+	if (a)
+		msgbus_close(a);
+	return ok ? rtt_stats(lat, n) : res;
+}
+
+/* -t alt: raw and library round trips alternating request by request,
+ * all connections open at once: both see the same machine at the same
+ * moment (what other processes do moves both alike). */
+static void rtt_alt(int rep, uint64_t *lat_raw, uint64_t *lat_lib, long *n)
+{
+	msgbus_bus *a = open_linked("xa", rep, ""), *b = open_linked("xb", rep, "");
+	struct raw *svc = raw_open(SERVICE ".raw"), *req = raw_open("_INBOX.bench.*");
+	msgbus_service *lsvc = NULL;
+	unsigned char payload[SIZE];
+	pthread_t t;
+	int err = MSGBUS_ENORESPONDERS;
+	*n = 0;
+	memset(payload, 'x', sizeof payload);
+	if (!a || !b || !svc || !req || msgbus_serve(a, SERVICE, echo, NULL, &lsvc) != MSGBUS_OK) {
+		g_failures++;
+		goto out;
+	}
+	pthread_create(&t, NULL, raw_responder, svc);
+	for (int waited = 0; waited < WAIT_MS && err == MSGBUS_ENORESPONDERS; waited += 10) {
+		msgbus_msg *m;
+		if ((err = msgbus_request(b, SERVICE, payload, SIZE, &m, WAIT_MS)) == MSGBUS_OK)
+			msgbus_msg_release(m);
+		else
+			sleep_ms(10);
+	}
+	for (long i = 0; err == MSGBUS_OK && i < WARMUP + g_requests; i++) {
+		char out[256 + SIZE];
+		const char *d;
+		size_t l;
+		msgbus_msg *m;
+		int hl = snprintf(out, sizeof out, "PUB %s.raw _INBOX.bench.%ld %d\r\n", SERVICE, i,
+		                  SIZE);
+		memset(out + hl, 'x', SIZE);
+		memcpy(out + hl + SIZE, "\r\n", 2);
+		uint64_t t0 = now_ns();
+		if (write_all(req->fd, out, (size_t)hl + SIZE + 2) ||
+		    raw_next(req, WAIT_MS, &d, &l) != 1 || l != SIZE) {
+			err = MSGBUS_ETIMEDOUT;
+			break;
+		}
+		uint64_t t1 = now_ns();
+		err = msgbus_request(b, SERVICE, payload, SIZE, &m, WAIT_MS);
+		if (err != MSGBUS_OK)
+			break;
+		uint64_t t2 = now_ns();
+		msgbus_msg_release(m);
+		if (i >= WARMUP) {
+			lat_raw[*n] = t1 - t0;
+			lat_lib[(*n)++] = t2 - t1;
+		}
+	}
+	if (err != MSGBUS_OK) {
+		fprintf(stderr, "alt: %s\n", msgbus_strerror(err));
+		g_failures++;
+	}
+	shutdown(svc->fd, SHUT_RDWR);
+	pthread_join(t, NULL);
+out:
+	if (lsvc)
+		msgbus_unserve(lsvc);
+	raw_close(svc);
+	raw_close(req);
+	if (b)
+		msgbus_close(b);
+	if (a)
+		msgbus_close(a);
+}
+
+static void run_alt(void)
+{
+	double rm[MAX_REPS], lm[MAX_REPS], ratio[MAX_REPS];
+	uint64_t *lr = calloc((size_t)g_requests + WARMUP, sizeof *lr);
+	uint64_t *ll = calloc((size_t)g_requests + WARMUP, sizeof *ll);
+	struct load_mark m0, m1;
+	if (!lr || !ll) {
+		free(lr);
+		free(ll);
+		g_failures++;
+		return;
+	}
+	load_sample(&m0);
+	for (int r = 0; r < g_reps; r++) {
+		long n;
+		rtt_alt(r, lr, ll, &n);
+		rm[r] = rtt_stats(lr, n).median_us;
+		lm[r] = rtt_stats(ll, n).median_us;
+		ratio[r] = rm[r] > 0 ? lm[r] / rm[r] : 0;
+		if (g_verbose)
+			printf("  run %d: raw %.1f us, msgbus %.1f us\n", r + 1, rm[r], lm[r]);
+	}
+	load_sample(&m1);
+	free(lr);
+	free(ll);
+	printf("rtt alt    raw %6.1f us   msgbus %6.1f us   ratio %.2f (median of the runs' "
+	       "ratios)\n",
+	       median_dbl(rm, g_reps), median_dbl(lm, g_reps), median_dbl(ratio, g_reps));
+	if (load_other_pct(&m0, &m1) >= 5.0)
+		printf("           other processes used %.0f%% of the machine: figures are "
+		       "disturbed\n",
+		       load_other_pct(&m0, &m1));
+}
+
+static void run_mix(void)
+{
+	double rm[MAX_REPS], qm[MAX_REPS], sm[MAX_REPS];
+	uint64_t *lat = calloc((size_t)g_requests + WARMUP, sizeof *lat);
+	if (!lat) {
+		g_failures++;
+		return;
+	}
+	for (int r = 0; r < g_reps; r++) {
+		rm[r] = rtt_raw(lat).median_us;
+		qm[r] = rtt_mix_req(r, lat).median_us;
+		sm[r] = rtt_mix_rsp(r, lat).median_us;
+	}
+	free(lat);
+	double mr = median_dbl(rm, g_reps);
+	printf("rtt mix    raw %6.1f us   library requester %6.1f us (%.2fx)   "
+	       "library worker %6.1f us (%.2fx)\n",
+	       mr, median_dbl(qm, g_reps), median_dbl(qm, g_reps) / mr, median_dbl(sm, g_reps),
+	       median_dbl(sm, g_reps) / mr);
+}
+
 /* ---- driver ---------------------------------------------------------------- */
 
 /* The figure with the links' URLs ending in query; target: whether the
@@ -714,7 +923,8 @@ static void run_rtt(void)
 
 static int usage(void)
 {
-	fprintf(stderr, "usage: bench_nats [-n COUNT] [-q REQUESTS] [-r REPS] [-t pub,rtt] [-v]\n");
+	fprintf(stderr,
+	        "usage: bench_nats [-n COUNT] [-q REQUESTS] [-r REPS] [-t pub,rtt,alt,mix] [-v]\n");
 	return 2;
 }
 
@@ -758,6 +968,12 @@ int main(int argc, char **argv)
 	fflush(stdout);
 	if (strstr(g_tests, "rtt"))
 		run_rtt();
+	fflush(stdout);
+	if (strstr(g_tests, "mix"))
+		run_mix();
+	fflush(stdout);
+	if (strstr(g_tests, "alt"))
+		run_alt();
 	natsd_stop();
 	return g_failures ? 1 : 0;
 }
