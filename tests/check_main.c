@@ -17,6 +17,17 @@ unsigned tu_next_id(void)
 	return atomic_fetch_add(&next, 1);
 }
 
+_Thread_local unsigned long tu_clock_reads;
+
+/* Every mb_now_ns call of the library lands here (--wrap=mb_now_ns). */
+uint64_t __real_mb_now_ns(void);
+uint64_t __wrap_mb_now_ns(void);
+uint64_t __wrap_mb_now_ns(void)
+{
+	tu_clock_reads++;
+	return __real_mb_now_ns();
+}
+
 /* A test that failed in Check's fork mode ends with _exit() and skips its
  * teardown; remove what such a test left in /dev/shm so one failure does
  * not leak into later runs. Passing tests assert that nothing is left. */

@@ -124,6 +124,52 @@ START_TEST(test_poll_sub_level)
 }
 END_TEST
 
+/* A worker's and a call's descriptors close with their objects too: at
+ * msgbus_unserve, and when the call ends (cancelled, or its outcome read). */
+START_TEST(test_poll_fds_close)
+{
+	char url[96];
+	tu_unique_url(url, sizeof(url), tu_scheme(_i));
+	msgbus_bus *bus = tu_open(url, NULL);
+	msgbus_service *svc;
+	msgbus_call *c1, *c2;
+	msgbus_req *req;
+	msgbus_msg *m;
+	int sfd, cfd1, cfd2;
+
+	TU_ASSERT_OK(msgbus_serve(bus, "fc.svc", NULL, NULL, &svc));
+	TU_ASSERT_OK(msgbus_service_fd(svc, &sfd));
+	TU_ASSERT_OK(msgbus_call_start(bus, "fc.svc", "a", 1, TU_WAIT_MS, &c1));
+	TU_ASSERT_OK(msgbus_call_fd(c1, &cfd1));
+	TU_ASSERT_OK(msgbus_call_start(bus, "fc.svc", "b", 1, TU_WAIT_MS, &c2));
+	TU_ASSERT_OK(msgbus_call_fd(c2, &cfd2));
+	ck_assert_int_ne(fcntl(cfd1, F_GETFD), -1);
+	msgbus_call_cancel(c1);
+	ck_assert_int_eq(fcntl(cfd1, F_GETFD), -1);
+	/* c2's outcome: answered, then read. */
+	/* c1's request may still be queued (its caller left: the answer
+	 * goes nowhere) or already dropped. */
+	for (char d = 0; d != 'b';) {
+		TU_ASSERT_OK(msgbus_service_recv(svc, &req, TU_WAIT_MS));
+		d = *(const char *)msgbus_req_data(req);
+		ck_assert(d == 'a' || d == 'b');
+		int rc = msgbus_respond(req, "r", 1);
+		if (d == 'b')
+			TU_ASSERT_OK(rc);
+	}
+	ck_assert(readable(cfd2, TU_WAIT_MS));
+	TU_ASSERT_OK(msgbus_call_wait(c2, &m, 0));
+	ck_assert_int_eq(fcntl(cfd2, F_GETFD), -1);
+	ck_assert_uint_eq(msgbus_msg_len(m), 1);
+	msgbus_msg_release(m);
+	ck_assert_int_ne(fcntl(sfd, F_GETFD), -1);
+	TU_ASSERT_OK(msgbus_unserve(svc));
+	ck_assert_int_eq(fcntl(sfd, F_GETFD), -1);
+	TU_ASSERT_OK(msgbus_close(bus));
+	TU_ASSERT_NO_SEGMENT(url);
+}
+END_TEST
+
 /* A ring's datagram that lands after the drain before an arming (its
  * sender was preempted between its CAS and its sendto): the next empty
  * receive takes it, and the arming stands. */
@@ -765,6 +811,7 @@ Suite *suite_poll(void)
 	TCase *tc = tu_tcase("poll", TU_CASE_TIMEOUT);
 	tcase_add_test(tc, test_poll_args);
 	tcase_add_loop_test(tc, test_poll_sub_level, 0, TU_NSCHEMES);
+	tcase_add_loop_test(tc, test_poll_fds_close, 0, TU_NSCHEMES);
 	tcase_add_test(tc, test_poll_late_datagram);
 	tcase_add_test(tc, test_poll_epoll_loop);
 	tcase_add_loop_test(tc, test_poll_request_reply, 0, TU_NSCHEMES);

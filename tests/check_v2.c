@@ -265,6 +265,104 @@ START_TEST(test_exact_backpressure)
 }
 END_TEST
 
+/* A subscriber wakes only for what it matches: blocked in msgbus_recv(-1)
+ * on a.x while 200,000 messages go to a b.y subscriber, it uses next to no
+ * CPU (woken for each, it would use about a second), then gets its a.x. */
+struct blocked_recv {
+	msgbus_sub *sub;
+	int rc;
+	double cpu_ms;
+	uint32_t seq;
+};
+
+static void *blocked_recv_main(void *p)
+{
+	struct blocked_recv *br = p;
+	msgbus_msg *m = NULL;
+	double c0 = tu_thread_cpu_ms();
+	br->rc = msgbus_recv(br->sub, &m, -1);
+	br->cpu_ms = tu_thread_cpu_ms() - c0;
+	if (br->rc == MSGBUS_OK) {
+		struct tu_seqmsg r;
+		br->rc = tu_get_seqmsg(m, &r) ? MSGBUS_EPROTO : MSGBUS_OK;
+		br->seq = r.seq;
+		msgbus_msg_release(m);
+	}
+	return NULL;
+}
+
+START_TEST(test_wakes_only_for_matches)
+{
+	const uint32_t n = tu_valgrind() ? 5000 : 200000;
+	char url[96];
+	msgbus_sub *ax = NULL, *by = NULL;
+	msgbus_msg *m = NULL;
+	pthread_t th;
+
+	tu_unique_url(url, sizeof(url), tu_scheme(_i));
+	msgbus_bus *bus = tu_open(url, NULL);
+	TU_ASSERT_OK(msgbus_subscribe(bus, "a.x", 0, &ax));
+	TU_ASSERT_OK(msgbus_subscribe(bus, "b.y", 0, &by));
+	struct blocked_recv br = { ax, -1, 0, 0 };
+	ck_assert_int_eq(pthread_create(&th, NULL, blocked_recv_main, &br), 0);
+	for (uint32_t i = 0; i < n; i++) {
+		struct tu_seqmsg v = { 0, i };
+		TU_ASSERT_OK(msgbus_publish(bus, "b.y", &v, sizeof(v), -1));
+		if (i % 1000 == 999)
+			while (msgbus_recv(by, &m, 0) == MSGBUS_OK)
+				msgbus_msg_release(m);
+	}
+	struct tu_seqmsg v = { 0, 7 };
+	TU_ASSERT_OK(msgbus_publish(bus, "a.x", &v, sizeof(v), -1));
+	ck_assert_int_eq(pthread_join(th, NULL), 0);
+	TU_ASSERT_OK(br.rc);
+	ck_assert_uint_eq(br.seq, 7);
+	printf("check_v2: a.x receiver used %.1f ms of CPU over %u b.y messages\n", br.cpu_ms, n);
+	ck_assert_msg(br.cpu_ms < 100.0, "a.x receiver used %.1f ms of CPU over %u b.y messages",
+	              br.cpu_ms, n);
+	while (msgbus_recv(by, &m, 0) == MSGBUS_OK)
+		msgbus_msg_release(m);
+	close_bus(bus, url);
+}
+END_TEST
+
+/* No clock read unless a wait begins: publishing with room and receiving
+ * what is there read no clock, whatever the timeout; a receive that waits
+ * does (which shows the count works). Before, a positive timeout cost a
+ * clock read per msgbus_publish and per msgbus_recv. */
+START_TEST(test_no_clock_without_wait)
+{
+	static const int timeouts[3] = { -1, 0, 1000 };
+	char url[96];
+	msgbus_sub *sub = NULL;
+	msgbus_msg *m = NULL;
+
+	tu_unique_url(url, sizeof(url), tu_scheme(_i));
+	msgbus_bus *bus = tu_open(url, NULL);
+	TU_ASSERT_OK(msgbus_subscribe(bus, "c.>", 0, &sub));
+	unsigned long reads0 = tu_clock_reads;
+	uint32_t got = 0;
+	for (uint32_t i = 0; i < 10000; i++) {
+		struct tu_seqmsg v = { 0, i };
+		TU_ASSERT_OK(msgbus_publish(bus, i % 2 ? "c.x" : "c.y", &v, sizeof(v),
+		                            timeouts[i % 3]));
+		if (i % 100 == 99) {
+			for (uint32_t k = 0; k < 100; k++) {
+				TU_ASSERT_OK(msgbus_recv(sub, &m, timeouts[k % 3]));
+				got++;
+				msgbus_msg_release(m);
+			}
+		}
+	}
+	ck_assert_uint_eq(got, 10000);
+	ck_assert_msg(tu_clock_reads == reads0, "%lu clock reads without a wait",
+	              tu_clock_reads - reads0);
+	TU_ASSERT_RC(msgbus_recv(sub, &m, 5), MSGBUS_ETIMEDOUT);
+	ck_assert_uint_gt(tu_clock_reads, reads0);
+	close_bus(bus, url);
+}
+END_TEST
+
 /* ---- 3: total per-publisher order ------------------------------------------ */
 
 /* One thread publishing alternately on a.1 and b.2: a > subscriber sees
@@ -553,8 +651,10 @@ START_TEST(test_open_footprint)
 	ck_assert_int_eq(stat(tu_shm_path(path, sizeof(path), url), &stt), 0);
 	long shm_kib = (long)stt.st_blocks / 2; /* 512-byte blocks */
 	long total = (anon1 - anon0) + (file1 - file0) + shm_kib;
-	fprintf(stderr, "check_v2: default bus at open: %ld KiB private + %ld KiB in /dev/shm\n",
-	        (anon1 - anon0) + (file1 - file0), shm_kib);
+	fprintf(stderr,
+	        "check_v2: default bus at open: %ld KiB anonymous + %ld KiB file pages "
+	        "+ %ld KiB in /dev/shm\n",
+	        anon1 - anon0, file1 - file0, shm_kib);
 	ck_assert_msg(total <= 1024, "a default bus costs %ld KiB at open (> 1 MiB)", total);
 	close_bus(bus, url);
 }
@@ -575,6 +675,8 @@ Suite *suite_v2(void)
 
 	tc = tu_tcase("flow", TU_CASE_TIMEOUT);
 	tcase_add_loop_test(tc, test_exact_backpressure, 0, TU_NSCHEMES);
+	tcase_add_loop_test(tc, test_wakes_only_for_matches, 0, TU_NSCHEMES);
+	tcase_add_loop_test(tc, test_no_clock_without_wait, 0, TU_NSCHEMES);
 	tcase_add_loop_test(tc, test_publisher_order, 0, TU_NSCHEMES);
 	tcase_add_loop_test(tc, test_lossy_exact_drops, 0, TU_NSCHEMES);
 	tcase_add_loop_test(tc, test_inline_60k, 0, TU_NSCHEMES);

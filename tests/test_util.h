@@ -54,6 +54,9 @@ Suite *suite_poll(void);
 /* Defined in check_main.c. */
 extern pid_t tu_run_pid;    /* pid of the runner, prefix of every bus name */
 unsigned tu_next_id(void);  /* process-wide counter for unique names */
+/* The library's clock reads (mb_now_ns) by the calling thread so far: the
+ * test binary is linked with --wrap=mb_now_ns (Makefile). */
+extern _Thread_local unsigned long tu_clock_reads;
 
 #define TU_WAIT_MS 5000     /* bound for something that must happen */
 #define TU_CASE_TIMEOUT 60  /* seconds; tcase_set_timeout for every case */

@@ -19,6 +19,9 @@ static bool reusable(msgbus_bus *b, uint64_t w, bool refresh, bool liveness)
 		uint32_t t = MB_BUF_TOPIC(w);
 		if (t >= b->cfg.max_subjects)
 			return true; /* corrupt: nobody can read it */
+		/* Acquire: pairs with the release CAS of gate in mb_ring_gate
+		 * (ring.c): the readers whose releases it was computed from are
+		 * done with the buffer before we take it. */
 		uint64_t gate = refresh ? mb_ring_gate(b, t)
 		                        : atomic_load_explicit(&mb_topic_at(b, t)->gate,
 		                                               memory_order_acquire);
@@ -175,7 +178,10 @@ int mb_buf_publish(msgbus_bus *b, uint32_t t, uint32_t idx, uint32_t gen, uint32
 	sl->pub = (uint16_t)b->self;
 	sl->buf = idx;
 	sl->buf_gen = gen;
-	/* From here the buffer lives until readers pass pos, even if we die. */
+	/* From here the buffer lives until readers pass pos, even if we die.
+	 * Release: pairs with the acquire load of state in try_take, so a
+	 * taker that finds it reusable (the gate past pos) sees our writes to
+	 * it done. */
 	atomic_store_explicit(&mb_bufctl_at(b, idx)->state, MB_BUF_PUBLISHED(t, pos),
 	                      memory_order_release);
 	mb_ring_commit(b, t, pos);

@@ -83,11 +83,15 @@ int msgbus_publish(msgbus_bus *bus, const char *subject, const void *data, size_
 		return MSGBUS_EINVAL;
 	if (bus && mb_closing(bus))
 		return MSGBUS_ECLOSED;
-	/* The clock is read only if the publish has to wait. */
-	uint64_t deadline = timeout_ms < 0 ? UINT64_MAX
-	                  : timeout_ms == 0 ? MB_NO_WAIT
-	                                    : mb_deadline(timeout_ms);
+	/* The clock is read only if the publish has to wait: with a positive
+	 * timeout, one try without waiting first, as msgbus_recv does. A try
+	 * that fails put nothing anywhere (lossless targets all or nothing,
+	 * lossy ones after them), so trying again is the same publish. */
+	uint64_t deadline = timeout_ms < 0 ? UINT64_MAX : MB_NO_WAIT;
 	int rc = mb_route_publish(bus, subject, data, len, UINT32_MAX, 0, deadline);
+	if (rc == MSGBUS_EAGAIN && timeout_ms > 0 && !mb_closing(bus))
+		rc = mb_route_publish(bus, subject, data, len, UINT32_MAX, 0,
+		                      mb_deadline(timeout_ms));
 	if (!rc) {
 		/* Pairs with the release in link/links.c:links_of(). */
 		const struct mb_link_hooks *lh =

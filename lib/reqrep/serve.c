@@ -100,6 +100,7 @@ bool mb_service_has_local_workers(msgbus_bus *b, uint32_t slot)
 	struct mb_subslot *ss = mb_subslot_at(b, slot);
 	uint32_t n = b->cfg.max_participants;
 	for (uint32_t i = 0; i < (n + 63) / 64; i++) {
+		/* As in mb_service_has_workers: a hint, pairs with nothing. */
 		uint64_t m = atomic_load(&ss->members[i]);
 		while (m) {
 			uint32_t idx = i * 64 + (uint32_t)__builtin_ctzll(m);
