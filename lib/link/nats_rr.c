@@ -16,6 +16,7 @@
 #include "link/conn_state.h"
 #include "link/link_log.h"
 #include "link/nats_link.h"
+#include "reqrep/call.h"
 #include "reqrep/serve.h"
 #include "platform/wait.h"
 
@@ -28,36 +29,34 @@
 
 /* Write the request under wlock: 0, MSGBUS_EMSGSIZE (over the server's
  * max_payload: never sent) or MSGBUS_ENORESPONDERS (the link is down). */
-static int send_request(struct mb_nats *n, const char *service, uint64_t id,
-                        const msgbus_req *req)
+static int send_request(struct mb_nats *n, const char *service, uint64_t id, const void *data,
+                        size_t len)
 {
 	char reply[96];
-	size_t len = msgbus_req_len(req);
 	int rc = MSGBUS_ENORESPONDERS;
 	snprintf(reply, sizeof(reply), "%s%llu", n->inbox, (unsigned long long)id);
 	pthread_mutex_lock(&n->wlock);
 	if (n->up && len > n->max_payload)
 		rc = MSGBUS_EMSGSIZE;
-	else if (mb_nats_pub_locked(n, service, reply, msgbus_req_data(req), len))
+	else if (mb_nats_pub_locked(n, service, reply, data, len))
 		rc = 0;
 	pthread_mutex_unlock(&n->wlock);
 	return rc;
 }
 
-/* A local request taken by the link's worker for a name: to NATS. It is
- * sent under rrlock, so neither its reply (rx) nor the expiry sweep (rr)
- * can answer and free it while its bytes are still being read; only this
- * path nests wlock inside rrlock. */
-static void on_local_request(msgbus_req *req, void *arg)
+/* A local request taken by the link for name, with its payload: to NATS.
+ * It is sent under rrlock, so neither its reply (rx) nor the expiry sweep
+ * (rr) can answer and free it while its bytes are still being read; only
+ * this path nests wlock inside rrlock. A failure answers req at once. */
+static void send_out(struct mb_nats *n, const char *name, msgbus_req *req, const void *data,
+                     size_t len)
 {
-	struct nats_proxied *pa = arg;
-	struct mb_nats *n = pa->n;
 	int rc = MSGBUS_ELIMIT;
 	pthread_mutex_lock(&n->rrlock);
 	uint64_t id = n->next_id++;
 	struct nats_out *o = &n->out[id % NATS_PENDING];
 	if (o->req == NULL) {
-		rc = send_request(n, pa->name, id, req);
+		rc = send_request(n, name, id, data, len);
 		if (rc == 0) {
 			o->req = req;
 			o->id = id;
@@ -68,13 +67,28 @@ static void on_local_request(msgbus_req *req, void *arg)
 		mb_respond_error(req, rc);
 }
 
+/* A local request taken by the link's worker for a name. */
+static void on_local_request(msgbus_req *req, void *arg)
+{
+	struct nats_proxied *pa = arg;
+	send_out(pa->n, pa->name, req, msgbus_req_data(req), msgbus_req_len(req));
+}
+
+/* Does the link serve name for NATS? Caller holds rrlock. */
+static bool proxied_locked(const struct mb_nats *n, const char *name)
+{
+	for (uint32_t i = 0; i < n->nproxied; i++)
+		if (!strcmp(n->proxied[i]->name, name))
+			return true;
+	return false;
+}
+
 /* Serve name on the bridge handle, for NATS; false: the limit, or no
  * room on the bus. Caller holds rrlock. */
 static bool proxy_locked(struct mb_nats *n, const char *name)
 {
-	for (uint32_t i = 0; i < n->nproxied; i++)
-		if (!strcmp(n->proxied[i]->name, name))
-			return true; /* served already: the caller looks again */
+	if (proxied_locked(n, name))
+		return true; /* served already: the caller looks again */
 	/* Each name takes a subscription slot of the bus: leave most to
 	 * local participants. */
 	if (n->nproxied == NATS_PROXIED_MAX || n->nproxied >= n->lb->cfg.max_subs / 4)
@@ -114,6 +128,47 @@ bool mb_nats_no_worker(msgbus_bus *bus, const char *service)
 	}
 	pthread_mutex_unlock(&ls->lock);
 	return routed;
+}
+
+/*
+ * The call_direct link hook (links.c), for the nats:// links of ls: a call
+ * of the linking handle to a name a link serves for NATS is taken as the
+ * link's worker would take it (the entry becomes TAKEN by the bridge
+ * handle) and sent from the requester's thread, with no hand-off to the
+ * worker thread. The reply (or an error) comes into the entry as before.
+ * MSGBUS_ENOENT: no link serves it. Caller holds ls->lock.
+ */
+int mb_nats_call_direct(struct mb_links *ls, const char *service, const struct mb_req_hdr *hdr,
+                        const void *data, size_t len)
+{
+	for (struct mb_nats *n = ls->nats; n; n = n->next) {
+		pthread_mutex_lock(&n->rrlock);
+		bool served = proxied_locked(n, service);
+		pthread_mutex_unlock(&n->rrlock);
+		if (!served)
+			continue;
+		if (hdr->from >= n->lb->cfg.max_participants || hdr->entry >= MB_CALLS)
+			return MSGBUS_ENOENT;
+		msgbus_req *req = mb_req_new(n->lb, hdr);
+		if (!req)
+			return MSGBUS_ENOENT;
+		/* As a worker takes a request (serve.c:try_take): the
+		 * requester watches the bridge handle from now on. */
+		struct mb_call *e = mb_call_at(n->lb, hdr->from, hdr->entry);
+		uint64_t w = mb_callw(hdr->corr, 0, MB_CALL_PENDING);
+		/* seq_cst, as every change of a call's word: acquire pairs
+		 * with the release that made it PENDING (reqrep/call.c:
+		 * mb_call_start_listed), release with the requester's
+		 * acquire of TAKEN (call.c:check()). */
+		if (!atomic_compare_exchange_strong(&e->word, &w,
+		                                    mb_callw(hdr->corr, n->lb->self, MB_CALL_TAKEN))) {
+			free(req);
+			return MSGBUS_ENOENT;
+		}
+		send_out(n, service, req, data, len);
+		return 0;
+	}
+	return MSGBUS_ENOENT;
 }
 
 /* _INBOX.<prefix>.<id>: the id, or false. */
@@ -247,6 +302,23 @@ static void start_calls(struct mb_nats *n)
 	}
 }
 
+/* A call from NATS is over (rc, and reply if 0): PUB the reply to the
+ * requester's reply subject (an error is not sent: the requester times
+ * out, as with NATS itself); frees c. */
+static void send_reply(struct mb_nats *n, struct nats_in_call *c, int rc, msgbus_msg *reply)
+{
+	if (rc == 0) {
+		size_t len = msgbus_msg_len(reply);
+		pthread_mutex_lock(&n->wlock);
+		bool ok = len <= n->max_payload &&
+		          mb_nats_pub_locked(n, c->reply, NULL, msgbus_msg_data(reply), len);
+		pthread_mutex_unlock(&n->wlock);
+		atomic_fetch_add(ok ? &n->ls->sent : &n->ls->undelivered, 1);
+		msgbus_msg_release(reply);
+	}
+	free(c);
+}
+
 /* Look at every call once: replies go out, finished calls are freed. */
 static void poll_calls(struct mb_nats *n)
 {
@@ -266,17 +338,49 @@ static void poll_calls(struct mb_nats *n)
 			pthread_mutex_unlock(&n->rrlock);
 			continue;
 		}
-		if (rc == 0) {
-			size_t len = msgbus_msg_len(reply);
-			pthread_mutex_lock(&n->wlock);
-			bool ok = len <= n->max_payload &&
-			          mb_nats_pub_locked(n, c->reply, NULL, msgbus_msg_data(reply), len);
-			pthread_mutex_unlock(&n->wlock);
-			atomic_fetch_add(ok ? &n->ls->sent : &n->ls->undelivered, 1);
-			msgbus_msg_release(reply);
-		}
-		free(c);
+		send_reply(n, c, rc, reply);
 	}
+}
+
+/*
+ * The replied link hook (links.c), for the nats:// links of ls: a local
+ * worker has just answered call entry `entry` of participant `to`. If that
+ * is a call a link made for a request from NATS, take the reply and PUB
+ * it from the worker's thread, so the rr thread need not be woken. false:
+ * not one of ours, or not listed yet (the rr thread lists a call after
+ * starting it, and takes it when signalled). Caller holds ls->lock.
+ */
+bool mb_nats_replied(struct mb_links *ls, uint32_t to, uint32_t entry)
+{
+	for (struct mb_nats *n = ls->nats; n; n = n->next) {
+		if (n->lb->self != to)
+			continue;
+		struct nats_in_call *c = NULL;
+		pthread_mutex_lock(&n->rrlock);
+		for (struct nats_in_call **pp = &n->calls; *pp; pp = &(*pp)->next) {
+			if (mb_call_entry((*pp)->call) == entry) {
+				c = *pp;
+				*pp = c->next;
+				break;
+			}
+		}
+		pthread_mutex_unlock(&n->rrlock);
+		if (!c)
+			return false;
+		msgbus_msg *reply;
+		int rc = msgbus_call_wait(c->call, &reply, 0);
+		if (rc == MSGBUS_EAGAIN) {
+			/* not this one's reply after all: the rr thread looks */
+			pthread_mutex_lock(&n->rrlock);
+			c->next = n->calls;
+			n->calls = c;
+			pthread_mutex_unlock(&n->rrlock);
+			return false;
+		}
+		send_reply(n, c, rc, reply);
+		return true;
+	}
+	return false;
 }
 
 void *mb_nats_rr_main(void *arg)
