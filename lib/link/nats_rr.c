@@ -246,15 +246,24 @@ void mb_nats_fail_pending(struct mb_nats *n, int err)
 
 /* ---- in: requests from NATS to local workers --------------------------------- */
 
+/*
+ * A request from NATS for a local service. rx calls the local worker itself
+ * when the service's ring has room now and nothing waits before it, so the
+ * worker is reached without waking the rr thread; otherwise (a full ring
+ * must not stall the socket) it queues the request for the rr thread,
+ * which may wait for room. The reply goes out from the worker's thread
+ * (mb_nats_replied) or, if the call is not listed yet, the rr thread's.
+ */
 void mb_nats_on_request(struct mb_nats *n, const char *service, const struct mb_nats_in *in)
 {
 	struct nats_in_call *c = NULL;
-	bool room;
+	bool room, backlog;
 	pthread_mutex_lock(&n->rrlock);
 	room = n->nqueued < NATS_PENDING;
+	backlog = n->queued != NULL;
 	pthread_mutex_unlock(&n->rrlock);
 	if (room && in->reply && in->reply_len < sizeof(c->reply))
-		c = malloc(sizeof(*c) + in->payload_len);
+		c = malloc(sizeof(*c) + (backlog ? in->payload_len : 0));
 	if (!c) {
 		atomic_fetch_add(&n->ls->undelivered, 1); /* the requester times out */
 		return;
@@ -264,9 +273,35 @@ void mb_nats_on_request(struct mb_nats *n, const char *service, const struct mb_
 	memcpy(c->reply, in->reply, in->reply_len);
 	c->reply[in->reply_len] = '\0';
 	c->len = in->payload_len;
+	c->next = NULL;
+	if (!backlog) {
+		int rc = mb_call_start_nowait(n->lb, service, in->payload, in->payload_len,
+		                              NATS_REMOTE_REQ_MS, &c->call);
+		if (rc == 0) {
+			atomic_fetch_add(&n->ls->received, 1);
+			pthread_mutex_lock(&n->rrlock);
+			c->next = n->calls;
+			n->calls = c;
+			pthread_mutex_unlock(&n->rrlock);
+			return;
+		}
+		if (rc != MSGBUS_EAGAIN && rc != MSGBUS_ELIMIT) {
+			atomic_fetch_add(&n->ls->undelivered, 1); /* as start_calls */
+			free(c);
+			return;
+		}
+		/* no room now: the rr thread waits for it */
+		struct nats_in_call *q = realloc(c, sizeof(*c) + in->payload_len);
+		if (!q) {
+			atomic_fetch_add(&n->ls->undelivered, 1);
+			free(c);
+			return;
+		}
+		c = q;
+		c->call = NULL;
+	}
 	if (c->len)
 		memcpy(c->data, in->payload, c->len);
-	c->next = NULL;
 	pthread_mutex_lock(&n->rrlock);
 	*n->queued_tail = c;
 	n->queued_tail = &c->next;
