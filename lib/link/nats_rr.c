@@ -28,7 +28,8 @@
 /* ---- out: local requests to NATS -------------------------------------------- */
 
 /* Write the request under wlock: 0, MSGBUS_EMSGSIZE (over the server's
- * max_payload: never sent) or MSGBUS_ENORESPONDERS (the link is down). */
+ * max_payload: never sent), MSGBUS_ENORESPONDERS (the link is down) or
+ * MSGBUS_EPEERDIED (the connection failed under the write). */
 static int send_request(struct mb_nats *n, const char *service, uint64_t id, const void *data,
                         size_t len)
 {
@@ -38,8 +39,8 @@ static int send_request(struct mb_nats *n, const char *service, uint64_t id, con
 	pthread_mutex_lock(&n->wlock);
 	if (n->up && len > n->max_payload)
 		rc = MSGBUS_EMSGSIZE;
-	else if (mb_nats_pub_locked(n, service, reply, data, len))
-		rc = 0;
+	else if (n->up)
+		rc = mb_nats_pub_locked(n, service, reply, data, len) ? 0 : MSGBUS_EPEERDIED;
 	pthread_mutex_unlock(&n->wlock);
 	return rc;
 }
@@ -283,6 +284,13 @@ void mb_nats_on_request(struct mb_nats *n, const char *service, const struct mb_
 			c->next = n->calls;
 			n->calls = c;
 			pthread_mutex_unlock(&n->rrlock);
+			/* A worker that answered before the call was listed
+			 * found nothing to send (mb_nats_replied) and woke the
+			 * rr thread, which may have looked before it was listed
+			 * too: wake it again. The worker wrote the state before
+			 * its look under rrlock, and this load comes after ours. */
+			if (mb_call_answered(c->call))
+				mb_ec_signal(&mb_part_at(n->lb, n->lb->self)->reply_ec);
 			return;
 		}
 		if (rc != MSGBUS_EAGAIN && rc != MSGBUS_ELIMIT) {
@@ -311,29 +319,34 @@ void mb_nats_on_request(struct mb_nats *n, const char *service, const struct mb_
 	mb_ec_kick(&mb_part_at(n->lb, n->lb->self)->reply_ec);
 }
 
-/* Call the queued requests on local workers (this may wait for room on a
- * service's ring, up to NATS_REMOTE_REQ_MS). */
+/* Call the queued requests on local workers, in order (this may wait for
+ * room on a service's ring, up to NATS_REMOTE_REQ_MS). Each stays at the
+ * head of the queue until it is called, so rx, which calls a request
+ * itself only when nothing is queued, never overtakes it. */
 static void start_calls(struct mb_nats *n)
 {
-	pthread_mutex_lock(&n->rrlock);
-	struct nats_in_call *list = n->queued;
-	n->queued = NULL;
-	n->queued_tail = &n->queued;
-	n->nqueued = 0;
-	pthread_mutex_unlock(&n->rrlock);
-	while (list) {
-		struct nats_in_call *c = list;
-		list = c->next;
-		if (msgbus_call_start(n->lb, c->service, c->data, c->len, NATS_REMOTE_REQ_MS,
-		                      &c->call)) {
+	for (;;) {
+		pthread_mutex_lock(&n->rrlock);
+		struct nats_in_call *c = n->queued; /* only this thread takes */
+		pthread_mutex_unlock(&n->rrlock);
+		if (!c)
+			return;
+		int rc = msgbus_call_start(n->lb, c->service, c->data, c->len, NATS_REMOTE_REQ_MS,
+		                           &c->call);
+		pthread_mutex_lock(&n->rrlock);
+		n->queued = c->next;
+		if (!n->queued)
+			n->queued_tail = &n->queued;
+		n->nqueued--;
+		if (rc == 0) {
+			c->next = n->calls;
+			n->calls = c;
+		}
+		pthread_mutex_unlock(&n->rrlock);
+		if (rc) {
 			atomic_fetch_add(&n->ls->undelivered, 1);
 			free(c);
-			continue;
 		}
-		pthread_mutex_lock(&n->rrlock);
-		c->next = n->calls;
-		n->calls = c;
-		pthread_mutex_unlock(&n->rrlock);
 	}
 }
 

@@ -58,6 +58,18 @@ uint32_t mb_call_entry(const msgbus_call *call)
 	return call->entry;
 }
 
+bool mb_call_answered(const msgbus_call *call)
+{
+	msgbus_bus *b = call->bus;
+	/* Acquire: pairs with the release CAS to REPLIED in serve.c:respond
+	 * (and the error writes in mb_call_start_listed). */
+	uint64_t w = atomic_load_explicit(&mb_call_at(b, b->self, call->entry)->word,
+	                                  memory_order_acquire);
+	uint32_t st = MB_CALLW_STATE(w);
+	return MB_CALLW_CORR(w) == call->corr &&
+	       (st == MB_CALL_REPLIED || st == MB_CALL_WORKER_DIED);
+}
+
 /* The service's topic and queue slot, if a worker is registered: say
  * "no responders" now rather than at the deadline. */
 static int find_workers(msgbus_bus *bus, const char *service, uint32_t *t, uint32_t *slot,

@@ -31,5 +31,8 @@ int mb_call_start_nowait(msgbus_bus *bus, const char *service, const void *data,
                          int timeout_ms, msgbus_call **out);
 /* The call entry a call uses. */
 uint32_t mb_call_entry(const struct msgbus_call *call);
+/* Whether the call's reply (or a worker's death) is in its entry, without
+ * taking it. */
+bool mb_call_answered(const struct msgbus_call *call);
 
 #endif
