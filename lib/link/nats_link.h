@@ -16,7 +16,11 @@
  * reads until the connection drops, publishing MSGs without waiting (a
  * full bus drops and counts, never stalls the socket: NATS cuts slow
  * consumers off) and answering PINGs. tx follows the bus and writes.
- * Every write, from either thread, is made under wlock.
+ * A third, rr (nats_rr.c), calls the requests from NATS that rx could not
+ * hand to a worker at once, sends the replies no worker sent itself, and
+ * times out requests sent to NATS. Requesters and workers of the linking
+ * handle write their requests and replies themselves (the call_direct and
+ * replied link hooks). Every write, from any thread, is made under wlock.
  */
 #ifndef MB_NATS_LINK_H
 #define MB_NATS_LINK_H
@@ -63,9 +67,9 @@ struct nats_proxied {
 	char name[MB_SUBJECT_MAX + 1];
 };
 
-/* A request from NATS, called on a local worker by the rr thread (rx
- * only queues it: a full service ring must not stall the socket); the
- * reply goes to reply. */
+/* A request from NATS, called on a local worker by rx when the service's
+ * ring has room at once, else queued for the rr thread (a full service
+ * ring must not stall the socket); the reply goes to reply. */
 struct nats_in_call {
 	msgbus_call *call; /* NULL: not called yet */
 	char service[MB_SUBJECT_MAX + 1];

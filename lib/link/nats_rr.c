@@ -3,15 +3,19 @@
  *
  * Out: a local request for a service no local worker serves asks the link
  * (the no_worker link hook, mb_nats_no_worker); the link then serves that name itself on
- * its bridge handle, and each request it takes goes to NATS as a PUB with
- * a reply subject under the link's inbox (one wildcard SUB per
- * connection). The reply, or the server's 503 (no responders, at once),
- * answers the local requester; a drop answers EPEERDIED; the requester's
- * own deadline gives ETIMEDOUT.
+ * its bridge handle, and each request goes to NATS as a PUB with a reply
+ * subject under the link's inbox (one wildcard SUB per connection): from
+ * the requester's own thread when it is the linking handle's
+ * (mb_nats_call_direct, the call_direct link hook), else from the bridge
+ * handle's worker thread. The reply, or the server's 503 (no responders,
+ * at once), answers the local requester; a drop answers EPEERDIED; the
+ * requester's own deadline gives ETIMEDOUT.
  * In: a local service is a queue SUB (queue group = its name, nats_tx.c),
  * so NATS balances across buses and the bus across local workers; a
- * request from NATS is called on a local worker from the bridge handle
- * and its reply is PUB to the requester's reply subject by the rr thread.
+ * request from NATS is called on a local worker from the bridge handle,
+ * by rx when the ring has room now, else by the rr thread, and its reply
+ * is PUB to the requester's reply subject by the worker's thread
+ * (mb_nats_replied, the replied link hook), or by the rr thread.
  */
 #include "link/conn_state.h"
 #include "link/link_log.h"
