@@ -284,16 +284,18 @@ void mb_nats_on_request(struct mb_nats *n, const char *service, const struct mb_
 		                              NATS_REMOTE_REQ_MS, &c->call);
 		if (rc == 0) {
 			atomic_fetch_add(&n->ls->received, 1);
-			pthread_mutex_lock(&n->rrlock);
-			c->next = n->calls;
-			n->calls = c;
-			pthread_mutex_unlock(&n->rrlock);
 			/* A worker that answered before the call was listed
 			 * found nothing to send (mb_nats_replied) and woke the
 			 * rr thread, which may have looked before it was listed
 			 * too: wake it again. The worker wrote the state before
-			 * its look under rrlock, and this load comes after ours. */
-			if (mb_call_answered(c->call))
+			 * its look under rrlock; this load is under rrlock too,
+			 * while c is listed (once unlocked, c may be gone). */
+			pthread_mutex_lock(&n->rrlock);
+			c->next = n->calls;
+			n->calls = c;
+			bool answered = mb_call_answered(c->call);
+			pthread_mutex_unlock(&n->rrlock);
+			if (answered)
 				mb_ec_signal(&mb_part_at(n->lb, n->lb->self)->reply_ec);
 			return;
 		}
