@@ -1332,6 +1332,51 @@ START_TEST(test_server_reply_sizes)
 }
 END_TEST
 
+/* Requesters and workers that spin (spin_us far above a round trip): the
+ * requester's thread writes its request and spins through the whole round
+ * trip (looking at its links now and then), the worker's thread writes the
+ * reply; every reply is the right one, a timeout is still honoured. */
+START_TEST(test_server_spinning)
+{
+	if (skip_without_server())
+		return;
+	struct natsd d = { 0 };
+	natsd_start(&d, NULL);
+	char url[2][128], nurl[160];
+	msgbus_options o = MSGBUS_OPTIONS_INIT;
+	o.spin_us = 200000;
+	msgbus_bus *bus[2];
+	nats_url(nurl, sizeof(nurl), NULL, &d, NULL);
+	for (int i = 0; i < 2; i++) {
+		tu_unique_url(url[i], sizeof(url[i]), "inproc");
+		bus[i] = tu_open(url[i], &o);
+		TU_ASSERT_OK(msgbus_connect(bus[i], nurl));
+		WAIT_FOR(link_stats(bus[i]).links_up == 1);
+	}
+	msgbus_service *svc, *slow;
+	TU_ASSERT_OK(msgbus_serve(bus[0], "spun", echo_worker, "w", &svc));
+	TU_ASSERT_OK(msgbus_serve(bus[0], "spun.slow", NULL, NULL, &slow)); /* never takes */
+	WAIT_FOR(natsd_subs(&d, "spun") == 1 && natsd_subs(&d, "spun.slow") == 1);
+	for (int i = 0; i < 200; i++) {
+		char q[32], want[48];
+		snprintf(q, sizeof(q), "n%d", i);
+		snprintf(want, sizeof(want), "w:n%d", i);
+		request_ok(bus[1], "spun", q, want);
+	}
+	msgbus_msg *reply;
+	double t0 = tu_now_ms();
+	TU_ASSERT_RC(msgbus_request(bus[1], "spun.slow", "x", 1, &reply, 300), MSGBUS_ETIMEDOUT);
+	ck_assert(tu_now_ms() - t0 >= 290 && tu_now_ms() - t0 < 3000);
+	ck_assert_uint_eq(link_stats(bus[0]).undelivered, 0);
+	ck_assert_uint_eq(link_stats(bus[1]).undelivered, 0);
+	msgbus_unserve(svc);
+	msgbus_unserve(slow);
+	for (int i = 0; i < 2; i++)
+		msgbus_close(bus[i]);
+	natsd_stop(&d);
+}
+END_TEST
+
 /* Requests from NATS that find the service's ring full wait (the rx
  * thread never does: they are queued for the link's rr thread) and are
  * all answered; none overtakes another on its way to the worker. A raw
@@ -1628,6 +1673,7 @@ static TCase *nats_server_tcase(void)
 	tcase_add_test(tc, test_server_req_drop);
 	tcase_add_test(tc, test_server_reply_sizes);
 	tcase_add_test(tc, test_server_rx_backlog);
+	tcase_add_test(tc, test_server_spinning);
 	tcase_add_test(tc, test_fake_server);
 	return tc;
 }
