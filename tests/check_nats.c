@@ -1232,9 +1232,243 @@ START_TEST(test_server_req_drop)
 	natsd_stop(&d);
 	TU_ASSERT_RC(msgbus_call_wait(call, &reply, TU_WAIT_MS), MSGBUS_EPEERDIED);
 	ck_assert(tu_now_ms() - t0 < TU_WAIT_MS);
+	/* a's link serves "slow" still, and is down: a request (taken by the
+	 * requester's own thread) fails at once, not at its deadline */
+	WAIT_FOR(link_stats(a).links_up == 0);
+	t0 = tu_now_ms();
+	TU_ASSERT_RC(msgbus_request(a, "slow", "x", 1, &reply, 20000), MSGBUS_ENORESPONDERS);
+	ck_assert_msg(tu_now_ms() - t0 < 2000, "took %.0f ms", tu_now_ms() - t0);
 	msgbus_unserve(slow);
 	msgbus_close(a);
 	msgbus_close(b);
+}
+END_TEST
+
+/* Replies of every size class cross: empty, around what a call entry
+ * holds inline (MB_CALL_INLINE), over one write's worth (4094) and in a
+ * large buffer; both ways; answered by the worker's callback, and by
+ * another thread after the callback returned (the reply is then written
+ * by that thread). A reply over the server's max_payload is never sent:
+ * counted undelivered on the worker's side, the requester times out at
+ * its own deadline. */
+static msgbus_req *held_req;
+static void size_worker(msgbus_req *req, void *arg)
+{
+	(void)arg;
+	static char out[8192];
+	size_t want = (size_t)strtoul((const char *)msgbus_req_data(req), NULL, 10);
+	if (want == 1) { /* answered later, by the test's thread */
+		__atomic_store_n(&held_req, req, __ATOMIC_RELEASE);
+		return;
+	}
+	for (size_t i = 0; i < want && i < sizeof(out); i++)
+		out[i] = (char)('a' + i % 26);
+	msgbus_respond(req, out, want);
+}
+
+static void size_ok(msgbus_bus *b, size_t want)
+{
+	char q[16];
+	msgbus_msg *reply;
+	int ql = snprintf(q, sizeof(q), "%zu", want);
+	TU_ASSERT_OK(msgbus_request(b, "sizes", q, (size_t)ql + 1, &reply, TU_WAIT_MS));
+	ck_assert_uint_eq(msgbus_msg_len(reply), want);
+	const char *p = msgbus_msg_data(reply);
+	for (size_t i = 0; i < want; i++)
+		ck_assert_int_eq(p[i], 'a' + (int)(i % 26));
+	msgbus_msg_release(reply);
+}
+
+START_TEST(test_server_reply_sizes)
+{
+	if (skip_without_server())
+		return;
+	struct natsd d = { 0 };
+	write_conf(&d, "rsz", "max_payload: 6000\n");
+	natsd_start(&d, NULL);
+	unlink(d.conf);
+	msgbus_bus *a = linked_bus(&d, NULL), *b = linked_bus(&d, NULL);
+	msgbus_service *sa, *sb;
+	TU_ASSERT_OK(msgbus_serve(a, "sizes", size_worker, NULL, &sa));
+	WAIT_FOR(natsd_subs(&d, "sizes") == 1);
+	const size_t sizes[] = { 0, 2, 100, 200, 300, 4094, 4095, 5000, 6000 };
+	for (int round = 0; round < 2; round++) {
+		for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++)
+			size_ok(b, sizes[i]);
+		/* answered by another thread than the worker's */
+		msgbus_call *call;
+		msgbus_msg *reply;
+		__atomic_store_n(&held_req, NULL, __ATOMIC_RELAXED);
+		TU_ASSERT_OK(msgbus_call_start(b, "sizes", "1", 2, TU_WAIT_MS, &call));
+		WAIT_FOR(__atomic_load_n(&held_req, __ATOMIC_ACQUIRE) != NULL);
+		TU_ASSERT_OK(msgbus_respond(held_req, "late", 4));
+		TU_ASSERT_OK(msgbus_call_wait(call, &reply, TU_WAIT_MS));
+		ck_assert_uint_eq(msgbus_msg_len(reply), 4);
+		ck_assert(!memcmp(msgbus_msg_data(reply), "late", 4));
+		msgbus_msg_release(reply);
+		/* over max_payload: not sent */
+		uint64_t undelivered = link_stats(a).undelivered;
+		double t0 = tu_now_ms();
+		TU_ASSERT_RC(msgbus_request(b, "sizes", "6001", 5, &reply, 300), MSGBUS_ETIMEDOUT);
+		ck_assert(tu_now_ms() - t0 >= 290 && tu_now_ms() - t0 < 3000);
+		WAIT_FOR(link_stats(a).undelivered == undelivered + 1);
+		/* the other way round */
+		if (round == 0) {
+			msgbus_unserve(sa);
+			WAIT_FOR(natsd_subs(&d, "sizes") == 0);
+			TU_ASSERT_OK(msgbus_serve(b, "sizes", size_worker, NULL, &sb));
+			WAIT_FOR(natsd_subs(&d, "sizes") == 1);
+			msgbus_bus *t = a;
+			a = b;
+			b = t;
+		}
+	}
+	ck_assert_uint_eq(link_stats(a).links_up, 1);
+	ck_assert_uint_eq(link_stats(b).links_up, 1);
+	msgbus_unserve(sb);
+	msgbus_close(a);
+	msgbus_close(b);
+	natsd_stop(&d);
+}
+END_TEST
+
+/* Requesters and workers that spin (spin_us far above a round trip): the
+ * requester's thread writes its request and spins through the whole round
+ * trip (looking at its links now and then), the worker's thread writes the
+ * reply; every reply is the right one, a timeout is still honoured. */
+START_TEST(test_server_spinning)
+{
+	if (skip_without_server())
+		return;
+	struct natsd d = { 0 };
+	natsd_start(&d, NULL);
+	char url[2][128], nurl[160];
+	msgbus_options o = MSGBUS_OPTIONS_INIT;
+	o.spin_us = 200000;
+	msgbus_bus *bus[2];
+	nats_url(nurl, sizeof(nurl), NULL, &d, NULL);
+	for (int i = 0; i < 2; i++) {
+		tu_unique_url(url[i], sizeof(url[i]), "inproc");
+		bus[i] = tu_open(url[i], &o);
+		TU_ASSERT_OK(msgbus_connect(bus[i], nurl));
+		WAIT_FOR(link_stats(bus[i]).links_up == 1);
+	}
+	msgbus_service *svc, *slow;
+	TU_ASSERT_OK(msgbus_serve(bus[0], "spun", echo_worker, "w", &svc));
+	TU_ASSERT_OK(msgbus_serve(bus[0], "spun.slow", NULL, NULL, &slow)); /* never takes */
+	WAIT_FOR(natsd_subs(&d, "spun") == 1 && natsd_subs(&d, "spun.slow") == 1);
+	for (int i = 0; i < 200; i++) {
+		char q[32], want[48];
+		snprintf(q, sizeof(q), "n%d", i);
+		snprintf(want, sizeof(want), "w:n%d", i);
+		request_ok(bus[1], "spun", q, want);
+	}
+	msgbus_msg *reply;
+	double t0 = tu_now_ms();
+	TU_ASSERT_RC(msgbus_request(bus[1], "spun.slow", "x", 1, &reply, 300), MSGBUS_ETIMEDOUT);
+	ck_assert(tu_now_ms() - t0 >= 290 && tu_now_ms() - t0 < 3000);
+	ck_assert_uint_eq(link_stats(bus[0]).undelivered, 0);
+	ck_assert_uint_eq(link_stats(bus[1]).undelivered, 0);
+	msgbus_unserve(svc);
+	msgbus_unserve(slow);
+	for (int i = 0; i < 2; i++)
+		msgbus_close(bus[i]);
+	natsd_stop(&d);
+}
+END_TEST
+
+/* Requests from NATS that find the service's ring full wait (the rx
+ * thread never does: they are queued for the link's rr thread) and are
+ * all answered; none overtakes another on its way to the worker. A raw
+ * client sends them all at once; the worker holds the first until all
+ * have reached the bus. */
+static _Atomic int gate_open;
+static _Atomic int gate_next;
+static void gated_worker(msgbus_req *req, void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&gate_open))
+		tu_sleep_ms(1);
+	char q[16];
+	int k = snprintf(q, sizeof(q), "q%03d", atomic_load(&gate_next));
+	/* in the order sent */
+	ck_assert_uint_eq(msgbus_req_len(req), (size_t)k);
+	ck_assert(!memcmp(msgbus_req_data(req), q, (size_t)k));
+	atomic_fetch_add(&gate_next, 1);
+	msgbus_respond(req, msgbus_req_data(req), msgbus_req_len(req));
+}
+
+START_TEST(test_server_rx_backlog)
+{
+	enum { N = 48 };
+	if (skip_without_server())
+		return;
+	struct natsd d = { 0 };
+	natsd_start(&d, NULL);
+	char url[128], nurl[160];
+	msgbus_options o = MSGBUS_OPTIONS_INIT;
+	o.ring_slots = 8;
+	tu_unique_url(url, sizeof(url), "inproc");
+	msgbus_bus *b = tu_open(url, &o);
+	nats_url(nurl, sizeof(nurl), NULL, &d, NULL);
+	TU_ASSERT_OK(msgbus_connect(b, nurl));
+	WAIT_FOR(link_stats(b).links_up == 1);
+	msgbus_service *svc;
+	atomic_store(&gate_open, 0);
+	atomic_store(&gate_next, 0);
+	TU_ASSERT_OK(msgbus_serve(b, "gated", gated_worker, NULL, &svc));
+	WAIT_FOR(natsd_subs(&d, "gated") == 1);
+	int fd = raw_client(&d);
+	static char out[N * 64];
+	size_t len = (size_t)snprintf(out, sizeof(out), "SUB _INBOX.g.* 1\r\n");
+	for (int i = 0; i < N; i++)
+		len += (size_t)snprintf(out + len, sizeof(out) - len,
+		                        "PUB gated _INBOX.g.%d 4\r\nq%03d\r\n", i, i);
+	ck_assert_int_eq(tu_send_all(fd, out, len), 0);
+	WAIT_FOR(link_stats(b).received == N);
+	atomic_store(&gate_open, 1);
+	/* every reply, each once (in whatever order they are written) */
+	bool seen[N] = { false };
+	int got = 0;
+	static char buf[1 << 16];
+	size_t have = 0;
+	double end = tu_now_ms() + 2 * TU_WAIT_MS;
+	while (got < N) {
+		ck_assert_msg(tu_now_ms() < end, "only %d of %d replies", got, N);
+		struct pollfd p = { fd, POLLIN, 0 };
+		if (poll(&p, 1, 100) != 1)
+			continue;
+		ssize_t k = read(fd, buf + have, sizeof(buf) - have);
+		ck_assert_int_gt(k, 0);
+		have += (size_t)k;
+		size_t off = 0;
+		for (;;) {
+			char *eol = memmem(buf + off, have - off, "\r\n", 2);
+			if (!eol)
+				break;
+			size_t ll = (size_t)(eol - (buf + off));
+			if (ll < 4 || memcmp(buf + off, "MSG ", 4)) {
+				off += ll + 2;
+				continue;
+			}
+			if (have - off < ll + 2 + 4 + 2)
+				break;
+			int i = atoi(eol + 3);
+			ck_assert(eol[2] == 'q' && i >= 0 && i < N && !seen[i]);
+			seen[i] = true;
+			got++;
+			off += ll + 2 + 4 + 2;
+		}
+		memmove(buf, buf + off, have - off);
+		have -= off;
+	}
+	ck_assert_int_eq(atomic_load(&gate_next), N);
+	ck_assert_uint_eq(link_stats(b).undelivered, 0);
+	WAIT_FOR(link_stats(b).sent == N);
+	close(fd);
+	msgbus_unserve(svc);
+	msgbus_close(b);
+	natsd_stop(&d);
 }
 END_TEST
 
@@ -1437,6 +1671,9 @@ static TCase *nats_server_tcase(void)
 	tcase_add_test(tc, test_server_queue_balance);
 	tcase_add_test(tc, test_server_leaf);
 	tcase_add_test(tc, test_server_req_drop);
+	tcase_add_test(tc, test_server_reply_sizes);
+	tcase_add_test(tc, test_server_rx_backlog);
+	tcase_add_test(tc, test_server_spinning);
 	tcase_add_test(tc, test_fake_server);
 	return tc;
 }

@@ -156,6 +156,8 @@ static int links_call_direct(msgbus_bus *b, const char *service, const struct mb
 	pthread_mutex_lock(&ls->lock);
 	for (struct mb_conn_ref *cr = ls->conns; cr && rc == MSGBUS_ENOENT; cr = cr->next)
 		rc = mb_conn_call_direct(cr->conn, service, hdr, data, len);
+	if (rc == MSGBUS_ENOENT)
+		rc = mb_nats_call_direct(ls, service, hdr, data, len); /* nats_rr.c */
 	pthread_mutex_unlock(&ls->lock);
 	return rc;
 }
@@ -172,6 +174,8 @@ static bool links_replied(msgbus_bus *b, uint32_t to, uint32_t entry)
 	for (struct mb_conn_ref *cr = ls->conns; cr && !done; cr = cr->next) {
 		done = mb_conn_reply_inline(cr->conn, to, entry);
 	}
+	if (!done)
+		done = mb_nats_replied(ls, to, entry); /* nats_rr.c */
 	pthread_mutex_unlock(&ls->lock);
 	return done;
 }

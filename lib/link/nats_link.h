@@ -16,7 +16,11 @@
  * reads until the connection drops, publishing MSGs without waiting (a
  * full bus drops and counts, never stalls the socket: NATS cuts slow
  * consumers off) and answering PINGs. tx follows the bus and writes.
- * Every write, from either thread, is made under wlock.
+ * A third, rr (nats_rr.c), calls the requests from NATS that rx could not
+ * hand to a worker at once, sends the replies no worker sent itself, and
+ * times out requests sent to NATS. Requesters and workers of the linking
+ * handle write their requests and replies themselves (the call_direct and
+ * replied link hooks). Every write, from any thread, is made under wlock.
  */
 #ifndef MB_NATS_LINK_H
 #define MB_NATS_LINK_H
@@ -63,9 +67,9 @@ struct nats_proxied {
 	char name[MB_SUBJECT_MAX + 1];
 };
 
-/* A request from NATS, called on a local worker by the rr thread (rx
- * only queues it: a full service ring must not stall the socket); the
- * reply goes to reply. */
+/* A request from NATS, called on a local worker by rx when the service's
+ * ring has room at once, else queued for the rr thread (a full service
+ * ring must not stall the socket); the reply goes to reply. */
 struct nats_in_call {
 	msgbus_call *call; /* NULL: not called yet */
 	char service[MB_SUBJECT_MAX + 1];
@@ -181,6 +185,12 @@ bool mb_nats_requests_out(struct mb_nats *n);
 void mb_nats_fail_pending(struct mb_nats *n, int err);
 /* At the end: stop serving, fail and cancel what is left. */
 void mb_nats_rr_end(struct mb_nats *n);
+/* The call_direct and replied link hooks, for the nats:// links of ls
+ * (links.c calls them under ls->lock, after the tcp:// links). */
+struct mb_req_hdr;
+int mb_nats_call_direct(struct mb_links *ls, const char *service, const struct mb_req_hdr *hdr,
+                        const void *data, size_t len);
+bool mb_nats_replied(struct mb_links *ls, uint32_t to, uint32_t entry);
 /* The no_worker link hook of a handle (links.c installs it): true if one of
  * bus's nats:// links serves service now. */
 bool mb_nats_no_worker(msgbus_bus *bus, const char *service);

@@ -3,19 +3,24 @@
  *
  * Out: a local request for a service no local worker serves asks the link
  * (the no_worker link hook, mb_nats_no_worker); the link then serves that name itself on
- * its bridge handle, and each request it takes goes to NATS as a PUB with
- * a reply subject under the link's inbox (one wildcard SUB per
- * connection). The reply, or the server's 503 (no responders, at once),
- * answers the local requester; a drop answers EPEERDIED; the requester's
- * own deadline gives ETIMEDOUT.
+ * its bridge handle, and each request goes to NATS as a PUB with a reply
+ * subject under the link's inbox (one wildcard SUB per connection): from
+ * the requester's own thread when it is the linking handle's
+ * (mb_nats_call_direct, the call_direct link hook), else from the bridge
+ * handle's worker thread. The reply, or the server's 503 (no responders,
+ * at once), answers the local requester; a drop answers EPEERDIED; the
+ * requester's own deadline gives ETIMEDOUT.
  * In: a local service is a queue SUB (queue group = its name, nats_tx.c),
  * so NATS balances across buses and the bus across local workers; a
- * request from NATS is called on a local worker from the bridge handle
- * and its reply is PUB to the requester's reply subject by the rr thread.
+ * request from NATS is called on a local worker from the bridge handle,
+ * by rx when the ring has room now, else by the rr thread, and its reply
+ * is PUB to the requester's reply subject by the worker's thread
+ * (mb_nats_replied, the replied link hook), or by the rr thread.
  */
 #include "link/conn_state.h"
 #include "link/link_log.h"
 #include "link/nats_link.h"
+#include "reqrep/call.h"
 #include "reqrep/serve.h"
 #include "platform/wait.h"
 
@@ -27,37 +32,36 @@
 /* ---- out: local requests to NATS -------------------------------------------- */
 
 /* Write the request under wlock: 0, MSGBUS_EMSGSIZE (over the server's
- * max_payload: never sent) or MSGBUS_ENORESPONDERS (the link is down). */
-static int send_request(struct mb_nats *n, const char *service, uint64_t id,
-                        const msgbus_req *req)
+ * max_payload: never sent), MSGBUS_ENORESPONDERS (the link is down) or
+ * MSGBUS_EPEERDIED (the connection failed under the write). */
+static int send_request(struct mb_nats *n, const char *service, uint64_t id, const void *data,
+                        size_t len)
 {
 	char reply[96];
-	size_t len = msgbus_req_len(req);
 	int rc = MSGBUS_ENORESPONDERS;
 	snprintf(reply, sizeof(reply), "%s%llu", n->inbox, (unsigned long long)id);
 	pthread_mutex_lock(&n->wlock);
 	if (n->up && len > n->max_payload)
 		rc = MSGBUS_EMSGSIZE;
-	else if (mb_nats_pub_locked(n, service, reply, msgbus_req_data(req), len))
-		rc = 0;
+	else if (n->up)
+		rc = mb_nats_pub_locked(n, service, reply, data, len) ? 0 : MSGBUS_EPEERDIED;
 	pthread_mutex_unlock(&n->wlock);
 	return rc;
 }
 
-/* A local request taken by the link's worker for a name: to NATS. It is
- * sent under rrlock, so neither its reply (rx) nor the expiry sweep (rr)
- * can answer and free it while its bytes are still being read; only this
- * path nests wlock inside rrlock. */
-static void on_local_request(msgbus_req *req, void *arg)
+/* A local request taken by the link for name, with its payload: to NATS.
+ * It is sent under rrlock, so neither its reply (rx) nor the expiry sweep
+ * (rr) can answer and free it while its bytes are still being read; only
+ * this path nests wlock inside rrlock. A failure answers req at once. */
+static void send_out(struct mb_nats *n, const char *name, msgbus_req *req, const void *data,
+                     size_t len)
 {
-	struct nats_proxied *pa = arg;
-	struct mb_nats *n = pa->n;
 	int rc = MSGBUS_ELIMIT;
 	pthread_mutex_lock(&n->rrlock);
 	uint64_t id = n->next_id++;
 	struct nats_out *o = &n->out[id % NATS_PENDING];
 	if (o->req == NULL) {
-		rc = send_request(n, pa->name, id, req);
+		rc = send_request(n, name, id, data, len);
 		if (rc == 0) {
 			o->req = req;
 			o->id = id;
@@ -68,13 +72,28 @@ static void on_local_request(msgbus_req *req, void *arg)
 		mb_respond_error(req, rc);
 }
 
+/* A local request taken by the link's worker for a name. */
+static void on_local_request(msgbus_req *req, void *arg)
+{
+	struct nats_proxied *pa = arg;
+	send_out(pa->n, pa->name, req, msgbus_req_data(req), msgbus_req_len(req));
+}
+
+/* Does the link serve name for NATS? Caller holds rrlock. */
+static bool proxied_locked(const struct mb_nats *n, const char *name)
+{
+	for (uint32_t i = 0; i < n->nproxied; i++)
+		if (!strcmp(n->proxied[i]->name, name))
+			return true;
+	return false;
+}
+
 /* Serve name on the bridge handle, for NATS; false: the limit, or no
  * room on the bus. Caller holds rrlock. */
 static bool proxy_locked(struct mb_nats *n, const char *name)
 {
-	for (uint32_t i = 0; i < n->nproxied; i++)
-		if (!strcmp(n->proxied[i]->name, name))
-			return true; /* served already: the caller looks again */
+	if (proxied_locked(n, name))
+		return true; /* served already: the caller looks again */
 	/* Each name takes a subscription slot of the bus: leave most to
 	 * local participants. */
 	if (n->nproxied == NATS_PROXIED_MAX || n->nproxied >= n->lb->cfg.max_subs / 4)
@@ -114,6 +133,47 @@ bool mb_nats_no_worker(msgbus_bus *bus, const char *service)
 	}
 	pthread_mutex_unlock(&ls->lock);
 	return routed;
+}
+
+/*
+ * The call_direct link hook (links.c), for the nats:// links of ls: a call
+ * of the linking handle to a name a link serves for NATS is taken as the
+ * link's worker would take it (the entry becomes TAKEN by the bridge
+ * handle) and sent from the requester's thread, with no hand-off to the
+ * worker thread. The reply (or an error) comes into the entry as before.
+ * MSGBUS_ENOENT: no link serves it. Caller holds ls->lock.
+ */
+int mb_nats_call_direct(struct mb_links *ls, const char *service, const struct mb_req_hdr *hdr,
+                        const void *data, size_t len)
+{
+	for (struct mb_nats *n = ls->nats; n; n = n->next) {
+		pthread_mutex_lock(&n->rrlock);
+		bool served = proxied_locked(n, service);
+		pthread_mutex_unlock(&n->rrlock);
+		if (!served)
+			continue;
+		if (hdr->from >= n->lb->cfg.max_participants || hdr->entry >= MB_CALLS)
+			return MSGBUS_ENOENT;
+		msgbus_req *req = mb_req_new(n->lb, hdr);
+		if (!req)
+			return MSGBUS_ENOENT;
+		/* As a worker takes a request (serve.c:try_take): the
+		 * requester watches the bridge handle from now on. */
+		struct mb_call *e = mb_call_at(n->lb, hdr->from, hdr->entry);
+		uint64_t w = mb_callw(hdr->corr, 0, MB_CALL_PENDING);
+		/* seq_cst, as every change of a call's word: acquire pairs
+		 * with the release that made it PENDING (reqrep/call.c:
+		 * mb_call_start_listed), release with the requester's
+		 * acquire of TAKEN (call.c:check()). */
+		if (!atomic_compare_exchange_strong(&e->word, &w,
+		                                    mb_callw(hdr->corr, n->lb->self, MB_CALL_TAKEN))) {
+			free(req);
+			return MSGBUS_ENOENT;
+		}
+		send_out(n, service, req, data, len);
+		return 0;
+	}
+	return MSGBUS_ENOENT;
 }
 
 /* _INBOX.<prefix>.<id>: the id, or false. */
@@ -191,15 +251,24 @@ void mb_nats_fail_pending(struct mb_nats *n, int err)
 
 /* ---- in: requests from NATS to local workers --------------------------------- */
 
+/*
+ * A request from NATS for a local service. rx calls the local worker itself
+ * when the service's ring has room now and nothing waits before it, so the
+ * worker is reached without waking the rr thread; otherwise (a full ring
+ * must not stall the socket) it queues the request for the rr thread,
+ * which may wait for room. The reply goes out from the worker's thread
+ * (mb_nats_replied) or, if the call is not listed yet, the rr thread's.
+ */
 void mb_nats_on_request(struct mb_nats *n, const char *service, const struct mb_nats_in *in)
 {
 	struct nats_in_call *c = NULL;
-	bool room;
+	bool room, backlog;
 	pthread_mutex_lock(&n->rrlock);
 	room = n->nqueued < NATS_PENDING;
+	backlog = n->queued != NULL;
 	pthread_mutex_unlock(&n->rrlock);
 	if (room && in->reply && in->reply_len < sizeof(c->reply))
-		c = malloc(sizeof(*c) + in->payload_len);
+		c = malloc(sizeof(*c) + (backlog ? in->payload_len : 0));
 	if (!c) {
 		atomic_fetch_add(&n->ls->undelivered, 1); /* the requester times out */
 		return;
@@ -209,9 +278,44 @@ void mb_nats_on_request(struct mb_nats *n, const char *service, const struct mb_
 	memcpy(c->reply, in->reply, in->reply_len);
 	c->reply[in->reply_len] = '\0';
 	c->len = in->payload_len;
+	c->next = NULL;
+	if (!backlog) {
+		int rc = mb_call_start_nowait(n->lb, service, in->payload, in->payload_len,
+		                              NATS_REMOTE_REQ_MS, &c->call);
+		if (rc == 0) {
+			atomic_fetch_add(&n->ls->received, 1);
+			/* A worker that answered before the call was listed
+			 * found nothing to send (mb_nats_replied) and woke the
+			 * rr thread, which may have looked before it was listed
+			 * too: wake it again. The worker wrote the state before
+			 * its look under rrlock; this load is under rrlock too,
+			 * while c is listed (once unlocked, c may be gone). */
+			pthread_mutex_lock(&n->rrlock);
+			c->next = n->calls;
+			n->calls = c;
+			bool answered = mb_call_answered(c->call);
+			pthread_mutex_unlock(&n->rrlock);
+			if (answered)
+				mb_ec_signal(&mb_part_at(n->lb, n->lb->self)->reply_ec);
+			return;
+		}
+		if (rc != MSGBUS_EAGAIN && rc != MSGBUS_ELIMIT) {
+			atomic_fetch_add(&n->ls->undelivered, 1); /* as start_calls */
+			free(c);
+			return;
+		}
+		/* no room now: the rr thread waits for it */
+		struct nats_in_call *q = realloc(c, sizeof(*c) + in->payload_len);
+		if (!q) {
+			atomic_fetch_add(&n->ls->undelivered, 1);
+			free(c);
+			return;
+		}
+		c = q;
+		c->call = NULL;
+	}
 	if (c->len)
 		memcpy(c->data, in->payload, c->len);
-	c->next = NULL;
 	pthread_mutex_lock(&n->rrlock);
 	*n->queued_tail = c;
 	n->queued_tail = &c->next;
@@ -221,30 +325,52 @@ void mb_nats_on_request(struct mb_nats *n, const char *service, const struct mb_
 	mb_ec_kick(&mb_part_at(n->lb, n->lb->self)->reply_ec);
 }
 
-/* Call the queued requests on local workers (this may wait for room on a
- * service's ring, up to NATS_REMOTE_REQ_MS). */
+/* Call the queued requests on local workers, in order (this may wait for
+ * room on a service's ring, up to NATS_REMOTE_REQ_MS). Each stays at the
+ * head of the queue until it is called, so rx, which calls a request
+ * itself only when nothing is queued, never overtakes it. */
 static void start_calls(struct mb_nats *n)
 {
-	pthread_mutex_lock(&n->rrlock);
-	struct nats_in_call *list = n->queued;
-	n->queued = NULL;
-	n->queued_tail = &n->queued;
-	n->nqueued = 0;
-	pthread_mutex_unlock(&n->rrlock);
-	while (list) {
-		struct nats_in_call *c = list;
-		list = c->next;
-		if (msgbus_call_start(n->lb, c->service, c->data, c->len, NATS_REMOTE_REQ_MS,
-		                      &c->call)) {
+	for (;;) {
+		pthread_mutex_lock(&n->rrlock);
+		struct nats_in_call *c = n->queued; /* only this thread takes */
+		pthread_mutex_unlock(&n->rrlock);
+		if (!c)
+			return;
+		int rc = msgbus_call_start(n->lb, c->service, c->data, c->len, NATS_REMOTE_REQ_MS,
+		                           &c->call);
+		pthread_mutex_lock(&n->rrlock);
+		n->queued = c->next;
+		if (!n->queued)
+			n->queued_tail = &n->queued;
+		n->nqueued--;
+		if (rc == 0) {
+			c->next = n->calls;
+			n->calls = c;
+		}
+		pthread_mutex_unlock(&n->rrlock);
+		if (rc) {
 			atomic_fetch_add(&n->ls->undelivered, 1);
 			free(c);
-			continue;
 		}
-		pthread_mutex_lock(&n->rrlock);
-		c->next = n->calls;
-		n->calls = c;
-		pthread_mutex_unlock(&n->rrlock);
 	}
+}
+
+/* A call from NATS is over (rc, and reply if 0): PUB the reply to the
+ * requester's reply subject (an error is not sent: the requester times
+ * out, as with NATS itself); frees c. */
+static void send_reply(struct mb_nats *n, struct nats_in_call *c, int rc, msgbus_msg *reply)
+{
+	if (rc == 0) {
+		size_t len = msgbus_msg_len(reply);
+		pthread_mutex_lock(&n->wlock);
+		bool ok = len <= n->max_payload &&
+		          mb_nats_pub_locked(n, c->reply, NULL, msgbus_msg_data(reply), len);
+		pthread_mutex_unlock(&n->wlock);
+		atomic_fetch_add(ok ? &n->ls->sent : &n->ls->undelivered, 1);
+		msgbus_msg_release(reply);
+	}
+	free(c);
 }
 
 /* Look at every call once: replies go out, finished calls are freed. */
@@ -266,17 +392,49 @@ static void poll_calls(struct mb_nats *n)
 			pthread_mutex_unlock(&n->rrlock);
 			continue;
 		}
-		if (rc == 0) {
-			size_t len = msgbus_msg_len(reply);
-			pthread_mutex_lock(&n->wlock);
-			bool ok = len <= n->max_payload &&
-			          mb_nats_pub_locked(n, c->reply, NULL, msgbus_msg_data(reply), len);
-			pthread_mutex_unlock(&n->wlock);
-			atomic_fetch_add(ok ? &n->ls->sent : &n->ls->undelivered, 1);
-			msgbus_msg_release(reply);
-		}
-		free(c);
+		send_reply(n, c, rc, reply);
 	}
+}
+
+/*
+ * The replied link hook (links.c), for the nats:// links of ls: a local
+ * worker has just answered call entry `entry` of participant `to`. If that
+ * is a call a link made for a request from NATS, take the reply and PUB
+ * it from the worker's thread, so the rr thread need not be woken. false:
+ * not one of ours, or not listed yet (the rr thread lists a call after
+ * starting it, and takes it when signalled). Caller holds ls->lock.
+ */
+bool mb_nats_replied(struct mb_links *ls, uint32_t to, uint32_t entry)
+{
+	for (struct mb_nats *n = ls->nats; n; n = n->next) {
+		if (n->lb->self != to)
+			continue;
+		struct nats_in_call *c = NULL;
+		pthread_mutex_lock(&n->rrlock);
+		for (struct nats_in_call **pp = &n->calls; *pp; pp = &(*pp)->next) {
+			if (mb_call_entry((*pp)->call) == entry) {
+				c = *pp;
+				*pp = c->next;
+				break;
+			}
+		}
+		pthread_mutex_unlock(&n->rrlock);
+		if (!c)
+			return false;
+		msgbus_msg *reply;
+		int rc = msgbus_call_wait(c->call, &reply, 0);
+		if (rc == MSGBUS_EAGAIN) {
+			/* not this one's reply after all: the rr thread looks */
+			pthread_mutex_lock(&n->rrlock);
+			c->next = n->calls;
+			n->calls = c;
+			pthread_mutex_unlock(&n->rrlock);
+			return false;
+		}
+		send_reply(n, c, rc, reply);
+		return true;
+	}
+	return false;
 }
 
 void *mb_nats_rr_main(void *arg)

@@ -58,6 +58,18 @@ uint32_t mb_call_entry(const msgbus_call *call)
 	return call->entry;
 }
 
+bool mb_call_answered(const msgbus_call *call)
+{
+	msgbus_bus *b = call->bus;
+	/* Acquire: pairs with the release CAS to REPLIED in serve.c:respond
+	 * (and the error writes in mb_call_start_listed). */
+	uint64_t w = atomic_load_explicit(&mb_call_at(b, b->self, call->entry)->word,
+	                                  memory_order_acquire);
+	uint32_t st = MB_CALLW_STATE(w);
+	return MB_CALLW_CORR(w) == call->corr &&
+	       (st == MB_CALL_REPLIED || st == MB_CALL_WORKER_DIED);
+}
+
 /* The service's topic and queue slot, if a worker is registered: say
  * "no responders" now rather than at the deadline. */
 static int find_workers(msgbus_bus *bus, const char *service, uint32_t *t, uint32_t *slot,
@@ -71,6 +83,10 @@ static int find_workers(msgbus_bus *bus, const char *service, uint32_t *t, uint3
 	return 0;
 }
 
+static int call_start(msgbus_bus *bus, const char *service, const void *data, size_t len,
+                      int timeout_ms, msgbus_call **out,
+                      void (*listed)(msgbus_call *call, void *arg), void *arg, bool nowait);
+
 int msgbus_call_start(msgbus_bus *bus, const char *service, const void *data, size_t len,
                       int timeout_ms, msgbus_call **out)
 {
@@ -80,6 +96,20 @@ int msgbus_call_start(msgbus_bus *bus, const char *service, const void *data, si
 int mb_call_start_listed(msgbus_bus *bus, const char *service, const void *data, size_t len,
                          int timeout_ms, msgbus_call **out,
                          void (*listed)(msgbus_call *call, void *arg), void *arg)
+{
+	return call_start(bus, service, data, len, timeout_ms, out, listed, arg, false);
+}
+
+int mb_call_start_nowait(msgbus_bus *bus, const char *service, const void *data, size_t len,
+                         int timeout_ms, msgbus_call **out)
+{
+	return call_start(bus, service, data, len, timeout_ms, out, NULL, NULL, true);
+}
+
+/* nowait: queue the request only if the service's ring has room now. */
+static int call_start(msgbus_bus *bus, const char *service, const void *data, size_t len,
+                      int timeout_ms, msgbus_call **out,
+                      void (*listed)(msgbus_call *call, void *arg), void *arg, bool nowait)
 {
 	if (!bus || !out || (!data && len) || timeout_ms == 0 || timeout_ms < -1)
 		return MSGBUS_EINVAL;
@@ -141,7 +171,8 @@ int mb_call_start_listed(msgbus_bus *bus, const char *service, const void *data,
 	if (lh && !mb_service_has_local_workers(bus, slot))
 		rc = lh->call_direct(bus, service, &hdr, data, len);
 	if (rc == MSGBUS_ENOENT)
-		rc = mb_publish_parts(bus, t, &hdr, sizeof(hdr), data, len, deadline);
+		rc = mb_publish_parts(bus, t, &hdr, sizeof(hdr), data, len,
+		                      nowait ? MB_NO_WAIT : deadline);
 	if (rc && listed) {
 		/* The caller holds the call already: its result is rc, written
 		 * as a worker writes a reply (serve.c:respond), unless the

@@ -25,7 +25,14 @@ void mb_call_free(struct msgbus_call *call);
 int mb_call_start_listed(msgbus_bus *bus, const char *service, const void *data, size_t len,
                          int timeout_ms, msgbus_call **out,
                          void (*listed)(msgbus_call *call, void *arg), void *arg);
+/* msgbus_call_start that never waits for room on the service's ring:
+ * MSGBUS_EAGAIN when it has none (nothing started). */
+int mb_call_start_nowait(msgbus_bus *bus, const char *service, const void *data, size_t len,
+                         int timeout_ms, msgbus_call **out);
 /* The call entry a call uses. */
 uint32_t mb_call_entry(const struct msgbus_call *call);
+/* Whether the call's reply (or a worker's death) is in its entry, without
+ * taking it. */
+bool mb_call_answered(const struct msgbus_call *call);
 
 #endif
