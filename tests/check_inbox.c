@@ -5,6 +5,7 @@
  * abort, many producers, dead owners, and a corrupted ring.
  */
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <sys/mman.h>
 
@@ -729,6 +730,8 @@ static void *pm_thread(void *arg)
 			until = deadline_in(TU_WAIT_MS * MS);
 		else if (mb_now_ns() > until)
 			return NULL; /* a->rc stays -1: the consumer stopped */
+		else
+			sched_yield(); /* as a link falls back: never starve a waiting put */
 	}
 	a->rc = 0;
 	return NULL;
