@@ -4,6 +4,7 @@
  */
 #include "shm/fork.h"
 #include "shm/live.h"
+#include "shm/segment.h"
 #include "bus.h"
 #include "platform/fence.h"
 #include "platform/platform_dgram.h"

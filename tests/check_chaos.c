@@ -13,7 +13,7 @@
 
 #include <sys/mman.h>
 
-#include "shm/layout.h"
+#include "shm/segment.h"
 #include "test_util.h"
 
 Suite *suite_chaos(void);

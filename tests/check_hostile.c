@@ -26,7 +26,7 @@
 
 #include "pubsub/mark.h"
 #include "ring/inbox.h"
-#include "shm/layout.h"
+#include "shm/segment.h"
 #include "test_util.h"
 
 Suite *suite_hostile(void);

@@ -280,11 +280,4 @@ struct mb_rec_large {
 	uint32_t buf, buf_gen, len, pad;
 };
 
-void mb_geometry(const struct mb_config *cfg, struct mb_geometry *g);
-uint64_t mb_layout_hash(void);
-int mb_config_check(const struct mb_config *cfg); /* 0 or MSGBUS_E* */
-void mb_header_init(void *base, const struct mb_config *cfg, uint64_t size);
-/* Validate a mapped header against the mapping's size: 0 or MSGBUS_E*. */
-int mb_header_check(const void *base, uint64_t size, struct mb_config *cfg);
-
 #endif

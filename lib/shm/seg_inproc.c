@@ -5,6 +5,7 @@
  * exactly while its flag here is set.
  */
 #include "shm/handle.h"
+#include "shm/segment.h"
 #include "platform/platform.h"
 
 #include <pthread.h>

@@ -18,6 +18,7 @@
  */
 #include "platform/error.h"
 #include "shm/handle.h"
+#include "shm/segment.h"
 #include "platform/crash.h"
 #include "platform/platform.h"
 

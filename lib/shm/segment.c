@@ -3,7 +3,7 @@
  * A header read from shared memory is untrusted: every field is copied
  * once into a local and checked before anything is computed from it.
  */
-#include "shm/layout.h"
+#include "shm/segment.h"
 #include "msgbus.h"
 
 #include <stddef.h>

@@ -39,7 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "shm/layout.h"
+#include "shm/segment.h"
 #include "msgbus.h"
 #include "fuzz.h"
 

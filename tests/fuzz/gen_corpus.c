@@ -22,7 +22,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "shm/layout.h"
+#include "shm/segment.h"
 #include "msgbus.h"
 #include "link/wire.h"
 
