@@ -14,12 +14,17 @@
 
 #include "test_util.h"
 
-/* The issue asks for 10 ms; the bound asserted leaves room for a machine
- * shared with other jobs (the measured worst case is printed, and each
- * call over the goal). A lost wake-up would show as a full re-check
- * period of the waits, which the rig makes long (crash_bound_ms / 4). */
+/* The issue asks for 10 ms; measured, a wake-up takes 0.5-1 ms. The bound
+ * asserted, 100 ms, leaves room for a loaded 2-core machine shared with
+ * other jobs (the measured worst case is printed, and each call over the
+ * goal), yet it fails if a wait ended by anything but the shutdown: the
+ * waits' timeouts are 60 s, and their re-check period for a dead peer is
+ * crash_bound_ms / 4 = 5 s in this rig. Only a publisher waiting for room
+ * also re-checks every 10 ms (ring/inbox.c IB_ROOM_RECHECK_NS), which this
+ * bound cannot tell from a wake. Under valgrind everything runs ~50 times
+ * slower: the bound is 1 s there, still far below the 5 s re-check. */
 #define SHUTDOWN_GOAL_MS 10.0
-#define SHUTDOWN_BOUND_MS 1000.0
+#define SHUTDOWN_BOUND_MS (tu_valgrind() ? 1000.0 : 100.0)
 #define RIG_CRASH_BOUND_MS 20000
 #define SETTLE_MS 50 /* blocked threads get past their spin into a sleep */
 
@@ -160,8 +165,9 @@ static double rig_join(struct rig *r, double t0, const char *how)
 			printf("shutdown (%s): %s took %.3f ms\n", how, kind_name[k], lat);
 		ck_assert_msg(lat < SHUTDOWN_BOUND_MS, "%s took %.2f ms (%s)", kind_name[k], lat, how);
 	}
-	printf("shutdown (%s): worst wake-up %.3f ms over %d blocked calls (goal %.0f ms)\n", how,
-	       worst, K_COUNT, SHUTDOWN_GOAL_MS);
+	printf("shutdown (%s): worst wake-up %.3f ms over %d blocked calls "
+	       "(goal %.0f ms, bound %.0f ms)\n",
+	       how, worst, K_COUNT, SHUTDOWN_GOAL_MS, SHUTDOWN_BOUND_MS);
 	return worst;
 }
 
