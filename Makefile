@@ -191,12 +191,16 @@ $(B)/tests/%.o: tests/%.c $(STAMP) | deps
 	$(call msg,CC,$@)
 	$(Q)$(CC) $(CPPFLAGS) $(LIB_INC) -Iinclude $(CHECK_CFLAGS) $(CFLAGS) $(DEPFLAGS) -c -o $@ $<
 
-# --wrap=mb_now_ns: the library's clock reads go through
-# tests/test_util.c's __wrap_mb_now_ns, which counts them (check_v2).
+# --wrap: calls of these library functions from another object go through
+# tests/check_main.c's __wrap_<name>, which counts them per thread (clock
+# reads, subject checks and hashes, CPU yields, bell rings; check_v2 and
+# check_poll). One link rule serves every build (plain, SANITIZE=..., valgrind).
+TEST_WRAPS := mb_now_ns mb_subject_check mb_hash mb_yield_cpu mb_bell_ring mb_doorbell_ring
 $(TEST_BIN): $(TEST_OBJS) $(STATIC)
 	$(if $(TEST_SRCS),,$(error no tests/check_*.c to build))
 	$(call msg,LD,$@)
-	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -Wl,--wrap=mb_now_ns -o $@ $(TEST_OBJS) $(STATIC) $(CHECK_LIBS)
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) $(TEST_WRAPS:%=-Wl$(comma)--wrap=%) -o $@ $(TEST_OBJS) \
+		$(STATIC) $(CHECK_LIBS)
 
 HEADER_TU := \#include <msgbus.h>\nint main(void) { msgbus_options o = MSGBUS_OPTIONS_INIT; (void)o; return msgbus_version() == 0; }\n
 

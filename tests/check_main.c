@@ -6,6 +6,7 @@
  */
 #include <dirent.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 
 #include "test_util.h"
 
@@ -17,15 +18,58 @@ unsigned tu_next_id(void)
 	return atomic_fetch_add(&next, 1);
 }
 
-_Thread_local unsigned long tu_clock_reads;
+_Thread_local unsigned long tu_clock_reads, tu_subject_checks, tu_hashes, tu_yields,
+	tu_bell_looks, tu_doorbell_rings;
 
-/* Every mb_now_ns call of the library lands here (--wrap=mb_now_ns). */
+/* Every call of these from another object of the library (or a test) lands
+ * here: the Makefile links with --wrap=NAME for each (TEST_WRAPS). */
 uint64_t __real_mb_now_ns(void);
 uint64_t __wrap_mb_now_ns(void);
 uint64_t __wrap_mb_now_ns(void)
 {
 	tu_clock_reads++;
 	return __real_mb_now_ns();
+}
+
+int __real_mb_subject_check(const char *s, size_t *len, bool pattern, bool *wild);
+int __wrap_mb_subject_check(const char *s, size_t *len, bool pattern, bool *wild);
+int __wrap_mb_subject_check(const char *s, size_t *len, bool pattern, bool *wild)
+{
+	tu_subject_checks++;
+	return __real_mb_subject_check(s, len, pattern, wild);
+}
+
+uint64_t __real_mb_hash(const char *s, size_t len);
+uint64_t __wrap_mb_hash(const char *s, size_t len);
+uint64_t __wrap_mb_hash(const char *s, size_t len)
+{
+	tu_hashes++;
+	return __real_mb_hash(s, len);
+}
+
+void __real_mb_yield_cpu(void);
+void __wrap_mb_yield_cpu(void);
+void __wrap_mb_yield_cpu(void)
+{
+	tu_yields++;
+	__real_mb_yield_cpu();
+}
+
+struct mb_bell;
+void __real_mb_bell_ring(struct mb_bell *bell);
+void __wrap_mb_bell_ring(struct mb_bell *bell);
+void __wrap_mb_bell_ring(struct mb_bell *bell)
+{
+	tu_bell_looks++;
+	__real_mb_bell_ring(bell);
+}
+
+void __real_mb_doorbell_ring(uint64_t id);
+void __wrap_mb_doorbell_ring(uint64_t id);
+void __wrap_mb_doorbell_ring(uint64_t id)
+{
+	tu_doorbell_rings++;
+	__real_mb_doorbell_ring(id);
 }
 
 /* A test that failed in Check's fork mode ends with _exit() and skips its

@@ -363,6 +363,60 @@ START_TEST(test_no_clock_without_wait)
 }
 END_TEST
 
+/* Nothing repeated for the subject used last: publishing one subject over
+ * and over validates and hashes it once (route.c lookup keeps the last);
+ * alternating two subjects does both every time, which shows the counts
+ * work. Messages are received as they go, each in publish order. */
+static void publish_counted(msgbus_bus *bus, msgbus_sub *sub, const char *const subj[2],
+                            uint32_t n, unsigned long *checks, unsigned long *hashes)
+{
+	msgbus_msg *m = NULL;
+	unsigned long c0 = tu_subject_checks, h0 = tu_hashes;
+	for (uint32_t i = 0; i < n; i++) {
+		struct tu_seqmsg v = { 0, i };
+		TU_ASSERT_OK(msgbus_publish(bus, subj[i % 2], &v, sizeof(v), -1));
+		if (i % 100 == 99 || i == n - 1) {
+			*checks += tu_subject_checks - c0;
+			*hashes += tu_hashes - h0;
+			for (uint32_t k = i - i % 100; k <= i; k++) {
+				TU_ASSERT_OK(msgbus_recv(sub, &m, 0));
+				ck_assert_str_eq(msgbus_msg_subject(m), subj[k % 2]);
+				struct tu_seqmsg got;
+				ck_assert_int_eq(tu_get_seqmsg(m, &got), 0);
+				ck_assert_uint_eq(got.seq, k);
+				msgbus_msg_release(m);
+			}
+			c0 = tu_subject_checks;
+			h0 = tu_hashes;
+		}
+	}
+}
+
+START_TEST(test_last_subject_not_repeated)
+{
+	enum { N = 1000 };
+	static const char *const same[2] = { "e.same", "e.same" };
+	static const char *const two[2] = { "e.one", "e.two" };
+	char url[96];
+	msgbus_sub *sub = NULL;
+	unsigned long checks = 0, hashes = 0;
+
+	tu_unique_url(url, sizeof(url), tu_scheme(_i));
+	msgbus_bus *bus = tu_open(url, NULL);
+	TU_ASSERT_OK(msgbus_subscribe(bus, "e.>", 0, &sub));
+	publish_counted(bus, sub, same, N, &checks, &hashes);
+	ck_assert_msg(checks == 1 && hashes == 1,
+	              "one subject %u times: %lu checks, %lu hashes (want 1 and 1)", N, checks,
+	              hashes);
+	checks = hashes = 0;
+	publish_counted(bus, sub, two, N, &checks, &hashes);
+	ck_assert_msg(checks == N && hashes == N,
+	              "two subjects alternating %u times: %lu checks, %lu hashes (want %u)", N,
+	              checks, hashes, N);
+	close_bus(bus, url);
+}
+END_TEST
+
 /* ---- 3: total per-publisher order ------------------------------------------ */
 
 /* One thread publishing alternately on a.1 and b.2: a > subscriber sees
@@ -677,6 +731,7 @@ Suite *suite_v2(void)
 	tcase_add_loop_test(tc, test_exact_backpressure, 0, TU_NSCHEMES);
 	tcase_add_loop_test(tc, test_wakes_only_for_matches, 0, TU_NSCHEMES);
 	tcase_add_loop_test(tc, test_no_clock_without_wait, 0, TU_NSCHEMES);
+	tcase_add_loop_test(tc, test_last_subject_not_repeated, 0, TU_NSCHEMES);
 	tcase_add_loop_test(tc, test_publisher_order, 0, TU_NSCHEMES);
 	tcase_add_loop_test(tc, test_lossy_exact_drops, 0, TU_NSCHEMES);
 	tcase_add_loop_test(tc, test_inline_60k, 0, TU_NSCHEMES);

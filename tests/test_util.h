@@ -54,9 +54,13 @@ Suite *suite_poll(void);
 /* Defined in check_main.c. */
 extern pid_t tu_run_pid;    /* pid of the runner, prefix of every bus name */
 unsigned tu_next_id(void);  /* process-wide counter for unique names */
-/* The library's clock reads (mb_now_ns) by the calling thread so far: the
- * test binary is linked with --wrap=mb_now_ns (Makefile). */
-extern _Thread_local unsigned long tu_clock_reads;
+/* Calls by the calling thread so far, counted through the test binary's
+ * --wrap=NAME links (Makefile TEST_WRAPS, check_main.c): the library's clock
+ * reads (mb_now_ns), subject checks (mb_subject_check) and hashes (mb_hash),
+ * CPU yields (mb_yield_cpu), looks at a bell (mb_bell_ring) and doorbell
+ * datagrams sent (mb_doorbell_ring). */
+extern _Thread_local unsigned long tu_clock_reads, tu_subject_checks, tu_hashes, tu_yields,
+	tu_bell_looks, tu_doorbell_rings;
 
 #define TU_WAIT_MS 5000     /* bound for something that must happen */
 #define TU_CASE_TIMEOUT 60  /* seconds; tcase_set_timeout for every case */
