@@ -50,6 +50,7 @@ Suite *suite_v2(void);
 Suite *suite_introspect(void);
 Suite *suite_shutdown(void);
 Suite *suite_poll(void);
+Suite *suite_spin(void);
 
 /* Defined in check_main.c. */
 extern pid_t tu_run_pid;    /* pid of the runner, prefix of every bus name */

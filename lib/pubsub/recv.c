@@ -94,9 +94,6 @@ static void consume(msgbus_sub *sub)
 	atomic_store_explicit(&sub->cursor, sub->cons.cursor, memory_order_relaxed);
 }
 
-/* Spin rounds between two yields of the CPU while a receiver spins. */
-#define SPIN_YIELD_ROUNDS 128u
-
 /* Nothing was there: spin (yielding the CPU now and then, so spinning
  * receivers do not starve a publisher on a machine with fewer cores than
  * runnable threads), then sleep in the inbox's wait. */
@@ -113,8 +110,8 @@ static int wait_rec(msgbus_sub *sub, struct mb_inbox_msg *m, uint64_t deadline)
 			rc = MSGBUS_ECLOSED;
 			break;
 		}
-		if (spin.rounds % SPIN_YIELD_ROUNDS == 0)
-			mb_yield_cpu();
+		if (spin.rounds % MB_SPIN_YIELD_ROUNDS == 0)
+			mb_yield_cpu(); /* tests/check_spin.c shows what it buys */
 		if (spin.rounds % MB_SPIN_LINK_ROUNDS == 1) {
 			/* A handle with links reads them while it spins: a
 			 * message from a peer then wakes nobody. Pairs with the
