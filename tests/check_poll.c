@@ -124,6 +124,118 @@ START_TEST(test_poll_sub_level)
 }
 END_TEST
 
+/* Nothing is paid by anyone who never asked for a descriptor: publishing
+ * to a subscription, and calling a service, that never called
+ * msgbus_sub_fd / msgbus_service_fd looks at no bell and sends no doorbell
+ * datagram, not even when it wakes a sleeping receiver (the slow path,
+ * which looks at the bell, finds it OFF and sends nothing). Once the
+ * descriptor is asked for, the same publish or call rings it, once per
+ * arming. Counted in the publishing thread through --wrap (tu_bell_looks:
+ * mb_bell_ring, tu_doorbell_rings: mb_doorbell_ring). */
+struct sleeper {
+	msgbus_sub *sub;
+	int rc;
+};
+
+static void *sleeper_main(void *arg)
+{
+	struct sleeper *sl = arg;
+	msgbus_msg *m = NULL;
+	sl->rc = msgbus_recv(sl->sub, &m, TU_WAIT_MS);
+	if (sl->rc == MSGBUS_OK)
+		msgbus_msg_release(m);
+	return NULL;
+}
+
+static void drain_sub(msgbus_sub *sub, int n)
+{
+	msgbus_msg *m;
+	for (int i = 0; i < n; i++) {
+		TU_ASSERT_OK(msgbus_recv(sub, &m, 0));
+		msgbus_msg_release(m);
+	}
+	TU_ASSERT_RC(msgbus_recv(sub, &m, 0), MSGBUS_EAGAIN);
+}
+
+START_TEST(test_poll_nothing_paid)
+{
+	enum { N = 1000 };
+	char url[96];
+	msgbus_sub *sub;
+	msgbus_service *svc;
+	msgbus_call *call[2];
+	msgbus_req *req;
+	msgbus_msg *m;
+	int fd;
+	tu_unique_url(url, sizeof(url), tu_scheme(_i));
+	msgbus_bus *bus = tu_open(url, NULL);
+	TU_ASSERT_OK(msgbus_subscribe(bus, "np.x", 0, &sub));
+	TU_ASSERT_OK(msgbus_serve(bus, "np.svc", NULL, NULL, &svc));
+
+	/* No descriptor, nobody waiting: no bell is even looked at. */
+	unsigned long looks0 = tu_bell_looks, rings0 = tu_doorbell_rings;
+	for (int i = 0; i < N; i++)
+		TU_ASSERT_OK(msgbus_publish(bus, "np.x", &i, sizeof(i), -1));
+	TU_ASSERT_OK(msgbus_call_start(bus, "np.svc", "q", 1, TU_WAIT_MS, &call[0]));
+	ck_assert_msg(tu_bell_looks == looks0 && tu_doorbell_rings == rings0,
+	              "no descriptor: %lu bell looks, %lu doorbell datagrams",
+	              tu_bell_looks - looks0, tu_doorbell_rings - rings0);
+	drain_sub(sub, N);
+
+	/* No descriptor, a receiver asleep (or still spinning): woken
+	 * without a datagram. */
+	struct sleeper sl = { sub, -1 };
+	pthread_t th;
+	ck_assert_int_eq(pthread_create(&th, NULL, sleeper_main, &sl), 0);
+	tu_sleep_ms(50);
+	looks0 = tu_bell_looks;
+	TU_ASSERT_OK(msgbus_publish(bus, "np.x", "w", 1, -1));
+	ck_assert_int_eq(pthread_join(th, NULL), 0);
+	TU_ASSERT_OK(sl.rc);
+	ck_assert_msg(tu_doorbell_rings == rings0, "waking a sleeper sent %lu datagrams",
+	              tu_doorbell_rings - rings0);
+	printf("check_poll (%s): waking a receiver without a descriptor: %lu bell looks, "
+	       "0 datagrams\n",
+	       tu_scheme(_i), tu_bell_looks - looks0);
+
+	/* Asked for: rung by the next publish, once until a receive re-arms. */
+	TU_ASSERT_OK(msgbus_sub_fd(sub, &fd));
+	ck_assert(!readable(fd, 0));
+	rings0 = tu_doorbell_rings;
+	for (int i = 0; i < N; i++)
+		TU_ASSERT_OK(msgbus_publish(bus, "np.x", &i, sizeof(i), -1));
+	ck_assert_uint_eq(tu_doorbell_rings - rings0, 1);
+	ck_assert(readable(fd, TU_WAIT_MS));
+	drain_sub(sub, N);
+	ck_assert(!readable(fd, 0));
+	TU_ASSERT_OK(msgbus_publish(bus, "np.x", "a", 1, -1));
+	ck_assert_uint_eq(tu_doorbell_rings - rings0, 2);
+	ck_assert(readable(fd, TU_WAIT_MS));
+	drain_sub(sub, 1);
+
+	/* The same for a service: the worker asks for its descriptor after
+	 * the first call; the second call rings it. */
+	TU_ASSERT_OK(msgbus_service_fd(svc, &fd));
+	TU_ASSERT_OK(msgbus_service_recv(svc, &req, 0)); /* the first call */
+	TU_ASSERT_OK(msgbus_respond(req, "r", 1));
+	TU_ASSERT_RC(msgbus_service_recv(svc, &req, 0), MSGBUS_EAGAIN);
+	ck_assert(!readable(fd, 0));
+	rings0 = tu_doorbell_rings;
+	TU_ASSERT_OK(msgbus_call_start(bus, "np.svc", "q", 1, TU_WAIT_MS, &call[1]));
+	ck_assert_uint_eq(tu_doorbell_rings - rings0, 1);
+	ck_assert(readable(fd, TU_WAIT_MS));
+	TU_ASSERT_OK(msgbus_service_recv(svc, &req, 0));
+	TU_ASSERT_OK(msgbus_respond(req, "r", 1));
+	for (int k = 0; k < 2; k++) {
+		TU_ASSERT_OK(msgbus_call_wait(call[k], &m, TU_WAIT_MS));
+		msgbus_msg_release(m);
+	}
+	TU_ASSERT_OK(msgbus_unserve(svc));
+	TU_ASSERT_OK(msgbus_close(bus));
+	TU_ASSERT_NO_SEGMENT(url);
+}
+END_TEST
+
 /* A worker's and a call's descriptors close with their objects too: at
  * msgbus_unserve, and when the call ends (cancelled, or its outcome read). */
 START_TEST(test_poll_fds_close)
@@ -811,6 +923,7 @@ Suite *suite_poll(void)
 	TCase *tc = tu_tcase("poll", TU_CASE_TIMEOUT);
 	tcase_add_test(tc, test_poll_args);
 	tcase_add_loop_test(tc, test_poll_sub_level, 0, TU_NSCHEMES);
+	tcase_add_loop_test(tc, test_poll_nothing_paid, 0, TU_NSCHEMES);
 	tcase_add_loop_test(tc, test_poll_fds_close, 0, TU_NSCHEMES);
 	tcase_add_test(tc, test_poll_late_datagram);
 	tcase_add_test(tc, test_poll_epoll_loop);
