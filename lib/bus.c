@@ -148,17 +148,18 @@ static int open_bus(msgbus_bus **out, const struct mb_seg_ops *ops, const char *
 	                                                                   : b->cfg.max_msg_size;
 	/* Sequence numbers of a later handle on the same participant index
 	 * start above an earlier one's (links compare them, link/link_send.c:mb_link_taken). */
-	/* Process-local, before the handle is shared: seq_cst by default, pairs
-	 * with nothing (relaxed would do). */
-	atomic_store(&b->pub_seq, mb_now_ns());
+	/* Process-local, before the handle is shared. Relaxed: the handle is
+	 * published by whoever hands it to other threads. */
+	atomic_store_explicit(&b->pub_seq, mb_now_ns(), memory_order_relaxed);
 	b->spin_ns = (uint64_t)b->cfg.spin_us * 1000u;
 	/* Check a few times within the bound: detection takes at most a
 	 * quarter of it after the wait begins. */
 	b->check_ns = (uint64_t)b->cfg.crash_bound_ms * 1000000u / 4;
 	/* Correlation ids start at random-ish values, so a reply meant for a
 	 * previous owner of our participant slot cannot match our calls. */
-	/* As pub_seq above. */
-	atomic_store(&b->corr, (uint32_t)(mb_now_ns() ^ ((uint64_t)getpid() << 16)));
+	/* Relaxed, as pub_seq above. */
+	atomic_store_explicit(&b->corr, (uint32_t)(mb_now_ns() ^ ((uint64_t)getpid() << 16)),
+	                      memory_order_relaxed);
 	b->topics = calloc(b->cfg.max_subjects, sizeof(*b->topics));
 	rc = b->topics ? mb_route_init(b) : MSGBUS_ENOMEM;
 	if (!rc)

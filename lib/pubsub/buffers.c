@@ -78,10 +78,9 @@ static bool try_take(msgbus_bus *b, bool refresh, bool liveness, uint32_t *idx,
 			continue;
 		if (!atomic_compare_exchange_strong(&bc->state, &w, MB_BUF_LOANED(b->self)))
 			continue;
-		/* seq_cst by default; readers compare gen relaxed, and the
-		 * record or reply that names it is published by its own
-		 * release: pairs with nothing (relaxed would do). */
-		*gen = atomic_fetch_add(&bc->gen, 1) + 1;
+		/* Relaxed: readers compare gen relaxed, and the record or
+		 * reply that names it is published by its own release. */
+		*gen = atomic_fetch_add_explicit(&bc->gen, 1, memory_order_relaxed) + 1;
 		*idx = i;
 		atomic_store_explicit(&b->hdr->buf_next, (i + 1) % n, memory_order_relaxed);
 		return true;

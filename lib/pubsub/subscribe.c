@@ -27,9 +27,9 @@ void mb_join_topics(msgbus_bus *b, uint32_t slot, uint32_t gen, bool queue,
 {
 	for (uint32_t t = 0; t < b->cfg.max_subjects; t++) {
 		struct mb_topic *tp = mb_topic_at(b, t);
-		/* seq_cst by default; under the control lock, which every
-		 * topic_create holds: pairs with nothing (relaxed would do). */
-		if (atomic_load(&tp->state) != MB_TOPIC_READY)
+		/* Relaxed: under the control lock, which every topic_create
+		 * holds. */
+		if (atomic_load_explicit(&tp->state, memory_order_relaxed) != MB_TOPIC_READY)
 			continue;
 		uint32_t nlen = tp->name_len;
 		if (nlen > MB_SUBJECT_MAX || !mb_subject_match(pattern, plen, tp->name, nlen) ||
@@ -80,9 +80,8 @@ int mb_slot_reserve(msgbus_bus *b, const char *pattern, size_t plen, uint32_t ow
 {
 	for (uint32_t s = 0; s < b->cfg.max_subs; s++) {
 		struct mb_subslot *ss = mb_subslot_at(b, s);
-		/* seq_cst by default; only the CAS below takes the slot: pairs
-		 * with nothing (relaxed would do). */
-		uint64_t w = atomic_load(&ss->word);
+		/* Relaxed: only the CAS below takes the slot. */
+		uint64_t w = atomic_load_explicit(&ss->word, memory_order_relaxed);
 		if (MB_SUBW_STATE(w) != MB_SUB_FREE)
 			continue;
 		uint32_t gen = MB_SUBW_GEN(w) + 1;
@@ -91,14 +90,13 @@ int mb_slot_reserve(msgbus_bus *b, const char *pattern, size_t plen, uint32_t ow
 		memcpy(ss->pattern, pattern, plen);
 		ss->pattern[plen] = '\0';
 		ss->pattern_len = (uint32_t)plen;
-		/* seq_cst by default; published by the store of ACTIVE: pairs
-		 * with nothing (relaxed would do). */
+		/* Relaxed: published by the release store of ACTIVE. */
 		for (uint32_t i = 0; i < MB_MAX_PARTICIPANTS / 64; i++)
-			atomic_store(&ss->members[i], 0);
-		/* seq_cst by default: the race with other reservers (and
-		 * buffers.c:reap_dead_readers); the slot's contents are
-		 * published later by the release store of ACTIVE, so relaxed
-		 * would do. */
+			atomic_store_explicit(&ss->members[i], 0, memory_order_relaxed);
+		/* seq_cst by default: the race with other reservers' CAS here
+		 * and the one in buffers.c:reap_dead_readers, which it pairs
+		 * with; the slot's contents are published later by the
+		 * release store of ACTIVE, so relaxed would do. */
 		if (!atomic_compare_exchange_strong(&ss->word, &w,
 		                                    mb_subw(gen, owner, flags, MB_SUB_RESERVED)))
 			continue;
@@ -133,11 +131,12 @@ static int sub_create(msgbus_bus *b, const char *pattern, unsigned flags, msgbus
 	struct mb_inbox ib;
 	if (!rc) {
 		rc = inbox_prepare(b, sub->slot, &ib);
-		/* seq_cst by default; the slot was never ACTIVE: pairs with
-		 * nothing (relaxed would do). */
+		/* Relaxed: the slot was never ACTIVE, so nobody reads what we
+		 * wrote in it; a reserver's CAS takes it as any FREE slot. */
 		if (rc)
-			atomic_store(&mb_subslot_at(b, sub->slot)->word,
-			             mb_subw(sub->gen, 0, 0, MB_SUB_FREE));
+			atomic_store_explicit(&mb_subslot_at(b, sub->slot)->word,
+			                      mb_subw(sub->gen, 0, 0, MB_SUB_FREE),
+			                      memory_order_relaxed);
 	}
 	if (rc) {
 		mb_ctl_unlock(b);
@@ -147,9 +146,8 @@ static int sub_create(msgbus_bus *b, const char *pattern, unsigned flags, msgbus
 	/* No spin in the inbox's wait: recv.c spins first, yielding. */
 	mb_inbox_cons_init(&sub->cons, &ib, mb_route_owner_dead, b, 0, b->check_ns);
 	mb_inbox_cons_keep(&sub->cons, mb_mark_keep, b); /* a dead publisher's marked records */
-	/* Process-local stats word: seq_cst by default, published with sub;
-	 * pairs with nothing (relaxed would do). */
-	atomic_store(&sub->cursor, sub->cons.cursor);
+	/* Process-local stats word, published with sub. Relaxed: a hint. */
+	atomic_store_explicit(&sub->cursor, sub->cons.cursor, memory_order_relaxed);
 	/* Release: pairs with the acquire load of the word in route.c; the
 	 * inbox and pattern are written before. */
 	atomic_store_explicit(&mb_subslot_at(b, sub->slot)->word,
@@ -180,9 +178,9 @@ int msgbus_subscribe(msgbus_bus *bus, const char *pattern, unsigned flags, msgbu
 static void *cb_thread(void *arg)
 {
 	msgbus_sub *sub = arg;
-	/* Process-local: seq_cst by default; pairs with the store in
-	 * mb_sub_destroy, which then wakes us (relaxed would do: the wake
-	 * re-checks). */
+	/* Process-local: seq_cst by default; pairs with the seq_cst store in
+	 * mb_sub_destroy, which then wakes us: a wake that comes before our
+	 * next sleep is not lost, and one after it ends the sleep. */
 	while (!atomic_load(&sub->stop)) {
 		int rc = mb_sub_take(sub, mb_deadline(CB_WAIT_MS));
 		if (rc == 0) {
@@ -223,18 +221,18 @@ void mb_sub_destroy(msgbus_sub *sub)
 {
 	msgbus_bus *b = sub->bus;
 	if (sub->cb) {
-		/* seq_cst by default (relaxed would do): pairs with the load in
-		 * cb_thread; the wake follows. */
+		/* seq_cst by default: pairs with the load in cb_thread; the
+		 * wake follows. */
 		atomic_store(&sub->stop, true);
 		mb_sub_wake(sub);
 		pthread_join(sub->thread, NULL);
 	}
 	mb_sub_drain(sub);
 	struct mb_subslot *ss = mb_subslot_at(b, sub->slot);
-	/* seq_cst by default; the CAS below decides: pairs with nothing
-	 * (relaxed would do). The CAS: seq_cst, a release that orders our drain
-	 * before the slot's reuse; pairs with the CAS in mb_slot_reserve. */
-	uint64_t w = atomic_load(&ss->word);
+	/* Relaxed: the CAS below decides. The CAS: seq_cst, a release that
+	 * orders our drain before the slot's reuse; pairs with the CAS in
+	 * mb_slot_reserve. */
+	uint64_t w = atomic_load_explicit(&ss->word, memory_order_relaxed);
 	if (MB_SUBW_GEN(w) == sub->gen && MB_SUBW_STATE(w) != MB_SUB_FREE)
 		atomic_compare_exchange_strong(&ss->word, &w, mb_subw(sub->gen, 0, 0, MB_SUB_FREE));
 	mb_crash_point("unsub_freed");

@@ -20,9 +20,8 @@
 
 static int entry_alloc(msgbus_bus *b, uint32_t *entry)
 {
-	/* Process-local. seq_cst by default; only the CAS below decides, so
-	 * this load pairs with nothing (relaxed would do). */
-	uint64_t used = atomic_load(&b->calls_used);
+	/* Process-local. Relaxed: only the CAS below decides. */
+	uint64_t used = atomic_load_explicit(&b->calls_used, memory_order_relaxed);
 	while (~used) {
 		uint32_t i = (uint32_t)__builtin_ctzll(~used);
 		/* seq_cst (acquire would do): pairs with the fetch_and in
@@ -137,9 +136,8 @@ static int call_start(msgbus_bus *bus, const char *service, const void *data, si
 	}
 	call->bus = bus;
 	call->slot = slot;
-	/* Process-local counter. seq_cst by default; pairs with nothing
-	 * (relaxed would do). */
-	call->corr = atomic_fetch_add(&bus->corr, 1);
+	/* Process-local counter. Relaxed: only its uniqueness matters. */
+	call->corr = atomic_fetch_add_explicit(&bus->corr, 1, memory_order_relaxed);
 	call->deadline = mb_deadline(timeout_ms);
 	call->next_check = mb_now_ns() + bus->check_ns;
 	snprintf(call->service, sizeof(call->service), "%s", service);
@@ -190,9 +188,10 @@ static int call_start(msgbus_bus *bus, const char *service, const void *data, si
 		return 0;
 	}
 	if (rc) {
-		/* seq_cst by default: no worker saw the request (it was not
-		 * published), so this pairs with nothing (relaxed would do). */
-		atomic_store(&e->word, 0);
+		/* Relaxed: no worker saw the request (it was not published),
+		 * and call_free's fetch_and (a release) frees the entry
+		 * after it. */
+		atomic_store_explicit(&e->word, 0, memory_order_relaxed);
 		call_free(call);
 		return rc;
 	}

@@ -65,10 +65,10 @@ int mb_service_slot(msgbus_bus *b, uint32_t t, uint32_t *slot)
 
 static bool is_bridge(msgbus_bus *b, uint32_t idx)
 {
-	/* seq_cst by default; set at open, before the participant publishes
-	 * anything: pairs with nothing (relaxed would do). */
+	/* Relaxed: set at open, before the participant publishes anything. */
 	return idx < b->cfg.max_participants &&
-	       (atomic_load(&mb_part_at(b, idx)->flags) & MB_PARTF_BRIDGE);
+	       (atomic_load_explicit(&mb_part_at(b, idx)->flags, memory_order_relaxed) &
+	        MB_PARTF_BRIDGE);
 }
 
 bool mb_service_has_workers(msgbus_bus *b, uint32_t slot, bool check)
@@ -78,9 +78,8 @@ bool mb_service_has_workers(msgbus_bus *b, uint32_t slot, bool check)
 	struct mb_subslot *ss = mb_subslot_at(b, slot);
 	uint32_t n = b->cfg.max_participants;
 	for (uint32_t i = 0; i < (n + 63) / 64; i++) {
-		/* seq_cst by default; the bits are a hint checked with the
-		 * liveness test: pairs with nothing (relaxed would do). */
-		uint64_t m = atomic_load(&ss->members[i]);
+		/* Relaxed: the bits are a hint checked with the liveness test. */
+		uint64_t m = atomic_load_explicit(&ss->members[i], memory_order_relaxed);
 		while (m) {
 			uint32_t idx = i * 64 + (uint32_t)__builtin_ctzll(m);
 			m &= m - 1;
@@ -118,12 +117,11 @@ static void set_member(msgbus_bus *b, uint32_t slot, bool on)
 {
 	_Atomic uint64_t *word = &mb_subslot_at(b, slot)->members[b->self / 64];
 	uint64_t bit = 1ull << (b->self % 64);
-	/* seq_cst by default; the interest_gen bump that follows publishes the
-	 * change: pairs with nothing (relaxed would do). */
+	/* Relaxed: the interest_gen bump that follows publishes the change. */
 	if (on)
-		atomic_fetch_or(word, bit);
+		atomic_fetch_or_explicit(word, bit, memory_order_relaxed);
 	else
-		atomic_fetch_and(word, ~bit);
+		atomic_fetch_and_explicit(word, ~bit, memory_order_relaxed);
 }
 
 static void *serve_thread(void *arg);
@@ -148,9 +146,9 @@ int msgbus_serve(msgbus_bus *bus, const char *service, msgbus_serve_cb cb, void 
 	svc->bus = bus;
 	rc = mb_service_slot(bus, svc->t, &svc->slot);
 	if (rc == 0) {
-		/* seq_cst by default; under the control lock, which orders it:
-		 * pairs with nothing (relaxed would do). */
-		svc->gen = MB_SUBW_GEN(atomic_load(&mb_subslot_at(bus, svc->slot)->word));
+		/* Relaxed: under the control lock, which orders it. */
+		svc->gen = MB_SUBW_GEN(atomic_load_explicit(&mb_subslot_at(bus, svc->slot)->word,
+		                                            memory_order_relaxed));
 	} else {
 		/* First worker: the slot belongs to no participant, so a
 		 * dead worker never takes the service down with it. */
@@ -351,8 +349,10 @@ static int service_take(msgbus_service *svc, msgbus_req **req, uint64_t deadline
 				mb_yield_cpu(); /* as in recv.c and call.c */
 			continue;
 		}
-		/* Process-local stop: seq_cst by default, here no wait follows:
-		 * pairs with nothing (relaxed would do). */
+		/* Process-local stop: seq_cst by default; pairs with the store
+		 * in msgbus_unserve, which then wakes us: with the eventcount's
+		 * seq_cst read-modify-writes the two make the Dekker pair that
+		 * a wake after our prepare relies on. */
 		if (atomic_load(&svc->stop) || mb_closing(b))
 			return MSGBUS_ECLOSED;
 		uint64_t now = mb_now_ns();
@@ -390,8 +390,8 @@ int msgbus_service_recv(msgbus_service *svc, msgbus_req **req, int timeout_ms)
 static void *serve_thread(void *arg)
 {
 	msgbus_service *svc = arg;
-	/* seq_cst by default; service_take re-checks after mb_ec_prepare: pairs
-	 * with nothing (relaxed would do). */
+	/* seq_cst by default; pairs with the store in msgbus_unserve, which
+	 * then wakes us (service_take also re-checks after mb_ec_prepare). */
 	while (!atomic_load(&svc->stop)) {
 		msgbus_req *req;
 		int rc = service_take(svc, &req, UINT64_MAX);
@@ -486,16 +486,17 @@ static int respond(msgbus_req *req, const void *data, size_t len, int err)
 			rc = MSGBUS_ELIMIT; /* and the requester gets the same */
 		} else {
 			memcpy(mb_bufdata_at(b, buf), data, len);
-			/* seq_cst by default; the REPLIED CAS below publishes
-			 * the data: pairs with nothing (relaxed would do). */
-			atomic_store(&mb_bufctl_at(b, buf)->state, MB_BUF_LOANED(from));
+			/* Relaxed: the REPLIED CAS below publishes it. */
+			atomic_store_explicit(&mb_bufctl_at(b, buf)->state, MB_BUF_LOANED(from),
+			                      memory_order_relaxed);
 		}
 	}
 	call->len = (uint32_t)len;
 	call->buf = buf;
 	mb_crash_point("before_reply");
 	w = mb_callw(corr, b->self, MB_CALL_WRITING);
-	/* Release: the reply is in place before the requester sees REPLIED. */
+	/* Release: the reply is in place before the requester sees REPLIED;
+	 * pairs with the acquire load of the word in call.c:check. */
 	if (!atomic_compare_exchange_strong_explicit(&call->word, &w,
 	                                             mb_callw(corr, b->self, MB_CALL_REPLIED),
 	                                             memory_order_release, memory_order_relaxed)) {

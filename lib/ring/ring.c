@@ -67,13 +67,13 @@ void mb_ring_check_laggards(msgbus_bus *b, uint32_t t, uint64_t gate)
 {
 	for (uint32_t s = 0; s < b->cfg.max_subs; s++) {
 		struct mb_cursor *c = mb_cursor_at(b, t, s);
-		/* seq_cst by default; only an owner to ask about (mb_part_alive
-		 * re-reads): these loads pair with nothing (relaxed would do). */
-		uint64_t cg = atomic_load(&c->gen);
-		uint64_t w = atomic_load(&mb_subslot_at(b, s)->word);
+		/* Relaxed: only an owner to ask about (mb_part_alive
+		 * re-reads). */
+		uint64_t cg = atomic_load_explicit(&c->gen, memory_order_relaxed);
+		uint64_t w = atomic_load_explicit(&mb_subslot_at(b, s)->word, memory_order_relaxed);
 		if (!cg || MB_SUBW_STATE(w) == MB_SUB_FREE || MB_SUBW_GEN(w) != cg)
 			continue;
-		if (atomic_load(&c->release) <= gate)
+		if (atomic_load_explicit(&c->release, memory_order_relaxed) <= gate)
 			mb_part_alive(b, MB_SUBW_OWNER(w));
 	}
 }
@@ -150,9 +150,8 @@ int mb_ring_claim(msgbus_bus *b, uint32_t t, uint64_t deadline, uint64_t *pos)
 			continue;
 		}
 		if (seq != ((tail - n) & MB_SEQ_MASK)) {
-			/* seq_cst by default; only compared: pairs with nothing
-			 * (relaxed would do). */
-			if (atomic_load(&tp->tail) == tail)
+			/* Relaxed: only compared. */
+			if (atomic_load_explicit(&tp->tail, memory_order_relaxed) == tail)
 				return MSGBUS_EPROTO; /* stamp and tail disagree */
 			continue;
 		}
@@ -161,7 +160,8 @@ int mb_ring_claim(msgbus_bus *b, uint32_t t, uint64_t deadline, uint64_t *pos)
 			 * with no lossless reader, which would have waited. */
 			if (!mb_part_alive(b, MB_STAMP_OWNER(s))) {
 				/* seq_cst by default (release would do): as
-				 * live.c's abort of a dead writer's slot. */
+				 * live.c's abort of a dead writer's slot, it pairs
+				 * with the acquire loads of stamps by readers. */
 				atomic_compare_exchange_strong(&sl->stamp, &s,
 				        mb_stamp(seq, MB_STAMP_OWNER(s), MB_ST_ABORTED));
 				continue;
@@ -176,9 +176,10 @@ int mb_ring_claim(msgbus_bus *b, uint32_t t, uint64_t deadline, uint64_t *pos)
 			mb_nap_us(50);
 			continue;
 		}
-		/* Claiming: seq_cst by default, the race with other publishers;
-		 * acquire is what it needs (the last lap's readers are done,
-		 * via the acquire above). Then tail, as above. */
+		/* Claiming: seq_cst by default, the race with other publishers'
+		 * CAS here (it pairs with those); acquire is what it needs (the
+		 * last lap's readers are done, via the acquire above). Then
+		 * tail, as above. */
 		if (atomic_compare_exchange_strong(&sl->stamp, &s,
 		                                   mb_stamp(tail, b->self, MB_ST_CLAIMED))) {
 			*pos = tail;

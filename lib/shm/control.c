@@ -168,19 +168,20 @@ static void add_matching_cursors(msgbus_bus *b, uint32_t t, const char *s, size_
 		struct mb_cursor *c = mb_cursor_at(b, t, i);
 		/* Under the control lock, which orders every subscription's
 		 * join: the cursor words below are published by the release
-		 * store of READY in topic_create. seq_cst by default here and
-		 * for the stores: they pair with nothing (relaxed would do). */
-		uint64_t w = atomic_load(&ss->word);
+		 * store of READY in topic_create. Relaxed, here and for the
+		 * stores, for that reason. */
+		uint64_t w = atomic_load_explicit(&ss->word, memory_order_relaxed);
 		uint32_t plen = ss->pattern_len;
-		atomic_store(&c->gen, 0);
+		atomic_store_explicit(&c->gen, 0, memory_order_relaxed);
 		bool queue = MB_SUBW_FLAGS(w) & MB_SUBF_QUEUE;
 		if (MB_SUBW_STATE(w) == MB_SUB_FREE || plen > MB_SUBJECT_MAX ||
 		    mb_subject_internal(s, len) != queue ||
 		    !mb_subject_match(ss->pattern, plen, s, len))
 			continue;
-		atomic_store(&c->release, 0);
-		atomic_store(&c->gen, MB_SUBW_GEN(w));
-		atomic_fetch_or(&mb_topic_at(b, t)->cursor_mask[i / 64], 1ull << (i % 64));
+		atomic_store_explicit(&c->release, 0, memory_order_relaxed);
+		atomic_store_explicit(&c->gen, MB_SUBW_GEN(w), memory_order_relaxed);
+		atomic_fetch_or_explicit(&mb_topic_at(b, t)->cursor_mask[i / 64], 1ull << (i % 64),
+		                         memory_order_relaxed);
 	}
 }
 
@@ -208,9 +209,9 @@ static void topic_create(msgbus_bus *b, uint32_t t, const char *s, size_t len, u
 	/* Release: the name, ring and cursors are set; pairs with the acquire
 	 * loads of state in mb_topic_refresh and readers of the topic. */
 	atomic_store_explicit(&tp->state, MB_TOPIC_READY, memory_order_release);
-	/* seq_cst by default; nothing in lib/ reads topics_gen any more (v1's
-	 * subject table watchers): it pairs with nothing (relaxed would do). */
-	atomic_fetch_add(&b->hdr->topics_gen, 1);
+	/* Relaxed: nothing in lib/ reads topics_gen any more (v1's subject
+	 * table watchers). */
+	atomic_fetch_add_explicit(&b->hdr->topics_gen, 1, memory_order_relaxed);
 	mb_ec_kick(&b->hdr->any_ec); /* wildcard subscribers pick it up */
 }
 
@@ -231,9 +232,9 @@ int mb_topic_get(msgbus_bus *b, const char *s, size_t len, uint64_t hash, uint64
 	/* Start at the hash so mb_topic_find's first probe usually hits. */
 	for (uint32_t k = 0; k < b->cfg.max_subjects; k++) {
 		uint32_t t = (uint32_t)((hash + k) % b->cfg.max_subjects);
-		/* seq_cst by default; under the control lock, which orders
-		 * every state change: pairs with nothing (relaxed would do). */
-		uint32_t st = atomic_load(&mb_topic_at(b, t)->state);
+		/* Relaxed: under the control lock, which orders every state
+		 * change. */
+		uint32_t st = atomic_load_explicit(&mb_topic_at(b, t)->state, memory_order_relaxed);
 		if (st == MB_TOPIC_FREE || st == MB_TOPIC_INIT) {
 			/* A ring gets its pages when its first name is given. */
 			rc = mb_seg_back(b, b->geo.topics + t * b->geo.topic_stride,

@@ -56,10 +56,9 @@ static void release_held(msgbus_bus *b, uint32_t idx)
 {
 	for (uint32_t i = 0; i < b->cfg.large_buffers; i++) {
 		struct mb_bufctl *bc = mb_bufctl_at(b, i);
-		/* seq_cst by default; the CAS decides: pairs with nothing
-		 * (relaxed would do). The CAS: seq_cst (release would do),
-		 * pairs with the acquire in pubsub/buffers.c:try_take. */
-		uint64_t w = atomic_load(&bc->state);
+		/* Relaxed: the CAS decides. The CAS: seq_cst (release would
+		 * do), pairs with the acquire in pubsub/buffers.c:try_take. */
+		uint64_t w = atomic_load_explicit(&bc->state, memory_order_relaxed);
 		if (MB_BUF_KIND(w) == 1 && MB_BUF_OWNER(w) == idx)
 			atomic_compare_exchange_strong(&bc->state, &w, MB_BUF_FREE);
 		else if (w == MB_BUF_SHARED(idx))
@@ -77,9 +76,8 @@ static void reap(msgbus_bus *b, uint32_t idx)
 {
 	for (uint32_t s = 0; s < b->cfg.max_subs; s++) {
 		struct mb_subslot *ss = mb_subslot_at(b, s);
-		/* seq_cst by default; the CAS decides: pairs with nothing
-		 * (relaxed would do). */
-		uint64_t w = atomic_load(&ss->word);
+		/* Relaxed: the CAS decides. */
+		uint64_t w = atomic_load_explicit(&ss->word, memory_order_relaxed);
 		if (MB_SUBW_STATE(w) != MB_SUB_FREE && MB_SUBW_OWNER(w) == idx) {
 			/* Its inbox's records give their buffer references
 			 * back, and waiting publishers get room, before the
@@ -94,18 +92,18 @@ static void reap(msgbus_bus *b, uint32_t idx)
 			        mb_subw(MB_SUBW_GEN(w), 0, 0, MB_SUB_FREE));
 		}
 		/* A service slot outlives its workers: the next one reuses it.
-		 * seq_cst by default; the interest_gen bump below publishes
-		 * it: pairs with nothing (relaxed would do). */
+		 * Relaxed: the interest_gen bump below publishes it. */
 		if (MB_SUBW_FLAGS(w) & MB_SUBF_QUEUE)
-			atomic_fetch_and(&ss->members[idx / 64], ~(1ull << (idx % 64)));
+			atomic_fetch_and_explicit(&ss->members[idx / 64], ~(1ull << (idx % 64)),
+			                          memory_order_relaxed);
 	}
 	/* Its half-written records and a reserve lock it held in any inbox go
 	 * now: once its index is reused, waiters would take it for alive. */
 	for (uint32_t s = 0; s < b->cfg.max_subs; s++)
 		b->reap_hooks->inbox_owner_dead(b, s, idx); /* pubsub/reap.c */
 	/* Its calls end: a worker's reply to them finds the entry free.
-	 * seq_cst by default (release would do): a late worker's CAS in
-	 * reqrep/serve.c:respond fails on it. */
+	 * seq_cst by default (release would do): pairs with a late worker's
+	 * CAS in reqrep/serve.c:respond, which fails on it. */
 	for (uint32_t i = 0; i < MB_CALLS; i++)
 		atomic_store(&mb_call_at(b, idx, i)->word, 0);
 	/* Calls it was answering fail now: a new owner of its slot would look
@@ -113,12 +111,11 @@ static void reap(msgbus_bus *b, uint32_t idx)
 	for (uint32_t p = 0; p < b->cfg.max_participants; p++) {
 		for (uint32_t i = 0; i < MB_CALLS; i++) {
 			struct mb_call *e = mb_call_at(b, p, i);
-			/* seq_cst by default; the CAS decides: pairs with
-			 * nothing (relaxed would do). The CAS: seq_cst, the
-			 * race with the requester's CAS in
+			/* Relaxed: the CAS decides. The CAS: seq_cst, the
+			 * race with (it pairs with) the requester's CAS in
 			 * reqrep/call.c:abandon; its kick wakes the requester,
 			 * which re-reads with acquire. */
-			uint64_t w = atomic_load(&e->word);
+			uint64_t w = atomic_load_explicit(&e->word, memory_order_relaxed);
 			uint32_t st = MB_CALLW_STATE(w);
 			if ((st == MB_CALL_TAKEN || st == MB_CALL_WRITING) && MB_CALLW_WORKER(w) == idx &&
 			    atomic_compare_exchange_strong(&e->word, &w,
@@ -137,12 +134,11 @@ static void reap(msgbus_bus *b, uint32_t idx)
 			continue;
 		for (uint64_t i = 0; i < b->cfg.ring_slots; i++) {
 			struct mb_slot *sl = mb_slot_at(b, t, i);
-			/* seq_cst by default; the CASes decide: pairs with
-			 * nothing (relaxed would do). ABORTED: seq_cst (release
+			/* Relaxed: the CASes decide. ABORTED: seq_cst (release
 			 * would do), pairs with the acquire loads of stamps in
 			 * ring.c and reqrep/serve.c; COMMITTED: as
 			 * ring.c:mb_ring_commit, for the next taker. */
-			uint64_t st = atomic_load(&sl->stamp);
+			uint64_t st = atomic_load_explicit(&sl->stamp, memory_order_relaxed);
 			uint32_t state = MB_STAMP_STATE(st);
 			if (MB_STAMP_OWNER(st) != idx)
 				continue;
