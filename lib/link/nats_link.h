@@ -112,6 +112,7 @@ struct mb_nats {
 	struct nats_proxied *proxied[NATS_PROXIED_MAX];
 	uint32_t nproxied;
 	struct nats_in_call *calls; /* called, awaiting replies */
+	struct nats_in_call *starting; /* rx's, while it starts the call */
 	struct nats_in_call *queued, **queued_tail; /* to call, in order */
 	uint32_t nqueued;
 
