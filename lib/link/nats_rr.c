@@ -19,7 +19,8 @@
  */
 #include "link/conn_state.h"
 #include "link/link_log.h"
-#include "link/nats_link.h"
+#include "link/nats_rr.h"
+#include "link/nats_tx.h"
 #include "reqrep/call.h"
 #include "reqrep/serve.h"
 #include "platform/wait.h"
@@ -287,7 +288,7 @@ void mb_nats_on_request(struct mb_nats *n, const char *service, const struct mb_
 	if (room && in->reply && in->reply_len < sizeof(c->reply))
 		c = malloc(sizeof(*c) + (backlog ? in->payload_len : 0));
 	if (!c) {
-		atomic_fetch_add(&n->ls->undelivered, 1); /* the requester times out */
+		atomic_fetch_add_explicit(&n->ls->undelivered, 1, memory_order_relaxed); /* the requester times out */
 		return;
 	}
 	c->call = NULL;
@@ -306,7 +307,7 @@ void mb_nats_on_request(struct mb_nats *n, const char *service, const struct mb_
 		if (ours)
 			n->starting = NULL;
 		if (rc == 0) {
-			atomic_fetch_add(&n->ls->received, 1);
+			atomic_fetch_add_explicit(&n->ls->received, 1, memory_order_relaxed);
 			if (!ours) {
 				pthread_mutex_unlock(&n->rrlock);
 				return;
@@ -327,14 +328,14 @@ void mb_nats_on_request(struct mb_nats *n, const char *service, const struct mb_
 		pthread_mutex_unlock(&n->rrlock);
 		/* the call is gone (no worker saw it) */
 		if (rc != MSGBUS_EAGAIN && rc != MSGBUS_ELIMIT) {
-			atomic_fetch_add(&n->ls->undelivered, 1); /* as start_calls */
+			atomic_fetch_add_explicit(&n->ls->undelivered, 1, memory_order_relaxed); /* as start_calls */
 			free(c);
 			return;
 		}
 		/* no room now: the rr thread waits for it */
 		struct nats_in_call *q = realloc(c, sizeof(*c) + in->payload_len);
 		if (!q) {
-			atomic_fetch_add(&n->ls->undelivered, 1);
+			atomic_fetch_add_explicit(&n->ls->undelivered, 1, memory_order_relaxed);
 			free(c);
 			return;
 		}
@@ -348,7 +349,7 @@ void mb_nats_on_request(struct mb_nats *n, const char *service, const struct mb_
 	n->queued_tail = &c->next;
 	n->nqueued++;
 	pthread_mutex_unlock(&n->rrlock);
-	atomic_fetch_add(&n->ls->received, 1);
+	atomic_fetch_add_explicit(&n->ls->received, 1, memory_order_relaxed);
 	mb_ec_kick(&mb_part_at(n->lb, n->lb->self)->reply_ec);
 }
 
@@ -377,7 +378,7 @@ static void start_calls(struct mb_nats *n)
 		}
 		pthread_mutex_unlock(&n->rrlock);
 		if (rc) {
-			atomic_fetch_add(&n->ls->undelivered, 1);
+			atomic_fetch_add_explicit(&n->ls->undelivered, 1, memory_order_relaxed);
 			free(c);
 		}
 	}
@@ -394,7 +395,7 @@ static void send_reply(struct mb_nats *n, struct nats_in_call *c, int rc, msgbus
 		bool ok = len <= n->max_payload &&
 		          mb_nats_pub_locked(n, c->reply, NULL, msgbus_msg_data(reply), len);
 		pthread_mutex_unlock(&n->wlock);
-		atomic_fetch_add(ok ? &n->ls->sent : &n->ls->undelivered, 1);
+		atomic_fetch_add_explicit(ok ? &n->ls->sent : &n->ls->undelivered, 1, memory_order_relaxed);
 		msgbus_msg_release(reply);
 	}
 	free(c);
@@ -483,6 +484,8 @@ void *mb_nats_rr_main(void *arg)
 			fail_out(n, MSGBUS_ETIMEDOUT, true); /* frees what nobody waits for */
 			next_sweep = now + RR_NAP_MS * 1000000ull;
 		}
+		if (mb_nats_stopping(n)) /* after the prepare: see mb_nats_stopping */
+			break;
 		mb_ec_sleep(ec, v, now, now + RR_NAP_MS * 1000000ull);
 	}
 	return NULL;
