@@ -6,7 +6,8 @@
  * inline, statistics, and stopping them at close. Each connection runs in
  * conn.c; this file only decides when connections start and stop.
  */
-#include "link/nats_link.h"
+#include "link/nats_rr.h"
+#include "link/nats_tx.h"
 #include "platform/error.h"
 #include "shm/subject.h"
 #include "link/links.h"

@@ -1,13 +1,15 @@
 /*
  * nats.c - nats:// links: the URL, and the connection thread (connect
  * through the server list with backoff, handshake, read); see
- * nats_link.h. nats_tx.c writes.
+ * nats_link.h. nats_tx.c writes, nats_rr.c does request/reply.
  */
 #include "shm/subject.h"
 #include "link/conn_state.h"
 #include "link/link_log.h"
 #include "link/nats.h"
 #include "link/nats_link.h"
+#include "link/nats_rr.h"
+#include "link/nats_tx.h"
 #include "pubsub/route.h"
 #include "pubsub/recv.h"
 #include "platform/wait.h"
@@ -181,7 +183,7 @@ static int parse_url(struct mb_nats *n, const char *url)
 
 /* ---- the connection -------------------------------------------------------- */
 
-void mb_nats_logf(struct mb_nats *n, const char *what, const char *why)
+static void nats_logf(struct mb_nats *n, const char *what, const char *why)
 {
 	mb_link_logf("msgbus: link %s: %s: %s\n", n->shown, what, why);
 }
@@ -254,7 +256,7 @@ static void on_msg(struct mb_nats *n, const struct mb_nats_in *in)
 		             : mb_route_publish(n->lb, subject, in->payload, in->payload_len,
 		                                UINT32_MAX, 0, n->rx_room_until);
 	}
-	atomic_fetch_add(rc ? &n->ls->undelivered : &n->ls->received, 1);
+	atomic_fetch_add_explicit(rc ? &n->ls->undelivered : &n->ls->received, 1, memory_order_relaxed);
 }
 
 /*
@@ -304,7 +306,7 @@ static enum item_rc on_item(struct mb_nats *n, int fd, const struct mb_nats_in *
 		char text[256];
 		snprintf(text, sizeof(text), "'%.*s'", (int)(in->text_len < 200 ? in->text_len : 200),
 		         in->text);
-		mb_nats_logf(n, "-ERR from the server", text);
+		nats_logf(n, "-ERR from the server", text);
 		return ITEM_ERR;
 	}
 	case MB_NATS_MSG:
@@ -328,8 +330,8 @@ static bool rx_items(struct mb_nats *n, int fd, struct rx *r, unsigned *seen)
 		if (took == MB_NATS_MORE)
 			return true;
 		if (took == MB_NATS_BAD) {
-			mb_nats_logf(n, "closing on bad input", why);
-			atomic_fetch_add(&n->ls->bad_frames, 1);
+			nats_logf(n, "closing on bad input", why);
+			atomic_fetch_add_explicit(&n->ls->bad_frames, 1, memory_order_relaxed);
 			return false;
 		}
 		r->off += (size_t)took;
@@ -354,15 +356,15 @@ static bool read_info(struct mb_nats *n, int fd, struct rx *r)
 		if (took == MB_NATS_MORE)
 			continue;
 		if (took == MB_NATS_BAD || in.op != MB_NATS_INFO) {
-			mb_nats_logf(n, "closing: the server's first line is not INFO",
+			nats_logf(n, "closing: the server's first line is not INFO",
 			             took == MB_NATS_BAD ? why : "another operation");
-			atomic_fetch_add(&n->ls->bad_frames, 1);
+			atomic_fetch_add_explicit(&n->ls->bad_frames, 1, memory_order_relaxed);
 			return false;
 		}
 		r->off = (size_t)took;
 		/* echo:false needs proto 1, no_responders needs headers (2.2) */
 		if (info.proto < 1 || !info.headers) {
-			mb_nats_logf(n, "closing: the server is too old",
+			nats_logf(n, "closing: the server is too old",
 			             "NATS protocol 1 with headers (nats-server 2.2 or later) needed");
 			return false;
 		}
@@ -406,7 +408,7 @@ static bool handshake(struct mb_nats *n, int fd, struct rx *r)
 		if (!rx_read(n, fd, r))
 			return false;
 	}
-	mb_nats_logf(n, "closing", "no PONG to CONNECT in time");
+	nats_logf(n, "closing", "no PONG to CONNECT in time");
 	return false;
 }
 
@@ -422,10 +424,13 @@ static void set_up(struct mb_nats *n, int fd, uint64_t max_payload, bool up)
 	else
 		mb_nats_tx_abandon_locked(n); /* what was not written is lost */
 	pthread_mutex_unlock(&n->wlock);
+	/* Release: pairs with the acquire in links.c:msgbus_link_stats_get,
+	 * so a user who sees the link counted up or down finds n->up (and
+	 * the reply inbox's SUB) as it says. */
 	if (up)
-		atomic_fetch_add(&n->ls->up, 1);
+		atomic_fetch_add_explicit(&n->ls->up, 1, memory_order_release);
 	else
-		atomic_fetch_sub(&n->ls->up, 1);
+		atomic_fetch_sub_explicit(&n->ls->up, 1, memory_order_release);
 }
 
 /*
@@ -439,7 +444,7 @@ static bool lame_duck(struct mb_nats *n, const struct nats_server *srv)
 	bool other = false;
 	for (uint32_t i = 0; i < n->nsrv && !other; i++)
 		other = strcmp(n->srv[i].host, srv->host) || strcmp(n->srv[i].port, srv->port);
-	mb_nats_logf(n, other ? "the server is in lame-duck mode: moving to another"
+	nats_logf(n, other ? "the server is in lame-duck mode: moving to another"
 	                      : "the server is in lame-duck mode, and no other is known",
 	             srv->host);
 	if (other)
@@ -467,7 +472,7 @@ static void run_up(struct mb_nats *n, int fd, struct rx *r, const struct nats_se
 			return;
 		uint64_t now = mb_now_ns(), idle = now - r->last_rx_ns;
 		if (idle > NATS_DEAD_AFTER_MS * 1000000ull) {
-			mb_nats_logf(n, "closing", "the server sent nothing for 6 s");
+			nats_logf(n, "closing", "the server sent nothing for 6 s");
 			return;
 		}
 		if (idle > IDLE_PING_MS * 1000000ull && !r->ping_sent_ns) {
@@ -498,7 +503,7 @@ static bool run_connection(struct mb_nats *n, const struct nats_server *srv, boo
 	if (!closing && r.buf && read_info(n, fd, &r) && handshake(n, fd, &r)) {
 		was_up = true;
 		if (again)
-			atomic_fetch_add(&n->ls->reconnects, 1);
+			atomic_fetch_add_explicit(&n->ls->reconnects, 1, memory_order_relaxed);
 		set_up(n, fd, r.max_payload, true);
 		run_up(n, fd, &r, srv);
 		set_up(n, fd, 0, false);
@@ -556,7 +561,7 @@ static void nats_free(struct mb_nats *n)
 {
 	mb_nats_rr_end(n); /* before the handle its workers use */
 	if (n->held) {
-		atomic_fetch_add(&n->ls->undelivered, 1);
+		atomic_fetch_add_explicit(&n->ls->undelivered, 1, memory_order_relaxed);
 		msgbus_msg_release(n->held);
 	}
 	if (n->follow)
@@ -581,7 +586,9 @@ static int nats_open(struct mb_nats *n)
 		n->lb = NULL;
 		return rc;
 	}
-	atomic_fetch_or(&mb_part_at(n->lb, n->lb->self)->flags, MB_PARTF_BRIDGE);
+	/* Relaxed: see conn_state.h:mb_link_is_bridge(). */
+	atomic_fetch_or_explicit(&mb_part_at(n->lb, n->lb->self)->flags, MB_PARTF_BRIDGE,
+	                         memory_order_relaxed);
 	n->lb->spin_ns = 0; /* link threads sleep at once */
 	rc = msgbus_subscribe(n->lb, ">", n->lossless ? 0 : MSGBUS_SUB_LOSSY, &n->follow);
 	if (rc)
@@ -594,13 +601,18 @@ static int start_threads(struct mb_nats *n)
 {
 	if (pthread_create(&n->tx, NULL, mb_nats_tx_main, n))
 		return MSGBUS_ENOMEM;
+	/* The stores of stop below are seq_cst: see mb_nats_stop. The
+	 * threads have nothing to sleep on yet but their naps' ends. */
 	if (pthread_create(&n->rr, NULL, mb_nats_rr_main, n) == 0) {
 		if (pthread_create(&n->rx, NULL, rx_main, n) == 0)
 			return 0;
 		atomic_store(&n->stop, true);
+		mb_ec_kick(&mb_part_at(n->lb, n->lb->self)->reply_ec);
 		pthread_join(n->rr, NULL);
 	}
 	atomic_store(&n->stop, true);
+	mb_ec_kick(&n->tx_ec);
+	mb_ec_kick(mb_sub_wait_word(n->follow));
 	pthread_join(n->tx, NULL);
 	return MSGBUS_ENOMEM;
 }
@@ -637,6 +649,9 @@ void mb_nats_stop(struct mb_links *ls)
 	ls->nats = NULL;
 	pthread_mutex_unlock(&ls->lock);
 	for (struct mb_nats *n = list; n; n = n->next) {
+		/* seq_cst: the Dekker pair with the loads of stop after
+		 * mb_ec_prepare in the tx and rr threads (mb_nats_stopping):
+		 * the kicks below follow it. */
 		atomic_store(&n->stop, true);
 		pthread_mutex_lock(&n->wlock);
 		if (n->conn_fd >= 0)

@@ -1,7 +1,9 @@
 /*
- * nats_link.h - one nats:// link, private to nats.c (the URL, the
- * connection thread: connect, handshake, read) and nats_tx.c (the tx
- * thread: local interest as SUB/UNSUB, local messages as PUB).
+ * nats_link.h - one nats:// link: its state and limits, shared by nats.c
+ * (the URL, the connection thread: connect, handshake, read), nats_tx.c
+ * (the tx thread: local interest as SUB/UNSUB, local messages as PUB) and
+ * nats_rr.c (request/reply). Types only: each file's functions are in its
+ * own header (nats.h, nats_tx.h, nats_rr.h).
  *
  * The link opens its own handle on the bus, marked as a bridge like the
  * tcp:// links' (conn_state.h): what it publishes from NATS is never sent
@@ -112,6 +114,7 @@ struct mb_nats {
 	struct nats_proxied *proxied[NATS_PROXIED_MAX];
 	uint32_t nproxied;
 	struct nats_in_call *calls; /* called, awaiting replies */
+	struct nats_in_call *starting; /* rx's, while it starts the call */
 	struct nats_in_call *queued, **queued_tail; /* to call, in order */
 	uint32_t nqueued;
 
@@ -127,8 +130,10 @@ struct mb_nats {
 	msgbus_msg *held;
 	uint64_t last_write_ns;
 	bool lossless; /* ?lossless=1: follow holds local publishers back */
-	/* Inline senders signal tx_ec when they leave work for tx, and count
-	 * their passes so a napping tx knows the stream goes on. */
+	/* Inline senders signal tx_ec when they leave work for tx (its
+	 * ordering is the eventcount's, platform/wait.h), and count their
+	 * passes so a napping tx knows the stream goes on (relaxed: a hint;
+	 * what they left is read under wlock). */
 	_Atomic uint32_t tx_ec;
 	_Atomic uint64_t inline_passes;
 
@@ -143,56 +148,11 @@ struct mb_nats {
 
 static inline bool mb_nats_stopping(struct mb_nats *n)
 {
-	return atomic_load(&n->stop) || atomic_load(&n->ls->closing);
+	/* stop: seq_cst, the Dekker pair with the store in nats.c:
+	 * mb_nats_stop, which then kicks the words the threads sleep on.
+	 * closing: relaxed, as links.c stores it; stop follows it. */
+	return atomic_load(&n->stop) ||
+	       atomic_load_explicit(&n->ls->closing, memory_order_relaxed);
 }
-
-/* nats_tx.c */
-void *mb_nats_tx_main(void *arg);
-/* Write under wlock on the current connection, after what txbuf holds;
- * false: it is down (the connection is shut down so rx sees it). Caller
- * holds wlock. */
-bool mb_nats_write_locked(struct mb_nats *n, const void *a, size_t alen, const void *b,
-                          size_t blen);
-/* The connection is gone: what txbuf still holds is undelivered. Caller
- * holds wlock. */
-void mb_nats_tx_abandon_locked(struct mb_nats *n);
-/* A request or a reply: PUB subject [reply] with data, after what txbuf
- * holds, written now (one write when small); false: the link is down, or
- * the line does not fit. Caller holds wlock. */
-bool mb_nats_pub_locked(struct mb_nats *n, const char *subject, const char *reply,
-                        const void *data, size_t len);
-/* Write what txbuf holds, blocking. */
-void mb_nats_flush(struct mb_nats *n);
-/* After a publish on the linking handle (the published link hook, via
- * tcp.c:mb_links_published): its links send inline; never waits. Caller
- * holds ls->lock. */
-void mb_nats_published(struct mb_links *ls);
-void mb_nats_logf(struct mb_nats *n, const char *what, const char *why);
-/* The service name the SUB sid stands for, copied to name; false: sid is
- * not a service's. Caller holds wlock. */
-bool mb_nats_sid_service_locked(struct mb_nats *n, uint64_t sid, char *name, size_t cap);
-
-/* nats_rr.c */
-void mb_nats_rr_init(struct mb_nats *n);
-void *mb_nats_rr_main(void *arg);
-/* A MSG to our inbox: the reply (or 503) to a forwarded request. */
-void mb_nats_on_reply(struct mb_nats *n, const struct mb_nats_in *in);
-/* A MSG for a local service: call a local worker, reply later. */
-void mb_nats_on_request(struct mb_nats *n, const char *service, const struct mb_nats_in *in);
-/* Whether a request sent to NATS awaits its reply. */
-bool mb_nats_requests_out(struct mb_nats *n);
-/* The connection dropped: requests in flight fail with err. */
-void mb_nats_fail_pending(struct mb_nats *n, int err);
-/* At the end: stop serving, fail and cancel what is left. */
-void mb_nats_rr_end(struct mb_nats *n);
-/* The call_direct and replied link hooks, for the nats:// links of ls
- * (links.c calls them under ls->lock, after the tcp:// links). */
-struct mb_req_hdr;
-int mb_nats_call_direct(struct mb_links *ls, const char *service, const struct mb_req_hdr *hdr,
-                        const void *data, size_t len);
-bool mb_nats_replied(struct mb_links *ls, uint32_t to, uint32_t entry);
-/* The no_worker link hook of a handle (links.c installs it): true if one of
- * bus's nats:// links serves service now. */
-bool mb_nats_no_worker(msgbus_bus *bus, const char *service);
 
 #endif

@@ -19,7 +19,8 @@
  */
 #include "link/conn_state.h"
 #include "link/link_log.h"
-#include "link/nats_link.h"
+#include "link/nats_rr.h"
+#include "link/nats_tx.h"
 #include "reqrep/call.h"
 #include "reqrep/serve.h"
 #include "platform/wait.h"
@@ -251,13 +252,30 @@ void mb_nats_fail_pending(struct mb_nats *n, int err)
 
 /* ---- in: requests from NATS to local workers --------------------------------- */
 
+/* mb_call_start_nowait's listed: rx's call is `starting` from before its
+ * request can reach a worker, so the worker's replied hook finds it. */
+struct starting {
+	struct mb_nats *n;
+	struct nats_in_call *c;
+};
+
+static void starting_listed(msgbus_call *call, void *arg)
+{
+	struct starting *st = arg;
+	pthread_mutex_lock(&st->n->rrlock);
+	st->c->call = call;
+	st->n->starting = st->c;
+	pthread_mutex_unlock(&st->n->rrlock);
+}
+
 /*
  * A request from NATS for a local service. rx calls the local worker itself
  * when the service's ring has room now and nothing waits before it, so the
  * worker is reached without waking the rr thread; otherwise (a full ring
  * must not stall the socket) it queues the request for the rr thread,
  * which may wait for room. The reply goes out from the worker's thread
- * (mb_nats_replied) or, if the call is not listed yet, the rr thread's.
+ * (mb_nats_replied finds the call as `starting` or in calls), or the rr
+ * thread's when the worker's hook could not look.
  */
 void mb_nats_on_request(struct mb_nats *n, const char *service, const struct mb_nats_in *in)
 {
@@ -270,7 +288,7 @@ void mb_nats_on_request(struct mb_nats *n, const char *service, const struct mb_
 	if (room && in->reply && in->reply_len < sizeof(c->reply))
 		c = malloc(sizeof(*c) + (backlog ? in->payload_len : 0));
 	if (!c) {
-		atomic_fetch_add(&n->ls->undelivered, 1); /* the requester times out */
+		atomic_fetch_add_explicit(&n->ls->undelivered, 1, memory_order_relaxed); /* the requester times out */
 		return;
 	}
 	c->call = NULL;
@@ -280,17 +298,25 @@ void mb_nats_on_request(struct mb_nats *n, const char *service, const struct mb_
 	c->len = in->payload_len;
 	c->next = NULL;
 	if (!backlog) {
+		struct starting st = { n, c };
+		msgbus_call *call; /* not c->call: c may be freed once listed */
 		int rc = mb_call_start_nowait(n->lb, service, in->payload, in->payload_len,
-		                              NATS_REMOTE_REQ_MS, &c->call);
+		                              NATS_REMOTE_REQ_MS, &call, starting_listed, &st);
+		pthread_mutex_lock(&n->rrlock);
+		bool ours = n->starting == c; /* else a worker took it, and its reply */
+		if (ours)
+			n->starting = NULL;
 		if (rc == 0) {
-			atomic_fetch_add(&n->ls->received, 1);
-			/* A worker that answered before the call was listed
-			 * found nothing to send (mb_nats_replied) and woke the
-			 * rr thread, which may have looked before it was listed
-			 * too: wake it again. The worker wrote the state before
-			 * its look under rrlock; this load is under rrlock too,
+			atomic_fetch_add_explicit(&n->ls->received, 1, memory_order_relaxed);
+			if (!ours) {
+				pthread_mutex_unlock(&n->rrlock);
+				return;
+			}
+			/* A worker whose replied hook could not look (the
+			 * link list busy) woke the rr thread, which cannot
+			 * see `starting`: wake it again. The worker wrote the
+			 * state before its wake; this load is under rrlock,
 			 * while c is listed (once unlocked, c may be gone). */
-			pthread_mutex_lock(&n->rrlock);
 			c->next = n->calls;
 			n->calls = c;
 			bool answered = mb_call_answered(c->call);
@@ -299,15 +325,17 @@ void mb_nats_on_request(struct mb_nats *n, const char *service, const struct mb_
 				mb_ec_signal(&mb_part_at(n->lb, n->lb->self)->reply_ec);
 			return;
 		}
+		pthread_mutex_unlock(&n->rrlock);
+		/* the call is gone (no worker saw it) */
 		if (rc != MSGBUS_EAGAIN && rc != MSGBUS_ELIMIT) {
-			atomic_fetch_add(&n->ls->undelivered, 1); /* as start_calls */
+			atomic_fetch_add_explicit(&n->ls->undelivered, 1, memory_order_relaxed); /* as start_calls */
 			free(c);
 			return;
 		}
 		/* no room now: the rr thread waits for it */
 		struct nats_in_call *q = realloc(c, sizeof(*c) + in->payload_len);
 		if (!q) {
-			atomic_fetch_add(&n->ls->undelivered, 1);
+			atomic_fetch_add_explicit(&n->ls->undelivered, 1, memory_order_relaxed);
 			free(c);
 			return;
 		}
@@ -321,7 +349,7 @@ void mb_nats_on_request(struct mb_nats *n, const char *service, const struct mb_
 	n->queued_tail = &c->next;
 	n->nqueued++;
 	pthread_mutex_unlock(&n->rrlock);
-	atomic_fetch_add(&n->ls->received, 1);
+	atomic_fetch_add_explicit(&n->ls->received, 1, memory_order_relaxed);
 	mb_ec_kick(&mb_part_at(n->lb, n->lb->self)->reply_ec);
 }
 
@@ -350,7 +378,7 @@ static void start_calls(struct mb_nats *n)
 		}
 		pthread_mutex_unlock(&n->rrlock);
 		if (rc) {
-			atomic_fetch_add(&n->ls->undelivered, 1);
+			atomic_fetch_add_explicit(&n->ls->undelivered, 1, memory_order_relaxed);
 			free(c);
 		}
 	}
@@ -367,7 +395,7 @@ static void send_reply(struct mb_nats *n, struct nats_in_call *c, int rc, msgbus
 		bool ok = len <= n->max_payload &&
 		          mb_nats_pub_locked(n, c->reply, NULL, msgbus_msg_data(reply), len);
 		pthread_mutex_unlock(&n->wlock);
-		atomic_fetch_add(ok ? &n->ls->sent : &n->ls->undelivered, 1);
+		atomic_fetch_add_explicit(ok ? &n->ls->sent : &n->ls->undelivered, 1, memory_order_relaxed);
 		msgbus_msg_release(reply);
 	}
 	free(c);
@@ -400,9 +428,10 @@ static void poll_calls(struct mb_nats *n)
  * The replied link hook (links.c), for the nats:// links of ls: a local
  * worker has just answered call entry `entry` of participant `to`. If that
  * is a call a link made for a request from NATS, take the reply and PUB
- * it from the worker's thread, so the rr thread need not be woken. false:
- * not one of ours, or not listed yet (the rr thread lists a call after
- * starting it, and takes it when signalled). Caller holds ls->lock.
+ * it from the worker's thread, so the rr thread need not be woken. rx
+ * lists its call as `starting` before the request can reach a worker, the
+ * rr thread lists its own once started (and takes it when signalled).
+ * false: not one of ours, or not listed yet. Caller holds ls->lock.
  */
 bool mb_nats_replied(struct mb_links *ls, uint32_t to, uint32_t entry)
 {
@@ -411,7 +440,11 @@ bool mb_nats_replied(struct mb_links *ls, uint32_t to, uint32_t entry)
 			continue;
 		struct nats_in_call *c = NULL;
 		pthread_mutex_lock(&n->rrlock);
-		for (struct nats_in_call **pp = &n->calls; *pp; pp = &(*pp)->next) {
+		if (n->starting && mb_call_entry(n->starting->call) == entry) {
+			c = n->starting; /* rx has not listed it in calls yet */
+			n->starting = NULL;
+		}
+		for (struct nats_in_call **pp = &n->calls; !c && *pp; pp = &(*pp)->next) {
 			if (mb_call_entry((*pp)->call) == entry) {
 				c = *pp;
 				*pp = c->next;
@@ -451,6 +484,8 @@ void *mb_nats_rr_main(void *arg)
 			fail_out(n, MSGBUS_ETIMEDOUT, true); /* frees what nobody waits for */
 			next_sweep = now + RR_NAP_MS * 1000000ull;
 		}
+		if (mb_nats_stopping(n)) /* after the prepare: see mb_nats_stopping */
+			break;
 		mb_ec_sleep(ec, v, now, now + RR_NAP_MS * 1000000ull);
 	}
 	return NULL;

@@ -7,7 +7,7 @@
 #include "link/conn_state.h"
 #include "link/link_log.h"
 #include "link/link_send.h"
-#include "link/nats_link.h"
+#include "link/nats_tx.h"
 #include "pubsub/recv.h"
 #include "ring/ring.h"
 #include "platform/wait.h"
@@ -54,8 +54,8 @@ void mb_nats_tx_abandon_locked(struct mb_nats *n)
 {
 	uint32_t k = unwritten_pubs(n);
 	if (k) {
-		atomic_fetch_sub(&n->ls->sent, k);
-		atomic_fetch_add(&n->ls->undelivered, k);
+		atomic_fetch_sub_explicit(&n->ls->sent, k, memory_order_relaxed);
+		atomic_fetch_add_explicit(&n->ls->undelivered, k, memory_order_relaxed);
 	}
 	n->txlen = n->txoff = 0;
 }
@@ -272,7 +272,7 @@ static bool queue_locked(struct mb_nats *n, msgbus_msg *m, bool nowait)
 		size_t hl = mb_nats_pub(head, sizeof(head), m->subject, NULL, m->len);
 		size_t need = hl + m->len + 2;
 		if (!n->up || !hl || m->len > n->max_payload) {
-			atomic_fetch_add(&n->ls->undelivered, 1);
+			atomic_fetch_add_explicit(&n->ls->undelivered, 1, memory_order_relaxed);
 		} else if (n->txlen + need > NATS_TXBUF &&
 		           (nowait ? (flush_nowait_locked(n), n->txlen + need > NATS_TXBUF)
 		                   : !flush_locked(n))) {
@@ -280,14 +280,14 @@ static bool queue_locked(struct mb_nats *n, msgbus_msg *m, bool nowait)
 				n->held = m;
 				return false;
 			}
-			atomic_fetch_add(&n->ls->undelivered, 1); /* lost with the link */
+			atomic_fetch_add_explicit(&n->ls->undelivered, 1, memory_order_relaxed); /* lost with the link */
 		} else if (need > NATS_TXBUF) {
 			/* larger than the buffer (empty now): straight from the bus */
-			atomic_fetch_add(&n->ls->sent, 1);
+			atomic_fetch_add_explicit(&n->ls->sent, 1, memory_order_relaxed);
 			if (!mb_nats_write_locked(n, head, hl, m->data, m->len) ||
 			    !mb_nats_write_locked(n, "\r\n", 2, NULL, 0)) {
-				atomic_fetch_sub(&n->ls->sent, 1);
-				atomic_fetch_add(&n->ls->undelivered, 1);
+				atomic_fetch_sub_explicit(&n->ls->sent, 1, memory_order_relaxed);
+				atomic_fetch_add_explicit(&n->ls->undelivered, 1, memory_order_relaxed);
 			}
 		} else {
 			char *p = n->txbuf + n->txlen;
@@ -297,7 +297,7 @@ static bool queue_locked(struct mb_nats *n, msgbus_msg *m, bool nowait)
 			p[hl + m->len] = '\r';
 			p[hl + m->len + 1] = '\n';
 			n->txlen += need;
-			atomic_fetch_add(&n->ls->sent, 1);
+			atomic_fetch_add_explicit(&n->ls->sent, 1, memory_order_relaxed);
 		}
 	}
 	msgbus_msg_release(m);
@@ -386,15 +386,18 @@ void *mb_nats_tx_main(void *arg)
 			synced = false;
 		}
 		pthread_mutex_unlock(&n->wlock);
-		/* Read before the table: a change after it is seen next time. */
-		uint32_t gen = atomic_load(&n->lb->hdr->interest_gen);
+		/* Read before the table: a change after it is seen next time.
+		 * Acquire: pairs with the release increments that follow each
+		 * change of the tables (pubsub/subscribe.c, reqrep/serve.c,
+		 * shm/live.c). */
+		uint32_t gen = atomic_load_explicit(&n->lb->hdr->interest_gen, memory_order_acquire);
 		if (up && (!synced || gen != gen_seen)) {
 			synced = sync_interest(n, epoch);
 			gen_seen = gen;
 		}
 		msgbus_sub_stats st;
 		if (msgbus_sub_stats_get(n->follow, &st) == 0 && st.dropped != dropped_seen) {
-			atomic_fetch_add(&n->ls->undelivered, st.dropped - dropped_seen);
+			atomic_fetch_add_explicit(&n->ls->undelivered, st.dropped - dropped_seen, memory_order_relaxed);
 			dropped_seen = st.dropped;
 		}
 		if (!napping && tx_pass(n, false, &owner)) {
@@ -421,7 +424,9 @@ void *mb_nats_tx_main(void *arg)
 		if (mb_nats_stopping(n))
 			break;
 		mb_ec_sleep(ec, v, now, until);
-		woken = !napping && atomic_load(ec) != v; /* not a timeout */
+		/* Relaxed: only whether the sleep was a timeout (a hint for
+		 * napping); the next pass reads under wlock. */
+		woken = !napping && atomic_load_explicit(ec, memory_order_relaxed) != v;
 	}
 	return NULL;
 }

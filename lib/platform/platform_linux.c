@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <sched.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/futex.h>
@@ -352,8 +353,11 @@ int mb_sock_write2(int fd, const void *a, size_t alen, const void *b, size_t ble
 	struct iovec iov[2] = { { (void *)a, alen }, { (void *)b, blen } };
 	struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 2 };
 	size_t accepted = 0;
-	long long took = peer_took(fd, 0);
-	uint64_t progress_ns = mb_now_ns();
+	/* The peer's progress is first looked at when a write comes back
+	 * short: a write that goes at once costs one system call. */
+	long long took = 0;
+	uint64_t progress_ns = 0;
+	bool looked = false;
 	while (iov[0].iov_len + iov[1].iov_len) {
 		ssize_t n = sendmsg(fd, &mh, MSG_NOSIGNAL);
 		if (n < 0 && errno != EINTR && (errno != EWOULDBLOCK || stall_ms <= 0))
@@ -372,7 +376,8 @@ int mb_sock_write2(int fd, const void *a, size_t alen, const void *b, size_t ble
 		 * anything lately? Room in our own send buffer is no sign. */
 		long long now_took = peer_took(fd, accepted);
 		uint64_t now = mb_now_ns();
-		if (now_took != took || (now_took < 0 && n > 0)) {
+		if (!looked || now_took != took || (now_took < 0 && n > 0)) {
+			looked = true;
 			took = now_took;
 			progress_ns = now;
 		} else if (now - progress_ns >= (uint64_t)stall_ms * 1000000u) {

@@ -100,12 +100,14 @@ int mb_call_start_listed(msgbus_bus *bus, const char *service, const void *data,
 }
 
 int mb_call_start_nowait(msgbus_bus *bus, const char *service, const void *data, size_t len,
-                         int timeout_ms, msgbus_call **out)
+                         int timeout_ms, msgbus_call **out,
+                         void (*listed)(msgbus_call *call, void *arg), void *arg)
 {
-	return call_start(bus, service, data, len, timeout_ms, out, NULL, NULL, true);
+	return call_start(bus, service, data, len, timeout_ms, out, listed, arg, true);
 }
 
-/* nowait: queue the request only if the service's ring has room now. */
+/* nowait: queue the request only if the service's ring has room now; if
+ * not, the call is freed and the error returned, listed or not. */
 static int call_start(msgbus_bus *bus, const char *service, const void *data, size_t len,
                       int timeout_ms, msgbus_call **out,
                       void (*listed)(msgbus_call *call, void *arg), void *arg, bool nowait)
@@ -171,7 +173,7 @@ static int call_start(msgbus_bus *bus, const char *service, const void *data, si
 	if (rc == MSGBUS_ENOENT)
 		rc = mb_publish_parts(bus, t, &hdr, sizeof(hdr), data, len,
 		                      nowait ? MB_NO_WAIT : deadline);
-	if (rc && listed) {
+	if (rc && listed && !nowait) {
 		/* The caller holds the call already: its result is rc, written
 		 * as a worker writes a reply (serve.c:respond), unless the
 		 * caller gave the call up meanwhile. */
@@ -190,7 +192,8 @@ static int call_start(msgbus_bus *bus, const char *service, const void *data, si
 	if (rc) {
 		/* Relaxed: no worker saw the request (it was not published),
 		 * and call_free's fetch_and (a release) frees the entry
-		 * after it. */
+		 * after it. A nowait caller that listed the call forgets it
+		 * on rc. */
 		atomic_store_explicit(&e->word, 0, memory_order_relaxed);
 		call_free(call);
 		return rc;

@@ -26,9 +26,13 @@ int mb_call_start_listed(msgbus_bus *bus, const char *service, const void *data,
                          int timeout_ms, msgbus_call **out,
                          void (*listed)(msgbus_call *call, void *arg), void *arg);
 /* msgbus_call_start that never waits for room on the service's ring:
- * MSGBUS_EAGAIN when it has none (nothing started). */
+ * MSGBUS_EAGAIN when it has none (nothing started). listed (may be NULL)
+ * is told about the call before the request can reach a worker, as with
+ * mb_call_start_listed; but on any error the call is gone when this
+ * returns (no worker saw it), and the caller must forget it. */
 int mb_call_start_nowait(msgbus_bus *bus, const char *service, const void *data, size_t len,
-                         int timeout_ms, msgbus_call **out);
+                         int timeout_ms, msgbus_call **out,
+                         void (*listed)(msgbus_call *call, void *arg), void *arg);
 /* The call entry a call uses. */
 uint32_t mb_call_entry(const struct msgbus_call *call);
 /* Whether the call's reply (or a worker's death) is in its entry, without
