@@ -20,6 +20,50 @@ void mb_conns_count(struct mb_links *ls, uint32_t *subs, uint32_t *svcs)
 	pthread_mutex_unlock(&ls->lock);
 }
 
+void mb_conn_rec_count(struct mb_links *ls, const struct mb_link_rec *rec, uint32_t *subs,
+                       uint32_t *svcs)
+{
+	*subs = *svcs = 0;
+	for (struct mb_conn_ref *cr = ls->conns; cr; cr = cr->next) {
+		if (cr->conn->rec != rec)
+			continue;
+		pthread_mutex_lock(&cr->conn->lock);
+		*subs = cr->conn->rsubs.n;
+		*svcs = cr->conn->nrsvcs;
+		pthread_mutex_unlock(&cr->conn->lock);
+		return;
+	}
+}
+
+void mb_link_rec_set(struct mb_links *ls, struct mb_link_rec *r, uint32_t state,
+                     const char *peer)
+{
+	pthread_mutex_lock(&ls->lock);
+	r->state = state;
+	if (peer)
+		snprintf(r->peer, sizeof(r->peer), "%s", peer);
+	pthread_mutex_unlock(&ls->lock);
+}
+
+void mb_link_ctr_add(struct mb_link_ctr *sum, struct mb_link_ctr *c)
+{
+	/* Relaxed: statistics. */
+	atomic_fetch_add_explicit(&sum->sent, atomic_load_explicit(&c->sent, memory_order_relaxed),
+	                          memory_order_relaxed);
+	atomic_fetch_add_explicit(&sum->received,
+	                          atomic_load_explicit(&c->received, memory_order_relaxed),
+	                          memory_order_relaxed);
+	atomic_fetch_add_explicit(&sum->undelivered,
+	                          atomic_load_explicit(&c->undelivered, memory_order_relaxed),
+	                          memory_order_relaxed);
+	atomic_fetch_add_explicit(&sum->reconnects,
+	                          atomic_load_explicit(&c->reconnects, memory_order_relaxed),
+	                          memory_order_relaxed);
+	atomic_fetch_add_explicit(&sum->bad_frames,
+	                          atomic_load_explicit(&c->bad_frames, memory_order_relaxed),
+	                          memory_order_relaxed);
+}
+
 void mb_conn_register(struct mb_links *ls, struct mb_conn *c, int fd)
 {
 	struct mb_conn_ref *cr = malloc(sizeof(*cr));
