@@ -45,23 +45,21 @@ void mb_link_rec_set(struct mb_links *ls, struct mb_link_rec *r, uint32_t state,
 	pthread_mutex_unlock(&ls->lock);
 }
 
+void mb_link_ctr_add_each(struct mb_link_ctr *sum, _Atomic uint64_t *sent,
+                          _Atomic uint64_t *received, _Atomic uint64_t *undelivered,
+                          _Atomic uint64_t *reconnects, _Atomic uint64_t *bad_frames)
+{
+	mb_ctr_add(&sum->sent, sent);
+	mb_ctr_add(&sum->received, received);
+	mb_ctr_add(&sum->undelivered, undelivered);
+	mb_ctr_add(&sum->reconnects, reconnects);
+	mb_ctr_add(&sum->bad_frames, bad_frames);
+}
+
 void mb_link_ctr_add(struct mb_link_ctr *sum, struct mb_link_ctr *c)
 {
-	/* Relaxed: statistics. */
-	atomic_fetch_add_explicit(&sum->sent, atomic_load_explicit(&c->sent, memory_order_relaxed),
-	                          memory_order_relaxed);
-	atomic_fetch_add_explicit(&sum->received,
-	                          atomic_load_explicit(&c->received, memory_order_relaxed),
-	                          memory_order_relaxed);
-	atomic_fetch_add_explicit(&sum->undelivered,
-	                          atomic_load_explicit(&c->undelivered, memory_order_relaxed),
-	                          memory_order_relaxed);
-	atomic_fetch_add_explicit(&sum->reconnects,
-	                          atomic_load_explicit(&c->reconnects, memory_order_relaxed),
-	                          memory_order_relaxed);
-	atomic_fetch_add_explicit(&sum->bad_frames,
-	                          atomic_load_explicit(&c->bad_frames, memory_order_relaxed),
-	                          memory_order_relaxed);
+	mb_link_ctr_add_each(sum, &c->sent, &c->received, &c->undelivered, &c->reconnects,
+	                     &c->bad_frames);
 }
 
 void mb_conn_register(struct mb_links *ls, struct mb_conn *c, int fd)

@@ -87,8 +87,17 @@ void mb_conns_count(struct mb_links *ls, uint32_t *subs, uint32_t *svcs);
  * ls->lock. Never called with ls->lock held. */
 void mb_link_rec_set(struct mb_links *ls, struct mb_link_rec *r, uint32_t state,
                      const char *peer);
-/* Add a link's counters to sum. */
+/* *to += *from. Relaxed: statistics. */
+static inline void mb_ctr_add(_Atomic uint64_t *to, _Atomic uint64_t *from)
+{
+	atomic_fetch_add_explicit(to, atomic_load_explicit(from, memory_order_relaxed),
+	                          memory_order_relaxed);
+}
+/* Add a link's counters to sum; or five counters kept elsewhere. */
 void mb_link_ctr_add(struct mb_link_ctr *sum, struct mb_link_ctr *c);
+void mb_link_ctr_add_each(struct mb_link_ctr *sum, _Atomic uint64_t *sent,
+                          _Atomic uint64_t *received, _Atomic uint64_t *undelivered,
+                          _Atomic uint64_t *reconnects, _Atomic uint64_t *bad_frames);
 /* The peer's patterns and services on the live connection of rec, if
  * any. Caller holds ls->lock. */
 void mb_conn_rec_count(struct mb_links *ls, const struct mb_link_rec *rec, uint32_t *subs,

@@ -76,21 +76,8 @@ void mb_nats_synced(struct mb_nats *n, uint64_t epoch, uint32_t gen)
 
 void mb_nats_ctr(struct mb_links *ls, struct mb_link_ctr *sum)
 {
-	/* Relaxed: statistics. */
-	atomic_fetch_add_explicit(&sum->sent, atomic_load_explicit(&ls->sent, memory_order_relaxed),
-	                          memory_order_relaxed);
-	atomic_fetch_add_explicit(&sum->received,
-	                          atomic_load_explicit(&ls->received, memory_order_relaxed),
-	                          memory_order_relaxed);
-	atomic_fetch_add_explicit(&sum->undelivered,
-	                          atomic_load_explicit(&ls->undelivered, memory_order_relaxed),
-	                          memory_order_relaxed);
-	atomic_fetch_add_explicit(&sum->reconnects,
-	                          atomic_load_explicit(&ls->reconnects, memory_order_relaxed),
-	                          memory_order_relaxed);
-	atomic_fetch_add_explicit(&sum->bad_frames,
-	                          atomic_load_explicit(&ls->bad_frames, memory_order_relaxed),
-	                          memory_order_relaxed);
+	mb_link_ctr_add_each(sum, &ls->sent, &ls->received, &ls->undelivered, &ls->reconnects,
+	                     &ls->bad_frames);
 }
 
 /* Whether the server processed the SUBs of the bus's interest now. */
