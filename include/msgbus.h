@@ -229,6 +229,42 @@ typedef struct msgbus_service_info {
 	uint64_t reserved[4];
 } msgbus_service_info;
 
+/* msgbus_link_info.kind */
+#define MSGBUS_LINK_TCP_CONNECT 1 /* msgbus_connect(3) to a tcp:// listener */
+#define MSGBUS_LINK_TCP_ACCEPT 2  /* a connection a msgbus_listen(3) accepted */
+#define MSGBUS_LINK_NATS 3        /* msgbus_connect(3) to a nats:// server */
+
+/* msgbus_link_info.state */
+#define MSGBUS_LINK_CONNECTING 1  /* connecting, or in the handshake */
+#define MSGBUS_LINK_UP 2          /* up: messages flow */
+#define MSGBUS_LINK_BACKOFF 3     /* down, waiting before it connects again */
+
+/* msgbus_link_info.flags */
+#define MSGBUS_LINKINFO_CONFIRMED 0x1u /* nats: the server has processed the
+                                          SUBs of this bus's interest now */
+#define MSGBUS_LINKINFO_SHARED 0x2u    /* nats: the counters are those of all
+                                          this handle's nats:// links */
+
+#define MSGBUS_URL_MAX 511        /* longest URL shown (longer: cut) */
+
+typedef struct msgbus_link_info {
+	char url[MSGBUS_URL_MAX + 1]; /* as given, credentials replaced by ***;
+	                                 a listener's for MSGBUS_LINK_TCP_ACCEPT */
+	char peer[64];             /* the peer's address while up, else "" */
+	uint32_t kind;             /* MSGBUS_LINK_TCP_CONNECT, ... */
+	uint32_t state;            /* MSGBUS_LINK_CONNECTING, ... */
+	uint32_t flags;            /* MSGBUS_LINKINFO_* */
+	uint32_t remote_subs;      /* patterns the peer declared (tcp:// only) */
+	uint32_t remote_services;  /* services the peer declared (tcp:// only) */
+	uint32_t reserved0[3];
+	uint64_t sent;             /* as msgbus_link_stats, for this link */
+	uint64_t received;
+	uint64_t undelivered;
+	uint64_t reconnects;
+	uint64_t bad_frames;
+	uint64_t reserved[4];
+} msgbus_link_info;
+
 MSGBUS_DECL int msgbus_stat_get(msgbus_bus *bus, msgbus_stat *stat);
 MSGBUS_DECL int msgbus_participants(msgbus_bus *bus, msgbus_participant_info *arr,
                                     size_t cap, size_t *n);
@@ -236,6 +272,7 @@ MSGBUS_DECL int msgbus_subscriptions(msgbus_bus *bus, msgbus_sub_info *arr, size
                                      size_t *n);
 MSGBUS_DECL int msgbus_services(msgbus_bus *bus, msgbus_service_info *arr, size_t cap,
                                 size_t *n);
+MSGBUS_DECL int msgbus_links(msgbus_bus *bus, msgbus_link_info *arr, size_t cap, size_t *n);
 /* Wait until at least n live subscriptions match subject (the start-up
  * race): MSGBUS_OK, or MSGBUS_ETIMEDOUT. */
 MSGBUS_DECL int msgbus_wait_subscribers(msgbus_bus *bus, const char *subject, unsigned n,

@@ -9,6 +9,7 @@
  * bounded and strings checked for an inner NUL before anything is copied
  * out; indices come from local loops bounded by the validated config.
  */
+#include "link/links.h"
 #include "shm/control.h"
 #include "shm/live.h"
 #include "shm/subject.h"
@@ -240,6 +241,13 @@ int msgbus_services(msgbus_bus *b, msgbus_service_info *arr, size_t cap, size_t 
 	}
 	*n = k;
 	return MSGBUS_OK;
+}
+
+int msgbus_links(msgbus_bus *b, msgbus_link_info *arr, size_t cap, size_t *n)
+{
+	if (!b || !n || (cap && !arr))
+		return MSGBUS_EINVAL;
+	return mb_links_list(b, arr, cap, n);
 }
 
 int msgbus_stat_get(msgbus_bus *b, msgbus_stat *st)

@@ -641,6 +641,58 @@ START_TEST(test_server_credentials)
 }
 END_TEST
 
+/* One record of msgbus_links for the only link of b. */
+static msgbus_link_info nats_link_info(msgbus_bus *b)
+{
+	msgbus_link_info li;
+	size_t n;
+	TU_ASSERT_OK(msgbus_links(b, &li, 1, &n));
+	ck_assert_uint_eq(n, 1);
+	return li;
+}
+
+/* msgbus_links of a nats:// link: the password never shown, the server's
+ * address while up, and the SUBs confirmed: once the flag is set, the
+ * server lists the subscription; a new local subscription clears it until
+ * its SUB is answered; the server gone, the link is down, unconfirmed. */
+START_TEST(test_server_links_listed)
+{
+	if (skip_without_server())
+		return;
+	struct natsd d = { 0 };
+	const char *const userpass[] = { "--user", "app", "--pass", "s3cret", NULL };
+	natsd_start(&d, userpass);
+	char url[128], nurl[160], want[160];
+	tu_unique_url(url, sizeof(url), "inproc");
+	msgbus_bus *b = tu_open(url, NULL);
+	nats_url(nurl, sizeof(nurl), "app:s3cret", &d, "?lossless=1");
+	TU_ASSERT_OK(msgbus_connect(b, nurl));
+	msgbus_link_info li = nats_link_info(b);
+	snprintf(want, sizeof(want), "nats://***@127.0.0.1:%d?lossless=1", d.port);
+	ck_assert_str_eq(li.url, want);
+	ck_assert_uint_eq(li.kind, MSGBUS_LINK_NATS);
+	WAIT_FOR((li = nats_link_info(b)).state == MSGBUS_LINK_UP &&
+	         (li.flags & MSGBUS_LINKINFO_CONFIRMED));
+	snprintf(want, sizeof(want), "127.0.0.1:%d", d.port);
+	ck_assert_str_eq(li.peer, want);
+	ck_assert_ptr_null(strstr(li.url, "s3cret"));
+	ck_assert_uint_eq(li.remote_subs, 0);
+
+	msgbus_sub *sub;
+	TU_ASSERT_OK(msgbus_subscribe(b, "conf.>", 0, &sub));
+	ck_assert_uint_eq(nats_link_info(b).flags & MSGBUS_LINKINFO_CONFIRMED, 0);
+	WAIT_FOR(nats_link_info(b).flags & MSGBUS_LINKINFO_CONFIRMED);
+	ck_assert_int_eq(natsd_subs(&d, "conf.>"), 1);
+
+	natsd_stop(&d);
+	WAIT_FOR((li = nats_link_info(b)).state != MSGBUS_LINK_UP);
+	ck_assert_uint_eq(li.flags & MSGBUS_LINKINFO_CONFIRMED, 0);
+	ck_assert_str_eq(li.peer, "");
+	msgbus_unsubscribe(sub);
+	msgbus_close(b);
+}
+END_TEST
+
 static void write_conf(struct natsd *d, const char *tag, const char *text)
 {
 	snprintf(d->conf, sizeof(d->conf), "/tmp/msgbus-natsd-%ld-%s.conf", (long)getpid(), tag);
@@ -1659,6 +1711,7 @@ static TCase *nats_server_tcase(void)
 	tcase_add_test(tc, test_server_no_loop);
 	tcase_add_test(tc, test_server_sub_count);
 	tcase_add_test(tc, test_server_credentials);
+	tcase_add_test(tc, test_server_links_listed);
 	tcase_add_test(tc, test_server_max_payload);
 	tcase_add_test(tc, test_server_reconnect);
 	tcase_add_test(tc, test_server_export);

@@ -2565,6 +2565,94 @@ START_TEST(test_idle_after_traffic)
 }
 END_TEST
 
+/* ---- msgbus_links ----------------------------------------------------------- */
+
+/* Polls msgbus_links of bus (one record wanted, as `li`, the count as
+ * `nl`) until cond holds, for at most TU_WAIT_MS. */
+#define WAIT_LINKS(bus, what, cond)                                                 \
+	do {                                                                        \
+		double wl_end_ = tu_now_ms() + TU_WAIT_MS;                          \
+		for (;;) {                                                          \
+			TU_ASSERT_OK(msgbus_links((bus), &li, 1, &nl));             \
+			if (cond)                                                   \
+				break;                                              \
+			if (tu_now_ms() > wl_end_)                                  \
+				ck_abort_msg("%s: (%s) not reached in %d ms: n %zu " \
+				             "state %u peer '%s' sent %llu",        \
+				             (what), #cond, TU_WAIT_MS, nl, li.state, li.peer, \
+				             (unsigned long long)li.sent);          \
+			tu_sleep_ms(1);                                             \
+		}                                                                   \
+	} while (0)
+
+/* Two buses over tcp on loopback: each lists its one link, of its kind,
+ * up, with the peer's address, counters as sent and received; a cap of 0
+ * gives the count; when the listening bus closes, the connecting side's
+ * link goes down and the accepted one is gone. */
+START_TEST(test_links_listed)
+{
+	char ua[96], ub[96], want[64];
+	msgbus_sub *b_sub, *a_sub;
+	msgbus_link_info li;
+	size_t nl;
+
+	tu_unique_url(ua, sizeof(ua), "inproc");
+	tu_unique_url(ub, sizeof(ub), "inproc");
+	msgbus_bus *a = tu_open(ua, NULL);
+	msgbus_bus *b = tu_open(ub, NULL);
+	TU_ASSERT_OK(msgbus_links(a, NULL, 0, &nl));
+	ck_assert_uint_eq(nl, 0);
+	ck_assert_int_eq(msgbus_links(a, NULL, 1, &nl), MSGBUS_EINVAL);
+	ck_assert_int_eq(msgbus_links(a, &li, 1, NULL), MSGBUS_EINVAL);
+	ck_assert_int_eq(msgbus_links(NULL, &li, 1, &nl), MSGBUS_EINVAL);
+	TU_ASSERT_OK(msgbus_subscribe(b, "to.b", 0, &b_sub));
+	TU_ASSERT_OK(msgbus_subscribe(a, "to.a", 0, &a_sub));
+	int port = listen_lo(a);
+	char burl[64];
+	tcp_url(burl, sizeof(burl), "127.0.0.1", port);
+	TU_ASSERT_OK(msgbus_connect(b, burl));
+	WAIT_LINKS(a, "A's accepted link up", nl == 1 && li.state == MSGBUS_LINK_UP &&
+	                                            li.remote_subs == 1);
+	ck_assert_uint_eq(li.kind, MSGBUS_LINK_TCP_ACCEPT);
+	ck_assert_str_eq(li.url, "tcp://127.0.0.1:0");
+	ck_assert_msg(!strncmp(li.peer, "127.0.0.1:", 10), "A's peer '%s'", li.peer);
+	WAIT_LINKS(b, "B's link up", nl == 1 && li.state == MSGBUS_LINK_UP && li.remote_subs == 1);
+	ck_assert_uint_eq(li.kind, MSGBUS_LINK_TCP_CONNECT);
+	ck_assert_str_eq(li.url, burl);
+	snprintf(want, sizeof(want), "127.0.0.1:%d", port);
+	ck_assert_str_eq(li.peer, want);
+	ck_assert_uint_eq(li.flags, 0);
+
+	for (uint32_t i = 0; i < 5; i++)
+		TU_ASSERT_OK(pub_msg(a, "to.b", 1, i, 16, TU_WAIT_MS));
+	for (uint32_t i = 0; i < 3; i++)
+		TU_ASSERT_OK(pub_msg(b, "to.a", 2, i, 16, TU_WAIT_MS));
+	for (uint32_t i = 0; i < 5; i++)
+		RECV_MSG(b_sub, "to.b", 1, i, 16);
+	for (uint32_t i = 0; i < 3; i++)
+		RECV_MSG(a_sub, "to.a", 2, i, 16);
+	WAIT_LINKS(a, "A counted", li.sent == 5 && li.received == 3);
+	ck_assert_uint_eq(li.undelivered + li.bad_frames + li.reconnects, 0);
+	WAIT_LINKS(b, "B counted", li.sent == 3 && li.received == 5);
+	ck_assert_uint_eq(li.undelivered + li.bad_frames + li.reconnects, 0);
+	msgbus_link_stats st = link_stats(b);
+	ck_assert_uint_eq(st.sent, 3);
+	ck_assert_uint_eq(st.received, 5);
+	TU_ASSERT_OK(msgbus_links(b, NULL, 0, &nl));
+	ck_assert_uint_eq(nl, 1);
+
+	/* The listening side goes: B's link is down, and says so. */
+	TU_ASSERT_OK(msgbus_unsubscribe(a_sub));
+	close_bus(a, ua);
+	WAIT_LINKS(b, "B's link down", nl == 1 && li.state != MSGBUS_LINK_UP);
+	ck_assert_str_eq(li.peer, "");
+	ck_assert_uint_eq(li.sent, 3);
+	ck_assert_uint_eq(li.received, 5);
+	TU_ASSERT_OK(msgbus_unsubscribe(b_sub));
+	close_bus(b, ub);
+}
+END_TEST
+
 Suite *suite_tcp(void)
 {
 	Suite *s = suite_create("tcp");
@@ -2574,6 +2662,7 @@ Suite *suite_tcp(void)
 
 	tc = tu_tcase("tcp urls", TCP_CASE_TIMEOUT);
 	tcase_add_test(tc, test_url_errors);
+	tcase_add_test(tc, test_links_listed);
 	suite_add_tcase(s, tc);
 
 	tc = tu_tcase("tcp pubsub", TCP_CASE_TIMEOUT);

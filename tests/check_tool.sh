@@ -334,6 +334,86 @@ else
 	fail "serve --listen" "no ready or listening line"
 fi
 
+# stat --connect: the links table, the link up with its peer and counters.
+start ssub sub --ready --listen tcp://127.0.0.1:0 "shm://$tag-le" 'x.*'
+if wait_line "$work/ssub.err" '^ready$' && port=$(listen_port ssub) && [ -n "$port" ]; then
+	run lstat stat --connect "tcp://127.0.0.1:$port" "shm://$tag-lf"
+	if [ "$(cat "$work/lstat.rc")" = 0 ] &&
+		grep -q '^links of this command: 1$' "$work/lstat.out" &&
+		grep -Eq "^  tcp-connect +up +127\.0\.0\.1:$port +0 +0 +0 +tcp://127\.0\.0\.1:$port\$" \
+			"$work/lstat.out"; then
+		pass "stat --connect: the links table"
+	else
+		fail "stat --connect" "exit status $(cat "$work/lstat.rc") or no link row"
+		cat "$work/lstat.out"
+	fi
+else
+	fail "sub --listen for stat" "no ready or listening line"
+fi
+kill "$bg" 2>/dev/null
+finish "$bg"
+
+# ---- nats:// -----------------------------------------------------------------------
+# A nats-server of this test's own on a loopback port it chooses (-p -1),
+# read from its log, stopped by PID. sub --ready says ready only once the
+# server has processed its SUB (a PING answered after it), so what pub
+# sends then reaches it; pub waits for its link to be up, not for remote
+# interest, which NATS never tells: it returns at once.
+
+if ! command -v nats-server >/dev/null; then
+	echo "SKIP nats://: nats-server not installed"
+else
+	: >"$work/natsd.log"
+	nats-server -a 127.0.0.1 -p -1 -l "$work/natsd.log" &
+	natsd=$!
+	nport=
+	if wait_line "$work/natsd.log" 'Listening for client connections on 127\.0\.0\.1:[0-9]+'; then
+		nport=$(sed -n 's/.*Listening for client connections on 127\.0\.0\.1:\([0-9]*\).*/\1/p' \
+			"$work/natsd.log" | head -n 1)
+	fi
+	if [ -z "$nport" ]; then
+		fail "nats-server" "no listening line in its log"
+	else
+		start nsub sub --ready --count 2 "nats://127.0.0.1:$nport" subj
+		nsub_pid=$bg
+		if wait_line "$work/nsub.err" '^ready$'; then
+			t0=$(date +%s%N)
+			run npub1 pub "nats://127.0.0.1:$nport" subj DATA
+			run npub2 pub "nats://127.0.0.1:$nport" subj DATA
+			ms=$((($(date +%s%N) - t0) / 1000000))
+			finish "$nsub_pid"
+			note='msgbus: nats:// link up; NATS tells nothing of remote subscribers'
+			expect npub1 "pub nats://: exit status and note" 0 "" "$note"
+			expect npub2 "pub nats://: again" 0 "" "$note"
+			if [ "$rc" = 0 ] && [ "$(cat "$work/nsub.out")" = "subj DATA
+subj DATA" ]; then
+				pass "sub --ready nats:// gets both messages"
+			else
+				fail "sub --ready nats://" "exit status $rc, output $(cat "$work/nsub.out")"
+			fi
+			# Each pub waited for its link only, far below its 5 s timeout.
+			if [ "$ms" -lt 3000 ]; then
+				pass "pub nats:// returns quickly ($ms ms for two)"
+			else
+				fail "pub nats:// returns quickly" "$ms ms for two"
+			fi
+		else
+			fail "sub --ready nats://" "no ready line"
+		fi
+		run nstat stat --connect "nats://app:pw0rd@127.0.0.1:$nport" "shm://$tag-nats"
+		if [ "$(cat "$work/nstat.rc")" = 0 ] &&
+			grep -Eq "^  nats +up +127\.0\.0\.1:$nport +0 +0 +0 +nats://\*\*\*@127\.0\.0\.1:$nport\$" \
+				"$work/nstat.out" && ! grep -q pw0rd "$work/nstat.out" "$work/nstat.err"; then
+			pass "stat --connect nats://: the link, its password masked"
+		else
+			fail "stat --connect nats://" "exit status $(cat "$work/nstat.rc") or no masked row"
+			cat "$work/nstat.out"
+		fi
+	fi
+	kill "$natsd" 2>/dev/null
+	wait "$natsd" 2>/dev/null
+fi
+
 # ---- bench ----------------------------------------------------------------------
 
 run bench bench --count 200 "shm://$tag-bench"

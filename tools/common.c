@@ -95,10 +95,22 @@ static int link_bus(const struct tool_opts *o, msgbus_bus *bus)
 	return EXIT_OK;
 }
 
+int tool_is_nats_url(const char *url)
+{
+	return !strncmp(url, "nats://", 7);
+}
+
 int tool_open(const struct tool_opts *o, const char *url, msgbus_bus **bus)
 {
 	int err, status;
+	char own[64];
+	const char *nats = NULL;
 
+	if (tool_is_nats_url(url)) {
+		nats = url;
+		snprintf(own, sizeof(own), "inproc://msgbus-%ld", (long)getpid());
+		url = own;
+	}
 	install_handlers();
 	tool_block_signals(1);
 	err = msgbus_open(bus, url, NULL);
@@ -108,6 +120,8 @@ int tool_open(const struct tool_opts *o, const char *url, msgbus_bus **bus)
 		return EXIT_FAILED;
 	}
 	status = link_bus(o, *bus);
+	if (status == EXIT_OK && nats && (err = msgbus_connect(*bus, nats)) != MSGBUS_OK)
+		status = tool_fail("msgbus_connect", err); /* the URL may hold a password */
 	tool_block_signals(0);
 	if (status != EXIT_OK) {
 		msgbus_close(*bus);
@@ -249,7 +263,7 @@ void tool_ready(const struct tool_opts *o)
 
 int tool_links_wanted(const struct tool_opts *o)
 {
-	return o->nconnect + (o->nlisten > 0);
+	return o->nconnect + (o->nlisten > 0) + (o->nargs > 0 && tool_is_nats_url(o->args[0]));
 }
 
 int tool_link_stats(msgbus_bus *bus, msgbus_link_stats *st)

@@ -79,8 +79,9 @@ static void print_usage(FILE *f)
 	fputs("usage:\n", f);
 	for (size_t i = 0; i < NSUBCOMMANDS; i++)
 		fprintf(f, "  msgbus %s\n", subcommands[i].usage);
-	fputs("Any subcommand also takes --connect tcp://HOST:PORT and --listen "
-	      "tcp://HOST:PORT.\nSee msgbus(1).\n",
+	fputs("Any subcommand also takes --connect tcp://HOST:PORT or nats://[CREDS@]HOST[:PORT],\n"
+	      "and --listen tcp://HOST:PORT. A nats:// URL in place of the bus URL links a\n"
+	      "private bus of the command to that server.\nSee msgbus(1).\n",
 	      f);
 }
 

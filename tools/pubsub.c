@@ -14,35 +14,6 @@
  * max_msg_size is refused by msgbus_publish anyway. */
 #define MAX_STDIN_PAYLOAD ((size_t)64 << 20)
 
-/*
- * Before publishing on a linked bus: the links must be up, and the peers
- * must have said what they subscribe to, or the messages go to nobody
- * (msgbus_connect(3)). Links not up by the deadline are an error; a peer
- * that declared no subscription by then is not, as it may have none.
- */
-static int wait_for_peers(msgbus_bus *bus, const struct tool_opts *o, int64_t deadline)
-{
-	msgbus_link_stats st;
-	int wanted = tool_links_wanted(o);
-
-	for (;;) {
-		if (tool_link_stats(bus, &st) != EXIT_OK)
-			return EXIT_FAILED;
-		if ((int)st.links_up >= wanted && st.remote_subs > 0)
-			return EXIT_OK;
-		if (tool_stop)
-			return EXIT_FAILED;
-		if (tool_left_ms(deadline) == 0)
-			break;
-		tool_sleep_ms(1);
-	}
-	if ((int)st.links_up >= wanted)
-		return EXIT_OK;
-	fprintf(stderr, "msgbus: waiting for links: %s (%u of %d up)\n",
-	        msgbus_strerror(MSGBUS_ETIMEDOUT), st.links_up, wanted);
-	return EXIT_FAILED;
-}
-
 /* After publishing n messages on a linked bus: let the links send them
  * (or count them undelivered) before msgbus_close ends the links. */
 static void wait_for_links_to_send(msgbus_bus *bus, uint64_t before, uint64_t n,
@@ -103,7 +74,7 @@ int cmd_pub(const struct tool_opts *o)
 		return status;
 	}
 	if (tool_links_wanted(o)) {
-		status = wait_for_peers(bus, o, tool_now_ms() + timeout);
+		status = tool_wait_peers(bus, o, tool_now_ms() + timeout);
 		if (status == EXIT_OK)
 			status = tool_link_stats(bus, &st0);
 	}
@@ -180,6 +151,8 @@ int cmd_sub(const struct tool_opts *o)
 	err = msgbus_subscribe(bus, o->args[1], o->lossy ? MSGBUS_SUB_LOSSY : 0, &sub);
 	if (err != MSGBUS_OK)
 		return tool_close(bus, tool_fail("msgbus_subscribe", err));
+	if (o->ready && tool_wait_confirmed(bus, o) != EXIT_OK)
+		return tool_close(bus, EXIT_FAILED);
 	tool_ready(o);
 	status = receive(o, sub);
 	return tool_close(bus, status);

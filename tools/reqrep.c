@@ -146,6 +146,8 @@ int cmd_serve(const struct tool_opts *o)
 	err = msgbus_serve(bus, o->args[1], NULL, NULL, &svc);
 	if (err != MSGBUS_OK)
 		return tool_close(bus, tool_fail("msgbus_serve", err));
+	if (o->ready && tool_wait_confirmed(bus, o) != EXIT_OK)
+		return tool_close(bus, EXIT_FAILED);
 	tool_ready(o);
 	/* A failed answer is reported and serving goes on; the exit status
 	 * says that one failed. */

@@ -12,6 +12,8 @@
 
 /* Rows listed per table; the count above each says how many there are. */
 #define MAX_ROWS 1024
+/* The first table waits this long at most for the command's links. */
+#define STAT_LINK_WAIT_MS 5000
 
 struct stat_bufs {
 	msgbus_participant_info parts[MAX_ROWS];
@@ -94,26 +96,11 @@ static int print_services(msgbus_bus *bus, struct stat_bufs *b)
 	return EXIT_OK;
 }
 
-/* The links this command made (--connect, --listen), if any. */
-static int print_links(const struct tool_opts *o, msgbus_bus *bus)
-{
-	msgbus_link_stats ls;
-
-	if (!o->nconnect && !o->nlisten)
-		return EXIT_OK;
-	if (tool_link_stats(bus, &ls) != EXIT_OK)
-		return EXIT_FAILED;
-	printf("\nlinks of this command: up %" PRIu32 ", remote subscriptions %" PRIu32
-	       ", remote services %" PRIu32 ", sent %" PRIu64 ", received %" PRIu64 "\n",
-	       ls.links_up, ls.remote_subs, ls.remote_services, ls.sent, ls.received);
-	return EXIT_OK;
-}
-
 static int print_all(const struct tool_opts *o, msgbus_bus *bus, struct stat_bufs *b)
 {
 	if (print_sizes(bus, o->args[0]) != EXIT_OK || print_participants(bus, b) != EXIT_OK ||
 	    print_subscriptions(bus, b) != EXIT_OK || print_services(bus, b) != EXIT_OK ||
-	    print_links(o, bus) != EXIT_OK)
+	    tool_print_links(bus) != EXIT_OK)
 		return EXIT_FAILED;
 	fflush(stdout);
 	return EXIT_OK;
@@ -132,6 +119,8 @@ int cmd_stat(const struct tool_opts *o)
 		free(b);
 		return status;
 	}
+	if (tool_links_wanted(o))
+		tool_wait_up(bus, o, tool_now_ms() + STAT_LINK_WAIT_MS);
 	int tty = isatty(STDOUT_FILENO);
 	for (;;) {
 		if (o->watch_ms && tty)

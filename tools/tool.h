@@ -96,5 +96,20 @@ int tool_run_command(const char *cmd, const void *in, size_t inlen, size_t max, 
  * wait for: until every --connect link and, for --listen, one link is up. */
 int tool_links_wanted(const struct tool_opts *o);
 int tool_link_stats(msgbus_bus *bus, msgbus_link_stats *st);
+/* Whether a bus URL names a NATS server: the command then works on a
+ * private bus of its own, linked to it. */
+int tool_is_nats_url(const char *url);
+
+/* links.c: before publishing, until every link is up and the tcp:// peers
+ * declared a subscription (nats:// ones tell nothing); EXIT_OK, or
+ * EXIT_FAILED when links are not up by the deadline. */
+int tool_wait_peers(msgbus_bus *bus, const struct tool_opts *o, int64_t deadline);
+/* For --ready: until every nats:// link's server has processed our SUBs
+ * (MSGBUS_LINKINFO_CONFIRMED), within --timeout if given. */
+int tool_wait_confirmed(msgbus_bus *bus, const struct tool_opts *o);
+/* stat: until the links are up, or the deadline. */
+void tool_wait_up(msgbus_bus *bus, const struct tool_opts *o, int64_t deadline);
+/* stat: the table of the links of the command's bus, if any. */
+int tool_print_links(msgbus_bus *bus);
 
 #endif

@@ -55,6 +55,7 @@ static struct mb_conn *conn_new(struct mb_links *ls, int fd, const struct mb_con
 		return NULL;
 	memset(c, 0, sizeof(*c));
 	c->ls = ls;
+	c->rec = o->rec;
 	c->fd = fd;
 	c->peer_max_frame = MB_WIRE_MIN_FRAME;
 	c->max_patterns = o->max_patterns;
@@ -138,7 +139,10 @@ static bool conn_run(struct mb_conn *c, const struct mb_conn_opts *o)
 		threads = true;
 		atomic_fetch_add_explicit(&ls->up, 1, memory_order_relaxed);
 		if (o->again)
-			atomic_fetch_add_explicit(&ls->reconnects, 1, memory_order_relaxed);
+			atomic_fetch_add_explicit(&c->rec->ctr.reconnects, 1, memory_order_relaxed);
+		char peer[64];
+		mb_link_rec_set(ls, c->rec, MSGBUS_LINK_UP,
+		                mb_sock_peer(c->fd, peer, sizeof(peer)) ? "" : peer);
 		mb_link_rx_loop(c);
 		if (o->watch)
 			watch_start(c, o->watch);
@@ -160,14 +164,13 @@ static bool conn_run(struct mb_conn *c, const struct mb_conn_opts *o)
  * on no publisher sends inline. */
 static void conn_drop(struct mb_conn *c, struct mb_watch *watch)
 {
-	struct mb_links *ls = c->ls;
 	pthread_mutex_lock(&c->wlock);
 	/* Acquire: pairs with the release in link_recv.c:follow() (this
 	 * thread's own store; inline senders see NULL from here on). */
 	msgbus_sub *proxy = atomic_exchange_explicit(&c->proxy, NULL, memory_order_acquire);
 	mb_link_tx_abandon_locked(c);
 	if (c->held && proxy) {
-		atomic_fetch_add_explicit(&ls->undelivered, 1, memory_order_relaxed); /* only a wanted one is held */
+		atomic_fetch_add_explicit(&c->rec->ctr.undelivered, 1, memory_order_relaxed); /* only a wanted one is held */
 		mb_link_taken(c->lb, c->taken, c->held);
 		msgbus_msg_release(c->held);
 	}
@@ -182,7 +185,8 @@ static void conn_drop(struct mb_conn *c, struct mb_watch *watch)
 		msgbus_msg *m;
 		while (msgbus_recv(proxy, &m, 0) == 0) {
 			if (!mb_link_is_bridge(c->lb, m->origin) && mb_link_peer_wants(c, m->subject))
-				atomic_fetch_add_explicit(&ls->undelivered, 1, memory_order_relaxed);
+				atomic_fetch_add_explicit(&c->rec->ctr.undelivered, 1,
+				                          memory_order_relaxed);
 			if (watch && watch->skip)
 				mb_link_taken(c->lb, watch->skip, m);
 			msgbus_msg_release(m);
@@ -209,7 +213,7 @@ static bool conn_setup(struct mb_conn *c, const struct mb_conn_opts *o)
 	if (!shook || conn_open(c))
 		return false;
 	if (o->watch && o->watch->sub)
-		mb_watch_settle(c->ls, o->watch);
+		mb_watch_settle(&c->rec->ctr, o->watch);
 	return true;
 }
 
@@ -259,7 +263,7 @@ bool mb_conn_run(struct mb_links *ls, int fd, const struct mb_conn_opts *o)
  * they cannot reach it (no silent loss). A lossy subscription never holds
  * local publishers back; what it misses is counted as well.
  */
-void mb_watch_count(struct mb_links *ls, struct mb_watch *w)
+void mb_watch_count(struct mb_link_ctr *ctr, struct mb_watch *w)
 {
 	msgbus_msg *m;
 	while (msgbus_recv(w->sub, &m, 0) == 0) {
@@ -271,7 +275,7 @@ void mb_watch_count(struct mb_links *ls, struct mb_watch *w)
 		for (uint32_t i = 0; i < w->nwanted; i++) {
 			if (mb_subject_match(w->wanted[i], strlen(w->wanted[i]),
 			                     msgbus_msg_subject(m), slen)) {
-				atomic_fetch_add_explicit(&ls->undelivered, 1, memory_order_relaxed);
+				atomic_fetch_add_explicit(&ctr->undelivered, 1, memory_order_relaxed);
 				break;
 			}
 		}
@@ -279,14 +283,15 @@ void mb_watch_count(struct mb_links *ls, struct mb_watch *w)
 	}
 	msgbus_sub_stats st;
 	if (msgbus_sub_stats_get(w->sub, &st) == 0) {
-		atomic_fetch_add_explicit(&ls->undelivered, st.dropped - w->dropped_seen, memory_order_relaxed);
+		atomic_fetch_add_explicit(&ctr->undelivered, st.dropped - w->dropped_seen,
+		                          memory_order_relaxed);
 		w->dropped_seen = st.dropped;
 	}
 }
 
-void mb_watch_settle(struct mb_links *ls, struct mb_watch *w)
+void mb_watch_settle(struct mb_link_ctr *ctr, struct mb_watch *w)
 {
-	mb_watch_count(ls, w);
+	mb_watch_count(ctr, w);
 	msgbus_unsubscribe(w->sub);
 	w->sub = NULL;
 	for (uint32_t i = 0; i < w->nwanted; i++)

@@ -22,13 +22,14 @@ struct mb_watch {
 	                 * were counted at the drop */
 };
 /* Count what the watch saw that the peer wanted: the link is down. */
-void mb_watch_count(struct mb_links *ls, struct mb_watch *w);
+void mb_watch_count(struct mb_link_ctr *ctr, struct mb_watch *w);
 /* Count a last time and stop watching: the peer is back. */
-void mb_watch_settle(struct mb_links *ls, struct mb_watch *w);
+void mb_watch_settle(struct mb_link_ctr *ctr, struct mb_watch *w);
 
 /* How to run one connection (mb_conn_run). */
 struct mb_conn_opts {
 	const char *peer;   /* for log lines */
+	struct mb_link_rec *rec; /* the link's state and counters */
 	bool again;         /* a reconnection: count it */
 	struct mb_watch *watch; /* the connecting side's, or NULL */
 	uint32_t max_patterns;

@@ -110,6 +110,7 @@ struct reader {
 
 struct mb_conn {
 	struct mb_links *ls;
+	struct mb_link_rec *rec; /* its link's state and counters */
 	msgbus_bus *lb; /* the link's own, bridge-marked handle */
 	int fd;
 	char peer[96];

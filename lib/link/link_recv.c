@@ -100,7 +100,7 @@ static uint32_t publish_run(struct mb_conn *c, struct reader *r, const struct mb
 static bool too_many(struct mb_conn *c)
 {
 	mb_link_log(c, "closing on a bad frame", "more SUB patterns and services than max_patterns");
-	atomic_fetch_add_explicit(&c->ls->bad_frames, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&c->rec->ctr.bad_frames, 1, memory_order_relaxed);
 	return false;
 }
 
@@ -109,7 +109,7 @@ static bool too_many(struct mb_conn *c)
 static bool no_slot(struct mb_conn *c)
 {
 	mb_link_log(c, "closing on a bad frame", "no free subscription slot for a SUB pattern");
-	atomic_fetch_add_explicit(&c->ls->bad_frames, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&c->rec->ctr.bad_frames, 1, memory_order_relaxed);
 	return false;
 }
 
@@ -220,7 +220,7 @@ static bool on_frame(struct mb_conn *c, const struct mb_frame *f)
 		return true;
 	default: /* a second HELLO (a MSG does not come here) */
 		mb_link_log(c, "closing on a bad frame", "a second HELLO");
-		atomic_fetch_add_explicit(&c->ls->bad_frames, 1, memory_order_relaxed);
+		atomic_fetch_add_explicit(&c->rec->ctr.bad_frames, 1, memory_order_relaxed);
 		return false;
 	}
 }
@@ -285,7 +285,7 @@ static bool fill(struct mb_conn *c, size_t need, uint64_t deadline)
 static bool bad_hello(struct mb_conn *c, const char *why)
 {
 	mb_link_log(c, "closing on a bad frame", why);
-	atomic_fetch_add_explicit(&c->ls->bad_frames, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&c->rec->ctr.bad_frames, 1, memory_order_relaxed);
 	return false;
 }
 
@@ -368,7 +368,7 @@ static enum rx_stop rx_frames(struct mb_conn *c, bool inl, size_t *need, uint64_
 			if (rc == MSGBUS_EAGAIN && inl)
 				return RX_LEAVE;
 			if (rc)
-				atomic_fetch_add_explicit(&c->ls->undelivered, 1, memory_order_relaxed);
+				atomic_fetch_add_explicit(&c->rec->ctr.undelivered, 1, memory_order_relaxed);
 			else
 				++*received;
 			r->off += *need;
@@ -378,7 +378,7 @@ static enum rx_stop rx_frames(struct mb_conn *c, bool inl, size_t *need, uint64_
 		/* Count the messages before it first: the answer to a PING
 		 * must not reach the peer before the stats say they arrived. */
 		if (*received) {
-			atomic_fetch_add_explicit(&c->ls->received, *received, memory_order_relaxed);
+			atomic_fetch_add_explicit(&c->rec->ctr.received, *received, memory_order_relaxed);
 			*received = 0;
 		}
 		if (!on_frame(c, &f))
@@ -388,7 +388,7 @@ static enum rx_stop rx_frames(struct mb_conn *c, bool inl, size_t *need, uint64_
 		if (inl)
 			return RX_LEAVE; /* the rx thread reports it */
 		mb_link_log(c, "closing on a bad frame", why);
-		atomic_fetch_add_explicit(&c->ls->bad_frames, 1, memory_order_relaxed);
+		atomic_fetch_add_explicit(&c->rec->ctr.bad_frames, 1, memory_order_relaxed);
 		return RX_CLOSE;
 	}
 }
@@ -430,7 +430,7 @@ void mb_conn_rx_inline(struct mb_conn *c, uint64_t now)
 	}
 	pthread_mutex_unlock(&c->rlock);
 	if (received)
-		atomic_fetch_add_explicit(&c->ls->received, received, memory_order_relaxed);
+		atomic_fetch_add_explicit(&c->rec->ctr.received, received, memory_order_relaxed);
 	if (leave)
 		mb_ec_signal(&c->rx_ec);
 }
@@ -475,7 +475,7 @@ void mb_link_rx_loop(struct mb_conn *c)
 		if (rx_frames(c, false, &need, &r->received) == RX_CLOSE || c->rx_end)
 			break;
 		if (r->received) { /* before we may block */
-			atomic_fetch_add_explicit(&c->ls->received, r->received, memory_order_relaxed);
+			atomic_fetch_add_explicit(&c->rec->ctr.received, r->received, memory_order_relaxed);
 			r->received = 0;
 		}
 		uint64_t now = mb_now_ns();
@@ -507,7 +507,7 @@ void mb_link_rx_loop(struct mb_conn *c)
 		pthread_mutex_lock(&c->rlock);
 	}
 	c->rx_shared = false;
-	atomic_fetch_add_explicit(&c->ls->received, r->received, memory_order_relaxed);
+	atomic_fetch_add_explicit(&c->rec->ctr.received, r->received, memory_order_relaxed);
 	r->received = 0;
 }
 

@@ -18,7 +18,7 @@
 static void count_sent(struct mb_conn *c)
 {
 	if (c->uncounted) {
-		atomic_fetch_add_explicit(&c->ls->sent, c->uncounted, memory_order_relaxed);
+		atomic_fetch_add_explicit(&c->rec->ctr.sent, c->uncounted, memory_order_relaxed);
 		c->uncounted = 0;
 	}
 }
@@ -46,8 +46,8 @@ void mb_link_tx_abandon_locked(struct mb_conn *c)
 	count_sent(c);
 	uint32_t n = unwritten_msgs(c);
 	if (n) {
-		atomic_fetch_sub_explicit(&c->ls->sent, n, memory_order_relaxed);
-		atomic_fetch_add_explicit(&c->ls->undelivered, n, memory_order_relaxed);
+		atomic_fetch_sub_explicit(&c->rec->ctr.sent, n, memory_order_relaxed);
+		atomic_fetch_add_explicit(&c->rec->ctr.undelivered, n, memory_order_relaxed);
 	}
 	c->txlen = c->txoff = 0;
 }
@@ -315,7 +315,7 @@ static bool queue_msg_locked(struct mb_conn *c, msgbus_sub *proxy, msgbus_msg *m
 			fits = hl + m->len <= TXBUF / 2; /* larger: straight from the bus */
 		}
 		if (lost) {
-			atomic_fetch_add_explicit(&c->ls->undelivered, 1, memory_order_relaxed);
+			atomic_fetch_add_explicit(&c->rec->ctr.undelivered, 1, memory_order_relaxed);
 		} else if (fits) {
 			mb_wire_encode_msg(c->txbuf + c->txlen, m->subject, nl, (uint32_t)m->len);
 			if (m->len)
@@ -326,11 +326,11 @@ static bool queue_msg_locked(struct mb_conn *c, msgbus_sub *proxy, msgbus_msg *m
 			/* txbuf is empty: nothing to keep in order before it */
 			uint8_t head[MB_WIRE_HDR + 2 + MB_SUBJECT_MAX];
 			mb_wire_encode_msg(head, m->subject, nl, (uint32_t)m->len);
-			atomic_fetch_add_explicit(&c->ls->sent, 1, memory_order_relaxed);
+			atomic_fetch_add_explicit(&c->rec->ctr.sent, 1, memory_order_relaxed);
 			int rc = mb_sock_write2(c->fd, head, hl, m->data, m->len, DEAD_AFTER_MS);
 			if (rc) {
-				atomic_fetch_sub_explicit(&c->ls->sent, 1, memory_order_relaxed);
-				atomic_fetch_add_explicit(&c->ls->undelivered, 1, memory_order_relaxed);
+				atomic_fetch_sub_explicit(&c->rec->ctr.sent, 1, memory_order_relaxed);
+				atomic_fetch_add_explicit(&c->rec->ctr.undelivered, 1, memory_order_relaxed);
 				write_failed(c, rc);
 			} else {
 				wrote(c);

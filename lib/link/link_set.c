@@ -20,6 +20,48 @@ void mb_conns_count(struct mb_links *ls, uint32_t *subs, uint32_t *svcs)
 	pthread_mutex_unlock(&ls->lock);
 }
 
+void mb_conn_rec_count(struct mb_links *ls, const struct mb_link_rec *rec, uint32_t *subs,
+                       uint32_t *svcs)
+{
+	*subs = *svcs = 0;
+	for (struct mb_conn_ref *cr = ls->conns; cr; cr = cr->next) {
+		if (cr->conn->rec != rec)
+			continue;
+		pthread_mutex_lock(&cr->conn->lock);
+		*subs = cr->conn->rsubs.n;
+		*svcs = cr->conn->nrsvcs;
+		pthread_mutex_unlock(&cr->conn->lock);
+		return;
+	}
+}
+
+void mb_link_rec_set(struct mb_links *ls, struct mb_link_rec *r, uint32_t state,
+                     const char *peer)
+{
+	pthread_mutex_lock(&ls->lock);
+	r->state = state;
+	if (peer)
+		snprintf(r->peer, sizeof(r->peer), "%s", peer);
+	pthread_mutex_unlock(&ls->lock);
+}
+
+void mb_link_ctr_add_each(struct mb_link_ctr *sum, _Atomic uint64_t *sent,
+                          _Atomic uint64_t *received, _Atomic uint64_t *undelivered,
+                          _Atomic uint64_t *reconnects, _Atomic uint64_t *bad_frames)
+{
+	mb_ctr_add(&sum->sent, sent);
+	mb_ctr_add(&sum->received, received);
+	mb_ctr_add(&sum->undelivered, undelivered);
+	mb_ctr_add(&sum->reconnects, reconnects);
+	mb_ctr_add(&sum->bad_frames, bad_frames);
+}
+
+void mb_link_ctr_add(struct mb_link_ctr *sum, struct mb_link_ctr *c)
+{
+	mb_link_ctr_add_each(sum, &c->sent, &c->received, &c->undelivered, &c->reconnects,
+	                     &c->bad_frames);
+}
+
 void mb_conn_register(struct mb_links *ls, struct mb_conn *c, int fd)
 {
 	struct mb_conn_ref *cr = malloc(sizeof(*cr));

@@ -18,6 +18,20 @@ struct mb_conn_ref {
 	struct mb_conn_ref *next;
 };
 
+/* What one link counts (msgbus_links(3)). Relaxed everywhere: statistics. */
+struct mb_link_ctr {
+	_Atomic uint64_t sent, received, undelivered, reconnects, bad_frames;
+};
+
+/* One tcp:// link as msgbus_links(3) lists it: a connector's (kept across
+ * its connections) or an accepted connection's. state (MSGBUS_LINK_*) and
+ * peer change under ls->lock (mb_link_rec_set). */
+struct mb_link_rec {
+	struct mb_link_ctr ctr;
+	uint32_t state;
+	char peer[80];
+};
+
 /* The links of one bus handle. */
 struct mb_links {
 	msgbus_bus *bus;
@@ -30,9 +44,12 @@ struct mb_links {
 	struct mb_conn_ref *conns;
 	struct mb_nats *nats; /* nats:// links (nats.c) */
 	/* Counters: relaxed everywhere, statistics only (up is also a hint
-	 * for the inline paths, which re-check under ls->lock). */
+	 * for the inline paths, which re-check under ls->lock). Each tcp://
+	 * link counts in its mb_link_rec; the nats:// links count here, and
+	 * accepted links that ended are added to ended. */
 	_Atomic uint32_t up;
 	_Atomic uint64_t sent, received, undelivered, reconnects, bad_frames;
+	struct mb_link_ctr ended;
 };
 
 /*
@@ -66,6 +83,25 @@ void mb_conn_unregister(struct mb_links *ls, struct mb_conn *c);
 void mb_conn_shutdown_all(struct mb_links *ls);
 /* The peers' patterns and services, summed over the live connections. */
 void mb_conns_count(struct mb_links *ls, uint32_t *subs, uint32_t *svcs);
+/* Set a tcp:// link's state and peer (NULL: keep it; "" clear it), under
+ * ls->lock. Never called with ls->lock held. */
+void mb_link_rec_set(struct mb_links *ls, struct mb_link_rec *r, uint32_t state,
+                     const char *peer);
+/* *to += *from. Relaxed: statistics. */
+static inline void mb_ctr_add(_Atomic uint64_t *to, _Atomic uint64_t *from)
+{
+	atomic_fetch_add_explicit(to, atomic_load_explicit(from, memory_order_relaxed),
+	                          memory_order_relaxed);
+}
+/* Add a link's counters to sum; or five counters kept elsewhere. */
+void mb_link_ctr_add(struct mb_link_ctr *sum, struct mb_link_ctr *c);
+void mb_link_ctr_add_each(struct mb_link_ctr *sum, _Atomic uint64_t *sent,
+                          _Atomic uint64_t *received, _Atomic uint64_t *undelivered,
+                          _Atomic uint64_t *reconnects, _Atomic uint64_t *bad_frames);
+/* The peer's patterns and services on the live connection of rec, if
+ * any. Caller holds ls->lock. */
+void mb_conn_rec_count(struct mb_links *ls, const struct mb_link_rec *rec, uint32_t *subs,
+                       uint32_t *svcs);
 /* Whether a link may publish on subject (len bytes) on b: it exists, or
  * the table keeps MB_LINK_SUBJECTS_KEPT free after creating it. */
 bool mb_link_may_create(msgbus_bus *b, const char *subject, size_t len);

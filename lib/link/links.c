@@ -18,6 +18,7 @@
 #include "link/link_rr.h"
 #include "link/link_send.h"
 #include "link/nats.h"
+#include "link/nats_info.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -29,6 +30,7 @@ struct mb_listener {
 	int fd;
 	pthread_t thread;
 	struct mb_link_limits lim;
+	char *url; /* as given, for msgbus_links */
 	/* Its connections (handshakes included), and its handshakes: counted
 	 * by the listener thread at accept, given back by the connection. */
 	_Atomic uint32_t conns, pending;
@@ -40,6 +42,7 @@ struct mb_accepted {
 	int fd;
 	_Atomic bool done;
 	struct mb_listener *l;
+	struct mb_link_rec rec; /* done: counted in ls->ended, not listed */
 	char peer[96];
 	struct mb_accepted *next;
 };
@@ -48,6 +51,7 @@ struct mb_connector {
 	struct mb_links *ls;
 	char host[256], port[8], peer[280];
 	struct mb_link_limits lim;
+	struct mb_link_rec rec;
 	pthread_t thread;
 	struct mb_connector *next;
 };
@@ -269,13 +273,17 @@ static void *accepted_main(void *arg)
 {
 	struct mb_accepted *a = arg;
 	struct mb_listener *l = a->l;
-	struct mb_conn_opts o = { .peer = a->peer, .max_patterns = l->lim.max_patterns,
-	                          .pending = &l->pending };
+	struct mb_conn_opts o = { .peer = a->peer, .rec = &a->rec,
+	                          .max_patterns = l->lim.max_patterns, .pending = &l->pending };
 	mb_conn_run(l->ls, a->fd, &o);
 	/* Relaxed: a count, and a flag whose reader joins this thread
-	 * (pthread_join orders the rest). */
+	 * (pthread_join orders the rest) or reads it under ls->lock, as
+	 * msgbus_links does: the counters move to ended at once with it. */
 	atomic_fetch_sub_explicit(&l->conns, 1, memory_order_relaxed);
+	pthread_mutex_lock(&l->ls->lock);
+	mb_link_ctr_add(&l->ls->ended, &a->rec.ctr);
 	atomic_store_explicit(&a->done, true, memory_order_relaxed);
+	pthread_mutex_unlock(&l->ls->lock);
 	return NULL;
 }
 
@@ -324,6 +332,8 @@ static void start_accepted(struct mb_listener *l, int fd, const char *from)
 	}
 	a->l = l;
 	a->fd = fd;
+	a->rec.state = MSGBUS_LINK_CONNECTING;
+	snprintf(a->rec.peer, sizeof(a->rec.peer), "%s", from);
 	snprintf(a->peer, sizeof(a->peer), "accepted from %s", from);
 	pthread_mutex_lock(&ls->lock);
 	reap_accepted(ls);
@@ -374,15 +384,22 @@ int msgbus_listen(msgbus_bus *bus, const char *url, int *port)
 	if (!l)
 		return MSGBUS_ENOMEM;
 	l->lim = lim;
+	l->url = strdup(url);
 	int bound;
 	rc = mb_tcp_listen(host, portstr, &l->fd, &bound);
-	if (rc) {
+	if (rc || !l->url) {
+		free(l->url);
+		if (!rc)
+			mb_close_fd(l->fd);
 		free(l);
+		if (!rc)
+			return MSGBUS_ENOMEM;
 		return mb_syserr(rc);
 	}
 	l->ls = ls;
 	if (pthread_create(&l->thread, NULL, listener_main, l)) {
 		mb_close_fd(l->fd);
+		free(l->url);
 		free(l);
 		return MSGBUS_ENOMEM;
 	}
@@ -421,8 +438,9 @@ static void *connector_main(void *arg)
 	while (!atomic_load_explicit(&ls->closing, memory_order_relaxed)) {
 		int fd;
 		uint64_t start = mb_now_ns();
-		struct mb_conn_opts o = { .peer = cn->peer, .again = was_up, .watch = &watch,
-		                          .max_patterns = cn->lim.max_patterns };
+		struct mb_conn_opts o = { .peer = cn->peer, .rec = &cn->rec, .again = was_up,
+		                          .watch = &watch, .max_patterns = cn->lim.max_patterns };
+		mb_link_rec_set(ls, &cn->rec, MSGBUS_LINK_CONNECTING, "");
 		if (mb_tcp_connect(cn->host, cn->port, &fd) == 0 && mb_conn_run(ls, fd, &o)) {
 			was_up = true;
 			/* A link that lasted is no failure: connect again at once.
@@ -433,13 +451,14 @@ static void *connector_main(void *arg)
 				continue;
 			}
 		}
+		mb_link_rec_set(ls, &cn->rec, MSGBUS_LINK_BACKOFF, "");
 		backoff_sleep(ls, delay); /* refused, or dropped early */
 		delay = delay * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : delay * 2;
 		if (watch.sub)
-			mb_watch_count(ls, &watch);
+			mb_watch_count(&cn->rec.ctr, &watch);
 	}
 	if (watch.sub)
-		mb_watch_settle(ls, &watch);
+		mb_watch_settle(&cn->rec.ctr, &watch);
 	if (watch.bus)
 		watch.bus->bus_hooks->close(watch.bus);
 	return NULL;
@@ -477,6 +496,7 @@ int msgbus_connect(msgbus_bus *bus, const char *url)
 		return MSGBUS_ENOMEM;
 	cn->ls = ls;
 	cn->lim = lim;
+	cn->rec.state = MSGBUS_LINK_CONNECTING;
 	snprintf(cn->host, sizeof(cn->host), "%s", host);
 	snprintf(cn->port, sizeof(cn->port), "%s", port);
 	snprintf(cn->peer, sizeof(cn->peer), "%s", url);
@@ -505,11 +525,68 @@ int msgbus_link_stats_get(msgbus_bus *bus, msgbus_link_stats *st)
 	 * mb_conn_run, so a link counted down has given its slots back. */
 	st->links_up = atomic_load_explicit(&ls->up, memory_order_acquire);
 	mb_conns_count(ls, &st->remote_subs, &st->remote_services);
-	st->sent = atomic_load_explicit(&ls->sent, memory_order_relaxed);
-	st->received = atomic_load_explicit(&ls->received, memory_order_relaxed);
-	st->undelivered = atomic_load_explicit(&ls->undelivered, memory_order_relaxed);
-	st->reconnects = atomic_load_explicit(&ls->reconnects, memory_order_relaxed);
-	st->bad_frames = atomic_load_explicit(&ls->bad_frames, memory_order_relaxed);
+	/* The nats:// links' and the ended links', then every tcp:// link's. */
+	struct mb_link_ctr sum = { 0 };
+	pthread_mutex_lock(&ls->lock);
+	mb_nats_ctr(ls, &sum);
+	mb_link_ctr_add(&sum, &ls->ended);
+	for (struct mb_connector *cn = ls->connectors; cn; cn = cn->next)
+		mb_link_ctr_add(&sum, &cn->rec.ctr);
+	for (struct mb_accepted *a = ls->accepted; a; a = a->next)
+		if (!atomic_load_explicit(&a->done, memory_order_relaxed)) /* see accepted_main */
+			mb_link_ctr_add(&sum, &a->rec.ctr);
+	pthread_mutex_unlock(&ls->lock);
+	st->sent = sum.sent;
+	st->received = sum.received;
+	st->undelivered = sum.undelivered;
+	st->reconnects = sum.reconnects;
+	st->bad_frames = sum.bad_frames;
+	return 0;
+}
+
+/* One tcp:// link's record. Caller holds ls->lock. */
+static void tcp_info(struct mb_links *ls, const char *url, uint32_t kind,
+                     struct mb_link_rec *r, msgbus_link_info *li)
+{
+	memset(li, 0, sizeof(*li));
+	snprintf(li->url, sizeof(li->url), "%s", url);
+	li->kind = kind;
+	li->state = r->state;
+	if (r->state == MSGBUS_LINK_UP)
+		snprintf(li->peer, sizeof(li->peer), "%.*s", (int)sizeof(li->peer) - 1, r->peer);
+	mb_conn_rec_count(ls, r, &li->remote_subs, &li->remote_services);
+	struct mb_link_ctr c = { 0 };
+	mb_link_ctr_add(&c, &r->ctr);
+	li->sent = c.sent;
+	li->received = c.received;
+	li->undelivered = c.undelivered;
+	li->reconnects = c.reconnects;
+	li->bad_frames = c.bad_frames;
+}
+
+int mb_links_list(msgbus_bus *bus, msgbus_link_info *arr, size_t cap, size_t *n)
+{
+	size_t k = 0;
+	/* Pairs with the release in links_of(). */
+	struct mb_links *ls = __atomic_load_n(&bus->links, __ATOMIC_ACQUIRE);
+	if (!ls) {
+		*n = 0;
+		return 0;
+	}
+	pthread_mutex_lock(&ls->lock);
+	for (struct mb_connector *cn = ls->connectors; cn; cn = cn->next, k++)
+		if (k < cap)
+			tcp_info(ls, cn->peer, MSGBUS_LINK_TCP_CONNECT, &cn->rec, &arr[k]);
+	for (struct mb_accepted *a = ls->accepted; a; a = a->next) {
+		if (atomic_load_explicit(&a->done, memory_order_relaxed)) /* see accepted_main */
+			continue;
+		if (k < cap)
+			tcp_info(ls, a->l->url, MSGBUS_LINK_TCP_ACCEPT, &a->rec, &arr[k]);
+		k++;
+	}
+	k += mb_nats_list(ls, k < cap ? arr + k : NULL, k < cap ? cap - k : 0);
+	pthread_mutex_unlock(&ls->lock);
+	*n = k;
 	return 0;
 }
 
@@ -556,6 +633,7 @@ void mb_links_stop(msgbus_bus *b)
 		struct mb_listener *l = ls->listeners;
 		ls->listeners = l->next;
 		mb_close_fd(l->fd);
+		free(l->url);
 		free(l);
 	}
 	pthread_mutex_destroy(&ls->lock);

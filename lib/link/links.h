@@ -18,4 +18,8 @@ void mb_links_published(msgbus_bus *b);
 void mb_links_spin(msgbus_bus *b);
 void mb_links_unspin(msgbus_bus *b);
 
+/* msgbus_links(3) for introspect.c: b's links, as msgbus_participants
+ * counts (arguments checked by the caller). Takes ls->lock. */
+int mb_links_list(msgbus_bus *b, msgbus_link_info *arr, size_t cap, size_t *n);
+
 #endif

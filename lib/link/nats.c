@@ -301,7 +301,9 @@ static enum item_rc on_item(struct mb_nats *n, int fd, const struct mb_nats_in *
 		return info->ldm ? ITEM_LDM : ITEM_OK;
 	case MB_NATS_PING:
 		return send_simple(n, fd, "PONG\r\n") ? ITEM_OK : ITEM_BAD;
-	case MB_NATS_PONG: return ITEM_PONG;
+	case MB_NATS_PONG:
+		mb_nats_seen_pong(n);
+		return ITEM_PONG;
 	case MB_NATS_ERR: {
 		char text[256];
 		snprintf(text, sizeof(text), "'%.*s'", (int)(in->text_len < 200 ? in->text_len : 200),
@@ -420,10 +422,13 @@ static void set_up(struct mb_nats *n, int fd, uint64_t max_payload, bool up)
 	n->up = up;
 	n->max_payload = max_payload;
 	if (up)
+		mb_nats_seen_reset_locked(n);
+	if (up)
 		n->epoch++;
 	else
 		mb_nats_tx_abandon_locked(n); /* what was not written is lost */
 	pthread_mutex_unlock(&n->wlock);
+	mb_nats_seen_up(n, fd, up);
 	/* Release: pairs with the acquire in links.c:msgbus_link_stats_get,
 	 * so a user who sees the link counted up or down finds n->up (and
 	 * the reply inbox's SUB) as it says. */
@@ -477,7 +482,7 @@ static void run_up(struct mb_nats *n, int fd, struct rx *r, const struct nats_se
 		}
 		if (idle > IDLE_PING_MS * 1000000ull && !r->ping_sent_ns) {
 			r->ping_sent_ns = now;
-			if (!send_simple(n, fd, "PING\r\n"))
+			if (!mb_nats_idle_ping(n, fd))
 				return;
 		}
 	}
@@ -489,6 +494,7 @@ static bool run_connection(struct mb_nats *n, const struct nats_server *srv, boo
 	int fd;
 	struct rx r = { 0 };
 	bool was_up = false;
+	mb_nats_seen_connecting(n);
 	if (mb_tcp_connect(srv->host, srv->port, &fd))
 		return false;
 	pthread_mutex_lock(&n->wlock);
@@ -546,6 +552,7 @@ static void *rx_main(void *arg)
 		}
 		if (n->next_srv == 0) {
 			if (!round_ok) {
+				mb_nats_seen_backoff(n);
 				backoff_sleep(n, delay);
 				delay = delay * 2 > NATS_BACKOFF_MAX_MS ? NATS_BACKOFF_MAX_MS : delay * 2;
 			}
@@ -623,6 +630,7 @@ int mb_nats_connect_url(struct mb_links *ls, const char *url)
 	if (!n)
 		return MSGBUS_ENOMEM;
 	n->ls = ls;
+	n->seen.state = MSGBUS_LINK_CONNECTING;
 	n->fd = n->conn_fd = -1;
 	n->next_sid = 1;
 	pthread_mutex_init(&n->wlock, NULL);

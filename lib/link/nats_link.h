@@ -29,6 +29,7 @@
 
 #include "link/link_set.h"
 #include "link/nats_proto.h"
+#include "link/nats_info.h"
 
 #define NATS_SERVERS_MAX 32u
 #define NATS_CRED_MAX 256u
@@ -143,6 +144,7 @@ struct mb_nats {
 	size_t rx_subject_len;
 	uint64_t rx_room_until;
 
+	struct nats_seen seen; /* for msgbus_links (nats_info.h) */
 	struct mb_nats *next;
 };
 

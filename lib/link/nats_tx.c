@@ -394,6 +394,8 @@ void *mb_nats_tx_main(void *arg)
 		if (up && (!synced || gen != gen_seen)) {
 			synced = sync_interest(n, epoch);
 			gen_seen = gen;
+			if (synced)
+				mb_nats_synced(n, epoch, gen); /* a PING confirms the SUBs */
 		}
 		msgbus_sub_stats st;
 		if (msgbus_sub_stats_get(n->follow, &st) == 0 && st.dropped != dropped_seen) {

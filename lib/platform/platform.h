@@ -73,6 +73,8 @@ int mb_tcp_listen(const char *host, const char *port, int *fd, int *bound_port);
 /* peer: the peer's address as HOST:PORT or [HOST]:PORT (numeric). */
 int mb_tcp_accept(int lfd, int *fd, char *peer, size_t peer_len);
 int mb_tcp_connect(const char *host, const char *port, int *fd);
+/* The address of fd's peer, as mb_tcp_accept gives it; 0 or -errno. */
+int mb_sock_peer(int fd, char *peer, size_t peer_len);
 /* Bytes read (> 0), 0 at end of stream, or -errno. */
 long mb_sock_read(int fd, void *buf, size_t len);
 /* The same without blocking: -EAGAIN when nothing is there. */

@@ -274,22 +274,39 @@ int mb_tcp_listen(const char *host, const char *port, int *fd, int *bound_port)
 	return rc;
 }
 
+/* HOST:PORT or [HOST]:PORT, numeric; "fd N" if it cannot be told. */
+static void format_peer(int s, const struct sockaddr_storage *ss, socklen_t sl, char *peer,
+                        size_t peer_len)
+{
+	char host[NI_MAXHOST], port[NI_MAXSERV];
+	if (getnameinfo((const struct sockaddr *)ss, sl, host, sizeof(host), port, sizeof(port),
+	                NI_NUMERICHOST | NI_NUMERICSERV))
+		snprintf(peer, peer_len, "fd %d", s);
+	else
+		snprintf(peer, peer_len, ss->ss_family == AF_INET6 ? "[%s]:%s" : "%s:%s", host,
+		         port);
+}
+
 int mb_tcp_accept(int lfd, int *fd, char *peer, size_t peer_len)
 {
 	struct sockaddr_storage ss = { 0 };
 	socklen_t sl = sizeof(ss);
-	char host[NI_MAXHOST], port[NI_MAXSERV];
 	int s = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_CLOEXEC);
 	if (s < 0)
 		return -errno;
 	tune(s);
 	*fd = s;
-	if (getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host), port, sizeof(port),
-	                NI_NUMERICHOST | NI_NUMERICSERV))
-		snprintf(peer, peer_len, "fd %d", s);
-	else
-		snprintf(peer, peer_len, ss.ss_family == AF_INET6 ? "[%s]:%s" : "%s:%s", host,
-		         port);
+	format_peer(s, &ss, sl, peer, peer_len);
+	return 0;
+}
+
+int mb_sock_peer(int fd, char *peer, size_t peer_len)
+{
+	struct sockaddr_storage ss = { 0 };
+	socklen_t sl = sizeof(ss);
+	if (getpeername(fd, (struct sockaddr *)&ss, &sl))
+		return -errno;
+	format_peer(fd, &ss, sl, peer, peer_len);
 	return 0;
 }
 
