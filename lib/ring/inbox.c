@@ -207,9 +207,19 @@ int mb_inbox_format(void *base, uint64_t seg_size, uint64_t ctl_off, uint64_t da
 	if (!placement_ok(base, seg_size, ctl_off, data_off, data_size))
 		return MSGBUS_EINVAL;
 	ctl = (struct mb_inbox_ctl *)(void *)((unsigned char *)base + ctl_off);
-	memset(ctl, 0, sizeof(*ctl)); /* reserve (0, free), release 0 */
-	ctl->key = new_key(ctl);
-	ctl->size = data_size;
+	/* Relaxed, word by word rather than memset: a reaper of another
+	 * participant may attach to this slot's inbox while we format it
+	 * (live.c:reap walks every slot); it validates what it reads, and
+	 * the subscription is published to publishers later. */
+	atomic_store_explicit(&ctl->reserve, 0, memory_order_relaxed); /* (0, free) */
+	atomic_store_explicit(&ctl->release, 0, memory_order_relaxed);
+	atomic_store_explicit(&ctl->data_ec, 0, memory_order_relaxed);
+	atomic_store_explicit(&ctl->space_ec, 0, memory_order_relaxed);
+	atomic_store_explicit(&ctl->bell.state, 0, memory_order_relaxed);
+	atomic_store_explicit(&ctl->bell.owner, 0, memory_order_relaxed);
+	atomic_store_explicit(&ctl->bell.id, 0, memory_order_relaxed);
+	__atomic_store_n(&ctl->key, new_key(ctl), __ATOMIC_RELAXED);
+	__atomic_store_n(&ctl->size, data_size, __ATOMIC_RELAXED);
 	/* Relaxed: the inbox is published to others later. The first header
 	 * word reads "nothing yet" (a reused area holds an old lap). */
 	atomic_store_explicit((_Atomic uint64_t *)(void *)((unsigned char *)base + data_off), 0,
@@ -220,16 +230,16 @@ int mb_inbox_format(void *base, uint64_t seg_size, uint64_t ctl_off, uint64_t da
 int mb_inbox_attach(struct mb_inbox *ib, void *base, uint64_t seg_size, uint64_t ctl_off,
                     uint64_t data_off, uint64_t data_size)
 {
-	const volatile struct mb_inbox_ctl *vc;
 
 	if (!placement_ok(base, seg_size, ctl_off, data_off, data_size))
 		return MSGBUS_EINVAL;
 	ib->ctl = (struct mb_inbox_ctl *)(void *)((unsigned char *)base + ctl_off);
-	vc = ib->ctl;
-	/* Read once: the rest of the code uses only these copies. */
-	if (vc->size != data_size)
+	/* Read once: the rest of the code uses only these copies. Relaxed:
+	 * a reaper may read a slot being formatted (see mb_inbox_format);
+	 * what it reads is validated, never trusted. */
+	if (__atomic_load_n(&ib->ctl->size, __ATOMIC_RELAXED) != data_size)
 		return MSGBUS_EPROTO;
-	ib->key = vc->key;
+	ib->key = __atomic_load_n(&ib->ctl->key, __ATOMIC_RELAXED);
 	ib->data = (unsigned char *)base + data_off;
 	ib->size = data_size;
 	ib->mask = data_size - 1;
