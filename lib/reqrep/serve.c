@@ -50,12 +50,12 @@ int mb_service_slot(msgbus_bus *b, uint32_t t, uint32_t *slot)
 	for (uint32_t s = 0; s < b->cfg.max_subs; s++) {
 		/* Acquire: pairs with the store of ACTIVE in msgbus_serve
 		 * (seq_cst, a release): the slot's cursors are set. The
-		 * cursor's gen below: seq_cst by default, only compared;
-		 * ordered by this acquire, it pairs with nothing (relaxed would
-		 * do). */
+		 * cursor's gen below is only compared; ordered by this
+		 * acquire, it pairs with nothing (relaxed). */
 		uint64_t w = atomic_load_explicit(&mb_subslot_at(b, s)->word, memory_order_acquire);
 		if (MB_SUBW_STATE(w) == MB_SUB_ACTIVE && (MB_SUBW_FLAGS(w) & MB_SUBF_QUEUE) &&
-		    atomic_load(&mb_cursor_at(b, t, s)->gen) == MB_SUBW_GEN(w)) {
+		    atomic_load_explicit(&mb_cursor_at(b, t, s)->gen, memory_order_relaxed) ==
+		        MB_SUBW_GEN(w)) {
 			*slot = s;
 			return 0;
 		}
@@ -252,9 +252,8 @@ static int try_take(msgbus_service *svc, msgbus_req **req, int64_t *claimed_owne
 	struct mb_cursor *c = mb_cursor_at(b, svc->t, svc->slot);
 	uint64_t n = b->cfg.ring_slots;
 	*claimed_owner = -1;
-	/* seq_cst by default; only compared: pairs with nothing (relaxed would
-	 * do). */
-	if (atomic_load(&c->gen) != svc->gen)
+	/* Relaxed: only compared; pairs with nothing. */
+	if (atomic_load_explicit(&c->gen, memory_order_relaxed) != svc->gen)
 		return MSGBUS_EPROTO; /* our slot was taken from us */
 	advance_release(svc);
 	/* Acquire: pairs with the CAS in advance_release. */

@@ -98,9 +98,8 @@ static int wait_space(msgbus_bus *b, uint32_t t, uint64_t tail, struct waiter *w
 	if (now >= w->deadline)
 		return MSGBUS_ETIMEDOUT;
 	if (now >= w->next_check) {
-		/* seq_cst by default; a hint: pairs with nothing (relaxed would
-		 * do). */
-		mb_ring_check_laggards(b, t, atomic_load(&tp->gate));
+		/* Relaxed: a hint; pairs with nothing. */
+		mb_ring_check_laggards(b, t, atomic_load_explicit(&tp->gate, memory_order_relaxed));
 		w->next_check = now + b->check_ns;
 	}
 	uint32_t v = mb_ec_prepare(&tp->space_ec);

@@ -191,20 +191,20 @@ static void topic_create(msgbus_bus *b, uint32_t t, const char *s, size_t len, u
 {
 	struct mb_topic *tp = mb_topic_at(b, t);
 	/* Under the control lock; the topic's words below are published by the
-	 * release store of READY. seq_cst by default: these stores pair with
-	 * nothing (relaxed would do). */
-	atomic_store(&tp->state, MB_TOPIC_INIT);
+	 * release store of READY. Relaxed: these stores pair with nothing. */
+	atomic_store_explicit(&tp->state, MB_TOPIC_INIT, memory_order_relaxed);
 	memcpy(tp->name, s, len);
 	tp->name[len] = '\0';
 	tp->name_len = (uint32_t)len;
 	tp->name_hash = hash;
-	atomic_store(&tp->tail, 0);
-	atomic_store(&tp->gate, 0);
+	atomic_store_explicit(&tp->tail, 0, memory_order_relaxed);
+	atomic_store_explicit(&tp->gate, 0, memory_order_relaxed);
 	for (uint32_t i = 0; i < MB_MAX_SUBS / 64; i++)
-		atomic_store(&tp->cursor_mask[i], 0);
+		atomic_store_explicit(&tp->cursor_mask[i], 0, memory_order_relaxed);
 	uint64_t n = b->cfg.ring_slots;
 	for (uint64_t p = 0; p < n; p++)
-		atomic_store(&mb_slot_at(b, t, p)->stamp, mb_stamp(p - n, 0, MB_ST_ABORTED));
+		atomic_store_explicit(&mb_slot_at(b, t, p)->stamp, mb_stamp(p - n, 0, MB_ST_ABORTED),
+		                      memory_order_relaxed);
 	add_matching_cursors(b, t, s, len);
 	/* Release: the name, ring and cursors are set; pairs with the acquire
 	 * loads of state in mb_topic_refresh and readers of the topic. */
