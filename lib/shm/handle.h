@@ -75,6 +75,15 @@ struct mb_link_hooks {
 	 * own threads read them again (takes a lock, never waits for I/O). */
 	void (*spin)(msgbus_bus *b);
 	void (*unspin)(msgbus_bus *b);
+	/* A call of b (call.c) whose call entry `entry` a link of b took
+	 * (call_direct) waits for its reply until `until` (ns): if that link
+	 * lets this thread read its connection now, read it here (handling
+	 * all it brings, as the link's reader would) until the entry changes,
+	 * the connection needs its own thread, or a read could outlast
+	 * `until`; true then: look at the entry again, nobody was woken.
+	 * false: wait as usual (may block in a read for up to 100 ms, so
+	 * msgbus_shutdown ends such a wait within that). */
+	bool (*await_reply)(msgbus_bus *b, uint32_t entry, uint64_t until);
 };
 
 struct msgbus_bus {
