@@ -24,7 +24,8 @@
  *            connection (bad_frames) and the process is unharmed; a
  *            requester reading the connection while it waits (PING
  *            answered, a MSG delivered, a split reply, a timeout, bad
- *            input -> MSGBUS_EPEERDIED at once)
+ *            input -> MSGBUS_EPEERDIED at once, msgbus_shutdown within
+ *            100 ms)
  * Without nats-server installed (or with NATS_SERVER set empty), the suite
  * says so in one line and the server cases pass without running; the
  * fake-server case runs anyway.
@@ -1722,8 +1723,23 @@ static void *await_requester(void *arg)
  * reply split over two writes is put together. A timeout is honoured.
  * When the requesters are gone, rx reads again. Bad input in the middle
  * of a wait closes the connection, and the request fails at once with
- * MSGBUS_EPEERDIED.
+ * MSGBUS_EPEERDIED; msgbus_shutdown ends a wait as promptly as any other.
  */
+/* Accept b's link on lfd and bring it up. */
+static void fake_up(int lfd, msgbus_bus *b, struct fake *f)
+{
+	struct pollfd p = { lfd, POLLIN, 0 };
+	ck_assert_int_eq(poll(&p, 1, TU_WAIT_MS), 1);
+	f->len = f->mark = 0;
+	f->fd = accept(lfd, NULL, NULL);
+	ck_assert_int_ge(f->fd, 0);
+	fake_send(f, "INFO {\"server_id\":\"FAKE\",\"version\":\"2.9.10\",\"proto\":1,"
+	             "\"headers\":true,\"max_payload\":4096}\r\n");
+	fake_expect(f, "PING", NULL, 0);
+	fake_send(f, "PONG\r\n");
+	WAIT_FOR(link_stats(b).links_up == 1);
+}
+
 START_TEST(test_fake_server_await)
 {
 	int port, lfd = listen_any(&port);
@@ -1734,16 +1750,8 @@ START_TEST(test_fake_server_await)
 	TU_ASSERT_OK(msgbus_subscribe(b, "note", 0, &note));
 	snprintf(nurl, sizeof(nurl), "nats://127.0.0.1:%d", port);
 	TU_ASSERT_OK(msgbus_connect(b, nurl));
-	struct pollfd p = { lfd, POLLIN, 0 };
-	ck_assert_int_eq(poll(&p, 1, TU_WAIT_MS), 1);
 	static struct fake f;
-	f.fd = accept(lfd, NULL, NULL);
-	ck_assert_int_ge(f.fd, 0);
-	fake_send(&f, "INFO {\"server_id\":\"FAKE\",\"version\":\"2.9.10\",\"proto\":1,"
-	              "\"headers\":true,\"max_payload\":4096}\r\n");
-	fake_expect(&f, "PING", NULL, 0);
-	fake_send(&f, "PONG\r\n");
-	WAIT_FOR(link_stats(b).links_up == 1);
+	fake_up(lfd, b, &f);
 	fake_expect(&f, "SUB note ", line, sizeof(line));
 	ck_assert_int_eq(sscanf(line, "SUB note %31s", sid), 1);
 	for (int i = 0; i < 20; i++) {
@@ -1812,8 +1820,34 @@ START_TEST(test_fake_server_await)
 	WAIT_FOR(link_stats(b).links_up == 0);
 	ck_assert_uint_eq(link_stats(b).bad_frames, 1);
 	close(f.fd);
+	/* msgbus_shutdown ends a wait that reads, as every other wait:
+	 * within 100 ms (the reads block 50 ms at most) */
+	fake_up(lfd, b, &f);
+	for (int i = 0; i < 2; i++) {
+		struct await_req r = { b, 20000, -1, NULL };
+		pthread_t t;
+		ck_assert_int_eq(pthread_create(&t, NULL, await_requester, &r), 0);
+		fake_expect(&f, "PUB svc ", line, sizeof(line));
+		ck_assert_int_eq(sscanf(line, "PUB svc %159s", reply), 1);
+		if (i == 0) {
+			snprintf(text, sizeof(text), "MSG %s 1 2\r\nok\r\n", reply);
+			fake_send(&f, text);
+			ck_assert_int_eq(pthread_join(t, NULL), 0);
+			TU_ASSERT_OK(r.rc);
+			msgbus_msg_release(r.reply);
+			continue;
+		}
+		tu_sleep_ms(20);
+		t0 = tu_now_ms();
+		TU_ASSERT_OK(msgbus_shutdown(b));
+		ck_assert_int_eq(pthread_join(t, NULL), 0);
+		TU_ASSERT_RC(r.rc, MSGBUS_ECLOSED);
+		double took = tu_now_ms() - t0, bound = tu_valgrind() ? 1000.0 : 100.0;
+		ck_assert_msg(took < bound, "took %.0f ms (bound %.0f)", took, bound);
+	}
 	msgbus_unsubscribe(note);
 	msgbus_close(b);
+	close(f.fd);
 	close(lfd);
 }
 END_TEST

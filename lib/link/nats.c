@@ -21,7 +21,10 @@
 
 #define NATS_BACKOFF_MIN_MS 50u
 #define NATS_BACKOFF_MAX_MS 2000u
-#define READ_POLL_MS 100      /* how often a blocked reader looks at closing */
+/* A blocked read returns after this long at most, so its reader looks at
+ * closing: rx, or a requester reading (msgbus_shutdown ends its wait
+ * within it). */
+#define READ_POLL_MS 50
 #define NATS_HANDSHAKE_MS 2000u    /* INFO, then PONG after CONNECT, within this */
 #define IDLE_PING_MS 2000u    /* a PING after this long without input */
 #define NATS_DEAD_AFTER_MS 6000u   /* no input at all for this long: gone */
@@ -37,8 +40,12 @@
 /* While requesters read the connection, rx naps this long at a time, and
  * owns the reading side again once none asked for it for NATS_GONE_NS:
  * what comes while none reads waits one nap at most. */
+#ifndef NATS_RX_NAP_NS
 #define NATS_RX_NAP_NS 500000ull
+#endif
+#ifndef NATS_GONE_NS
 #define NATS_GONE_NS 2000000ull
+#endif
 
 /* ---- URL ------------------------------------------------------------------- */
 

@@ -81,8 +81,8 @@ struct mb_link_hooks {
 	 * all it brings, as the link's reader would) until the entry changes,
 	 * the connection needs its own thread, or a read could outlast
 	 * `until`; true then: look at the entry again, nobody was woken.
-	 * false: wait as usual (may block in a read for up to 100 ms, so
-	 * msgbus_shutdown ends such a wait within that). */
+	 * false: wait as usual. A read blocks for 50 ms at most, so
+	 * msgbus_shutdown ends such a wait within that. */
 	bool (*await_reply)(msgbus_bus *b, uint32_t entry, uint64_t until);
 };
 
