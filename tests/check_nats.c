@@ -21,7 +21,11 @@
  *            node (messages and a request from the hub to the leaf)
  *  fake      a fake server from the test: garbage, an oversize MSG, a line
  *            over 4096 bytes, a payload not ended by CRLF: each closes the
- *            connection (bad_frames) and the process is unharmed
+ *            connection (bad_frames) and the process is unharmed; a
+ *            requester reading the connection while it waits (PING
+ *            answered, a MSG delivered, a split reply, a timeout, bad
+ *            input -> MSGBUS_EPEERDIED at once, msgbus_shutdown within
+ *            100 ms)
  * Without nats-server installed (or with NATS_SERVER set empty), the suite
  * says so in one line and the server cases pass without running; the
  * fake-server case runs anyway.
@@ -1661,6 +1665,193 @@ START_TEST(test_fake_server)
 }
 END_TEST
 
+/* The fake server's side of one connection: what it read, and how far
+ * the test has looked. */
+struct fake {
+	int fd;
+	size_t len, mark;
+	char buf[1 << 16];
+};
+
+/* Read until want appears after mark; the bytes after it are where the
+ * next look starts. The line want starts, up to its CRLF, into line. */
+static void fake_expect(struct fake *f, const char *want, char *line, size_t cap)
+{
+	double end = tu_now_ms() + TU_WAIT_MS;
+	char *at;
+	f->buf[f->len] = '\0';
+	while (!(at = strstr(f->buf + f->mark, want)) || !strstr(at, "\r\n")) {
+		struct pollfd p = { f->fd, POLLIN, 0 };
+		ck_assert_msg(tu_now_ms() < end && f->len + 1 < sizeof(f->buf),
+		              "the link did not send %s", want);
+		if (poll(&p, 1, 50) <= 0)
+			continue;
+		ssize_t n = read(f->fd, f->buf + f->len, sizeof(f->buf) - 1 - f->len);
+		ck_assert_int_gt(n, 0);
+		f->len += (size_t)n;
+		f->buf[f->len] = '\0';
+	}
+	char *eol = strstr(at, "\r\n");
+	if (line)
+		snprintf(line, cap, "%.*s", (int)(eol - at), at);
+	f->mark = (size_t)(eol + 2 - f->buf);
+}
+
+static void fake_send(struct fake *f, const char *text)
+{
+	ck_assert_int_eq(tu_send_all(f->fd, text, strlen(text)), 0);
+}
+
+struct await_req {
+	msgbus_bus *b;
+	int timeout_ms, rc;
+	msgbus_msg *reply;
+};
+
+static void *await_requester(void *arg)
+{
+	struct await_req *r = arg;
+	r->rc = msgbus_request(r->b, "svc", "q", 1, &r->reply, r->timeout_ms);
+	return NULL;
+}
+
+/*
+ * A requester waiting for its reply from NATS reads the connection itself
+ * once the link's rx lets it (after the first round trip), and handles
+ * whatever comes on the way as rx would: the server's PING is answered
+ * before the reply comes, a MSG for a local subscriber is delivered, a
+ * reply split over two writes is put together. A timeout is honoured.
+ * When the requesters are gone, rx reads again. Bad input in the middle
+ * of a wait closes the connection, and the request fails at once with
+ * MSGBUS_EPEERDIED; msgbus_shutdown ends a wait as promptly as any other.
+ */
+/* Accept b's link on lfd and bring it up. */
+static void fake_up(int lfd, msgbus_bus *b, struct fake *f)
+{
+	struct pollfd p = { lfd, POLLIN, 0 };
+	ck_assert_int_eq(poll(&p, 1, TU_WAIT_MS), 1);
+	f->len = f->mark = 0;
+	f->fd = accept(lfd, NULL, NULL);
+	ck_assert_int_ge(f->fd, 0);
+	fake_send(f, "INFO {\"server_id\":\"FAKE\",\"version\":\"2.9.10\",\"proto\":1,"
+	             "\"headers\":true,\"max_payload\":4096}\r\n");
+	fake_expect(f, "PING", NULL, 0);
+	fake_send(f, "PONG\r\n");
+	WAIT_FOR(link_stats(b).links_up == 1);
+}
+
+START_TEST(test_fake_server_await)
+{
+	int port, lfd = listen_any(&port);
+	char url[128], nurl[64], line[256], sid[32], reply[160], text[256];
+	tu_unique_url(url, sizeof(url), "inproc");
+	msgbus_bus *b = tu_open(url, NULL);
+	msgbus_sub *note;
+	TU_ASSERT_OK(msgbus_subscribe(b, "note", 0, &note));
+	snprintf(nurl, sizeof(nurl), "nats://127.0.0.1:%d", port);
+	TU_ASSERT_OK(msgbus_connect(b, nurl));
+	static struct fake f;
+	fake_up(lfd, b, &f);
+	fake_expect(&f, "SUB note ", line, sizeof(line));
+	ck_assert_int_eq(sscanf(line, "SUB note %31s", sid), 1);
+	for (int i = 0; i < 20; i++) {
+		struct await_req r = { b, TU_WAIT_MS, -1, NULL };
+		pthread_t t;
+		ck_assert_int_eq(pthread_create(&t, NULL, await_requester, &r), 0);
+		fake_expect(&f, "PUB svc ", line, sizeof(line));
+		ck_assert_int_eq(sscanf(line, "PUB svc %159s", reply), 1);
+		snprintf(text, sizeof(text), "MSG note %s 2\r\nn%d\r\nPING\r\n", sid, i % 10);
+		fake_send(&f, text);
+		fake_expect(&f, "PONG", NULL, 0); /* else no reply: a timeout */
+		snprintf(text, sizeof(text), "MSG %s 1 2\r\nr", reply);
+		fake_send(&f, text);
+		tu_sleep_ms(1);
+		snprintf(text, sizeof(text), "%d\r\n", i % 10);
+		fake_send(&f, text);
+		ck_assert_int_eq(pthread_join(t, NULL), 0);
+		TU_ASSERT_OK(r.rc);
+		snprintf(text, sizeof(text), "r%d", i % 10);
+		ck_assert_uint_eq(msgbus_msg_len(r.reply), 2);
+		ck_assert(!memcmp(msgbus_msg_data(r.reply), text, 2));
+		msgbus_msg_release(r.reply);
+		msgbus_msg *m;
+		TU_ASSERT_OK(msgbus_recv(note, &m, TU_WAIT_MS));
+		text[0] = 'n';
+		ck_assert(!memcmp(msgbus_msg_data(m), text, 2));
+		msgbus_msg_release(m);
+	}
+	/* unanswered: the requester's own deadline */
+	msgbus_msg *m;
+	double t0 = tu_now_ms();
+	TU_ASSERT_RC(msgbus_request(b, "svc", "q", 1, &m, 300), MSGBUS_ETIMEDOUT);
+	ck_assert_msg(tu_now_ms() - t0 >= 290 && tu_now_ms() - t0 < 1000, "took %.0f ms",
+	              tu_now_ms() - t0);
+	fake_expect(&f, "PUB svc ", NULL, 0);
+	/* no requester: rx reads (and answers) again */
+	tu_sleep_ms(20);
+	snprintf(text, sizeof(text), "PING\r\nMSG note %s 2\r\nnx\r\n", sid);
+	fake_send(&f, text);
+	fake_expect(&f, "PONG", NULL, 0);
+	TU_ASSERT_OK(msgbus_recv(note, &m, TU_WAIT_MS));
+	ck_assert(!memcmp(msgbus_msg_data(m), "nx", 2));
+	msgbus_msg_release(m);
+	/* bad input while a requester waits */
+	for (int i = 0; i < 2; i++) {
+		struct await_req r = { b, 20000, -1, NULL };
+		pthread_t t;
+		ck_assert_int_eq(pthread_create(&t, NULL, await_requester, &r), 0);
+		fake_expect(&f, "PUB svc ", line, sizeof(line));
+		ck_assert_int_eq(sscanf(line, "PUB svc %159s", reply), 1);
+		if (i == 0) { /* a round trip first: the next wait reads */
+			snprintf(text, sizeof(text), "MSG %s 1 2\r\nok\r\n", reply);
+			fake_send(&f, text);
+			ck_assert_int_eq(pthread_join(t, NULL), 0);
+			TU_ASSERT_OK(r.rc);
+			msgbus_msg_release(r.reply);
+			continue;
+		}
+		tu_sleep_ms(5);
+		t0 = tu_now_ms();
+		fake_send(&f, "HELLO THERE\r\n");
+		ck_assert_int_eq(pthread_join(t, NULL), 0);
+		TU_ASSERT_RC(r.rc, MSGBUS_EPEERDIED);
+		ck_assert_msg(tu_now_ms() - t0 < 2000, "took %.0f ms", tu_now_ms() - t0);
+	}
+	WAIT_FOR(link_stats(b).links_up == 0);
+	ck_assert_uint_eq(link_stats(b).bad_frames, 1);
+	close(f.fd);
+	/* msgbus_shutdown ends a wait that reads, as every other wait:
+	 * within 100 ms (the reads block 50 ms at most) */
+	fake_up(lfd, b, &f);
+	for (int i = 0; i < 2; i++) {
+		struct await_req r = { b, 20000, -1, NULL };
+		pthread_t t;
+		ck_assert_int_eq(pthread_create(&t, NULL, await_requester, &r), 0);
+		fake_expect(&f, "PUB svc ", line, sizeof(line));
+		ck_assert_int_eq(sscanf(line, "PUB svc %159s", reply), 1);
+		if (i == 0) {
+			snprintf(text, sizeof(text), "MSG %s 1 2\r\nok\r\n", reply);
+			fake_send(&f, text);
+			ck_assert_int_eq(pthread_join(t, NULL), 0);
+			TU_ASSERT_OK(r.rc);
+			msgbus_msg_release(r.reply);
+			continue;
+		}
+		tu_sleep_ms(20);
+		t0 = tu_now_ms();
+		TU_ASSERT_OK(msgbus_shutdown(b));
+		ck_assert_int_eq(pthread_join(t, NULL), 0);
+		TU_ASSERT_RC(r.rc, MSGBUS_ECLOSED);
+		double took = tu_now_ms() - t0, bound = tu_valgrind() ? 1000.0 : 100.0;
+		ck_assert_msg(took < bound, "took %.0f ms (bound %.0f)", took, bound);
+	}
+	msgbus_unsubscribe(note);
+	msgbus_close(b);
+	close(f.fd);
+	close(lfd);
+}
+END_TEST
+
 /* A bridge's messages stay one hop, so a bridge (a link's handle)
  * publishing does not write into the inboxes of bridges' subscriptions
  * (links' followers, proxies, watches), which would only skip them: a
@@ -1728,6 +1919,7 @@ static TCase *nats_server_tcase(void)
 	tcase_add_test(tc, test_server_rx_backlog);
 	tcase_add_test(tc, test_server_spinning);
 	tcase_add_test(tc, test_fake_server);
+	tcase_add_test(tc, test_fake_server_await);
 	return tc;
 }
 

@@ -193,6 +193,7 @@ static const struct mb_link_hooks link_hooks = {
 	.replied = links_replied,
 	.spin = mb_links_spin,
 	.unspin = mb_links_unspin,
+	.await_reply = mb_nats_await_reply, /* nats.c */
 };
 
 static struct mb_links *links_of(msgbus_bus *b)

@@ -21,7 +21,10 @@
 
 #define NATS_BACKOFF_MIN_MS 50u
 #define NATS_BACKOFF_MAX_MS 2000u
-#define READ_POLL_MS 100      /* how often rx looks at closing */
+/* A blocked read returns after this long at most, so its reader looks at
+ * closing: rx, or a requester reading (msgbus_shutdown ends its wait
+ * within it). */
+#define READ_POLL_MS 50
 #define NATS_HANDSHAKE_MS 2000u    /* INFO, then PONG after CONNECT, within this */
 #define IDLE_PING_MS 2000u    /* a PING after this long without input */
 #define NATS_DEAD_AFTER_MS 6000u   /* no input at all for this long: gone */
@@ -34,6 +37,15 @@
 /* In lame-duck mode, replies to requests in flight are awaited this long
  * before the move (the server serves for 10 s by default). */
 #define NATS_LDM_WAIT_MS 1000u
+/* While requesters read the connection, rx naps this long at a time, and
+ * owns the reading side again once none asked for it for NATS_GONE_NS:
+ * what comes while none reads waits one nap at most. */
+#ifndef NATS_RX_NAP_NS
+#define NATS_RX_NAP_NS 500000ull
+#endif
+#ifndef NATS_GONE_NS
+#define NATS_GONE_NS 2000000ull
+#endif
 
 /* ---- URL ------------------------------------------------------------------- */
 
@@ -188,13 +200,6 @@ static void nats_logf(struct mb_nats *n, const char *what, const char *why)
 	mb_link_logf("msgbus: link %s: %s: %s\n", n->shown, what, why);
 }
 
-struct rx {
-	uint8_t *buf;
-	size_t cap, len, off;
-	uint64_t max_payload;
-	uint64_t last_rx_ns, ping_sent_ns; /* ping_sent_ns 0: none outstanding */
-};
-
 /* A control line on fd: after what txbuf holds once the link is up. */
 static bool send_simple(struct mb_nats *n, int fd, const char *line)
 {
@@ -208,9 +213,9 @@ static bool send_simple(struct mb_nats *n, int fd, const char *line)
 	return ok;
 }
 
-/* Read more into r; false at the end of the stream or an error. A read
- * that times out is true with nothing added. */
-static bool rx_read(struct mb_nats *n, int fd, struct rx *r)
+/* Read more into r (without waiting: nowait): 1, 0 when nothing came (a
+ * read timed out), -1 at the end of the stream or an error. */
+static int rx_read(struct mb_nats *n, int fd, struct nats_rx *r, bool nowait)
 {
 	if (r->off && r->off == r->len)
 		r->off = r->len = 0;
@@ -220,15 +225,32 @@ static bool rx_read(struct mb_nats *n, int fd, struct rx *r)
 		r->off = 0;
 	}
 	if (r->len == r->cap)
-		return true; /* cannot happen: the parser refuses more */
-	long got = mb_sock_read(fd, r->buf + r->len, r->cap - r->len);
+		return 0; /* cannot happen: the parser refuses more */
+	long got = nowait ? mb_sock_read_nowait(fd, r->buf + r->len, r->cap - r->len)
+	                  : mb_sock_read(fd, r->buf + r->len, r->cap - r->len);
 	if (got == -EAGAIN || got == -EINTR)
-		return true;
+		return 0;
 	if (got <= 0)
-		return false;
+		return -1;
 	r->len += (size_t)got;
 	r->last_rx_ns = mb_now_ns();
 	n->rx_room_until = r->last_rx_ns + RX_ROOM_NS;
+	return 1;
+}
+
+/* After a read that brought nothing: PING an idle server; false when it
+ * is silent too long, or the PING cannot go. */
+static bool rx_idle(struct mb_nats *n, int fd, struct nats_rx *r)
+{
+	uint64_t now = mb_now_ns(), idle = now - r->last_rx_ns;
+	if (idle > NATS_DEAD_AFTER_MS * 1000000ull) {
+		nats_logf(n, "closing", "the server sent nothing for 6 s");
+		return false;
+	}
+	if (idle > IDLE_PING_MS * 1000000ull && !r->ping_sent_ns) {
+		r->ping_sent_ns = now;
+		return mb_nats_idle_ping(n, fd);
+	}
 	return true;
 }
 
@@ -321,7 +343,7 @@ static enum item_rc on_item(struct mb_nats *n, int fd, const struct mb_nats_in *
 
 /* Handle the whole items in r. The kinds seen are or-ed into *seen (bit
  * per item_rc); false: bad input (logged, counted). */
-static bool rx_items(struct mb_nats *n, int fd, struct rx *r, unsigned *seen)
+static bool rx_items(struct mb_nats *n, int fd, struct nats_rx *r, unsigned *seen)
 {
 	for (;;) {
 		struct mb_nats_in in;
@@ -340,16 +362,18 @@ static bool rx_items(struct mb_nats *n, int fd, struct rx *r, unsigned *seen)
 		enum item_rc rc = on_item(n, fd, &in, &info);
 		if (rc == ITEM_BAD)
 			return false;
+		if (rc == ITEM_PONG)
+			r->ping_sent_ns = 0;
 		*seen |= 1u << rc;
 	}
 }
 
 /* The first INFO, within NATS_HANDSHAKE_MS: sizes the read buffer. */
-static bool read_info(struct mb_nats *n, int fd, struct rx *r)
+static bool read_info(struct mb_nats *n, int fd, struct nats_rx *r)
 {
 	uint64_t end = mb_now_ns() + NATS_HANDSHAKE_MS * 1000000ull;
 	while (mb_now_ns() < end && !mb_nats_stopping(n)) {
-		if (!rx_read(n, fd, r))
+		if (rx_read(n, fd, r, false) < 0)
 			return false;
 		struct mb_nats_in in;
 		struct mb_nats_info info;
@@ -387,7 +411,7 @@ static bool read_info(struct mb_nats *n, int fd, struct rx *r)
 }
 
 /* CONNECT and PING, then the PONG (or an -ERR) within NATS_HANDSHAKE_MS. */
-static bool handshake(struct mb_nats *n, int fd, struct rx *r)
+static bool handshake(struct mb_nats *n, int fd, struct nats_rx *r)
 {
 	char line[1024];
 	size_t len = mb_nats_connect(line, sizeof(line) - 8, n->user[0] ? n->user : NULL,
@@ -407,7 +431,7 @@ static bool handshake(struct mb_nats *n, int fd, struct rx *r)
 			return false;
 		if (seen & 1u << ITEM_PONG)
 			return true;
-		if (!rx_read(n, fd, r))
+		if (rx_read(n, fd, r, false) < 0)
 			return false;
 	}
 	nats_logf(n, "closing", "no PONG to CONNECT in time");
@@ -457,42 +481,167 @@ static bool lame_duck(struct mb_nats *n, const struct nats_server *srv)
 	return other;
 }
 
-/* Read until the connection drops; answer PINGs, send ours when idle. */
-static void run_up(struct mb_nats *n, int fd, struct rx *r, const struct nats_server *srv)
+/* Whether a requester asked for the reading side lately. Relaxed: a hint
+ * (await_ns orders nothing); a stale answer costs a nap or a hand-off. */
+static bool rx_wanted(struct mb_nats *n, uint64_t now)
 {
+	return atomic_load_explicit(&n->await_ns, memory_order_relaxed) + NATS_GONE_NS > now;
+}
+
+/*
+ * rx lets requesters read: it naps NATS_RX_NAP_NS at a time, until a nap
+ * ends with the reading side free, or a requester leaves it work (it
+ * signals rx_ec after setting rd_left, under rlock). Called and returns
+ * with rlock held.
+ */
+static void rx_nap(struct mb_nats *n)
+{
+	/* Announced before the unlock: a requester that takes rlock after it
+	 * and leaves rx work signals after its unlock. */
+	uint32_t v = mb_ec_prepare(&n->rx_ec);
+	pthread_mutex_unlock(&n->rlock);
+	for (;;) {
+		uint64_t now = mb_now_ns();
+		if (!mb_nats_stopping(n))
+			mb_ec_sleep(&n->rx_ec, v, now, now + NATS_RX_NAP_NS);
+		v = mb_ec_prepare(&n->rx_ec);
+		if (pthread_mutex_trylock(&n->rlock) == 0)
+			return;
+		if (mb_nats_stopping(n)) {
+			/* its read ends at the shutdown of the socket */
+			pthread_mutex_lock(&n->rlock);
+			return;
+		}
+		/* A requester reads: it handles all that comes. Prepared
+		 * before the trylock: it signals after its unlock. */
+	}
+}
+
+/* Read until the connection drops (rx's turns at the reading side);
+ * answer PINGs, send ours when idle. */
+static void run_up(struct mb_nats *n, int fd, const struct nats_server *srv)
+{
+	struct nats_rx *r = &n->rd;
 	uint64_t ldm_until = 0; /* moving: once no request awaits a reply, or then */
+	pthread_mutex_lock(&n->rlock);
+	n->rfd = fd;
+	n->rd_left = 0;
 	while (!mb_nats_stopping(n)) {
 		unsigned seen = 0;
-		if (!rx_items(n, fd, r, &seen))
-			return;
-		if (seen & 1u << ITEM_PONG)
-			r->ping_sent_ns = 0;
+		if ((n->rd_left & NATS_LEFT_END) || !rx_items(n, fd, r, &seen))
+			break;
+		if (n->rd_left & NATS_LEFT_LDM)
+			seen |= 1u << ITEM_LDM;
+		n->rd_left = 0;
 		if ((seen & 1u << ITEM_LDM) && !ldm_until && lame_duck(n, srv))
 			ldm_until = mb_now_ns() + NATS_LDM_WAIT_MS * 1000000ull;
 		if (ldm_until && (!mb_nats_requests_out(n) || mb_now_ns() > ldm_until)) {
 			mb_nats_flush(n); /* what is queued goes to this server */
-			return;
+			break;
 		}
-		if (!rx_read(n, fd, r))
-			return;
-		uint64_t now = mb_now_ns(), idle = now - r->last_rx_ns;
-		if (idle > NATS_DEAD_AFTER_MS * 1000000ull) {
-			nats_logf(n, "closing", "the server sent nothing for 6 s");
-			return;
-		}
-		if (idle > IDLE_PING_MS * 1000000ull && !r->ping_sent_ns) {
-			r->ping_sent_ns = now;
-			if (!mb_nats_idle_ping(n, fd))
-				return;
-		}
+		/* The owner blocks in the read; while requesters read, rx
+		 * takes what is there and naps. */
+		bool nap = rx_wanted(n, mb_now_ns());
+		int got = rx_read(n, fd, r, nap);
+		if (got < 0)
+			break;
+		if (got > 0)
+			continue;
+		if (!rx_idle(n, fd, r))
+			break;
+		if (nap)
+			rx_nap(n);
 	}
+	n->rfd = -1;
+	pthread_mutex_unlock(&n->rlock);
+}
+
+/*
+ * A requester's turn at the reading side (mb_nats_await_reply): read and
+ * handle all the connection brings, as rx does, until the call's word is
+ * no longer w. true: it changed, or a read timed out (look again); false:
+ * the connection needs rx (rd_left set: the caller signals it), the bus
+ * closes, or a read could outlast until. Caller holds rlock, rfd >= 0.
+ */
+static bool await_locked(struct mb_nats *n, msgbus_bus *b, _Atomic uint64_t *word, uint64_t w,
+                         uint64_t until)
+{
+	struct nats_rx *r = &n->rd;
+	int fd = n->rfd;
+	for (;;) {
+		unsigned seen = 0;
+		if (n->rd_left || mb_nats_stopping(n) || mb_closing(b))
+			return false;
+		if (!rx_items(n, fd, r, &seen)) {
+			n->rd_left |= NATS_LEFT_END;
+			return false;
+		}
+		if (seen & 1u << ITEM_LDM) {
+			n->rd_left |= NATS_LEFT_LDM;
+			return false;
+		}
+		/* Acquire: pairs with the release that answered the call
+		 * (reqrep/serve.c:respond, written by on_reply above or by
+		 * another thread). */
+		if (atomic_load_explicit(word, memory_order_acquire) != w)
+			return true;
+		if (mb_now_ns() + READ_POLL_MS * 1000000ull > until)
+			return false;
+		int got = rx_read(n, fd, r, false);
+		if (got < 0 || (got == 0 && !rx_idle(n, fd, r))) {
+			n->rd_left |= NATS_LEFT_END;
+			return false;
+		}
+		if (got == 0)
+			return true;
+	}
+}
+
+bool mb_nats_await_reply(msgbus_bus *b, uint32_t entry, uint64_t until)
+{
+	/* Pairs with the release in links.c:links_of(). */
+	struct mb_links *ls = __atomic_load_n(&b->links, __ATOMIC_ACQUIRE);
+	uint64_t now = mb_now_ns();
+	if (!ls || entry >= MB_CALLS || now + READ_POLL_MS * 1000000ull > until)
+		return false;
+	_Atomic uint64_t *word = &mb_call_at(b, b->self, entry)->word;
+	/* Relaxed: which link took the call, to look it up; await_locked
+	 * acquires the answer. */
+	uint64_t w = atomic_load_explicit(word, memory_order_relaxed);
+	uint32_t worker = MB_CALLW_WORKER(w);
+	if (MB_CALLW_STATE(w) != MB_CALL_TAKEN || !mb_link_is_bridge(b, worker))
+		return false;
+	struct mb_nats *n;
+	pthread_mutex_lock(&ls->lock);
+	for (n = ls->nats; n && n->lb->self != worker; n = n->next)
+		;
+	/* Relaxed: under ls->lock, which mb_nats_stop takes to unlist n
+	 * before it waits for none. */
+	if (n)
+		atomic_fetch_add_explicit(&n->awaiters, 1, memory_order_relaxed);
+	pthread_mutex_unlock(&ls->lock);
+	if (!n)
+		return false;
+	atomic_store_explicit(&n->await_ns, now, memory_order_relaxed); /* see rx_wanted */
+	bool read = false;
+	if (pthread_mutex_trylock(&n->rlock) == 0) {
+		read = n->rfd >= 0 && await_locked(n, b, word, w, until);
+		bool left = n->rd_left != 0;
+		pthread_mutex_unlock(&n->rlock);
+		if (left)
+			mb_ec_signal(&n->rx_ec);
+	}
+	/* Release: pairs with the acquire in mb_nats_stop: our last use of
+	 * n is before it is freed. */
+	atomic_fetch_sub_explicit(&n->awaiters, 1, memory_order_release);
+	return read;
 }
 
 /* One connection to srv; true if it was up. */
 static bool run_connection(struct mb_nats *n, const struct nats_server *srv, bool again)
 {
 	int fd;
-	struct rx r = { 0 };
+	struct nats_rx *r = &n->rd;
 	bool was_up = false;
 	mb_nats_seen_connecting(n);
 	if (mb_tcp_connect(srv->host, srv->port, &fd))
@@ -503,15 +652,15 @@ static bool run_connection(struct mb_nats *n, const struct nats_server *srv, boo
 	pthread_mutex_unlock(&n->wlock);
 	mb_sock_set_read_timeout(fd, READ_POLL_MS);
 	mb_sock_set_write_timeout(fd, 250);
-	r.buf = malloc(MB_NATS_LINE_MAX);
-	r.cap = MB_NATS_LINE_MAX;
-	r.last_rx_ns = mb_now_ns();
-	if (!closing && r.buf && read_info(n, fd, &r) && handshake(n, fd, &r)) {
+	/* rfd is -1: rx alone uses rd until run_up */
+	*r = (struct nats_rx){ .buf = malloc(MB_NATS_LINE_MAX), .cap = MB_NATS_LINE_MAX,
+	                       .last_rx_ns = mb_now_ns() };
+	if (!closing && r->buf && read_info(n, fd, r) && handshake(n, fd, r)) {
 		was_up = true;
 		if (again)
 			atomic_fetch_add_explicit(&n->ls->reconnects, 1, memory_order_relaxed);
-		set_up(n, fd, r.max_payload, true);
-		run_up(n, fd, &r, srv);
+		set_up(n, fd, r->max_payload, true);
+		run_up(n, fd, srv);
 		set_up(n, fd, 0, false);
 		mb_nats_fail_pending(n, MSGBUS_EPEERDIED);
 	}
@@ -520,7 +669,8 @@ static bool run_connection(struct mb_nats *n, const struct nats_server *srv, boo
 	pthread_mutex_unlock(&n->wlock);
 	mb_sock_shutdown(fd);
 	mb_close_fd(fd);
-	free(r.buf);
+	free(r->buf);
+	r->buf = NULL;
 	return was_up;
 }
 
@@ -582,6 +732,7 @@ static void nats_free(struct mb_nats *n)
 	free(n->told);
 	free(n->txbuf);
 	pthread_mutex_destroy(&n->wlock);
+	pthread_mutex_destroy(&n->rlock);
 	free(n);
 }
 
@@ -631,9 +782,10 @@ int mb_nats_connect_url(struct mb_links *ls, const char *url)
 		return MSGBUS_ENOMEM;
 	n->ls = ls;
 	n->seen.state = MSGBUS_LINK_CONNECTING;
-	n->fd = n->conn_fd = -1;
+	n->fd = n->conn_fd = n->rfd = -1;
 	n->next_sid = 1;
 	pthread_mutex_init(&n->wlock, NULL);
+	pthread_mutex_init(&n->rlock, NULL);
 	mb_nats_rr_init(n);
 	int rc = parse_url(n, url);
 	if (!rc)
@@ -675,6 +827,11 @@ void mb_nats_stop(struct mb_links *ls)
 		pthread_join(n->tx, NULL);
 		mb_ec_kick(&mb_part_at(n->lb, n->lb->self)->reply_ec);
 		pthread_join(n->rr, NULL);
+		/* Requesters reading it (unlisted above, no new ones) end at
+		 * the shutdown of its socket. Acquire: pairs with the release
+		 * in mb_nats_await_reply. */
+		while (atomic_load_explicit(&n->awaiters, memory_order_acquire))
+			mb_nap_us(100);
 		nats_free(n);
 	}
 }

@@ -12,12 +12,18 @@
  * for local interest. With echo:false the server does not send our own
  * PUBs back either, so two buses on one NATS deployment cannot loop.
  *
- * Two threads. rx owns the socket's reading side and the connection's
- * life: it connects through the server list with backoff, reads INFO,
- * sends CONNECT and PING, and counts the link up at the PONG; then it
- * reads until the connection drops, publishing MSGs without waiting (a
- * full bus drops and counts, never stalls the socket: NATS cuts slow
- * consumers off) and answering PINGs. tx follows the bus and writes.
+ * Two threads. rx owns the connection's life: it connects through the
+ * server list with backoff, reads INFO, sends CONNECT and PING, and counts
+ * the link up at the PONG; then the connection is read until it drops,
+ * MSGs published without waiting (a full bus drops and counts, never
+ * stalls the socket: NATS cuts slow consumers off) and PINGs answered.
+ * The reading side (rlock) is rx's, or, while rx lets it, a requester's
+ * of the linking handle waiting for its reply from NATS
+ * (mb_nats_await_reply): it reads the socket itself and handles all it
+ * brings as rx would, so the reply wakes it from the socket with no
+ * hand-off. rx blocks in the read while no requester came lately (the
+ * owner); once one did, it naps (NATS_RX_NAP_NS) and reads only what the
+ * requesters leave, until they are gone. tx follows the bus and writes.
  * A third, rr (nats_rr.c), calls the requests from NATS that rx could not
  * hand to a worker at once, sends the replies no worker sent itself, and
  * times out requests sent to NATS. Requesters and workers of the linking
@@ -82,6 +88,18 @@ struct nats_in_call {
 	uint8_t data[]; /* len bytes, until called */
 };
 
+/* The reading side of the connection: the buffer and its clocks. */
+struct nats_rx {
+	uint8_t *buf;
+	size_t cap, len, off;
+	uint64_t max_payload;
+	uint64_t last_rx_ns, ping_sent_ns; /* ping_sent_ns 0: none outstanding */
+};
+
+/* What a requester reading the connection leaves to rx (rd_left). */
+#define NATS_LEFT_END 1u /* the end of the stream, an error or bad input */
+#define NATS_LEFT_LDM 2u /* the server is in lame-duck mode */
+
 struct mb_nats {
 	struct mb_links *ls;
 	char shown[300]; /* the URL without credentials, for log lines */
@@ -138,11 +156,26 @@ struct mb_nats {
 	_Atomic uint32_t tx_ec;
 	_Atomic uint64_t inline_passes;
 
-	/* rx only: the last subject mb_link_may_create let through; until
-	 * when MSGs of the last read may wait for room on the bus */
+	/* The reading side, under rlock: rx, or a requester in
+	 * mb_nats_await_reply. rfd: the up connection rd reads (-1: none;
+	 * set by rx, which reads rd alone while it is -1). rd_left: what a
+	 * requester left to rx (NATS_LEFT_*). The last subject
+	 * mb_link_may_create let through; until when MSGs of the last read
+	 * may wait for room on the bus. */
+	_Alignas(128) pthread_mutex_t rlock;
+	struct nats_rx rd;
+	int rfd;
+	unsigned rd_left;
 	char rx_subject[MB_SUBJECT_MAX + 1];
 	size_t rx_subject_len;
 	uint64_t rx_room_until;
+	/* rx's naps: a requester that leaves it work signals rx_ec. await_ns:
+	 * when a requester last asked for the reading side (relaxed: a hint
+	 * for rx's choice to nap; see nats.c:rx_wanted). awaiters: requesters
+	 * in mb_nats_await_reply, which nats_free waits out. */
+	_Alignas(128) _Atomic uint32_t rx_ec;
+	_Atomic uint64_t await_ns;
+	_Atomic uint32_t awaiters;
 
 	struct nats_seen seen; /* for msgbus_links (nats_info.h) */
 	struct mb_nats *next;

@@ -325,6 +325,7 @@ int msgbus_call_wait(msgbus_call *call, msgbus_msg **reply, int timeout_ms)
 	uint64_t until = timeout_ms == 0 ? 0 : mb_deadline(timeout_ms);
 	struct mb_spin spin = { 0, 0 };
 	const struct mb_link_hooks *linked = NULL;
+	bool await = until != 0; /* ask the links first, and after each sleep */
 	int result;
 	for (;;) {
 		if (mb_closing(b)) {
@@ -333,6 +334,18 @@ int msgbus_call_wait(msgbus_call *call, msgbus_msg **reply, int timeout_ms)
 		}
 		if (check(call, e, false, &result, reply) == 0)
 			break;
+		if (await) {
+			/* A link that took the call may let this thread read its
+			 * connection: the reply then wakes this thread from the
+			 * socket, with no hand-off. Pairs with the release in
+			 * link/links.c:links_of(). */
+			const struct mb_link_hooks *lh =
+				atomic_load_explicit(&b->link_hooks, memory_order_acquire);
+			await = lh && lh->await_reply(b, call->entry,
+			                              call->deadline < until ? call->deadline : until);
+			if (await)
+				continue;
+		}
 		if (until != 0 && mb_spinning(&spin, b->spin_ns)) {
 			/* As a spinning receiver does (recv.c): with fewer
 			 * cores than runnable threads, the thread that brings
@@ -379,6 +392,7 @@ int msgbus_call_wait(msgbus_call *call, msgbus_msg **reply, int timeout_ms)
 		if (until < wake)
 			wake = until;
 		mb_ec_sleep(&e->ec, v, now, wake);
+		await = true;
 	}
 	if (result == MSGBUS_OK) {
 		/* Release: as in abandon(). */

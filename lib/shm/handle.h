@@ -48,7 +48,8 @@ struct mb_bus_hooks {
 };
 
 /* Installed by the link tier (link/links.c) with a handle's first link; NULL
- * before. Called by application threads with no lock held; never wait. */
+ * before. Called by application threads with no lock held; never wait
+ * (but await_reply, which waits for what the caller waits for). */
 struct mb_link_hooks {
 	/* After a publish on b (publish.c): b's links send inline. */
 	void (*published)(msgbus_bus *b);
@@ -75,6 +76,17 @@ struct mb_link_hooks {
 	 * own threads read them again (takes a lock, never waits for I/O). */
 	void (*spin)(msgbus_bus *b);
 	void (*unspin)(msgbus_bus *b);
+	/* A call of b (call.c) whose call entry `entry` a link of b took
+	 * (call_direct) waits for its reply until `until` (ns): if that link
+	 * lets this thread read its connection now, read it here, handling
+	 * all it brings as the link's reader would, so the reply wakes this
+	 * thread from the socket. true: it read until the entry changed or a
+	 * read timed out; look at the entry again. false: it did not read, or
+	 * stopped for the link's own thread (the end of the connection, bad
+	 * input) or because a read could outlast `until`: wait as usual. A
+	 * read blocks 50 ms at most, so msgbus_shutdown ends the wait within
+	 * that. */
+	bool (*await_reply)(msgbus_bus *b, uint32_t entry, uint64_t until);
 };
 
 struct msgbus_bus {
