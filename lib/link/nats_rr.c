@@ -402,6 +402,23 @@ static void send_reply(struct mb_nats *n, struct nats_in_call *c, int rc, msgbus
 }
 
 /* Look at every call once: replies go out, finished calls are freed. */
+/* PUB call c's outcome if it has one (true); else list it again for the
+ * rr thread (false). */
+static bool answer_or_relist(struct mb_nats *n, struct nats_in_call *c)
+{
+	msgbus_msg *reply;
+	int rc = msgbus_call_wait(c->call, &reply, 0);
+	if (rc == MSGBUS_EAGAIN) {
+		pthread_mutex_lock(&n->rrlock);
+		c->next = n->calls;
+		n->calls = c;
+		pthread_mutex_unlock(&n->rrlock);
+		return false;
+	}
+	send_reply(n, c, rc, reply);
+	return true;
+}
+
 static void poll_calls(struct mb_nats *n)
 {
 	pthread_mutex_lock(&n->rrlock);
@@ -411,16 +428,7 @@ static void poll_calls(struct mb_nats *n)
 	while (list) {
 		struct nats_in_call *c = list;
 		list = c->next;
-		msgbus_msg *reply;
-		int rc = msgbus_call_wait(c->call, &reply, 0);
-		if (rc == MSGBUS_EAGAIN) {
-			pthread_mutex_lock(&n->rrlock);
-			c->next = n->calls;
-			n->calls = c;
-			pthread_mutex_unlock(&n->rrlock);
-			continue;
-		}
-		send_reply(n, c, rc, reply);
+		answer_or_relist(n, c);
 	}
 }
 
@@ -454,18 +462,8 @@ bool mb_nats_replied(struct mb_links *ls, uint32_t to, uint32_t entry)
 		pthread_mutex_unlock(&n->rrlock);
 		if (!c)
 			return false;
-		msgbus_msg *reply;
-		int rc = msgbus_call_wait(c->call, &reply, 0);
-		if (rc == MSGBUS_EAGAIN) {
-			/* not this one's reply after all: the rr thread looks */
-			pthread_mutex_lock(&n->rrlock);
-			c->next = n->calls;
-			n->calls = c;
-			pthread_mutex_unlock(&n->rrlock);
-			return false;
-		}
-		send_reply(n, c, rc, reply);
-		return true;
+		/* false: not this one's reply after all; the rr thread looks */
+		return answer_or_relist(n, c);
 	}
 	return false;
 }
