@@ -7,6 +7,7 @@
 #include "ring/ring.h"
 #include "pubsub/route.h"
 #include "pubsub/recv.h"
+#include "platform/fence.h"
 #include "platform/wait.h"
 
 #include <errno.h>
@@ -431,6 +432,34 @@ void mb_conn_tx_inline(struct mb_conn *c)
 }
 
 /*
+ * The tx thread announces its sleep (asleep) before the last pass, and
+ * its waking (!asleep). While it is awake, publishers leave it their
+ * messages without a look at the link (links.c:mb_links_published counts
+ * sleepers in ls->tx_asleep, and mb_conn_tx_inline checks tx_active): it
+ * takes them at its next pass. A nap (on tx_ec) relies on publishers: one
+ * that commits after our last pass must see us asleep and signal tx_ec.
+ * It loads the count after its commit with only a compiler barrier
+ * between (the light fence of inbox.c:put_done), so we run the heavy one
+ * after our seq_cst increment and before the last pass: the Dekker pair of
+ * fence.h. Without membarrier the nap is bounded anyway (TX_NAP_NS). A
+ * sleep on the bus needs none of this: the commit signals data_ec.
+ */
+static void tx_asleep(struct mb_conn *c, bool asleep, bool napping)
+{
+	atomic_store_explicit(&c->tx_active, !asleep, memory_order_relaxed);
+	if (asleep) {
+		/* seq_cst: the first half of the pair described above. */
+		atomic_fetch_add_explicit(&c->ls->tx_asleep, 1, memory_order_seq_cst);
+		if (napping)
+			(void)mb_fence_heavy();
+	} else {
+		/* Relaxed: a count; a publisher that still sees us asleep
+		 * only looks at the link once more. */
+		atomic_fetch_sub_explicit(&c->ls->tx_asleep, 1, memory_order_relaxed);
+	}
+}
+
+/*
  * The tx thread. It waits in one of two ways:
  *  on the bus (any_ec): every commit wakes it. The default, and the only
  *      way when the link is quiet: an idle link costs no CPU.
@@ -516,22 +545,26 @@ void *mb_link_tx_main(void *arg)
 			continue; /* the writer died: its slot is aborted now */
 		_Atomic uint32_t *ec = napping ? &c->tx_ec : mb_sub_wait_word(proxy);
 		uint32_t v = mb_ec_prepare(ec);
+		tx_asleep(c, true, napping);
 		r = tx_pass(c, proxy, true, &owner);
 		if (napping) {
 			uint64_t inl = atomic_load_explicit(&c->inline_passes, memory_order_relaxed);
 			if (r.busy || (!r.took && inl == inline_seen)) {
 				napping = woken = false; /* work of our own, or quiet */
+				tx_asleep(c, false, false);
 				continue;
 			}
 			inline_seen = inl;
 		} else if (r.took || r.busy) {
+			tx_asleep(c, false, false);
 			continue;
 		}
-		if (mb_conn_down(c))
+		if (mb_conn_down(c)) {
+			tx_asleep(c, false, false);
 			break;
-		atomic_store_explicit(&c->tx_active, false, memory_order_relaxed);
+		}
 		mb_ec_sleep(ec, v, now, until);
-		atomic_store_explicit(&c->tx_active, true, memory_order_relaxed);
+		tx_asleep(c, false, false);
 		/* Relaxed: only "did it change?" (not a timeout). */
 		woken = !napping && atomic_load_explicit(ec, memory_order_relaxed) != v;
 	}
