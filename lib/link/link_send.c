@@ -273,16 +273,17 @@ bool mb_link_peer_wants(struct mb_conn *c, const char *subject)
 	return yes;
 }
 
-/* peer_wants, remembered for the last subject until the peer's interest
- * changes. */
-static bool wants_subject(struct mb_conn *c, const char *subject)
+/* peer_wants, remembered for the last subject (nl bytes) until the peer's
+ * interest changes. */
+static bool wants_subject(struct mb_conn *c, const char *subject, size_t nl)
 {
 	/* Pairs with the release in link_recv.c:on_interest(). */
 	uint32_t g = atomic_load_explicit(&c->rgen, memory_order_acquire);
-	if (c->want_gen != g || strcmp(c->want_subject, subject) != 0) {
+	if (c->want_gen != g || c->want_len != nl || memcmp(c->want_subject, subject, nl)) {
 		c->want = mb_link_peer_wants(c, subject);
 		c->want_gen = g;
-		snprintf(c->want_subject, sizeof(c->want_subject), "%s", subject);
+		memcpy(c->want_subject, subject, nl);
+		c->want_len = (uint32_t)nl;
 	}
 	return c->want;
 }
@@ -303,8 +304,9 @@ void mb_link_taken(msgbus_bus *lb, uint64_t *taken, const msgbus_msg *m)
 static bool queue_msg_locked(struct mb_conn *c, msgbus_sub *proxy, msgbus_msg *m, bool nowait)
 {
 	(void)proxy;
-	if (!mb_link_is_bridge(c->lb, m->origin) && wants_subject(c, m->subject)) {
-		size_t nl = strlen(m->subject), hl = MB_WIRE_HDR + 2 + nl;
+	size_t nl = strlen(m->subject);
+	if (!mb_link_is_bridge(c->lb, m->origin) && wants_subject(c, m->subject, nl)) {
+		size_t hl = MB_WIRE_HDR + 2 + nl;
 		bool lost = 2 + nl + m->len > c->peer_max_frame; /* too large for the peer */
 		bool fits = c->txlen + hl + m->len <= TXBUF;
 		if (!lost && !fits) {
