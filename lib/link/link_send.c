@@ -283,6 +283,7 @@ static bool wants_subject(struct mb_conn *c, const char *subject, size_t nl)
 		c->want = mb_link_peer_wants(c, subject);
 		c->want_gen = g;
 		memcpy(c->want_subject, subject, nl);
+		c->want_subject[nl] = '\0';
 		c->want_len = (uint32_t)nl;
 	}
 	return c->want;
@@ -304,7 +305,11 @@ void mb_link_taken(msgbus_bus *lb, uint64_t *taken, const msgbus_msg *m)
 static bool queue_msg_locked(struct mb_conn *c, msgbus_sub *proxy, msgbus_msg *m, bool nowait)
 {
 	(void)proxy;
-	size_t nl = strlen(m->subject);
+	/* The subject sent last, NUL included (m->subject is a proxy's
+	 * copy, MB_SUBJECT_MAX + 1 bytes): its length without a strlen. */
+	size_t nl = c->want_gen && !memcmp(c->want_subject, m->subject, c->want_len + 1u)
+	                    ? c->want_len
+	                    : strlen(m->subject);
 	if (!mb_link_is_bridge(c->lb, m->origin) && wants_subject(c, m->subject, nl)) {
 		size_t hl = MB_WIRE_HDR + 2 + nl;
 		bool lost = 2 + nl + m->len > c->peer_max_frame; /* too large for the peer */

@@ -769,7 +769,7 @@ static void give_back(struct mb_inbox_cons *c, bool wake)
 	if (!wake && c->released - c->woke < c->flush_bytes / 16)
 		return;
 	c->woke = c->released;
-	/* A producer waited for room: give back each record from now on
+	/* A producer waited for room: give back each step from now on
 	 * until we run dry. One record may not be room enough for it, and
 	 * after this wake it may sleep again before the caller's relaxed
 	 * look at WAITERS (recv.c: consume) would see it. */
@@ -791,8 +791,12 @@ void mb_inbox_consume(struct mb_inbox_cons *c)
 {
 	c->cursor += c->cur_size;
 	c->cur_size = 0;
-	if (c->eager || c->cursor - c->released >= c->flush_bytes)
-		give_back(c, c->cursor - c->released >= c->flush_bytes);
+	uint64_t pending = c->cursor - c->released;
+
+	/* A producer waited: a step at a time until we run dry (a producer
+	 * that sleeps again meanwhile has recv.c give back each record). */
+	if (pending >= c->flush_bytes || (c->eager && pending >= c->flush_bytes / 16))
+		give_back(c, true);
 }
 
 /* Nothing to read: give back what we read if it is a sixteenth of the

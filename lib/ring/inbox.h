@@ -158,7 +158,7 @@ struct mb_inbox_cons {
 	uint64_t cur_size; /* size of the record peek returned, 0 if none */
 	uint64_t flush_bytes;
 	uint64_t stuck_pos, stuck_polls;
-	bool eager; /* a producer waited: give each record back until we run dry */
+	bool eager; /* a producer waited: give each step back until we run dry */
 	mb_owner_dead_fn owner_dead; /* may be NULL: never abort */
 	void *owner_ctx;
 	mb_rec_keep_fn keep; /* may be NULL (mb_inbox_cons_keep) */
