@@ -439,31 +439,41 @@ void mb_conn_tx_inline(struct mb_conn *c)
 }
 
 /*
- * The tx thread announces its sleep (asleep) before the last pass, and
- * its waking (!asleep). While it is awake, publishers leave it their
- * messages without a look at the link (links.c:mb_links_published counts
- * sleepers in ls->tx_asleep, and mb_conn_tx_inline checks tx_active): it
- * takes them at its next pass. A nap (on tx_ec) relies on publishers: one
- * that commits after our last pass must see us asleep and signal tx_ec.
- * It loads the count after its commit with only a compiler barrier
- * between (the light fence of inbox.c:put_done), so we run the heavy one
- * after our seq_cst increment and before the last pass: the Dekker pair of
- * fence.h. Without membarrier the nap is bounded anyway (TX_NAP_NS). A
- * sleep on the bus needs none of this: the commit signals data_ec.
+ * Whether this tx thread counts in ls->tx_asleep: from the announcement of
+ * a sleep on the bus (before its last pass) until it wakes, and through a
+ * whole run of naps, the passes between them included. While no tx thread
+ * counts, publishers leave their messages to the awake tx threads without
+ * a look at the links (links.c:mb_links_published): a stream then costs
+ * no lock (a fence) per message. A sleep on the bus needs nothing more:
+ * the commit signals data_ec. A nap (on tx_ec) relies on publishers: one
+ * that commits after our last pass must see us counted, then take the
+ * links' lock and signal tx_ec or send inline, as before. It loads the
+ * count after its commit with only a compiler barrier between (the light
+ * fence of inbox.c:put_done), so when a run of naps starts we run the
+ * heavy fence after our seq_cst increment and before the last pass: the
+ * Dekker pair of fence.h. Once per run, not per nap: a membarrier at
+ * every nap of a ping-pong cost its p99. Without membarrier a nap is
+ * bounded anyway (TX_NAP_NS).
  */
-static void tx_asleep(struct mb_conn *c, bool asleep, bool napping)
+enum tx_count { TX_UNCOUNTED, TX_COUNTED_BUS, TX_COUNTED_NAPS };
+
+static void tx_count_on(struct mb_conn *c, enum tx_count *k, bool napping)
 {
-	atomic_store_explicit(&c->tx_active, !asleep, memory_order_relaxed);
-	if (asleep) {
+	if (*k == TX_UNCOUNTED)
 		/* seq_cst: the first half of the pair described above. */
 		atomic_fetch_add_explicit(&c->ls->tx_asleep, 1, memory_order_seq_cst);
-		if (napping)
-			(void)mb_fence_heavy();
-	} else {
-		/* Relaxed: a count; a publisher that still sees us asleep
+	if (napping && *k != TX_COUNTED_NAPS)
+		(void)mb_fence_heavy();
+	*k = napping ? TX_COUNTED_NAPS : TX_COUNTED_BUS;
+}
+
+static void tx_count_off(struct mb_conn *c, enum tx_count *k)
+{
+	if (*k != TX_UNCOUNTED)
+		/* Relaxed: a count; a publisher that still sees us counted
 		 * only looks at the link once more. */
 		atomic_fetch_sub_explicit(&c->ls->tx_asleep, 1, memory_order_relaxed);
-	}
+	*k = TX_UNCOUNTED;
 }
 
 /*
@@ -496,6 +506,7 @@ void *mb_link_tx_main(void *arg)
 	uint64_t next_check = 0, inline_seen = 0;
 	int64_t owner = -1; /* a writer holding a head back, from the last pass */
 	bool napping = false, woken = false, streaming = false, lingered = false;
+	enum tx_count counted = TX_UNCOUNTED;
 	while (!mb_conn_down(c)) {
 		uint32_t gen = atomic_load_explicit(&c->lb->hdr->interest_gen, memory_order_acquire);
 		if (gen != seen) {
@@ -552,29 +563,31 @@ void *mb_link_tx_main(void *arg)
 			continue; /* the writer died: its slot is aborted now */
 		_Atomic uint32_t *ec = napping ? &c->tx_ec : mb_sub_wait_word(proxy);
 		uint32_t v = mb_ec_prepare(ec);
-		tx_asleep(c, true, napping);
+		tx_count_on(c, &counted, napping);
 		r = tx_pass(c, proxy, true, &owner);
 		if (napping) {
 			uint64_t inl = atomic_load_explicit(&c->inline_passes, memory_order_relaxed);
 			if (r.busy || (!r.took && inl == inline_seen)) {
 				napping = woken = false; /* work of our own, or quiet */
-				tx_asleep(c, false, false);
+				tx_count_off(c, &counted);
 				continue;
 			}
 			inline_seen = inl;
 		} else if (r.took || r.busy) {
-			tx_asleep(c, false, false);
+			tx_count_off(c, &counted);
 			continue;
 		}
-		if (mb_conn_down(c)) {
-			tx_asleep(c, false, false);
+		if (mb_conn_down(c))
 			break;
-		}
+		atomic_store_explicit(&c->tx_active, false, memory_order_relaxed);
 		mb_ec_sleep(ec, v, now, until);
-		tx_asleep(c, false, false);
+		atomic_store_explicit(&c->tx_active, true, memory_order_relaxed);
+		if (!napping)
+			tx_count_off(c, &counted); /* a run of naps stays counted */
 		/* Relaxed: only "did it change?" (not a timeout). */
 		woken = !napping && atomic_load_explicit(ec, memory_order_relaxed) != v;
 	}
+	tx_count_off(c, &counted);
 	mb_names_clear(&adv_subs);
 	mb_names_clear(&adv_svcs);
 	return NULL;
