@@ -232,11 +232,12 @@ void mb_links_published(msgbus_bus *b)
 	struct mb_links *ls = __atomic_load_n(&b->links, __ATOMIC_ACQUIRE);
 	if (!ls || !atomic_load_explicit(&ls->up, memory_order_relaxed))
 		return;
-	/* Every tcp:// link's tx thread awake (a stream) and no nats://
-	 * link: they take what we committed; nothing to do here, not even
-	 * the lock (a fence per message). seq_cst: the second half of the
-	 * pair in link_send.c:tx_asleep (after inbox.c:put_done's light
-	 * fence, the first load after our commit). */
+	/* Every tcp:// link's tx thread at work (a stream), none asleep or
+	 * napping, and no nats:// link: they take what we committed at
+	 * their next pass; nothing to do here, not even the lock (a fence
+	 * per message). seq_cst: the second half of the pair in
+	 * link_send.c:tx_count_on (after inbox.c:put_done's light fence,
+	 * the first load after our commit). */
 	if (!atomic_load_explicit(&ls->tx_asleep, memory_order_seq_cst) &&
 	    !atomic_load_explicit(&ls->nats_made, memory_order_relaxed))
 		return;
