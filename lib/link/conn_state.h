@@ -132,9 +132,9 @@ struct mb_conn {
 	uint64_t last_write_ns;
 	/* Whether the peer wants want_subject, decided at rgen want_gen (0:
 	 * not yet): the subject sent last is usually the next one. */
-	uint32_t want_gen;
+	uint32_t want_gen, want_len;
 	bool want;
-	char want_subject[MB_SUBJECT_MAX + 1];
+	char want_subject[MB_SUBJECT_MAX + 1]; /* want_len bytes */
 	/* Per publishing participant: its sequence numbers below were taken. */
 	uint64_t *taken;
 	_Atomic uint64_t last_tx_ns; /* read by tx without wlock for heartbeats */

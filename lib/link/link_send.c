@@ -7,6 +7,7 @@
 #include "ring/ring.h"
 #include "pubsub/route.h"
 #include "pubsub/recv.h"
+#include "platform/fence.h"
 #include "platform/wait.h"
 
 #include <errno.h>
@@ -272,16 +273,18 @@ bool mb_link_peer_wants(struct mb_conn *c, const char *subject)
 	return yes;
 }
 
-/* peer_wants, remembered for the last subject until the peer's interest
- * changes. */
-static bool wants_subject(struct mb_conn *c, const char *subject)
+/* peer_wants, remembered for the last subject (nl bytes) until the peer's
+ * interest changes. */
+static bool wants_subject(struct mb_conn *c, const char *subject, size_t nl)
 {
 	/* Pairs with the release in link_recv.c:on_interest(). */
 	uint32_t g = atomic_load_explicit(&c->rgen, memory_order_acquire);
-	if (c->want_gen != g || strcmp(c->want_subject, subject) != 0) {
+	if (c->want_gen != g || c->want_len != nl || memcmp(c->want_subject, subject, nl)) {
 		c->want = mb_link_peer_wants(c, subject);
 		c->want_gen = g;
-		snprintf(c->want_subject, sizeof(c->want_subject), "%s", subject);
+		memcpy(c->want_subject, subject, nl);
+		c->want_subject[nl] = '\0';
+		c->want_len = (uint32_t)nl;
 	}
 	return c->want;
 }
@@ -302,8 +305,13 @@ void mb_link_taken(msgbus_bus *lb, uint64_t *taken, const msgbus_msg *m)
 static bool queue_msg_locked(struct mb_conn *c, msgbus_sub *proxy, msgbus_msg *m, bool nowait)
 {
 	(void)proxy;
-	if (!mb_link_is_bridge(c->lb, m->origin) && wants_subject(c, m->subject)) {
-		size_t nl = strlen(m->subject), hl = MB_WIRE_HDR + 2 + nl;
+	/* The subject sent last, NUL included (m->subject is a proxy's
+	 * copy, MB_SUBJECT_MAX + 1 bytes): its length without a strlen. */
+	size_t nl = c->want_gen && !memcmp(c->want_subject, m->subject, c->want_len + 1u)
+	                    ? c->want_len
+	                    : strlen(m->subject);
+	if (!mb_link_is_bridge(c->lb, m->origin) && wants_subject(c, m->subject, nl)) {
+		size_t hl = MB_WIRE_HDR + 2 + nl;
 		bool lost = 2 + nl + m->len > c->peer_max_frame; /* too large for the peer */
 		bool fits = c->txlen + hl + m->len <= TXBUF;
 		if (!lost && !fits) {
@@ -431,6 +439,44 @@ void mb_conn_tx_inline(struct mb_conn *c)
 }
 
 /*
+ * Whether this tx thread counts in ls->tx_asleep: from the announcement of
+ * a sleep on the bus (before its last pass) until it wakes, and through a
+ * whole run of naps, the passes between them included. While no tx thread
+ * counts, publishers leave their messages to the awake tx threads without
+ * a look at the links (links.c:mb_links_published): a stream then costs
+ * no lock (a fence) per message. A sleep on the bus needs nothing more:
+ * the commit signals data_ec. A nap (on tx_ec) relies on publishers: one
+ * that commits after our last pass must see us counted, then take the
+ * links' lock and signal tx_ec or send inline, as before. It loads the
+ * count after its commit with only a compiler barrier between (the light
+ * fence of inbox.c:put_done), so when a run of naps starts we run the
+ * heavy fence after our seq_cst increment and before the last pass: the
+ * Dekker pair of fence.h. Once per run, not per nap: a membarrier at
+ * every nap of a ping-pong cost its p99. Without membarrier a nap is
+ * bounded anyway (TX_NAP_NS).
+ */
+enum tx_count { TX_UNCOUNTED, TX_COUNTED_BUS, TX_COUNTED_NAPS };
+
+static void tx_count_on(struct mb_conn *c, enum tx_count *k, bool napping)
+{
+	if (*k == TX_UNCOUNTED)
+		/* seq_cst: the first half of the pair described above. */
+		atomic_fetch_add_explicit(&c->ls->tx_asleep, 1, memory_order_seq_cst);
+	if (napping && *k != TX_COUNTED_NAPS)
+		(void)mb_fence_heavy();
+	*k = napping ? TX_COUNTED_NAPS : TX_COUNTED_BUS;
+}
+
+static void tx_count_off(struct mb_conn *c, enum tx_count *k)
+{
+	if (*k != TX_UNCOUNTED)
+		/* Relaxed: a count; a publisher that still sees us counted
+		 * only looks at the link once more. */
+		atomic_fetch_sub_explicit(&c->ls->tx_asleep, 1, memory_order_relaxed);
+	*k = TX_UNCOUNTED;
+}
+
+/*
  * The tx thread. It waits in one of two ways:
  *  on the bus (any_ec): every commit wakes it. The default, and the only
  *      way when the link is quiet: an idle link costs no CPU.
@@ -460,6 +506,7 @@ void *mb_link_tx_main(void *arg)
 	uint64_t next_check = 0, inline_seen = 0;
 	int64_t owner = -1; /* a writer holding a head back, from the last pass */
 	bool napping = false, woken = false, streaming = false, lingered = false;
+	enum tx_count counted = TX_UNCOUNTED;
 	while (!mb_conn_down(c)) {
 		uint32_t gen = atomic_load_explicit(&c->lb->hdr->interest_gen, memory_order_acquire);
 		if (gen != seen) {
@@ -516,15 +563,18 @@ void *mb_link_tx_main(void *arg)
 			continue; /* the writer died: its slot is aborted now */
 		_Atomic uint32_t *ec = napping ? &c->tx_ec : mb_sub_wait_word(proxy);
 		uint32_t v = mb_ec_prepare(ec);
+		tx_count_on(c, &counted, napping);
 		r = tx_pass(c, proxy, true, &owner);
 		if (napping) {
 			uint64_t inl = atomic_load_explicit(&c->inline_passes, memory_order_relaxed);
 			if (r.busy || (!r.took && inl == inline_seen)) {
 				napping = woken = false; /* work of our own, or quiet */
+				tx_count_off(c, &counted);
 				continue;
 			}
 			inline_seen = inl;
 		} else if (r.took || r.busy) {
+			tx_count_off(c, &counted);
 			continue;
 		}
 		if (mb_conn_down(c))
@@ -532,9 +582,12 @@ void *mb_link_tx_main(void *arg)
 		atomic_store_explicit(&c->tx_active, false, memory_order_relaxed);
 		mb_ec_sleep(ec, v, now, until);
 		atomic_store_explicit(&c->tx_active, true, memory_order_relaxed);
+		if (!napping)
+			tx_count_off(c, &counted); /* a run of naps stays counted */
 		/* Relaxed: only "did it change?" (not a timeout). */
 		woken = !napping && atomic_load_explicit(ec, memory_order_relaxed) != v;
 	}
+	tx_count_off(c, &counted);
 	mb_names_clear(&adv_subs);
 	mb_names_clear(&adv_svcs);
 	return NULL;

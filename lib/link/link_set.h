@@ -48,6 +48,12 @@ struct mb_links {
 	 * link counts in its mb_link_rec; the nats:// links count here, and
 	 * accepted links that ended are added to ended. */
 	_Atomic uint32_t up;
+	/* tcp:// links whose tx thread sleeps or naps (link_send.c:
+	 * tx_count_on), and whether a nats:// link was ever made here: while
+	 * neither, a publish has nothing to send inline and skips the list
+	 * and its lock (links.c:mb_links_published). */
+	_Atomic uint32_t tx_asleep;
+	_Atomic bool nats_made;
 	_Atomic uint64_t sent, received, undelivered, reconnects, bad_frames;
 	struct mb_link_ctr ended;
 };

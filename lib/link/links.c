@@ -231,8 +231,18 @@ void mb_links_published(msgbus_bus *b)
 {
 	/* Pairs with the release in links_of(). */
 	struct mb_links *ls = __atomic_load_n(&b->links, __ATOMIC_ACQUIRE);
-	if (!ls || !atomic_load_explicit(&ls->up, memory_order_relaxed) ||
-	    pthread_mutex_trylock(&ls->lock))
+	if (!ls || !atomic_load_explicit(&ls->up, memory_order_relaxed))
+		return;
+	/* Every tcp:// link's tx thread at work (a stream), none asleep or
+	 * napping, and no nats:// link: they take what we committed at
+	 * their next pass; nothing to do here, not even the lock (a fence
+	 * per message). seq_cst: the second half of the pair in
+	 * link_send.c:tx_count_on (after inbox.c:put_done's light fence,
+	 * the first load after our commit). */
+	if (!atomic_load_explicit(&ls->tx_asleep, memory_order_seq_cst) &&
+	    !atomic_load_explicit(&ls->nats_made, memory_order_relaxed))
+		return;
+	if (pthread_mutex_trylock(&ls->lock))
 		return;
 	for (struct mb_conn_ref *cr = ls->conns; cr; cr = cr->next)
 		mb_conn_tx_inline(cr->conn);
@@ -485,7 +495,12 @@ int msgbus_connect(msgbus_bus *bus, const char *url)
 	for (size_t k = 0; url && k < NKINDS; k++) {
 		if (!strncmp(url, link_kinds[k].scheme, strlen(link_kinds[k].scheme))) {
 			struct mb_links *ls = links_of(bus);
-			return ls ? link_kinds[k].connect(ls, url) : MSGBUS_ENOMEM;
+			if (!ls)
+				return MSGBUS_ENOMEM;
+			/* Relaxed: set before the link exists; publishers
+			 * that miss it find the link not up yet. */
+			atomic_store_explicit(&ls->nats_made, true, memory_order_relaxed);
+			return link_kinds[k].connect(ls, url);
 		}
 	}
 	int rc = parse_tcp_url(url, false, host, sizeof(host), port, &lim);

@@ -85,11 +85,12 @@ static void consume(msgbus_sub *sub)
 {
 	mb_inbox_consume(&sub->cons);
 	/* A publisher waits for room: give it back now rather than at the
-	 * end of the batch. Relaxed: a hint; mb_inbox_flush orders the rest
-	 * (and a waiter re-checks on its own every few milliseconds). */
+	 * end of the batch (waking a sleeper once per step, mb_inbox_give).
+	 * Relaxed: a hint; mb_inbox_give orders the rest (and a waiter
+	 * re-checks on its own every few milliseconds). */
 	if (atomic_load_explicit(&sub->cons.ib.ctl->space_ec, memory_order_relaxed) &
 	    MB_EC_WAITERS)
-		mb_inbox_flush(&sub->cons);
+		mb_inbox_give(&sub->cons);
 	/* Relaxed: only the stats read it, as a hint. */
 	atomic_store_explicit(&sub->cursor, sub->cons.cursor, memory_order_relaxed);
 }

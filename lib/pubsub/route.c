@@ -42,6 +42,7 @@ struct route_entry {
 };
 
 struct mb_route {
+	uint64_t id; /* unique among the handles of this process, never 0 */
 	pthread_mutex_t lock;
 	uint32_t last_len; /* the subject validated last, if last_len */
 	char last[MB_SUBJECT_MAX + 1];
@@ -56,6 +57,28 @@ struct mb_route {
 	uint32_t act_igen, nact;
 	uint32_t *act; /* max_subs of them */
 };
+
+/*
+ * Per thread, the targets of the subject it published last, as lookup
+ * computed them, and the inbox views: a publish of the same subject on
+ * the same handle (route id) at the same interest generation uses them
+ * without the route lock, its compares and its copies, and pays only for
+ * the inbox writes (DESIGN.md section 4). The generation, loaded with
+ * acquire after the last subscribe or unsubscribe bumped it (route.c's
+ * header comment), is what makes a stale entry fail; the id, unique in
+ * the process and never reused, that a handle closed and another opened
+ * at the same address does not match. Only filled from a lookup, so the
+ * subject was validated.
+ */
+struct tls_route {
+	uint64_t id; /* 0: empty */
+	uint32_t igen, len, n;
+	char subject[MB_SUBJECT_MAX + 1];
+	struct target t[LOCAL_TARGETS];
+	struct mb_inbox ib[LOCAL_TARGETS];
+};
+static __thread struct tls_route tls_route;
+static _Atomic uint64_t route_ids;
 
 /* A target with the inbox view the publish uses, copied out of the cache. */
 struct dest {
@@ -82,6 +105,8 @@ int mb_route_init(msgbus_bus *b)
 		return MSGBUS_ENOMEM;
 	}
 	pthread_mutex_init(&r->lock, NULL);
+	/* Relaxed: only unique. */
+	r->id = atomic_fetch_add_explicit(&route_ids, 1, memory_order_relaxed) + 1;
 	b->route = r;
 	return 0;
 }
@@ -284,6 +309,7 @@ static int lookup(msgbus_bus *b, const char *subject, size_t slen, struct dest *
 	*n = 0;
 	*total = 0;
 	if (!rc) {
+		struct tls_route *tr = &tls_route;
 		*total = e->n;
 		for (uint32_t i = 0; i < e->n && i < cap; i++, ++*n) {
 			d[i].t = e->t[i];
@@ -292,9 +318,44 @@ static int lookup(msgbus_bus *b, const char *subject, size_t slen, struct dest *
 			mb_inbox_prod_init(&d[i].p, &r->ib[e->t[i].slot], b->self, b->spin_ns,
 			                   mb_route_owner_dead, b);
 		}
+		tr->id = 0;
+		if (e->n <= LOCAL_TARGETS) {
+			for (uint32_t i = 0; i < e->n; i++) {
+				tr->t[i] = e->t[i];
+				tr->ib[i] = r->ib[e->t[i].slot];
+			}
+			tr->n = e->n;
+			tr->igen = igen;
+			tr->len = (uint32_t)slen;
+			memcpy(tr->subject, subject, slen);
+			tr->id = r->id;
+		}
 	}
 	pthread_mutex_unlock(&r->lock);
 	return rc;
+}
+
+/* lookup from this thread's cache, without the lock: true when it holds
+ * subject for b at the current interest generation (then *n and *total
+ * are its targets, at most cap of them copied into d). */
+static bool lookup_fast(msgbus_bus *b, const char *subject, size_t slen, struct dest *d,
+                        uint32_t cap, uint32_t *n, uint32_t *total)
+{
+	struct tls_route *tr = &tls_route;
+	if (tr->id != b->route->id || tr->len != slen || tr->n > cap ||
+	    memcmp(tr->subject, subject, slen))
+		return false;
+	/* Acquire: as in lookup. */
+	if (atomic_load_explicit(&b->hdr->interest_gen, memory_order_acquire) != tr->igen)
+		return false;
+	for (uint32_t i = 0; i < tr->n; i++) {
+		d[i].t = tr->t[i];
+		d[i].gone = false;
+		d[i].filled = false;
+		mb_inbox_prod_init(&d[i].p, &tr->ib[i], b->self, b->spin_ns, mb_route_owner_dead, b);
+	}
+	*n = *total = tr->n;
+	return true;
 }
 
 /* The record: prefix and subject as the record's subject, then payload. */
@@ -659,7 +720,9 @@ int mb_route_publish(msgbus_bus *b, const char *subject, const void *data, size_
 		return MSGBUS_EINVAL;
 	struct dest local[LOCAL_TARGETS], *d = local;
 	uint32_t n = 0, total = 0, cap = LOCAL_TARGETS;
-	int e = lookup(b, subject, slen, d, cap, &n, &total);
+	int e = lookup_fast(b, subject, slen, d, cap, &n, &total)
+	                ? 0
+	                : lookup(b, subject, slen, d, cap, &n, &total);
 	if (!e && total > n) { /* more than a few: room for every slot */
 		cap = b->cfg.max_subs;
 		d = malloc((size_t)cap * sizeof(*d));
@@ -704,7 +767,9 @@ int mb_route_publish_many(msgbus_bus *b, const char *subject, const struct mb_in
 			return MSGBUS_EINVAL;
 	struct dest d[1] = { 0 };
 	uint32_t got = 0, total = 0;
-	int e = lookup(b, subject, slen, d, 1, &got, &total);
+	int e = lookup_fast(b, subject, slen, d, 1, &got, &total)
+	                ? 0
+	                : lookup(b, subject, slen, d, 1, &got, &total);
 	if (e)
 		return e;
 	if (total == 0) {

@@ -737,7 +737,7 @@ void mb_inbox_cons_init(struct mb_inbox_cons *c, const struct mb_inbox *ib,
 	 * mb_inbox_flush. Rounded to a word: a corrupt value then only makes
 	 * peek report EPROTO. */
 	c->cursor = atomic_load_explicit(&ib->ctl->release, memory_order_acquire) & ~7ull;
-	c->released = c->cursor;
+	c->released = c->woke = c->cursor;
 	c->flush_bytes = ib->size / 4;
 	c->stuck_pos = UINT64_MAX;
 	c->owner_dead = owner_dead;
@@ -752,7 +752,10 @@ void mb_inbox_cons_keep(struct mb_inbox_cons *c, mb_rec_keep_fn keep, void *ctx)
 	c->keep_ctx = ctx;
 }
 
-void mb_inbox_flush(struct mb_inbox_cons *c)
+/* Give back every consumed byte now. wake: and wake producers waiting
+ * for room; else only once a step (a sixty-fourth of the ring) was given
+ * back since the last wake. */
+static void give_back(struct mb_inbox_cons *c, bool wake)
 {
 	struct mb_inbox_ctl *ctl = c->ib.ctl;
 
@@ -763,7 +766,10 @@ void mb_inbox_flush(struct mb_inbox_cons *c)
 	 * producers' writes (pairs with the acquire in room()), and the first
 	 * half of the Dekker pair with mb_ec_prepare in wait_room. */
 	atomic_store_explicit(&ctl->release, c->released, memory_order_seq_cst);
-	/* A producer waited for room: give back each record from now on
+	if (!wake && c->released - c->woke < c->flush_bytes / 16)
+		return;
+	c->woke = c->released;
+	/* A producer waited for room: give back each step from now on
 	 * until we run dry. One record may not be room enough for it, and
 	 * after this wake it may sleep again before the caller's relaxed
 	 * look at WAITERS (recv.c: consume) would see it. */
@@ -771,12 +777,26 @@ void mb_inbox_flush(struct mb_inbox_cons *c)
 		c->eager = true;
 }
 
+void mb_inbox_flush(struct mb_inbox_cons *c)
+{
+	give_back(c, true);
+}
+
+void mb_inbox_give(struct mb_inbox_cons *c)
+{
+	give_back(c, false);
+}
+
 void mb_inbox_consume(struct mb_inbox_cons *c)
 {
 	c->cursor += c->cur_size;
 	c->cur_size = 0;
-	if (c->eager || c->cursor - c->released >= c->flush_bytes)
-		mb_inbox_flush(c);
+	uint64_t pending = c->cursor - c->released;
+
+	/* A producer waited: a step at a time until we run dry (a producer
+	 * that sleeps again meanwhile has recv.c give back each record). */
+	if (pending >= c->flush_bytes || (c->eager && pending >= c->flush_bytes / 16))
+		give_back(c, true);
 }
 
 /* Nothing to read: give back what we read if it is a sixteenth of the

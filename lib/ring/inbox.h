@@ -154,10 +154,11 @@ struct mb_inbox_cons {
 	struct mb_inbox ib;
 	uint64_t cursor;   /* the record peek returns */
 	uint64_t released; /* what we last stored to ctl->release */
+	uint64_t woke;     /* released when we last woke producers */
 	uint64_t cur_size; /* size of the record peek returned, 0 if none */
 	uint64_t flush_bytes;
 	uint64_t stuck_pos, stuck_polls;
-	bool eager; /* a producer waited: flush each record until we run dry */
+	bool eager; /* a producer waited: give each step back until we run dry */
 	mb_owner_dead_fn owner_dead; /* may be NULL: never abort */
 	void *owner_ctx;
 	mb_rec_keep_fn keep; /* may be NULL (mb_inbox_cons_keep) */
@@ -207,6 +208,18 @@ bool mb_inbox_drained(const struct mb_inbox_cons *c);
 void mb_inbox_consume(struct mb_inbox_cons *c);
 /* Give back every consumed byte now and wake producers waiting for room. */
 void mb_inbox_flush(struct mb_inbox_cons *c);
+/*
+ * Give back every consumed byte now, for producers that look (one that
+ * failed without waiting finds the room at its next try), but wake those
+ * that sleep only once a step (a sixty-fourth of the ring) was given back
+ * since the last wake; running dry, or a batch, wakes them in any case.
+ * So a producer held back by a consumer that only just keeps up sleeps
+ * once per step, not once per record (on two cores, a wake-up per
+ * record of a 64 B stream over a TCP link cost more than the record).
+ * A consumer that stops before a step leaves a sleeper to its own
+ * re-check (inbox.c: IB_ROOM_RECHECK_NS).
+ */
+void mb_inbox_give(struct mb_inbox_cons *c);
 /* Records committed or being written from position from (the consumer's
  * cursor) to the reserve position: a snapshot any thread may take; 0 when
  * from is not within a lap. */
