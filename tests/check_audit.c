@@ -51,11 +51,63 @@ START_TEST(test_wait_subscribers_shutdown)
 }
 END_TEST
 
+/* msgbus_respond(3): "A reply of up to 216 bytes is copied straight to the
+ * requester"; a longer one needs a large buffer, and with none free both
+ * sides get MSGBUS_ELIMIT. The pages said 232 after the call entry grew a
+ * descriptor bell (lib/shm/layout.h MB_CALL_INLINE). */
+#define AUDIT_REPLY_INLINE 216
+
+static int reply_of(msgbus_bus *bus, msgbus_service *svc, size_t len, int *wait_rc)
+{
+	static const char payload[AUDIT_REPLY_INLINE + 1];
+	msgbus_call *call = NULL;
+	msgbus_req *req = NULL;
+	msgbus_msg *m = NULL;
+	TU_ASSERT_OK(msgbus_call_start(bus, "audit.svc", "q", 1, TU_WAIT_MS, &call));
+	TU_ASSERT_OK(msgbus_service_recv(svc, &req, TU_WAIT_MS));
+	int rc = msgbus_respond(req, payload, len);
+	*wait_rc = msgbus_call_wait(call, &m, TU_WAIT_MS);
+	if (*wait_rc == MSGBUS_OK) {
+		ck_assert_uint_eq(msgbus_msg_len(m), len);
+		msgbus_msg_release(m);
+	}
+	return rc;
+}
+
+START_TEST(test_reply_inline_limit)
+{
+	char url[128];
+	msgbus_options o = MSGBUS_OPTIONS_INIT;
+	o.large_buffers = 2;
+	o.crash_bound_ms = 40; /* respond waits crash_bound_ms / 4 for a buffer */
+	tu_unique_url(url, sizeof(url), tu_scheme(_i));
+	msgbus_bus *bus = tu_open(url, &o);
+	msgbus_service *svc = NULL;
+	msgbus_buf *loan[2];
+	int wrc;
+	TU_ASSERT_OK(msgbus_serve(bus, "audit.svc", NULL, NULL, &svc));
+	TU_ASSERT_OK(msgbus_loan(bus, 1, 0, &loan[0])); /* no large buffer left */
+	TU_ASSERT_OK(msgbus_loan(bus, 1, 0, &loan[1]));
+	TU_ASSERT_OK(reply_of(bus, svc, AUDIT_REPLY_INLINE, &wrc));
+	TU_ASSERT_OK(wrc);
+	TU_ASSERT_RC(reply_of(bus, svc, AUDIT_REPLY_INLINE + 1, &wrc), MSGBUS_ELIMIT);
+	TU_ASSERT_RC(wrc, MSGBUS_ELIMIT);
+	msgbus_loan_abort(loan[0]);
+	msgbus_loan_abort(loan[1]);
+	TU_ASSERT_OK(reply_of(bus, svc, AUDIT_REPLY_INLINE + 1, &wrc));
+	TU_ASSERT_OK(wrc);
+	TU_ASSERT_OK(msgbus_unserve(svc));
+	TU_ASSERT_OK(msgbus_close(bus));
+	TU_ASSERT_NO_SEGMENT(url);
+}
+END_TEST
+
 Suite *suite_audit(void)
 {
 	Suite *s = suite_create("audit");
 	TCase *tc = tu_tcase("audit", TU_CASE_TIMEOUT);
 	tcase_add_loop_test(tc, test_wait_subscribers_shutdown, 0, TU_NSCHEMES);
+	tcase_add_loop_test(tc, test_reply_inline_limit, 0, TU_NSCHEMES);
 	suite_add_tcase(s, tc);
 	return s;
 }
