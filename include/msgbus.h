@@ -64,8 +64,8 @@ typedef struct msgbus_call msgbus_call; /* a request in flight */
  */
 typedef struct msgbus_options {
 	size_t size;               /* sizeof(msgbus_options), set by the macro */
-	uint32_t ring_slots;       /* slots per subject ring, power of two (512) */
-	uint32_t slot_size;        /* bytes per slot, multiple of 64 (256) */
+	uint32_t ring_slots;       /* slots per service ring, power of two (512) */
+	uint32_t slot_size;        /* bytes per service ring slot, multiple of 64 (256) */
 	uint32_t max_msg_size;     /* largest message in bytes (1 MiB) */
 	uint32_t large_buffers;    /* buffers for large messages (16) */
 	uint32_t max_subjects;     /* service names per bus (32) */

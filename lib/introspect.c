@@ -317,6 +317,9 @@ int msgbus_wait_subscribers(msgbus_bus *b, const char *subject, unsigned n, int 
 	uint64_t deadline = timeout_ms < 0 ? UINT64_MAX : mb_deadline(timeout_ms);
 	unsigned nap = POLL_MIN_US;
 	for (;;) {
+		/* msgbus_shutdown ends the wait within one nap (POLL_MAX_US). */
+		if (mb_closing(b))
+			return MSGBUS_ECLOSED;
 		/* Acquire: pairs with the release increment in subscribe.c,
 		 * after the slot became ACTIVE. */
 		uint32_t gen = atomic_load_explicit(&b->hdr->interest_gen, memory_order_acquire);
@@ -324,6 +327,8 @@ int msgbus_wait_subscribers(msgbus_bus *b, const char *subject, unsigned n, int 
 			return MSGBUS_OK;
 		uint64_t recount = mb_now_ns() + RECOUNT_NS;
 		for (;;) {
+			if (mb_closing(b))
+				return MSGBUS_ECLOSED;
 			uint64_t now = mb_now_ns();
 			if (now >= deadline)
 				return MSGBUS_ETIMEDOUT;

@@ -119,6 +119,7 @@ int main(void)
 	srunner_add_suite(sr, suite_shutdown());
 	srunner_add_suite(sr, suite_poll());
 	srunner_add_suite(sr, suite_spin());
+	srunner_add_suite(sr, suite_audit());
 #if defined(__has_feature)
 #if __has_feature(thread_sanitizer)
 #define CHECK_TSAN 1

@@ -265,18 +265,12 @@ static void on_msg(struct mb_nats *n, const struct mb_nats_in *in)
 	if (len <= MB_SUBJECT_MAX) {
 		memcpy(subject, in->subject, len);
 		subject[len] = '\0';
-		/* The check scans the subject table: once per run of a subject */
-		bool same = len == n->rx_subject_len && !memcmp(n->rx_subject, subject, len);
-		if (!same && mb_link_may_create(n->lb, subject, len)) {
-			memcpy(n->rx_subject, subject, len + 1);
-			n->rx_subject_len = len;
-			same = true;
-		}
-		rc = !same ? MSGBUS_ELIMIT
-		     : mb_closing(n->lb)
-		             ? MSGBUS_ECLOSED
-		             : mb_route_publish(n->lb, subject, in->payload, in->payload_len,
-		                                UINT32_MAX, 0, n->rx_room_until);
+		/* A message takes no entry in the table of service names:
+		 * any number of subjects may arrive. */
+		rc = mb_closing(n->lb) ? MSGBUS_ECLOSED
+		                       : mb_route_publish(n->lb, subject, in->payload,
+		                                          in->payload_len, UINT32_MAX, 0,
+		                                          n->rx_room_until);
 	}
 	atomic_fetch_add_explicit(rc ? &n->ls->undelivered : &n->ls->received, 1, memory_order_relaxed);
 }

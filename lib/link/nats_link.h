@@ -159,15 +159,12 @@ struct mb_nats {
 	/* The reading side, under rlock: rx, or a requester in
 	 * mb_nats_await_reply. rfd: the up connection rd reads (-1: none;
 	 * set by rx, which reads rd alone while it is -1). rd_left: what a
-	 * requester left to rx (NATS_LEFT_*). The last subject
-	 * mb_link_may_create let through; until when MSGs of the last read
-	 * may wait for room on the bus. */
+	 * requester left to rx (NATS_LEFT_*). Until when MSGs of the last
+	 * read may wait for room on the bus. */
 	_Alignas(128) pthread_mutex_t rlock;
 	struct nats_rx rd;
 	int rfd;
 	unsigned rd_left;
-	char rx_subject[MB_SUBJECT_MAX + 1];
-	size_t rx_subject_len;
 	uint64_t rx_room_until;
 	/* rx's naps: a requester that leaves it work signals rx_ec. await_ns:
 	 * when a requester last asked for the reading side (relaxed: a hint
