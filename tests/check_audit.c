@@ -222,6 +222,59 @@ START_TEST(test_nats_msg_no_subject_entry)
 }
 END_TEST
 
+/* msgbus_shutdown(3): "from then on, the handle's calls return
+ * MSGBUS_ECLOSED at once". msgbus_listen and msgbus_connect returned OK
+ * and started link threads on a handle that was shut down. */
+START_TEST(test_link_after_shutdown)
+{
+	char url[128];
+	tu_unique_url(url, sizeof(url), tu_scheme(_i));
+	msgbus_bus *b = tu_open(url, NULL);
+	TU_ASSERT_OK(msgbus_shutdown(b));
+	int port = -1;
+	TU_ASSERT_RC(msgbus_listen(b, "tcp://127.0.0.1:0", &port), MSGBUS_ECLOSED);
+	TU_ASSERT_RC(msgbus_connect(b, "tcp://127.0.0.1:9"), MSGBUS_ECLOSED);
+	TU_ASSERT_RC(msgbus_connect(b, "nats://127.0.0.1:9"), MSGBUS_ECLOSED);
+	size_t n = 1;
+	TU_ASSERT_OK(msgbus_links(b, NULL, 0, &n));
+	ck_assert_uint_eq(n, 0);
+	TU_ASSERT_OK(msgbus_close(b));
+	TU_ASSERT_NO_SEGMENT(url);
+}
+END_TEST
+
+/* msgbus_open(3) allows max_msg_size from 1024; msgbus_listen(3) promises
+ * links between any two buses. A bus with max_msg_size below 3072
+ * announced a frame limit under the protocol's 4096 minimum in its HELLO,
+ * so the peer refused every handshake and the link never came up. */
+START_TEST(test_link_small_max_msg_size)
+{
+	char url_a[128], url_b[128], peer[64];
+	tu_unique_url(url_a, sizeof(url_a), "inproc");
+	tu_unique_url(url_b, sizeof(url_b), "inproc");
+	msgbus_options o = MSGBUS_OPTIONS_INIT;
+	o.max_msg_size = 1024;
+	msgbus_bus *a = tu_open(url_a, NULL), *b = tu_open(url_b, &o);
+	int port;
+	TU_ASSERT_OK(msgbus_listen(a, "tcp://127.0.0.1:0", &port));
+	snprintf(peer, sizeof(peer), "tcp://127.0.0.1:%d", port);
+	msgbus_sub *sub;
+	msgbus_msg *m;
+	TU_ASSERT_OK(msgbus_subscribe(b, "small.x", 0, &sub));
+	TU_ASSERT_OK(msgbus_connect(b, peer));
+	TU_ASSERT_OK(msgbus_wait_subscribers(a, "small.x", 1, TU_WAIT_MS));
+	char data[1024];
+	memset(data, 'q', sizeof(data));
+	TU_ASSERT_OK(msgbus_publish(a, "small.x", data, sizeof(data), TU_WAIT_MS));
+	TU_ASSERT_OK(msgbus_recv(sub, &m, TU_WAIT_MS));
+	ck_assert_uint_eq(msgbus_msg_len(m), sizeof(data));
+	ck_assert(memcmp(msgbus_msg_data(m), data, sizeof(data)) == 0);
+	msgbus_msg_release(m);
+	TU_ASSERT_OK(msgbus_close(b));
+	TU_ASSERT_OK(msgbus_close(a));
+}
+END_TEST
+
 Suite *suite_audit(void)
 {
 	Suite *s = suite_create("audit");
@@ -229,6 +282,8 @@ Suite *suite_audit(void)
 	tcase_add_loop_test(tc, test_wait_subscribers_shutdown, 0, TU_NSCHEMES);
 	tcase_add_loop_test(tc, test_reply_inline_limit, 0, TU_NSCHEMES);
 	tcase_add_test(tc, test_nats_msg_no_subject_entry);
+	tcase_add_loop_test(tc, test_link_after_shutdown, 0, TU_NSCHEMES);
+	tcase_add_test(tc, test_link_small_max_msg_size);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -206,7 +206,12 @@ static void conn_drop(struct mb_conn *c, struct mb_watch *watch)
  * settles the watch it kept while the link was down. true: run it. */
 static bool conn_setup(struct mb_conn *c, const struct mb_conn_opts *o)
 {
+	/* Room for the largest message and its subject, and never below the
+	 * protocol's minimum, which a peer would refuse: a bus may allow
+	 * messages of only 1 KiB (a larger one gets EMSGSIZE at publish). */
 	c->max_frame = c->ls->bus->cfg.max_msg_size + 1024u;
+	if (c->max_frame < MB_WIRE_MIN_FRAME)
+		c->max_frame = MB_WIRE_MIN_FRAME;
 	bool shook = mb_link_handshake(c, c->max_frame);
 	if (o->pending)
 		atomic_fetch_sub_explicit(o->pending, 1, memory_order_relaxed); /* a count */

@@ -387,6 +387,8 @@ int msgbus_listen(msgbus_bus *bus, const char *url, int *port)
 	struct mb_link_limits lim;
 	if (!bus)
 		return MSGBUS_EINVAL;
+	if (mb_closing(bus))
+		return MSGBUS_ECLOSED; /* msgbus_shutdown(3): no new link threads */
 	int rc = parse_tcp_url(url, true, host, sizeof(host), portstr, &lim);
 	if (rc)
 		return rc;
@@ -492,6 +494,8 @@ int msgbus_connect(msgbus_bus *bus, const char *url)
 	struct mb_link_limits lim;
 	if (!bus)
 		return MSGBUS_EINVAL;
+	if (mb_closing(bus))
+		return MSGBUS_ECLOSED; /* msgbus_shutdown(3): no new link threads */
 	for (size_t k = 0; url && k < NKINDS; k++) {
 		if (!strncmp(url, link_kinds[k].scheme, strlen(link_kinds[k].scheme))) {
 			struct mb_links *ls = links_of(bus);
