@@ -311,7 +311,7 @@ int msgbus_wait_subscribers(msgbus_bus *b, const char *subject, unsigned n, int 
 {
 	size_t slen;
 	bool wild;
-	if (!b || mb_subject_check(subject, &slen, false, &wild) ||
+	if (!b || timeout_ms < -1 || mb_subject_check(subject, &slen, false, &wild) ||
 	    mb_subject_internal(subject, slen))
 		return MSGBUS_EINVAL;
 	uint64_t deadline = timeout_ms < 0 ? UINT64_MAX : mb_deadline(timeout_ms);

@@ -120,6 +120,7 @@ int main(void)
 	srunner_add_suite(sr, suite_poll());
 	srunner_add_suite(sr, suite_spin());
 	srunner_add_suite(sr, suite_audit());
+	srunner_add_suite(sr, suite_edges());
 #if defined(__has_feature)
 #if __has_feature(thread_sanitizer)
 #define CHECK_TSAN 1

@@ -52,6 +52,7 @@ Suite *suite_shutdown(void);
 Suite *suite_poll(void);
 Suite *suite_spin(void);
 Suite *suite_audit(void);
+Suite *suite_edges(void);
 
 /* Defined in check_main.c. */
 extern pid_t tu_run_pid;    /* pid of the runner, prefix of every bus name */

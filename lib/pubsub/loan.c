@@ -39,7 +39,7 @@ void mb_loans_free(msgbus_bus *b)
 
 int msgbus_loan(msgbus_bus *bus, size_t len, int timeout_ms, msgbus_buf **loan)
 {
-	if (!bus || !loan)
+	if (!bus || !loan || timeout_ms < -1)
 		return MSGBUS_EINVAL;
 	if (len > bus->cfg.max_msg_size)
 		return MSGBUS_EMSGSIZE;
@@ -71,7 +71,7 @@ void *msgbus_loan_data(msgbus_buf *loan)
 
 int msgbus_commit(msgbus_buf *loan, const char *subject, size_t len, int timeout_ms)
 {
-	if (!loan)
+	if (!loan || timeout_ms < -1)
 		return MSGBUS_EINVAL;
 	if (len > loan->len)
 		return MSGBUS_EMSGSIZE;

@@ -79,7 +79,7 @@ int mb_publish_parts(msgbus_bus *b, uint32_t t, const void *head, size_t hlen,
 int msgbus_publish(msgbus_bus *bus, const char *subject, const void *data, size_t len,
                    int timeout_ms)
 {
-	if (!data && len)
+	if ((!data && len) || timeout_ms < -1)
 		return MSGBUS_EINVAL;
 	if (bus && mb_closing(bus))
 		return MSGBUS_ECLOSED;

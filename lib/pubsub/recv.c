@@ -200,7 +200,7 @@ void mb_sub_drain(msgbus_sub *sub)
 
 int msgbus_recv(msgbus_sub *sub, msgbus_msg **msg, int timeout_ms)
 {
-	if (!sub || !msg || sub->cb)
+	if (!sub || !msg || sub->cb || timeout_ms < -1)
 		return MSGBUS_EINVAL;
 	if (sub->held)
 		return MSGBUS_EBUSY;

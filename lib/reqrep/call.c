@@ -318,7 +318,7 @@ static int check(msgbus_call *call, struct mb_call *e, bool watch, int *result,
 
 int msgbus_call_wait(msgbus_call *call, msgbus_msg **reply, int timeout_ms)
 {
-	if (!call || !reply)
+	if (!call || !reply || timeout_ms < -1)
 		return MSGBUS_EINVAL;
 	msgbus_bus *b = call->bus;
 	struct mb_call *e = mb_call_at(b, b->self, call->entry);

@@ -376,7 +376,7 @@ static int service_take(msgbus_service *svc, msgbus_req **req, uint64_t deadline
 
 int msgbus_service_recv(msgbus_service *svc, msgbus_req **req, int timeout_ms)
 {
-	if (!svc || !req || svc->cb)
+	if (!svc || !req || svc->cb || timeout_ms < -1)
 		return MSGBUS_EINVAL;
 	if (mb_closing(svc->bus))
 		return MSGBUS_ECLOSED;
