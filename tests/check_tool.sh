@@ -327,9 +327,22 @@ fi
 
 start lserve serve --ready --listen tcp://127.0.0.1:0 "shm://$tag-lc" far.echo
 if wait_line "$work/lserve.err" '^ready$' && port=$(listen_port lserve) && [ -n "$port" ]; then
-	# req retries "no responders" until the link has brought the service.
+	# req waits for the link and the peer's services before it starts.
 	run lreq req --connect "tcp://127.0.0.1:$port" "shm://$tag-ld" far.echo "across"
 	expect lreq "req --connect to serve --listen on another bus" 0 "across"
+	# A service the peer does not serve: no responders at once, not at
+	# the deadline (it waited the whole --timeout and said "timed out").
+	t0=$(date +%s%N)
+	run lnoresp req --timeout 10000 --connect "tcp://127.0.0.1:$port" "shm://$tag-ld" \
+		nobody.far "x"
+	took=$((($(date +%s%N) - t0) / 1000000))
+	expect lnoresp "req --connect to a peer without the service: no responders" 1 "" \
+		"msgbus: msgbus_call_start: no responders"
+	if [ "$took" -lt 5000 ]; then
+		pass "req --connect: no responders at once ($took ms)"
+	else
+		fail "req --connect: no responders at once" "took $took ms of a 10000 ms timeout"
+	fi
 else
 	fail "serve --listen" "no ready or listening line"
 fi
@@ -426,6 +439,30 @@ else
 	fail "bench" "exit status $(cat "$work/bench.rc"), output:"
 	cat "$work/bench.out" "$work/bench.err"
 fi
+
+# --size: at most max_msg_size - 16 (a request's header); one more is a usage
+# error before anything runs (the reqrep test failed with 'message too
+# large', exit status 1, after the pubsub rows).
+run bench_max bench --count 3 --size 1048560 "shm://$tag-bench"
+if [ "$(cat "$work/bench_max.rc")" = 0 ] &&
+	grep -Eq '^reqrep +1048560 +3 +1 ' "$work/bench_max.out"; then
+	pass "bench --size max_msg_size - 16 runs both tests"
+else
+	fail "bench --size 1048560" "exit status $(cat "$work/bench_max.rc"), output:"
+	cat "$work/bench_max.out" "$work/bench_max.err"
+fi
+for size in 1048561 1048576; do
+	run bench_big bench --count 3 --size $size "shm://$tag-bench"
+	if [ "$(cat "$work/bench_big.rc")" = 2 ] && [ ! -s "$work/bench_big.out" ] &&
+		[ "$(head -n 1 "$work/bench_big.err")" = \
+			"msgbus: bad value for --size: $size (1 to 1048560 on this bus: max_msg_size 1048576 - 16)" ] &&
+		grep -q '^usage: msgbus bench ' "$work/bench_big.err"; then
+		pass "bench --size $size: a usage error before it starts"
+	else
+		fail "bench --size $size" "exit status $(cat "$work/bench_big.rc"), output:"
+		cat "$work/bench_big.out" "$work/bench_big.err"
+	fi
+done
 
 # ---- stat ------------------------------------------------------------------------
 

@@ -16,6 +16,8 @@
 #define DEFAULT_SIZE 64
 #define DEFAULT_OP_TIMEOUT_MS 5000
 #define PUBSUB_RUNS 5
+/* The header the library puts before a request's data (msgbus_request(3)). */
+#define REQ_HEADER 16u
 
 struct bench {
 	msgbus_bus *bus;
@@ -200,6 +202,26 @@ static int bench_reqrep(const struct bench *b)
 	return status;
 }
 
+/* --size against the bus's own max_msg_size, known once it is open: the
+ * reqrep test's requests carry REQ_HEADER bytes more. */
+static int check_size(const struct bench *b)
+{
+	msgbus_stat st = { .size = sizeof(st) };
+	char why[128];
+	unsigned long most;
+	int err = msgbus_stat_get(b->bus, &st);
+
+	if (err != MSGBUS_OK)
+		return tool_fail("msgbus_stat_get", err);
+	most = st.max_msg_size > REQ_HEADER ? st.max_msg_size - REQ_HEADER : 0;
+	if (b->size <= most)
+		return EXIT_OK;
+	snprintf(why, sizeof why,
+	         "bad value for --size: %zu (1 to %lu on this bus: max_msg_size %u - %u)",
+	         b->size, most, st.max_msg_size, REQ_HEADER);
+	return tool_usage_error("bench", why);
+}
+
 int cmd_bench(const struct tool_opts *o)
 {
 	struct bench b = { 0 };
@@ -215,6 +237,10 @@ int cmd_bench(const struct tool_opts *o)
 	if ((status = tool_open(o, o->args[0], &b.bus)) != EXIT_OK) {
 		free(b.payload);
 		return status;
+	}
+	if ((status = check_size(&b)) != EXIT_OK) {
+		free(b.payload);
+		return tool_close(b.bus, status);
 	}
 	printf("%-8s %6s %8s %5s %12s %10s %10s\n", "TEST", "SIZE", "COUNT", "RUNS", "MSGS/S",
 	       "MEDIAN_US", "P99_US");

@@ -39,30 +39,49 @@ static int count_links(msgbus_bus *bus, struct link_count *c)
 	return EXIT_OK;
 }
 
-int tool_wait_peers(msgbus_bus *bus, const struct tool_opts *o, int64_t deadline)
+/* Until the links are up and the tcp:// peers declared a subscription
+ * (services: a service), or the deadline: a peer that declares none is
+ * waited for that long. Fills *c. */
+static int wait_links(msgbus_bus *bus, const struct tool_opts *o, int64_t deadline,
+                      int services, struct link_count *c)
 {
 	msgbus_link_stats st;
-	struct link_count c = { 0 };
 	int wanted = tool_links_wanted(o);
 
 	for (;;) {
-		if (tool_link_stats(bus, &st) != EXIT_OK || count_links(bus, &c) != EXIT_OK)
+		if (tool_link_stats(bus, &st) != EXIT_OK || count_links(bus, c) != EXIT_OK)
 			return EXIT_FAILED;
 		/* NATS tells a client nothing of the others' interest: up is
 		 * all there is to wait for on a nats:// link. */
-		if (c.up >= wanted && (c.tcp_up == 0 || st.remote_subs > 0))
-			break;
+		if (c->up >= wanted &&
+		    (c->tcp_up == 0 || (services ? st.remote_services : st.remote_subs) > 0))
+			return EXIT_OK;
 		if (tool_stop)
 			return EXIT_FAILED;
 		if (tool_left_ms(deadline) == 0) {
-			if (c.up >= wanted)
-				break; /* a tcp:// peer without subscriptions */
+			if (c->up >= wanted)
+				return EXIT_OK; /* a tcp:// peer that declared none */
 			fprintf(stderr, "msgbus: waiting for links: %s (%d of %d up)\n",
-			        msgbus_strerror(MSGBUS_ETIMEDOUT), c.up, wanted);
+			        msgbus_strerror(MSGBUS_ETIMEDOUT), c->up, wanted);
 			return EXIT_FAILED;
 		}
 		tool_sleep_ms(1);
 	}
+}
+
+int tool_wait_services(msgbus_bus *bus, const struct tool_opts *o, int64_t deadline)
+{
+	struct link_count c;
+
+	return wait_links(bus, o, deadline, 1, &c);
+}
+
+int tool_wait_peers(msgbus_bus *bus, const struct tool_opts *o, int64_t deadline)
+{
+	struct link_count c = { 0 };
+
+	if (wait_links(bus, o, deadline, 0, &c) != EXIT_OK)
+		return EXIT_FAILED;
 	if (c.nats_up)
 		fputs("msgbus: nats:// link up; NATS tells nothing of remote subscribers\n",
 		      stderr);

@@ -19,26 +19,23 @@
 #define LINK_LINGER_MS 200
 
 /*
- * Starts the call. On a bus with links, a service served across a link is
- * known only once the link is up and the peer has declared it: until the
- * deadline, no responders means "not yet", and the call is tried again.
+ * Starts the call. The library answers "no responders" at once when no
+ * worker is known, and a service served across a link is known only once
+ * the link is up and the peer has declared it: so on a bus with links the
+ * call starts once they are up and the tcp:// peers declared their
+ * services (tool_wait_services), within the deadline. A peer that serves
+ * nothing is waited for until the deadline.
  */
 static int start_call(const struct tool_opts *o, msgbus_bus *bus, int64_t deadline,
                       msgbus_call **call)
 {
 	const char *data = o->args[2];
-	int err;
+	int left = tool_left_ms(deadline);
 
-	for (;;) {
-		int left = tool_left_ms(deadline);
-
-		if (left == 0)
-			return MSGBUS_ETIMEDOUT;
-		err = msgbus_call_start(bus, o->args[1], data, strlen(data), left, call);
-		if (err != MSGBUS_ENORESPONDERS || !tool_links_wanted(o) || tool_stop)
-			return err;
-		tool_sleep_ms(10);
-	}
+	/* Past the deadline (a peer that serves nothing): a call to a
+	 * service now known still gets a moment. */
+	return msgbus_call_start(bus, o->args[1], data, strlen(data), left > 0 ? left : 1,
+	                         call);
 }
 
 /* Waits for the outcome in slices; a signal abandons the call. */
@@ -80,7 +77,10 @@ int cmd_req(const struct tool_opts *o)
 		return tool_usage_error("req", "--timeout must be positive for req");
 	if ((status = tool_open(o, o->args[0], &bus)) != EXIT_OK)
 		return status;
-	err = start_call(o, bus, tool_now_ms() + timeout, &call);
+	int64_t deadline = tool_now_ms() + timeout;
+	if (tool_links_wanted(o) && tool_wait_services(bus, o, deadline) != EXIT_OK)
+		return tool_close(bus, EXIT_FAILED);
+	err = start_call(o, bus, deadline, &call);
 	if (err != MSGBUS_OK)
 		return tool_close(bus, tool_fail("msgbus_call_start", err));
 	err = wait_call(call, &reply);

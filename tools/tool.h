@@ -104,6 +104,8 @@ int tool_is_nats_url(const char *url);
  * declared a subscription (nats:// ones tell nothing); EXIT_OK, or
  * EXIT_FAILED when links are not up by the deadline. */
 int tool_wait_peers(msgbus_bus *bus, const struct tool_opts *o, int64_t deadline);
+/* Before a request: the same, with a service for a subscription. */
+int tool_wait_services(msgbus_bus *bus, const struct tool_opts *o, int64_t deadline);
 /* For --ready: until every nats:// link's server has processed our SUBs
  * (MSGBUS_LINKINFO_CONFIRMED), within --timeout if given. */
 int tool_wait_confirmed(msgbus_bus *bus, const struct tool_opts *o);
