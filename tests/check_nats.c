@@ -1892,6 +1892,54 @@ START_TEST(test_bridge_route)
 }
 END_TEST
 
+/* msgbus_listen(3): "Messages take no entry: a peer may publish on any
+ * number of subjects", and max_subjects counts service names only
+ * (msgbus_open(3)). A nats:// link still asked the links' share of the
+ * service-name table for every new subject it received: with 3 of 4 names
+ * taken by local services, every message from NATS was counted
+ * undelivered and never reached the local subscriber. */
+START_TEST(test_server_msg_no_subject_entry)
+{
+	if (skip_without_server())
+		return;
+	struct natsd d = { 0 };
+	natsd_start(&d, NULL);
+	char url_a[128], url_b[128], nats[96];
+	tu_unique_url(url_a, sizeof(url_a), "inproc");
+	tu_unique_url(url_b, sizeof(url_b), "inproc");
+	nats_url(nats, sizeof(nats), NULL, &d, NULL);
+	msgbus_options o = MSGBUS_OPTIONS_INIT;
+	o.max_subjects = 4; /* the links keep 1 free for local services */
+	msgbus_bus *a = tu_open(url_a, &o), *b = tu_open(url_b, NULL);
+	msgbus_service *svc[3];
+	for (int i = 0; i < 3; i++) {
+		char name[16];
+		snprintf(name, sizeof(name), "audit.svc%d", i);
+		TU_ASSERT_OK(msgbus_serve(a, name, NULL, NULL, &svc[i]));
+	}
+	msgbus_sub *sub;
+	msgbus_msg *m = NULL;
+	TU_ASSERT_OK(msgbus_subscribe(a, "news.>", 0, &sub));
+	TU_ASSERT_OK(msgbus_connect(a, nats));
+	TU_ASSERT_OK(msgbus_connect(b, nats));
+	WAIT_FOR(nats_link_info(a).flags & MSGBUS_LINKINFO_CONFIRMED);
+	WAIT_FOR(nats_link_info(b).state == MSGBUS_LINK_UP);
+	for (int i = 0; i < 3; i++) {
+		char subject[32];
+		snprintf(subject, sizeof(subject), "news.s%d", i);
+		TU_ASSERT_OK(msgbus_publish(b, subject, "x", 1, TU_WAIT_MS));
+		TU_ASSERT_OK(msgbus_recv(sub, &m, TU_WAIT_MS));
+		ck_assert_str_eq(msgbus_msg_subject(m), subject);
+		msgbus_msg_release(m);
+	}
+	ck_assert_uint_eq(link_stats(a).undelivered, 0);
+	ck_assert_uint_eq(link_stats(a).received, 3);
+	TU_ASSERT_OK(msgbus_close(b));
+	TU_ASSERT_OK(msgbus_close(a));
+	natsd_stop(&d);
+}
+END_TEST
+
 static TCase *nats_server_tcase(void)
 {
 	TCase *tc = tcase_create("server");
@@ -1920,6 +1968,7 @@ static TCase *nats_server_tcase(void)
 	tcase_add_test(tc, test_server_spinning);
 	tcase_add_test(tc, test_fake_server);
 	tcase_add_test(tc, test_fake_server_await);
+	tcase_add_test(tc, test_server_msg_no_subject_entry);
 	return tc;
 }
 
