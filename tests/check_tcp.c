@@ -1275,6 +1275,73 @@ START_TEST(test_link_listed_as_participant)
 }
 END_TEST
 
+/* The library's threads carry names (ps -L, top -H, gdb), and every one
+ * of them is gone once its handle is closed. */
+static int threads_named(const char *name)
+{
+	int n = 0;
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *e;
+	ck_assert_msg(d != NULL, "/proc/self/task: %s", strerror(errno));
+	while ((e = readdir(d))) {
+		char path[300], comm[32] = "";
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
+		FILE *f = fopen(path, "r");
+		if (!f)
+			continue; /* the thread has just ended */
+		if (fgets(comm, sizeof(comm), f))
+			comm[strcspn(comm, "\n")] = '\0';
+		fclose(f);
+		n += !strcmp(comm, name);
+	}
+	closedir(d);
+	return n;
+}
+
+static void count_cb(const msgbus_msg *m, void *arg)
+{
+	(void)m;
+	(void)arg;
+}
+
+START_TEST(test_thread_names)
+{
+	static const char *const names[] = { "msgbus-listen", "msgbus-rx", "msgbus-tx",
+		                             "msgbus-rr", "msgbus-sub", "msgbus-serve" };
+	static const int linked[] = { 1, 2, 2, 2, 1, 1 }; /* at least, while linked */
+	enum { N = sizeof(names) / sizeof(names[0]) };
+	int before[N];
+	char ua[96], ub[96];
+	for (int i = 0; i < N; i++)
+		before[i] = threads_named(names[i]);
+	tu_unique_url(ua, sizeof(ua), "inproc");
+	tu_unique_url(ub, sizeof(ub), "inproc");
+	msgbus_bus *a = tu_open(ua, NULL);
+	msgbus_bus *b = tu_open(ub, NULL);
+	msgbus_sub *sub = NULL;
+	msgbus_service *svc = NULL;
+	struct echo e = { "b", 0 };
+	TU_ASSERT_OK(msgbus_subscribe_cb(a, "names.>", 0, count_cb, NULL, &sub));
+	TU_ASSERT_OK(msgbus_serve(b, "names", echo_cb, &e, &svc));
+	connect_lo(b, listen_lo(a));
+	WAIT_LINK(a, "A linked", st.links_up == 1 && st.remote_services == 1);
+	WAIT_LINK(b, "B linked", st.links_up == 1 && st.remote_subs == 1);
+	for (int i = 0; i < N; i++)
+		ck_assert_msg(threads_named(names[i]) - before[i] >= linked[i],
+		              "%d thread(s) named %s, want %d", threads_named(names[i]) - before[i],
+		              names[i], linked[i]);
+	TU_ASSERT_OK(msgbus_unserve(svc));
+	TU_ASSERT_OK(msgbus_unsubscribe(sub));
+	close_bus(b, ub);
+	close_bus(a, ua);
+	for (int i = 0; i < N; i++)
+		ck_assert_msg(threads_named(names[i]) == before[i], "%d thread(s) named %s left",
+		              threads_named(names[i]) - before[i], names[i]);
+}
+END_TEST
+
 /* ---- the link follows the peer's patterns ------------------------------- */
 
 static int has_pattern(const msgbus_sub_info *si, size_t n, const char *pattern)
@@ -2684,6 +2751,7 @@ Suite *suite_tcp(void)
 	tcase_add_loop_test(tc, test_backpressure, 0, TU_NSCHEMES);
 	tcase_add_loop_test(tc, test_patterns_cross_once, 0, TU_NSCHEMES);
 	tcase_add_loop_test(tc, test_link_listed_as_participant, 0, TU_NSCHEMES);
+	tcase_add_test(tc, test_thread_names);
 	tcase_add_loop_test(tc, test_backpressure_selective, 0, TU_NSCHEMES);
 	if (!tu_valgrind())
 		tcase_add_test(tc, test_close_while_link_blocked);

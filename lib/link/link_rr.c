@@ -206,6 +206,7 @@ bool mb_conn_reply_inline(struct mb_conn *c, uint32_t to, uint32_t entry)
 void *mb_link_rr_main(void *arg)
 {
 	struct mb_conn *c = arg;
+	mb_thread_name("msgbus-rr");
 	_Atomic uint32_t *ec = &mb_part_at(c->lb, c->lb->self)->reply_ec;
 	while (!mb_conn_down(c)) {
 		uint32_t v = mb_ec_prepare(ec);

@@ -499,6 +499,7 @@ static void tx_count_off(struct mb_conn *c, enum tx_count *k)
 void *mb_link_tx_main(void *arg)
 {
 	struct mb_conn *c = arg;
+	mb_thread_name("msgbus-tx");
 	struct names adv_subs = { 0 }, adv_svcs = { 0 };
 	/* Acquire (both): pairs with the release increments in
 	 * pubsub/subscribe.c and reqrep/serve.c, made after a slot changes. */

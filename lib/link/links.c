@@ -283,6 +283,7 @@ void mb_links_unspin(msgbus_bus *b)
 static void *accepted_main(void *arg)
 {
 	struct mb_accepted *a = arg;
+	mb_thread_name("msgbus-rx");
 	struct mb_listener *l = a->l;
 	struct mb_conn_opts o = { .peer = a->peer, .rec = &a->rec,
 	                          .max_patterns = l->lim.max_patterns, .pending = &l->pending };
@@ -364,6 +365,7 @@ static void start_accepted(struct mb_listener *l, int fd, const char *from)
 static void *listener_main(void *arg)
 {
 	struct mb_listener *l = arg;
+	mb_thread_name("msgbus-listen");
 	struct mb_links *ls = l->ls;
 	while (!atomic_load_explicit(&ls->closing, memory_order_relaxed)) {
 		int fd;
@@ -436,6 +438,7 @@ static void backoff_sleep(struct mb_links *ls, unsigned ms)
 static void *connector_main(void *arg)
 {
 	struct mb_connector *cn = arg;
+	mb_thread_name("msgbus-rx");
 	struct mb_links *ls = cn->ls;
 	unsigned delay = BACKOFF_MIN_MS;
 	bool was_up = false;

@@ -679,6 +679,7 @@ static void backoff_sleep(struct mb_nats *n, unsigned ms)
 static void *rx_main(void *arg)
 {
 	struct mb_nats *n = arg;
+	mb_thread_name("msgbus-nats-rx");
 	unsigned delay = NATS_BACKOFF_MIN_MS;
 	bool ever_up = false, round_ok = false;
 	while (!mb_nats_stopping(n)) {

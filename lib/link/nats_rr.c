@@ -471,6 +471,7 @@ bool mb_nats_replied(struct mb_links *ls, uint32_t to, uint32_t entry)
 void *mb_nats_rr_main(void *arg)
 {
 	struct mb_nats *n = arg;
+	mb_thread_name("msgbus-nats-rr");
 	_Atomic uint32_t *ec = &mb_part_at(n->lb, n->lb->self)->reply_ec;
 	uint64_t next_sweep = 0;
 	while (!mb_nats_stopping(n)) {

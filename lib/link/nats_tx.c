@@ -372,6 +372,7 @@ void mb_nats_published(struct mb_links *ls)
 void *mb_nats_tx_main(void *arg)
 {
 	struct mb_nats *n = arg;
+	mb_thread_name("msgbus-nats-tx");
 	uint64_t told_epoch = 0, dropped_seen = 0, next_check = 0, inline_seen = 0;
 	uint32_t gen_seen = 0;
 	int64_t owner = -1;

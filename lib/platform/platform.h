@@ -64,6 +64,8 @@ int mb_lock_try(int fd, uint64_t byte, enum mb_lock_kind kind);
 /* Sleep briefly, for rare polling paths. */
 void mb_nap_us(unsigned us);
 void mb_yield_cpu(void); /* let another runnable thread have this CPU */
+/* Name the calling thread (at most 15 bytes) for ps, top -H and gdb. */
+void mb_thread_name(const char *name);
 
 /*
  * TCP. host is a name or an IPv4/IPv6 literal; port a decimal string.

@@ -10,6 +10,7 @@
 #include <linux/sockios.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -208,6 +209,11 @@ int mb_lock_try(int fd, uint64_t byte, enum mb_lock_kind kind)
 void mb_yield_cpu(void)
 {
 	sched_yield();
+}
+
+void mb_thread_name(const char *name)
+{
+	(void)pthread_setname_np(pthread_self(), name); /* a name is only a help */
 }
 
 void mb_nap_us(unsigned us)

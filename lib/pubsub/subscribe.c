@@ -178,6 +178,7 @@ int msgbus_subscribe(msgbus_bus *bus, const char *pattern, unsigned flags, msgbu
 static void *cb_thread(void *arg)
 {
 	msgbus_sub *sub = arg;
+	mb_thread_name("msgbus-sub");
 	/* Process-local: seq_cst by default; pairs with the seq_cst store in
 	 * mb_sub_destroy, which then wakes us: a wake that comes before our
 	 * next sleep is not lost, and one after it ends the sleep. */

@@ -389,6 +389,7 @@ int msgbus_service_recv(msgbus_service *svc, msgbus_req **req, int timeout_ms)
 static void *serve_thread(void *arg)
 {
 	msgbus_service *svc = arg;
+	mb_thread_name("msgbus-serve");
 	/* seq_cst by default; pairs with the store in msgbus_unserve, which
 	 * then wakes us (service_take also re-checks after mb_ec_prepare). */
 	while (!atomic_load(&svc->stop)) {
