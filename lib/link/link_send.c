@@ -273,13 +273,13 @@ bool mb_link_peer_wants(struct mb_conn *c, const char *subject)
 	return yes;
 }
 
-/* peer_wants, remembered for the last subject (nl bytes) until the peer's
- * interest changes. */
-static bool wants_subject(struct mb_conn *c, const char *subject, size_t nl)
+/* peer_wants, remembered for the last subject until the peer's interest
+ * changes. subject has nl bytes; same: it is the one remembered. */
+static bool wants_subject(struct mb_conn *c, const char *subject, size_t nl, bool same)
 {
 	/* Pairs with the release in link_recv.c:on_interest(). */
 	uint32_t g = atomic_load_explicit(&c->rgen, memory_order_acquire);
-	if (c->want_gen != g || c->want_len != nl || memcmp(c->want_subject, subject, nl)) {
+	if (c->want_gen != g || !same) {
 		c->want = mb_link_peer_wants(c, subject);
 		c->want_gen = g;
 		memcpy(c->want_subject, subject, nl);
@@ -306,11 +306,12 @@ static bool queue_msg_locked(struct mb_conn *c, msgbus_sub *proxy, msgbus_msg *m
 {
 	(void)proxy;
 	/* The subject sent last, NUL included (m->subject is a proxy's
-	 * copy, MB_SUBJECT_MAX + 1 bytes): its length without a strlen. */
-	size_t nl = c->want_gen && !memcmp(c->want_subject, m->subject, c->want_len + 1u)
-	                    ? c->want_len
-	                    : strlen(m->subject);
-	if (!mb_link_is_bridge(c->lb, m->origin) && wants_subject(c, m->subject, nl)) {
+	 * copy, MB_SUBJECT_MAX + 1 bytes): its length without a strlen, and
+	 * one compare per message, not two (the two were 15 % of the tx
+	 * thread's samples in a 64 B stream, perf). */
+	bool same = c->want_gen && !memcmp(c->want_subject, m->subject, c->want_len + 1u);
+	size_t nl = same ? c->want_len : strlen(m->subject);
+	if (!mb_link_is_bridge(c->lb, m->origin) && wants_subject(c, m->subject, nl, same)) {
 		size_t hl = MB_WIRE_HDR + 2 + nl;
 		bool lost = 2 + nl + m->len > c->peer_max_frame; /* too large for the peer */
 		bool fits = c->txlen + hl + m->len <= TXBUF;
