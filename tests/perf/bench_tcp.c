@@ -85,6 +85,75 @@
 
 #include "msgbus.h"
 
+/* -v, streams: each side's threads and the CPU each used per message
+ * (/proc/self/task/TID/schedstat: ns on a CPU), which says where the time
+ * goes far more steadily than the rate on a shared machine. */
+struct thread_cpu {
+	int n;
+	struct {
+		long tid;
+		char name[16];
+		unsigned long long run_ns;
+	} t[64];
+};
+
+static void thread_cpu_snap(struct thread_cpu *tc)
+{
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *e;
+	tc->n = 0;
+	while (d && (e = readdir(d)) && tc->n < 64) {
+		char path[300], buf[64];
+		FILE *f;
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/task/%s/schedstat", e->d_name);
+		if (!(f = fopen(path, "r")))
+			continue;
+		unsigned long long run = 0;
+		int ok = fgets(buf, sizeof(buf), f) && sscanf(buf, "%llu", &run) == 1;
+		fclose(f);
+		snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
+		if (!ok || !(f = fopen(path, "r")))
+			continue;
+		char *name = tc->t[tc->n].name;
+		if (!fgets(name, sizeof(tc->t[0].name), f))
+			name[0] = '\0';
+		fclose(f);
+		name[strcspn(name, "\n")] = '\0';
+		tc->t[tc->n].tid = atol(e->d_name);
+		tc->t[tc->n].run_ns = run;
+		tc->n++;
+	}
+	if (d)
+		closedir(d);
+}
+
+/* Threads that used 1% of the CPU time or more since `from`. */
+static void thread_cpu_print(const char *side, const struct thread_cpu *from, uint64_t msgs)
+{
+	struct thread_cpu to;
+	unsigned long long total = 0;
+	char line[512];
+	int len;
+	thread_cpu_snap(&to);
+	for (int i = 0; i < to.n; i++)
+		for (int k = 0; k < from->n; k++)
+			if (from->t[k].tid == to.t[i].tid)
+				to.t[i].run_ns -= from->t[k].run_ns;
+	for (int i = 0; i < to.n; i++)
+		total += to.t[i].run_ns;
+	if (!msgs || !total)
+		return;
+	len = snprintf(line, sizeof(line), "  %s CPU per message: %.0f ns:", side,
+	               (double)total / (double)msgs);
+	for (int i = 0; i < to.n && len > 0 && (size_t)len < sizeof(line); i++)
+		if (to.t[i].run_ns * 100 >= total)
+			len += snprintf(line + len, sizeof(line) - (size_t)len, " %s %.0f",
+			                to.t[i].name, (double)to.t[i].run_ns / (double)msgs);
+	fprintf(stderr, "%s\n", line);
+}
+
 enum { K_RTT64, K_RTT4K, K_RR64, K_RRBACK64, K_TPUT64, K_TPUT4K, K_COUNT };
 enum { M_RAW, M_RAWSPIN, M_LIB, M_COUNT };
 enum { TEST_RTT, TEST_RR, TEST_RRBACK, TEST_TPUT, TEST_COUNT };
@@ -380,6 +449,8 @@ static int raw_child(int port, int test, size_t size)
 /* ------------------------------------------------------------------ */
 /* the library                                                          */
 
+
+
 static void lib_opts(msgbus_options *o)
 {
 	msgbus_options init = MSGBUS_OPTIONS_INIT;
@@ -531,6 +602,9 @@ static int lib_child(const char *url, int port, int test, size_t size, int ack_f
 	}
 	if (test == TEST_TPUT) {
 		uint64_t expect = 0;
+		struct thread_cpu tc0;
+		if (g_verbose)
+			thread_cpu_snap(&tc0);
 		for (;;) {
 			msgbus_msg *m;
 			rc = msgbus_recv(data, &m, 20000);
@@ -546,6 +620,8 @@ static int lib_child(const char *url, int port, int test, size_t size, int ack_f
 		}
 		g_sh->t_end = now_ns();
 		g_sh->count = expect;
+		if (g_verbose)
+			thread_cpu_print("receiving side", &tc0, expect);
 	}
 out:
 	if (svc)
@@ -893,6 +969,9 @@ static struct meas run_lib(int key)
 	} else {
 		long total = size <= 64 ? 100 * g_n : 10 * g_n;
 		uint64_t t0 = now_ns(), sent;
+		struct thread_cpu tc0;
+		if (g_verbose)
+			thread_cpu_snap(&tc0);
 		for (sent = 0; sent < (uint64_t)total; sent++) {
 			payload_mark(p, size, sent, 0);
 			rc = msgbus_publish(bus, "data", p, size, -1);
@@ -912,6 +991,8 @@ static struct meas run_lib(int key)
 			goto out;
 		if (!child_ok(pid, what))
 			goto out;
+		if (g_verbose)
+			thread_cpu_print("sending side", &tc0, sent);
 		pid = 0;
 		if (g_sh->count != sent) {
 			fprintf(stderr, "bench_tcp: %s: %llu of %llu messages arrived\n", what,
