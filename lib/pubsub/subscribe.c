@@ -93,12 +93,16 @@ int mb_slot_reserve(msgbus_bus *b, const char *pattern, size_t plen, uint32_t ow
 		/* Relaxed: published by the release store of ACTIVE. */
 		for (uint32_t i = 0; i < MB_MAX_PARTICIPANTS / 64; i++)
 			atomic_store_explicit(&ss->members[i], 0, memory_order_relaxed);
-		/* seq_cst by default: the race with other reservers' CAS here
-		 * and the one in buffers.c:reap_dead_readers, which it pairs
-		 * with; the slot's contents are published later by the
-		 * release store of ACTIVE, so relaxed would do. */
-		if (!atomic_compare_exchange_strong(&ss->word, &w,
-		                                    mb_subw(gen, owner, flags, MB_SUB_RESERVED)))
+		/* Acquire on success: pairs with the release stores that make
+		 * a slot FREE after a drain of its inbox (the store back at the
+		 * end of buffers.c:reap_dead_readers' walk, the CAS in
+		 * shm/live.c's reap): that drain is done before we attach or
+		 * format the inbox. Other reservers hold the control lock, as
+		 * we do; the slot's contents are published later by the
+		 * release store of ACTIVE. Relaxed on failure: next slot. */
+		if (!atomic_compare_exchange_strong_explicit(
+		            &ss->word, &w, mb_subw(gen, owner, flags, MB_SUB_RESERVED),
+		            memory_order_acquire, memory_order_relaxed))
 			continue;
 		*slot = s;
 		*gen_out = gen;

@@ -85,11 +85,13 @@ static void reap(msgbus_bus *b, uint32_t idx)
 			if (MB_SUBW_STATE(w) == MB_SUB_ACTIVE &&
 			    !(MB_SUBW_FLAGS(w) & (MB_SUBF_QUEUE | MB_SUBF_ALIAS)))
 				b->reap_hooks->inbox_drain(b, s); /* pubsub/reap.c */
-			/* seq_cst (release would do): the drain is done before
-			 * the slot's next reservation; pairs with the CAS in
-			 * pubsub/subscribe.c:mb_slot_reserve. */
-			atomic_compare_exchange_strong(&ss->word, &w,
-			        mb_subw(MB_SUBW_GEN(w), 0, 0, MB_SUB_FREE));
+			/* Release: the drain is done before the slot's next
+			 * reservation; pairs with the acquire CAS in
+			 * pubsub/subscribe.c:mb_slot_reserve. Relaxed on
+			 * failure: the slot changed hands, not ours to free. */
+			atomic_compare_exchange_strong_explicit(
+			        &ss->word, &w, mb_subw(MB_SUBW_GEN(w), 0, 0, MB_SUB_FREE),
+			        memory_order_release, memory_order_relaxed);
 		}
 		/* A service slot outlives its workers: the next one reuses it.
 		 * Relaxed: the interest_gen bump below publishes it. */
@@ -184,8 +186,10 @@ int mb_part_register(msgbus_bus *b)
 		 * then reads pid and flags. The loads, and the stores of
 		 * FREE, are made by the holder of the slot's lock (an OFD
 		 * lock, or inproc's owned flag), which orders them: they pair
-		 * with nothing (relaxed would do), nor do the stores of pid
-		 * and flags (release would do for ACTIVE). */
+		 * with nothing, nor do the stores of pid and flags (release
+		 * would do for ACTIVE). They stay seq_cst for ThreadSanitizer:
+		 * it cannot see an OFD lock order two handles of one process,
+		 * and takes its order between their reaps from these. */
 		if (atomic_load(&p->state) != MB_PART_FREE)
 			reap(b, i); /* a previous owner died without closing */
 		atomic_store(&p->pid, (uint32_t)getpid());
