@@ -244,6 +244,9 @@ typedef struct msgbus_service_info {
                                           SUBs of this bus's interest now */
 #define MSGBUS_LINKINFO_SHARED 0x2u    /* nats: the counters are those of all
                                           this handle's nats:// links */
+#define MSGBUS_LINKINFO_DECLARED 0x4u  /* tcp: the peer has declared every
+                                          pattern and service it had when the
+                                          connection came up */
 
 #define MSGBUS_URL_MAX 511        /* longest URL shown (longer: cut) */
 

@@ -1342,6 +1342,78 @@ START_TEST(test_thread_names)
 }
 END_TEST
 
+/* A tcp:// link says when its peer has declared all it had at the
+ * connection (MSGBUS_LINKINFO_DECLARED): at that moment every one of B's
+ * 20 patterns and 20 services is known to A, not just the first to come;
+ * and a peer with nothing to declare is DECLARED with none, so a requester
+ * need not wait for a deadline to know it serves nothing. */
+static uint32_t declared_flags(msgbus_bus *bus, uint32_t *subs, uint32_t *svcs)
+{
+	msgbus_link_info li[2];
+	size_t n = 0;
+	TU_ASSERT_OK(msgbus_links(bus, li, 2, &n));
+	ck_assert_uint_le(n, 1);
+	if (n == 0) { /* an accepted link is listed while it is up */
+		*subs = *svcs = 0;
+		return 0;
+	}
+	*subs = li[0].remote_subs;
+	*svcs = li[0].remote_services;
+	return li[0].state == MSGBUS_LINK_UP ? li[0].flags : 0;
+}
+
+START_TEST(test_declared)
+{
+	enum { K = 20 };
+	char ua[96], ub[96], name[32];
+	msgbus_sub *subs[K];
+	msgbus_service *svcs[K];
+	struct echo e = { "b", 0 };
+	tu_unique_url(ua, sizeof(ua), "inproc");
+	tu_unique_url(ub, sizeof(ub), "inproc");
+	msgbus_bus *a = tu_open(ua, NULL);
+	msgbus_bus *b = tu_open(ub, NULL);
+	for (int i = 0; i < K; i++) {
+		snprintf(name, sizeof(name), "decl.%d.>", i);
+		TU_ASSERT_OK(msgbus_subscribe(b, name, 0, &subs[i]));
+		snprintf(name, sizeof(name), "decl.svc.%d", i);
+		TU_ASSERT_OK(msgbus_serve(b, name, echo_cb, &e, &svcs[i]));
+	}
+	connect_lo(b, listen_lo(a));
+	uint32_t ns = 0, nv = 0, bs = 0, bv = 0;
+	double end = tu_now_ms() + TU_WAIT_MS;
+	while (!(declared_flags(a, &ns, &nv) & MSGBUS_LINKINFO_DECLARED) && tu_now_ms() < end)
+		tu_sleep_ms(1);
+	ck_assert_msg(declared_flags(a, &ns, &nv) & MSGBUS_LINKINFO_DECLARED,
+	              "A: B never declared");
+	ck_assert_uint_eq(ns, K);
+	ck_assert_uint_eq(nv, K);
+	/* B's peer, A, has nothing: DECLARED, with none. */
+	while (!(declared_flags(b, &bs, &bv) & MSGBUS_LINKINFO_DECLARED) && tu_now_ms() < end)
+		tu_sleep_ms(1);
+	ck_assert_msg(declared_flags(b, &bs, &bv) & MSGBUS_LINKINFO_DECLARED,
+	              "B: A never declared");
+	ck_assert_uint_eq(bs, 0);
+	ck_assert_uint_eq(bv, 0);
+	msgbus_msg *r = NULL;
+	TU_ASSERT_RC(msgbus_request(b, "decl.none", "x", 1, &r, 5000), MSGBUS_ENORESPONDERS);
+	TU_ASSERT_OK(msgbus_request(a, "decl.svc.19", "x", 1, &r, 5000));
+	msgbus_msg_release(r);
+	for (int i = 0; i < K; i++) {
+		TU_ASSERT_OK(msgbus_unsubscribe(subs[i]));
+		TU_ASSERT_OK(msgbus_unserve(svcs[i]));
+	}
+	close_bus(b, ub);
+	/* Down: the flag goes with the connection (and A's accepted link with
+	 * it). */
+	end = tu_now_ms() + TU_WAIT_MS;
+	while ((declared_flags(a, &ns, &nv) & MSGBUS_LINKINFO_DECLARED) && tu_now_ms() < end)
+		tu_sleep_ms(1);
+	ck_assert_uint_eq(declared_flags(a, &ns, &nv) & MSGBUS_LINKINFO_DECLARED, 0);
+	close_bus(a, ua);
+}
+END_TEST
+
 /* ---- the link follows the peer's patterns ------------------------------- */
 
 static int has_pattern(const msgbus_sub_info *si, size_t n, const char *pattern)
@@ -2683,12 +2755,14 @@ START_TEST(test_links_listed)
 	ck_assert_uint_eq(li.kind, MSGBUS_LINK_TCP_ACCEPT);
 	ck_assert_str_eq(li.url, "tcp://127.0.0.1:0");
 	ck_assert_msg(!strncmp(li.peer, "127.0.0.1:", 10), "A's peer '%s'", li.peer);
-	WAIT_LINKS(b, "B's link up", nl == 1 && li.state == MSGBUS_LINK_UP && li.remote_subs == 1);
+	WAIT_LINKS(b, "B's link up and A declared",
+	           nl == 1 && li.state == MSGBUS_LINK_UP && (li.flags & MSGBUS_LINKINFO_DECLARED));
+	ck_assert_uint_eq(li.remote_subs, 1);
 	ck_assert_uint_eq(li.kind, MSGBUS_LINK_TCP_CONNECT);
 	ck_assert_str_eq(li.url, burl);
 	snprintf(want, sizeof(want), "127.0.0.1:%d", port);
 	ck_assert_str_eq(li.peer, want);
-	ck_assert_uint_eq(li.flags, 0);
+	ck_assert_uint_eq(li.flags, MSGBUS_LINKINFO_DECLARED); /* the nats:// flags: none */
 
 	for (uint32_t i = 0; i < 5; i++)
 		TU_ASSERT_OK(pub_msg(a, "to.b", 1, i, 16, TU_WAIT_MS));
@@ -2752,6 +2826,7 @@ Suite *suite_tcp(void)
 	tcase_add_loop_test(tc, test_patterns_cross_once, 0, TU_NSCHEMES);
 	tcase_add_loop_test(tc, test_link_listed_as_participant, 0, TU_NSCHEMES);
 	tcase_add_test(tc, test_thread_names);
+	tcase_add_test(tc, test_declared);
 	tcase_add_loop_test(tc, test_backpressure_selective, 0, TU_NSCHEMES);
 	if (!tu_valgrind())
 		tcase_add_test(tc, test_close_while_link_blocked);

@@ -360,6 +360,19 @@ if wait_line "$work/ssub.err" '^ready$' && port=$(listen_port ssub) && [ -n "$po
 		fail "stat --connect" "exit status $(cat "$work/lstat.rc") or no link row"
 		cat "$work/lstat.out"
 	fi
+	# A peer that serves nothing declares that it has nothing
+	# (MSGBUS_LINKINFO_DECLARED): no responders at once (it waited the
+	# whole --timeout for a service to be declared).
+	t0=$(date +%s%N)
+	run lnone req --timeout 10000 --connect "tcp://127.0.0.1:$port" "shm://$tag-lg" nobody.far "x"
+	took=$((($(date +%s%N) - t0) / 1000000))
+	expect lnone "req --connect to a peer that serves nothing: no responders" 1 "" \
+		"msgbus: msgbus_call_start: no responders"
+	if [ "$took" -lt 5000 ]; then
+		pass "req --connect to a peer that serves nothing: at once ($took ms)"
+	else
+		fail "req --connect to a peer that serves nothing: at once" "took $took ms of a 10000 ms timeout"
+	fi
 else
 	fail "sub --listen for stat" "no ready or listening line"
 fi

@@ -13,7 +13,7 @@
 #define MAX_LISTED 64
 
 struct link_count {
-	int up, tcp_up, nats_up, nats, nats_confirmed;
+	int up, tcp_up, tcp_declared, nats_up, nats, nats_confirmed;
 };
 
 static int count_links(msgbus_bus *bus, struct link_count *c)
@@ -34,35 +34,33 @@ static int count_links(msgbus_bus *bus, struct link_count *c)
 			c->nats_confirmed += up && (li[i].flags & MSGBUS_LINKINFO_CONFIRMED);
 		} else {
 			c->tcp_up += up;
+			c->tcp_declared += up && (li[i].flags & MSGBUS_LINKINFO_DECLARED);
 		}
 	}
 	return EXIT_OK;
 }
 
-/* Until the links are up and the tcp:// peers declared a subscription
- * (services: a service), or the deadline: a peer that declares none is
- * waited for that long. Fills *c. */
+/* Until the links are up and every tcp:// peer has declared the
+ * subscriptions and services it had (MSGBUS_LINKINFO_DECLARED), or the
+ * deadline. Fills *c. */
 static int wait_links(msgbus_bus *bus, const struct tool_opts *o, int64_t deadline,
-                      int services, struct link_count *c)
+                      struct link_count *c)
 {
-	msgbus_link_stats st;
 	int wanted = tool_links_wanted(o);
 
 	for (;;) {
-		if (tool_link_stats(bus, &st) != EXIT_OK || count_links(bus, c) != EXIT_OK)
+		if (count_links(bus, c) != EXIT_OK)
 			return EXIT_FAILED;
 		/* NATS tells a client nothing of the others' interest: up is
 		 * all there is to wait for on a nats:// link. */
-		if (c->up >= wanted &&
-		    (c->tcp_up == 0 || (services ? st.remote_services : st.remote_subs) > 0))
+		if (c->up >= wanted && c->tcp_declared == c->tcp_up)
 			return EXIT_OK;
 		if (tool_stop)
 			return EXIT_FAILED;
 		if (tool_left_ms(deadline) == 0) {
-			if (c->up >= wanted)
-				return EXIT_OK; /* a tcp:// peer that declared none */
-			fprintf(stderr, "msgbus: waiting for links: %s (%d of %d up)\n",
-			        msgbus_strerror(MSGBUS_ETIMEDOUT), c->up, wanted);
+			fprintf(stderr, "msgbus: waiting for links: %s (%d of %d up, %d of %d declared)\n",
+			        msgbus_strerror(MSGBUS_ETIMEDOUT), c->up, wanted, c->tcp_declared,
+			        c->tcp_up);
 			return EXIT_FAILED;
 		}
 		tool_sleep_ms(1);
@@ -73,14 +71,14 @@ int tool_wait_services(msgbus_bus *bus, const struct tool_opts *o, int64_t deadl
 {
 	struct link_count c;
 
-	return wait_links(bus, o, deadline, 1, &c);
+	return wait_links(bus, o, deadline, &c);
 }
 
 int tool_wait_peers(msgbus_bus *bus, const struct tool_opts *o, int64_t deadline)
 {
 	struct link_count c = { 0 };
 
-	if (wait_links(bus, o, deadline, 0, &c) != EXIT_OK)
+	if (wait_links(bus, o, deadline, &c) != EXIT_OK)
 		return EXIT_FAILED;
 	if (c.nats_up)
 		fputs("msgbus: nats:// link up; NATS tells nothing of remote subscribers\n",

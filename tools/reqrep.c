@@ -22,9 +22,8 @@
  * Starts the call. The library answers "no responders" at once when no
  * worker is known, and a service served across a link is known only once
  * the link is up and the peer has declared it: so on a bus with links the
- * call starts once they are up and the tcp:// peers declared their
- * services (tool_wait_services), within the deadline. A peer that serves
- * nothing is waited for until the deadline.
+ * call starts once they are up and the tcp:// peers have declared all
+ * their services (tool_wait_services), within the deadline.
  */
 static int start_call(const struct tool_opts *o, msgbus_bus *bus, int64_t deadline,
                       msgbus_call **call)

@@ -101,10 +101,11 @@ int tool_link_stats(msgbus_bus *bus, msgbus_link_stats *st);
 int tool_is_nats_url(const char *url);
 
 /* links.c: before publishing, until every link is up and the tcp:// peers
- * declared a subscription (nats:// ones tell nothing); EXIT_OK, or
- * EXIT_FAILED when links are not up by the deadline. */
+ * have declared their subscriptions and services (MSGBUS_LINKINFO_DECLARED;
+ * nats:// ones tell nothing); EXIT_OK, or EXIT_FAILED when that is not so
+ * by the deadline. */
 int tool_wait_peers(msgbus_bus *bus, const struct tool_opts *o, int64_t deadline);
-/* Before a request: the same, with a service for a subscription. */
+/* Before a request: the same, without the note about nats:// links. */
 int tool_wait_services(msgbus_bus *bus, const struct tool_opts *o, int64_t deadline);
 /* For --ready: until every nats:// link's server has processed our SUBs
  * (MSGBUS_LINKINFO_CONFIRMED), within --timeout if given. */

@@ -180,6 +180,10 @@ struct mb_conn {
 	_Atomic uint32_t rgen; /* changes with rsubs (never 0) */
 	struct rsvc **rsvcs;
 	uint32_t nrsvcs;
+	/* The peer's first PING arrived: it sends one right after the SUBs
+	 * and SERVEs of what it had at the connection (link_send.c), so
+	 * rsubs and rsvcs held all of that then (msgbus_links' DECLARED). */
+	bool peer_declared;
 	msgbus_req *pending[PENDING];
 	uint32_t pending_id[PENDING];
 	uint32_t next_id;

@@ -207,6 +207,11 @@ static bool on_frame(struct mb_conn *c, const struct mb_frame *f)
 		mb_link_on_rep(c, f);
 		return true;
 	case MB_F_PING:
+		if (!c->peer_declared) { /* see conn_state.h */
+			pthread_mutex_lock(&c->lock);
+			c->peer_declared = true;
+			pthread_mutex_unlock(&c->lock);
+		}
 		/* Pairs with the acquire exchange in link_send.c:send_pong(),
 		 * which then reads the token. seq_cst, not just release: also
 		 * the first half of the Dekker pair with the tx thread's

@@ -249,13 +249,21 @@ static void send_diff(struct mb_conn *c, const struct names *now, struct names *
 			i++;
 }
 
-/* Send the difference between what we told the peer and what is true. */
-static void advertise(struct mb_conn *c, struct names *adv_subs, struct names *adv_svcs)
+/* Send the difference between what we told the peer and what is true.
+ * The first time, a PING follows at once: the peer's rx marks the link
+ * DECLARED when it arrives (link_recv.c), so its users know our whole
+ * interest has come, not only that some has. */
+static void advertise(struct mb_conn *c, struct names *adv_subs, struct names *adv_svcs,
+                      bool *declared)
 {
 	struct names subs = { 0 }, svcs = { 0 };
 	if (mb_link_local_interest(c->lb, &subs, &svcs) == 0) {
 		send_diff(c, &subs, adv_subs, MB_F_SUB, MB_F_UNSUB);
 		send_diff(c, &svcs, adv_svcs, MB_F_SERVE, MB_F_UNSERVE);
+		if (!*declared && adv_subs->n == subs.n && adv_svcs->n == svcs.n) {
+			struct mb_frame f = { .type = MB_F_PING, .token = mb_now_ns() };
+			*declared = mb_link_send_frame(c, &f, false) == 0;
+		}
 		link_flush(c);
 	}
 	mb_names_clear(&subs);
@@ -508,12 +516,13 @@ void *mb_link_tx_main(void *arg)
 	uint64_t next_check = 0, inline_seen = 0;
 	int64_t owner = -1; /* a writer holding a head back, from the last pass */
 	bool napping = false, woken = false, streaming = false, lingered = false;
+	bool declared = false; /* the PING after our first declarations is sent */
 	enum tx_count counted = TX_UNCOUNTED;
 	while (!mb_conn_down(c)) {
 		uint32_t gen = atomic_load_explicit(&c->lb->hdr->interest_gen, memory_order_acquire);
 		if (gen != seen) {
 			seen = gen;
-			advertise(c, &adv_subs, &adv_svcs);
+			advertise(c, &adv_subs, &adv_svcs, &declared);
 		}
 		/* Acquire: as in mb_conn_tx_inline. */
 		msgbus_sub *proxy = atomic_load_explicit(&c->proxy, memory_order_acquire);

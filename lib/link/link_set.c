@@ -21,15 +21,17 @@ void mb_conns_count(struct mb_links *ls, uint32_t *subs, uint32_t *svcs)
 }
 
 void mb_conn_rec_count(struct mb_links *ls, const struct mb_link_rec *rec, uint32_t *subs,
-                       uint32_t *svcs)
+                       uint32_t *svcs, bool *declared)
 {
 	*subs = *svcs = 0;
+	*declared = false;
 	for (struct mb_conn_ref *cr = ls->conns; cr; cr = cr->next) {
 		if (cr->conn->rec != rec)
 			continue;
 		pthread_mutex_lock(&cr->conn->lock);
 		*subs = cr->conn->rsubs.n;
 		*svcs = cr->conn->nrsvcs;
+		*declared = cr->conn->peer_declared;
 		pthread_mutex_unlock(&cr->conn->lock);
 		return;
 	}

@@ -105,9 +105,10 @@ void mb_link_ctr_add_each(struct mb_link_ctr *sum, _Atomic uint64_t *sent,
                           _Atomic uint64_t *received, _Atomic uint64_t *undelivered,
                           _Atomic uint64_t *reconnects, _Atomic uint64_t *bad_frames);
 /* The peer's patterns and services on the live connection of rec, if
- * any. Caller holds ls->lock. */
+ * any, and whether it has declared all it had at the connection
+ * (conn_state.h: peer_declared). Caller holds ls->lock. */
 void mb_conn_rec_count(struct mb_links *ls, const struct mb_link_rec *rec, uint32_t *subs,
-                       uint32_t *svcs);
+                       uint32_t *svcs, bool *declared);
 /* Whether a link may publish on subject (len bytes) on b: it exists, or
  * the table keeps MB_LINK_SUBJECTS_KEPT free after creating it. */
 bool mb_link_may_create(msgbus_bus *b, const char *subject, size_t len);

@@ -577,7 +577,10 @@ static void tcp_info(struct mb_links *ls, const char *url, uint32_t kind,
 	li->state = r->state;
 	if (r->state == MSGBUS_LINK_UP)
 		snprintf(li->peer, sizeof(li->peer), "%.*s", (int)sizeof(li->peer) - 1, r->peer);
-	mb_conn_rec_count(ls, r, &li->remote_subs, &li->remote_services);
+	bool declared;
+	mb_conn_rec_count(ls, r, &li->remote_subs, &li->remote_services, &declared);
+	if (declared && r->state == MSGBUS_LINK_UP)
+		li->flags |= MSGBUS_LINKINFO_DECLARED;
 	struct mb_link_ctr c = { 0 };
 	mb_link_ctr_add(&c, &r->ctr);
 	li->sent = c.sent;
