@@ -16,7 +16,9 @@
  *   -P         pin: the parent process to the first CPU of the affinity
  *              mask, the child to the second (default: not pinned, since
  *              each side of a link runs several threads)
- *   -v         also print the spread of the repeats
+ *   -v         also print the spread of the repeats and, for each stream run,
+ *              each side's CPU per message by thread (ns on a CPU, from
+ *              /proc/self/task/TID/schedstat; in a VM it includes steal)
  *
  * Two processes on one host, over 127.0.0.1, every run a fresh pair:
  *   library  the parent opens shm bus A and listens on port 0; a fork()ed
@@ -1256,7 +1258,8 @@ static void usage(FILE *f)
 	           "  -s SIZE    only the runs with this payload size (64 or 4096)\n"
 	           "  -S SPIN_US spin_us bus option (default 100)\n"
 	           "  -P         pin parent and child to the first two CPUs\n"
-	           "  -v         print the spread of the runs\n",
+	           "  -v         print the spread of the runs, and each side's CPU per\n"
+	           "             message by thread for the streams\n",
 	        MAX_REPS);
 }
 
