@@ -325,6 +325,22 @@ else
 	fail "sub --listen" "no ready or listening line"
 fi
 
+# noresp_at_once NAME TEST PORT BUS: req --connect to the listener on PORT,
+# from bus shm://BUS, for a service nobody serves: "no responders", well
+# before its 10 s --timeout.
+noresp_at_once() {
+	local t0 took
+	t0=$(date +%s%N)
+	run "$1" req --timeout 10000 --connect "tcp://127.0.0.1:$3" "shm://$4" nobody.far "x"
+	took=$((($(date +%s%N) - t0) / 1000000))
+	expect "$1" "$2: no responders" 1 "" "msgbus: msgbus_call_start: no responders"
+	if [ "$took" -lt 5000 ]; then
+		pass "$2: at once ($took ms)"
+	else
+		fail "$2: at once" "took $took ms of a 10000 ms timeout"
+	fi
+}
+
 start lserve serve --ready --listen tcp://127.0.0.1:0 "shm://$tag-lc" far.echo
 if wait_line "$work/lserve.err" '^ready$' && port=$(listen_port lserve) && [ -n "$port" ]; then
 	# req waits for the link and the peer's services before it starts.
@@ -332,17 +348,7 @@ if wait_line "$work/lserve.err" '^ready$' && port=$(listen_port lserve) && [ -n 
 	expect lreq "req --connect to serve --listen on another bus" 0 "across"
 	# A service the peer does not serve: no responders at once, not at
 	# the deadline (it waited the whole --timeout and said "timed out").
-	t0=$(date +%s%N)
-	run lnoresp req --timeout 10000 --connect "tcp://127.0.0.1:$port" "shm://$tag-ld" \
-		nobody.far "x"
-	took=$((($(date +%s%N) - t0) / 1000000))
-	expect lnoresp "req --connect to a peer without the service: no responders" 1 "" \
-		"msgbus: msgbus_call_start: no responders"
-	if [ "$took" -lt 5000 ]; then
-		pass "req --connect: no responders at once ($took ms)"
-	else
-		fail "req --connect: no responders at once" "took $took ms of a 10000 ms timeout"
-	fi
+	noresp_at_once lnoresp "req --connect to a peer without the service" "$port" "$tag-ld"
 else
 	fail "serve --listen" "no ready or listening line"
 fi
@@ -363,16 +369,7 @@ if wait_line "$work/ssub.err" '^ready$' && port=$(listen_port ssub) && [ -n "$po
 	# A peer that serves nothing declares that it has nothing
 	# (MSGBUS_LINKINFO_DECLARED): no responders at once (it waited the
 	# whole --timeout for a service to be declared).
-	t0=$(date +%s%N)
-	run lnone req --timeout 10000 --connect "tcp://127.0.0.1:$port" "shm://$tag-lg" nobody.far "x"
-	took=$((($(date +%s%N) - t0) / 1000000))
-	expect lnone "req --connect to a peer that serves nothing: no responders" 1 "" \
-		"msgbus: msgbus_call_start: no responders"
-	if [ "$took" -lt 5000 ]; then
-		pass "req --connect to a peer that serves nothing: at once ($took ms)"
-	else
-		fail "req --connect to a peer that serves nothing: at once" "took $took ms of a 10000 ms timeout"
-	fi
+	noresp_at_once lnone "req --connect to a peer that serves nothing" "$port" "$tag-lg"
 else
 	fail "sub --listen for stat" "no ready or listening line"
 fi
