@@ -1,8 +1,8 @@
 /* nats_info.c - what msgbus_links(3) shows of the nats:// links of a
- * handle, and the PING that confirms their SUBs (nats_info.h). */
+ * handle, and the count of PINGs and PONGs that confirms their SUBs
+ * (nats_info.h); nats_tx.c writes the PINGs. */
 #include "link/nats_info.h"
 #include "link/nats_link.h"
-#include "link/nats_tx.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -45,34 +45,17 @@ void mb_nats_seen_pong(struct mb_nats *n)
 	atomic_fetch_add_explicit(&n->seen.pongs, 1, memory_order_relaxed);
 }
 
-/* PING, counted with its write. Caller holds wlock. */
-static bool ping_locked(struct mb_nats *n)
+void mb_nats_seen_ping_locked(struct mb_nats *n)
 {
-	static const char ping[] = "PING\r\n";
-	if (!n->up || !mb_nats_write_locked(n, ping, sizeof(ping) - 1, NULL, 0))
-		return false;
 	atomic_fetch_add_explicit(&n->seen.pings, 1, memory_order_relaxed);
-	return true;
 }
 
-bool mb_nats_idle_ping(struct mb_nats *n, int fd)
+void mb_nats_seen_synced_locked(struct mb_nats *n, uint32_t gen)
 {
-	pthread_mutex_lock(&n->wlock);
-	bool ok = n->fd == fd && ping_locked(n);
-	pthread_mutex_unlock(&n->wlock);
-	return ok;
-}
-
-void mb_nats_synced(struct mb_nats *n, uint64_t epoch, uint32_t gen)
-{
-	pthread_mutex_lock(&n->wlock);
-	if (n->epoch == epoch && ping_locked(n)) {
-		atomic_store_explicit(&n->seen.synced_gen, gen, memory_order_relaxed);
-		atomic_store_explicit(&n->seen.confirm_at,
-		                      atomic_load_explicit(&n->seen.pings, memory_order_relaxed),
-		                      memory_order_relaxed);
-	}
-	pthread_mutex_unlock(&n->wlock);
+	atomic_store_explicit(&n->seen.synced_gen, gen, memory_order_relaxed);
+	atomic_store_explicit(&n->seen.confirm_at,
+	                      atomic_load_explicit(&n->seen.pings, memory_order_relaxed),
+	                      memory_order_relaxed);
 }
 
 void mb_nats_ctr(struct mb_links *ls, struct mb_link_ctr *sum)

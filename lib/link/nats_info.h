@@ -40,11 +40,10 @@ void mb_nats_seen_up(struct mb_nats *n, int fd, bool up);
 void mb_nats_seen_reset_locked(struct mb_nats *n);
 /* rx read a PONG. */
 void mb_nats_seen_pong(struct mb_nats *n);
-/* A PING on the up connection fd (rx when idle); false: it is down. */
-bool mb_nats_idle_ping(struct mb_nats *n, int fd);
-/* tx synced its SUBs to interest generation gen on connection epoch:
- * a PING follows them. */
-void mb_nats_synced(struct mb_nats *n, uint64_t epoch, uint32_t gen);
+/* nats_tx.c wrote a PING; and it was the one after a sync of the SUBs
+ * to interest generation gen. Caller holds wlock. */
+void mb_nats_seen_ping_locked(struct mb_nats *n);
+void mb_nats_seen_synced_locked(struct mb_nats *n, uint32_t gen);
 
 /* For links.c: the counters of ls's nats:// links, added to sum; and
  * their records, up to cap in arr; the number of them. Caller holds

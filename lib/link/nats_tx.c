@@ -144,6 +144,32 @@ bool mb_nats_write_locked(struct mb_nats *n, const void *a, size_t alen, const v
 	return false;
 }
 
+/* PING, counted with its write. Caller holds wlock. */
+static bool ping_locked(struct mb_nats *n)
+{
+	static const char ping[] = "PING\r\n";
+	if (!n->up || !mb_nats_write_locked(n, ping, sizeof(ping) - 1, NULL, 0))
+		return false;
+	mb_nats_seen_ping_locked(n);
+	return true;
+}
+
+bool mb_nats_idle_ping(struct mb_nats *n, int fd)
+{
+	pthread_mutex_lock(&n->wlock);
+	bool ok = n->fd == fd && ping_locked(n);
+	pthread_mutex_unlock(&n->wlock);
+	return ok;
+}
+
+void mb_nats_synced(struct mb_nats *n, uint64_t epoch, uint32_t gen)
+{
+	pthread_mutex_lock(&n->wlock);
+	if (n->epoch == epoch && ping_locked(n))
+		mb_nats_seen_synced_locked(n, gen);
+	pthread_mutex_unlock(&n->wlock);
+}
+
 /* ---- interest ---------------------------------------------------------------- */
 
 static void forget_told(struct mb_nats *n)

@@ -13,6 +13,11 @@ void *mb_nats_tx_main(void *arg);
  * holds wlock. */
 bool mb_nats_write_locked(struct mb_nats *n, const void *a, size_t alen, const void *b,
                           size_t blen);
+/* A PING on the up connection fd (rx when idle); false: it is down. */
+bool mb_nats_idle_ping(struct mb_nats *n, int fd);
+/* tx synced its SUBs to interest generation gen on connection epoch:
+ * a PING follows them (nats_info.h: confirmation). */
+void mb_nats_synced(struct mb_nats *n, uint64_t epoch, uint32_t gen);
 /* The connection is gone: what txbuf still holds is undelivered. Caller
  * holds wlock. */
 void mb_nats_tx_abandon_locked(struct mb_nats *n);
