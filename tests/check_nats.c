@@ -1763,12 +1763,11 @@ static bool all_read(int fd, int peer)
 }
 
 /* One request to "svc" on a thread of its own; to: where the fake server
- * sends the reply; tid: the thread's, set before it requests. */
+ * sends the reply. */
 struct await_req {
 	msgbus_bus *b;
 	int timeout_ms, rc;
 	msgbus_msg *reply;
-	_Atomic pid_t tid;
 	pthread_t t;
 	char to[160];
 };
@@ -1776,7 +1775,6 @@ struct await_req {
 static void *await_requester(void *arg)
 {
 	struct await_req *r = arg;
-	atomic_store(&r->tid, (pid_t)syscall(SYS_gettid));
 	r->rc = msgbus_request(r->b, "svc", "q", 1, &r->reply, r->timeout_ms);
 	return NULL;
 }
@@ -1789,11 +1787,9 @@ static void await_start(struct await_req *r, msgbus_bus *b, int timeout_ms, stru
 	r->timeout_ms = timeout_ms;
 	r->rc = -1;
 	r->reply = NULL;
-	atomic_store(&r->tid, 0);
 	ck_assert_int_eq(pthread_create(&r->t, NULL, await_requester, r), 0);
 	fake_expect(f, "PUB svc ", line, sizeof(line));
 	ck_assert_int_eq(sscanf(line, "PUB svc %159s", r->to), 1);
-	ck_assert_int_ne(atomic_load(&r->tid), 0);
 }
 
 static int await_end(struct await_req *r)
