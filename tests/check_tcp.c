@@ -155,6 +155,24 @@ static int recv_msg_child(msgbus_sub *sub, const char *subject, uint32_t pub, ui
 		}                                                                  \
 	} while (0)
 
+/* As WAIT_LINK, over msgbus_links: li (the first record) and nl (how many)
+ * in the caller's scope. */
+#define WAIT_LINKS(bus, what, cond)                                                 \
+	do {                                                                        \
+		double wl_end_ = tu_now_ms() + TU_WAIT_MS;                          \
+		for (;;) {                                                          \
+			TU_ASSERT_OK(msgbus_links((bus), &li, 1, &nl));             \
+			if (cond)                                                   \
+				break;                                              \
+			if (tu_now_ms() > wl_end_)                                  \
+				ck_abort_msg("%s: (%s) not reached in %d ms: n %zu " \
+				             "state %u peer '%s' sent %llu",        \
+				             (what), #cond, TU_WAIT_MS, nl, li.state, li.peer, \
+				             (unsigned long long)li.sent);          \
+			tu_sleep_ms(1);                                             \
+		}                                                                   \
+	} while (0)
+
 static msgbus_link_stats link_stats(msgbus_bus *bus)
 {
 	msgbus_link_stats st;
@@ -1347,20 +1365,7 @@ END_TEST
  * 20 patterns and 20 services is known to A, not just the first to come;
  * and a peer with nothing to declare is DECLARED with none, so a requester
  * need not wait for a deadline to know it serves nothing. */
-static uint32_t declared_flags(msgbus_bus *bus, uint32_t *subs, uint32_t *svcs)
-{
-	msgbus_link_info li[2];
-	size_t n = 0;
-	TU_ASSERT_OK(msgbus_links(bus, li, 2, &n));
-	ck_assert_uint_le(n, 1);
-	if (n == 0) { /* an accepted link is listed while it is up */
-		*subs = *svcs = 0;
-		return 0;
-	}
-	*subs = li[0].remote_subs;
-	*svcs = li[0].remote_services;
-	return li[0].state == MSGBUS_LINK_UP ? li[0].flags : 0;
-}
+#define DECLARED(li) ((li).state == MSGBUS_LINK_UP && ((li).flags & MSGBUS_LINKINFO_DECLARED))
 
 START_TEST(test_declared)
 {
@@ -1368,6 +1373,8 @@ START_TEST(test_declared)
 	char ua[96], ub[96], name[32];
 	msgbus_sub *subs[K];
 	msgbus_service *svcs[K];
+	msgbus_link_info li;
+	size_t nl = 0;
 	struct echo e = { "b", 0 };
 	tu_unique_url(ua, sizeof(ua), "inproc");
 	tu_unique_url(ub, sizeof(ub), "inproc");
@@ -1380,21 +1387,13 @@ START_TEST(test_declared)
 		TU_ASSERT_OK(msgbus_serve(b, name, echo_cb, &e, &svcs[i]));
 	}
 	connect_lo(b, listen_lo(a));
-	uint32_t ns = 0, nv = 0, bs = 0, bv = 0;
-	double end = tu_now_ms() + TU_WAIT_MS;
-	while (!(declared_flags(a, &ns, &nv) & MSGBUS_LINKINFO_DECLARED) && tu_now_ms() < end)
-		tu_sleep_ms(1);
-	ck_assert_msg(declared_flags(a, &ns, &nv) & MSGBUS_LINKINFO_DECLARED,
-	              "A: B never declared");
-	ck_assert_uint_eq(ns, K);
-	ck_assert_uint_eq(nv, K);
+	WAIT_LINKS(a, "A: B declared", nl == 1 && DECLARED(li));
+	ck_assert_uint_eq(li.remote_subs, K);
+	ck_assert_uint_eq(li.remote_services, K);
 	/* B's peer, A, has nothing: DECLARED, with none. */
-	while (!(declared_flags(b, &bs, &bv) & MSGBUS_LINKINFO_DECLARED) && tu_now_ms() < end)
-		tu_sleep_ms(1);
-	ck_assert_msg(declared_flags(b, &bs, &bv) & MSGBUS_LINKINFO_DECLARED,
-	              "B: A never declared");
-	ck_assert_uint_eq(bs, 0);
-	ck_assert_uint_eq(bv, 0);
+	WAIT_LINKS(b, "B: A declared", nl == 1 && DECLARED(li));
+	ck_assert_uint_eq(li.remote_subs, 0);
+	ck_assert_uint_eq(li.remote_services, 0);
 	msgbus_msg *r = NULL;
 	TU_ASSERT_RC(msgbus_request(b, "decl.none", "x", 1, &r, 5000), MSGBUS_ENORESPONDERS);
 	TU_ASSERT_OK(msgbus_request(a, "decl.svc.19", "x", 1, &r, 5000));
@@ -1404,12 +1403,9 @@ START_TEST(test_declared)
 		TU_ASSERT_OK(msgbus_unserve(svcs[i]));
 	}
 	close_bus(b, ub);
-	/* Down: the flag goes with the connection (and A's accepted link with
-	 * it). */
-	end = tu_now_ms() + TU_WAIT_MS;
-	while ((declared_flags(a, &ns, &nv) & MSGBUS_LINKINFO_DECLARED) && tu_now_ms() < end)
-		tu_sleep_ms(1);
-	ck_assert_uint_eq(declared_flags(a, &ns, &nv) & MSGBUS_LINKINFO_DECLARED, 0);
+	/* Down: the flag goes with the connection (an accepted link is
+	 * listed only while it is up). */
+	WAIT_LINKS(a, "A: the flag gone", nl == 0 || !DECLARED(li));
 	close_bus(a, ua);
 }
 END_TEST
@@ -2708,21 +2704,6 @@ END_TEST
 
 /* Polls msgbus_links of bus (one record wanted, as `li`, the count as
  * `nl`) until cond holds, for at most TU_WAIT_MS. */
-#define WAIT_LINKS(bus, what, cond)                                                 \
-	do {                                                                        \
-		double wl_end_ = tu_now_ms() + TU_WAIT_MS;                          \
-		for (;;) {                                                          \
-			TU_ASSERT_OK(msgbus_links((bus), &li, 1, &nl));             \
-			if (cond)                                                   \
-				break;                                              \
-			if (tu_now_ms() > wl_end_)                                  \
-				ck_abort_msg("%s: (%s) not reached in %d ms: n %zu " \
-				             "state %u peer '%s' sent %llu",        \
-				             (what), #cond, TU_WAIT_MS, nl, li.state, li.peer, \
-				             (unsigned long long)li.sent);          \
-			tu_sleep_ms(1);                                             \
-		}                                                                   \
-	} while (0)
 
 /* Two buses over tcp on loopback: each lists its one link, of its kind,
  * up, with the peer's address, counters as sent and received; a cap of 0
