@@ -10,6 +10,7 @@
  */
 #include <pthread.h>
 
+#include "platform/crash.h"
 #include "pubsub/bufpool.h"
 #include "shm/live.h"
 #include "test_util.h"
@@ -1201,10 +1202,59 @@ START_TEST(test_v2_subscriber_dies)
 }
 END_TEST
 
+/* ---- arming while another thread passes crash points -------------------- */
+
+struct point_walker {
+	atomic_int stop;
+	atomic_long passes;
+};
+
+static void *walk_points(void *arg)
+{
+	struct point_walker *w = arg;
+	while (!atomic_load_explicit(&w->stop, memory_order_relaxed)) {
+		mb_crash_point("test.never_reached");
+		atomic_fetch_add_explicit(&w->passes, 1, memory_order_relaxed);
+	}
+	return NULL;
+}
+
+/* A process arms a crash point (setenv, then a second msgbus_open) while
+ * its library threads pass points: they read the armed string, which the
+ * arming thread wrote just before. A relaxed store let them read it with no
+ * happens-before edge; TSan reported the race in chaos workers (serve.c's
+ * mid_take, found by CI). The relaxed counter adds no edge of its own. */
+START_TEST(test_arm_while_points_run)
+{
+	struct point_walker w = { 0 };
+	pthread_t th;
+	ck_assert_int_eq(pthread_create(&th, NULL, walk_points, &w), 0);
+	for (int i = 0; i < 50; i++) {
+		char point[48];
+		snprintf(point, sizeof(point), "test.armed_%d", i);
+		ck_assert_int_eq(setenv("MSGBUS_CRASH_AT", point, 1), 0);
+		mb_crash_arm();
+		long seen = atomic_load_explicit(&w.passes, memory_order_relaxed);
+		while (atomic_load_explicit(&w.passes, memory_order_relaxed) < seen + 2)
+			sched_yield(); /* the walker compared against this string */
+	}
+	ck_assert_int_eq(unsetenv("MSGBUS_CRASH_AT"), 0);
+	mb_crash_arm();
+	ck_assert_ptr_null(atomic_load(&mb_crash_at));
+	atomic_store(&w.stop, 1);
+	ck_assert_int_eq(pthread_join(th, NULL), 0);
+	ck_assert_int_gt(atomic_load(&w.passes), 100);
+}
+END_TEST
+
 Suite *suite_crash(void)
 {
 	Suite *s = suite_create("crash");
 	TCase *tc;
+
+	tc = tu_tcase("arming", TU_CASE_TIMEOUT);
+	tcase_add_test(tc, test_arm_while_points_run);
+	suite_add_tcase(s, tc);
 
 	if (tu_valgrind())
 		return s; /* fork and SIGKILL heavy */

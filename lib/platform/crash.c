@@ -11,15 +11,18 @@ _Atomic(const char *) mb_crash_at;
 
 void mb_crash_arm(void)
 {
-	/* Process-local test hook. Relaxed, as mb_crash_point's load. */
-	atomic_store_explicit(&mb_crash_at, getenv("MSGBUS_CRASH_AT"), memory_order_relaxed);
+	/* Release: pairs with mb_crash_now's load, so a thread that reads the
+	 * string sees what setenv wrote there (a process arms while its threads
+	 * pass points). glibc never frees a string setenv made, so the pointer
+	 * stays good after unsetenv. */
+	atomic_store_explicit(&mb_crash_at, getenv("MSGBUS_CRASH_AT"), memory_order_release);
 }
 
 void mb_crash_now(const char *point)
 {
-	/* seq_cst by default, as the CASes below (one thread takes a stop: or
-	 * pause: point): they pair with nothing but each other (relaxed would
-	 * do). */
+	/* seq_cst by default (acquire would do): pairs with mb_crash_arm's
+	 * release store before the string is read. The CASes below pair only
+	 * with each other (one thread takes a stop: or pause: point). */
 	const char *want = atomic_load(&mb_crash_at);
 	if (!want)
 		return;
