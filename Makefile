@@ -193,9 +193,11 @@ $(B)/tests/%.o: tests/%.c $(STAMP) | deps
 
 # --wrap: calls of these library functions from another object go through
 # tests/check_main.c's __wrap_<name>, which counts them per thread (clock
-# reads, subject checks and hashes, CPU yields, bell rings; check_v2 and
-# check_poll). One link rule serves every build (plain, SANITIZE=..., valgrind).
-TEST_WRAPS := mb_now_ns mb_subject_check mb_hash mb_yield_cpu mb_bell_ring mb_doorbell_ring
+# reads, subject checks and hashes, CPU yields, bell rings, inbox puts;
+# check_v2, check_poll and check_tcp). One link rule serves every build
+# (plain, SANITIZE=..., valgrind).
+TEST_WRAPS := mb_now_ns mb_subject_check mb_hash mb_yield_cpu mb_bell_ring mb_doorbell_ring \
+	mb_inbox_put
 $(TEST_BIN): $(TEST_OBJS) $(STATIC)
 	$(if $(TEST_SRCS),,$(error no tests/check_*.c to build))
 	$(call msg,LD,$@)

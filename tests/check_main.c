@@ -19,7 +19,7 @@ unsigned tu_next_id(void)
 }
 
 _Thread_local unsigned long tu_clock_reads, tu_subject_checks, tu_hashes, tu_yields,
-	tu_bell_looks, tu_doorbell_rings;
+	tu_bell_looks, tu_doorbell_rings, tu_inbox_puts;
 
 /* Every call of these from another object of the library (or a test) lands
  * here: the Makefile links with --wrap=NAME for each (TEST_WRAPS). */
@@ -70,6 +70,18 @@ void __wrap_mb_doorbell_ring(uint64_t id)
 {
 	tu_doorbell_rings++;
 	__real_mb_doorbell_ring(id);
+}
+
+struct mb_inbox_prod;
+int __real_mb_inbox_put(struct mb_inbox_prod *p, const void *subject, uint32_t subject_len,
+                        const void *payload, uint32_t payload_len, uint64_t deadline);
+int __wrap_mb_inbox_put(struct mb_inbox_prod *p, const void *subject, uint32_t subject_len,
+                        const void *payload, uint32_t payload_len, uint64_t deadline);
+int __wrap_mb_inbox_put(struct mb_inbox_prod *p, const void *subject, uint32_t subject_len,
+                        const void *payload, uint32_t payload_len, uint64_t deadline)
+{
+	tu_inbox_puts++;
+	return __real_mb_inbox_put(p, subject, subject_len, payload, payload_len, deadline);
 }
 
 /* A test that failed in Check's fork mode ends with _exit() and skips its

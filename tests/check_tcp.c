@@ -2641,6 +2641,52 @@ START_TEST(test_mixed_stream)
 }
 END_TEST
 
+/* A publisher on the linking handle whose message only the link wants
+ * hands it to the link itself: it goes into no inbox (counted through
+ * --wrap=mb_inbox_put, check_main.c), one at a time and in a burst, and
+ * arrives whole and in order. Before, every message was put into the
+ * link's inbox. */
+#define N_DIRECT 400u
+START_TEST(test_direct_send)
+{
+	char ua[96], ub[96];
+	const char *scheme = tu_scheme(_i);
+	msgbus_sub *sub;
+	uint32_t n = tu_valgrind() ? 40 : N_DIRECT;
+
+	tu_unique_url(ua, sizeof(ua), scheme);
+	tu_unique_url(ub, sizeof(ub), scheme);
+	msgbus_bus *a = tu_open(ua, NULL);
+	msgbus_bus *b = tu_open(ub, NULL);
+	TU_ASSERT_OK(msgbus_subscribe(b, "ds.x", 0, &sub));
+	int port = listen_lo(a);
+	connect_lo(b, port);
+	WAIT_LINK(a, "linked", st.links_up == 1 && st.remote_subs == 1);
+	unsigned long puts = 0;
+	for (uint32_t i = 0; i < n; i++) { /* one at a time */
+		unsigned long p0 = tu_inbox_puts;
+		TU_ASSERT_OK(pub_msg(a, "ds.x", 1, i, 64, -1));
+		puts += tu_inbox_puts - p0;
+		RECV_MSG(sub, "ds.x", 1, i, 64);
+	}
+	/* a few may meet the link's own thread at work and take its inbox
+	 * (under valgrind, many: its threads run one at a time) */
+	ck_assert_msg(tu_valgrind() || puts <= n / 4, "%lu of %u messages went through an inbox",
+	              puts, n);
+	for (uint32_t i = n; i < 10 * n; i++) /* a burst */
+		TU_ASSERT_OK(pub_msg(a, "ds.x", 1, i, 64, -1));
+	for (uint32_t i = n; i < 10 * n; i++)
+		RECV_MSG(sub, "ds.x", 1, i, 64);
+	TU_ASSERT_EMPTY(sub);
+	WAIT_LINK(b, "B received all", st.received == 10 * n);
+	msgbus_link_stats sa = link_stats(a);
+	ck_assert_msg(sa.sent == 10 * n && sa.undelivered == 0, "A: " STATS_FMT,
+	              STATS_ARGS(sa));
+	close_bus(b, ub);
+	close_bus(a, ua);
+}
+END_TEST
+
 /* Context switches of all our threads so far (Linux: /proc/self/task). */
 static long task_switches(void)
 {
@@ -2817,6 +2863,7 @@ Suite *suite_tcp(void)
 	tcase_add_loop_test(tc, test_spinning_pingpong, 0, TU_NSCHEMES);
 	tcase_add_loop_test(tc, test_reqrep_spinning, 0, TU_NSCHEMES);
 	tcase_add_loop_test(tc, test_mixed_stream, 0, TU_NSCHEMES);
+	tcase_add_loop_test(tc, test_direct_send, 0, TU_NSCHEMES);
 	if (!tu_valgrind())
 		tcase_add_test(tc, test_idle_after_traffic);
 	suite_add_tcase(s, tc);

@@ -60,10 +60,11 @@ unsigned tu_next_id(void);  /* process-wide counter for unique names */
 /* Calls by the calling thread so far, counted through the test binary's
  * --wrap=NAME links (Makefile TEST_WRAPS, check_main.c): the library's clock
  * reads (mb_now_ns), subject checks (mb_subject_check) and hashes (mb_hash),
- * CPU yields (mb_yield_cpu), looks at a bell (mb_bell_ring) and doorbell
- * datagrams sent (mb_doorbell_ring). */
+ * CPU yields (mb_yield_cpu), looks at a bell (mb_bell_ring), doorbell
+ * datagrams sent (mb_doorbell_ring) and records put into inboxes
+ * (mb_inbox_put). */
 extern _Thread_local unsigned long tu_clock_reads, tu_subject_checks, tu_hashes, tu_yields,
-	tu_bell_looks, tu_doorbell_rings;
+	tu_bell_looks, tu_doorbell_rings, tu_inbox_puts;
 
 #define TU_WAIT_MS 5000     /* bound for something that must happen */
 #define TU_CASE_TIMEOUT 60  /* seconds; tcase_set_timeout for every case */

@@ -65,6 +65,7 @@ static struct mb_conn *conn_new(struct mb_links *ls, int fd, const struct mb_con
 	pthread_mutex_init(&c->rlock, NULL);
 	atomic_init(&c->rgen, 1);
 	atomic_init(&c->tx_active, true);
+	atomic_init(&c->proxy_slot, UINT32_MAX);
 	c->txbuf = malloc(TXBUF);
 	/* Only a HELLO is read before the handshake: a peer cannot make us
 	 * buffer more, whatever length its first header claims. */
@@ -168,6 +169,7 @@ static void conn_drop(struct mb_conn *c, struct mb_watch *watch)
 	/* Acquire: pairs with the release in link_recv.c:follow() (this
 	 * thread's own store; inline senders see NULL from here on). */
 	msgbus_sub *proxy = atomic_exchange_explicit(&c->proxy, NULL, memory_order_acquire);
+	atomic_store_explicit(&c->proxy_slot, UINT32_MAX, memory_order_relaxed); /* a hint */
 	mb_link_tx_abandon_locked(c);
 	if (c->held && proxy) {
 		atomic_fetch_add_explicit(&c->rec->ctr.undelivered, 1, memory_order_relaxed); /* only a wanted one is held */

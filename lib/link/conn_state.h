@@ -20,6 +20,10 @@
  * blocking (mb_conn_tx_inline), so a lone message does not wait for the tx
  * thread to wake up. Whatever it cannot write at once stays queued for the
  * tx thread, which never sleeps with anything queued or unread.
+ * A message whose only local target is the proxy does not even go through
+ * its inbox: the publisher queues it in txbuf itself (mb_conn_tx_direct),
+ * when nothing taken before waits in the proxy, and writes it as above;
+ * the tx thread writes what such publishers leave once they pause.
  * Likewise a thread spinning in msgbus_recv on that handle reads the link
  * inline while the rx thread lets it (mb_conn_rx_inline): in a ping-pong
  * whose parties spin, nobody has to be woken at all.
@@ -60,10 +64,11 @@
 /* The rr thread watches the workers and deadlines of the peer's calls in
  * flight this often. */
 #define RR_WATCH_NS 50000000ull
-/* Inline sending: write at once when the queue was empty and nothing was
- * written for TX_LONE_NS (a lone message: ping-pong, request/reply); in a
- * stream, write once TX_WRITE_AT is queued and leave the rest to the tx
- * thread, so a fast publisher makes large writes, not one per message. */
+/* Inline and direct sending: write at once when the queue was empty and
+ * nothing was written for TX_LONE_NS (a lone message: ping-pong,
+ * request/reply); in a stream, write once TX_WRITE_AT is queued and leave
+ * the rest to the tx thread, so a fast publisher makes large writes, not
+ * one per message. */
 #define TX_LONE_NS 5000u
 #define TX_WRITE_AT (64u << 10)
 #define TX_PASS_MAX 4096u /* messages per pass of the tx thread */
@@ -129,6 +134,11 @@ struct mb_conn {
 	size_t txlen, txoff; /* queued, of which written (a non-blocking write
 	                      * may stop within a frame) */
 	uint32_t uncounted; /* MSG frames queued, not yet counted as sent */
+	/* MSG frames publishers queued themselves (mb_conn_tx_direct), and
+	 * the count the tx thread saw at its last pass: it leaves their
+	 * bytes to them while the count moves (they write at TX_WRITE_AT)
+	 * and writes what they left once it stops. */
+	uint64_t direct_n, direct_seen;
 	uint64_t last_write_ns;
 	/* Whether the peer wants want_subject, decided at rgen want_gen (0:
 	 * not yet): the subject sent last is usually the next one. */
@@ -150,6 +160,11 @@ struct mb_conn {
 	 * tx_active: the tx thread is not asleep, and takes what comes. */
 	_Alignas(128) _Atomic uint32_t tx_ec;
 	_Atomic bool tx_active;
+	/* The proxy's subscription slot (UINT32_MAX: none): how a publisher
+	 * finds the link a message for that slot alone can go through
+	 * (links.c:links_direct). Relaxed: a hint, checked under wlock
+	 * against the proxy itself. */
+	_Atomic uint32_t proxy_slot;
 	_Alignas(128) _Atomic uint64_t inline_passes; /* inline passes that took any */
 
 	/* The receiving side, one thread at a time: the rx thread, or (only

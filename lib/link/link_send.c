@@ -297,10 +297,15 @@ static bool wants_subject(struct mb_conn *c, const char *subject, size_t nl, boo
 	return c->want;
 }
 
+static void taken_seq(msgbus_bus *lb, uint64_t *taken, uint32_t origin, uint64_t seq)
+{
+	if (origin < lb->cfg.max_participants && seq + 1 > taken[origin])
+		taken[origin] = seq + 1;
+}
+
 void mb_link_taken(msgbus_bus *lb, uint64_t *taken, const msgbus_msg *m)
 {
-	if (m->origin < lb->cfg.max_participants && m->seq + 1 > taken[m->origin])
-		taken[m->origin] = m->seq + 1;
+	taken_seq(lb, taken, m->origin, m->seq);
 }
 
 /* ---- tx: local bus to peer ------------------------------------------------- */
@@ -385,10 +390,24 @@ struct tx_res {
 	uint32_t took;
 	bool busy;   /* it sent, wrote what others queued, or met a stream */
 	bool stream; /* it wrote several, or took many */
+	bool direct; /* it left what direct publishers queue to them */
 };
 
-/* One pass of the tx thread: take, queue, write all (blocking). Before it
- * sleeps (flush_releases): make the proxy's releases visible to waiting
+/* Is txbuf only what direct publishers queued since the last pass (they
+ * write it themselves at TX_WRITE_AT), with nothing else to send? Then
+ * the pass leaves it to them; once a pass finds no new one, it writes
+ * what they left. Caller holds wlock. */
+static bool direct_at_work(struct mb_conn *c, uint32_t took)
+{
+	bool yes = !took && !c->held && c->txoff == 0 && c->txlen && c->txlen < TX_WRITE_AT &&
+	           c->direct_n != c->direct_seen;
+	c->direct_seen = c->direct_n;
+	return yes;
+}
+
+/* One pass of the tx thread: take, queue, write all (blocking), but what
+ * direct publishers are still adding to. Before it sleeps
+ * (flush_releases): make the proxy's releases visible to waiting
  * publishers. */
 static struct tx_res tx_pass(struct mb_conn *c, msgbus_sub *proxy, bool before_sleep,
                              int64_t *owner)
@@ -398,10 +417,12 @@ static struct tx_res tx_pass(struct mb_conn *c, msgbus_sub *proxy, bool before_s
 	bool queued = c->held || c->txlen > c->txoff;
 	uint32_t before = c->uncounted;
 	r.took = drain_locked(c, proxy, false, TX_PASS_MAX, owner);
-	r.busy = queued || c->uncounted != before || r.took >= TX_STREAM;
+	r.direct = direct_at_work(c, r.took);
+	r.busy = (queued && !r.direct) || c->uncounted != before || r.took >= TX_STREAM;
 	/* several to send, whoever queued them (an inline publisher too) */
-	r.stream = c->uncounted >= 2 || r.took >= TX_STREAM;
-	flush_locked(c);
+	r.stream = !r.direct && (c->uncounted >= 2 || r.took >= TX_STREAM);
+	if (!r.direct)
+		flush_locked(c);
 	if (before_sleep)
 		mb_sub_flush(proxy);
 	pthread_mutex_unlock(&c->wlock);
@@ -445,6 +466,62 @@ void mb_conn_tx_inline(struct mb_conn *c)
 	pthread_mutex_unlock(&c->wlock);
 	if (left)
 		mb_ec_signal(&c->tx_ec);
+}
+
+/*
+ * A message published on the linking handle whose only local target is
+ * the proxy (links.c:links_direct): queue it in txbuf from the
+ * publisher's thread, skipping the inbox, and write as mb_conn_tx_inline
+ * does. Only when nothing taken before waits in the proxy or in `held`
+ * (order per publisher) and the socket took all that was written (a
+ * write that stopped short leaves the rest and the backpressure to the
+ * tx thread, which the proxy then feeds); never waits. true: it is
+ * queued, or the peer does not want it (as the tx thread would drop it).
+ */
+bool mb_conn_tx_direct(struct mb_conn *c, uint32_t origin, uint32_t slot, uint32_t gen,
+                       const char *subject, size_t nl, const void *data, size_t len,
+                       uint64_t seq)
+{
+	if (pthread_mutex_trylock(&c->wlock))
+		return false;
+	/* Acquire: as in mb_conn_tx_inline. */
+	msgbus_sub *proxy = atomic_load_explicit(&c->proxy, memory_order_acquire);
+	size_t hl = MB_WIRE_HDR + 2 + nl;
+	size_t queued = c->txlen - c->txoff;
+	if (!proxy || mb_conn_down(c) || c->held || c->txoff || queued >= TX_WRITE_AT ||
+	    2 + nl + len > c->peer_max_frame || c->txlen + hl + len > TXBUF ||
+	    !mb_sub_drained_at(proxy, slot, gen)) {
+		pthread_mutex_unlock(&c->wlock);
+		return false;
+	}
+	bool same = c->want_gen && c->want_len == nl && !memcmp(c->want_subject, subject, nl);
+	_Atomic uint32_t *wake = NULL;
+	if (wants_subject(c, subject, nl, same)) {
+		mb_wire_encode_msg(c->txbuf + c->txlen, subject, nl, (uint32_t)len);
+		if (len)
+			memcpy(c->txbuf + c->txlen + hl, data, len);
+		c->txlen += hl + len;
+		c->uncounted++;
+		c->direct_n++;
+		bool tried = queued + hl + len >= TX_WRITE_AT ||
+		             (!queued && mb_now_ns() - c->last_write_ns >= TX_LONE_NS);
+		if (tried)
+			flush_nowait_locked(c);
+		/* What it leaves, the tx thread writes: told when txbuf
+		 * turns non-empty or a write stops short, once per batch. It
+		 * sleeps on the proxy's word or on tx_ec. */
+		if (c->txlen > c->txoff && (!queued || tried))
+			wake = mb_sub_wait_word(proxy);
+	}
+	taken_seq(c->lb, c->taken, origin, seq);
+	pthread_mutex_unlock(&c->wlock);
+	/* The proxy may be gone now, but not the segment its word is in:
+	 * the caller holds the links' list, which c->lb outlives. */
+	if (wake) {
+		mb_ec_signal(wake);
+		mb_ec_signal(&c->tx_ec);
+	}
+	return true;
 }
 
 /*
@@ -526,7 +603,7 @@ void *mb_link_tx_main(void *arg)
 		}
 		/* Acquire: as in mb_conn_tx_inline. */
 		msgbus_sub *proxy = atomic_load_explicit(&c->proxy, memory_order_acquire);
-		struct tx_res r = { 0, false, false };
+		struct tx_res r = { 0, false, false, false };
 		if (proxy && !napping)
 			r = tx_pass(c, proxy, false, &owner);
 		send_pong(c);
@@ -554,6 +631,14 @@ void *mb_link_tx_main(void *arg)
 			streaming = streaming || r.stream;
 			continue;
 		}
+		if (r.direct) {
+			/* Publishers queue and write themselves: look again
+			 * after a linger, unannounced (relaxed: a timed wait). */
+			napping = woken = false;
+			mb_ec_sleep(&c->tx_ec, atomic_load_explicit(&c->tx_ec, memory_order_relaxed),
+			            now, now + TX_LINGER_NS);
+			continue;
+		}
 		if (streaming && !lingered) {
 			lingered = true;
 			/* Relaxed: a timed linger; any change wakes it. */
@@ -576,6 +661,11 @@ void *mb_link_tx_main(void *arg)
 		uint32_t v = mb_ec_prepare(ec);
 		tx_count_on(c, &counted, napping);
 		r = tx_pass(c, proxy, true, &owner);
+		if (r.direct) {
+			napping = woken = false; /* linger as above */
+			tx_count_off(c, &counted);
+			continue;
+		}
 		if (napping) {
 			uint64_t inl = atomic_load_explicit(&c->inline_passes, memory_order_relaxed);
 			if (r.busy || (!r.took && inl == inline_seen)) {

@@ -185,9 +185,34 @@ static bool links_replied(msgbus_bus *b, uint32_t to, uint32_t entry)
 	return done;
 }
 
+/* direct (pubsub/route.c): a message of b for one link's proxy alone is
+ * queued by that link from the publisher's thread. The list stays locked
+ * meanwhile, so the connection (and its bus handle) stays. A busy list or
+ * link leaves the message to the proxy. */
+static bool links_direct(msgbus_bus *b, uint32_t slot, uint32_t gen, const char *subject,
+                         size_t slen, const void *data, size_t len, uint64_t seq)
+{
+	/* Pairs with the release in links_of(). */
+	struct mb_links *ls = __atomic_load_n(&b->links, __ATOMIC_ACQUIRE);
+	if (!ls || pthread_mutex_trylock(&ls->lock))
+		return false;
+	bool done = false;
+	for (struct mb_conn_ref *cr = ls->conns; cr; cr = cr->next) {
+		/* Relaxed: a hint (conn_state.h). */
+		if (atomic_load_explicit(&cr->conn->proxy_slot, memory_order_relaxed) == slot) {
+			done = mb_conn_tx_direct(cr->conn, b->self, slot, gen, subject, slen, data,
+			                         len, seq);
+			break;
+		}
+	}
+	pthread_mutex_unlock(&ls->lock);
+	return done;
+}
+
 /* How publish and call reach the links of a handle (shm/handle.h). */
 static const struct mb_link_hooks link_hooks = {
 	.published = mb_links_published,
+	.direct = links_direct,
 	.no_worker = mb_nats_no_worker,
 	.call_direct = links_call_direct,
 	.replied = links_replied,

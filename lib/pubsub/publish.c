@@ -88,11 +88,13 @@ int msgbus_publish(msgbus_bus *bus, const char *subject, const void *data, size_
 	 * that fails put nothing anywhere (lossless targets all or nothing,
 	 * lossy ones after them), so trying again is the same publish. */
 	uint64_t deadline = timeout_ms < 0 ? UINT64_MAX : MB_NO_WAIT;
-	int rc = mb_route_publish(bus, subject, data, len, UINT32_MAX, 0, deadline);
+	bool direct = false;
+	int rc = mb_route_publish_ex(bus, subject, data, len, UINT32_MAX, 0, deadline, &direct);
 	if (rc == MSGBUS_EAGAIN && timeout_ms > 0 && !mb_closing(bus))
-		rc = mb_route_publish(bus, subject, data, len, UINT32_MAX, 0,
-		                      mb_deadline(timeout_ms));
-	if (!rc) {
+		rc = mb_route_publish_ex(bus, subject, data, len, UINT32_MAX, 0,
+		                         mb_deadline(timeout_ms), &direct);
+	/* A message a link took itself left nothing for the links to send. */
+	if (!rc && !direct) {
 		/* Pairs with the release in link/links.c:links_of(). */
 		const struct mb_link_hooks *lh =
 			atomic_load_explicit(&bus->link_hooks, memory_order_acquire);

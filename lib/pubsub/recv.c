@@ -191,6 +191,16 @@ void mb_sub_flush(msgbus_sub *sub)
 	mb_inbox_flush(&sub->cons);
 }
 
+uint32_t mb_sub_slot(const msgbus_sub *sub)
+{
+	return sub->slot;
+}
+
+bool mb_sub_drained_at(const msgbus_sub *sub, uint32_t slot, uint32_t gen)
+{
+	return sub->slot == slot && sub->gen == gen && !sub->held && mb_inbox_drained(&sub->cons);
+}
+
 void mb_sub_drain(msgbus_sub *sub)
 {
 	if (sub->held)

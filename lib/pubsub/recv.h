@@ -10,6 +10,12 @@
 int mb_sub_poll(msgbus_sub *sub, msgbus_msg **msg, int64_t *owner);
 _Atomic uint32_t *mb_sub_wait_word(msgbus_sub *sub);
 void mb_sub_flush(msgbus_sub *sub);
+/* sub's subscription slot, as subscribed. */
+uint32_t mb_sub_slot(const msgbus_sub *sub);
+/* Is sub subscription slot `slot` of generation gen, with nothing in its
+ * inbox for the taker (nothing reserved past its cursor, nothing held)?
+ * For the taker of mb_sub_poll, under its lock. */
+bool mb_sub_drained_at(const msgbus_sub *sub, uint32_t slot, uint32_t gen);
 /* One message into sub->msg, waiting until deadline. */
 int mb_sub_take(msgbus_sub *sub, uint64_t deadline);
 /* Wake a thread waiting in sub's inbox. */

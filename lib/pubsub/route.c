@@ -708,8 +708,24 @@ static int publish_to(msgbus_bus *b, struct dest *d, uint32_t n, struct rec *rc,
 	return e;
 }
 
+/* A message for one lossless target that a link of b may send itself
+ * (shm/handle.h: direct). A handle without links pays one load. */
+static bool send_direct(msgbus_bus *b, const struct target *t, const char *subject, size_t slen,
+                        const void *data, size_t len, uint64_t seq)
+{
+	/* Pairs with the release in link/links.c:links_of(). */
+	const struct mb_link_hooks *lh = atomic_load_explicit(&b->link_hooks, memory_order_acquire);
+	return lh && lh->direct(b, t->slot, t->gen, subject, slen, data, len, seq);
+}
+
 int mb_route_publish(msgbus_bus *b, const char *subject, const void *data, size_t len,
                      uint32_t loan_idx, uint32_t loan_gen, uint64_t deadline)
+{
+	return mb_route_publish_ex(b, subject, data, len, loan_idx, loan_gen, deadline, NULL);
+}
+
+int mb_route_publish_ex(msgbus_bus *b, const char *subject, const void *data, size_t len,
+                        uint32_t loan_idx, uint32_t loan_gen, uint64_t deadline, bool *direct)
 {
 	if (!b || !subject)
 		return MSGBUS_EINVAL;
@@ -730,11 +746,18 @@ int mb_route_publish(msgbus_bus *b, const char *subject, const void *data, size_
 			return MSGBUS_ENOMEM;
 		e = lookup(b, subject, slen, d, cap, &n, &total);
 	}
+	bool sent = false; /* by a link, itself */
+	uint64_t seq = 0;
 	if (!e) {
+		seq = atomic_fetch_add_explicit(&b->pub_seq, 1, memory_order_relaxed);
+		sent = n == 1 && !d[0].t.lossy && loan_idx == UINT32_MAX &&
+		       send_direct(b, &d[0].t, subject, slen, data, len, seq);
+		if (direct)
+			*direct = sent;
+	}
+	if (!e && !sent) {
 		struct rec rc;
-		struct mb_rec_pfx pfx = { 0, MB_REC_INLINE, 0,
-		                          atomic_fetch_add_explicit(&b->pub_seq, 1,
-		                                                    memory_order_relaxed) };
+		struct mb_rec_pfx pfx = { 0, MB_REC_INLINE, 0, seq };
 		memcpy(rc.head, &pfx, sizeof(pfx));
 		rc.seq = pfx.seq;
 		memcpy(rc.head + sizeof(pfx), subject, slen);

@@ -22,6 +22,10 @@ void mb_route_free(msgbus_bus *b);
  */
 int mb_route_publish(msgbus_bus *b, const char *subject, const void *data, size_t len,
                      uint32_t loan_idx, uint32_t loan_gen, uint64_t deadline);
+/* The same; *direct (may be NULL) set true when a link of b took the
+ * message itself (shm/handle.h: direct), so it reached no inbox. */
+int mb_route_publish_ex(msgbus_bus *b, const char *subject, const void *data, size_t len,
+                        uint32_t loan_idx, uint32_t loan_gen, uint64_t deadline, bool *direct);
 
 /*
  * Publish a run of n messages on one subject, parts[0..n), each at most
