@@ -44,6 +44,7 @@
 #include <sys/socket.h>
 
 #include "test_util.h"
+#include "link/conn_state.h" /* TX_LONE_NS */
 
 Suite *suite_tcp(void);
 
@@ -2687,6 +2688,47 @@ START_TEST(test_direct_send)
 }
 END_TEST
 
+/* A message published right after a write (within TX_LONE_NS) waits in
+ * txbuf for the tx thread, like the first of a stream. Alone there, it is
+ * written at once: the tx thread lingered first (TX_LINGER_NS, which a
+ * busy machine stretched to 200 us), and that linger was the p99 of a
+ * ping-pong. Pairs published back to back on an idle link make such
+ * second messages: the first is written at once, the second waits. */
+START_TEST(test_direct_lone_no_linger)
+{
+	char ua[96], ub[96];
+	msgbus_sub *sub;
+	uint32_t pairs = tu_valgrind() ? 20 : 200;
+
+	tu_unique_url(ua, sizeof(ua), "inproc");
+	tu_unique_url(ub, sizeof(ub), "inproc");
+	msgbus_bus *a = tu_open(ua, NULL);
+	msgbus_bus *b = tu_open(ub, NULL);
+	TU_ASSERT_OK(msgbus_subscribe(b, "dl.x", 0, &sub));
+	int port = listen_lo(a);
+	connect_lo(b, port);
+	WAIT_LINK(a, "linked", st.links_up == 1 && st.remote_subs == 1);
+	unsigned long l0 = atomic_load(&tu_tx_lingers);
+	for (uint32_t i = 0; i < 2 * pairs; i += 2) {
+		/* idle for 4 TX_LONE_NS: the link's last write is not that
+		 * of the previous pair */
+		for (double t0 = tu_now_ms(); tu_now_ms() - t0 < 4 * TX_LONE_NS / 1e6;)
+			;
+		TU_ASSERT_OK(pub_msg(a, "dl.x", 1, i, 64, -1));
+		TU_ASSERT_OK(pub_msg(a, "dl.x", 1, i + 1, 64, -1));
+		RECV_MSG(sub, "dl.x", 1, i, 64);
+		RECV_MSG(sub, "dl.x", 1, i + 1, 64);
+	}
+	unsigned long lingers = atomic_load(&tu_tx_lingers) - l0;
+	/* under valgrind the threads run one at a time: no count to judge */
+	ck_assert_msg(tu_valgrind() || lingers <= pairs / 10, "%lu lingers in %u pairs", lingers,
+	              pairs);
+	TU_ASSERT_EMPTY(sub);
+	close_bus(b, ub);
+	close_bus(a, ua);
+}
+END_TEST
+
 /* Context switches of all our threads so far (Linux: /proc/self/task). */
 static long task_switches(void)
 {
@@ -2864,6 +2906,7 @@ Suite *suite_tcp(void)
 	tcase_add_loop_test(tc, test_reqrep_spinning, 0, TU_NSCHEMES);
 	tcase_add_loop_test(tc, test_mixed_stream, 0, TU_NSCHEMES);
 	tcase_add_loop_test(tc, test_direct_send, 0, TU_NSCHEMES);
+	tcase_add_test(tc, test_direct_lone_no_linger);
 	if (!tu_valgrind())
 		tcase_add_test(tc, test_idle_after_traffic);
 	suite_add_tcase(s, tc);
