@@ -98,6 +98,23 @@ void __wrap_mb_futex_wait(_Atomic uint32_t *word, uint32_t expect, uint64_t time
 	__real_mb_futex_wait(word, expect, timeout_ns);
 }
 
+atomic_ulong tu_req_starts_nowait;
+
+struct msgbus_call;
+int __real_mb_call_start_nowait(msgbus_bus *bus, const char *service, const void *data, size_t len,
+                                int timeout_ms, struct msgbus_call **out,
+                                void (*listed)(struct msgbus_call *call, void *arg), void *arg);
+int __wrap_mb_call_start_nowait(msgbus_bus *bus, const char *service, const void *data, size_t len,
+                                int timeout_ms, struct msgbus_call **out,
+                                void (*listed)(struct msgbus_call *call, void *arg), void *arg);
+int __wrap_mb_call_start_nowait(msgbus_bus *bus, const char *service, const void *data, size_t len,
+                                int timeout_ms, struct msgbus_call **out,
+                                void (*listed)(struct msgbus_call *call, void *arg), void *arg)
+{
+	atomic_fetch_add(&tu_req_starts_nowait, 1);
+	return __real_mb_call_start_nowait(bus, service, data, len, timeout_ms, out, listed, arg);
+}
+
 /* A test that failed in Check's fork mode ends with _exit() and skips its
  * teardown; remove what such a test left in /dev/shm so one failure does
  * not leak into later runs. Passing tests assert that nothing is left. */

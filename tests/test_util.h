@@ -70,6 +70,9 @@ extern _Thread_local unsigned long tu_clock_reads, tu_subject_checks, tu_hashes,
  * thread ("msgbus-tx"): the lingers it takes while direct publishers
  * stream (check_tcp). */
 extern atomic_ulong tu_tx_lingers;
+/* Calls started without waiting (mb_call_start_nowait) by the library's
+ * link code: a peer's requests read by a spinning thread (check_tcp). */
+extern atomic_ulong tu_req_starts_nowait;
 
 #define TU_WAIT_MS 5000     /* bound for something that must happen */
 #define TU_CASE_TIMEOUT 60  /* seconds; tcase_set_timeout for every case */

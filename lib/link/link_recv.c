@@ -330,7 +330,8 @@ enum rx_stop {
 };
 
 /* Handle the complete frames in rd. inl (a spinner, nothing may wait):
- * MSG frames only, published without waiting. Caller holds rlock. */
+ * MSG, REP and REQ frames only, handled without waiting. Caller holds
+ * rlock. */
 static enum rx_stop rx_frames(struct mb_conn *c, bool inl, size_t *need, uint64_t *received)
 {
 	struct reader *r = &c->rd;
@@ -356,7 +357,7 @@ static enum rx_stop rx_frames(struct mb_conn *c, bool inl, size_t *need, uint64_
 			f.name_len = 0;
 			f.payload_len = body - 2u - r->mlen;
 			f.payload = f.payload_len ? p + 2 + r->mlen : NULL;
-		} else if (inl && type != MB_F_MSG && type != MB_F_REP) {
+		} else if (inl && type != MB_F_MSG && type != MB_F_REP && type != MB_F_REQ) {
 			return RX_LEAVE;
 		} else if (mb_wire_decode(type, p, body, &f, &why)) {
 			goto bad;
@@ -366,6 +367,14 @@ static enum rx_stop rx_frames(struct mb_conn *c, bool inl, size_t *need, uint64_
 		 * one takes a shared buffer, which may have to be waited for). */
 		if (inl && type == MB_F_REP && !f.arg && f.payload_len > MB_CALL_INLINE)
 			return RX_LEAVE;
+		/* And starts the call of a request when the service has room
+		 * now: a spinning worker then takes it, waking nobody. */
+		if (inl && type == MB_F_REQ) {
+			if (!mb_link_on_req_nowait(c, &f))
+				return RX_LEAVE;
+			r->off += *need;
+			continue;
+		}
 		if (type == MB_F_MSG) {
 			uint32_t ran = publish_run(c, r, &f, *need);
 			if (ran) {

@@ -336,17 +336,31 @@ static int service_take(msgbus_service *svc, msgbus_req **req, uint64_t deadline
 	_Atomic uint32_t *ec = &mb_topic_at(b, svc->t)->data_ec;
 	uint64_t next_check = 0;
 	struct mb_spin spin = { 0, 0 };
+	const struct mb_link_hooks *linked = NULL;
 	for (;;) {
 		int64_t owner;
 		int rc = try_take(svc, req, &owner);
 		if (rc != MSGBUS_EAGAIN)
-			return rc;
+			return rc; /* still a spinner: its next take looks again */
 		if (deadline == MB_NO_WAIT)
 			return MSGBUS_EAGAIN;
 		if (mb_spinning(&spin, b->spin_ns)) {
 			if (spin.rounds % MB_SPIN_YIELD_ROUNDS == 0)
 				mb_yield_cpu(); /* as in recv.c and call.c */
+			if (spin.rounds % MB_SPIN_LINK_ROUNDS == 1) {
+				/* As a spinning receiver: read the handle's
+				 * links, so a peer's request wakes nobody.
+				 * Pairs with the release in
+				 * link/links.c:links_of(). */
+				linked = atomic_load_explicit(&b->link_hooks, memory_order_acquire);
+				if (linked)
+					linked->spin(b);
+			}
 			continue;
+		}
+		if (linked) {
+			linked->unspin(b); /* it sleeps: the links' rx threads read */
+			linked = NULL;
 		}
 		/* Process-local stop: seq_cst by default; pairs with the store
 		 * in msgbus_unserve, which then wakes us: with the eventcount's
