@@ -476,7 +476,8 @@ static int request_echo(msgbus_bus *bus, int i, const char *const *tags, int nta
 	char q[32], want[64];
 	msgbus_msg *rep = NULL;
 	int n = snprintf(q, sizeof(q), "q%d", i);
-	TU_ASSERT_OK(msgbus_request(bus, "rr.echo", q, (size_t)n, &rep, TU_WAIT_MS));
+	int rc = msgbus_request(bus, "rr.echo", q, (size_t)n, &rep, TU_WAIT_MS);
+	ck_assert_msg(rc == MSGBUS_OK, "request %d: %s", i, msgbus_strerror(rc));
 	for (int t = 0; t < ntags; t++) {
 		int w = snprintf(want, sizeof(want), "%s:%s", tags[t], q);
 		if (msgbus_msg_len(rep) == (size_t)w && memcmp(msgbus_msg_data(rep), want, w) == 0) {
@@ -499,6 +500,45 @@ static void assert_no_responders(msgbus_bus *bus, const char *service, const cha
 	              msgbus_strerror(rc));
 	ck_assert_msg(dt < AT_ONCE_MS, "%s: no responders after %.1f ms, not at once", who, dt);
 }
+
+/* Workers on both sides, many requests from both. A link's worker used to
+ * take a request the other link brought in and put it back (one hop): a
+ * local worker that saw it taken could sleep through its return until the
+ * request's deadline: this test failed 8 runs in 13, and
+ * test_reqrep_across 5 in 40. A link's worker now leaves such a request
+ * alone. */
+START_TEST(test_reqrep_both_sides_many)
+{
+	static const char *const tags_ab[] = { "A", "B" };
+	char ua[96], ub[96];
+	struct echo ea = { .tag = "A" }, eb = { .tag = "B" };
+	msgbus_service *sva, *svb;
+	int n = tu_valgrind() ? 50 : 2000;
+
+	tu_unique_url(ua, sizeof(ua), "shm");
+	tu_unique_url(ub, sizeof(ub), "shm");
+	msgbus_bus *a = tu_open(ua, NULL);
+	msgbus_bus *b = tu_open(ub, NULL);
+	TU_ASSERT_OK(msgbus_serve(a, "rr.echo", echo_cb, &ea, &sva));
+	TU_ASSERT_OK(msgbus_serve(b, "rr.echo", echo_cb, &eb, &svb));
+	int port = listen_lo(a);
+	connect_lo(b, port);
+	WAIT_LINK(a, "A learns B's service", st.links_up == 1 && st.remote_services == 1);
+	WAIT_LINK(b, "B learns A's service", st.links_up == 1 && st.remote_services == 1);
+	int by[2] = { 0, 0 };
+	for (int i = 0; i < n; i++) {
+		by[request_echo(a, i, tags_ab, 2)]++;
+		by[request_echo(b, 100000 + i, tags_ab, 2)]++;
+	}
+	ck_assert_msg(atomic_load(&ea.served) == by[0] && atomic_load(&eb.served) == by[1],
+	              "workers served A %d B %d, replies said A %d B %d",
+	              atomic_load(&ea.served), atomic_load(&eb.served), by[0], by[1]);
+	TU_ASSERT_OK(msgbus_unserve(svb));
+	TU_ASSERT_OK(msgbus_unserve(sva));
+	close_bus(b, ub);
+	close_bus(a, ua);
+}
+END_TEST
 
 START_TEST(test_reqrep_across)
 {
@@ -2919,6 +2959,7 @@ Suite *suite_tcp(void)
 
 	tc = tu_tcase("tcp reqrep", TCP_CASE_TIMEOUT);
 	tcase_add_loop_test(tc, test_reqrep_across, 0, TU_NSCHEMES);
+	tcase_add_test(tc, test_reqrep_both_sides_many);
 	tcase_add_test(tc, test_reqrep_paths);
 	tcase_add_loop_test(tc, test_reqrep_timeout_across, 0, TU_NSCHEMES);
 	suite_add_tcase(s, tc);
