@@ -9,6 +9,7 @@
 #include <stdbool.h>
 
 #include "test_util.h"
+#include "link/conn_state.h" /* TX_LINGER_NS */
 
 pid_t tu_run_pid;
 
@@ -82,6 +83,36 @@ int __wrap_mb_inbox_put(struct mb_inbox_prod *p, const void *subject, uint32_t s
 {
 	tu_inbox_puts++;
 	return __real_mb_inbox_put(p, subject, subject_len, payload, payload_len, deadline);
+}
+
+atomic_ulong tu_tx_lingers;
+
+void __real_mb_futex_wait(_Atomic uint32_t *word, uint32_t expect, uint64_t timeout_ns);
+void __wrap_mb_futex_wait(_Atomic uint32_t *word, uint32_t expect, uint64_t timeout_ns);
+void __wrap_mb_futex_wait(_Atomic uint32_t *word, uint32_t expect, uint64_t timeout_ns)
+{
+	char name[16];
+	if (timeout_ns <= TX_LINGER_NS && !pthread_getname_np(pthread_self(), name, sizeof(name)) &&
+	    !strcmp(name, "msgbus-tx"))
+		atomic_fetch_add(&tu_tx_lingers, 1);
+	__real_mb_futex_wait(word, expect, timeout_ns);
+}
+
+atomic_ulong tu_req_starts_nowait;
+
+struct msgbus_call;
+int __real_mb_call_start_nowait(msgbus_bus *bus, const char *service, const void *data, size_t len,
+                                int timeout_ms, struct msgbus_call **out,
+                                void (*listed)(struct msgbus_call *call, void *arg), void *arg);
+int __wrap_mb_call_start_nowait(msgbus_bus *bus, const char *service, const void *data, size_t len,
+                                int timeout_ms, struct msgbus_call **out,
+                                void (*listed)(struct msgbus_call *call, void *arg), void *arg);
+int __wrap_mb_call_start_nowait(msgbus_bus *bus, const char *service, const void *data, size_t len,
+                                int timeout_ms, struct msgbus_call **out,
+                                void (*listed)(struct msgbus_call *call, void *arg), void *arg)
+{
+	atomic_fetch_add(&tu_req_starts_nowait, 1);
+	return __real_mb_call_start_nowait(bus, service, data, len, timeout_ms, out, listed, arg);
 }
 
 /* A test that failed in Check's fork mode ends with _exit() and skips its

@@ -476,7 +476,8 @@ static int request_echo(msgbus_bus *bus, int i, const char *const *tags, int nta
 	char q[32], want[64];
 	msgbus_msg *rep = NULL;
 	int n = snprintf(q, sizeof(q), "q%d", i);
-	TU_ASSERT_OK(msgbus_request(bus, "rr.echo", q, (size_t)n, &rep, TU_WAIT_MS));
+	int rc = msgbus_request(bus, "rr.echo", q, (size_t)n, &rep, TU_WAIT_MS);
+	ck_assert_msg(rc == MSGBUS_OK, "request %d: %s", i, msgbus_strerror(rc));
 	for (int t = 0; t < ntags; t++) {
 		int w = snprintf(want, sizeof(want), "%s:%s", tags[t], q);
 		if (msgbus_msg_len(rep) == (size_t)w && memcmp(msgbus_msg_data(rep), want, w) == 0) {
@@ -499,6 +500,45 @@ static void assert_no_responders(msgbus_bus *bus, const char *service, const cha
 	              msgbus_strerror(rc));
 	ck_assert_msg(dt < AT_ONCE_MS, "%s: no responders after %.1f ms, not at once", who, dt);
 }
+
+/* Workers on both sides, many requests from both. A link's worker used to
+ * take a request the other link brought in and put it back (one hop): a
+ * local worker that saw it taken could sleep through its return until the
+ * request's deadline: this test failed 8 runs in 13, and
+ * test_reqrep_across 5 in 40. A link's worker now leaves such a request
+ * alone. */
+START_TEST(test_reqrep_both_sides_many)
+{
+	static const char *const tags_ab[] = { "A", "B" };
+	char ua[96], ub[96];
+	struct echo ea = { .tag = "A" }, eb = { .tag = "B" };
+	msgbus_service *sva, *svb;
+	int n = tu_valgrind() ? 50 : 2000;
+
+	tu_unique_url(ua, sizeof(ua), "shm");
+	tu_unique_url(ub, sizeof(ub), "shm");
+	msgbus_bus *a = tu_open(ua, NULL);
+	msgbus_bus *b = tu_open(ub, NULL);
+	TU_ASSERT_OK(msgbus_serve(a, "rr.echo", echo_cb, &ea, &sva));
+	TU_ASSERT_OK(msgbus_serve(b, "rr.echo", echo_cb, &eb, &svb));
+	int port = listen_lo(a);
+	connect_lo(b, port);
+	WAIT_LINK(a, "A learns B's service", st.links_up == 1 && st.remote_services == 1);
+	WAIT_LINK(b, "B learns A's service", st.links_up == 1 && st.remote_services == 1);
+	int by[2] = { 0, 0 };
+	for (int i = 0; i < n; i++) {
+		by[request_echo(a, i, tags_ab, 2)]++;
+		by[request_echo(b, 100000 + i, tags_ab, 2)]++;
+	}
+	ck_assert_msg(atomic_load(&ea.served) == by[0] && atomic_load(&eb.served) == by[1],
+	              "workers served A %d B %d, replies said A %d B %d",
+	              atomic_load(&ea.served), atomic_load(&eb.served), by[0], by[1]);
+	TU_ASSERT_OK(msgbus_unserve(svb));
+	TU_ASSERT_OK(msgbus_unserve(sva));
+	close_bus(b, ub);
+	close_bus(a, ua);
+}
+END_TEST
 
 START_TEST(test_reqrep_across)
 {
@@ -2687,6 +2727,85 @@ START_TEST(test_direct_send)
 }
 END_TEST
 
+/* A message published right after a write (within TX_LONE_NS) waits in
+ * txbuf for the tx thread, like the first of a stream. Alone there, it is
+ * written at once: the tx thread lingered first (TX_LINGER_NS, which a
+ * busy machine stretched to 200 us), and that linger was the p99 of a
+ * ping-pong. Pairs published back to back on an idle link make such
+ * second messages: the first is written at once, the second waits. */
+START_TEST(test_direct_lone_no_linger)
+{
+	char ua[96], ub[96];
+	msgbus_sub *sub;
+	uint32_t pairs = tu_valgrind() ? 20 : 200;
+
+	tu_unique_url(ua, sizeof(ua), "inproc");
+	tu_unique_url(ub, sizeof(ub), "inproc");
+	msgbus_bus *a = tu_open(ua, NULL);
+	msgbus_bus *b = tu_open(ub, NULL);
+	TU_ASSERT_OK(msgbus_subscribe(b, "dl.x", 0, &sub));
+	int port = listen_lo(a);
+	connect_lo(b, port);
+	WAIT_LINK(a, "linked", st.links_up == 1 && st.remote_subs == 1);
+	unsigned long l0 = atomic_load(&tu_tx_lingers);
+	for (uint32_t i = 0; i < 2 * pairs; i += 2) {
+		/* an idle link: the tx thread's write of the previous pair
+		 * returned more than TX_LONE_NS ago, even if it was not run
+		 * for a while after the peer had the bytes */
+		tu_sleep_ms(1);
+		TU_ASSERT_OK(pub_msg(a, "dl.x", 1, i, 64, -1));
+		TU_ASSERT_OK(pub_msg(a, "dl.x", 1, i + 1, 64, -1));
+		RECV_MSG(sub, "dl.x", 1, i, 64);
+		RECV_MSG(sub, "dl.x", 1, i + 1, 64);
+	}
+	unsigned long lingers = atomic_load(&tu_tx_lingers) - l0;
+	/* under valgrind the threads run one at a time: no count to judge */
+	ck_assert_msg(tu_valgrind() || lingers <= pairs / 10, "%lu lingers in %u pairs", lingers,
+	              pairs);
+	TU_ASSERT_EMPTY(sub);
+	close_bus(b, ub);
+	close_bus(a, ua);
+}
+END_TEST
+
+/* A worker spinning for requests reads its handle's links, as a spinning
+ * receiver does: a peer's request then reaches it through the service's
+ * ring from its own thread, and wakes neither the link's rx thread nor the
+ * worker (bench_tcp: rr at the pub/sub round trip). The requests the
+ * worker's thread reads are started without waiting; before, every one
+ * was left to the rx thread, which may wait. */
+START_TEST(test_request_read_by_worker)
+{
+	static const char *const tag_b[] = { "B" };
+	char ua[96], ub[96];
+	struct echo eb = { .tag = "B" };
+	msgbus_service *svb;
+	msgbus_options o = MSGBUS_OPTIONS_INIT;
+	int n = tu_valgrind() ? 20 : 200;
+
+	o.spin_us = PP_SPIN_US; /* the worker spins between requests */
+	tu_unique_url(ua, sizeof(ua), "inproc");
+	tu_unique_url(ub, sizeof(ub), "inproc");
+	msgbus_bus *a = tu_open(ua, &o);
+	msgbus_bus *b = tu_open(ub, &o);
+	TU_ASSERT_OK(msgbus_serve(b, "rr.echo", echo_cb, &eb, &svb));
+	int port = listen_lo(a);
+	connect_lo(b, port);
+	WAIT_LINK(a, "A learns B's service", st.links_up == 1 && st.remote_services == 1);
+	unsigned long s0 = atomic_load(&tu_req_starts_nowait);
+	for (int i = 0; i < n; i++)
+		ck_assert_int_eq(request_echo(a, i, tag_b, 1), 0);
+	unsigned long inl = atomic_load(&tu_req_starts_nowait) - s0;
+	ck_assert_int_eq(atomic_load(&eb.served), n);
+	/* under valgrind the threads run one at a time: no count to judge */
+	ck_assert_msg(tu_valgrind() || inl >= (unsigned long)n * 3 / 4,
+	              "%lu of %d requests read by the worker's thread", inl, n);
+	TU_ASSERT_OK(msgbus_unserve(svb));
+	close_bus(b, ub);
+	close_bus(a, ua);
+}
+END_TEST
+
 /* Context switches of all our threads so far (Linux: /proc/self/task). */
 static long task_switches(void)
 {
@@ -2840,6 +2959,7 @@ Suite *suite_tcp(void)
 
 	tc = tu_tcase("tcp reqrep", TCP_CASE_TIMEOUT);
 	tcase_add_loop_test(tc, test_reqrep_across, 0, TU_NSCHEMES);
+	tcase_add_test(tc, test_reqrep_both_sides_many);
 	tcase_add_test(tc, test_reqrep_paths);
 	tcase_add_loop_test(tc, test_reqrep_timeout_across, 0, TU_NSCHEMES);
 	suite_add_tcase(s, tc);
@@ -2864,6 +2984,8 @@ Suite *suite_tcp(void)
 	tcase_add_loop_test(tc, test_reqrep_spinning, 0, TU_NSCHEMES);
 	tcase_add_loop_test(tc, test_mixed_stream, 0, TU_NSCHEMES);
 	tcase_add_loop_test(tc, test_direct_send, 0, TU_NSCHEMES);
+	tcase_add_test(tc, test_direct_lone_no_linger);
+	tcase_add_test(tc, test_request_read_by_worker);
 	if (!tu_valgrind())
 		tcase_add_test(tc, test_idle_after_traffic);
 	suite_add_tcase(s, tc);

@@ -330,7 +330,8 @@ enum rx_stop {
 };
 
 /* Handle the complete frames in rd. inl (a spinner, nothing may wait):
- * MSG frames only, published without waiting. Caller holds rlock. */
+ * MSG, REP and REQ frames only, handled without waiting. Caller holds
+ * rlock. */
 static enum rx_stop rx_frames(struct mb_conn *c, bool inl, size_t *need, uint64_t *received)
 {
 	struct reader *r = &c->rd;
@@ -356,7 +357,7 @@ static enum rx_stop rx_frames(struct mb_conn *c, bool inl, size_t *need, uint64_
 			f.name_len = 0;
 			f.payload_len = body - 2u - r->mlen;
 			f.payload = f.payload_len ? p + 2 + r->mlen : NULL;
-		} else if (inl && type != MB_F_MSG && type != MB_F_REP) {
+		} else if (inl && type != MB_F_MSG && type != MB_F_REP && type != MB_F_REQ) {
 			return RX_LEAVE;
 		} else if (mb_wire_decode(type, p, body, &f, &why)) {
 			goto bad;
@@ -366,6 +367,14 @@ static enum rx_stop rx_frames(struct mb_conn *c, bool inl, size_t *need, uint64_
 		 * one takes a shared buffer, which may have to be waited for). */
 		if (inl && type == MB_F_REP && !f.arg && f.payload_len > MB_CALL_INLINE)
 			return RX_LEAVE;
+		/* And starts the call of a request when the service has room
+		 * now: a spinning worker then takes it, waking nobody. */
+		if (inl && type == MB_F_REQ) {
+			if (!mb_link_on_req_nowait(c, &f))
+				return RX_LEAVE;
+			r->off += *need;
+			continue;
+		}
 		if (type == MB_F_MSG) {
 			uint32_t ran = publish_run(c, r, &f, *need);
 			if (ran) {
@@ -461,6 +470,29 @@ static bool spinners_gone(struct mb_conn *c, uint64_t now)
 }
 
 /*
+ * Nap until a spinner signals or RX_NAP_NS ends, and take rlock back. At
+ * the end of a nap, a spinner that holds rlock is reading the link right
+ * now: nap again rather than wait for it, which would cost it a futex
+ * wake at its unlock and the thread it runs on a switch, in the middle
+ * of its round trip.
+ */
+static void rx_nap(struct mb_conn *c, uint32_t v, uint64_t now)
+{
+	for (;;) {
+		mb_ec_sleep(&c->rx_ec, v, now, now + RX_NAP_NS);
+		if (!pthread_mutex_trylock(&c->rlock))
+			return;
+		/* Announced again before the last look, as in the rx loop. A
+		 * signal since the first announcement changed the count: a
+		 * spinner left us work or went to sleep, so wait for rlock. */
+		now = mb_now_ns();
+		if (mb_ec_prepare(&c->rx_ec) != v || mb_conn_down(c) || spinners_gone(c, now))
+			break;
+	}
+	pthread_mutex_lock(&c->rlock);
+}
+
+/*
  * The rx thread after the handshake, until the connection ends. Caller
  * holds rlock. Two ways to watch the link:
  *  owner: it holds rlock and blocks in the socket's read, handling every
@@ -511,8 +543,7 @@ void mb_link_rx_loop(struct mb_conn *c)
 			continue;
 		c->rx_shared = true;
 		pthread_mutex_unlock(&c->rlock);
-		mb_ec_sleep(&c->rx_ec, v, now, now + RX_NAP_NS);
-		pthread_mutex_lock(&c->rlock);
+		rx_nap(c, v, now);
 	}
 	c->rx_shared = false;
 	atomic_fetch_add_explicit(&c->rec->ctr.received, r->received, memory_order_relaxed);

@@ -126,6 +126,21 @@ static void list_call(msgbus_call *call, void *arg)
 	pthread_mutex_unlock(&c->lock);
 }
 
+static int req_timeout_ms(const struct mb_frame *f)
+{
+	return f->arg ? (int)(f->arg > INT32_MAX ? INT32_MAX : f->arg) : -1;
+}
+
+/* After the call of a peer's request started (rc 0) or was refused: the
+ * rr thread sends the refusal, or watches the call's worker and deadline,
+ * soon rather than at the end of a long sleep. */
+static void req_started(struct mb_conn *c, int rc)
+{
+	if (!rc && atomic_load_explicit(&c->rr_until, memory_order_relaxed) <= mb_now_ns() + RR_WATCH_NS)
+		return; /* the rr thread looks within RR_WATCH_NS anyway */
+	mb_ec_kick(&mb_part_at(c->lb, c->lb->self)->reply_ec);
+}
+
 /* The peer's requester asks a service of ours: call it locally. The rx
  * thread comes here, and never writes: the reply is sent by the worker
  * that answers (mb_conn_reply_inline) or by the rr thread, and so is a
@@ -141,18 +156,50 @@ void mb_link_on_req(struct mb_conn *c, const struct mb_frame *f)
 	pc->conn = c;
 	msgbus_call *call = NULL;
 	int rc = mb_call_start_listed(c->lb, f->name, f->payload, f->payload_len,
-	                              f->arg ? (int)(f->arg > INT32_MAX ? INT32_MAX : f->arg) : -1,
-	                              &call, list_call, pc);
-	uint64_t now = mb_now_ns();
+	                              req_timeout_ms(f), &call, list_call, pc);
 	if (rc) { /* refused at once: not listed */
 		pc->rc = rc;
 		list_call(NULL, pc);
-	} else if (atomic_load_explicit(&c->rr_until, memory_order_relaxed) <= now + RR_WATCH_NS) {
-		return; /* the rr thread looks within RR_WATCH_NS anyway */
 	}
-	/* The rr thread sends the refusal, or watches the call's worker and
-	 * deadline: soon rather than at the end of a long sleep. */
-	mb_ec_kick(&mb_part_at(c->lb, c->lb->self)->reply_ec);
+	req_started(c, rc);
+}
+
+/*
+ * The same from a thread spinning on the linking handle (link_recv.c,
+ * inline), which may not wait: false when the service's ring (or the
+ * handle's call entries) has no room now, and the rx thread, which may
+ * wait, is left the request. The call is listed once started: a worker
+ * that answers before that finds no listed call and wakes the rr thread,
+ * so a call answered by then wakes it again (as nats_rr.c does).
+ */
+bool mb_link_on_req_nowait(struct mb_conn *c, const struct mb_frame *f)
+{
+	struct peer_call *pc = calloc(1, sizeof(*pc));
+	if (!pc)
+		return false;
+	pc->id = f->id;
+	pc->conn = c;
+	msgbus_call *call = NULL;
+	int rc = mb_call_start_nowait(c->lb, f->name, f->payload, f->payload_len,
+	                              req_timeout_ms(f), &call, NULL, NULL);
+	if (rc == MSGBUS_EAGAIN || rc == MSGBUS_ELIMIT) {
+		free(pc);
+		return false;
+	}
+	pc->rc = rc;
+	pc->call = rc ? NULL : call;
+	pthread_mutex_lock(&c->lock);
+	pc->next = c->calls;
+	c->calls = pc;
+	/* Once unlocked, pc may be sent and freed, and the call with it. A
+	 * worker wrote the state before its wake of the rr thread. */
+	bool answered = !rc && mb_call_answered(call);
+	pthread_mutex_unlock(&c->lock);
+	if (answered)
+		mb_ec_signal(&mb_part_at(c->lb, c->lb->self)->reply_ec);
+	else
+		req_started(c, rc);
+	return true;
 }
 
 /* Send the answer of a finished call back to the peer; frees pc. */

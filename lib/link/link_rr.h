@@ -5,6 +5,8 @@
 #include "link/conn_state.h"
 
 void mb_link_on_req(struct mb_conn *c, const struct mb_frame *f);
+/* From a spinner: false, nothing done, when it would have to wait. */
+bool mb_link_on_req_nowait(struct mb_conn *c, const struct mb_frame *f);
 void mb_link_on_rep(struct mb_conn *c, const struct mb_frame *f);
 bool mb_link_on_serve(struct mb_conn *c, const char *name, bool on); /* false: close */
 void *mb_link_rr_main(void *arg);

@@ -396,11 +396,14 @@ struct tx_res {
 /* Is txbuf only what direct publishers queued since the last pass (they
  * write it themselves at TX_WRITE_AT), with nothing else to send? Then
  * the pass leaves it to them; once a pass finds no new one, it writes
- * what they left. Caller holds wlock. */
+ * what they left. A single message is no stream: its publisher found the
+ * link written to just before (TX_LONE_NS) and woke us to write it, and
+ * a linger would add its length, or more on a busy machine, to a round
+ * trip. Caller holds wlock. */
 static bool direct_at_work(struct mb_conn *c, uint32_t took)
 {
 	bool yes = !took && !c->held && c->txoff == 0 && c->txlen && c->txlen < TX_WRITE_AT &&
-	           c->direct_n != c->direct_seen;
+	           c->direct_n != c->direct_seen && c->uncounted >= 2;
 	c->direct_seen = c->direct_n;
 	return yes;
 }

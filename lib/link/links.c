@@ -167,21 +167,43 @@ static int links_call_direct(msgbus_bus *b, const char *service, const struct mb
 	return rc;
 }
 
+/*
+ * The hooks a serve worker calls (spin, unspin, replied) may run while
+ * msgbus_close stops the links: the worker is joined only after. They
+ * look at b->links between links_enter and links_leave, and
+ * mb_links_stop frees the links only once it has cleared b->links and
+ * seen no such look under way.
+ */
+static struct mb_links *links_enter(msgbus_bus *b)
+{
+	/* seq_cst, both: the Dekker pair with mb_links_stop's store of NULL
+	 * and its load of the count. Also pairs with the release in
+	 * links_of(). */
+	atomic_fetch_add_explicit(&b->link_users, 1, memory_order_seq_cst);
+	return __atomic_load_n(&b->links, __ATOMIC_SEQ_CST);
+}
+
+static void links_leave(msgbus_bus *b)
+{
+	/* Release: our use of the links before mb_links_stop frees them
+	 * (its load of the count). */
+	atomic_fetch_sub_explicit(&b->link_users, 1, memory_order_release);
+}
+
 /* replied (reqrep/serve.c): a worker of b answered a link of b's call. */
 static bool links_replied(msgbus_bus *b, uint32_t to, uint32_t entry)
 {
-	/* Pairs with the release in links_of(). */
-	struct mb_links *ls = __atomic_load_n(&b->links, __ATOMIC_ACQUIRE);
-	if (!ls || !atomic_load_explicit(&ls->up, memory_order_relaxed) ||
-	    pthread_mutex_trylock(&ls->lock))
-		return false;
+	struct mb_links *ls = links_enter(b);
 	bool done = false;
-	for (struct mb_conn_ref *cr = ls->conns; cr && !done; cr = cr->next) {
-		done = mb_conn_reply_inline(cr->conn, to, entry);
+	if (ls && atomic_load_explicit(&ls->up, memory_order_relaxed) &&
+	    !pthread_mutex_trylock(&ls->lock)) {
+		for (struct mb_conn_ref *cr = ls->conns; cr && !done; cr = cr->next)
+			done = mb_conn_reply_inline(cr->conn, to, entry);
+		if (!done)
+			done = mb_nats_replied(ls, to, entry); /* nats_rr.c */
+		pthread_mutex_unlock(&ls->lock);
 	}
-	if (!done)
-		done = mb_nats_replied(ls, to, entry); /* nats_rr.c */
-	pthread_mutex_unlock(&ls->lock);
+	links_leave(b);
 	return done;
 }
 
@@ -282,27 +304,27 @@ void mb_links_published(msgbus_bus *b)
  */
 void mb_links_spin(msgbus_bus *b)
 {
-	/* Pairs with the release in links_of(). */
-	struct mb_links *ls = __atomic_load_n(&b->links, __ATOMIC_ACQUIRE);
-	if (!ls || !atomic_load_explicit(&ls->up, memory_order_relaxed) ||
-	    pthread_mutex_trylock(&ls->lock))
-		return;
-	uint64_t now = mb_now_ns();
-	for (struct mb_conn_ref *cr = ls->conns; cr; cr = cr->next)
-		mb_conn_rx_inline(cr->conn, now);
-	pthread_mutex_unlock(&ls->lock);
+	struct mb_links *ls = links_enter(b);
+	if (ls && atomic_load_explicit(&ls->up, memory_order_relaxed) &&
+	    !pthread_mutex_trylock(&ls->lock)) {
+		uint64_t now = mb_now_ns();
+		for (struct mb_conn_ref *cr = ls->conns; cr; cr = cr->next)
+			mb_conn_rx_inline(cr->conn, now);
+		pthread_mutex_unlock(&ls->lock);
+	}
+	links_leave(b);
 }
 
 void mb_links_unspin(msgbus_bus *b)
 {
-	/* Pairs with the release in links_of(). */
-	struct mb_links *ls = __atomic_load_n(&b->links, __ATOMIC_ACQUIRE);
-	if (!ls)
-		return;
-	pthread_mutex_lock(&ls->lock);
-	for (struct mb_conn_ref *cr = ls->conns; cr; cr = cr->next)
-		mb_conn_rx_unspin(cr->conn);
-	pthread_mutex_unlock(&ls->lock);
+	struct mb_links *ls = links_enter(b);
+	if (ls) {
+		pthread_mutex_lock(&ls->lock);
+		for (struct mb_conn_ref *cr = ls->conns; cr; cr = cr->next)
+			mb_conn_rx_unspin(cr->conn);
+		pthread_mutex_unlock(&ls->lock);
+	}
+	links_leave(b);
 }
 
 static void *accepted_main(void *arg)
@@ -687,7 +709,10 @@ void mb_links_stop(msgbus_bus *b)
 		free(l->url);
 		free(l);
 	}
+	/* seq_cst, both: see links_enter. A serve worker may still look. */
+	__atomic_store_n(&b->links, NULL, __ATOMIC_SEQ_CST);
+	while (atomic_load_explicit(&b->link_users, memory_order_seq_cst))
+		mb_yield_cpu();
 	pthread_mutex_destroy(&ls->lock);
 	free(ls);
-	b->links = NULL;
 }

@@ -256,6 +256,7 @@ static int try_take(msgbus_service *svc, msgbus_req **req, int64_t *claimed_owne
 	if (atomic_load_explicit(&c->gen, memory_order_relaxed) != svc->gen)
 		return MSGBUS_EPROTO; /* our slot was taken from us */
 	advance_release(svc);
+	bool bridge = is_bridge(b, b->self); /* a link's worker */
 	/* Acquire: pairs with the CAS in advance_release. */
 	uint64_t r = atomic_load_explicit(&c->release, memory_order_acquire);
 	for (uint64_t pos = r; pos < r + n; pos++) {
@@ -279,21 +280,29 @@ static int try_take(msgbus_service *svc, msgbus_req **req, int64_t *claimed_owne
 				*claimed_owner = MB_STAMP_OWNER(s);
 			continue;
 		}
+		/* A link never forwards what another link brought in (one
+		 * hop, no bouncing): the stamp of a commit names its writer,
+		 * so a link's worker leaves such a request to local workers
+		 * without taking it. Taking it, even for a moment, could make
+		 * a local worker that saw it TAKEN sleep through its return. */
+		if (st != MB_ST_COMMITTED || (bridge && is_bridge(b, MB_STAMP_OWNER(s))))
+			continue;
 		/* seq_cst by default: the race with other workers' CAS here and
 		 * with a reaper's TAKEN -> COMMITTED (live.c); acquire is what
 		 * we need (the request's contents). */
-		if (st != MB_ST_COMMITTED ||
-		    !atomic_compare_exchange_strong(&sl->stamp, &s,
+		if (!atomic_compare_exchange_strong(&sl->stamp, &s,
 		                                    mb_stamp(pos, b->self, MB_ST_TAKEN)))
 			continue;
 		msgbus_req *rq = copy_out(b, sl);
-		if (rq && is_bridge(b, b->self) && is_bridge(b, rq->hdr.from)) {
-			/* A link never forwards what another link brought in:
-			 * put it back for a local worker (one hop, no bouncing).
-			 * seq_cst (release would do): our reads are done; pairs
-			 * with the acquire load of the stamp above in the next
-			 * taker. */
-			atomic_store(&sl->stamp, s);
+		if (rq && bridge && is_bridge(b, rq->hdr.from)) {
+			/* The same after a reaper gave back a dead worker's
+			 * take (the stamp names the dead worker): put it back
+			 * naming the link that wrote it, which links skip, and
+			 * wake the workers, as a commit does. seq_cst: our reads
+			 * are done; the first half of the Dekker pair with a
+			 * sleeper's mb_ec_prepare and look. */
+			atomic_store(&sl->stamp, mb_stamp(pos, rq->hdr.from, MB_ST_COMMITTED));
+			mb_ec_signal(&mb_topic_at(b, svc->t)->data_ec);
 			free(rq);
 			continue;
 		}
@@ -336,17 +345,31 @@ static int service_take(msgbus_service *svc, msgbus_req **req, uint64_t deadline
 	_Atomic uint32_t *ec = &mb_topic_at(b, svc->t)->data_ec;
 	uint64_t next_check = 0;
 	struct mb_spin spin = { 0, 0 };
+	const struct mb_link_hooks *linked = NULL;
 	for (;;) {
 		int64_t owner;
 		int rc = try_take(svc, req, &owner);
 		if (rc != MSGBUS_EAGAIN)
-			return rc;
+			return rc; /* still a spinner: its next take looks again */
 		if (deadline == MB_NO_WAIT)
 			return MSGBUS_EAGAIN;
 		if (mb_spinning(&spin, b->spin_ns)) {
 			if (spin.rounds % MB_SPIN_YIELD_ROUNDS == 0)
 				mb_yield_cpu(); /* as in recv.c and call.c */
+			if (spin.rounds % MB_SPIN_LINK_ROUNDS == 1) {
+				/* As a spinning receiver: read the handle's
+				 * links, so a peer's request wakes nobody.
+				 * Pairs with the release in
+				 * link/links.c:links_of(). */
+				linked = atomic_load_explicit(&b->link_hooks, memory_order_acquire);
+				if (linked)
+					linked->spin(b);
+			}
 			continue;
+		}
+		if (linked) {
+			linked->unspin(b); /* it sleeps: the links' rx threads read */
+			linked = NULL;
 		}
 		/* Process-local stop: seq_cst by default; pairs with the store
 		 * in msgbus_unserve, which then wakes us: with the eventcount's
@@ -357,13 +380,16 @@ static int service_take(msgbus_service *svc, msgbus_req **req, uint64_t deadline
 		uint64_t now = mb_now_ns();
 		if (now >= deadline)
 			return MSGBUS_ETIMEDOUT;
-		uint64_t until = deadline;
-		if (!mb_wait_on_owner(b, owner, now, &next_check, &until))
-			continue; /* its claim is aborted, or its take undone */
 		uint32_t v = mb_ec_prepare(ec);
 		rc = try_take(svc, req, &owner);
 		if (rc != MSGBUS_EAGAIN)
 			return rc;
+		/* The holder of the head seen last, not before the prepare:
+		 * the sleep is bounded by its checks (a worker that dies
+		 * holding a request wakes nobody). */
+		uint64_t until = deadline;
+		if (!mb_wait_on_owner(b, owner, now, &next_check, &until))
+			continue; /* its claim is aborted, or its take undone */
 		/* seq_cst (mb_closing): after mb_ec_prepare, the Dekker pair
 		 * with msgbus_shutdown's store and wakes. */
 		/* seq_cst (svc->stop too): the Dekker pair with

@@ -121,6 +121,10 @@ struct msgbus_bus {
 	const struct mb_bus_hooks *bus_hooks;   /* bus.c, at open */
 	const struct mb_reap_hooks *reap_hooks; /* bus.c, at open */
 	_Atomic(const struct mb_link_hooks *) link_hooks; /* link/links.c */
+	/* Library threads (serve workers) looking at `links` through the
+	 * spin and replied hooks: msgbus_close frees the links once none is
+	 * (link/links.c:links_enter). */
+	_Atomic uint32_t link_users;
 	struct msgbus_call *calls; /* calls in flight */
 	_Atomic uint64_t calls_used; /* one bit per call entry */
 	_Atomic uint32_t corr;     /* next correlation id */
