@@ -15,6 +15,7 @@
 #include <stdatomic.h>
 
 #include "test_util.h"
+#include "reqrep/serve.h" /* mb_respond_error */
 
 #define CRASH_BOUND_MS 400 /* crash_bound_ms of the buses with deaths */
 #define AT_ONCE_MS 50.0    /* "at once": well under the 2000 ms timeouts */
@@ -1071,6 +1072,32 @@ END_TEST
 
 /* ---- argument errors, sizes, reserved subjects -------------------------- */
 
+/* A worker's error reply is final. One that said MSGBUS_EAGAIN (a corrupt
+ * entry, or a peer's REP frame across a link, can say anything) made
+ * msgbus_call_wait free the call and return the code that means "still in
+ * flight, the call stays valid": the caller's next wait or cancel used
+ * freed memory (check_hostile, participants and calls, seed 18). */
+START_TEST(test_error_reply_never_eagain)
+{
+	char url[96];
+	msgbus_service *svc;
+	msgbus_call *call;
+	msgbus_req *req;
+	msgbus_msg *m = NULL;
+
+	tu_unique_url(url, sizeof(url), tu_scheme(_i));
+	msgbus_bus *bus = tu_open(url, NULL);
+	TU_ASSERT_OK(msgbus_serve(bus, "ea.svc", NULL, NULL, &svc));
+	TU_ASSERT_OK(msgbus_call_start(bus, "ea.svc", "x", 1, TU_WAIT_MS, &call));
+	TU_ASSERT_OK(msgbus_service_recv(svc, &req, TU_WAIT_MS));
+	TU_ASSERT_OK(mb_respond_error(req, MSGBUS_EAGAIN));
+	ck_assert_int_eq(msgbus_call_wait(call, &m, TU_WAIT_MS), MSGBUS_EPROTO);
+	ck_assert_ptr_null(m);
+	TU_ASSERT_OK(msgbus_unserve(svc));
+	close_last(bus, url);
+}
+END_TEST
+
 static void ignore_cb(const msgbus_msg *msg, void *arg)
 {
 	(void)msg;
@@ -1537,6 +1564,7 @@ Suite *suite_reqrep(void)
 
 	tc = tu_tcase("errors", TU_CASE_TIMEOUT);
 	tcase_add_loop_test(tc, test_errors, 0, TU_NSCHEMES);
+	tcase_add_loop_test(tc, test_error_reply_never_eagain, 0, TU_NSCHEMES);
 	tcase_add_loop_test(tc, test_wildcards_see_no_requests, 0,
 	                    TU_NSCHEMES);
 	suite_add_tcase(s, tc);

@@ -208,8 +208,12 @@ static int take_reply(msgbus_call *call, struct mb_call *e, msgbus_msg **reply)
 	msgbus_bus *b = call->bus;
 	uint32_t len = e->len, buf = e->buf;
 	const void *src = NULL;
+	/* A worker's error is the call's final result, never the one that
+	 * says a call is still in flight and stays valid (MSGBUS_EAGAIN):
+	 * the entry, or a peer's REP frame, may say anything. */
 	if (buf == MB_CALL_ERROR)
-		return len >= 1 && len <= MSGBUS_ENOENT ? (int)len : MSGBUS_EPROTO;
+		return len >= 1 && len <= MSGBUS_ENOENT && len != MSGBUS_EAGAIN ? (int)len
+		                                                                : MSGBUS_EPROTO;
 	if (buf == MB_CALL_INLINE_BUF && len <= MB_CALL_INLINE)
 		src = e->data;
 	else if (buf < b->cfg.large_buffers && len <= b->cfg.max_msg_size)
