@@ -353,13 +353,14 @@ else
 	fail "serve --listen" "no ready or listening line"
 fi
 
-# stat --connect: the links table, the link up with its peer and counters.
+# stat --connect: the links table, the link up and declared, with its peer
+# and counters.
 start ssub sub --ready --listen tcp://127.0.0.1:0 "shm://$tag-le" 'x.*'
 if wait_line "$work/ssub.err" '^ready$' && port=$(listen_port ssub) && [ -n "$port" ]; then
 	run lstat stat --connect "tcp://127.0.0.1:$port" "shm://$tag-lf"
 	if [ "$(cat "$work/lstat.rc")" = 0 ] &&
 		grep -q '^links of this command: 1$' "$work/lstat.out" &&
-		grep -Eq "^  tcp-connect +up +127\.0\.0\.1:$port +0 +0 +0 +tcp://127\.0\.0\.1:$port\$" \
+		grep -Eq "^  tcp-connect +up +declared +127\.0\.0\.1:$port +0 +0 +0 +tcp://127\.0\.0\.1:$port\$" \
 			"$work/lstat.out"; then
 		pass "stat --connect: the links table"
 	else
@@ -425,7 +426,7 @@ subj DATA" ]; then
 		fi
 		run nstat stat --connect "nats://app:pw0rd@127.0.0.1:$nport" "shm://$tag-nats"
 		if [ "$(cat "$work/nstat.rc")" = 0 ] &&
-			grep -Eq "^  nats +up +127\.0\.0\.1:$nport +0 +0 +0 +nats://\*\*\*@127\.0\.0\.1:$nport\$" \
+			grep -Eq "^  nats +up +[a-z,-]+ +127\.0\.0\.1:$nport +0 +0 +0 +nats://\*\*\*@127\.0\.0\.1:$nport\$" \
 				"$work/nstat.out" && ! grep -q pw0rd "$work/nstat.out" "$work/nstat.err"; then
 			pass "stat --connect nats://: the link, its password masked"
 		else

@@ -109,7 +109,7 @@ void tool_wait_up(msgbus_bus *bus, const struct tool_opts *o, int64_t deadline)
 	struct link_count c;
 
 	while (!tool_stop && tool_left_ms(deadline) > 0 && count_links(bus, &c) == EXIT_OK &&
-	       c.up < tool_links_wanted(o))
+	       (c.up < tool_links_wanted(o) || c.tcp_declared < c.tcp_up))
 		tool_sleep_ms(1);
 }
 
@@ -133,6 +133,26 @@ static const char *state_name(uint32_t state)
 	}
 }
 
+/* The flags of a link (msgbus_links(3)), by name, joined with ','; "-"
+ * for none. */
+static const char *flag_names(uint32_t flags, char *buf, size_t cap)
+{
+	static const struct {
+		uint32_t bit;
+		const char *name;
+	} names[] = { { MSGBUS_LINKINFO_DECLARED, "declared" },
+		      { MSGBUS_LINKINFO_CONFIRMED, "confirmed" },
+		      { MSGBUS_LINKINFO_SHARED, "shared" } };
+	size_t len = 0;
+
+	buf[0] = '\0';
+	for (size_t k = 0; k < sizeof(names) / sizeof(names[0]); k++)
+		if (flags & names[k].bit)
+			len += (size_t)snprintf(buf + len, cap - len, "%s%s", len ? "," : "",
+			                        names[k].name);
+	return len ? buf : "-";
+}
+
 int tool_print_links(msgbus_bus *bus)
 {
 	static msgbus_link_info li[MAX_LISTED];
@@ -143,12 +163,16 @@ int tool_print_links(msgbus_bus *bus)
 		return tool_fail("msgbus_links", err);
 	if (n == 0)
 		return EXIT_OK;
-	printf("\nlinks of this command: %zu\n  %-11s %-10s %-22s %-10s %-10s %-11s %s\n", n,
-	       "KIND", "STATE", "PEER", "SENT", "RECEIVED", "UNDELIVERED", "URL");
-	for (size_t i = 0; i < n && i < MAX_LISTED; i++)
-		printf("  %-11s %-10s %-22s %-10" PRIu64 " %-10" PRIu64 " %-11" PRIu64 " %s\n",
+	printf("\nlinks of this command: %zu\n  %-11s %-10s %-16s %-22s %-10s %-10s %-11s %s\n",
+	       n, "KIND", "STATE", "FLAGS", "PEER", "SENT", "RECEIVED", "UNDELIVERED", "URL");
+	for (size_t i = 0; i < n && i < MAX_LISTED; i++) {
+		char flags[48];
+		printf("  %-11s %-10s %-16s %-22s %-10" PRIu64 " %-10" PRIu64 " %-11" PRIu64
+		       " %s\n",
 		       kind_name(li[i].kind), state_name(li[i].state),
+		       flag_names(li[i].flags, flags, sizeof(flags)),
 		       li[i].peer[0] ? li[i].peer : "-", li[i].sent, li[i].received,
 		       li[i].undelivered, li[i].url);
+	}
 	return EXIT_OK;
 }
