@@ -194,11 +194,11 @@ $(B)/tests/%.o: tests/%.c $(STAMP) | deps
 # --wrap: calls of these library functions from another object go through
 # tests/check_main.c's __wrap_<name>, which counts them per thread (clock
 # reads, subject checks and hashes, CPU yields, bell rings, inbox puts;
-# check_v2, check_poll and check_tcp), or for the process (the tx threads'
-# lingers among the futex waits, calls the links start without waiting). One link rule serves every build
+# check_v2, check_poll and check_tcp), or for the process (calls the links
+# start without waiting). One link rule serves every build
 # (plain, SANITIZE=..., valgrind).
 TEST_WRAPS := mb_now_ns mb_subject_check mb_hash mb_yield_cpu mb_bell_ring mb_doorbell_ring \
-	mb_inbox_put mb_futex_wait mb_call_start_nowait
+	mb_inbox_put mb_call_start_nowait
 $(TEST_BIN): $(TEST_OBJS) $(STATIC)
 	$(if $(TEST_SRCS),,$(error no tests/check_*.c to build))
 	$(call msg,LD,$@)

@@ -9,7 +9,6 @@
 #include <stdbool.h>
 
 #include "test_util.h"
-#include "link/conn_state.h" /* TX_LINGER_NS */
 
 pid_t tu_run_pid;
 
@@ -83,19 +82,6 @@ int __wrap_mb_inbox_put(struct mb_inbox_prod *p, const void *subject, uint32_t s
 {
 	tu_inbox_puts++;
 	return __real_mb_inbox_put(p, subject, subject_len, payload, payload_len, deadline);
-}
-
-atomic_ulong tu_tx_lingers;
-
-void __real_mb_futex_wait(_Atomic uint32_t *word, uint32_t expect, uint64_t timeout_ns);
-void __wrap_mb_futex_wait(_Atomic uint32_t *word, uint32_t expect, uint64_t timeout_ns);
-void __wrap_mb_futex_wait(_Atomic uint32_t *word, uint32_t expect, uint64_t timeout_ns)
-{
-	char name[16];
-	if (timeout_ns <= TX_LINGER_NS && !pthread_getname_np(pthread_self(), name, sizeof(name)) &&
-	    !strcmp(name, "msgbus-tx"))
-		atomic_fetch_add(&tu_tx_lingers, 1);
-	__real_mb_futex_wait(word, expect, timeout_ns);
 }
 
 atomic_ulong tu_req_starts_nowait;

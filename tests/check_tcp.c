@@ -44,6 +44,7 @@
 #include <sys/socket.h>
 
 #include "test_util.h"
+#include "link/link_send.h" /* mb_link_tx_lone */
 
 Suite *suite_tcp(void);
 
@@ -2727,44 +2728,26 @@ START_TEST(test_direct_send)
 }
 END_TEST
 
-/* A message published right after a write (within TX_LONE_NS) waits in
- * txbuf for the tx thread, like the first of a stream. Alone there, it is
- * written at once: the tx thread lingered first (TX_LINGER_NS, which a
- * busy machine stretched to 200 us), and that linger was the p99 of a
- * ping-pong. Pairs published back to back on an idle link make such
- * second messages: the first is written at once, the second waits. */
-START_TEST(test_direct_lone_no_linger)
+/* The rule that writes a direct message at once (lone) or queues it (a
+ * stream). A write's return can be stamped late: the write woke a thread
+ * that took the CPU at once, and the peer answered meanwhile. Its next
+ * message, far from the one before, is lone all the same: before, it was
+ * queued, and the tx thread lingered (TX_LINGER_NS, 170-200 us on a busy
+ * machine) before writing it, most of the 64 B ping-pong p99. */
+START_TEST(test_lone_rule)
 {
-	char ua[96], ub[96];
-	msgbus_sub *sub;
-	uint32_t pairs = tu_valgrind() ? 20 : 200;
-
-	tu_unique_url(ua, sizeof(ua), "inproc");
-	tu_unique_url(ub, sizeof(ub), "inproc");
-	msgbus_bus *a = tu_open(ua, NULL);
-	msgbus_bus *b = tu_open(ub, NULL);
-	TU_ASSERT_OK(msgbus_subscribe(b, "dl.x", 0, &sub));
-	int port = listen_lo(a);
-	connect_lo(b, port);
-	WAIT_LINK(a, "linked", st.links_up == 1 && st.remote_subs == 1);
-	unsigned long l0 = atomic_load(&tu_tx_lingers);
-	for (uint32_t i = 0; i < 2 * pairs; i += 2) {
-		/* an idle link: the tx thread's write of the previous pair
-		 * returned more than TX_LONE_NS ago, even if it was not run
-		 * for a while after the peer had the bytes */
-		tu_sleep_ms(1);
-		TU_ASSERT_OK(pub_msg(a, "dl.x", 1, i, 64, -1));
-		TU_ASSERT_OK(pub_msg(a, "dl.x", 1, i + 1, 64, -1));
-		RECV_MSG(sub, "dl.x", 1, i, 64);
-		RECV_MSG(sub, "dl.x", 1, i + 1, 64);
-	}
-	unsigned long lingers = atomic_load(&tu_tx_lingers) - l0;
-	/* under valgrind the threads run one at a time: no count to judge */
-	ck_assert_msg(tu_valgrind() || lingers <= pairs / 10, "%lu lingers in %u pairs", lingers,
-	              pairs);
-	TU_ASSERT_EMPTY(sub);
-	close_bus(b, ub);
-	close_bus(a, ua);
+	const uint64_t us = 1000, t = 1000000 * us;
+	/* quiet since the last write */
+	ck_assert(mb_link_tx_lone(t, t - TX_LONE_NS, t - 100 * us));
+	/* a stream: the last write has just returned */
+	ck_assert(!mb_link_tx_lone(t, t - 100, t - 100 * us));
+	ck_assert(!mb_link_tx_lone(t, t - 100, t - 200));
+	/* a stream of slow writes: the one before came just before it */
+	ck_assert(!mb_link_tx_lone(t, t - 2 * us, t - 3 * us));
+	/* the write before returned late, its message long before: lone */
+	ck_assert(mb_link_tx_lone(t, t - 2 * us, t - 20 * us));
+	ck_assert(mb_link_tx_lone(t, t - TX_LONE_GAP_NS, t - TX_LONE_NS));
+	ck_assert(!mb_link_tx_lone(t, t - TX_LONE_GAP_NS + 1, t - 20 * us));
 }
 END_TEST
 
@@ -2984,7 +2967,7 @@ Suite *suite_tcp(void)
 	tcase_add_loop_test(tc, test_reqrep_spinning, 0, TU_NSCHEMES);
 	tcase_add_loop_test(tc, test_mixed_stream, 0, TU_NSCHEMES);
 	tcase_add_loop_test(tc, test_direct_send, 0, TU_NSCHEMES);
-	tcase_add_test(tc, test_direct_lone_no_linger);
+	tcase_add_test(tc, test_lone_rule);
 	tcase_add_test(tc, test_request_read_by_worker);
 	if (!tu_valgrind())
 		tcase_add_test(tc, test_idle_after_traffic);

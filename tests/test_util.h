@@ -66,10 +66,6 @@ unsigned tu_next_id(void);  /* process-wide counter for unique names */
  * (mb_inbox_put). */
 extern _Thread_local unsigned long tu_clock_reads, tu_subject_checks, tu_hashes, tu_yields,
 	tu_bell_looks, tu_doorbell_rings, tu_inbox_puts;
-/* Timed waits (mb_futex_wait) of at most TX_LINGER_NS by any link's tx
- * thread ("msgbus-tx"): the lingers it takes while direct publishers
- * stream (check_tcp). */
-extern atomic_ulong tu_tx_lingers;
 /* Calls started without waiting (mb_call_start_nowait) by the library's
  * link code: a peer's requests read by a spinning thread (check_tcp). */
 extern atomic_ulong tu_req_starts_nowait;

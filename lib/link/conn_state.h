@@ -70,6 +70,11 @@
  * the rest to the tx thread, so a fast publisher makes large writes, not
  * one per message. */
 #define TX_LONE_NS 5000u
+/* A write's return is stamped late when the write woke a thread that
+ * took the CPU at once: a direct publisher that finds txbuf empty and its
+ * previous one far back (TX_LONE_NS) counts its message lone once the
+ * last write returned TX_LONE_GAP_NS ago, not only TX_LONE_NS. */
+#define TX_LONE_GAP_NS 1000u
 #define TX_WRITE_AT (64u << 10)
 #define TX_PASS_MAX 4096u /* messages per pass of the tx thread */
 /* A pass that takes this many is a stream to keep up with at once. */
@@ -139,7 +144,10 @@ struct mb_conn {
 	 * bytes to them while the count moves (they write at TX_WRITE_AT)
 	 * and writes what they left once it stops. */
 	uint64_t direct_n, direct_seen;
-	uint64_t last_write_ns;
+	uint64_t last_write_ns; /* when the last write returned */
+	/* When a direct publisher last found txbuf empty: lone messages are
+	 * far apart, a stream's are not (mb_conn_tx_direct). */
+	uint64_t direct_empty_ns;
 	/* Whether the peer wants want_subject, decided at rgen want_gen (0:
 	 * not yet): the subject sent last is usually the next one. */
 	uint32_t want_gen, want_len;

@@ -396,14 +396,13 @@ struct tx_res {
 /* Is txbuf only what direct publishers queued since the last pass (they
  * write it themselves at TX_WRITE_AT), with nothing else to send? Then
  * the pass leaves it to them; once a pass finds no new one, it writes
- * what they left. A single message is no stream: its publisher found the
- * link written to just before (TX_LONE_NS) and woke us to write it, and
- * a linger would add its length, or more on a busy machine, to a round
- * trip. Caller holds wlock. */
+ * what they left. (Writing sooner would hold wlock while they go on: the
+ * stream would fall back to the proxy, and to this thread.) Caller holds
+ * wlock. */
 static bool direct_at_work(struct mb_conn *c, uint32_t took)
 {
 	bool yes = !took && !c->held && c->txoff == 0 && c->txlen && c->txlen < TX_WRITE_AT &&
-	           c->direct_n != c->direct_seen && c->uncounted >= 2;
+	           c->direct_n != c->direct_seen;
 	c->direct_seen = c->direct_n;
 	return yes;
 }
@@ -471,6 +470,27 @@ void mb_conn_tx_inline(struct mb_conn *c)
 		mb_ec_signal(&c->tx_ec);
 }
 
+/* A direct message that finds txbuf empty: written at once when it is
+ * lone (ping-pong, request/reply), queued when a stream goes on (written
+ * at TX_WRITE_AT). A stream's messages come while the last write has
+ * just returned; a lone one after a quiet TX_LONE_NS, or after its
+ * predecessor by that much, the write between them stamped late. */
+bool mb_link_tx_lone(uint64_t now, uint64_t last_write, uint64_t last_empty)
+{
+	uint64_t since_write = now - last_write;
+	return since_write >= TX_LONE_NS ||
+	       (since_write >= TX_LONE_GAP_NS && now - last_empty >= TX_LONE_NS);
+}
+
+/* Caller holds wlock. */
+static bool direct_lone(struct mb_conn *c)
+{
+	uint64_t now = mb_now_ns();
+	bool lone = mb_link_tx_lone(now, c->last_write_ns, c->direct_empty_ns);
+	c->direct_empty_ns = now;
+	return lone;
+}
+
 /*
  * A message published on the linking handle whose only local target is
  * the proxy (links.c:links_direct): queue it in txbuf from the
@@ -506,8 +526,7 @@ bool mb_conn_tx_direct(struct mb_conn *c, uint32_t origin, uint32_t slot, uint32
 		c->txlen += hl + len;
 		c->uncounted++;
 		c->direct_n++;
-		bool tried = queued + hl + len >= TX_WRITE_AT ||
-		             (!queued && mb_now_ns() - c->last_write_ns >= TX_LONE_NS);
+		bool tried = queued + hl + len >= TX_WRITE_AT || (!queued && direct_lone(c));
 		if (tried)
 			flush_nowait_locked(c);
 		/* What it leaves, the tx thread writes: told when txbuf

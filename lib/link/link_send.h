@@ -25,5 +25,10 @@ void mb_conn_tx_inline(struct mb_conn *c);
 bool mb_conn_tx_direct(struct mb_conn *c, uint32_t origin, uint32_t slot, uint32_t gen,
                        const char *subject, size_t nl, const void *data, size_t len,
                        uint64_t seq);
+/* Is a direct message that finds txbuf empty at `now` lone (written at
+ * once), or part of a stream (queued)? last_write: when the link's last
+ * write returned; last_empty: when a direct message last found txbuf
+ * empty. */
+bool mb_link_tx_lone(uint64_t now, uint64_t last_write, uint64_t last_empty);
 
 #endif
