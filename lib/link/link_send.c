@@ -496,25 +496,31 @@ static bool direct_lone(struct mb_conn *c)
  * the proxy of door's connection (links.c:links_direct): queue it in
  * txbuf from the publisher's thread, skipping the inbox, and write as
  * mb_conn_tx_inline does. Only when nothing taken before waits in the
- * proxy or in `held` (order per publisher) and the socket took all that
- * was written (a write that stopped short leaves the rest and the
- * backpressure to the tx thread, which the proxy then feeds); never
- * waits. true: it is queued, or the peer does not want it (as the tx
+ * proxy or in `held` (order per publisher). When the socket did not take
+ * all that was written, or txbuf is full: a publisher that may block
+ * writes the rest itself, blocking, as the tx thread would (so a stream
+ * under backpressure stays here rather than go through the proxy and
+ * the tx thread), and waits for wlock; one that may not leaves both, and
+ * the message, to the tx thread. true: it is queued, or the peer does not want it (as the tx
  * thread would drop it). Such a message never reaches the bus, so no
  * watch (conn.c) sees it and it needs no sequence number.
  */
 bool mb_conn_tx_direct(struct mb_conn_door *door, uint32_t slot, uint32_t gen,
-                       const char *subject, size_t nl, const void *data, size_t len)
+                       const char *subject, size_t nl, const void *data, size_t len,
+                       bool may_block)
 {
-	if (pthread_mutex_trylock(&door->wlock))
+	/* One that may block waits for the tx thread's write as for its own. */
+	if (may_block ? pthread_mutex_lock(&door->wlock) : pthread_mutex_trylock(&door->wlock))
 		return false;
 	struct mb_conn *c = door->conn;
 	/* Acquire: as in mb_conn_tx_inline. */
 	msgbus_sub *proxy = c ? atomic_load_explicit(&c->proxy, memory_order_acquire) : NULL;
 	size_t hl = MB_WIRE_HDR + 2 + nl;
-	if (!proxy || mb_conn_down(c) || c->held || c->txoff ||
-	    c->txlen >= TX_WRITE_AT || 2 + nl + len > c->peer_max_frame ||
-	    c->txlen + hl + len > TXBUF || !mb_sub_drained_at(proxy, slot, gen)) {
+	bool ok = proxy && !mb_conn_down(c) && !c->held && 2 + nl + len <= c->peer_max_frame &&
+	          hl + len <= TXBUF / 2 && mb_sub_drained_at(proxy, slot, gen);
+	if (ok && (c->txoff || c->txlen >= TX_WRITE_AT || c->txlen + hl + len > TXBUF))
+		ok = may_block && !flush_locked(c);
+	if (!ok) {
 		pthread_mutex_unlock(&door->wlock);
 		return false;
 	}

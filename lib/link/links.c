@@ -212,7 +212,7 @@ static bool links_replied(msgbus_bus *b, uint32_t to, uint32_t entry)
  * meanwhile, so the connection (and its bus handle) stays. A busy list or
  * link leaves the message to the proxy. */
 static bool links_direct(msgbus_bus *b, uint32_t slot, uint32_t gen, const char *subject,
-                         size_t slen, const void *data, size_t len)
+                         size_t slen, const void *data, size_t len, bool may_block)
 {
 	/* Pairs with the release in links_of(). */
 	struct mb_links *ls = __atomic_load_n(&b->links, __ATOMIC_ACQUIRE);
@@ -224,7 +224,8 @@ static bool links_direct(msgbus_bus *b, uint32_t slot, uint32_t gen, const char 
 	     d = d->next)
 		/* Relaxed: a hint, checked under wlock. */
 		if (atomic_load_explicit(&d->proxy_slot, memory_order_relaxed) == slot)
-			return mb_conn_tx_direct(d, slot, gen, subject, slen, data, len);
+			return mb_conn_tx_direct(d, slot, gen, subject, slen, data, len,
+			                         may_block);
 	return false;
 }
 
