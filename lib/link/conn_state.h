@@ -127,9 +127,8 @@ struct reader {
  */
 struct mb_conn_door {
 	/* The sending side of conn, one thread at a time: its tx thread, a
-	 * publisher sending inline (trylock only: it never waits), or a
-	 * thread sending a control frame. It owns the proxy's takes, txbuf
-	 * and the writes. */
+	 * publisher sending inline (links.c), or a thread sending a control
+	 * frame. It owns the proxy's takes, txbuf and the writes. */
 	pthread_mutex_t wlock;
 	struct mb_conn *conn; /* under wlock: the connection, or NULL */
 	/* conn's proxy subscription slot (UINT32_MAX: none): how a publisher
@@ -151,8 +150,9 @@ struct mb_conn {
 	_Atomic bool down;
 	pthread_t tx, rr;
 
-	/* The sending side is under door->wlock. Follows the bus once the peer wants anything: created by rx, set
-	 * to NULL under wlock at the drop, used under wlock. */
+	/* The sending side is under door->wlock. Follows the bus once the
+	 * peer wants anything: created by rx, set to NULL under wlock at the
+	 * drop, used under wlock. */
 	_Atomic(msgbus_sub *) proxy;
 	msgbus_msg *held; /* taken from the proxy, waits for room in txbuf */
 	uint8_t *txbuf;

@@ -501,9 +501,9 @@ static bool direct_lone(struct mb_conn *c)
  * writes the rest itself, blocking, as the tx thread would (so a stream
  * under backpressure stays here rather than go through the proxy and
  * the tx thread), and waits for wlock; one that may not leaves both, and
- * the message, to the tx thread. true: it is queued, or the peer does not want it (as the tx
- * thread would drop it). Such a message never reaches the bus, so no
- * watch (conn.c) sees it and it needs no sequence number.
+ * the message, to the tx thread. true: it is queued, or the peer does not
+ * want it (as the tx thread would drop it). Such a message never reaches
+ * the bus, so no watch (conn.c) sees it and it needs no sequence number.
  */
 bool mb_conn_tx_direct(struct mb_conn_door *door, uint32_t slot, uint32_t gen,
                        const char *subject, size_t nl, const void *data, size_t len,
