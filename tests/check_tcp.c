@@ -2728,6 +2728,80 @@ START_TEST(test_direct_send)
 }
 END_TEST
 
+/* The receiving side of test_direct_backpressure: it reads nothing until
+ * the publisher has stalled (its count unchanged for 20 ms, the link's
+ * socket and the peer's inbox full), then reads all, checking each. */
+struct bp_reader {
+	msgbus_sub *sub;
+	uint32_t n;
+	atomic_uint published; /* by the publisher so far */
+	bool stalled;          /* it stalled before the end */
+	char why[200];
+};
+
+static void *bp_read_main(void *p)
+{
+	struct bp_reader *r = p;
+	uint32_t seen = UINT32_MAX;
+	int still = 0;
+	for (int t = 0; t < TU_WAIT_MS / 5 && still < 4; t++) {
+		uint32_t now = atomic_load(&r->published);
+		if (now == r->n)
+			break;
+		still = now == seen ? still + 1 : 0;
+		seen = now;
+		tu_sleep_ms(5);
+	}
+	r->stalled = still == 4;
+	for (uint32_t i = 0; i < r->n && !r->why[0]; i++) {
+		char why[160];
+		if (recv_msg_child(r->sub, "bp.x", 1, i, 1024, TU_WAIT_MS, why, sizeof(why)))
+			snprintf(r->why, sizeof(r->why), "#%u: %s", i, why);
+	}
+	return NULL;
+}
+
+/* A stream that the peer reads slower than it is published, without a
+ * timeout: the publisher writes into the link's socket itself, waiting
+ * for room as a full inbox would make it wait, and none of its messages
+ * goes through the link's inbox (--wrap=mb_inbox_put). Before, once the
+ * socket was full, the stream went through the link's inbox and its tx
+ * thread for good (a 64 B stream at half the speed, bench_tcp). */
+START_TEST(test_direct_backpressure)
+{
+	char ua[96], ub[96];
+	pthread_t tr;
+	struct bp_reader r = { .n = 30000 };
+
+	tu_unique_url(ua, sizeof(ua), "inproc");
+	tu_unique_url(ub, sizeof(ub), "inproc");
+	msgbus_bus *a = tu_open(ua, NULL);
+	msgbus_bus *b = tu_open(ub, NULL);
+	TU_ASSERT_OK(msgbus_subscribe(b, "bp.x", 0, &r.sub));
+	int port = listen_lo(a);
+	connect_lo(b, port);
+	WAIT_LINK(a, "linked", st.links_up == 1 && st.remote_subs == 1);
+	ck_assert_int_eq(pthread_create(&tr, NULL, bp_read_main, &r), 0);
+	unsigned long p0 = tu_inbox_puts;
+	for (uint32_t i = 0; i < r.n; i++) {
+		TU_ASSERT_OK(pub_msg(a, "bp.x", 1, i, 1024, -1));
+		atomic_store(&r.published, i + 1);
+	}
+	unsigned long puts = tu_inbox_puts - p0;
+	ck_assert_int_eq(pthread_join(tr, NULL), 0);
+	ck_assert_msg(!r.why[0], "%s", r.why);
+	ck_assert_msg(r.stalled, "the publisher never waited: no backpressure to test");
+	/* None in practice; before, 1500-2000 once the socket was full. */
+	ck_assert_msg(puts <= r.n / 100, "%lu of %u messages went through an inbox", puts, r.n);
+	TU_ASSERT_EMPTY(r.sub);
+	WAIT_LINK(b, "B received all", st.received == r.n);
+	msgbus_link_stats sa = link_stats(a);
+	ck_assert_msg(sa.sent == r.n && sa.undelivered == 0, "A: " STATS_FMT, STATS_ARGS(sa));
+	close_bus(b, ub);
+	close_bus(a, ua);
+}
+END_TEST
+
 /* The rule that writes a direct message at once (lone) or queues it (a
  * stream). A write's return can be stamped late: the write woke a thread
  * that took the CPU at once, and the peer answered meanwhile. Its next
@@ -2969,6 +3043,8 @@ Suite *suite_tcp(void)
 	tcase_add_loop_test(tc, test_direct_send, 0, TU_NSCHEMES);
 	tcase_add_test(tc, test_lone_rule);
 	tcase_add_test(tc, test_request_read_by_worker);
+	if (!tu_valgrind())
+		tcase_add_test(tc, test_direct_backpressure);
 	if (!tu_valgrind())
 		tcase_add_test(tc, test_idle_after_traffic);
 	suite_add_tcase(s, tc);

@@ -15,6 +15,9 @@
 
 static void conn_free(struct mb_conn *c)
 {
+	/* First: no publisher reaches c from here on. */
+	if (c->door)
+		mb_conn_door_give(c->ls, c->door);
 	for (uint32_t i = 0; i < c->nrsvcs; i++) {
 		msgbus_unserve(c->rsvcs[i]->svc);
 		free(c->rsvcs[i]);
@@ -37,7 +40,6 @@ static void conn_free(struct mb_conn *c)
 	if (c->lb)
 		c->lb->bus_hooks->close(c->lb);
 	pthread_mutex_destroy(&c->lock);
-	pthread_mutex_destroy(&c->wlock);
 	pthread_mutex_destroy(&c->rlock);
 	free(c->rd.buf);
 	free(c->txbuf);
@@ -61,18 +63,17 @@ static struct mb_conn *conn_new(struct mb_links *ls, int fd, const struct mb_con
 	c->max_patterns = o->max_patterns;
 	snprintf(c->peer, sizeof(c->peer), "%s", o->peer);
 	pthread_mutex_init(&c->lock, NULL);
-	pthread_mutex_init(&c->wlock, NULL);
 	pthread_mutex_init(&c->rlock, NULL);
 	atomic_init(&c->rgen, 1);
 	atomic_init(&c->tx_active, true);
-	atomic_init(&c->proxy_slot, UINT32_MAX);
+	c->door = mb_conn_door_take(ls, c);
 	c->txbuf = malloc(TXBUF);
 	/* Only a HELLO is read before the handshake: a peer cannot make us
 	 * buffer more, whatever length its first header claims. */
 	c->rd.buf = malloc(HELLO_FRAME);
 	c->rd.cap = HELLO_FRAME;
 	c->rd.last_rx_ns = mb_now_ns();
-	if (!c->txbuf || !c->rd.buf) {
+	if (!c->door || !c->txbuf || !c->rd.buf) {
 		conn_free(c);
 		return NULL;
 	}
@@ -165,11 +166,11 @@ static bool conn_run(struct mb_conn *c, const struct mb_conn_opts *o)
  * on no publisher sends inline. */
 static void conn_drop(struct mb_conn *c, struct mb_watch *watch)
 {
-	pthread_mutex_lock(&c->wlock);
+	pthread_mutex_lock(&c->door->wlock);
 	/* Acquire: pairs with the release in link_recv.c:follow() (this
 	 * thread's own store; inline senders see NULL from here on). */
 	msgbus_sub *proxy = atomic_exchange_explicit(&c->proxy, NULL, memory_order_acquire);
-	atomic_store_explicit(&c->proxy_slot, UINT32_MAX, memory_order_relaxed); /* a hint */
+	atomic_store_explicit(&c->door->proxy_slot, UINT32_MAX, memory_order_relaxed); /* a hint */
 	mb_link_tx_abandon_locked(c);
 	if (c->held && proxy) {
 		atomic_fetch_add_explicit(&c->rec->ctr.undelivered, 1, memory_order_relaxed); /* only a wanted one is held */
@@ -177,7 +178,7 @@ static void conn_drop(struct mb_conn *c, struct mb_watch *watch)
 		msgbus_msg_release(c->held);
 	}
 	c->held = NULL;
-	pthread_mutex_unlock(&c->wlock);
+	pthread_mutex_unlock(&c->door->wlock);
 	if (proxy) {
 		/* The watch skips what the link took, sent or counted. */
 		if (watch && watch->skip)

@@ -118,8 +118,31 @@ struct reader {
 	uint16_t mlen; /* 0: none */
 };
 
+/*
+ * The part of a connection that publishers of the linking handle reach
+ * without ls->lock (links.c:links_direct): it outlives its connection and
+ * serves later ones (link_set.c), so a publisher that reads a stale one
+ * finds it closed (conn NULL) or another connection's under wlock. Freed
+ * when the links stop.
+ */
+struct mb_conn_door {
+	/* The sending side of conn, one thread at a time: its tx thread, a
+	 * publisher sending inline (links.c), or a thread sending a control
+	 * frame. It owns the proxy's takes, txbuf and the writes. */
+	pthread_mutex_t wlock;
+	struct mb_conn *conn; /* under wlock: the connection, or NULL */
+	/* conn's proxy subscription slot (UINT32_MAX: none): how a publisher
+	 * finds the link a message for that slot alone can go through.
+	 * Relaxed: a hint, checked under wlock against the proxy itself. */
+	_Atomic uint32_t proxy_slot;
+	bool used; /* under ls->lock: a connection has it */
+	/* ls->doors: set before the door is published there, then fixed. */
+	struct mb_conn_door *next;
+};
+
 struct mb_conn {
 	struct mb_links *ls;
+	struct mb_conn_door *door; /* wlock and proxy_slot, from conn_new to conn_free */
 	struct mb_link_rec *rec; /* its link's state and counters */
 	msgbus_bus *lb; /* the link's own, bridge-marked handle */
 	int fd;
@@ -127,12 +150,9 @@ struct mb_conn {
 	_Atomic bool down;
 	pthread_t tx, rr;
 
-	/* The sending side, one thread at a time: the tx thread, a publisher
-	 * sending inline (trylock only: it never waits), or a thread sending
-	 * a control frame. It owns the proxy's takes, txbuf and the writes. */
-	pthread_mutex_t wlock;
-	/* Follows the bus once the peer wants anything: created by rx, set
-	 * to NULL under wlock at the drop, used under wlock. */
+	/* The sending side is under door->wlock. Follows the bus once the
+	 * peer wants anything: created by rx, set to NULL under wlock at the
+	 * drop, used under wlock. */
 	_Atomic(msgbus_sub *) proxy;
 	msgbus_msg *held; /* taken from the proxy, waits for room in txbuf */
 	uint8_t *txbuf;
@@ -168,11 +188,6 @@ struct mb_conn {
 	 * tx_active: the tx thread is not asleep, and takes what comes. */
 	_Alignas(128) _Atomic uint32_t tx_ec;
 	_Atomic bool tx_active;
-	/* The proxy's subscription slot (UINT32_MAX: none): how a publisher
-	 * finds the link a message for that slot alone can go through
-	 * (links.c:links_direct). Relaxed: a hint, checked under wlock
-	 * against the proxy itself. */
-	_Atomic uint32_t proxy_slot;
 	_Alignas(128) _Atomic uint64_t inline_passes; /* inline passes that took any */
 
 	/* The receiving side, one thread at a time: the rx thread, or (only

@@ -127,7 +127,7 @@ static bool follow(struct mb_conn *c, const char *pattern)
 			return false;
 		snprintf(c->proxy_pattern, sizeof(c->proxy_pattern), "%s", pattern);
 		/* Relaxed: a hint (conn_state.h). */
-		atomic_store_explicit(&c->proxy_slot, mb_sub_slot(p), memory_order_relaxed);
+		atomic_store_explicit(&c->door->proxy_slot, mb_sub_slot(p), memory_order_relaxed);
 		/* Release: pairs with the acquires in link_send.c
 		 * (mb_conn_tx_inline, mb_link_tx_main) and conn.c:conn_drop():
 		 * the subscription is set up before they use it. */

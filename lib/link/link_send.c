@@ -120,7 +120,7 @@ int mb_link_send_frame(struct mb_conn *c, struct mb_frame *f, bool now)
 	if (hl - MB_WIRE_HDR + f->payload_len > c->peer_max_frame)
 		return MSGBUS_EMSGSIZE;
 	int rc = 0;
-	pthread_mutex_lock(&c->wlock);
+	pthread_mutex_lock(&c->door->wlock);
 	if (mb_conn_down(c)) {
 		rc = MSGBUS_ECLOSED;
 	} else if (c->txlen + hl + f->payload_len <= TXBUF) {
@@ -140,7 +140,7 @@ int mb_link_send_frame(struct mb_conn *c, struct mb_frame *f, bool now)
 		else
 			wrote(c);
 	}
-	pthread_mutex_unlock(&c->wlock);
+	pthread_mutex_unlock(&c->door->wlock);
 	return rc ? MSGBUS_ECLOSED : 0;
 }
 
@@ -157,9 +157,9 @@ static void send_pong(struct mb_conn *c)
 
 static void link_flush(struct mb_conn *c)
 {
-	pthread_mutex_lock(&c->wlock);
+	pthread_mutex_lock(&c->door->wlock);
 	flush_locked(c);
-	pthread_mutex_unlock(&c->wlock);
+	pthread_mutex_unlock(&c->door->wlock);
 }
 
 static int link_send_name(struct mb_conn *c, uint8_t type, const char *name)
@@ -415,7 +415,7 @@ static struct tx_res tx_pass(struct mb_conn *c, msgbus_sub *proxy, bool before_s
                              int64_t *owner)
 {
 	struct tx_res r;
-	pthread_mutex_lock(&c->wlock);
+	pthread_mutex_lock(&c->door->wlock);
 	bool queued = c->held || c->txlen > c->txoff;
 	uint32_t before = c->uncounted;
 	r.took = drain_locked(c, proxy, false, TX_PASS_MAX, owner);
@@ -427,7 +427,7 @@ static struct tx_res tx_pass(struct mb_conn *c, msgbus_sub *proxy, bool before_s
 		flush_locked(c);
 	if (before_sleep)
 		mb_sub_flush(proxy);
-	pthread_mutex_unlock(&c->wlock);
+	pthread_mutex_unlock(&c->door->wlock);
 	return r;
 }
 
@@ -446,7 +446,7 @@ void mb_conn_tx_inline(struct mb_conn *c)
 	/* In a stream the tx thread is at work: sending here as well would
 	 * put its work on this thread's core too, and halve the stream. */
 	if (atomic_load_explicit(&c->tx_active, memory_order_relaxed) ||
-	    pthread_mutex_trylock(&c->wlock)) {
+	    pthread_mutex_trylock(&c->door->wlock)) {
 		mb_ec_signal(&c->tx_ec);
 		return;
 	}
@@ -465,7 +465,7 @@ void mb_conn_tx_inline(struct mb_conn *c)
 			flush_nowait_locked(c);
 		left = c->held || c->txlen > c->txoff;
 	}
-	pthread_mutex_unlock(&c->wlock);
+	pthread_mutex_unlock(&c->door->wlock);
 	if (left)
 		mb_ec_signal(&c->tx_ec);
 }
@@ -493,36 +493,43 @@ static bool direct_lone(struct mb_conn *c)
 
 /*
  * A message published on the linking handle whose only local target is
- * the proxy (links.c:links_direct): queue it in txbuf from the
- * publisher's thread, skipping the inbox, and write as mb_conn_tx_inline
- * does. Only when nothing taken before waits in the proxy or in `held`
- * (order per publisher) and the socket took all that was written (a
- * write that stopped short leaves the rest and the backpressure to the
- * tx thread, which the proxy then feeds); never waits. true: it is
- * queued, or the peer does not want it (as the tx thread would drop it).
+ * the proxy of door's connection (links.c:links_direct): queue it in
+ * txbuf from the publisher's thread, skipping the inbox, and write as
+ * mb_conn_tx_inline does. Only when nothing taken before waits in the
+ * proxy or in `held` (order per publisher). When the socket did not take
+ * all that was written, or txbuf is full: a publisher that may block
+ * writes the rest itself, blocking, as the tx thread would (so a stream
+ * under backpressure stays here rather than go through the proxy and
+ * the tx thread), and waits for wlock; one that may not leaves both, and
+ * the message, to the tx thread. true: it is queued, or the peer does not
+ * want it (as the tx thread would drop it). Such a message never reaches
+ * the bus, so no watch (conn.c) sees it and it needs no sequence number.
  */
-bool mb_conn_tx_direct(struct mb_conn *c, uint32_t origin, uint32_t slot, uint32_t gen,
+bool mb_conn_tx_direct(struct mb_conn_door *door, uint32_t slot, uint32_t gen,
                        const char *subject, size_t nl, const void *data, size_t len,
-                       uint64_t seq)
+                       bool may_block)
 {
-	if (pthread_mutex_trylock(&c->wlock))
+	/* One that may block waits for the tx thread's write as for its own. */
+	if (may_block ? pthread_mutex_lock(&door->wlock) : pthread_mutex_trylock(&door->wlock))
 		return false;
+	struct mb_conn *c = door->conn;
 	/* Acquire: as in mb_conn_tx_inline. */
-	msgbus_sub *proxy = atomic_load_explicit(&c->proxy, memory_order_acquire);
+	msgbus_sub *proxy = c ? atomic_load_explicit(&c->proxy, memory_order_acquire) : NULL;
 	size_t hl = MB_WIRE_HDR + 2 + nl;
-	size_t queued = c->txlen - c->txoff;
-	if (!proxy || mb_conn_down(c) || c->held || c->txoff || queued >= TX_WRITE_AT ||
-	    2 + nl + len > c->peer_max_frame || c->txlen + hl + len > TXBUF ||
-	    !mb_sub_drained_at(proxy, slot, gen)) {
-		pthread_mutex_unlock(&c->wlock);
+	bool ok = proxy && !mb_conn_down(c) && !c->held && 2 + nl + len <= c->peer_max_frame &&
+	          hl + len <= TXBUF / 2 && mb_sub_drained_at(proxy, slot, gen);
+	if (ok && (c->txoff || c->txlen >= TX_WRITE_AT || c->txlen + hl + len > TXBUF))
+		ok = may_block && !flush_locked(c);
+	if (!ok) {
+		pthread_mutex_unlock(&door->wlock);
 		return false;
 	}
+	size_t queued = c->txlen;
 	bool same = c->want_gen && c->want_len == nl && !memcmp(c->want_subject, subject, nl);
-	_Atomic uint32_t *wake = NULL;
 	if (wants_subject(c, subject, nl, same)) {
-		mb_wire_encode_msg(c->txbuf + c->txlen, subject, nl, (uint32_t)len);
+		mb_wire_encode_msg(c->txbuf + queued, subject, nl, (uint32_t)len);
 		if (len)
-			memcpy(c->txbuf + c->txlen + hl, data, len);
+			memcpy(c->txbuf + queued + hl, data, len);
 		c->txlen += hl + len;
 		c->uncounted++;
 		c->direct_n++;
@@ -531,18 +538,14 @@ bool mb_conn_tx_direct(struct mb_conn *c, uint32_t origin, uint32_t slot, uint32
 			flush_nowait_locked(c);
 		/* What it leaves, the tx thread writes: told when txbuf
 		 * turns non-empty or a write stops short, once per batch. It
-		 * sleeps on the proxy's word or on tx_ec. */
-		if (c->txlen > c->txoff && (!queued || tried))
-			wake = mb_sub_wait_word(proxy);
+		 * sleeps on the proxy's word or on tx_ec. Under wlock: the
+		 * proxy's word is in c->lb's mapping, which c's end unmaps. */
+		if (c->txlen > c->txoff && (!queued || tried)) {
+			mb_ec_signal(mb_sub_wait_word(proxy));
+			mb_ec_signal(&c->tx_ec);
+		}
 	}
-	taken_seq(c->lb, c->taken, origin, seq);
-	pthread_mutex_unlock(&c->wlock);
-	/* The proxy may be gone now, but not the segment its word is in:
-	 * the caller holds the links' list, which c->lb outlives. */
-	if (wake) {
-		mb_ec_signal(wake);
-		mb_ec_signal(&c->tx_ec);
-	}
+	pthread_mutex_unlock(&door->wlock);
 	return true;
 }
 

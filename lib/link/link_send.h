@@ -18,13 +18,14 @@ void *mb_link_tx_main(void *arg);
 /* After a publish on the linking handle: send what the proxy holds, in
  * this thread, if it can be done at once (never waits). */
 void mb_conn_tx_inline(struct mb_conn *c);
-/* A publish on the linking handle for the proxy alone (participant
- * origin, sequence number seq, for slot `slot` of generation gen): queue
- * it from this thread, skipping the proxy's inbox, if that can be done at
- * once and in order; false: publish it as usual. Never waits. */
-bool mb_conn_tx_direct(struct mb_conn *c, uint32_t origin, uint32_t slot, uint32_t gen,
+/* A publish on the linking handle for the proxy alone (slot `slot` of
+ * generation gen) of the connection behind door, if any: queue it from
+ * this thread, skipping the proxy's inbox, if that can be done in order
+ * and at once, or (may_block) once this thread wrote what is queued;
+ * false: publish it as usual. Waits only in such a write. */
+bool mb_conn_tx_direct(struct mb_conn_door *door, uint32_t slot, uint32_t gen,
                        const char *subject, size_t nl, const void *data, size_t len,
-                       uint64_t seq);
+                       bool may_block);
 /* Is a direct message that finds txbuf empty at `now` lone (written at
  * once), or part of a stream (queued)? last_write: when the link's last
  * write returned; last_empty: when a direct message last found txbuf

@@ -95,6 +95,55 @@ void mb_conn_unregister(struct mb_links *ls, struct mb_conn *c)
 	pthread_mutex_unlock(&ls->lock);
 }
 
+struct mb_conn_door *mb_conn_door_take(struct mb_links *ls, struct mb_conn *c)
+{
+	pthread_mutex_lock(&ls->lock);
+	/* Relaxed: under ls->lock, which every store to the list holds. */
+	struct mb_conn_door *d = atomic_load_explicit(&ls->doors, memory_order_relaxed);
+	while (d && d->used)
+		d = d->next;
+	if (!d && (d = calloc(1, sizeof(*d)))) {
+		pthread_mutex_init(&d->wlock, NULL);
+		atomic_init(&d->proxy_slot, UINT32_MAX);
+		d->next = atomic_load_explicit(&ls->doors, memory_order_relaxed);
+		/* Release: pairs with the acquire in links.c:links_direct(),
+		 * which then sees d initialized. */
+		atomic_store_explicit(&ls->doors, d, memory_order_release);
+	}
+	if (d)
+		d->used = true;
+	pthread_mutex_unlock(&ls->lock);
+	if (d) {
+		pthread_mutex_lock(&d->wlock);
+		d->conn = c;
+		pthread_mutex_unlock(&d->wlock);
+	}
+	return d;
+}
+
+void mb_conn_door_give(struct mb_links *ls, struct mb_conn_door *d)
+{
+	pthread_mutex_lock(&d->wlock);
+	d->conn = NULL;
+	atomic_store_explicit(&d->proxy_slot, UINT32_MAX, memory_order_relaxed); /* a hint */
+	pthread_mutex_unlock(&d->wlock);
+	pthread_mutex_lock(&ls->lock);
+	d->used = false;
+	pthread_mutex_unlock(&ls->lock);
+}
+
+void mb_conn_doors_free(struct mb_links *ls)
+{
+	/* Relaxed: the handle's publishers are done (its close). */
+	struct mb_conn_door *d = atomic_load_explicit(&ls->doors, memory_order_relaxed);
+	while (d) {
+		struct mb_conn_door *next = d->next;
+		pthread_mutex_destroy(&d->wlock);
+		free(d);
+		d = next;
+	}
+}
+
 void mb_conn_shutdown_all(struct mb_links *ls)
 {
 	pthread_mutex_lock(&ls->lock);

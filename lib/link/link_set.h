@@ -9,6 +9,7 @@
 #include "shm/handle.h"
 
 struct mb_conn;
+struct mb_conn_door;
 struct mb_nats;
 
 /* Live connections, for shutdown at close and for statistics. */
@@ -42,6 +43,9 @@ struct mb_links {
 	struct mb_connector *connectors;
 	struct mb_accepted *accepted;
 	struct mb_conn_ref *conns;
+	/* Every door a connection had (conn_state.h): pushed under lock,
+	 * read without it by publishers. */
+	_Atomic(struct mb_conn_door *) doors;
 	struct mb_nats *nats; /* nats:// links (nats.c) */
 	/* Counters: relaxed everywhere, statistics only (up is also a hint
 	 * for the inline paths, which re-check under ls->lock). Each tcp://
@@ -87,6 +91,12 @@ struct mb_link_limits {
 void mb_conn_register(struct mb_links *ls, struct mb_conn *c, int fd);
 void mb_conn_unregister(struct mb_links *ls, struct mb_conn *c);
 void mb_conn_shutdown_all(struct mb_links *ls);
+/* A door for connection c: a free one, or a new one (NULL: no memory). */
+struct mb_conn_door *mb_conn_door_take(struct mb_links *ls, struct mb_conn *c);
+/* c ends: its door closes and waits for the next connection. */
+void mb_conn_door_give(struct mb_links *ls, struct mb_conn_door *d);
+/* At the end of mb_links_stop, every connection gone. */
+void mb_conn_doors_free(struct mb_links *ls);
 /* The peers' patterns and services, summed over the live connections. */
 void mb_conns_count(struct mb_links *ls, uint32_t *subs, uint32_t *svcs);
 /* Set a tcp:// link's state and peer (NULL: keep it; "" clear it), under

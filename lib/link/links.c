@@ -212,23 +212,21 @@ static bool links_replied(msgbus_bus *b, uint32_t to, uint32_t entry)
  * meanwhile, so the connection (and its bus handle) stays. A busy list or
  * link leaves the message to the proxy. */
 static bool links_direct(msgbus_bus *b, uint32_t slot, uint32_t gen, const char *subject,
-                         size_t slen, const void *data, size_t len, uint64_t seq)
+                         size_t slen, const void *data, size_t len, bool may_block)
 {
 	/* Pairs with the release in links_of(). */
 	struct mb_links *ls = __atomic_load_n(&b->links, __ATOMIC_ACQUIRE);
-	if (!ls || pthread_mutex_trylock(&ls->lock))
+	if (!ls)
 		return false;
-	bool done = false;
-	for (struct mb_conn_ref *cr = ls->conns; cr; cr = cr->next) {
-		/* Relaxed: a hint (conn_state.h). */
-		if (atomic_load_explicit(&cr->conn->proxy_slot, memory_order_relaxed) == slot) {
-			done = mb_conn_tx_direct(cr->conn, b->self, slot, gen, subject, slen, data,
-			                         len, seq);
-			break;
-		}
-	}
-	pthread_mutex_unlock(&ls->lock);
-	return done;
+	/* No ls->lock: doors outlive their connections (conn_state.h).
+	 * Acquire: pairs with the release in link_set.c:mb_conn_door_take(). */
+	for (struct mb_conn_door *d = atomic_load_explicit(&ls->doors, memory_order_acquire); d;
+	     d = d->next)
+		/* Relaxed: a hint, checked under wlock. */
+		if (atomic_load_explicit(&d->proxy_slot, memory_order_relaxed) == slot)
+			return mb_conn_tx_direct(d, slot, gen, subject, slen, data, len,
+			                         may_block);
+	return false;
 }
 
 /* How publish and call reach the links of a handle (shm/handle.h). */
@@ -713,6 +711,7 @@ void mb_links_stop(msgbus_bus *b)
 	__atomic_store_n(&b->links, NULL, __ATOMIC_SEQ_CST);
 	while (atomic_load_explicit(&b->link_users, memory_order_seq_cst))
 		mb_yield_cpu();
+	mb_conn_doors_free(ls);
 	pthread_mutex_destroy(&ls->lock);
 	free(ls);
 }

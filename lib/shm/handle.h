@@ -58,9 +58,11 @@ struct mb_link_hooks {
 	 * if that slot is the proxy of a link of b and the link can take
 	 * the message now, in order after what it took before, the link
 	 * queues it for its peer from this thread (the inbox is skipped) and
-	 * returns true. seq is the publish's sequence number. Never waits. */
+	 * returns true. Never waits, but (may_block: a publish without a
+	 * timeout) for the link's socket to take what it holds, as a full
+	 * inbox would block the publish. */
 	bool (*direct)(msgbus_bus *b, uint32_t slot, uint32_t gen, const char *subject,
-	               size_t slen, const void *data, size_t len, uint64_t seq);
+	               size_t slen, const void *data, size_t len, bool may_block);
 	/* A call on b found no live worker for service (call.c): true if a
 	 * link serves the name now (as a bridge worker), so look again. */
 	bool (*no_worker)(msgbus_bus *b, const char *service);
