@@ -503,12 +503,19 @@ static void rx_nap(struct mb_conn *c, uint32_t v, uint64_t now)
  *      a spinner leaves it a frame or goes to sleep; it owns the link
  *      again once they are gone. As with the tx thread's naps, on two
  *      cores a thread woken at every message of a ping-pong for nothing
- *      costs more than the message.
+ *      costs more than the message. A look that reads something handles
+ *      it and naps again without a second read: a stream faster than
+ *      the spinner used to keep this thread reading (never finding the
+ *      socket empty), so each message was written into the inbox on one
+ *      core and read on the other; read by the spinner itself, a 64 B
+ *      message cost the receiving side 25-35 % less CPU (a receiver-bound
+ *      stream: 13-15 M msgs/s against 9-11 M).
  * Returns with rlock held.
  */
 void mb_link_rx_loop(struct mb_conn *c)
 {
 	struct reader *r = &c->rd;
+	bool handed = false; /* we read while spinners spin: let them read on */
 	while (!mb_conn_down(c)) {
 		size_t need;
 		/* Every frame there is (a spinner may have left some). */
@@ -520,22 +527,27 @@ void mb_link_rx_loop(struct mb_conn *c)
 		}
 		uint64_t now = mb_now_ns();
 		bool nap = !spinners_gone(c, now);
-		c->rx_shared = false;
-		/* Owner: block in the read (HEARTBEAT_MS at most). Napping:
-		 * take what is there first. */
-		long n = rx_read(c, need, nap, true);
-		if (n > 0)
-			continue;
-		if (n != -EAGAIN) {
-			if (n == -ENOMEM)
-				mb_link_log(c, "closing", "out of memory for a frame");
-			break; /* the end of the stream, or an error */
+		if (!nap || !handed) {
+			c->rx_shared = false;
+			/* Owner: block in the read (HEARTBEAT_MS at most).
+			 * Napping: take what is there first. */
+			long n = rx_read(c, need, nap, true);
+			if (n > 0) {
+				handed = nap;
+				continue;
+			}
+			if (n != -EAGAIN) {
+				if (n == -ENOMEM)
+					mb_link_log(c, "closing", "out of memory for a frame");
+				break; /* the end of the stream, or an error */
+			}
+			if (peer_silent(c))
+				break;
+			now = mb_now_ns();
+			if (!nap)
+				continue;
 		}
-		if (peer_silent(c))
-			break;
-		now = mb_now_ns();
-		if (!nap)
-			continue;
+		handed = false;
 		/* Nap: announced before the last look, so a spinner that
 		 * leaves us a frame, or goes to sleep, after it wakes us. */
 		uint32_t v = mb_ec_prepare(&c->rx_ec);
