@@ -433,7 +433,10 @@ void mb_conn_rx_inline(struct mb_conn *c, uint64_t now)
 				leave = true;
 				break;
 			}
-			if (reads++ == RX_INLINE_READS)
+			/* Messages published: the spinner takes them before
+			 * it reads again (a read after each large one filled
+			 * its inbox, and the rest went to the rx thread). */
+			if (received || reads++ == RX_INLINE_READS)
 				break;
 			long n = rx_read(c, need, true, false);
 			if (n == -EAGAIN)
