@@ -472,24 +472,52 @@ static bool spinners_gone(struct mb_conn *c, uint64_t now)
 	return !t || now - t > RX_SPIN_GONE_NS;
 }
 
+/* Did a spinner look at the link within the last RX_NAP_NS? Relaxed: a
+ * hint; a spinner that stops looking leaves us the link at our next look
+ * (and one that goes to sleep signals). */
+static bool spinner_looked(struct mb_conn *c, uint64_t now)
+{
+	uint64_t t = atomic_load_explicit(&c->rx_spin_ns, memory_order_relaxed);
+	return t && (int64_t)(now - t) < (int64_t)RX_NAP_NS;
+}
+
+/* peer_silent without the log (caller holds rlock). */
+static bool peer_quiet(struct mb_conn *c, uint64_t now)
+{
+	return now - c->rd.last_rx_ns > DEAD_AFTER_MS * 1000000ull;
+}
+
 /*
  * Nap until a spinner signals or RX_NAP_NS ends, and take rlock back. At
  * the end of a nap, a spinner that holds rlock is reading the link right
  * now: nap again rather than wait for it, which would cost it a futex
  * wake at its unlock and the thread it runs on a switch, in the middle
- * of its round trip.
+ * of its round trip. And a spinner that looked at the link during the
+ * nap reads it on: nap again (see spinner_looked).
  */
 static void rx_nap(struct mb_conn *c, uint32_t v, uint64_t now)
 {
 	for (;;) {
 		mb_ec_sleep(&c->rx_ec, v, now, now + RX_NAP_NS);
-		if (!pthread_mutex_trylock(&c->rlock))
-			return;
+		bool locked = !pthread_mutex_trylock(&c->rlock);
 		/* Announced again before the last look, as in the rx loop. A
 		 * signal since the first announcement changed the count: a
 		 * spinner left us work or went to sleep, so wait for rlock. */
 		now = mb_now_ns();
-		if (mb_ec_prepare(&c->rx_ec) != v || mb_conn_down(c) || spinners_gone(c, now))
+		bool stay = mb_ec_prepare(&c->rx_ec) == v && !mb_conn_down(c);
+		if (locked) {
+			/* A spinner read the link during this nap and left us
+			 * nothing: it reads on (reading here, in a stream, put
+			 * a share of the messages into the inbox from the
+			 * other core). Unless the peer has been silent: only
+			 * this thread says so. */
+			if (stay && spinner_looked(c, now) && !peer_quiet(c, now)) {
+				pthread_mutex_unlock(&c->rlock);
+				continue;
+			}
+			return;
+		}
+		if (!stay || spinners_gone(c, now))
 			break;
 	}
 	pthread_mutex_lock(&c->rlock);
