@@ -472,13 +472,15 @@ static bool spinners_gone(struct mb_conn *c, uint64_t now)
 	return !t || now - t > RX_SPIN_GONE_NS;
 }
 
-/* Did a spinner look at the link within the last RX_NAP_NS? Relaxed: a
- * hint; a spinner that stops looking leaves us the link at our next look
- * (and one that goes to sleep signals). */
+/* Did a spinner look at the link lately (within RX_SPIN_GONE_NS: a
+ * spinner takes up to a few hundred microseconds to take what one large
+ * read brought before it looks again)? Relaxed: a hint; a spinner that
+ * stops looking leaves us the link at a later look (and one that goes to
+ * sleep signals). */
 static bool spinner_looked(struct mb_conn *c, uint64_t now)
 {
 	uint64_t t = atomic_load_explicit(&c->rx_spin_ns, memory_order_relaxed);
-	return t && (int64_t)(now - t) < (int64_t)RX_NAP_NS;
+	return t && (int64_t)(now - t) < (int64_t)RX_SPIN_GONE_NS;
 }
 
 /* peer_silent without the log (caller holds rlock). */
