@@ -141,7 +141,7 @@ static inline uint32_t hdr_owner(uint64_t h)
 
 /* The size of the record whose header h was read at pos, or 0 when h cannot
  * be one: wrong state or place, or a size that leaves the area. */
-static uint64_t hdr_size(const struct mb_inbox *ib, uint64_t pos, uint64_t h)
+static inline uint64_t hdr_size(const struct mb_inbox *ib, uint64_t pos, uint64_t h)
 {
 	unsigned st = hdr_state(h);
 	uint64_t size = ((h >> IB_UNITS_SHIFT) & IB_UNITS_MASK) << 3;
@@ -840,16 +840,9 @@ void mb_inbox_give(struct mb_inbox_cons *c)
 	give_back(c, false);
 }
 
-void mb_inbox_consume(struct mb_inbox_cons *c)
+void mb_inbox_consume_give(struct mb_inbox_cons *c)
 {
-	c->cursor += c->cur_size;
-	c->cur_size = 0;
-	uint64_t pending = c->cursor - c->released;
-
-	/* A producer waited: a step at a time until we run dry (a producer
-	 * that sleeps again meanwhile has recv.c give back each record). */
-	if (pending >= c->flush_bytes || (c->eager && pending >= c->flush_bytes / 16))
-		give_back(c, true);
+	give_back(c, true);
 }
 
 /* Nothing to read: give back what we read if it is a sixteenth of the
