@@ -840,11 +840,6 @@ void mb_inbox_give(struct mb_inbox_cons *c)
 	give_back(c, false);
 }
 
-void mb_inbox_consume_give(struct mb_inbox_cons *c)
-{
-	give_back(c, true);
-}
-
 /* Nothing to read: give back what we read if it is a sixteenth of the
  * flush batch or more (a store and a wake check per message would cost a
  * tenth of a 64-byte message). Smaller amounts wait for the batch, or for
