@@ -47,6 +47,22 @@ static int publish_msg(struct mb_conn *c, struct reader *r, const struct mb_fram
 	return rc;
 }
 
+/* Are the n bytes at a and b the same? Inline: n is a frame header and a
+ * short name, where a call to memcmp cost more than the compare. */
+static inline bool same_bytes(const uint8_t *a, const uint8_t *b, size_t n)
+{
+	uint64_t x = 0, y, z;
+	size_t i = 0;
+	for (; i + 8 <= n; i += 8) {
+		memcpy(&y, a + i, 8);
+		memcpy(&z, b + i, 8);
+		x |= y ^ z;
+	}
+	for (; i < n; i++)
+		x |= (uint64_t)(a[i] ^ b[i]);
+	return x == 0;
+}
+
 /*
  * A MSG frame f (size bytes from r->off) and the MSG frames after it in rd
  * on the same subject: published as one run (mb_route_publish_many) when
@@ -73,6 +89,17 @@ static uint32_t publish_run(struct mb_conn *c, struct reader *r, const struct mb
 	parts[n].len = f->payload_len;
 	size_t off = r->off + size;
 	ends[n++] = off;
+	/* A frame whose header and name bytes are f's (the header checked,
+	 * the name r->mname, the payload length f's, each checked above)
+	 * needs no further check: a stream of one size on one subject. */
+	const uint8_t *first = r->buf + r->off;
+	size_t same = MB_WIRE_HDR + 2u + r->mlen;
+	while (n < RX_RUN && r->len - off >= size && same_bytes(r->buf + off, first, same)) {
+		parts[n].data = r->buf + off + same;
+		parts[n].len = f->payload_len;
+		off += size;
+		ends[n++] = off;
+	}
 	while (n < RX_RUN && r->len - off >= MB_WIRE_HDR) {
 		uint8_t type;
 		uint32_t body;
@@ -433,7 +460,10 @@ void mb_conn_rx_inline(struct mb_conn *c, uint64_t now)
 				leave = true;
 				break;
 			}
-			if (reads++ == RX_INLINE_READS)
+			/* Messages published: the spinner takes them before
+			 * it reads again (a read after each large one filled
+			 * its inbox, and the rest went to the rx thread). */
+			if (received || reads++ == RX_INLINE_READS)
 				break;
 			long n = rx_read(c, need, true, false);
 			if (n == -EAGAIN)
@@ -469,24 +499,54 @@ static bool spinners_gone(struct mb_conn *c, uint64_t now)
 	return !t || now - t > RX_SPIN_GONE_NS;
 }
 
+/* Did a spinner look at the link lately (within RX_SPIN_GONE_NS: a
+ * spinner takes up to a few hundred microseconds to take what one large
+ * read brought before it looks again)? Relaxed: a hint; a spinner that
+ * stops looking leaves us the link at a later look (and one that goes to
+ * sleep signals). */
+static bool spinner_looked(struct mb_conn *c, uint64_t now)
+{
+	uint64_t t = atomic_load_explicit(&c->rx_spin_ns, memory_order_relaxed);
+	return t && (int64_t)(now - t) < (int64_t)RX_SPIN_GONE_NS;
+}
+
+/* peer_silent without the log (caller holds rlock). */
+static bool peer_quiet(struct mb_conn *c, uint64_t now)
+{
+	return now - c->rd.last_rx_ns > DEAD_AFTER_MS * 1000000ull;
+}
+
 /*
  * Nap until a spinner signals or RX_NAP_NS ends, and take rlock back. At
  * the end of a nap, a spinner that holds rlock is reading the link right
  * now: nap again rather than wait for it, which would cost it a futex
  * wake at its unlock and the thread it runs on a switch, in the middle
- * of its round trip.
+ * of its round trip. And a spinner that looked at the link during the
+ * nap reads it on: nap again (see spinner_looked).
  */
 static void rx_nap(struct mb_conn *c, uint32_t v, uint64_t now)
 {
 	for (;;) {
 		mb_ec_sleep(&c->rx_ec, v, now, now + RX_NAP_NS);
-		if (!pthread_mutex_trylock(&c->rlock))
-			return;
+		bool locked = !pthread_mutex_trylock(&c->rlock);
 		/* Announced again before the last look, as in the rx loop. A
 		 * signal since the first announcement changed the count: a
 		 * spinner left us work or went to sleep, so wait for rlock. */
 		now = mb_now_ns();
-		if (mb_ec_prepare(&c->rx_ec) != v || mb_conn_down(c) || spinners_gone(c, now))
+		bool stay = mb_ec_prepare(&c->rx_ec) == v && !mb_conn_down(c);
+		if (locked) {
+			/* A spinner read the link during this nap and left us
+			 * nothing: it reads on (reading here, in a stream, put
+			 * a share of the messages into the inbox from the
+			 * other core). Unless the peer has been silent: only
+			 * this thread says so. */
+			if (stay && spinner_looked(c, now) && !peer_quiet(c, now)) {
+				pthread_mutex_unlock(&c->rlock);
+				continue;
+			}
+			return;
+		}
+		if (!stay || spinners_gone(c, now))
 			break;
 	}
 	pthread_mutex_lock(&c->rlock);
@@ -503,12 +563,19 @@ static void rx_nap(struct mb_conn *c, uint32_t v, uint64_t now)
  *      a spinner leaves it a frame or goes to sleep; it owns the link
  *      again once they are gone. As with the tx thread's naps, on two
  *      cores a thread woken at every message of a ping-pong for nothing
- *      costs more than the message.
+ *      costs more than the message. A look that reads something handles
+ *      it and naps again without a second read: a stream faster than
+ *      the spinner used to keep this thread reading (never finding the
+ *      socket empty), so each message was written into the inbox on one
+ *      core and read on the other; read by the spinner itself, a 64 B
+ *      message cost the receiving side 25-35 % less CPU (a receiver-bound
+ *      stream: 13-15 M msgs/s against 9-11 M).
  * Returns with rlock held.
  */
 void mb_link_rx_loop(struct mb_conn *c)
 {
 	struct reader *r = &c->rd;
+	bool handed = false; /* we read while spinners spin: let them read on */
 	while (!mb_conn_down(c)) {
 		size_t need;
 		/* Every frame there is (a spinner may have left some). */
@@ -520,22 +587,27 @@ void mb_link_rx_loop(struct mb_conn *c)
 		}
 		uint64_t now = mb_now_ns();
 		bool nap = !spinners_gone(c, now);
-		c->rx_shared = false;
-		/* Owner: block in the read (HEARTBEAT_MS at most). Napping:
-		 * take what is there first. */
-		long n = rx_read(c, need, nap, true);
-		if (n > 0)
-			continue;
-		if (n != -EAGAIN) {
-			if (n == -ENOMEM)
-				mb_link_log(c, "closing", "out of memory for a frame");
-			break; /* the end of the stream, or an error */
+		if (!nap || !handed) {
+			c->rx_shared = false;
+			/* Owner: block in the read (HEARTBEAT_MS at most).
+			 * Napping: take what is there first. */
+			long n = rx_read(c, need, nap, true);
+			if (n > 0) {
+				handed = nap;
+				continue;
+			}
+			if (n != -EAGAIN) {
+				if (n == -ENOMEM)
+					mb_link_log(c, "closing", "out of memory for a frame");
+				break; /* the end of the stream, or an error */
+			}
+			if (peer_silent(c))
+				break;
+			now = mb_now_ns();
+			if (!nap)
+				continue;
 		}
-		if (peer_silent(c))
-			break;
-		now = mb_now_ns();
-		if (!nap)
-			continue;
+		handed = false;
 		/* Nap: announced before the last look, so a spinner that
 		 * leaves us a frame, or goes to sleep, after it wakes us. */
 		uint32_t v = mb_ec_prepare(&c->rx_ec);

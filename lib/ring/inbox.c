@@ -141,7 +141,7 @@ static inline uint32_t hdr_owner(uint64_t h)
 
 /* The size of the record whose header h was read at pos, or 0 when h cannot
  * be one: wrong state or place, or a size that leaves the area. */
-static uint64_t hdr_size(const struct mb_inbox *ib, uint64_t pos, uint64_t h)
+static inline uint64_t hdr_size(const struct mb_inbox *ib, uint64_t pos, uint64_t h)
 {
 	unsigned st = hdr_state(h);
 	uint64_t size = ((h >> IB_UNITS_SHIFT) & IB_UNITS_MASK) << 3;
@@ -626,9 +626,45 @@ static unsigned char *put_write(const struct mb_inbox *ib, uint64_t at, const vo
 	return rec;
 }
 
+/* mb_inbox_put_many's inline copies: a subject of up to this many words,
+ * a payload of up to this many bytes. */
+#define PUT_HEAD_WORDS 16u
+#define PUT_WORD_COPY_MAX 256u
+
+/* The empty asm in the loops below keeps the compiler from turning them
+ * back into the calls to memcpy they replace. */
+#define NOT_MEMCPY(p) __asm__("" : "+r"(p))
+
+/* n words from the aligned src to the aligned dst (in the record). */
+static inline void copy_words(unsigned char *dst, const uint64_t *src, size_t n)
+{
+	for (size_t i = 0; i < n; i++, dst += 8) {
+		NOT_MEMCPY(dst);
+		memcpy(dst, &src[i], 8);
+	}
+}
+
+/* len bytes (a few words) from src, aligned or not, to the aligned dst. */
+static inline void copy_small(unsigned char *dst, const void *src, size_t len)
+{
+	const unsigned char *s = src;
+
+	for (; len >= 8; len -= 8, s += 8, dst += 8) {
+		uint64_t w;
+
+		NOT_MEMCPY(dst);
+		memcpy(&w, s, 8);
+		memcpy(dst, &w, 8);
+	}
+	for (; len; len--) {
+		NOT_MEMCPY(dst);
+		*dst++ = *s++;
+	}
+}
+
 /* Publish the record written at at COMMITTED: the word after it is zeroed
  * first (it is the next header), then the header with release. */
-static void put_publish(struct mb_inbox_prod *p, uint64_t at, uint64_t size)
+static inline void put_publish(struct mb_inbox_prod *p, uint64_t at, uint64_t size)
 {
 	zero_next(&p->ib, at + size);
 	publish_hdr(&p->ib, at, make_hdr(&p->ib, at, IB_COMMITTED, p->owner, size));
@@ -668,9 +704,19 @@ int mb_inbox_put_many(struct mb_inbox_prod *p, const void *subject, uint32_t sub
 	uint32_t k;
 	int rc;
 
+	/* The subject, padded with zeros to whole words, when it is short:
+	 * each record's copy is then a few word stores rather than a call
+	 * to memcpy (a 64 B record's calls were a tenth of the run). */
+	uint64_t head[PUT_HEAD_WORDS];
+	size_t words = align8(subject_len) / 8;
+
 	*done = 0;
 	if (!n || (uint64_t)seq_off + 8 > subject_len)
 		return MSGBUS_EINVAL;
+	if (words <= PUT_HEAD_WORDS) {
+		head[words - 1] = 0;
+		memcpy(head, subject, subject_len);
+	}
 	size = rec_size(subject_len, parts[0].len);
 	rc = claim(p, size, MB_NO_WAIT, &at);
 	if (rc)
@@ -678,9 +724,16 @@ int mb_inbox_put_many(struct mb_inbox_prod *p, const void *subject, uint32_t sub
 	first = at;
 	for (k = 0;;) {
 		uint64_t seq = seq0 + k;
-		unsigned char *rec = put_write(&p->ib, at, subject, subject_len, parts[k].data,
-		                               parts[k].len);
+		unsigned char *rec;
 
+		if (words <= PUT_HEAD_WORDS && parts[k].len <= PUT_WORD_COPY_MAX) {
+			rec = p->ib.data + (at & p->ib.mask);
+			write_info(rec, subject_len, parts[k].len);
+			copy_words(rec + MB_INBOX_REC_HDR, head, words);
+			copy_small(rec + MB_INBOX_REC_HDR + words * 8, parts[k].data, parts[k].len);
+		} else {
+			rec = put_write(&p->ib, at, subject, subject_len, parts[k].data, parts[k].len);
+		}
 		memcpy(rec + MB_INBOX_REC_HDR + seq_off, &seq, sizeof(seq));
 		/* Each record is published as mb_inbox_put publishes its one:
 		 * the consumer may read it while we write the next. */
@@ -785,18 +838,6 @@ void mb_inbox_flush(struct mb_inbox_cons *c)
 void mb_inbox_give(struct mb_inbox_cons *c)
 {
 	give_back(c, false);
-}
-
-void mb_inbox_consume(struct mb_inbox_cons *c)
-{
-	c->cursor += c->cur_size;
-	c->cur_size = 0;
-	uint64_t pending = c->cursor - c->released;
-
-	/* A producer waited: a step at a time until we run dry (a producer
-	 * that sleeps again meanwhile has recv.c give back each record). */
-	if (pending >= c->flush_bytes || (c->eager && pending >= c->flush_bytes / 16))
-		give_back(c, true);
 }
 
 /* Nothing to read: give back what we read if it is a sixteenth of the

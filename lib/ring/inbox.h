@@ -204,10 +204,21 @@ int mb_inbox_peek_wait(struct mb_inbox_cons *c, struct mb_inbox_msg *m, uint64_t
 bool mb_inbox_ready(const struct mb_inbox_cons *c);
 /* Is everything reserved so far read (the reserve word free at our cursor)? */
 bool mb_inbox_drained(const struct mb_inbox_cons *c);
-/* Done with the record peek returned; its space is given back in batches. */
-void mb_inbox_consume(struct mb_inbox_cons *c);
 /* Give back every consumed byte now and wake producers waiting for room. */
 void mb_inbox_flush(struct mb_inbox_cons *c);
+/* Done with the record peek returned; its space is given back in batches.
+ * Inline: it runs once per message. */
+static inline void mb_inbox_consume(struct mb_inbox_cons *c)
+{
+	c->cursor += c->cur_size;
+	c->cur_size = 0;
+	uint64_t pending = c->cursor - c->released;
+
+	/* A producer waited: a step at a time until we run dry (a producer
+	 * that sleeps again meanwhile has recv.c give back each record). */
+	if (pending >= c->flush_bytes || (c->eager && pending >= c->flush_bytes / 16))
+		mb_inbox_flush(c);
+}
 /*
  * Give back every consumed byte now, for producers that look (one that
  * failed without waiting finds the room at its next try), but wake those
