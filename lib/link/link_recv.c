@@ -454,16 +454,19 @@ void mb_conn_rx_inline(struct mb_conn *c, uint64_t now)
 	bool leave = false;
 	if (c->rx_shared && !c->rx_end) {
 		for (int reads = 0;;) {
-			size_t need;
+			size_t need, off = c->rd.off;
 			enum rx_stop st = rx_frames(c, true, &need, &received);
 			if (st != RX_MORE) {
 				leave = true;
 				break;
 			}
-			/* Messages published: the spinner takes them before
-			 * it reads again (a read after each large one filled
-			 * its inbox, and the rest went to the rx thread). */
-			if (received || reads++ == RX_INLINE_READS)
+			/* Frames handled (messages published, a request or a
+			 * reply delivered): the spinner takes them before it
+			 * reads again. A read after each large one filled its
+			 * inbox, and the rest went to the rx thread; after a
+			 * reply, it found nothing (a system call in each round
+			 * trip). rx_frames only moves rd.off forward. */
+			if (c->rd.off != off || reads++ == RX_INLINE_READS)
 				break;
 			long n = rx_read(c, need, true, false);
 			if (n == -EAGAIN)
