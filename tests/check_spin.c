@@ -9,6 +9,9 @@
  * what they buy: a lock-step exchange between a publisher and three
  * spinning receivers moves on at each yield, where without them every step
  * waits for a spinner's time slice to run out.
+ *
+ * Also the lock of a link's sending side (platform/slock.h), whose waiters
+ * spin, then sleep.
  */
 #include <check.h>
 #include <pthread.h>
@@ -18,6 +21,7 @@
 #include <sys/wait.h>
 
 #include "test_util.h"
+#include "platform/slock.h"
 
 static void close_bus(msgbus_bus *bus, const char *url)
 {
@@ -221,6 +225,75 @@ START_TEST(test_spinners_yield_to_publisher)
 }
 END_TEST
 
+/* slock.h: threads that take the lock in turn see each other's writes
+ * (a plain counter: ThreadSanitizer checks the ordering), and a waiter
+ * behind a holder that keeps it for a while (past the spin and the first,
+ * bounded sleep) gets it once, and only once, it is released. */
+#define SL_THREADS 3
+#define SL_ROUNDS 100000
+#define SL_HOLD_MS 60
+
+struct sl_shared {
+	struct mb_slock lock;
+	unsigned long count;
+	atomic_bool released; /* by the holder, before its unlock */
+	atomic_bool waiting;  /* the waiter is about to lock */
+	bool saw_release;
+};
+
+static void *sl_count_main(void *p)
+{
+	struct sl_shared *sh = p;
+	int rounds = tu_valgrind() ? SL_ROUNDS / 100 : SL_ROUNDS;
+	for (int i = 0; i < rounds; i++) {
+		mb_slock_lock(&sh->lock);
+		sh->count++;
+		mb_slock_unlock(&sh->lock);
+	}
+	return NULL;
+}
+
+static void *sl_wait_main(void *p)
+{
+	struct sl_shared *sh = p;
+	atomic_store(&sh->waiting, true);
+	mb_slock_lock(&sh->lock);
+	sh->saw_release = atomic_load(&sh->released);
+	mb_slock_unlock(&sh->lock);
+	return NULL;
+}
+
+START_TEST(test_slock)
+{
+	struct sl_shared sh = { .count = 0 };
+	pthread_t t[SL_THREADS];
+	mb_slock_init(&sh.lock);
+	for (int i = 0; i < SL_THREADS; i++)
+		ck_assert_int_eq(pthread_create(&t[i], NULL, sl_count_main, &sh), 0);
+	for (int i = 0; i < SL_THREADS; i++)
+		ck_assert_int_eq(pthread_join(t[i], NULL), 0);
+	unsigned long want = (unsigned long)SL_THREADS * (tu_valgrind() ? SL_ROUNDS / 100 : SL_ROUNDS);
+	ck_assert_uint_eq(sh.count, want);
+	ck_assert(mb_slock_try(&sh.lock)); /* free: now held by this thread */
+	pthread_t w;
+	ck_assert_int_eq(pthread_create(&w, NULL, sl_wait_main, &sh), 0);
+	while (!atomic_load(&sh.waiting))
+		sched_yield();
+	tu_sleep_ms(SL_HOLD_MS); /* the waiter spins, then sleeps */
+	struct timespec a, b;
+	clock_gettime(CLOCK_MONOTONIC, &a);
+	atomic_store(&sh.released, true);
+	mb_slock_unlock(&sh.lock);
+	ck_assert_int_eq(pthread_join(w, NULL), 0);
+	clock_gettime(CLOCK_MONOTONIC, &b);
+	double ms = (double)(b.tv_sec - a.tv_sec) * 1e3 + (double)(b.tv_nsec - a.tv_nsec) / 1e6;
+	ck_assert_msg(sh.saw_release, "the waiter took the lock while it was held");
+	ck_assert_msg(ms < 1000.0, "the waiter took %.1f ms to get a free lock", ms);
+	ck_assert(mb_slock_try(&sh.lock));
+	mb_slock_unlock(&sh.lock);
+}
+END_TEST
+
 Suite *suite_spin(void)
 {
 	Suite *s = suite_create("spin");
@@ -228,6 +301,9 @@ Suite *suite_spin(void)
 	tcase_add_loop_test(tc, test_spinning_waits_yield, 0, TU_NSCHEMES);
 	if (!tu_valgrind())
 		tcase_add_test(tc, test_spinners_yield_to_publisher);
+	suite_add_tcase(s, tc);
+	tc = tu_tcase("slock", TU_CASE_TIMEOUT);
+	tcase_add_test(tc, test_slock);
 	suite_add_tcase(s, tc);
 	return s;
 }

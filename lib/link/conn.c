@@ -166,7 +166,7 @@ static bool conn_run(struct mb_conn *c, const struct mb_conn_opts *o)
  * on no publisher sends inline. */
 static void conn_drop(struct mb_conn *c, struct mb_watch *watch)
 {
-	pthread_mutex_lock(&c->door->wlock);
+	mb_slock_lock(&c->door->wlock);
 	/* Acquire: pairs with the release in link_recv.c:follow() (this
 	 * thread's own store; inline senders see NULL from here on). */
 	msgbus_sub *proxy = atomic_exchange_explicit(&c->proxy, NULL, memory_order_acquire);
@@ -178,7 +178,7 @@ static void conn_drop(struct mb_conn *c, struct mb_watch *watch)
 		msgbus_msg_release(c->held);
 	}
 	c->held = NULL;
-	pthread_mutex_unlock(&c->door->wlock);
+	mb_slock_unlock(&c->door->wlock);
 	if (proxy) {
 		/* The watch skips what the link took, sent or counted. */
 		if (watch && watch->skip)

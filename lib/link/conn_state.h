@@ -42,6 +42,7 @@
 #include "link/link_names.h"
 #include "link/link_set.h"
 #include "link/wire.h"
+#include "platform/slock.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -129,7 +130,7 @@ struct mb_conn_door {
 	/* The sending side of conn, one thread at a time: its tx thread, a
 	 * publisher sending inline (links.c), or a thread sending a control
 	 * frame. It owns the proxy's takes, txbuf and the writes. */
-	pthread_mutex_t wlock;
+	struct mb_slock wlock;
 	struct mb_conn *conn; /* under wlock: the connection, or NULL */
 	/* conn's proxy subscription slot (UINT32_MAX: none): how a publisher
 	 * finds the link a message for that slot alone can go through.

@@ -120,7 +120,7 @@ int mb_link_send_frame(struct mb_conn *c, struct mb_frame *f, bool now)
 	if (hl - MB_WIRE_HDR + f->payload_len > c->peer_max_frame)
 		return MSGBUS_EMSGSIZE;
 	int rc = 0;
-	pthread_mutex_lock(&c->door->wlock);
+	mb_slock_lock(&c->door->wlock);
 	if (mb_conn_down(c)) {
 		rc = MSGBUS_ECLOSED;
 	} else if (c->txlen + hl + f->payload_len <= TXBUF) {
@@ -140,7 +140,7 @@ int mb_link_send_frame(struct mb_conn *c, struct mb_frame *f, bool now)
 		else
 			wrote(c);
 	}
-	pthread_mutex_unlock(&c->door->wlock);
+	mb_slock_unlock(&c->door->wlock);
 	return rc ? MSGBUS_ECLOSED : 0;
 }
 
@@ -157,9 +157,9 @@ static void send_pong(struct mb_conn *c)
 
 static void link_flush(struct mb_conn *c)
 {
-	pthread_mutex_lock(&c->door->wlock);
+	mb_slock_lock(&c->door->wlock);
 	flush_locked(c);
-	pthread_mutex_unlock(&c->door->wlock);
+	mb_slock_unlock(&c->door->wlock);
 }
 
 static int link_send_name(struct mb_conn *c, uint8_t type, const char *name)
@@ -415,7 +415,7 @@ static struct tx_res tx_pass(struct mb_conn *c, msgbus_sub *proxy, bool before_s
                              int64_t *owner)
 {
 	struct tx_res r;
-	pthread_mutex_lock(&c->door->wlock);
+	mb_slock_lock(&c->door->wlock);
 	bool queued = c->held || c->txlen > c->txoff;
 	uint32_t before = c->uncounted;
 	r.took = drain_locked(c, proxy, false, TX_PASS_MAX, owner);
@@ -427,7 +427,7 @@ static struct tx_res tx_pass(struct mb_conn *c, msgbus_sub *proxy, bool before_s
 		flush_locked(c);
 	if (before_sleep)
 		mb_sub_flush(proxy);
-	pthread_mutex_unlock(&c->door->wlock);
+	mb_slock_unlock(&c->door->wlock);
 	return r;
 }
 
@@ -446,7 +446,7 @@ void mb_conn_tx_inline(struct mb_conn *c)
 	/* In a stream the tx thread is at work: sending here as well would
 	 * put its work on this thread's core too, and halve the stream. */
 	if (atomic_load_explicit(&c->tx_active, memory_order_relaxed) ||
-	    pthread_mutex_trylock(&c->door->wlock)) {
+	    !mb_slock_try(&c->door->wlock)) {
 		mb_ec_signal(&c->tx_ec);
 		return;
 	}
@@ -465,7 +465,7 @@ void mb_conn_tx_inline(struct mb_conn *c)
 			flush_nowait_locked(c);
 		left = c->held || c->txlen > c->txoff;
 	}
-	pthread_mutex_unlock(&c->door->wlock);
+	mb_slock_unlock(&c->door->wlock);
 	if (left)
 		mb_ec_signal(&c->tx_ec);
 }
@@ -510,7 +510,9 @@ bool mb_conn_tx_direct(struct mb_conn_door *door, uint32_t slot, uint32_t gen,
                        bool may_block)
 {
 	/* One that may block waits for the tx thread's write as for its own. */
-	if (may_block ? pthread_mutex_lock(&door->wlock) : pthread_mutex_trylock(&door->wlock))
+	if (may_block)
+		mb_slock_lock(&door->wlock);
+	else if (!mb_slock_try(&door->wlock))
 		return false;
 	struct mb_conn *c = door->conn;
 	/* Acquire: as in mb_conn_tx_inline. */
@@ -521,7 +523,7 @@ bool mb_conn_tx_direct(struct mb_conn_door *door, uint32_t slot, uint32_t gen,
 	if (ok && (c->txoff || c->txlen >= TX_WRITE_AT || c->txlen + hl + len > TXBUF))
 		ok = may_block && !flush_locked(c);
 	if (!ok) {
-		pthread_mutex_unlock(&door->wlock);
+		mb_slock_unlock(&door->wlock);
 		return false;
 	}
 	size_t queued = c->txlen;
@@ -545,7 +547,7 @@ bool mb_conn_tx_direct(struct mb_conn_door *door, uint32_t slot, uint32_t gen,
 			mb_ec_signal(&c->tx_ec);
 		}
 	}
-	pthread_mutex_unlock(&door->wlock);
+	mb_slock_unlock(&door->wlock);
 	return true;
 }
 

@@ -103,7 +103,7 @@ struct mb_conn_door *mb_conn_door_take(struct mb_links *ls, struct mb_conn *c)
 	while (d && d->used)
 		d = d->next;
 	if (!d && (d = calloc(1, sizeof(*d)))) {
-		pthread_mutex_init(&d->wlock, NULL);
+		mb_slock_init(&d->wlock);
 		atomic_init(&d->proxy_slot, UINT32_MAX);
 		d->next = atomic_load_explicit(&ls->doors, memory_order_relaxed);
 		/* Release: pairs with the acquire in links.c:links_direct(),
@@ -114,19 +114,19 @@ struct mb_conn_door *mb_conn_door_take(struct mb_links *ls, struct mb_conn *c)
 		d->used = true;
 	pthread_mutex_unlock(&ls->lock);
 	if (d) {
-		pthread_mutex_lock(&d->wlock);
+		mb_slock_lock(&d->wlock);
 		d->conn = c;
-		pthread_mutex_unlock(&d->wlock);
+		mb_slock_unlock(&d->wlock);
 	}
 	return d;
 }
 
 void mb_conn_door_give(struct mb_links *ls, struct mb_conn_door *d)
 {
-	pthread_mutex_lock(&d->wlock);
+	mb_slock_lock(&d->wlock);
 	d->conn = NULL;
 	atomic_store_explicit(&d->proxy_slot, UINT32_MAX, memory_order_relaxed); /* a hint */
-	pthread_mutex_unlock(&d->wlock);
+	mb_slock_unlock(&d->wlock);
 	pthread_mutex_lock(&ls->lock);
 	d->used = false;
 	pthread_mutex_unlock(&ls->lock);
@@ -138,7 +138,6 @@ void mb_conn_doors_free(struct mb_links *ls)
 	struct mb_conn_door *d = atomic_load_explicit(&ls->doors, memory_order_relaxed);
 	while (d) {
 		struct mb_conn_door *next = d->next;
-		pthread_mutex_destroy(&d->wlock);
 		free(d);
 		d = next;
 	}
