@@ -208,9 +208,9 @@ static bool links_replied(msgbus_bus *b, uint32_t to, uint32_t entry)
 }
 
 /* direct (pubsub/route.c): a message of b for one link's proxy alone is
- * queued by that link from the publisher's thread. The list stays locked
- * meanwhile, so the connection (and its bus handle) stays. A busy list or
- * link leaves the message to the proxy. */
+ * queued by that link from the publisher's thread. The door's wlock
+ * keeps the connection (and its bus handle) meanwhile; a busy link leaves
+ * the message to the proxy, unless the publisher may block. */
 static bool links_direct(msgbus_bus *b, uint32_t slot, uint32_t gen, const char *subject,
                          size_t slen, const void *data, size_t len, bool may_block)
 {
