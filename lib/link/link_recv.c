@@ -288,10 +288,15 @@ static long rx_read(struct mb_conn *c, size_t need, bool nowait, bool grow)
 }
 
 /* A peer that sent nothing for DEAD_AFTER_MS is gone (it would have
- * sent PINGs): logged. */
+ * sent PINGs). Caller holds rlock. peer_silent also logs it. */
+static bool peer_quiet(struct mb_conn *c, uint64_t now)
+{
+	return now - c->rd.last_rx_ns > DEAD_AFTER_MS * 1000000ull;
+}
+
 static bool peer_silent(struct mb_conn *c)
 {
-	if (mb_now_ns() - c->rd.last_rx_ns <= DEAD_AFTER_MS * 1000000ull)
+	if (!peer_quiet(c, mb_now_ns()))
 		return false;
 	mb_link_log(c, "closing", "no heartbeat from the peer");
 	return true;
@@ -495,28 +500,14 @@ void mb_conn_rx_unspin(struct mb_conn *c)
 }
 
 /* seq_cst: after the rx thread announces a nap, this and a spinner's
- * unspin (store, then signal) order as an eventcount's check and signal. */
+ * unspin (store, then signal) order as an eventcount's check and signal.
+ * A spinner that looked within RX_SPIN_GONE_NS is still there: it takes
+ * up to a few hundred microseconds to take what one large read brought
+ * before it looks again. Signed: a look stamped after our `now` is recent. */
 static bool spinners_gone(struct mb_conn *c, uint64_t now)
 {
 	uint64_t t = atomic_load_explicit(&c->rx_spin_ns, memory_order_seq_cst);
-	return !t || now - t > RX_SPIN_GONE_NS;
-}
-
-/* Did a spinner look at the link lately (within RX_SPIN_GONE_NS: a
- * spinner takes up to a few hundred microseconds to take what one large
- * read brought before it looks again)? Relaxed: a hint; a spinner that
- * stops looking leaves us the link at a later look (and one that goes to
- * sleep signals). */
-static bool spinner_looked(struct mb_conn *c, uint64_t now)
-{
-	uint64_t t = atomic_load_explicit(&c->rx_spin_ns, memory_order_relaxed);
-	return t && (int64_t)(now - t) < (int64_t)RX_SPIN_GONE_NS;
-}
-
-/* peer_silent without the log (caller holds rlock). */
-static bool peer_quiet(struct mb_conn *c, uint64_t now)
-{
-	return now - c->rd.last_rx_ns > DEAD_AFTER_MS * 1000000ull;
+	return !t || (int64_t)(now - t) > (int64_t)RX_SPIN_GONE_NS;
 }
 
 /*
@@ -525,7 +516,7 @@ static bool peer_quiet(struct mb_conn *c, uint64_t now)
  * now: nap again rather than wait for it, which would cost it a futex
  * wake at its unlock and the thread it runs on a switch, in the middle
  * of its round trip. And a spinner that looked at the link during the
- * nap reads it on: nap again (see spinner_looked).
+ * nap reads it on: nap again (see spinners_gone).
  */
 static void rx_nap(struct mb_conn *c, uint32_t v, uint64_t now)
 {
@@ -543,7 +534,7 @@ static void rx_nap(struct mb_conn *c, uint32_t v, uint64_t now)
 			 * a share of the messages into the inbox from the
 			 * other core). Unless the peer has been silent: only
 			 * this thread says so. */
-			if (stay && spinner_looked(c, now) && !peer_quiet(c, now)) {
+			if (stay && !spinners_gone(c, now) && !peer_quiet(c, now)) {
 				pthread_mutex_unlock(&c->rlock);
 				continue;
 			}

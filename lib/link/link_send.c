@@ -297,15 +297,10 @@ static bool wants_subject(struct mb_conn *c, const char *subject, size_t nl, boo
 	return c->want;
 }
 
-static void taken_seq(msgbus_bus *lb, uint64_t *taken, uint32_t origin, uint64_t seq)
-{
-	if (origin < lb->cfg.max_participants && seq + 1 > taken[origin])
-		taken[origin] = seq + 1;
-}
-
 void mb_link_taken(msgbus_bus *lb, uint64_t *taken, const msgbus_msg *m)
 {
-	taken_seq(lb, taken, m->origin, m->seq);
+	if (m->origin < lb->cfg.max_participants && m->seq + 1 > taken[m->origin])
+		taken[m->origin] = m->seq + 1;
 }
 
 /* ---- tx: local bus to peer ------------------------------------------------- */
